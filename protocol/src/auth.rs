@@ -1,0 +1,1 @@
+//! Tokens: issuing and checking JWTs with an injected clock.

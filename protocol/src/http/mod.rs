@@ -1,0 +1,1 @@
+//! The REST routes as pure code: request -> effect -> response.

@@ -1,0 +1,214 @@
+//! The chat's data model: ids, messages and users, as the contract spells them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A BSON ObjectId: 4 bytes of seconds, 5 of per-process randomness, 3 of a counter.
+///
+/// Rendered as 24 lower-case hex characters. Ordered byte-wise, which is the
+/// order MongoDB gives them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ObjectId(pub [u8; 12]);
+
+impl ObjectId {
+    /// Builds an id from its three parts.
+    pub fn from_parts(seconds: u32, process: [u8; 5], counter: u32) -> Self {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&seconds.to_be_bytes());
+        b[4..9].copy_from_slice(&process);
+        b[9..].copy_from_slice(&counter.to_be_bytes()[1..]);
+        ObjectId(b)
+    }
+
+    /// The seconds since the Unix epoch stored in the id.
+    pub fn seconds(&self) -> u32 {
+        u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+
+    /// The 24-character lower-case hex form.
+    pub fn to_hex(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(24);
+        for b in self.0 {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+        s
+    }
+}
+
+/// A string that is not 24 hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a 24-character hex ObjectId")]
+pub struct BadObjectId;
+
+impl FromStr for ObjectId {
+    type Err = BadObjectId;
+    fn from_str(s: &str) -> Result<Self, BadObjectId> {
+        let b = s.as_bytes();
+        if b.len() != 24 {
+            return Err(BadObjectId);
+        }
+        let mut out = [0u8; 12];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16).ok_or(BadObjectId)?;
+            let lo = (pair[1] as char).to_digit(16).ok_or(BadObjectId)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Ok(ObjectId(out))
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({})", self.to_hex())
+    }
+}
+
+impl Serialize for ObjectId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a message is in its life. It only ever moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Stored; not yet handed to another socket.
+    Sent,
+    /// Handed to at least one socket other than the sender's.
+    Delivered,
+    /// Named by a `chat:read` from a user other than the author.
+    Read,
+}
+
+impl Status {
+    /// The contract's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Read => "read",
+        }
+    }
+
+    /// Parses the contract's spelling.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "sent" => Some(Status::Sent),
+            "delivered" => Some(Status::Delivered),
+            "read" => Some(Status::Read),
+            _ => None,
+        }
+    }
+}
+
+/// A chat message exactly as routes and events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// Unique, increasing within one process.
+    pub id: ObjectId,
+    /// The chat (room) it belongs to.
+    pub chat_id: String,
+    /// The sender's username, from the token.
+    pub author: String,
+    /// The sender's user id, from the token.
+    pub author_id: ObjectId,
+    /// The text, 1 to 4000 characters.
+    pub text: String,
+    /// Milliseconds since the Unix epoch, set by the server.
+    pub timestamp: i64,
+    /// Where it is in its life.
+    pub status: Status,
+    /// The client's type tag, `text` by default.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A user as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The user's id.
+    pub id: ObjectId,
+    /// The name as registered (case kept).
+    pub username: String,
+    /// The bcrypt hash of the password.
+    pub password_hash: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicUser {
+    /// The user's id.
+    pub id: ObjectId,
+    /// The name as registered.
+    pub username: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+impl From<&UserRecord> for PublicUser {
+    fn from(u: &UserRecord) -> Self {
+        PublicUser {
+            id: u.id,
+            username: u.username.clone(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_id_hex_round_trip() {
+        let id = ObjectId::from_parts(0x665f1c2e, [0x9b, 0x1e, 0x8a, 0x3f, 0x4c], 0x2d1a0b);
+        assert_eq!(id.to_hex(), "665f1c2e9b1e8a3f4c2d1a0b");
+        assert_eq!("665f1c2e9b1e8a3f4c2d1a0b".parse::<ObjectId>(), Ok(id));
+        assert_eq!(id.seconds(), 0x665f1c2e);
+        assert!("665f1c2e9b1e8a3f4c2d1a0".parse::<ObjectId>().is_err());
+        assert!("665f1c2e9b1e8a3f4c2d1a0g".parse::<ObjectId>().is_err());
+    }
+
+    #[test]
+    fn message_serializes_with_contract_names() {
+        let m = Message {
+            id: "665f1c2e9b1e8a3f4c2d1a0b".parse().unwrap(),
+            chat_id: "general".into(),
+            author: "ana".into(),
+            author_id: "665f1c0a9b1e8a3f4c2d19ff".parse().unwrap(),
+            text: "hi".into(),
+            timestamp: 1732540800123,
+            status: Status::Sent,
+            kind: "text".into(),
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "665f1c2e9b1e8a3f4c2d1a0b", "chatId": "general", "author": "ana",
+             "authorId": "665f1c0a9b1e8a3f4c2d19ff", "text": "hi", "timestamp": 1732540800123i64,
+             "status": "sent", "type": "text"})
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The store as an effect: the commands the core emits, the replies it is fed,
+//! and the trait a store implements so that a host can execute them.
+//!
+//! The trait returns plain `std` futures, so a store crate depends on this
+//! crate alone and runs under any executor.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::model::{Message, ObjectId, UserRecord};
+
+/// A boxed future a store returns; `'static` so that hosts can spawn it.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+/// The store could not do what it was asked (it is down, or failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// A new message to append durably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The message as it will be stored (status `sent`).
+    pub message: Message,
+    /// The client's retry key; with the author's id it names the message
+    /// for 24 hours, so a retry returns the first ack.
+    pub temp_id: Option<String>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Append {
+    /// Stored and durable.
+    Stored,
+    /// The same (author, tempId) was stored before: nothing new was stored.
+    Duplicate {
+        /// The first message's id.
+        id: ObjectId,
+        /// The first message's timestamp.
+        timestamp: i64,
+    },
+}
+
+/// What a user insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateUser {
+    /// Inserted.
+    Created,
+    /// The name is taken (case-insensitively).
+    Taken,
+}
+
+/// A point in a chat's history, in (timestamp, id) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// A time in milliseconds: the bound is on the timestamp alone.
+    Time(i64),
+    /// The id of a message in the chat: the bound is that message's (timestamp, id).
+    Id(ObjectId),
+}
+
+/// Which slice of a chat's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The newest `limit` messages.
+    Latest,
+    /// The newest `limit` messages strictly before the cursor.
+    Before(Cursor),
+    /// The oldest `limit` messages strictly after the cursor.
+    After(Cursor),
+}
+
+/// A history read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// The chat to read.
+    pub chat_id: String,
+    /// Which slice.
+    pub window: Window,
+    /// How many at most (1..=100).
+    pub limit: u32,
+}
+
+/// The answer to a history read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum History {
+    /// The messages, oldest first.
+    Messages(Vec<Message>),
+    /// A `Cursor::Id` that names no message of that chat.
+    UnknownAnchor,
+}
+
+/// One read receipt that the store recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadReceipt {
+    /// The message read.
+    pub id: ObjectId,
+    /// Its chat.
+    pub chat_id: String,
+}
+
+/// A durable store of users, messages, receipts and retry keys.
+///
+/// Every method is one atomic operation. An implementation must make
+/// `append_message` durable (committed to disk, or to a majority) before its
+/// future resolves: the core acknowledges a message only then.
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the store is reachable.
+    fn ping(&self) -> StoreFuture<()>;
+    /// Inserts a user unless the name is taken, compared without regard to case.
+    fn create_user(&self, user: UserRecord) -> StoreFuture<CreateUser>;
+    /// Finds a user by name, without regard to case.
+    fn find_user(&self, username: String) -> StoreFuture<Option<UserRecord>>;
+    /// Appends a message durably, or returns the first one with the same
+    /// (author, tempId) stored in the last 24 hours.
+    fn append_message(&self, message: NewMessage) -> StoreFuture<Append>;
+    /// Reads a slice of a chat's history.
+    fn history(&self, query: HistoryQuery) -> StoreFuture<History>;
+    /// Moves a message from `sent` to `delivered` (never back).
+    fn mark_delivered(&self, id: ObjectId) -> StoreFuture<()>;
+    /// Records that `reader` read these messages; moves each one not written
+    /// by `reader` to `read`, and returns those with their chats.
+    fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>>;
+}
+
+/// A command the core asks its host to run against the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreCommand {
+    /// [`Store::ping`].
+    Ping,
+    /// [`Store::create_user`].
+    CreateUser(UserRecord),
+    /// [`Store::find_user`].
+    FindUser(String),
+    /// [`Store::append_message`].
+    AppendMessage(NewMessage),
+    /// [`Store::history`].
+    History(HistoryQuery),
+    /// [`Store::mark_delivered`].
+    MarkDelivered(ObjectId),
+    /// [`Store::mark_read`].
+    MarkRead {
+        /// The messages named.
+        ids: Vec<ObjectId>,
+        /// Who read them.
+        reader: ObjectId,
+    },
+}
+
+/// The result of a [`StoreCommand`], fed back to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreReply {
+    /// The store failed; the command had no effect that was reported.
+    Failed(StoreError),
+    /// [`Store::ping`] answered.
+    Pong,
+    /// [`Store::create_user`] answered.
+    CreateUser(CreateUser),
+    /// [`Store::find_user`] answered.
+    User(Option<UserRecord>),
+    /// [`Store::append_message`] answered.
+    Appended(Append),
+    /// [`Store::history`] answered.
+    History(History),
+    /// [`Store::mark_delivered`] answered.
+    Delivered,
+    /// [`Store::mark_read`] answered.
+    Read(Vec<ReadReceipt>),
+}
+
+/// Runs one command against a store: the only place that maps commands to
+/// the trait, shared by every host.
+pub async fn execute(store: &dyn Store, command: StoreCommand) -> StoreReply {
+    let r = match command {
+        StoreCommand::Ping => store.ping().await.map(|()| StoreReply::Pong),
+        StoreCommand::CreateUser(u) => store.create_user(u).await.map(StoreReply::CreateUser),
+        StoreCommand::FindUser(n) => store.find_user(n).await.map(StoreReply::User),
+        StoreCommand::AppendMessage(m) => store.append_message(m).await.map(StoreReply::Appended),
+        StoreCommand::History(q) => store.history(q).await.map(StoreReply::History),
+        StoreCommand::MarkDelivered(id) => store.mark_delivered(id).await.map(|()| StoreReply::Delivered),
+        StoreCommand::MarkRead { ids, reader } => store.mark_read(ids, reader).await.map(StoreReply::Read),
+    };
+    r.unwrap_or_else(StoreReply::Failed)
+}
+
+/// How long a retry key names its message.
+pub const DEDUPE_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
