@@ -2,10 +2,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
+pub mod eio;
+pub mod http;
 pub mod ids;
 pub mod model;
+pub mod node;
+pub mod sio;
 pub mod store;
 #[cfg(feature = "store-suite")]
 pub mod store_suite;
-pub mod auth;
-pub mod http;
+
+pub use node::{ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output, RequestId, Upper};

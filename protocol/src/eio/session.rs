@@ -1,0 +1,587 @@
+//! Every transition of Engine.IO sessions lives here: the handshake, the
+//! heartbeat, long-polling, WebSocket, the upgrade, and close.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::packet::{self, Data, OutPacket, Packet};
+use super::{RequestError, Transport, parse_query};
+use crate::ids::{IdGenerator, new_sid};
+use crate::node::{ConnId, Frame, HttpResponse, Method, Output, RequestId};
+
+/// Engine.IO settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// How long the server waits for the pong.
+    pub ping_timeout: Duration,
+    /// The largest packet or polling payload a client may send, in bytes.
+    pub max_payload: usize,
+    /// The most bytes buffered for a polling client before it is disconnected.
+    pub max_buffered: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            max_buffered: 8_000_000,
+        }
+    }
+}
+
+/// Names one session inside the engine; cheap to copy and never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(pub(crate) u64);
+
+/// What the client's handshake carried, kept for the layers above.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handshake {
+    /// The raw query string of the first request.
+    pub query: String,
+    /// Its `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client sent a close packet.
+    ClientClose,
+    /// The transport (connection) went away.
+    TransportClose,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// The client broke the protocol.
+    ProtocolError,
+    /// The client fell too far behind.
+    Backlog,
+    /// The server closed it.
+    ServerClose,
+}
+
+/// The layer above the engine: it receives opened sessions, messages and closes.
+pub trait EngineHandler {
+    /// A session opened.
+    fn on_open(&mut self, engine: &mut Engine, key: SessionKey, now: Instant);
+    /// A message arrived on a session.
+    fn on_message(&mut self, engine: &mut Engine, key: SessionKey, data: Data<'_>, now: Instant);
+    /// A session closed; it is already gone from the engine.
+    fn on_close(&mut self, engine: &mut Engine, key: SessionKey, reason: CloseReason, now: Instant);
+}
+
+enum Carrier {
+    Polling { parked: Option<RequestId> },
+    WebSocket { conn: ConnId },
+}
+
+struct Session {
+    sid: Arc<str>,
+    carrier: Carrier,
+    /// A WebSocket being probed for an upgrade, and whether `2probe` arrived on it.
+    probe: Option<(ConnId, bool)>,
+    buffer: Vec<OutPacket>,
+    buffered: usize,
+    /// Fell too far behind; closed at the next flush.
+    doomed: bool,
+    awaiting_pong: bool,
+    deadline: Instant,
+    handshake: Handshake,
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Main(SessionKey),
+    Probe(SessionKey),
+}
+
+/// All Engine.IO sessions of one node.
+pub struct Engine {
+    config: EngineConfig,
+    pub(crate) ids: Box<dyn IdGenerator>,
+    sessions: HashMap<SessionKey, Session>,
+    by_sid: HashMap<Arc<str>, SessionKey>,
+    conns: HashMap<ConnId, Role>,
+    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    dirty: Vec<SessionKey>,
+    next_key: u64,
+    pub(crate) outputs: std::collections::VecDeque<Output>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("sessions", &self.sessions.len()).finish()
+    }
+}
+
+impl Engine {
+    /// An engine with no sessions.
+    pub fn new(config: EngineConfig, ids: Box<dyn IdGenerator>) -> Self {
+        Engine {
+            config,
+            ids,
+            sessions: HashMap::new(),
+            by_sid: HashMap::new(),
+            conns: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            next_key: 0,
+            outputs: Default::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The public session id of a session.
+    pub fn sid(&self, key: SessionKey) -> Option<&str> {
+        self.sessions.get(&key).map(|s| &*s.sid)
+    }
+
+    /// What the client's handshake carried.
+    pub fn handshake(&self, key: SessionKey) -> Option<&Handshake> {
+        self.sessions.get(&key).map(|s| &s.handshake)
+    }
+
+    /// The transport a session uses now.
+    pub fn transport(&self, key: SessionKey) -> Option<Transport> {
+        self.sessions.get(&key).map(|s| match s.carrier {
+            Carrier::Polling { .. } => Transport::Polling,
+            Carrier::WebSocket { .. } => Transport::WebSocket,
+        })
+    }
+
+    /// The earliest heartbeat deadline.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            match self.sessions.get(&key) {
+                Some(s) if s.deadline == t => return Some(t),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    fn respond(&mut self, req: RequestId, response: HttpResponse) {
+        self.outputs.push_back(Output::HttpResponse { req, response });
+    }
+
+    fn error(&mut self, req: RequestId, e: RequestError) {
+        self.respond(req, HttpResponse::json(400, Bytes::from(e.body())));
+    }
+
+    fn new_session(&mut self, carrier: Carrier, handshake: Handshake, now: Instant) -> SessionKey {
+        let sid: Arc<str> = loop {
+            let s: Arc<str> = new_sid(&mut *self.ids).into();
+            if !self.by_sid.contains_key(&s) {
+                break s;
+            }
+        };
+        self.next_key += 1;
+        let key = SessionKey(self.next_key);
+        let deadline = now + self.config.ping_interval;
+        self.by_sid.insert(sid.clone(), key);
+        self.sessions.insert(
+            key,
+            Session {
+                sid,
+                carrier,
+                probe: None,
+                buffer: Vec::new(),
+                buffered: 0,
+                doomed: false,
+                awaiting_pong: false,
+                deadline,
+                handshake,
+            },
+        );
+        self.timers.push(Reverse((deadline, key)));
+        key
+    }
+
+    fn open_packet(&self, key: SessionKey, upgrades: bool) -> OutPacket {
+        let s = &self.sessions[&key];
+        let open = format!(
+            r#"{{"sid":"{}","upgrades":[{}],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            s.sid,
+            if upgrades { r#""websocket""# } else { "" },
+            self.config.ping_interval.as_millis(),
+            self.config.ping_timeout.as_millis(),
+            self.config.max_payload
+        );
+        OutPacket::text(b'0', &open)
+    }
+
+    /// An HTTP request on the Engine.IO path (long-polling, or a handshake).
+    #[allow(clippy::too_many_arguments)] // one argument per part of the request the protocol reads
+    pub fn handle_http<H: EngineHandler>(
+        &mut self,
+        h: &mut H,
+        req: RequestId,
+        method: Method,
+        query: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: Instant,
+    ) {
+        let q = match parse_query(query) {
+            Ok(q) => q,
+            Err(e) => return self.error(req, e),
+        };
+        if q.transport != Transport::Polling {
+            return self.error(req, RequestError::BadRequest);
+        }
+        let Some(sid) = q.sid else {
+            if method != Method::Get {
+                return self.error(req, RequestError::BadHandshakeMethod);
+            }
+            let handshake = Handshake {
+                query: query.to_owned(),
+                authorization: authorization.map(str::to_owned),
+            };
+            let key = self.new_session(Carrier::Polling { parked: None }, handshake, now);
+            let open = self.open_packet(key, true);
+            self.respond(req, HttpResponse::text(packet::encode_payload(&[open])));
+            h.on_open(self, key, now);
+            return;
+        };
+        let Some(&key) = self.by_sid.get(sid) else {
+            return self.error(req, RequestError::SessionIdUnknown);
+        };
+        let s = self.sessions.get_mut(&key).expect("by_sid and sessions hold the same keys");
+        let Carrier::Polling { parked } = &mut s.carrier else {
+            return self.error(req, RequestError::BadRequest);
+        };
+        match method {
+            Method::Get => {
+                if let Some(first) = parked.take() {
+                    self.error(req, RequestError::BadRequest);
+                    self.respond(first, HttpResponse::text(Bytes::from_static(b"1")));
+                    self.close(h, key, CloseReason::ProtocolError, now);
+                } else if s.probe.is_some_and(|(_, probed)| probed) {
+                    self.respond(req, HttpResponse::text(Bytes::from_static(b"6")));
+                } else if !s.buffer.is_empty() {
+                    let payload = packet::encode_payload(&s.buffer);
+                    s.buffer.clear();
+                    s.buffered = 0;
+                    self.respond(req, HttpResponse::text(payload));
+                } else {
+                    *parked = Some(req);
+                }
+            }
+            Method::Post => {
+                if body.len() > self.config.max_payload {
+                    self.respond(req, HttpResponse::json(413, Bytes::from_static(br#"{"code":3,"message":"Payload too large"}"#)));
+                    return self.close(h, key, CloseReason::ProtocolError, now);
+                }
+                let packets = match packet::decode_payload(body) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        self.error(req, RequestError::BadRequest);
+                        return self.close(h, key, CloseReason::ProtocolError, now);
+                    }
+                };
+                // Check the whole payload first: a bad record refuses it all.
+                let packets: Result<Vec<_>, _> = packets.collect();
+                let Ok(packets) = packets else {
+                    self.error(req, RequestError::BadRequest);
+                    return self.close(h, key, CloseReason::ProtocolError, now);
+                };
+                self.respond(req, HttpResponse::ok());
+                for p in packets {
+                    if !self.sessions.contains_key(&key) {
+                        break;
+                    }
+                    self.handle_packet(h, key, p, now);
+                }
+            }
+            Method::Other => self.error(req, RequestError::BadRequest),
+        }
+    }
+
+    /// A long-polling request whose client went away before it was answered.
+    pub fn handle_http_aborted(&mut self, req: RequestId) {
+        for s in self.sessions.values_mut() {
+            if let Carrier::Polling { parked } = &mut s.carrier
+                && *parked == Some(req)
+            {
+                *parked = None;
+                return;
+            }
+        }
+    }
+
+    /// A WebSocket connection was accepted on the Engine.IO path.
+    pub fn handle_ws_open<H: EngineHandler>(
+        &mut self,
+        h: &mut H,
+        conn: ConnId,
+        query: &str,
+        authorization: Option<&str>,
+        now: Instant,
+    ) {
+        let q = match parse_query(query) {
+            Ok(q) if q.transport == Transport::WebSocket => q,
+            _ => return self.outputs.push_back(Output::WsClose { conn }),
+        };
+        match q.sid {
+            None => {
+                let handshake = Handshake {
+                    query: query.to_owned(),
+                    authorization: authorization.map(str::to_owned),
+                };
+                let key = self.new_session(Carrier::WebSocket { conn }, handshake, now);
+                self.conns.insert(conn, Role::Main(key));
+                let open = self.open_packet(key, false);
+                self.send(key, open);
+                h.on_open(self, key, now);
+            }
+            Some(sid) => {
+                let key = self.by_sid.get(sid).copied();
+                let s = key.and_then(|k| self.sessions.get_mut(&k));
+                match s {
+                    Some(s) if matches!(s.carrier, Carrier::Polling { .. }) && s.probe.is_none() => {
+                        s.probe = Some((conn, false));
+                        self.conns.insert(conn, Role::Probe(key.expect("session found by key")));
+                    }
+                    _ => self.outputs.push_back(Output::WsClose { conn }),
+                }
+            }
+        }
+    }
+
+    /// A WebSocket frame arrived.
+    pub fn handle_ws_frame<H: EngineHandler>(&mut self, h: &mut H, conn: ConnId, frame: WsData<'_>, now: Instant) {
+        let Some(&role) = self.conns.get(&conn) else {
+            return;
+        };
+        let len = match &frame {
+            WsData::Text(t) => t.len(),
+            WsData::Binary(b) => b.len(),
+        };
+        let (key, decoded) = match (role, frame) {
+            (Role::Main(key), _) if len > self.config.max_payload => {
+                return self.close(h, key, CloseReason::ProtocolError, now);
+            }
+            (Role::Main(key), WsData::Text(t)) => (key, packet::decode_text(t)),
+            (Role::Main(key), WsData::Binary(b)) => (key, Ok(Packet::Message(Data::Binary(b)))),
+            (Role::Probe(key), WsData::Text(t)) => return self.handle_probe(key, conn, t),
+            (Role::Probe(key), WsData::Binary(_)) => return self.drop_probe(key, conn),
+        };
+        match decoded {
+            Ok(p) => self.handle_packet(h, key, p, now),
+            Err(_) => self.close(h, key, CloseReason::ProtocolError, now),
+        }
+    }
+
+    fn handle_probe(&mut self, key: SessionKey, conn: ConnId, text: &str) {
+        let s = self.sessions.get_mut(&key).expect("a probe's session outlives its probe");
+        match (text, s.probe) {
+            ("2probe", Some((c, false))) if c == conn => {
+                s.probe = Some((conn, true));
+                self.outputs.push_back(Output::WsFrame { conn, frame: Frame::Text(Bytes::from_static(b"3probe")) });
+                if let Carrier::Polling { parked: Some(req) } = s.carrier {
+                    s.carrier = Carrier::Polling { parked: None };
+                    self.respond(req, HttpResponse::text(Bytes::from_static(b"6")));
+                }
+            }
+            ("5", Some((c, true))) if c == conn => {
+                let parked = match s.carrier {
+                    Carrier::Polling { parked } => parked,
+                    Carrier::WebSocket { .. } => None,
+                };
+                s.carrier = Carrier::WebSocket { conn };
+                s.probe = None;
+                self.conns.insert(conn, Role::Main(key));
+                let buffered = std::mem::take(&mut s.buffer);
+                s.buffered = 0;
+                for p in buffered {
+                    self.send(key, p);
+                }
+                if let Some(req) = parked {
+                    self.respond(req, HttpResponse::text(Bytes::from_static(b"6")));
+                }
+            }
+            _ => self.drop_probe(key, conn),
+        }
+    }
+
+    fn drop_probe(&mut self, key: SessionKey, conn: ConnId) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.probe = None;
+        }
+        self.conns.remove(&conn);
+        self.outputs.push_back(Output::WsClose { conn });
+    }
+
+    /// A WebSocket connection closed (by the peer or the network).
+    pub fn handle_ws_closed<H: EngineHandler>(&mut self, h: &mut H, conn: ConnId, now: Instant) {
+        match self.conns.remove(&conn) {
+            Some(Role::Main(key)) => self.close_inner(h, key, CloseReason::TransportClose, now, false),
+            Some(Role::Probe(key)) => {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.probe = None;
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn handle_packet<H: EngineHandler>(&mut self, h: &mut H, key: SessionKey, p: Packet<'_>, now: Instant) {
+        match p {
+            Packet::Message(data) => h.on_message(self, key, data, now),
+            Packet::Pong(_) => {
+                let interval = self.config.ping_interval;
+                if let Some(s) = self.sessions.get_mut(&key)
+                    && s.awaiting_pong
+                {
+                    s.awaiting_pong = false;
+                    s.deadline = now + interval;
+                    self.timers.push(Reverse((s.deadline, key)));
+                }
+            }
+            Packet::Ping(data) => {
+                let pong = OutPacket::text(b'3', data);
+                self.send(key, pong);
+            }
+            Packet::Close => self.close(h, key, CloseReason::ClientClose, now),
+            Packet::Noop => {}
+            Packet::Upgrade => self.close(h, key, CloseReason::ProtocolError, now),
+        }
+    }
+
+    /// Fires the heartbeats that are due.
+    pub fn handle_timeout<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let timeout = self.config.ping_timeout;
+            let Some(s) = self.sessions.get_mut(&key) else { continue };
+            if s.deadline != t {
+                continue;
+            }
+            if s.awaiting_pong {
+                self.close(h, key, CloseReason::PingTimeout, now);
+            } else {
+                s.awaiting_pong = true;
+                s.deadline = now + timeout;
+                self.timers.push(Reverse((s.deadline, key)));
+                self.send(key, OutPacket::Text(Bytes::from_static(b"2")));
+            }
+        }
+    }
+
+    /// Queues a packet on a session: straight to its WebSocket, or into its
+    /// polling buffer (released to the parked GET by [`Engine::flush`]).
+    ///
+    /// Returns false if the session is gone.
+    pub fn send(&mut self, key: SessionKey, p: OutPacket) -> bool {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        if s.doomed {
+            return false;
+        }
+        match s.carrier {
+            Carrier::WebSocket { conn } => {
+                let frame = match p {
+                    OutPacket::Text(b) => Frame::Text(b),
+                    OutPacket::Binary(b) => Frame::Binary(b),
+                };
+                self.outputs.push_back(Output::WsFrame { conn, frame });
+            }
+            Carrier::Polling { parked } => {
+                s.buffered += p.payload_len() + 1;
+                s.buffer.push(p);
+                if s.buffered > self.config.max_buffered {
+                    s.doomed = true;
+                    s.buffer.clear();
+                    self.dirty.push(key);
+                    return false;
+                }
+                if parked.is_some() && s.buffer.len() == 1 {
+                    self.dirty.push(key);
+                }
+            }
+        }
+        true
+    }
+
+    /// Answers the parked GETs of sessions that have packets waiting, and
+    /// closes sessions that fell too far behind.
+    pub fn flush<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in dirty {
+            let Some(s) = self.sessions.get_mut(&key) else { continue };
+            if s.doomed {
+                self.close(h, key, CloseReason::Backlog, now);
+                continue;
+            }
+            if let Carrier::Polling { parked } = &mut s.carrier
+                && !s.buffer.is_empty()
+                && let Some(req) = parked.take()
+            {
+                let payload = packet::encode_payload(&s.buffer);
+                s.buffer.clear();
+                s.buffered = 0;
+                self.respond(req, HttpResponse::text(payload));
+            }
+        }
+    }
+
+    /// Closes a session from the server side.
+    pub fn close<H: EngineHandler>(&mut self, h: &mut H, key: SessionKey, reason: CloseReason, now: Instant) {
+        self.close_inner(h, key, reason, now, true);
+    }
+
+    fn close_inner<H: EngineHandler>(&mut self, h: &mut H, key: SessionKey, reason: CloseReason, now: Instant, notify: bool) {
+        let Some(s) = self.sessions.remove(&key) else { return };
+        self.by_sid.remove(&s.sid);
+        if let Some((conn, _)) = s.probe {
+            self.conns.remove(&conn);
+            self.outputs.push_back(Output::WsClose { conn });
+        }
+        match s.carrier {
+            Carrier::Polling { parked: Some(req) } => {
+                let body: &'static [u8] = if reason == CloseReason::ClientClose { b"6" } else { b"1" };
+                self.respond(req, HttpResponse::text(Bytes::from_static(body)));
+            }
+            Carrier::Polling { parked: None } => {}
+            Carrier::WebSocket { conn } => {
+                self.conns.remove(&conn);
+                if notify {
+                    self.outputs.push_back(Output::WsClose { conn });
+                }
+            }
+        }
+        h.on_close(self, key, reason, now);
+    }
+}
+
+/// The data of a WebSocket frame as the engine reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsData<'a> {
+    /// A text frame.
+    Text(&'a str),
+    /// A binary frame.
+    Binary(Bytes),
+}

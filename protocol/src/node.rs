@@ -1,0 +1,248 @@
+//! The façade over the layers: inputs in, outputs out, in the manner of
+//! str0m's `Rtc`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::eio::session::WsData;
+use crate::eio::{Engine, EngineConfig, EngineHandler};
+use crate::ids::IdGenerator;
+use crate::store::{StoreCommand, StoreReply};
+
+/// Names an HTTP request; chosen by the host, unique among its open requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Names a WebSocket connection; chosen by the host, unique among its open connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Names a store operation; chosen by the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+/// The HTTP methods the Engine.IO path distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// Any other.
+    Other,
+}
+
+/// An HTTP response for the host to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// 200 with a polling payload.
+    pub fn text(body: Bytes) -> Self {
+        HttpResponse { status: 200, content_type: "text/plain; charset=UTF-8", body }
+    }
+
+    /// A JSON body with a status.
+    pub fn json(status: u16, body: Bytes) -> Self {
+        HttpResponse { status, content_type: "application/json", body }
+    }
+
+    /// 200 `ok`, the answer to a POSTed payload.
+    pub fn ok() -> Self {
+        HttpResponse { status: 200, content_type: "text/html", body: Bytes::from_static(b"ok") }
+    }
+}
+
+/// A WebSocket frame for the host to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame (always valid UTF-8).
+    Text(Bytes),
+    /// A binary frame.
+    Binary(Bytes),
+}
+
+/// Something that happened, fed to [`Node::handle_input`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// A whole HTTP request on the Engine.IO path (not a WebSocket upgrade).
+    Http {
+        /// The host's name for it, used in the response.
+        req: RequestId,
+        /// Its method.
+        method: Method,
+        /// The raw query string, without `?`.
+        query: &'a str,
+        /// The `Authorization` header, if any.
+        authorization: Option<&'a str>,
+        /// The body, already limited by the host to a sane size.
+        body: &'a [u8],
+    },
+    /// The client of a parked HTTP request went away.
+    HttpAborted(RequestId),
+    /// A WebSocket connection was accepted on the Engine.IO path.
+    WsOpen {
+        /// The host's name for it.
+        conn: ConnId,
+        /// The raw query string of the upgrade request.
+        query: &'a str,
+        /// The `Authorization` header, if any.
+        authorization: Option<&'a str>,
+    },
+    /// A text frame arrived.
+    WsText {
+        /// The connection.
+        conn: ConnId,
+        /// The frame's text.
+        text: &'a str,
+    },
+    /// A binary frame arrived.
+    WsBinary {
+        /// The connection.
+        conn: ConnId,
+        /// The frame's data.
+        data: Bytes,
+    },
+    /// A WebSocket connection closed.
+    WsClosed(ConnId),
+    /// A store command finished.
+    StoreReply {
+        /// The operation, as [`Output::Store`] named it.
+        op: OpId,
+        /// Its result.
+        reply: StoreReply,
+    },
+    /// Time passed; run what is due.
+    Timeout,
+}
+
+/// Something for the host to do, drained from [`Node::poll_output`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Answer an HTTP request (a long-poll, a POST, a handshake, an error).
+    HttpResponse {
+        /// The request.
+        req: RequestId,
+        /// The answer.
+        response: HttpResponse,
+    },
+    /// Write a WebSocket frame.
+    WsFrame {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Close a WebSocket connection (after writing what is queued).
+    WsClose {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Run a store command and feed its reply back as [`Input::StoreReply`].
+    Store {
+        /// The operation's name.
+        op: OpId,
+        /// The command.
+        command: StoreCommand,
+    },
+    /// Nothing more until this instant (or the next input).
+    Timeout(Instant),
+}
+
+/// The layer above Engine.IO, driven by the node: Socket.IO with an
+/// application, or anything else that speaks over Engine.IO sessions.
+pub trait Upper: EngineHandler {
+    /// A store command this layer issued finished.
+    fn handle_store_reply(&mut self, engine: &mut Engine, op: OpId, reply: StoreReply, now: Instant);
+    /// This layer's next deadline.
+    fn poll_timeout(&mut self) -> Option<Instant>;
+    /// Runs what is due in this layer.
+    fn handle_timeout(&mut self, engine: &mut Engine, now: Instant);
+}
+
+/// The host named something the core does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// `now` went backwards.
+    #[error("time went backwards")]
+    TimeWentBackwards,
+}
+
+/// How far ahead [`Output::Timeout`] points when nothing is scheduled.
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// One shard of a server: every session, socket and chat it holds.
+#[derive(Debug)]
+pub struct Node<U> {
+    engine: Engine,
+    upper: U,
+    now: Instant,
+}
+
+impl<U: Upper> Node<U> {
+    /// A node with no sessions. `ids` supplies every random id; `now` is the
+    /// host's monotonic time.
+    pub fn new(config: EngineConfig, upper: U, ids: impl IdGenerator, now: Instant) -> Self {
+        Node { engine: Engine::new(config, Box::new(ids)), upper, now }
+    }
+
+    /// The layer above Engine.IO.
+    pub fn upper(&self) -> &U {
+        &self.upper
+    }
+
+    /// The Engine.IO sessions.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Feeds one input, at time `now` (monotonic, never going back).
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), InputError> {
+        if now < self.now {
+            return Err(InputError::TimeWentBackwards);
+        }
+        self.now = now;
+        let (e, u) = (&mut self.engine, &mut self.upper);
+        match input {
+            Input::Http { req, method, query, authorization, body } => {
+                e.handle_http(u, req, method, query, authorization, body, now)
+            }
+            Input::HttpAborted(req) => e.handle_http_aborted(req),
+            Input::WsOpen { conn, query, authorization } => e.handle_ws_open(u, conn, query, authorization, now),
+            Input::WsText { conn, text } => e.handle_ws_frame(u, conn, WsData::Text(text), now),
+            Input::WsBinary { conn, data } => e.handle_ws_frame(u, conn, WsData::Binary(data), now),
+            Input::WsClosed(conn) => e.handle_ws_closed(u, conn, now),
+            Input::StoreReply { op, reply } => u.handle_store_reply(e, op, reply, now),
+            Input::Timeout => {
+                e.handle_timeout(u, now);
+                u.handle_timeout(e, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next thing to do. Drain it until it returns [`Output::Timeout`].
+    #[must_use]
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.engine.outputs.pop_front() {
+            return o;
+        }
+        self.engine.flush(&mut self.upper, self.now);
+        if let Some(o) = self.engine.outputs.pop_front() {
+            return o;
+        }
+        let t = [self.engine.poll_timeout(), self.upper.poll_timeout()].into_iter().flatten().min();
+        Output::Timeout(t.unwrap_or(self.now + IDLE))
+    }
+}

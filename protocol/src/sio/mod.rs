@@ -1,0 +1,7 @@
+//! Socket.IO v5 over Engine.IO: packets, binary attachments, namespaces,
+//! rooms, acknowledgements, and the interface applications plug into.
+
+pub mod packet;
+pub mod socket;
+
+pub use socket::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig};

@@ -1,0 +1,482 @@
+//! Every transition of Socket.IO clients and sockets lives here: CONNECT and
+//! its refusal, events, acks, binary reassembly, rooms, connect timeouts.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indexmap::IndexSet;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::packet::{self, PacketData, PacketType, Partial};
+use crate::eio::{CloseReason, Data, Engine, EngineHandler, Handshake, OutPacket, SessionKey};
+use crate::ids::{IdGenerator, new_sid};
+use crate::node::{OpId, Output, Upper};
+use crate::store::{StoreCommand, StoreReply};
+
+/// Names one socket (one client in one namespace); never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(u64);
+
+/// Socket.IO settings.
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// How long a client may stay without joining any namespace.
+    pub connect_timeout: Duration,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig { connect_timeout: Duration::from_secs(45) }
+    }
+}
+
+/// Why a socket left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT for the namespace.
+    ClientNamespaceDisconnect,
+    /// The server disconnected it.
+    ServerDisconnect,
+    /// Its Engine.IO session ended.
+    Transport(CloseReason),
+}
+
+/// A client asking to join a namespace.
+#[derive(Debug)]
+pub struct ConnectRequest<'a> {
+    /// The namespace.
+    pub nsp: &'a str,
+    /// The CONNECT packet's auth payload, if any.
+    pub auth: Option<&'a Value>,
+    /// The Engine.IO handshake (query string, `Authorization` header).
+    pub handshake: &'a Handshake,
+}
+
+/// An event from a client.
+#[derive(Debug)]
+pub struct Event {
+    /// Its name.
+    pub name: String,
+    /// Its arguments; binary ones are placeholders into `attachments`.
+    pub args: Vec<Value>,
+    /// The binary attachments.
+    pub attachments: Vec<Bytes>,
+    /// The ack id, when the client asked for an answer.
+    pub ack: Option<u64>,
+}
+
+/// The application: what runs on top of Socket.IO (the chat service, or the
+/// protocol-conformance example).
+pub trait Application {
+    /// Whether a namespace exists.
+    fn has_namespace(&self, nsp: &str) -> bool;
+    /// A client asks to join a namespace: `Err(data)` refuses it with
+    /// CONNECT_ERROR carrying `data`.
+    fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value>;
+    /// The socket joined (its CONNECT was answered).
+    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId);
+    /// An event arrived.
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event);
+    /// The client acknowledged an event this server emitted with an ack id.
+    fn on_ack(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId, _id: u64, _args: Vec<Value>, _attachments: Vec<Bytes>) {}
+    /// The socket left.
+    fn on_disconnect(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId, _reason: DisconnectReason) {}
+    /// A store command this application issued finished.
+    fn on_store_reply(&mut self, _ctx: &mut Ctx<'_>, _op: OpId, _reply: StoreReply) {}
+    /// The application's next deadline.
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+    /// Runs what is due.
+    fn handle_timeout(&mut self, _ctx: &mut Ctx<'_>) {}
+}
+
+struct Client {
+    sockets: Vec<(String, SocketId)>,
+    partial: Option<Partial>,
+    connect_deadline: Option<Instant>,
+}
+
+struct Socket {
+    session: SessionKey,
+    nsp: String,
+    sid: String,
+    rooms: Vec<String>,
+    next_ack: u64,
+}
+
+/// The Socket.IO state an application acts on through [`Ctx`].
+#[derive(Default)]
+pub struct State {
+    clients: HashMap<SessionKey, Client>,
+    sockets: HashMap<SocketId, Socket>,
+    rooms: HashMap<(String, String), IndexSet<SocketId>>,
+    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    next_socket: u64,
+    next_op: u64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("sockets", &self.sockets.len()).field("rooms", &self.rooms.len()).finish()
+    }
+}
+
+/// What an application may do while handling an input.
+pub struct Ctx<'a> {
+    engine: &'a mut Engine,
+    state: &'a mut State,
+    now: Instant,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("now", &self.now).finish()
+    }
+}
+
+fn send_packet(engine: &mut Engine, session: SessionKey, text: Bytes, attachments: &[Bytes]) -> bool {
+    let ok = engine.send(session, OutPacket::Text(text));
+    for a in attachments {
+        engine.send(session, OutPacket::Binary(a.clone()));
+    }
+    ok
+}
+
+impl Ctx<'_> {
+    /// The time of the input being handled.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The id generator.
+    pub fn ids(&mut self) -> &mut dyn IdGenerator {
+        &mut *self.engine.ids
+    }
+
+    /// The socket's public id (what the client sees as `socket.id`).
+    pub fn sid(&self, socket: SocketId) -> Option<&str> {
+        self.state.sockets.get(&socket).map(|s| s.sid.as_str())
+    }
+
+    /// The socket's namespace.
+    pub fn namespace(&self, socket: SocketId) -> Option<&str> {
+        self.state.sockets.get(&socket).map(|s| s.nsp.as_str())
+    }
+
+    fn emit_packet<T: Serialize + ?Sized>(&mut self, socket: SocketId, kind: PacketType, id: Option<u64>, data: &T, attachments: &[Bytes]) -> bool {
+        let Some(s) = self.state.sockets.get(&socket) else { return false };
+        let kind = match (kind, attachments.is_empty()) {
+            (PacketType::Event, false) => PacketType::BinaryEvent,
+            (PacketType::Ack, false) => PacketType::BinaryAck,
+            (k, _) => k,
+        };
+        let text = packet::encode(kind, &s.nsp, attachments.len(), id, Some(data));
+        send_packet(self.engine, s.session, text, attachments)
+    }
+
+    /// Emits an event; `data` serializes to the array `[name, ...args]`.
+    pub fn emit<T: Serialize + ?Sized>(&mut self, socket: SocketId, data: &T, attachments: &[Bytes]) -> bool {
+        self.emit_packet(socket, PacketType::Event, None, data, attachments)
+    }
+
+    /// Emits an event and asks the client to acknowledge it; returns the ack
+    /// id that [`Application::on_ack`] will name.
+    pub fn emit_with_ack<T: Serialize + ?Sized>(&mut self, socket: SocketId, data: &T, attachments: &[Bytes]) -> Option<u64> {
+        let s = self.state.sockets.get_mut(&socket)?;
+        let id = s.next_ack;
+        s.next_ack += 1;
+        self.emit_packet(socket, PacketType::Event, Some(id), data, attachments).then_some(id)
+    }
+
+    /// Answers a client's ack request; `args` serializes to an array.
+    pub fn ack<T: Serialize + ?Sized>(&mut self, socket: SocketId, id: u64, args: &T, attachments: &[Bytes]) -> bool {
+        self.emit_packet(socket, PacketType::Ack, Some(id), args, attachments)
+    }
+
+    /// Puts a socket in a room of its namespace.
+    pub fn join(&mut self, socket: SocketId, room: &str) {
+        let Some(s) = self.state.sockets.get_mut(&socket) else { return };
+        if s.rooms.iter().any(|r| r == room) {
+            return;
+        }
+        s.rooms.push(room.to_owned());
+        self.state.rooms.entry((s.nsp.clone(), room.to_owned())).or_default().insert(socket);
+    }
+
+    /// Takes a socket out of a room.
+    pub fn leave(&mut self, socket: SocketId, room: &str) {
+        let Some(s) = self.state.sockets.get_mut(&socket) else { return };
+        let Some(i) = s.rooms.iter().position(|r| r == room) else { return };
+        s.rooms.swap_remove(i);
+        leave_room(&mut self.state.rooms, &s.nsp, room, socket);
+    }
+
+    /// Whether a socket is in a room.
+    pub fn in_room(&self, socket: SocketId, room: &str) -> bool {
+        self.state.sockets.get(&socket).is_some_and(|s| s.rooms.iter().any(|r| r == room))
+    }
+
+    /// Emits an event to every socket in a room of a namespace but `except`,
+    /// encoding it once. Returns how many sockets it was handed to.
+    pub fn broadcast<T: Serialize + ?Sized>(&mut self, nsp: &str, room: &str, except: Option<SocketId>, data: &T) -> usize {
+        let Some(members) = self.state.rooms.get(&(nsp.to_owned(), room.to_owned())) else { return 0 };
+        let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
+        let mut n = 0;
+        for id in members {
+            if Some(*id) == except {
+                continue;
+            }
+            if let Some(s) = self.state.sockets.get(id)
+                && self.engine.send(s.session, OutPacket::Text(text.clone()))
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Disconnects a socket from its namespace (the Engine.IO session stays).
+    pub fn disconnect(&mut self, socket: SocketId) {
+        if let Some(s) = self.state.sockets.get(&socket) {
+            let text = packet::encode::<Value>(PacketType::Disconnect, &s.nsp, 0, None, None);
+            send_packet(self.engine, s.session, text, &[]);
+        }
+        remove_socket(self.state, socket);
+    }
+
+    /// Asks the host to run a store command; its reply comes to
+    /// [`Application::on_store_reply`] under the returned id.
+    pub fn store(&mut self, command: StoreCommand) -> OpId {
+        self.state.next_op += 1;
+        let op = OpId(self.state.next_op);
+        self.engine.outputs.push_back(Output::Store { op, command });
+        op
+    }
+}
+
+fn leave_room(rooms: &mut HashMap<(String, String), IndexSet<SocketId>>, nsp: &str, room: &str, socket: SocketId) {
+    let key = (nsp.to_owned(), room.to_owned());
+    if let Some(set) = rooms.get_mut(&key) {
+        set.swap_remove(&socket);
+        if set.is_empty() {
+            rooms.remove(&key);
+        }
+    }
+}
+
+/// Removes a socket from every table; returns it if it existed.
+fn remove_socket(state: &mut State, socket: SocketId) -> Option<Socket> {
+    let s = state.sockets.remove(&socket)?;
+    for room in &s.rooms {
+        leave_room(&mut state.rooms, &s.nsp, room, socket);
+    }
+    if let Some(c) = state.clients.get_mut(&s.session) {
+        c.sockets.retain(|(_, id)| *id != socket);
+    }
+    Some(s)
+}
+
+/// Socket.IO with an application on top; the [`Upper`] layer of a node.
+pub struct SocketIo<A> {
+    config: SocketIoConfig,
+    app: A,
+    state: State,
+}
+
+impl<A: std::fmt::Debug> std::fmt::Debug for SocketIo<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIo").field("app", &self.app).field("state", &self.state).finish()
+    }
+}
+
+impl<A: Application> SocketIo<A> {
+    /// Socket.IO serving `app`.
+    pub fn new(config: SocketIoConfig, app: A) -> Self {
+        SocketIo { config, app, state: State::default() }
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// How many sockets are connected.
+    pub fn socket_count(&self) -> usize {
+        self.state.sockets.len()
+    }
+
+    fn ctx<'a>(engine: &'a mut Engine, state: &'a mut State, now: Instant) -> Ctx<'a> {
+        Ctx { engine, state, now }
+    }
+
+    fn handle_text(&mut self, engine: &mut Engine, key: SessionKey, text: &str, now: Instant) -> Result<(), packet::DecodeError> {
+        let client = self.state.clients.get(&key).expect("a session's client lives until on_close");
+        if client.partial.is_some() {
+            // A text packet while attachments are awaited breaks the protocol.
+            return Err(packet::DecodeError::Attachments);
+        }
+        let raw = packet::decode(text)?;
+        let data = packet::parse_data(&raw)?;
+        if raw.attachments > 0 {
+            let ok = match &data {
+                PacketData::Event(_, a) | PacketData::Ack(a) => a.iter().all(|v| packet::placeholders_valid(v, raw.attachments)),
+                _ => false,
+            };
+            if !ok {
+                return Err(packet::DecodeError::Payload);
+            }
+            let client = self.state.clients.get_mut(&key).expect("checked above");
+            client.partial = Some(Partial {
+                kind: raw.kind,
+                nsp: raw.nsp.to_owned(),
+                id: raw.id,
+                data,
+                expected: raw.attachments,
+                attachments: Vec::with_capacity(raw.attachments),
+                bytes: 0,
+            });
+            return Ok(());
+        }
+        self.dispatch(engine, key, raw.nsp, raw.id, data, Vec::new(), now);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // the parts of one decoded packet
+    fn dispatch(&mut self, engine: &mut Engine, key: SessionKey, nsp: &str, id: Option<u64>, data: PacketData, attachments: Vec<Bytes>, now: Instant) {
+        let client = self.state.clients.get_mut(&key).expect("a session's client lives until on_close");
+        let socket = client.sockets.iter().find(|(n, _)| n == nsp).map(|(_, s)| *s);
+        match data {
+            PacketData::Connect(auth) => {
+                if socket.is_some() {
+                    return;
+                }
+                if !self.app.has_namespace(nsp) {
+                    let text = packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&serde_json::json!({"message": "Invalid namespace"})));
+                    send_packet(engine, key, text, &[]);
+                    return;
+                }
+                let handshake = engine.handshake(key).cloned().unwrap_or_default();
+                let req = ConnectRequest { nsp, auth: auth.as_ref(), handshake: &handshake };
+                let mut ctx = Self::ctx(engine, &mut self.state, now);
+                if let Err(data) = self.app.authorize(&mut ctx, &req) {
+                    let text = packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&data));
+                    send_packet(engine, key, text, &[]);
+                    return;
+                }
+                self.state.next_socket += 1;
+                let socket = SocketId(self.state.next_socket);
+                let sid = new_sid(&mut *engine.ids);
+                let text = packet::encode(PacketType::Connect, nsp, 0, None, Some(&serde_json::json!({"sid": sid})));
+                send_packet(engine, key, text, &[]);
+                let client = self.state.clients.get_mut(&key).expect("checked above");
+                client.sockets.push((nsp.to_owned(), socket));
+                client.connect_deadline = None;
+                self.state.sockets.insert(socket, Socket { session: key, nsp: nsp.to_owned(), sid, rooms: Vec::new(), next_ack: 0 });
+                self.app.on_connect(&mut Self::ctx(engine, &mut self.state, now), socket);
+            }
+            PacketData::Disconnect => {
+                if let Some(socket) = socket {
+                    remove_socket(&mut self.state, socket);
+                    let mut ctx = Self::ctx(engine, &mut self.state, now);
+                    self.app.on_disconnect(&mut ctx, socket, DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            PacketData::Event(name, args) => {
+                if let Some(socket) = socket {
+                    let mut ctx = Self::ctx(engine, &mut self.state, now);
+                    self.app.on_event(&mut ctx, socket, Event { name, args, attachments, ack: id });
+                }
+            }
+            PacketData::Ack(args) => {
+                if let (Some(socket), Some(id)) = (socket, id) {
+                    let asked = self.state.sockets.get(&socket).is_some_and(|s| id < s.next_ack);
+                    if asked {
+                        let mut ctx = Self::ctx(engine, &mut self.state, now);
+                        self.app.on_ack(&mut ctx, socket, id, args, attachments);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_binary(&mut self, engine: &mut Engine, key: SessionKey, data: Bytes, now: Instant) -> Result<(), packet::DecodeError> {
+        let max = engine.config().max_payload;
+        let client = self.state.clients.get_mut(&key).expect("a session's client lives until on_close");
+        let Some(partial) = client.partial.as_mut() else {
+            return Err(packet::DecodeError::Attachments);
+        };
+        if partial.bytes + data.len() > max {
+            return Err(packet::DecodeError::Attachments);
+        }
+        if partial.push(data) {
+            let p = client.partial.take().expect("checked above");
+            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, now);
+        }
+        Ok(())
+    }
+}
+
+impl<A: Application> EngineHandler for SocketIo<A> {
+    fn on_open(&mut self, _engine: &mut Engine, key: SessionKey, now: Instant) {
+        let deadline = now + self.config.connect_timeout;
+        self.state.clients.insert(key, Client { sockets: Vec::new(), partial: None, connect_deadline: Some(deadline) });
+        self.state.timers.push(Reverse((deadline, key)));
+    }
+
+    fn on_message(&mut self, engine: &mut Engine, key: SessionKey, data: Data<'_>, now: Instant) {
+        let r = match data {
+            Data::Text(t) => self.handle_text(engine, key, t, now),
+            Data::Binary(b) => self.handle_binary(engine, key, b, now),
+        };
+        if r.is_err() {
+            engine.close(self, key, CloseReason::ProtocolError, now);
+        }
+    }
+
+    fn on_close(&mut self, engine: &mut Engine, key: SessionKey, reason: CloseReason, now: Instant) {
+        let Some(client) = self.state.clients.remove(&key) else { return };
+        for (_, socket) in client.sockets {
+            remove_socket(&mut self.state, socket);
+            let mut ctx = Self::ctx(engine, &mut self.state, now);
+            self.app.on_disconnect(&mut ctx, socket, DisconnectReason::Transport(reason));
+        }
+    }
+}
+
+impl<A: Application> Upper for SocketIo<A> {
+    fn handle_store_reply(&mut self, engine: &mut Engine, op: OpId, reply: StoreReply, now: Instant) {
+        let mut ctx = Self::ctx(engine, &mut self.state, now);
+        self.app.on_store_reply(&mut ctx, op, reply);
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, key))) = self.state.timers.peek().copied() {
+            if self.state.clients.get(&key).is_some_and(|c| c.connect_deadline == Some(t)) {
+                break;
+            }
+            self.state.timers.pop();
+        }
+        let mine = self.state.timers.peek().map(|Reverse((t, _))| *t);
+        [mine, self.app.poll_timeout()].into_iter().flatten().min()
+    }
+
+    fn handle_timeout(&mut self, engine: &mut Engine, now: Instant) {
+        while let Some(Reverse((t, key))) = self.state.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.state.timers.pop();
+            let due = self.state.clients.get(&key).is_some_and(|c| c.connect_deadline == Some(t) && c.sockets.is_empty());
+            if due {
+                engine.close(self, key, CloseReason::ServerClose, now);
+            }
+        }
+        let mut ctx = Self::ctx(engine, &mut self.state, now);
+        self.app.handle_timeout(&mut ctx);
+    }
+}
