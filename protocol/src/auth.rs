@@ -307,14 +307,15 @@ mod tests {
     #[test]
     fn missing_or_mistyped_claims_are_invalid() {
         let c = config();
+        let (id, far) = ("665f1c0a9b1e8a3f4c2d19ff", 9_999_999_999i64);
         for claims in [
-            serde_json::json!({"username": "ana", "exp": 9_999_999_999i64}),
-            serde_json::json!({"sub": "665f1c0a9b1e8a3f4c2d19ff", "exp": 9_999_999_999i64}),
-            serde_json::json!({"sub": "665f1c0a9b1e8a3f4c2d19ff", "username": "ana"}),
-            serde_json::json!({"sub": "not-an-id", "username": "ana", "exp": 9_999_999_999i64}),
-            serde_json::json!({"sub": 7, "username": "ana", "exp": 9_999_999_999i64}),
-            serde_json::json!({"sub": "665f1c0a9b1e8a3f4c2d19ff", "username": 7, "exp": 9_999_999_999i64}),
-            serde_json::json!({"sub": "665f1c0a9b1e8a3f4c2d19ff", "username": "ana", "exp": "soon"}),
+            serde_json::json!({"username": "ana", "exp": far}),
+            serde_json::json!({"sub": id, "exp": far}),
+            serde_json::json!({"sub": id, "username": "ana"}),
+            serde_json::json!({"sub": "not-an-id", "username": "ana", "exp": far}),
+            serde_json::json!({"sub": 7, "username": "ana", "exp": far}),
+            serde_json::json!({"sub": id, "username": 7, "exp": far}),
+            serde_json::json!({"sub": id, "username": "ana", "exp": "soon"}),
             serde_json::json!(["not", "an", "object"]),
         ] {
             let token = sign_raw(Algorithm::HS256, &claims);
