@@ -4,6 +4,8 @@
 use rand_chacha::ChaCha12Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
+use crate::model::ObjectId;
+
 /// A source of random bytes for ids. The host seeds it; tests use [`CounterIds`].
 pub trait IdGenerator: Send + 'static {
     /// Fills `buf` with fresh bytes.
@@ -43,6 +45,16 @@ impl IdGenerator for CounterIds {
     }
 }
 
+/// A fresh ObjectId: the seconds of `now_ms` (clamped to what 4 bytes hold),
+/// then 8 random bytes. For users; message ids come from the chat layer.
+pub fn new_object_id(ids: &mut dyn IdGenerator, now_ms: i64) -> ObjectId {
+    let seconds = now_ms.div_euclid(1000).clamp(0, i64::from(u32::MAX)) as u32;
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&seconds.to_be_bytes());
+    ids.fill(&mut b[4..]);
+    ObjectId(b)
+}
+
 /// URL-safe alphabet for session and socket ids.
 const SID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -51,4 +63,19 @@ pub(crate) fn new_sid(ids: &mut dyn IdGenerator) -> String {
     let mut raw = [0u8; 20];
     ids.fill(&mut raw);
     raw.iter().map(|b| SID_ALPHABET[(b & 63) as usize] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_id_starts_with_the_seconds() {
+        let mut ids = CounterIds::default();
+        let id = new_object_id(&mut ids, 1_732_540_800_999);
+        assert_eq!(id.seconds(), 1_732_540_800);
+        assert_eq!(&id.0[4..], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(new_object_id(&mut ids, -5).seconds(), 0);
+        assert_eq!(new_object_id(&mut ids, i64::MAX).seconds(), u32::MAX);
+    }
 }

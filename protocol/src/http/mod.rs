@@ -1,1 +1,433 @@
 //! The REST routes as pure code: request -> effect -> response.
+//!
+//! [`Rest::handle`] turns a request into a [`Step`]: the response, or an
+//! [`Effect`] for the host to run and a [`Pending`] to hand back with the
+//! effect's result to [`Rest::resume`]. Store commands and bcrypt are effects,
+//! so this module does no IO and never blocks; the host loops until it gets
+//! [`Step::Respond`]:
+//!
+//! ```no_run
+//! # use chatwire_protocol::http::{Effect, EffectResult, Request, Rest, Step};
+//! # use chatwire_protocol::ids::IdGenerator;
+//! # fn run(effect: Effect) -> EffectResult { unimplemented!() }
+//! # fn serve(rest: &Rest, req: &Request<'_>, now_ms: i64, ids: &mut dyn IdGenerator) {
+//! let mut step = rest.handle(req, now_ms, ids);
+//! let response = loop {
+//!     match step {
+//!         Step::Respond(response) => break response,
+//!         // The store through `store::execute`; bcrypt on a blocking pool.
+//!         Step::Run(effect, pending) => step = rest.resume(pending, run(effect), now_ms, ids),
+//!     }
+//! };
+//! # let _ = response;
+//! # }
+//! ```
+//!
+//! Errors mirror FastAPI's: a JSON `{"detail": "..."}` with the status the
+//! contract names. Every transition lives in this file.
+
+mod body;
+mod query;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::auth::{JwtConfig, TokenError};
+use crate::ids::{IdGenerator, new_object_id};
+use crate::model::UserRecord;
+use crate::store::{CreateUser, Cursor, History, StoreCommand, StoreReply, Window};
+
+/// The largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1_000_000;
+
+/// Salt and digest of a real bcrypt hash; with the configured cost in front it
+/// makes a hash that verifies nothing, at the cost of a real check.
+const DUMMY_SALT_AND_DIGEST: &str = "pcoh7QeJMPAeyFp6S/plV.r6sDWhAwjU7vpIvqQwZDauEpCbTRQbW";
+
+/// An HTTP request as the host read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The method, upper case as sent (`GET`, `POST`).
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The raw query string, without the `?`.
+    pub query: &'a str,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<&'a str>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    /// The body; the host stops reading past [`MAX_BODY_BYTES`].
+    pub body: &'a [u8],
+}
+
+/// An HTTP response; the body is always JSON (`application/json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+impl Response {
+    fn json(status: u16, value: &serde_json::Value) -> Response {
+        Response {
+            status,
+            body: Bytes::from(value.to_string()),
+        }
+    }
+
+    fn error(status: u16, detail: &str) -> Response {
+        Response::json(status, &json!({ "detail": detail }))
+    }
+
+    fn internal() -> Response {
+        Response::error(500, "Internal Server Error")
+    }
+}
+
+/// What the host does next.
+#[derive(Debug)]
+#[must_use]
+pub enum Step {
+    /// Send this response; the request is done.
+    Respond(Response),
+    /// Run the effect, then pass its result and the pending state to [`Rest::resume`].
+    Run(Effect, Pending),
+}
+
+/// Work the host does on the core's behalf.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Run a store command; answer with [`EffectResult::Store`].
+    Store(StoreCommand),
+    /// Hash a password with bcrypt at this cost; answer with [`EffectResult::Hashed`].
+    HashPassword {
+        /// The password, 6 to 72 bytes.
+        password: String,
+        /// The bcrypt cost.
+        cost: u32,
+    },
+    /// Check a password against a bcrypt hash; answer with [`EffectResult::Verified`].
+    VerifyPassword {
+        /// The password offered.
+        password: String,
+        /// The stored hash.
+        hash: String,
+    },
+}
+
+impl fmt::Debug for Effect {
+    // Passwords must not reach a log through a host's tracing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Effect::Store(c) => f.debug_tuple("Store").field(c).finish(),
+            Effect::HashPassword { cost, .. } => f
+                .debug_struct("HashPassword")
+                .field("cost", cost)
+                .finish_non_exhaustive(),
+            Effect::VerifyPassword { .. } => {
+                f.debug_struct("VerifyPassword").finish_non_exhaustive()
+            }
+        }
+    }
+}
+
+/// The outcome of an [`Effect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EffectResult {
+    /// The store's reply to [`Effect::Store`].
+    Store(StoreReply),
+    /// The hash, or why bcrypt failed, for [`Effect::HashPassword`].
+    Hashed(Result<String, String>),
+    /// Whether the password matched, for [`Effect::VerifyPassword`]; a hash
+    /// bcrypt cannot read counts as no match.
+    Verified(bool),
+}
+
+/// What a request is waiting for; opaque, handed back to [`Rest::resume`].
+pub struct Pending(Waiting);
+
+impl fmt::Debug for Pending {
+    // The login state holds a password: show only where the request is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            Waiting::Ready => "Ready",
+            Waiting::Hashed { .. } => "Hashed",
+            Waiting::Created { .. } => "Created",
+            Waiting::Found { .. } => "Found",
+            Waiting::Verified { .. } => "Verified",
+            Waiting::History { .. } => "History",
+        };
+        f.debug_tuple("Pending").field(&state).finish()
+    }
+}
+
+enum Waiting {
+    /// `GET /ready`: the ping.
+    Ready,
+    /// `POST /register`: the password hash.
+    Hashed { username: String },
+    /// `POST /register`: the insert.
+    Created { user: UserRecord },
+    /// `POST /login`: the user lookup.
+    Found { password: String },
+    /// `POST /login`: the password check; `None` when no such user exists, so
+    /// the answer is 401 whatever bcrypt says.
+    Verified { user: Option<UserRecord> },
+    /// `GET /messages`: the read; `anchor` names the id parameter, if one was given.
+    History { anchor: Option<&'static str> },
+}
+
+/// What the routes need to know.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Signs the tokens `/register` and `/login` return, and checks `/messages`'.
+    pub jwt: JwtConfig,
+    /// The bcrypt cost for new passwords (4 to 31).
+    pub bcrypt_cost: u32,
+    /// `service` in `GET /`.
+    pub service: String,
+    /// `version` in `GET /`.
+    pub version: String,
+}
+
+/// The REST routes.
+#[derive(Debug)]
+pub struct Rest {
+    config: RestConfig,
+    /// Verified for unknown users, so that login takes as long for them.
+    dummy_hash: String,
+}
+
+enum Route {
+    Root,
+    Ready,
+    Register,
+    Login,
+    Messages,
+}
+
+impl Rest {
+    /// The routes with their configuration.
+    pub fn new(config: RestConfig) -> Self {
+        // bcrypt's own bounds; a cost outside them fails at hashing anyway.
+        let cost = config.bcrypt_cost.clamp(4, 31);
+        Rest {
+            dummy_hash: format!("$2b${cost:02}${DUMMY_SALT_AND_DIGEST}"),
+            config,
+        }
+    }
+
+    /// Starts a request. `ids` is the same generator [`Rest::resume`] draws from.
+    pub fn handle(&self, req: &Request<'_>, now_ms: i64, _ids: &mut dyn IdGenerator) -> Step {
+        let (route, method) = match req.path {
+            "/" => (Route::Root, "GET"),
+            "/ready" => (Route::Ready, "GET"),
+            "/register" => (Route::Register, "POST"),
+            "/login" => (Route::Login, "POST"),
+            "/messages" => (Route::Messages, "GET"),
+            _ => return respond(Response::error(404, "Not Found")),
+        };
+        if req.method != method {
+            return respond(Response::error(405, "Method Not Allowed"));
+        }
+        if req.body.len() > MAX_BODY_BYTES {
+            return respond(Response::error(413, "Request body too large"));
+        }
+        match route {
+            Route::Root => respond(Response::json(
+                200,
+                &json!({
+                    "status": "ok",
+                    "service": self.config.service,
+                    "version": self.config.version,
+                }),
+            )),
+            Route::Ready => Step::Run(Effect::Store(StoreCommand::Ping), Pending(Waiting::Ready)),
+            Route::Register => self.register(req),
+            Route::Login => self.login(req),
+            Route::Messages => self.messages(req, now_ms),
+        }
+    }
+
+    /// Continues a request with the result of the effect it asked for.
+    ///
+    /// A result of the wrong kind for `pending` is the host's bug, answered
+    /// with 500, as is a bcrypt failure on a password that was checked.
+    pub fn resume(
+        &self,
+        pending: Pending,
+        result: EffectResult,
+        now_ms: i64,
+        ids: &mut dyn IdGenerator,
+    ) -> Step {
+        use EffectResult as R;
+        if let R::Store(StoreReply::Failed(_)) = result {
+            // The store's message may name hosts or credentials: keep it for
+            // the host's logs, not for the client.
+            return respond(Response::error(503, "Store unavailable"));
+        }
+        match (pending.0, result) {
+            (Waiting::Ready, R::Store(StoreReply::Pong)) => {
+                respond(Response::json(200, &json!({"status": "ready"})))
+            }
+            (Waiting::Hashed { username }, R::Hashed(Ok(password_hash))) => {
+                let user = UserRecord {
+                    id: new_object_id(ids, now_ms),
+                    username,
+                    password_hash,
+                    created_at: now_ms,
+                };
+                Step::Run(
+                    Effect::Store(StoreCommand::CreateUser(user.clone())),
+                    Pending(Waiting::Created { user }),
+                )
+            }
+            (Waiting::Created { user }, R::Store(StoreReply::CreateUser(created))) => match created
+            {
+                CreateUser::Created => respond(self.token_response(201, &user, now_ms)),
+                CreateUser::Taken => respond(Response::error(409, "Username already taken")),
+            },
+            (Waiting::Found { password }, R::Store(StoreReply::User(found))) => {
+                let hash = match &found {
+                    Some(user) => user.password_hash.clone(),
+                    None => self.dummy_hash.clone(),
+                };
+                Step::Run(
+                    Effect::VerifyPassword { password, hash },
+                    Pending(Waiting::Verified { user: found }),
+                )
+            }
+            (Waiting::Verified { user }, R::Verified(ok)) => match user {
+                Some(user) if ok => respond(self.token_response(200, &user, now_ms)),
+                _ => respond(bad_credentials()),
+            },
+            (Waiting::History { anchor }, R::Store(StoreReply::History(history))) => {
+                match history {
+                    History::Messages(messages) => match serde_json::to_vec(&messages) {
+                        Ok(body) => respond(Response {
+                            status: 200,
+                            body: Bytes::from(body),
+                        }),
+                        Err(_) => respond(Response::internal()),
+                    },
+                    History::UnknownAnchor => respond(Response::error(
+                        422,
+                        &format!(
+                            "{}: not the id of a message in this chat",
+                            anchor.unwrap_or("cursor")
+                        ),
+                    )),
+                }
+            }
+            _ => respond(Response::internal()),
+        }
+    }
+
+    fn register(&self, req: &Request<'_>) -> Step {
+        let creds = match body::credentials(req) {
+            Ok(c) => c,
+            Err(r) => return respond(r),
+        };
+        if let Err(detail) = body::check_new_credentials(&creds) {
+            return respond(Response::error(422, detail));
+        }
+        Step::Run(
+            Effect::HashPassword {
+                password: creds.password,
+                cost: self.config.bcrypt_cost,
+            },
+            Pending(Waiting::Hashed {
+                username: creds.username,
+            }),
+        )
+    }
+
+    fn login(&self, req: &Request<'_>) -> Step {
+        let creds = match body::credentials(req) {
+            Ok(c) => c,
+            Err(r) => return respond(r),
+        };
+        if body::check_new_credentials(&creds).is_err() {
+            // No such account can exist; still spend a bcrypt check so that
+            // the answer takes as long as for a real user.
+            return Step::Run(
+                Effect::VerifyPassword {
+                    password: String::new(),
+                    hash: self.dummy_hash.clone(),
+                },
+                Pending(Waiting::Verified { user: None }),
+            );
+        }
+        Step::Run(
+            Effect::Store(StoreCommand::FindUser(creds.username)),
+            Pending(Waiting::Found {
+                password: creds.password,
+            }),
+        )
+    }
+
+    fn messages(&self, req: &Request<'_>, now_ms: i64) -> Step {
+        let Some(token) = req.authorization.and_then(bearer) else {
+            return respond(Response::error(401, "Not authenticated"));
+        };
+        match self.config.jwt.verify(token, now_ms) {
+            Ok(_) => {}
+            Err(TokenError::Expired) => return respond(Response::error(401, "Token expired")),
+            Err(_) => return respond(Response::error(401, "Invalid token")),
+        }
+        let query = match query::history(req.query) {
+            Ok(q) => q,
+            Err(detail) => return respond(Response::error(422, &detail)),
+        };
+        let anchor = match query.window {
+            Window::Before(Cursor::Id(_)) => Some("beforeId"),
+            Window::After(Cursor::Id(_)) => Some("afterId"),
+            _ => None,
+        };
+        Step::Run(
+            Effect::Store(StoreCommand::History(query)),
+            Pending(Waiting::History { anchor }),
+        )
+    }
+
+    fn token_response(&self, status: u16, user: &UserRecord, now_ms: i64) -> Response {
+        let token = self.config.jwt.issue(user.id, &user.username, now_ms);
+        Response::json(
+            status,
+            &json!({
+                "access_token": token,
+                "token_type": "bearer",
+                "user": {
+                    "id": user.id.to_hex(),
+                    "username": user.username,
+                    "createdAt": user.created_at,
+                },
+            }),
+        )
+    }
+}
+
+fn respond(response: Response) -> Step {
+    Step::Respond(response)
+}
+
+/// Unknown user and wrong password say the same, so a caller cannot tell
+/// which names exist.
+fn bad_credentials() -> Response {
+    Response::error(401, "Invalid username or password")
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive, as RFC 7235 has it.
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
