@@ -1,1 +1,71 @@
-//! Shared host code.
+//! What every chatwire runtime shares: the [`Runtime`] trait, the task that
+//! drives a [`protocol::Node`], the hyper service, and the WebSocket pump.
+//!
+//! A runtime crate supplies only an executor, a timer, an accept loop and the
+//! WebSocket adapter; everything else lives here, written once.
+#![forbid(unsafe_code)]
+
+pub mod conformance;
+mod node_task;
+mod service;
+mod ws;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+pub use node_task::{NodeHandle, spawn_node};
+pub use service::{Routes, serve_connection};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The WebSocket stream a runtime hands the pump.
+pub trait WsStream:
+    futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>>
+    + futures_util::Sink<tungstenite::Message, Error = tungstenite::Error>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> WsStream for T where
+    T: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>>
+        + futures_util::Sink<tungstenite::Message, Error = tungstenite::Error>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// What differs between runtimes: spawning, blocking work, timers, and
+/// turning an upgraded HTTP connection into a WebSocket.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// The runtime's WebSocket stream type.
+    type Ws: WsStream;
+    /// Runs a future in the background.
+    fn spawn(&self, fut: BoxFuture<()>);
+    /// Runs CPU-heavy work (bcrypt) off the event loop.
+    fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>);
+    /// Completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+    /// Wraps an upgraded connection as a server-side WebSocket.
+    fn websocket(
+        &self,
+        io: hyper::upgrade::Upgraded,
+        config: tungstenite::protocol::WebSocketConfig,
+    ) -> BoxFuture<Self::Ws>;
+}
+
+/// A 32-byte seed from the operating system's randomness, for
+/// [`protocol::ids::SeededIds`]: std's `RandomState` keys come from the OS.
+pub fn random_seed() -> [u8; 32] {
+    use std::hash::BuildHasher;
+    let mut s = [0u8; 32];
+    for (i, chunk) in s.chunks_mut(8).enumerate() {
+        let h = std::collections::hash_map::RandomState::new().hash_one((i, Instant::now()));
+        chunk.copy_from_slice(&h.to_le_bytes());
+    }
+    s
+}

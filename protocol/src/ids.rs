@@ -62,7 +62,9 @@ const SID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 pub(crate) fn new_sid(ids: &mut dyn IdGenerator) -> String {
     let mut raw = [0u8; 20];
     ids.fill(&mut raw);
-    raw.iter().map(|b| SID_ALPHABET[(b & 63) as usize] as char).collect()
+    raw.iter()
+        .map(|b| SID_ALPHABET[(b & 63) as usize] as char)
+        .collect()
 }
 
 #[cfg(test)]

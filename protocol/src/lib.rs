@@ -13,4 +13,6 @@ pub mod store;
 #[cfg(feature = "store-suite")]
 pub mod store_suite;
 
-pub use node::{ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output, RequestId, Upper};
+pub use node::{
+    ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output, RequestId, Upper,
+};

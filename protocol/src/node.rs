@@ -47,17 +47,29 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// 200 with a polling payload.
     pub fn text(body: Bytes) -> Self {
-        HttpResponse { status: 200, content_type: "text/plain; charset=UTF-8", body }
+        HttpResponse {
+            status: 200,
+            content_type: "text/plain; charset=UTF-8",
+            body,
+        }
     }
 
     /// A JSON body with a status.
     pub fn json(status: u16, body: Bytes) -> Self {
-        HttpResponse { status, content_type: "application/json", body }
+        HttpResponse {
+            status,
+            content_type: "application/json",
+            body,
+        }
     }
 
     /// 200 `ok`, the answer to a POSTed payload.
     pub fn ok() -> Self {
-        HttpResponse { status: 200, content_type: "text/html", body: Bytes::from_static(b"ok") }
+        HttpResponse {
+            status: 200,
+            content_type: "text/html",
+            body: Bytes::from_static(b"ok"),
+        }
     }
 }
 
@@ -163,7 +175,13 @@ pub enum Output {
 /// application, or anything else that speaks over Engine.IO sessions.
 pub trait Upper: EngineHandler {
     /// A store command this layer issued finished.
-    fn handle_store_reply(&mut self, engine: &mut Engine, op: OpId, reply: StoreReply, now: Instant);
+    fn handle_store_reply(
+        &mut self,
+        engine: &mut Engine,
+        op: OpId,
+        reply: StoreReply,
+        now: Instant,
+    );
     /// This layer's next deadline.
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Runs what is due in this layer.
@@ -194,7 +212,11 @@ impl<U: Upper> Node<U> {
     /// A node with no sessions. `ids` supplies every random id; `now` is the
     /// host's monotonic time.
     pub fn new(config: EngineConfig, upper: U, ids: impl IdGenerator, now: Instant) -> Self {
-        Node { engine: Engine::new(config, Box::new(ids)), upper, now }
+        Node {
+            engine: Engine::new(config, Box::new(ids)),
+            upper,
+            now,
+        }
     }
 
     /// The layer above Engine.IO.
@@ -215,11 +237,19 @@ impl<U: Upper> Node<U> {
         self.now = now;
         let (e, u) = (&mut self.engine, &mut self.upper);
         match input {
-            Input::Http { req, method, query, authorization, body } => {
-                e.handle_http(u, req, method, query, authorization, body, now)
-            }
+            Input::Http {
+                req,
+                method,
+                query,
+                authorization,
+                body,
+            } => e.handle_http(u, req, method, query, authorization, body, now),
             Input::HttpAborted(req) => e.handle_http_aborted(req),
-            Input::WsOpen { conn, query, authorization } => e.handle_ws_open(u, conn, query, authorization, now),
+            Input::WsOpen {
+                conn,
+                query,
+                authorization,
+            } => e.handle_ws_open(u, conn, query, authorization, now),
             Input::WsText { conn, text } => e.handle_ws_frame(u, conn, WsData::Text(text), now),
             Input::WsBinary { conn, data } => e.handle_ws_frame(u, conn, WsData::Binary(data), now),
             Input::WsClosed(conn) => e.handle_ws_closed(u, conn, now),
@@ -242,7 +272,10 @@ impl<U: Upper> Node<U> {
         if let Some(o) = self.engine.outputs.pop_front() {
             return o;
         }
-        let t = [self.engine.poll_timeout(), self.upper.poll_timeout()].into_iter().flatten().min();
+        let t = [self.engine.poll_timeout(), self.upper.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         Output::Timeout(t.unwrap_or(self.now + IDLE))
     }
 }

@@ -179,8 +179,13 @@ pub async fn execute(store: &dyn Store, command: StoreCommand) -> StoreReply {
         StoreCommand::FindUser(n) => store.find_user(n).await.map(StoreReply::User),
         StoreCommand::AppendMessage(m) => store.append_message(m).await.map(StoreReply::Appended),
         StoreCommand::History(q) => store.history(q).await.map(StoreReply::History),
-        StoreCommand::MarkDelivered(id) => store.mark_delivered(id).await.map(|()| StoreReply::Delivered),
-        StoreCommand::MarkRead { ids, reader } => store.mark_read(ids, reader).await.map(StoreReply::Read),
+        StoreCommand::MarkDelivered(id) => store
+            .mark_delivered(id)
+            .await
+            .map(|()| StoreReply::Delivered),
+        StoreCommand::MarkRead { ids, reader } => {
+            store.mark_read(ids, reader).await.map(StoreReply::Read)
+        }
     };
     r.unwrap_or_else(StoreReply::Failed)
 }

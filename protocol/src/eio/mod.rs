@@ -89,7 +89,10 @@ pub fn parse_query(query: &str) -> Result<EngineQuery<'_>, RequestError> {
     if eio != Some("4") {
         return Err(RequestError::UnsupportedProtocolVersion);
     }
-    Ok(EngineQuery { transport, sid: sid.filter(|s| !s.is_empty()) })
+    Ok(EngineQuery {
+        transport,
+        sid: sid.filter(|s| !s.is_empty()),
+    })
 }
 
 #[cfg(test)]
@@ -100,17 +103,38 @@ mod tests {
     fn query_checks() {
         assert_eq!(
             parse_query("EIO=4&transport=polling"),
-            Ok(EngineQuery { transport: Transport::Polling, sid: None })
+            Ok(EngineQuery {
+                transport: Transport::Polling,
+                sid: None
+            })
         );
         assert_eq!(
             parse_query("EIO=4&transport=websocket&sid=abc&t=1"),
-            Ok(EngineQuery { transport: Transport::WebSocket, sid: Some("abc") })
+            Ok(EngineQuery {
+                transport: Transport::WebSocket,
+                sid: Some("abc")
+            })
         );
         assert_eq!(parse_query("EIO=4"), Err(RequestError::TransportUnknown));
-        assert_eq!(parse_query("EIO=4&transport=abc"), Err(RequestError::TransportUnknown));
-        assert_eq!(parse_query("transport=polling"), Err(RequestError::UnsupportedProtocolVersion));
-        assert_eq!(parse_query("EIO=abc&transport=polling"), Err(RequestError::UnsupportedProtocolVersion));
-        assert_eq!(parse_query("EIO=3&transport=polling"), Err(RequestError::UnsupportedProtocolVersion));
-        assert_eq!(RequestError::SessionIdUnknown.body(), r#"{"code":1,"message":"Session ID unknown"}"#);
+        assert_eq!(
+            parse_query("EIO=4&transport=abc"),
+            Err(RequestError::TransportUnknown)
+        );
+        assert_eq!(
+            parse_query("transport=polling"),
+            Err(RequestError::UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            parse_query("EIO=abc&transport=polling"),
+            Err(RequestError::UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            parse_query("EIO=3&transport=polling"),
+            Err(RequestError::UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            RequestError::SessionIdUnknown.body(),
+            r#"{"code":1,"message":"Session ID unknown"}"#
+        );
     }
 }

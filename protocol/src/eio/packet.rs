@@ -80,7 +80,9 @@ pub fn decode_record(s: &str) -> Result<Packet<'_>, DecodeError> {
 }
 
 /// Splits a polling payload into its records, lazily.
-pub fn decode_payload(body: &[u8]) -> Result<impl Iterator<Item = Result<Packet<'_>, DecodeError>>, DecodeError> {
+pub fn decode_payload(
+    body: &[u8],
+) -> Result<impl Iterator<Item = Result<Packet<'_>, DecodeError>>, DecodeError> {
     let s = std::str::from_utf8(body).map_err(|_| DecodeError::Utf8)?;
     Ok(s.split(SEPARATOR as char).map(decode_record))
 }
@@ -141,7 +143,10 @@ mod tests {
         assert_eq!(decode_text("1"), Ok(Packet::Close));
         assert_eq!(decode_text("2probe"), Ok(Packet::Ping("probe")));
         assert_eq!(decode_text("3"), Ok(Packet::Pong("")));
-        assert_eq!(decode_text("4hello"), Ok(Packet::Message(Data::Text("hello"))));
+        assert_eq!(
+            decode_text("4hello"),
+            Ok(Packet::Message(Data::Text("hello")))
+        );
         assert_eq!(decode_text("5"), Ok(Packet::Upgrade));
         assert_eq!(decode_text("6"), Ok(Packet::Noop));
         assert_eq!(decode_text(""), Err(DecodeError::Empty));
@@ -157,7 +162,10 @@ mod tests {
             OutPacket::Binary(Bytes::from_static(&[1, 2, 3, 4])),
         ]);
         assert_eq!(&out[..], b"4hello\x1ebAQIDBA==");
-        let back: Vec<_> = decode_payload(&out).unwrap().collect::<Result<_, _>>().unwrap();
+        let back: Vec<_> = decode_payload(&out)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(
             back,
             vec![
@@ -180,7 +188,10 @@ mod tests {
     fn payload_len_matches_encoding() {
         for n in 0..10 {
             let p = OutPacket::Binary(Bytes::from(vec![7u8; n]));
-            assert_eq!(encode_payload(std::slice::from_ref(&p)).len(), p.payload_len());
+            assert_eq!(
+                encode_payload(std::slice::from_ref(&p)).len(),
+                p.payload_len()
+            );
         }
     }
 }

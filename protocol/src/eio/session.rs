@@ -118,7 +118,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("sessions", &self.sessions.len()).finish()
+        f.debug_struct("Engine")
+            .field("sessions", &self.sessions.len())
+            .finish()
     }
 }
 
@@ -180,7 +182,8 @@ impl Engine {
     }
 
     fn respond(&mut self, req: RequestId, response: HttpResponse) {
-        self.outputs.push_back(Output::HttpResponse { req, response });
+        self.outputs
+            .push_back(Output::HttpResponse { req, response });
     }
 
     fn error(&mut self, req: RequestId, e: RequestError) {
@@ -265,7 +268,10 @@ impl Engine {
         let Some(&key) = self.by_sid.get(sid) else {
             return self.error(req, RequestError::SessionIdUnknown);
         };
-        let s = self.sessions.get_mut(&key).expect("by_sid and sessions hold the same keys");
+        let s = self
+            .sessions
+            .get_mut(&key)
+            .expect("by_sid and sessions hold the same keys");
         let Carrier::Polling { parked } = &mut s.carrier else {
             return self.error(req, RequestError::BadRequest);
         };
@@ -288,7 +294,13 @@ impl Engine {
             }
             Method::Post => {
                 if body.len() > self.config.max_payload {
-                    self.respond(req, HttpResponse::json(413, Bytes::from_static(br#"{"code":3,"message":"Payload too large"}"#)));
+                    self.respond(
+                        req,
+                        HttpResponse::json(
+                            413,
+                            Bytes::from_static(br#"{"code":3,"message":"Payload too large"}"#),
+                        ),
+                    );
                     return self.close(h, key, CloseReason::ProtocolError, now);
                 }
                 let packets = match packet::decode_payload(body) {
@@ -357,9 +369,12 @@ impl Engine {
                 let key = self.by_sid.get(sid).copied();
                 let s = key.and_then(|k| self.sessions.get_mut(&k));
                 match s {
-                    Some(s) if matches!(s.carrier, Carrier::Polling { .. }) && s.probe.is_none() => {
+                    Some(s)
+                        if matches!(s.carrier, Carrier::Polling { .. }) && s.probe.is_none() =>
+                    {
                         s.probe = Some((conn, false));
-                        self.conns.insert(conn, Role::Probe(key.expect("session found by key")));
+                        self.conns
+                            .insert(conn, Role::Probe(key.expect("session found by key")));
                     }
                     _ => self.outputs.push_back(Output::WsClose { conn }),
                 }
@@ -368,7 +383,13 @@ impl Engine {
     }
 
     /// A WebSocket frame arrived.
-    pub fn handle_ws_frame<H: EngineHandler>(&mut self, h: &mut H, conn: ConnId, frame: WsData<'_>, now: Instant) {
+    pub fn handle_ws_frame<H: EngineHandler>(
+        &mut self,
+        h: &mut H,
+        conn: ConnId,
+        frame: WsData<'_>,
+        now: Instant,
+    ) {
         let Some(&role) = self.conns.get(&conn) else {
             return;
         };
@@ -392,11 +413,17 @@ impl Engine {
     }
 
     fn handle_probe(&mut self, key: SessionKey, conn: ConnId, text: &str) {
-        let s = self.sessions.get_mut(&key).expect("a probe's session outlives its probe");
+        let s = self
+            .sessions
+            .get_mut(&key)
+            .expect("a probe's session outlives its probe");
         match (text, s.probe) {
             ("2probe", Some((c, false))) if c == conn => {
                 s.probe = Some((conn, true));
-                self.outputs.push_back(Output::WsFrame { conn, frame: Frame::Text(Bytes::from_static(b"3probe")) });
+                self.outputs.push_back(Output::WsFrame {
+                    conn,
+                    frame: Frame::Text(Bytes::from_static(b"3probe")),
+                });
                 if let Carrier::Polling { parked: Some(req) } = s.carrier {
                     s.carrier = Carrier::Polling { parked: None };
                     self.respond(req, HttpResponse::text(Bytes::from_static(b"6")));
@@ -434,7 +461,9 @@ impl Engine {
     /// A WebSocket connection closed (by the peer or the network).
     pub fn handle_ws_closed<H: EngineHandler>(&mut self, h: &mut H, conn: ConnId, now: Instant) {
         match self.conns.remove(&conn) {
-            Some(Role::Main(key)) => self.close_inner(h, key, CloseReason::TransportClose, now, false),
+            Some(Role::Main(key)) => {
+                self.close_inner(h, key, CloseReason::TransportClose, now, false)
+            }
             Some(Role::Probe(key)) => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.probe = None;
@@ -444,7 +473,13 @@ impl Engine {
         }
     }
 
-    fn handle_packet<H: EngineHandler>(&mut self, h: &mut H, key: SessionKey, p: Packet<'_>, now: Instant) {
+    fn handle_packet<H: EngineHandler>(
+        &mut self,
+        h: &mut H,
+        key: SessionKey,
+        p: Packet<'_>,
+        now: Instant,
+    ) {
         match p {
             Packet::Message(data) => h.on_message(self, key, data, now),
             Packet::Pong(_) => {
@@ -475,7 +510,9 @@ impl Engine {
             }
             self.timers.pop();
             let timeout = self.config.ping_timeout;
-            let Some(s) = self.sessions.get_mut(&key) else { continue };
+            let Some(s) = self.sessions.get_mut(&key) else {
+                continue;
+            };
             if s.deadline != t {
                 continue;
             }
@@ -531,7 +568,9 @@ impl Engine {
     pub fn flush<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
         let dirty = std::mem::take(&mut self.dirty);
         for key in dirty {
-            let Some(s) = self.sessions.get_mut(&key) else { continue };
+            let Some(s) = self.sessions.get_mut(&key) else {
+                continue;
+            };
             if s.doomed {
                 self.close(h, key, CloseReason::Backlog, now);
                 continue;
@@ -549,12 +588,27 @@ impl Engine {
     }
 
     /// Closes a session from the server side.
-    pub fn close<H: EngineHandler>(&mut self, h: &mut H, key: SessionKey, reason: CloseReason, now: Instant) {
+    pub fn close<H: EngineHandler>(
+        &mut self,
+        h: &mut H,
+        key: SessionKey,
+        reason: CloseReason,
+        now: Instant,
+    ) {
         self.close_inner(h, key, reason, now, true);
     }
 
-    fn close_inner<H: EngineHandler>(&mut self, h: &mut H, key: SessionKey, reason: CloseReason, now: Instant, notify: bool) {
-        let Some(s) = self.sessions.remove(&key) else { return };
+    fn close_inner<H: EngineHandler>(
+        &mut self,
+        h: &mut H,
+        key: SessionKey,
+        reason: CloseReason,
+        now: Instant,
+        notify: bool,
+    ) {
+        let Some(s) = self.sessions.remove(&key) else {
+            return;
+        };
         self.by_sid.remove(&s.sid);
         if let Some((conn, _)) = s.probe {
             self.conns.remove(&conn);
@@ -562,7 +616,11 @@ impl Engine {
         }
         match s.carrier {
             Carrier::Polling { parked: Some(req) } => {
-                let body: &'static [u8] = if reason == CloseReason::ClientClose { b"6" } else { b"1" };
+                let body: &'static [u8] = if reason == CloseReason::ClientClose {
+                    b"6"
+                } else {
+                    b"1"
+                };
                 self.respond(req, HttpResponse::text(Bytes::from_static(body)));
             }
             Carrier::Polling { parked: None } => {}

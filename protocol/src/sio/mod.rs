@@ -4,4 +4,6 @@
 pub mod packet;
 pub mod socket;
 
-pub use socket::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig};
+pub use socket::{
+    Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig,
+};

@@ -102,9 +102,19 @@ pub fn decode(s: &str) -> Result<RawPacket<'_>, DecodeError> {
     while i < b.len() && b[i].is_ascii_digit() {
         i += 1;
     }
-    let id = if i > start { Some(s[start..i].parse().map_err(|_| DecodeError::AckId)?) } else { None };
+    let id = if i > start {
+        Some(s[start..i].parse().map_err(|_| DecodeError::AckId)?)
+    } else {
+        None
+    };
     let data = if i < b.len() { Some(&s[i..]) } else { None };
-    Ok(RawPacket { kind, nsp, attachments, id, data })
+    Ok(RawPacket {
+        kind,
+        nsp,
+        attachments,
+        id,
+        data,
+    })
 }
 
 /// The data of a packet, checked against its type.
@@ -137,7 +147,9 @@ pub fn parse_data(p: &RawPacket<'_>) -> Result<PacketData, DecodeError> {
         PacketType::Disconnect => Ok(PacketData::Disconnect),
         PacketType::Event | PacketType::BinaryEvent => match json(p.data)? {
             Value::Array(mut a) if matches!(a.first(), Some(Value::String(_))) => {
-                let Value::String(name) = a.remove(0) else { unreachable!("checked by the guard") };
+                let Value::String(name) = a.remove(0) else {
+                    unreachable!("checked by the guard")
+                };
                 Ok(PacketData::Event(name, a))
             }
             _ => Err(DecodeError::Payload),
@@ -157,7 +169,13 @@ pub fn parse_data(p: &RawPacket<'_>) -> Result<PacketData, DecodeError> {
 
 /// Encodes a packet as an Engine.IO message (`4` + the Socket.IO packet),
 /// ready to be shared by every recipient.
-pub fn encode<T: Serialize + ?Sized>(kind: PacketType, nsp: &str, attachments: usize, id: Option<u64>, data: Option<&T>) -> Bytes {
+pub fn encode<T: Serialize + ?Sized>(
+    kind: PacketType,
+    nsp: &str,
+    attachments: usize,
+    id: Option<u64>,
+    data: Option<&T>,
+) -> Bytes {
     let mut out = BytesMut::with_capacity(64).writer();
     let mut head = String::with_capacity(24);
     head.push('4');
@@ -175,7 +193,9 @@ pub fn encode<T: Serialize + ?Sized>(kind: PacketType, nsp: &str, attachments: u
     }
     out.get_mut().put_slice(head.as_bytes());
     if let Some(d) = data {
-        serde_json::to_writer(&mut out, d).expect("serializing to memory only fails for maps with non-string keys, which we never build");
+        serde_json::to_writer(&mut out, d).expect(
+            "serializing to memory only fails for maps with non-string keys, which we never build",
+        );
     }
     out.into_inner().freeze()
 }
@@ -212,9 +232,10 @@ impl Partial {
 /// checks each `num` is below `attachments`.
 pub fn placeholders_valid(v: &Value, attachments: usize) -> bool {
     match v {
-        Value::Object(m) if m.get("_placeholder") == Some(&Value::Bool(true)) => {
-            m.get("num").and_then(Value::as_u64).is_some_and(|n| (n as usize) < attachments)
-        }
+        Value::Object(m) if m.get("_placeholder") == Some(&Value::Bool(true)) => m
+            .get("num")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| (n as usize) < attachments),
         Value::Object(m) => m.values().all(|v| placeholders_valid(v, attachments)),
         Value::Array(a) => a.iter().all(|v| placeholders_valid(v, attachments)),
         _ => true,
@@ -228,51 +249,94 @@ mod tests {
 
     #[test]
     fn decodes_headers() {
-        let p = decode("40").unwrap();
-        assert_eq!((p.kind, p.nsp, p.id, p.data), (PacketType::Connect, "/", None, None));
-        let p = decode("40/custom,").unwrap();
+        let p = decode("0").unwrap();
+        assert_eq!(
+            (p.kind, p.nsp, p.id, p.data),
+            (PacketType::Connect, "/", None, None)
+        );
+        let p = decode("0/custom,").unwrap();
         assert_eq!((p.nsp, p.data), ("/custom", None));
-        let p = decode("40/random").unwrap();
+        let p = decode("0/random").unwrap();
         assert_eq!((p.nsp, p.data), ("/random", None));
-        let p = decode(r#"40/custom,{"token":"abc"}"#).unwrap();
+        let p = decode(r#"0/custom,{"token":"abc"}"#).unwrap();
         assert_eq!((p.nsp, p.data), ("/custom", Some(r#"{"token":"abc"}"#)));
-        let p = decode(r#"42456["message-with-ack",1]"#).unwrap();
-        assert_eq!((p.kind, p.id, p.data), (PacketType::Event, Some(456), Some(r#"["message-with-ack",1]"#)));
-        let p = decode(r#"452-789["m",{"_placeholder":true,"num":0}]"#).unwrap();
-        assert_eq!((p.kind, p.attachments, p.id), (PacketType::BinaryEvent, 2, Some(789)));
+        let p = decode(r#"2456["message-with-ack",1]"#).unwrap();
+        assert_eq!(
+            (p.kind, p.id, p.data),
+            (
+                PacketType::Event,
+                Some(456),
+                Some(r#"["message-with-ack",1]"#)
+            )
+        );
+        let p = decode(r#"52-789["m",{"_placeholder":true,"num":0}]"#).unwrap();
+        assert_eq!(
+            (p.kind, p.attachments, p.id),
+            (PacketType::BinaryEvent, 2, Some(789))
+        );
         assert_eq!(decode("abc"), Err(DecodeError::UnknownType));
         assert_eq!(decode(""), Err(DecodeError::UnknownType));
         assert_eq!(decode("5x-[]"), Err(DecodeError::Attachments));
         assert_eq!(decode("5999-[]"), Err(DecodeError::Attachments));
-        assert_eq!(decode("299999999999999999999999[]"), Err(DecodeError::AckId));
+        assert_eq!(
+            decode("299999999999999999999999[]"),
+            Err(DecodeError::AckId)
+        );
     }
 
     #[test]
     fn checks_data_against_type() {
         let d = |s| parse_data(&decode(s).unwrap());
-        assert_eq!(d(r#"42["a",1]"#), Ok(PacketData::Event("a".into(), vec![json!(1)])));
-        assert_eq!(d("42{}"), Err(DecodeError::Payload));
-        assert_eq!(d("42[]"), Err(DecodeError::Payload));
-        assert_eq!(d("42[1]"), Err(DecodeError::Payload));
-        assert_eq!(d(r#"42abc["a"]"#), Err(DecodeError::Payload));
-        assert_eq!(d("42"), Err(DecodeError::Payload));
-        assert_eq!(d(r#"40{"token":"1"}"#), Ok(PacketData::Connect(Some(json!({"token":"1"})))));
-        assert_eq!(d("40[]"), Err(DecodeError::Payload));
-        assert_eq!(d("43[1]"), Err(DecodeError::AckId));
-        assert_eq!(d("437[1]"), Ok(PacketData::Ack(vec![json!(1)])));
-        assert_eq!(d(r#"44{"message":"x"}"#), Err(DecodeError::UnknownType));
-        assert_eq!(d("41"), Ok(PacketData::Disconnect));
+        assert_eq!(
+            d(r#"2["a",1]"#),
+            Ok(PacketData::Event("a".into(), vec![json!(1)]))
+        );
+        assert_eq!(d("2{}"), Err(DecodeError::Payload));
+        assert_eq!(d("2[]"), Err(DecodeError::Payload));
+        assert_eq!(d("2[1]"), Err(DecodeError::Payload));
+        assert_eq!(d(r#"2abc["a"]"#), Err(DecodeError::Payload));
+        assert_eq!(d("2"), Err(DecodeError::Payload));
+        assert_eq!(
+            d(r#"0{"token":"1"}"#),
+            Ok(PacketData::Connect(Some(json!({"token":"1"}))))
+        );
+        assert_eq!(d("0[]"), Err(DecodeError::Payload));
+        assert_eq!(d("3[1]"), Err(DecodeError::AckId));
+        assert_eq!(d("37[1]"), Ok(PacketData::Ack(vec![json!(1)])));
+        assert_eq!(d(r#"4{"message":"x"}"#), Err(DecodeError::UnknownType));
+        assert_eq!(d("1"), Ok(PacketData::Disconnect));
     }
 
     #[test]
     fn encodes_like_the_reference() {
         let e = encode(PacketType::Event, "/", 0, None, Some(&json!(["auth", {}])));
         assert_eq!(&e[..], br#"42["auth",{}]"#);
-        let e = encode(PacketType::Event, "/custom", 0, Some(12), Some(&json!(["a"])));
+        let e = encode(
+            PacketType::Event,
+            "/custom",
+            0,
+            Some(12),
+            Some(&json!(["a"])),
+        );
         assert_eq!(&e[..], br#"42/custom,12["a"]"#);
-        let e = encode(PacketType::BinaryAck, "/", 2, Some(789), Some(&json!([{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}])));
-        assert_eq!(&e[..], br#"462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
-        let e = encode(PacketType::ConnectError, "/random", 0, None, Some(&json!({"message":"Invalid namespace"})));
+        let e = encode(
+            PacketType::BinaryAck,
+            "/",
+            2,
+            Some(789),
+            Some(&json!([{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}])),
+        );
+        assert_eq!(
+            &e[..],
+            br#"462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+        );
+        let e = encode(
+            PacketType::ConnectError,
+            "/random",
+            0,
+            None,
+            Some(&json!({"message":"Invalid namespace"})),
+        );
         assert_eq!(&e[..], br#"44/random,{"message":"Invalid namespace"}"#);
         let e = encode::<Value>(PacketType::Disconnect, "/custom", 0, None, None);
         assert_eq!(&e[..], b"41/custom,");

@@ -29,7 +29,9 @@ pub struct SocketIoConfig {
 
 impl Default for SocketIoConfig {
     fn default() -> Self {
-        SocketIoConfig { connect_timeout: Duration::from_secs(45) }
+        SocketIoConfig {
+            connect_timeout: Duration::from_secs(45),
+        }
     }
 }
 
@@ -82,7 +84,15 @@ pub trait Application {
     /// An event arrived.
     fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event);
     /// The client acknowledged an event this server emitted with an ack id.
-    fn on_ack(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId, _id: u64, _args: Vec<Value>, _attachments: Vec<Bytes>) {}
+    fn on_ack(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _socket: SocketId,
+        _id: u64,
+        _args: Vec<Value>,
+        _attachments: Vec<Bytes>,
+    ) {
+    }
     /// The socket left.
     fn on_disconnect(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId, _reason: DisconnectReason) {}
     /// A store command this application issued finished.
@@ -122,7 +132,10 @@ pub struct State {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("sockets", &self.sockets.len()).field("rooms", &self.rooms.len()).finish()
+        f.debug_struct("State")
+            .field("sockets", &self.sockets.len())
+            .field("rooms", &self.rooms.len())
+            .finish()
     }
 }
 
@@ -139,7 +152,12 @@ impl std::fmt::Debug for Ctx<'_> {
     }
 }
 
-fn send_packet(engine: &mut Engine, session: SessionKey, text: Bytes, attachments: &[Bytes]) -> bool {
+fn send_packet(
+    engine: &mut Engine,
+    session: SessionKey,
+    text: Bytes,
+    attachments: &[Bytes],
+) -> bool {
     let ok = engine.send(session, OutPacket::Text(text));
     for a in attachments {
         engine.send(session, OutPacket::Binary(a.clone()));
@@ -168,8 +186,17 @@ impl Ctx<'_> {
         self.state.sockets.get(&socket).map(|s| s.nsp.as_str())
     }
 
-    fn emit_packet<T: Serialize + ?Sized>(&mut self, socket: SocketId, kind: PacketType, id: Option<u64>, data: &T, attachments: &[Bytes]) -> bool {
-        let Some(s) = self.state.sockets.get(&socket) else { return false };
+    fn emit_packet<T: Serialize + ?Sized>(
+        &mut self,
+        socket: SocketId,
+        kind: PacketType,
+        id: Option<u64>,
+        data: &T,
+        attachments: &[Bytes],
+    ) -> bool {
+        let Some(s) = self.state.sockets.get(&socket) else {
+            return false;
+        };
         let kind = match (kind, attachments.is_empty()) {
             (PacketType::Event, false) => PacketType::BinaryEvent,
             (PacketType::Ack, false) => PacketType::BinaryAck,
@@ -180,51 +207,89 @@ impl Ctx<'_> {
     }
 
     /// Emits an event; `data` serializes to the array `[name, ...args]`.
-    pub fn emit<T: Serialize + ?Sized>(&mut self, socket: SocketId, data: &T, attachments: &[Bytes]) -> bool {
+    pub fn emit<T: Serialize + ?Sized>(
+        &mut self,
+        socket: SocketId,
+        data: &T,
+        attachments: &[Bytes],
+    ) -> bool {
         self.emit_packet(socket, PacketType::Event, None, data, attachments)
     }
 
     /// Emits an event and asks the client to acknowledge it; returns the ack
     /// id that [`Application::on_ack`] will name.
-    pub fn emit_with_ack<T: Serialize + ?Sized>(&mut self, socket: SocketId, data: &T, attachments: &[Bytes]) -> Option<u64> {
+    pub fn emit_with_ack<T: Serialize + ?Sized>(
+        &mut self,
+        socket: SocketId,
+        data: &T,
+        attachments: &[Bytes],
+    ) -> Option<u64> {
         let s = self.state.sockets.get_mut(&socket)?;
         let id = s.next_ack;
         s.next_ack += 1;
-        self.emit_packet(socket, PacketType::Event, Some(id), data, attachments).then_some(id)
+        self.emit_packet(socket, PacketType::Event, Some(id), data, attachments)
+            .then_some(id)
     }
 
     /// Answers a client's ack request; `args` serializes to an array.
-    pub fn ack<T: Serialize + ?Sized>(&mut self, socket: SocketId, id: u64, args: &T, attachments: &[Bytes]) -> bool {
+    pub fn ack<T: Serialize + ?Sized>(
+        &mut self,
+        socket: SocketId,
+        id: u64,
+        args: &T,
+        attachments: &[Bytes],
+    ) -> bool {
         self.emit_packet(socket, PacketType::Ack, Some(id), args, attachments)
     }
 
     /// Puts a socket in a room of its namespace.
     pub fn join(&mut self, socket: SocketId, room: &str) {
-        let Some(s) = self.state.sockets.get_mut(&socket) else { return };
+        let Some(s) = self.state.sockets.get_mut(&socket) else {
+            return;
+        };
         if s.rooms.iter().any(|r| r == room) {
             return;
         }
         s.rooms.push(room.to_owned());
-        self.state.rooms.entry((s.nsp.clone(), room.to_owned())).or_default().insert(socket);
+        self.state
+            .rooms
+            .entry((s.nsp.clone(), room.to_owned()))
+            .or_default()
+            .insert(socket);
     }
 
     /// Takes a socket out of a room.
     pub fn leave(&mut self, socket: SocketId, room: &str) {
-        let Some(s) = self.state.sockets.get_mut(&socket) else { return };
-        let Some(i) = s.rooms.iter().position(|r| r == room) else { return };
+        let Some(s) = self.state.sockets.get_mut(&socket) else {
+            return;
+        };
+        let Some(i) = s.rooms.iter().position(|r| r == room) else {
+            return;
+        };
         s.rooms.swap_remove(i);
         leave_room(&mut self.state.rooms, &s.nsp, room, socket);
     }
 
     /// Whether a socket is in a room.
     pub fn in_room(&self, socket: SocketId, room: &str) -> bool {
-        self.state.sockets.get(&socket).is_some_and(|s| s.rooms.iter().any(|r| r == room))
+        self.state
+            .sockets
+            .get(&socket)
+            .is_some_and(|s| s.rooms.iter().any(|r| r == room))
     }
 
     /// Emits an event to every socket in a room of a namespace but `except`,
     /// encoding it once. Returns how many sockets it was handed to.
-    pub fn broadcast<T: Serialize + ?Sized>(&mut self, nsp: &str, room: &str, except: Option<SocketId>, data: &T) -> usize {
-        let Some(members) = self.state.rooms.get(&(nsp.to_owned(), room.to_owned())) else { return 0 };
+    pub fn broadcast<T: Serialize + ?Sized>(
+        &mut self,
+        nsp: &str,
+        room: &str,
+        except: Option<SocketId>,
+        data: &T,
+    ) -> usize {
+        let Some(members) = self.state.rooms.get(&(nsp.to_owned(), room.to_owned())) else {
+            return 0;
+        };
         let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
         let mut n = 0;
         for id in members {
@@ -259,7 +324,12 @@ impl Ctx<'_> {
     }
 }
 
-fn leave_room(rooms: &mut HashMap<(String, String), IndexSet<SocketId>>, nsp: &str, room: &str, socket: SocketId) {
+fn leave_room(
+    rooms: &mut HashMap<(String, String), IndexSet<SocketId>>,
+    nsp: &str,
+    room: &str,
+    socket: SocketId,
+) {
     let key = (nsp.to_owned(), room.to_owned());
     if let Some(set) = rooms.get_mut(&key) {
         set.swap_remove(&socket);
@@ -290,14 +360,21 @@ pub struct SocketIo<A> {
 
 impl<A: std::fmt::Debug> std::fmt::Debug for SocketIo<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketIo").field("app", &self.app).field("state", &self.state).finish()
+        f.debug_struct("SocketIo")
+            .field("app", &self.app)
+            .field("state", &self.state)
+            .finish()
     }
 }
 
 impl<A: Application> SocketIo<A> {
     /// Socket.IO serving `app`.
     pub fn new(config: SocketIoConfig, app: A) -> Self {
-        SocketIo { config, app, state: State::default() }
+        SocketIo {
+            config,
+            app,
+            state: State::default(),
+        }
     }
 
     /// The application.
@@ -314,8 +391,18 @@ impl<A: Application> SocketIo<A> {
         Ctx { engine, state, now }
     }
 
-    fn handle_text(&mut self, engine: &mut Engine, key: SessionKey, text: &str, now: Instant) -> Result<(), packet::DecodeError> {
-        let client = self.state.clients.get(&key).expect("a session's client lives until on_close");
+    fn handle_text(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        text: &str,
+        now: Instant,
+    ) -> Result<(), packet::DecodeError> {
+        let client = self
+            .state
+            .clients
+            .get(&key)
+            .expect("a session's client lives until on_close");
         if client.partial.is_some() {
             // A text packet while attachments are awaited breaks the protocol.
             return Err(packet::DecodeError::Attachments);
@@ -324,7 +411,9 @@ impl<A: Application> SocketIo<A> {
         let data = packet::parse_data(&raw)?;
         if raw.attachments > 0 {
             let ok = match &data {
-                PacketData::Event(_, a) | PacketData::Ack(a) => a.iter().all(|v| packet::placeholders_valid(v, raw.attachments)),
+                PacketData::Event(_, a) | PacketData::Ack(a) => a
+                    .iter()
+                    .all(|v| packet::placeholders_valid(v, raw.attachments)),
                 _ => false,
             };
             if !ok {
@@ -347,21 +436,48 @@ impl<A: Application> SocketIo<A> {
     }
 
     #[allow(clippy::too_many_arguments)] // the parts of one decoded packet
-    fn dispatch(&mut self, engine: &mut Engine, key: SessionKey, nsp: &str, id: Option<u64>, data: PacketData, attachments: Vec<Bytes>, now: Instant) {
-        let client = self.state.clients.get_mut(&key).expect("a session's client lives until on_close");
-        let socket = client.sockets.iter().find(|(n, _)| n == nsp).map(|(_, s)| *s);
+    fn dispatch(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        nsp: &str,
+        id: Option<u64>,
+        data: PacketData,
+        attachments: Vec<Bytes>,
+        now: Instant,
+    ) {
+        let client = self
+            .state
+            .clients
+            .get_mut(&key)
+            .expect("a session's client lives until on_close");
+        let socket = client
+            .sockets
+            .iter()
+            .find(|(n, _)| n == nsp)
+            .map(|(_, s)| *s);
         match data {
             PacketData::Connect(auth) => {
                 if socket.is_some() {
                     return;
                 }
                 if !self.app.has_namespace(nsp) {
-                    let text = packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&serde_json::json!({"message": "Invalid namespace"})));
+                    let text = packet::encode(
+                        PacketType::ConnectError,
+                        nsp,
+                        0,
+                        None,
+                        Some(&serde_json::json!({"message": "Invalid namespace"})),
+                    );
                     send_packet(engine, key, text, &[]);
                     return;
                 }
                 let handshake = engine.handshake(key).cloned().unwrap_or_default();
-                let req = ConnectRequest { nsp, auth: auth.as_ref(), handshake: &handshake };
+                let req = ConnectRequest {
+                    nsp,
+                    auth: auth.as_ref(),
+                    handshake: &handshake,
+                };
                 let mut ctx = Self::ctx(engine, &mut self.state, now);
                 if let Err(data) = self.app.authorize(&mut ctx, &req) {
                     let text = packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&data));
@@ -371,30 +487,63 @@ impl<A: Application> SocketIo<A> {
                 self.state.next_socket += 1;
                 let socket = SocketId(self.state.next_socket);
                 let sid = new_sid(&mut *engine.ids);
-                let text = packet::encode(PacketType::Connect, nsp, 0, None, Some(&serde_json::json!({"sid": sid})));
+                let text = packet::encode(
+                    PacketType::Connect,
+                    nsp,
+                    0,
+                    None,
+                    Some(&serde_json::json!({"sid": sid})),
+                );
                 send_packet(engine, key, text, &[]);
                 let client = self.state.clients.get_mut(&key).expect("checked above");
                 client.sockets.push((nsp.to_owned(), socket));
                 client.connect_deadline = None;
-                self.state.sockets.insert(socket, Socket { session: key, nsp: nsp.to_owned(), sid, rooms: Vec::new(), next_ack: 0 });
-                self.app.on_connect(&mut Self::ctx(engine, &mut self.state, now), socket);
+                self.state.sockets.insert(
+                    socket,
+                    Socket {
+                        session: key,
+                        nsp: nsp.to_owned(),
+                        sid,
+                        rooms: Vec::new(),
+                        next_ack: 0,
+                    },
+                );
+                self.app
+                    .on_connect(&mut Self::ctx(engine, &mut self.state, now), socket);
             }
             PacketData::Disconnect => {
                 if let Some(socket) = socket {
                     remove_socket(&mut self.state, socket);
                     let mut ctx = Self::ctx(engine, &mut self.state, now);
-                    self.app.on_disconnect(&mut ctx, socket, DisconnectReason::ClientNamespaceDisconnect);
+                    self.app.on_disconnect(
+                        &mut ctx,
+                        socket,
+                        DisconnectReason::ClientNamespaceDisconnect,
+                    );
                 }
             }
             PacketData::Event(name, args) => {
                 if let Some(socket) = socket {
                     let mut ctx = Self::ctx(engine, &mut self.state, now);
-                    self.app.on_event(&mut ctx, socket, Event { name, args, attachments, ack: id });
+                    self.app.on_event(
+                        &mut ctx,
+                        socket,
+                        Event {
+                            name,
+                            args,
+                            attachments,
+                            ack: id,
+                        },
+                    );
                 }
             }
             PacketData::Ack(args) => {
                 if let (Some(socket), Some(id)) = (socket, id) {
-                    let asked = self.state.sockets.get(&socket).is_some_and(|s| id < s.next_ack);
+                    let asked = self
+                        .state
+                        .sockets
+                        .get(&socket)
+                        .is_some_and(|s| id < s.next_ack);
                     if asked {
                         let mut ctx = Self::ctx(engine, &mut self.state, now);
                         self.app.on_ack(&mut ctx, socket, id, args, attachments);
@@ -404,9 +553,19 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
-    fn handle_binary(&mut self, engine: &mut Engine, key: SessionKey, data: Bytes, now: Instant) -> Result<(), packet::DecodeError> {
+    fn handle_binary(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        data: Bytes,
+        now: Instant,
+    ) -> Result<(), packet::DecodeError> {
         let max = engine.config().max_payload;
-        let client = self.state.clients.get_mut(&key).expect("a session's client lives until on_close");
+        let client = self
+            .state
+            .clients
+            .get_mut(&key)
+            .expect("a session's client lives until on_close");
         let Some(partial) = client.partial.as_mut() else {
             return Err(packet::DecodeError::Attachments);
         };
@@ -424,7 +583,14 @@ impl<A: Application> SocketIo<A> {
 impl<A: Application> EngineHandler for SocketIo<A> {
     fn on_open(&mut self, _engine: &mut Engine, key: SessionKey, now: Instant) {
         let deadline = now + self.config.connect_timeout;
-        self.state.clients.insert(key, Client { sockets: Vec::new(), partial: None, connect_deadline: Some(deadline) });
+        self.state.clients.insert(
+            key,
+            Client {
+                sockets: Vec::new(),
+                partial: None,
+                connect_deadline: Some(deadline),
+            },
+        );
         self.state.timers.push(Reverse((deadline, key)));
     }
 
@@ -438,25 +604,45 @@ impl<A: Application> EngineHandler for SocketIo<A> {
         }
     }
 
-    fn on_close(&mut self, engine: &mut Engine, key: SessionKey, reason: CloseReason, now: Instant) {
-        let Some(client) = self.state.clients.remove(&key) else { return };
+    fn on_close(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        let Some(client) = self.state.clients.remove(&key) else {
+            return;
+        };
         for (_, socket) in client.sockets {
             remove_socket(&mut self.state, socket);
             let mut ctx = Self::ctx(engine, &mut self.state, now);
-            self.app.on_disconnect(&mut ctx, socket, DisconnectReason::Transport(reason));
+            self.app
+                .on_disconnect(&mut ctx, socket, DisconnectReason::Transport(reason));
         }
     }
 }
 
 impl<A: Application> Upper for SocketIo<A> {
-    fn handle_store_reply(&mut self, engine: &mut Engine, op: OpId, reply: StoreReply, now: Instant) {
+    fn handle_store_reply(
+        &mut self,
+        engine: &mut Engine,
+        op: OpId,
+        reply: StoreReply,
+        now: Instant,
+    ) {
         let mut ctx = Self::ctx(engine, &mut self.state, now);
         self.app.on_store_reply(&mut ctx, op, reply);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(Reverse((t, key))) = self.state.timers.peek().copied() {
-            if self.state.clients.get(&key).is_some_and(|c| c.connect_deadline == Some(t)) {
+            if self
+                .state
+                .clients
+                .get(&key)
+                .is_some_and(|c| c.connect_deadline == Some(t))
+            {
                 break;
             }
             self.state.timers.pop();
@@ -471,7 +657,11 @@ impl<A: Application> Upper for SocketIo<A> {
                 break;
             }
             self.state.timers.pop();
-            let due = self.state.clients.get(&key).is_some_and(|c| c.connect_deadline == Some(t) && c.sockets.is_empty());
+            let due = self
+                .state
+                .clients
+                .get(&key)
+                .is_some_and(|c| c.connect_deadline == Some(t) && c.sockets.is_empty());
             if due {
                 engine.close(self, key, CloseReason::ServerClose, now);
             }

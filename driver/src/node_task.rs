@@ -1,0 +1,290 @@
+//! The task that owns one [`Node`]: it feeds inputs in, drains outputs, runs
+//! store commands, and moves frames to the connections' bounded queues.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use protocol::store::{Store, StoreReply};
+use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId, Upper};
+
+use crate::Runtime;
+
+/// What a connection's writer receives.
+#[derive(Debug)]
+pub(crate) enum WsOut {
+    /// Frames to write together, in one flush.
+    Frames(Vec<Frame>),
+    /// Write what is queued, then close.
+    Close,
+}
+
+/// How many batches a connection may have queued before it is dropped as
+/// too slow; each batch is one drain of the node.
+const WS_QUEUE: usize = 256;
+
+/// The most inputs taken in one turn before outputs are drained.
+const BATCH: usize = 256;
+
+pub(crate) enum Command {
+    Http {
+        req: RequestId,
+        method: Method,
+        query: String,
+        authorization: Option<String>,
+        body: Bytes,
+        reply: oneshot::Sender<HttpResponse>,
+    },
+    HttpAborted(RequestId),
+    WsOpen {
+        conn: ConnId,
+        query: String,
+        authorization: Option<String>,
+        out: async_channel::Sender<WsOut>,
+    },
+    WsText(ConnId, tungstenite::Utf8Bytes),
+    WsBinary(ConnId, Bytes),
+    WsClosed(ConnId),
+    StoreReply(OpId, StoreReply),
+}
+
+/// A cheap, cloneable handle to a node task.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    pub(crate) tx: async_channel::Sender<Command>,
+    ids: Arc<AtomicU64>,
+}
+
+impl NodeHandle {
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) async fn send(&self, c: Command) {
+        // The node task only ends when every handle is gone.
+        let _ = self.tx.send(c).await;
+    }
+}
+
+/// Starts the task that drives `node`, executing its store commands against
+/// `store` (if any), and returns a handle to feed it.
+pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
+    rt: &R,
+    node: Node<U>,
+    store: Option<Arc<dyn Store>>,
+) -> NodeHandle {
+    let (tx, rx) = async_channel::bounded(4096);
+    let handle = NodeHandle {
+        tx,
+        ids: Arc::new(AtomicU64::new(1)),
+    };
+    let task = NodeTask {
+        rt: rt.clone(),
+        node,
+        store,
+        rx,
+        feedback: handle.tx.clone(),
+        http: HashMap::new(),
+        conns: HashMap::new(),
+        batches: HashMap::new(),
+    };
+    rt.spawn(Box::pin(task.run()));
+    handle
+}
+
+struct NodeTask<R, U> {
+    rt: R,
+    node: Node<U>,
+    store: Option<Arc<dyn Store>>,
+    rx: async_channel::Receiver<Command>,
+    feedback: async_channel::Sender<Command>,
+    http: HashMap<RequestId, oneshot::Sender<HttpResponse>>,
+    conns: HashMap<ConnId, async_channel::Sender<WsOut>>,
+    batches: HashMap<ConnId, Vec<Frame>>,
+}
+
+impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
+    async fn run(mut self) {
+        let mut deadline = self.drain();
+        let mut sleep = self.rt.sleep_until(deadline);
+        loop {
+            let next = {
+                let mut recv = pin!(self.rx.recv());
+                poll_fn(|cx| {
+                    if let Poll::Ready(r) = recv.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            match next {
+                Some(Ok(c)) => {
+                    self.input(c);
+                    for _ in 1..BATCH {
+                        match self.rx.try_recv() {
+                            Ok(c) => self.input(c),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(Err(_)) => return,
+                None => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.feed(now, Input::Timeout);
+            }
+            let next_deadline = self.drain();
+            if next_deadline != deadline || now >= deadline {
+                deadline = next_deadline;
+                sleep = self.rt.sleep_until(deadline);
+            }
+        }
+    }
+
+    fn feed(&mut self, now: Instant, input: Input<'_>) {
+        if let Err(e) = self.node.handle_input(now, input) {
+            tracing::error!("node refused an input: {e}");
+        }
+    }
+
+    fn input(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Http {
+                req,
+                method,
+                query,
+                authorization,
+                body,
+                reply,
+            } => {
+                self.http.insert(req, reply);
+                self.feed(
+                    now,
+                    Input::Http {
+                        req,
+                        method,
+                        query: &query,
+                        authorization: authorization.as_deref(),
+                        body: &body,
+                    },
+                );
+            }
+            Command::HttpAborted(req) => {
+                if self.http.remove(&req).is_some() {
+                    self.feed(now, Input::HttpAborted(req));
+                }
+            }
+            Command::WsOpen {
+                conn,
+                query,
+                authorization,
+                out,
+            } => {
+                self.conns.insert(conn, out);
+                self.feed(
+                    now,
+                    Input::WsOpen {
+                        conn,
+                        query: &query,
+                        authorization: authorization.as_deref(),
+                    },
+                );
+            }
+            Command::WsText(conn, text) => self.feed(now, Input::WsText { conn, text: &text }),
+            Command::WsBinary(conn, data) => self.feed(now, Input::WsBinary { conn, data }),
+            Command::WsClosed(conn) => {
+                self.conns.remove(&conn);
+                self.batches.remove(&conn);
+                self.feed(now, Input::WsClosed(conn));
+            }
+            Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
+        }
+    }
+
+    /// Drains the node's outputs; returns its next deadline.
+    fn drain(&mut self) -> Instant {
+        loop {
+            match self.node.poll_output() {
+                Output::Timeout(t) => {
+                    if self.flush_batches() {
+                        // A connection was dropped as too slow: drain what that caused.
+                        continue;
+                    }
+                    return t;
+                }
+                Output::HttpResponse { req, response } => {
+                    if let Some(tx) = self.http.remove(&req) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Output::WsFrame { conn, frame } => {
+                    if self.conns.contains_key(&conn) {
+                        self.batches.entry(conn).or_default().push(frame);
+                    }
+                }
+                Output::WsClose { conn } => {
+                    if let Some(frames) = self.batches.remove(&conn) {
+                        let _ = self.send_ws(conn, WsOut::Frames(frames));
+                    }
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        let _ = tx.try_send(WsOut::Close);
+                        tx.close();
+                    }
+                }
+                Output::Store { op, command } => {
+                    let Some(store) = self.store.clone() else {
+                        tracing::error!("store command without a store: {command:?}");
+                        continue;
+                    };
+                    let tx = self.feedback.clone();
+                    self.rt.spawn(Box::pin(async move {
+                        let reply = protocol::store::execute(&*store, command).await;
+                        let _ = tx.send(Command::StoreReply(op, reply)).await;
+                    }));
+                }
+                other => tracing::warn!("unhandled output {other:?}"),
+            }
+        }
+    }
+
+    /// Hands every connection its batch; true if one had to be dropped.
+    fn flush_batches(&mut self) -> bool {
+        let batches = std::mem::take(&mut self.batches);
+        let mut dropped = false;
+        for (conn, frames) in batches {
+            dropped |= !self.send_ws(conn, WsOut::Frames(frames));
+        }
+        dropped
+    }
+
+    fn send_ws(&mut self, conn: ConnId, out: WsOut) -> bool {
+        let Some(tx) = self.conns.get(&conn) else {
+            return true;
+        };
+        if tx.try_send(out).is_err() {
+            // Too far behind (or gone): drop it rather than buffer without bound.
+            tracing::debug!("connection {conn:?} fell behind; closing it");
+            tx.close();
+            self.conns.remove(&conn);
+            self.feed(Instant::now(), Input::WsClosed(conn));
+            return false;
+        }
+        true
+    }
+}
+
+pub(crate) fn ws_queue() -> (async_channel::Sender<WsOut>, async_channel::Receiver<WsOut>) {
+    async_channel::bounded(WS_QUEUE)
+}
