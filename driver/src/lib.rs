@@ -5,6 +5,7 @@
 //! WebSocket adapter; everything else lives here, written once.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod conformance;
 mod node_task;
 mod service;
@@ -15,7 +16,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 pub use node_task::{NodeHandle, spawn_node};
-pub use service::{Routes, serve_connection};
+pub use service::{Routes, serve_connection, unix_ms};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

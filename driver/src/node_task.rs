@@ -52,6 +52,7 @@ pub(crate) enum Command {
     WsBinary(ConnId, Bytes),
     WsClosed(ConnId),
     StoreReply(OpId, StoreReply),
+    Shutdown,
 }
 
 /// A cheap, cloneable handle to a node task.
@@ -210,6 +211,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 self.feed(now, Input::WsClosed(conn));
             }
             Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
+            Command::Shutdown => self.feed(now, Input::Shutdown),
         }
     }
 

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod chat;
 pub mod eio;
 pub mod http;
 pub mod ids;

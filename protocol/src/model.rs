@@ -177,6 +177,16 @@ impl From<&UserRecord> for PublicUser {
     }
 }
 
+/// A chat id: 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
+pub fn valid_chat_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// The chat every socket is in, and the default wherever a chat id is optional.
+pub const DEFAULT_CHAT: &str = "general";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,8 @@ pub enum Input<'a> {
     },
     /// Time passed; run what is due.
     Timeout,
+    /// The host is shutting down: close every session cleanly.
+    Shutdown,
 }
 
 /// Something for the host to do, drained from [`Node::poll_output`].
@@ -258,6 +260,7 @@ impl<U: Upper> Node<U> {
                 e.handle_timeout(u, now);
                 u.handle_timeout(e, now);
             }
+            Input::Shutdown => e.close_all(u, now),
         }
         Ok(())
     }

@@ -587,6 +587,14 @@ impl Engine {
         }
     }
 
+    /// Closes every session from the server side.
+    pub fn close_all<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        for key in keys {
+            self.close(h, key, CloseReason::ServerClose, now);
+        }
+    }
+
     /// Closes a session from the server side.
     pub fn close<H: EngineHandler>(
         &mut self,

@@ -28,6 +28,7 @@
 
 mod body;
 mod query;
+pub(crate) use query::percent_decode;
 #[cfg(test)]
 mod tests;
 

@@ -1,10 +1,9 @@
 //! The `/messages` query string: decoding, the parameters' rules, and the window they select.
 
-use crate::model::ObjectId;
+use crate::model::{DEFAULT_CHAT, ObjectId};
 use crate::store::{Cursor, HistoryQuery, Window};
 
 const DEFAULT_LIMIT: i64 = 30;
-const DEFAULT_CHAT: &str = "general";
 const MIXED_BOUNDS: &str =
     "a before-bound (before, beforeId) and an after-bound (after, afterId) cannot be combined";
 
@@ -44,7 +43,7 @@ pub(super) fn history(raw: &str) -> Result<HistoryQuery, String> {
     };
     let chat_id = match q.chat_id {
         None => DEFAULT_CHAT.to_owned(),
-        Some(s) if valid_chat_id(&s) => s,
+        Some(s) if crate::model::valid_chat_id(&s) => s,
         Some(_) => return Err("chatId: must be 1 to 64 characters of A-Z a-z 0-9 _ . : -".into()),
     };
     let before = time(q.before.as_deref(), "before")?;
@@ -74,11 +73,6 @@ pub(super) fn history(raw: &str) -> Result<HistoryQuery, String> {
 }
 
 /// The contract's rule for a chat id: 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
-pub(crate) fn valid_chat_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
 
 fn time(value: Option<&str>, name: &str) -> Result<Option<i64>, String> {
     value
@@ -108,7 +102,7 @@ fn int(s: &str) -> Option<i64> {
 /// `application/x-www-form-urlencoded` decoding, as Starlette applies it to
 /// query strings: `+` is a space, a malformed escape stays as written, and
 /// bytes that are not UTF-8 become U+FFFD.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,0 +1,161 @@
+//! The chat server's configuration and wiring, shared by every runtime's
+//! binary: parse the settings, open the store, build the node, route.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use protocol::Node;
+use protocol::auth::JwtConfig;
+use protocol::chat::{Chat, ChatConfig, RateLimit, WallClock};
+use protocol::eio::EngineConfig;
+use protocol::http::{Rest, RestConfig};
+use protocol::ids::{IdGenerator, SeededIds};
+use protocol::sio::{SocketIo, SocketIoConfig};
+use protocol::store::Store;
+
+use crate::node_task::Command;
+use crate::{NodeHandle, Routes, Runtime, random_seed, unix_ms};
+
+/// The server's settings: each an environment variable and a flag.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chatwire", version, about = "A real-time chat server: Socket.IO v5, REST, durable storage")]
+pub struct Config {
+    /// `memory:`, `mongodb://...`, or a directory for the embedded store.
+    #[arg(long, env = "DATABASE_URL", default_value = "./data")]
+    pub database_url: String,
+    /// The HMAC secret for tokens, at least 32 bytes; random (tokens die with the process) if unset.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// HS256, HS384 or HS512.
+    #[arg(long, env = "JWT_ALGORITHM", default_value = "HS256")]
+    pub jwt_algorithm: String,
+    /// How long a token is valid.
+    #[arg(long, env = "JWT_EXPIRATION_MINUTES", default_value_t = 43200)]
+    pub jwt_expiration_minutes: u64,
+    /// The address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Comma-separated allowed origins, `*` for any.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+    /// bcrypt's cost for new passwords.
+    #[arg(long, env = "BCRYPT_COST", default_value_t = 12)]
+    pub bcrypt_cost: u32,
+    /// Engine.IO `pingInterval`, in milliseconds.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+    /// Engine.IO `pingTimeout`, in milliseconds.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+    /// Engine.IO `maxPayload`, in bytes.
+    #[arg(long, env = "MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+}
+
+/// A setting that cannot be used; the server refuses to start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// JWT settings are unusable.
+    #[error("{0}")]
+    Jwt(#[from] protocol::auth::AuthConfigError),
+    /// The store could not be opened.
+    #[error("DATABASE_URL {url:?}: {reason}")]
+    Store {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// bcrypt's cost is out of its range.
+    #[error("BCRYPT_COST must be from 4 to 31, not {0}")]
+    BcryptCost(u32),
+}
+
+/// Opens the store `DATABASE_URL` names.
+pub fn open_store(url: &str) -> Result<Arc<dyn Store>, ConfigError> {
+    let fail = |reason: String| ConfigError::Store { url: url.to_owned(), reason };
+    if url == "memory:" {
+        return Ok(Arc::new(store_embedded::MemoryStore::new()));
+    }
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        return Err(fail("the MongoDB store is not part of this build yet".into()));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(fail(format!("unknown scheme {scheme:?}; use memory:, mongodb://, or a directory")));
+    }
+    let dir = PathBuf::from(url.strip_prefix("embedded:").unwrap_or(url));
+    store_embedded::EmbeddedStore::open(&dir).map(|s| Arc::new(s) as Arc<dyn Store>).map_err(|e| fail(e.to_string()))
+}
+
+/// A running chat server's parts.
+#[derive(Debug)]
+pub struct Served<R> {
+    /// What each request goes to.
+    pub routes: Routes<R>,
+    node: NodeHandle,
+}
+
+impl<R: Runtime> Served<R> {
+    /// Checks the settings, opens the store, and starts the node.
+    pub fn build(rt: &R, config: &Config, now: Instant) -> Result<Self, ConfigError> {
+        if !(4..=31).contains(&config.bcrypt_cost) {
+            return Err(ConfigError::BcryptCost(config.bcrypt_cost));
+        }
+        let mut seeds = SeededIds::new(random_seed());
+        let secret = match &config.jwt_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => {
+                tracing::warn!("JWT_SECRET is not set: using a random secret; every token dies with this process");
+                let mut s = vec![0u8; 48];
+                seeds.fill(&mut s);
+                s
+            }
+        };
+        let jwt = JwtConfig::new(&secret, &config.jwt_algorithm, config.jwt_expiration_minutes)?;
+        let store = open_store(&config.database_url)?;
+        let engine = EngineConfig {
+            ping_interval: Duration::from_millis(config.ping_interval_ms),
+            ping_timeout: Duration::from_millis(config.ping_timeout_ms),
+            max_payload: config.max_payload,
+            ..EngineConfig::default()
+        };
+        let chat = Chat::new(ChatConfig { jwt: jwt.clone(), rate: RateLimit::default() }, WallClock::new(now, unix_ms()), now);
+        let sio = SocketIo::new(SocketIoConfig::default(), chat);
+        let node = crate::spawn_node(rt, Node::new(engine, sio, SeededIds::new(random_seed()), now), Some(store.clone()));
+        let rest = Rest::new(RestConfig {
+            jwt,
+            bcrypt_cost: config.bcrypt_cost,
+            service: "chatwire".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        });
+        let cors = config.cors_origins.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        let routes = Routes::new(rt.clone(), config.max_payload, cors)
+            .engine("/socket.io/", node.clone())
+            .rest(rest, store, Box::new(seeds));
+        Ok(Served { routes, node })
+    }
+
+    /// Tells the operator (and test harnesses, on stdout) where it listens.
+    pub fn announce(&self, addr: Option<SocketAddr>) {
+        if let Some(a) = addr {
+            tracing::info!("chatwire listening on http://{a}");
+            println!("listening on http://{a}");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    /// Closes every session cleanly and gives in-flight writes a moment to land.
+    pub async fn shutdown(&self, rt: &R) {
+        tracing::info!("shutting down");
+        self.node.send(Command::Shutdown).await;
+        rt.sleep_until(Instant::now() + Duration::from_millis(300)).await;
+    }
+}

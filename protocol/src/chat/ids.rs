@@ -1,0 +1,73 @@
+//! Message ids: ObjectIds that grow within one process.
+
+use crate::ids::IdGenerator;
+use crate::model::ObjectId;
+
+/// Makes message ids that are strictly increasing for the life of the
+/// generator, and timestamps that never go back, whatever the clock does.
+#[derive(Debug, Clone)]
+pub struct MessageIds {
+    process: [u8; 5],
+    counter: u32,
+    last: Option<(u32, u32)>,
+    last_ms: i64,
+}
+
+impl MessageIds {
+    /// A generator whose per-process bytes and first counter come from `ids`.
+    pub fn new(ids: &mut dyn IdGenerator) -> Self {
+        let mut process = [0u8; 5];
+        ids.fill(&mut process);
+        let mut c = [0u8; 4];
+        ids.fill(&mut c);
+        MessageIds { process, counter: u32::from_be_bytes(c) & 0x00ff_ffff, last: None, last_ms: i64::MIN }
+    }
+
+    /// The next (id, timestamp) for a message created at `now_ms`.
+    pub fn next(&mut self, now_ms: i64) -> (ObjectId, i64) {
+        let ms = now_ms.max(self.last_ms);
+        self.last_ms = ms;
+        let secs = ms.div_euclid(1000).clamp(0, i64::from(u32::MAX)) as u32;
+        self.counter = (self.counter + 1) & 0x00ff_ffff;
+        let (secs, counter) = match self.last {
+            // Same second (or the clock went back): the counter must still
+            // grow; on wrap-around, borrow the next second.
+            Some((ls, lc)) if secs <= ls => {
+                if lc == 0x00ff_ffff { (ls + 1, 0) } else { (ls, lc + 1) }
+            }
+            _ => (secs, self.counter),
+        };
+        self.last = Some((secs, counter));
+        (ObjectId::from_parts(secs, self.process, counter), ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::CounterIds;
+
+    #[test]
+    fn ids_grow_even_when_the_clock_goes_back() {
+        let mut g = MessageIds::new(&mut CounterIds::default());
+        let mut last = None;
+        for ms in [5_000, 5_000, 4_000, 9_999, 10_000, 1_000] {
+            let (id, ts) = g.next(ms);
+            if let Some((lid, lts)) = last {
+                assert!(id > lid, "{id} after {lid}");
+                assert!(ts >= lts);
+            }
+            last = Some((id, ts));
+        }
+    }
+
+    #[test]
+    fn counter_wrap_borrows_a_second() {
+        let mut g = MessageIds::new(&mut CounterIds::default());
+        g.last = Some((7, 0x00ff_fffe));
+        let (a, _) = g.next(7_000);
+        let (b, _) = g.next(7_000);
+        assert!(b > a);
+        assert_eq!(b.seconds(), 8);
+    }
+}

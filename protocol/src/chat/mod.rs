@@ -1,0 +1,36 @@
+//! The chat service: an [`Application`](crate::sio::Application) that turns
+//! `chat:*` events into store commands, and store replies into acks and
+//! broadcasts.
+
+mod ids;
+mod rate;
+mod service;
+mod validate;
+
+pub use ids::MessageIds;
+pub use rate::{RateLimit, TokenBucket};
+pub use service::{Chat, ChatConfig};
+pub use validate::{Refusal, SendRequest};
+
+use std::time::Instant;
+
+/// Wall-clock time derived from the host's monotonic time: the host gives one
+/// (instant, Unix ms) pair at start and every later instant maps from it, so
+/// the core never reads a clock and message timestamps never go back.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    base: Instant,
+    base_ms: i64,
+}
+
+impl WallClock {
+    /// Anchors `base` to `base_ms` milliseconds since the Unix epoch.
+    pub fn new(base: Instant, base_ms: i64) -> Self {
+        WallClock { base, base_ms }
+    }
+
+    /// Milliseconds since the Unix epoch at `now`.
+    pub fn unix_ms(&self, now: Instant) -> i64 {
+        self.base_ms + now.saturating_duration_since(self.base).as_millis() as i64
+    }
+}

@@ -1,0 +1,332 @@
+//! Every transition of the chat service lives here: connect and its token,
+//! `chat:send` through the durable append to `chat:ack`, broadcasts,
+//! delivery and read receipts, typing, rooms, retries and the rate limit.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::rate::{RateLimit, TokenBucket};
+use super::validate::{self, Refusal};
+use super::{MessageIds, WallClock};
+use crate::auth::{JwtConfig, TokenError};
+use crate::model::{DEFAULT_CHAT, Message, ObjectId, Status};
+use crate::node::OpId;
+use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
+use crate::store::{Append, NewMessage, StoreCommand, StoreReply};
+
+/// The chat service's settings.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Checks the tokens sockets connect with.
+    pub jwt: JwtConfig,
+    /// The per-user `chat:send` limit.
+    pub rate: RateLimit,
+}
+
+#[derive(Debug, Clone)]
+struct User {
+    id: ObjectId,
+    name: String,
+}
+
+/// Someone waiting for the outcome of one append: the sender, and any retry
+/// of the same tempId that arrived while the append was in flight.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    socket: SocketId,
+    ack: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Send { message: Message, temp_id: Option<String>, waiters: Vec<Waiter>, sender: SocketId },
+    Read { socket: SocketId, ack: Option<u64>, user: ObjectId },
+    Fire,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AckPayload<'a> {
+    temp_id: Option<&'a str>,
+    id: ObjectId,
+    timestamp: i64,
+}
+
+/// How often forgotten rate-limit buckets are swept.
+const SWEEP: Duration = Duration::from_secs(60);
+
+/// The chat application.
+#[derive(Debug)]
+pub struct Chat {
+    config: ChatConfig,
+    clock: WallClock,
+    ids: Option<MessageIds>,
+    users: HashMap<SocketId, User>,
+    sockets_per_user: HashMap<ObjectId, usize>,
+    buckets: HashMap<ObjectId, TokenBucket>,
+    pending: HashMap<OpId, Pending>,
+    in_flight: HashMap<(ObjectId, String), OpId>,
+    connecting: Option<User>,
+    next_sweep: Instant,
+}
+
+fn room(chat: &str) -> String {
+    format!("chat:{chat}")
+}
+
+fn user_room(id: ObjectId) -> String {
+    format!("user:{id}")
+}
+
+fn bearer(h: &str) -> Option<&str> {
+    let (scheme, token) = h.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn query_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|p| p.strip_prefix("token=")).map(|t| crate::http::percent_decode(t))
+}
+
+impl Chat {
+    /// The chat service; `clock` maps the node's instants to wall time.
+    pub fn new(config: ChatConfig, clock: WallClock, now: Instant) -> Self {
+        Chat {
+            config,
+            clock,
+            ids: None,
+            users: HashMap::new(),
+            sockets_per_user: HashMap::new(),
+            buckets: HashMap::new(),
+            pending: HashMap::new(),
+            in_flight: HashMap::new(),
+            connecting: None,
+            next_sweep: now + SWEEP,
+        }
+    }
+
+    /// How many store operations are awaited.
+    pub fn pending_operations(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn refuse(ctx: &mut Ctx<'_>, socket: SocketId, ack: Option<u64>, r: &Refusal, temp_id: Option<&str>) {
+        let mut payload = json!({"message": r.message, "code": r.code});
+        if let Some(t) = temp_id {
+            payload["tempId"] = Value::String(t.to_owned());
+        }
+        ctx.emit(socket, &("error", &payload), &[]);
+        if let Some(id) = ack {
+            ctx.ack(socket, id, &[json!({"error": {"message": r.message, "code": r.code}})], &[]);
+        }
+    }
+
+    fn reply<T: Serialize + ?Sized>(ctx: &mut Ctx<'_>, socket: SocketId, ack: Option<u64>, payload: &T) {
+        if let Some(id) = ack {
+            ctx.ack(socket, id, &[payload], &[]);
+        }
+    }
+
+    fn on_send(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User, event: Event) {
+        let now = ctx.now();
+        let limit = self.config.rate;
+        let bucket = self.buckets.entry(user.id).or_insert_with(|| TokenBucket::new(limit, now));
+        if !bucket.take(limit, now) {
+            let r = Refusal { message: "Too many messages; slow down".into(), code: "rate_limited" };
+            return Self::refuse(ctx, socket, event.ack, &r, validate::temp_id(&event.args).as_deref());
+        }
+        let req = match validate::send(&event.args) {
+            Ok(r) => r,
+            Err(r) => return Self::refuse(ctx, socket, event.ack, &r, validate::temp_id(&event.args).as_deref()),
+        };
+        let waiter = Waiter { socket, ack: event.ack };
+        if let Some(t) = &req.temp_id
+            && let Some(op) = self.in_flight.get(&(user.id, t.clone()))
+            && let Some(Pending::Send { waiters, .. }) = self.pending.get_mut(op)
+        {
+            // A retry racing the first send: it gets the first one's outcome.
+            waiters.push(waiter);
+            return;
+        }
+        let ids = self.ids.get_or_insert_with(|| MessageIds::new(ctx.ids()));
+        let (id, timestamp) = ids.next(self.clock.unix_ms(now));
+        let message = Message {
+            id,
+            chat_id: req.chat_id,
+            author: user.name,
+            author_id: user.id,
+            text: req.text,
+            timestamp,
+            status: Status::Sent,
+            kind: req.kind,
+        };
+        let op = ctx.store(StoreCommand::AppendMessage(NewMessage { message: message.clone(), temp_id: req.temp_id.clone() }));
+        if let Some(t) = &req.temp_id {
+            self.in_flight.insert((user.id, t.clone()), op);
+        }
+        self.pending.insert(op, Pending::Send { message, temp_id: req.temp_id, waiters: vec![waiter], sender: socket });
+    }
+
+    fn on_appended(&mut self, ctx: &mut Ctx<'_>, message: Message, temp_id: Option<String>, waiters: Vec<Waiter>, sender: SocketId, reply: StoreReply) {
+        if let Some(t) = &temp_id {
+            self.in_flight.remove(&(message.author_id, t.clone()));
+        }
+        let (id, timestamp, fresh) = match reply {
+            StoreReply::Appended(Append::Stored) => (message.id, message.timestamp, true),
+            StoreReply::Appended(Append::Duplicate { id, timestamp }) => (id, timestamp, false),
+            // A failure, or (a host bug) a reply of another kind: nothing is acked.
+            _ => {
+                let r = Refusal { message: "The message could not be stored; try again".into(), code: "store_unavailable" };
+                for w in waiters {
+                    Self::refuse(ctx, w.socket, w.ack, &r, temp_id.as_deref());
+                }
+                return;
+            }
+        };
+        let ack = AckPayload { temp_id: temp_id.as_deref(), id, timestamp };
+        for w in &waiters {
+            ctx.emit(w.socket, &("chat:ack", &ack), &[]);
+            Self::reply(ctx, w.socket, w.ack, &ack);
+        }
+        if !fresh {
+            return;
+        }
+        let handed = ctx.broadcast("/", &room(&message.chat_id), Some(sender), &("chat:new-message", &message));
+        if handed > 0 {
+            ctx.emit(sender, &("chat:delivered", json!({"messageId": message.id})), &[]);
+            let op = ctx.store(StoreCommand::MarkDelivered(message.id));
+            self.pending.insert(op, Pending::Fire);
+        }
+    }
+
+    fn on_read(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
+        match validate::read(&event.args) {
+            Ok(ids) => {
+                let op = ctx.store(StoreCommand::MarkRead { ids, reader: user.id });
+                self.pending.insert(op, Pending::Read { socket, ack: event.ack, user: user.id });
+            }
+            Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
+        }
+    }
+
+    fn on_read_recorded(ctx: &mut Ctx<'_>, socket: SocketId, ack: Option<u64>, user: ObjectId, reply: StoreReply) {
+        let receipts = match reply {
+            StoreReply::Read(r) => r,
+            _ => {
+                let r = Refusal { message: "The read receipts could not be stored; try again".into(), code: "store_unavailable" };
+                return Self::refuse(ctx, socket, ack, &r, None);
+            }
+        };
+        let mut by_chat: Vec<(String, Vec<ObjectId>)> = Vec::new();
+        for r in &receipts {
+            match by_chat.iter_mut().find(|(c, _)| *c == r.chat_id) {
+                Some((_, ids)) => ids.push(r.id),
+                None => by_chat.push((r.chat_id.clone(), vec![r.id])),
+            }
+        }
+        for (chat, ids) in &by_chat {
+            ctx.broadcast("/", &room(chat), Some(socket), &("chat:read", json!({"messageIds": ids, "userId": user})));
+        }
+        let all: Vec<ObjectId> = receipts.iter().map(|r| r.id).collect();
+        Self::reply(ctx, socket, ack, &json!({"messageIds": all, "userId": user}));
+    }
+}
+
+impl Application for Chat {
+    fn has_namespace(&self, nsp: &str) -> bool {
+        nsp == "/"
+    }
+
+    fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value> {
+        let from_auth = req.auth.and_then(|a| a.get("token")).and_then(Value::as_str).map(str::to_owned);
+        let token = from_auth
+            .or_else(|| req.handshake.authorization.as_deref().and_then(bearer).map(str::to_owned))
+            .or_else(|| query_token(&req.handshake.query));
+        let Some(token) = token else {
+            return Err(json!({"message": "Unauthorized"}));
+        };
+        match self.config.jwt.verify(&token, self.clock.unix_ms(ctx.now())) {
+            Ok(c) => {
+                self.connecting = Some(User { id: c.user_id, name: c.username });
+                Ok(())
+            }
+            Err(TokenError::Expired) => Err(json!({"message": "Token expired"})),
+            Err(_) => Err(json!({"message": "Unauthorized"})),
+        }
+    }
+
+    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId) {
+        let Some(user) = self.connecting.take() else { return };
+        ctx.join(socket, &user_room(user.id));
+        ctx.join(socket, &room(DEFAULT_CHAT));
+        *self.sockets_per_user.entry(user.id).or_default() += 1;
+        self.users.insert(socket, user);
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event) {
+        let Some(user) = self.users.get(&socket).cloned() else { return };
+        match event.name.as_str() {
+            "chat:send" => self.on_send(ctx, socket, user, event),
+            "chat:typing" => match validate::typing(&event.args) {
+                Ok((chat, is_typing)) => {
+                    let payload = json!({"userId": user.id, "author": user.name, "chatId": chat, "isTyping": is_typing});
+                    ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
+                    Self::reply(ctx, socket, event.ack, &payload);
+                }
+                Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
+            },
+            "chat:read" => self.on_read(ctx, socket, &user, event),
+            "chat:join" | "chat:leave" => match validate::room(&event.args) {
+                Ok(chat) => {
+                    if event.name == "chat:join" {
+                        ctx.join(socket, &room(&chat));
+                    } else {
+                        ctx.leave(socket, &room(&chat));
+                    }
+                    Self::reply(ctx, socket, event.ack, &json!({"chatId": chat}));
+                }
+                Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_disconnect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, _reason: DisconnectReason) {
+        let Some(user) = self.users.remove(&socket) else { return };
+        if let Some(n) = self.sockets_per_user.get_mut(&user.id) {
+            *n -= 1;
+            if *n == 0 {
+                self.sockets_per_user.remove(&user.id);
+                let limit = self.config.rate;
+                if self.buckets.get_mut(&user.id).is_some_and(|b| b.is_full(limit, ctx.now())) {
+                    self.buckets.remove(&user.id);
+                }
+            }
+        }
+    }
+
+    fn on_store_reply(&mut self, ctx: &mut Ctx<'_>, op: OpId, reply: StoreReply) {
+        match self.pending.remove(&op) {
+            Some(Pending::Send { message, temp_id, waiters, sender }) => self.on_appended(ctx, message, temp_id, waiters, sender, reply),
+            Some(Pending::Read { socket, ack, user }) => Self::on_read_recorded(ctx, socket, ack, user, reply),
+            Some(Pending::Fire) | None => {}
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Some(self.next_sweep)
+    }
+
+    fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now();
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP;
+        let limit = self.config.rate;
+        let online = &self.sockets_per_user;
+        self.buckets.retain(|user, b| online.contains_key(user) || !b.is_full(limit, now));
+    }
+}
