@@ -1,0 +1,532 @@
+//! The durable store: one SQLite file, one writer thread that group-commits,
+//! one reader thread.
+//!
+//! Every write (append, create user, mark delivered, mark read) is queued to
+//! the writer. The writer takes everything queued while its previous commit
+//! ran, applies each job in its own savepoint (a failing job rolls back alone)
+//! and commits them all in one transaction: one fsync for many concurrent
+//! sends. Only after the commit returns does it resolve the callers' futures,
+//! so an acknowledged append is on disk. Reads go to a separate connection on
+//! their own thread; WAL lets them run while the writer commits.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use protocol::model::{Message, ObjectId, Status, UserRecord};
+use protocol::store::{
+    Append, CreateUser, Cursor, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
+    Store, StoreError, StoreFuture, Window,
+};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+/// The most writes one transaction takes, so one commit's latency stays bounded.
+const MAX_BATCH: usize = 1024;
+
+/// Retry keys older than this, relative to the newest append, are deleted;
+/// twice the window so that a clock a little behind still finds its key.
+const RETRY_KEY_RETENTION_MS: i64 = 2 * DEDUPE_WINDOW_MS;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id BLOB PRIMARY KEY,
+    username TEXT NOT NULL,
+    username_lower TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- status: 0 sent, 1 delivered, 2 read; updates only ever raise it.
+CREATE TABLE IF NOT EXISTS messages (
+    id BLOB PRIMARY KEY,
+    chat_id TEXT NOT NULL,
+    author TEXT NOT NULL,
+    author_id BLOB NOT NULL,
+    text TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    temp_id TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_chat_order ON messages (chat_id, timestamp, id);
+-- (author, tempId) -> the message it names, until 24 h after `timestamp`.
+CREATE TABLE IF NOT EXISTS retry_keys (
+    author_id BLOB NOT NULL,
+    temp_id TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (author_id, temp_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS retry_keys_age ON retry_keys (timestamp);
+CREATE TABLE IF NOT EXISTS read_receipts (
+    message_id BLOB NOT NULL,
+    reader_id BLOB NOT NULL,
+    PRIMARY KEY (message_id, reader_id)
+) WITHOUT ROWID;
+";
+
+const MESSAGE_COLUMNS: &str = "id, chat_id, author, author_id, text, timestamp, status, type";
+
+/// The store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The directory could not be created.
+    #[error("cannot create the store directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// SQLite could not open the file or set up its schema.
+    #[error("cannot open the database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// SQLite would not switch the file to write-ahead logging.
+    #[error("the database refused WAL mode (journal mode is {0})")]
+    NoWal(String),
+    /// A store thread could not be started.
+    #[error("cannot start a store thread: {0}")]
+    Thread(io::Error),
+}
+
+/// Resolves one writer job's future once its transaction's fate is known.
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A write, applied inside the batch's transaction (or told why there is none).
+type WriteJob = Box<dyn FnOnce(Result<&mut Transaction<'_>, &StoreError>) -> Completion + Send>;
+/// A read, run on the reader's connection.
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The durable [`Store`]: one SQLite file in WAL mode with `synchronous=FULL`,
+/// written by one group-committing thread.
+///
+/// Dropping it lets the threads finish every queued job, then waits for them.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    writer: Option<mpsc::Sender<WriteJob>>,
+    reader: Option<mpsc::Sender<ReadJob>>,
+    threads: Vec<JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .field("commits", &self.commits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// The database file's name inside the store's directory.
+    pub const FILE_NAME: &'static str = "chatwire.sqlite3";
+
+    /// Opens (creating them if needed) the directory `dir` and the database
+    /// [`Self::FILE_NAME`] in it, and starts the writer and reader threads.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(Self::FILE_NAME);
+
+        let write_conn = connect(&path)?;
+        let mode: String =
+            write_conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::NoWal(mode));
+        }
+        write_conn.pragma_update(None, "synchronous", "FULL")?;
+        write_conn.execute_batch(SCHEMA)?;
+        let read_conn = connect(&path)?;
+        read_conn.pragma_update(None, "query_only", true)?;
+
+        let commits = Arc::new(AtomicU64::new(0));
+        let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        let counter = Arc::clone(&commits);
+        let writer = std::thread::Builder::new()
+            .name("chatwire-store-writer".to_owned())
+            .spawn(move || writer_loop(write_conn, &write_rx, &counter))
+            .map_err(OpenError::Thread)?;
+        let reader = std::thread::Builder::new()
+            .name("chatwire-store-reader".to_owned())
+            .spawn(move || reader_loop(read_conn, &read_rx))
+            .map_err(OpenError::Thread)?;
+        Ok(EmbeddedStore {
+            path,
+            writer: Some(write_tx),
+            reader: Some(read_tx),
+            threads: vec![writer, reader],
+            commits,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many write transactions have been committed since [`Self::open`];
+    /// fewer than the writes when group commit batched them.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues a write; it runs in its own savepoint inside the next batch.
+    fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |txn| {
+            let result = match txn {
+                Ok(txn) => in_savepoint(txn, op),
+                Err(e) => Err(e.clone()),
+            };
+            Box::new(move |commit_failed: Option<&StoreError>| {
+                let result = match commit_failed {
+                    Some(e) => Err(e.clone()),
+                    None => result,
+                };
+                // The caller may have stopped waiting; nothing to do then.
+                let _ = tx.send(result);
+            })
+        });
+        submit(self.writer.as_ref(), job, rx)
+    }
+
+    /// Queues a read on the reader's connection.
+    fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            // The caller may have stopped waiting; nothing to do then.
+            let _ = tx.send(op(conn).map_err(sql_error));
+        });
+        submit(self.reader.as_ref(), job, rx)
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.writer = None;
+        self.reader = None;
+        for t in self.threads.drain(..) {
+            // A thread that panicked has already failed its callers' futures
+            // (their senders dropped); there is nothing left to report.
+            let _ = t.join();
+        }
+    }
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    StoreError(format!("sqlite: {e}"))
+}
+
+fn stopped() -> StoreError {
+    StoreError("the store's threads have stopped".to_owned())
+}
+
+fn submit<J: Send + 'static, T: Send + 'static>(
+    queue: Option<&mpsc::Sender<J>>,
+    job: J,
+    rx: oneshot::Receiver<Result<T, StoreError>>,
+) -> StoreFuture<T> {
+    if queue.is_none_or(|q| q.send(job).is_err()) {
+        return Box::pin(std::future::ready(Err(stopped())));
+    }
+    Box::pin(async move { rx.await.unwrap_or_else(|_| Err(stopped())) })
+}
+
+fn in_savepoint<T>(
+    txn: &mut Transaction<'_>,
+    op: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    let sp = txn.savepoint().map_err(sql_error)?;
+    // On error the savepoint is dropped, which rolls this job back alone.
+    let value = op(&sp).map_err(sql_error)?;
+    sp.commit().map_err(sql_error)?;
+    Ok(value)
+}
+
+fn writer_loop(mut conn: Connection, jobs: &mpsc::Receiver<WriteJob>, commits: &AtomicU64) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let done: Vec<Completion>;
+        let outcome = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(mut txn) => {
+                done = batch.into_iter().map(|job| job(Ok(&mut txn))).collect();
+                txn.commit().map_err(sql_error)
+            }
+            Err(e) => {
+                let e = sql_error(e);
+                done = batch.into_iter().map(|job| job(Err(&e))).collect();
+                Err(e)
+            }
+        };
+        if outcome.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        for d in done {
+            d(outcome.as_ref().err());
+        }
+    }
+}
+
+fn reader_loop(mut conn: Connection, jobs: &mpsc::Receiver<ReadJob>) {
+    while let Ok(job) = jobs.recv() {
+        job(&mut conn);
+    }
+}
+
+fn status_code(s: Status) -> i64 {
+    match s {
+        Status::Sent => 0,
+        Status::Delivered => 1,
+        Status::Read => 2,
+    }
+}
+
+fn status_from_code(code: i64) -> rusqlite::Result<Status> {
+    match code {
+        0 => Ok(Status::Sent),
+        1 => Ok(Status::Delivered),
+        2 => Ok(Status::Read),
+        other => Err(rusqlite::Error::IntegralValueOutOfRange(6, other)),
+    }
+}
+
+fn object_id(row: &Row<'_>, idx: usize) -> rusqlite::Result<ObjectId> {
+    row.get::<_, [u8; 12]>(idx).map(ObjectId)
+}
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: object_id(row, 0)?,
+        chat_id: row.get(1)?,
+        author: row.get(2)?,
+        author_id: object_id(row, 3)?,
+        text: row.get(4)?,
+        timestamp: row.get(5)?,
+        status: status_from_code(row.get(6)?)?,
+        kind: row.get(7)?,
+    })
+}
+
+fn append(conn: &Connection, new: &NewMessage) -> rusqlite::Result<Append> {
+    let m = &new.message;
+    if let Some(temp_id) = &new.temp_id {
+        let first = conn
+            .prepare_cached("SELECT message_id, timestamp FROM retry_keys WHERE author_id = ?1 AND temp_id = ?2")?
+            .query_row(params![&m.author_id.0[..], temp_id], |r| Ok((object_id(r, 0)?, r.get::<_, i64>(1)?)))
+            .optional()?;
+        if let Some((id, timestamp)) = first
+            && m.timestamp.saturating_sub(timestamp) < DEDUPE_WINDOW_MS
+        {
+            return Ok(Append::Duplicate { id, timestamp });
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO messages (id, chat_id, author, author_id, text, timestamp, status, type, temp_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        &m.id.0[..],
+        m.chat_id,
+        m.author,
+        &m.author_id.0[..],
+        m.text,
+        m.timestamp,
+        status_code(m.status),
+        m.kind,
+        new.temp_id,
+    ])?;
+    if let Some(temp_id) = &new.temp_id {
+        conn.prepare_cached(
+            "INSERT INTO retry_keys (author_id, temp_id, message_id, timestamp) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (author_id, temp_id)
+             DO UPDATE SET message_id = excluded.message_id, timestamp = excluded.timestamp",
+        )?
+        .execute(params![&m.author_id.0[..], temp_id, &m.id.0[..], m.timestamp])?;
+        conn.prepare_cached("DELETE FROM retry_keys WHERE timestamp < ?1")?
+            .execute(params![m.timestamp.saturating_sub(RETRY_KEY_RETENTION_MS)])?;
+    }
+    Ok(Append::Stored)
+}
+
+fn history(conn: &mut Connection, q: &HistoryQuery) -> rusqlite::Result<History> {
+    // One read transaction, so the anchor and the page see the same snapshot.
+    let txn = conn.transaction()?;
+    let anchor = |c: Cursor, time_bound: &[u8]| -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+        match c {
+            Cursor::Time(t) => Ok(Some((t, time_bound.to_vec()))),
+            Cursor::Id(id) => txn
+                .prepare_cached("SELECT timestamp FROM messages WHERE id = ?1 AND chat_id = ?2")?
+                .query_row(params![&id.0[..], q.chat_id], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|t| t.map(|t| (t, id.0.to_vec()))),
+        }
+    };
+    let limit = i64::from(q.limit);
+    let (sql, key, newest_first) = match q.window {
+        Window::Latest => (
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY timestamp DESC, id DESC LIMIT ?2"),
+            None,
+            true,
+        ),
+        // Before a time: below the smallest (empty) id of that millisecond.
+        Window::Before(c) => match anchor(c, &[])? {
+            Some(key) => (
+                format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND (timestamp, id) < (?3, ?4)
+                     ORDER BY timestamp DESC, id DESC LIMIT ?2"
+                ),
+                Some(key),
+                true,
+            ),
+            None => return Ok(History::UnknownAnchor),
+        },
+        // After a time: above the largest id of that millisecond.
+        Window::After(c) => match anchor(c, &[0xff; 12])? {
+            Some(key) => (
+                format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND (timestamp, id) > (?3, ?4)
+                     ORDER BY timestamp ASC, id ASC LIMIT ?2"
+                ),
+                Some(key),
+                false,
+            ),
+            None => return Ok(History::UnknownAnchor),
+        },
+    };
+    let mut page = {
+        let mut stmt = txn.prepare_cached(&sql)?;
+        let rows = match &key {
+            Some((t, id)) => stmt.query_map(params![q.chat_id, limit, t, id], message_from_row)?,
+            None => stmt.query_map(params![q.chat_id, limit], message_from_row)?,
+        };
+        rows.collect::<rusqlite::Result<Vec<Message>>>()?
+    };
+    txn.commit()?;
+    if newest_first {
+        page.reverse();
+    }
+    Ok(History::Messages(page))
+}
+
+fn mark_read(
+    conn: &Connection,
+    ids: &[ObjectId],
+    reader: ObjectId,
+) -> rusqlite::Result<Vec<ReadReceipt>> {
+    let mut find = conn.prepare_cached("SELECT chat_id, author_id FROM messages WHERE id = ?1")?;
+    let mut record = conn.prepare_cached(
+        "INSERT OR IGNORE INTO read_receipts (message_id, reader_id) VALUES (?1, ?2)",
+    )?;
+    let mut raise =
+        conn.prepare_cached("UPDATE messages SET status = 2 WHERE id = ?1 AND status < 2")?;
+    let mut out: Vec<ReadReceipt> = Vec::new();
+    for id in ids {
+        let found = find
+            .query_row(params![&id.0[..]], |r| {
+                Ok((r.get::<_, String>(0)?, object_id(r, 1)?))
+            })
+            .optional()?;
+        let Some((chat_id, author_id)) = found else {
+            continue;
+        };
+        if author_id == reader || out.iter().any(|r| r.id == *id) {
+            continue;
+        }
+        record.execute(params![&id.0[..], &reader.0[..]])?;
+        raise.execute(params![&id.0[..]])?;
+        out.push(ReadReceipt { id: *id, chat_id });
+    }
+    Ok(out)
+}
+
+impl Store for EmbeddedStore {
+    fn ping(&self) -> StoreFuture<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    fn create_user(&self, user: UserRecord) -> StoreFuture<CreateUser> {
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO users (id, username, username_lower, password_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (username_lower) DO NOTHING",
+                )?
+                .execute(params![
+                    &user.id.0[..],
+                    user.username,
+                    user.username.to_lowercase(),
+                    user.password_hash,
+                    user.created_at,
+                ])?;
+            Ok(if inserted == 0 {
+                CreateUser::Taken
+            } else {
+                CreateUser::Created
+            })
+        })
+    }
+
+    fn find_user(&self, username: String) -> StoreFuture<Option<UserRecord>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, username, password_hash, created_at FROM users WHERE username_lower = ?1",
+            )?
+            .query_row(params![username.to_lowercase()], |r| {
+                Ok(UserRecord {
+                    id: object_id(r, 0)?,
+                    username: r.get(1)?,
+                    password_hash: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn append_message(&self, message: NewMessage) -> StoreFuture<Append> {
+        self.write(move |conn| append(conn, &message))
+    }
+
+    fn history(&self, query: HistoryQuery) -> StoreFuture<History> {
+        self.read(move |conn| history(conn, &query))
+    }
+
+    fn mark_delivered(&self, id: ObjectId) -> StoreFuture<()> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE messages SET status = 1 WHERE id = ?1 AND status < 1")?
+                .execute(params![&id.0[..]])
+                .map(drop)
+        })
+    }
+
+    fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
+        self.write(move |conn| mark_read(conn, &ids, reader))
+    }
+}

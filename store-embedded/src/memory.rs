@@ -1,0 +1,178 @@
+//! The in-memory store (`DATABASE_URL=memory:`): everything lives in one
+//! mutex-guarded set of ordered maps and dies with the process.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+use protocol::model::{Message, ObjectId, Status, UserRecord};
+use protocol::store::{
+    Append, CreateUser, Cursor, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
+    Store, StoreError, StoreFuture, Window,
+};
+
+/// A message's place in its chat: (timestamp, id).
+type Key = (i64, ObjectId);
+
+/// A [`Store`] kept in memory; every future it returns is already ready.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Users by lower-cased name.
+    users: HashMap<String, UserRecord>,
+    /// Each chat's messages in (timestamp, id) order.
+    chats: HashMap<String, BTreeMap<Key, Message>>,
+    /// Where each message is: its chat and key.
+    by_id: HashMap<ObjectId, (String, Key)>,
+    /// (author id, tempId) -> the message the key names.
+    retry_keys: HashMap<(ObjectId, String), (ObjectId, i64)>,
+    /// (message id, reader id) of every read recorded.
+    receipts: BTreeSet<(ObjectId, ObjectId)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreFuture<T> {
+        let r = self.lock().map(|mut inner| f(&mut inner));
+        Box::pin(std::future::ready(r))
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        // A panic while the lock was held may have left the maps half
+        // updated: report the store as failed rather than serve them.
+        self.inner
+            .lock()
+            .map_err(|_| StoreError("memory store poisoned by a panic".to_owned()))
+    }
+}
+
+impl Inner {
+    fn message_mut(&mut self, id: &ObjectId) -> Option<&mut Message> {
+        let (chat, key) = self.by_id.get(id)?;
+        self.chats.get_mut(chat)?.get_mut(key)
+    }
+
+    fn append(&mut self, new: NewMessage) -> Append {
+        let m = new.message;
+        if let Some(temp_id) = new.temp_id {
+            let slot = (m.author_id, temp_id);
+            if let Some(&(id, timestamp)) = self.retry_keys.get(&slot)
+                && m.timestamp - timestamp < DEDUPE_WINDOW_MS
+            {
+                return Append::Duplicate { id, timestamp };
+            }
+            self.retry_keys.insert(slot, (m.id, m.timestamp));
+        }
+        let key = (m.timestamp, m.id);
+        self.by_id.insert(m.id, (m.chat_id.clone(), key));
+        self.chats
+            .entry(m.chat_id.clone())
+            .or_default()
+            .insert(key, m);
+        Append::Stored
+    }
+
+    fn history(&self, q: HistoryQuery) -> History {
+        let empty = BTreeMap::new();
+        let chat = self.chats.get(&q.chat_id).unwrap_or(&empty);
+        let limit = q.limit as usize;
+        let anchor = |c: Cursor, time_bound: ObjectId| match c {
+            Cursor::Time(t) => Some((t, time_bound)),
+            Cursor::Id(id) => match self.by_id.get(&id) {
+                Some((chat_id, key)) if *chat_id == q.chat_id => Some(*key),
+                _ => None,
+            },
+        };
+        let newest = |range: std::collections::btree_map::Range<'_, Key, Message>| {
+            let mut page: Vec<Message> = range.rev().take(limit).map(|(_, m)| m.clone()).collect();
+            page.reverse();
+            page
+        };
+        let page = match q.window {
+            Window::Latest => newest(chat.range(..)),
+            // Before a time: below the smallest key of that millisecond.
+            Window::Before(c) => match anchor(c, ObjectId([0; 12])) {
+                Some(key) => newest(chat.range(..key)),
+                None => return History::UnknownAnchor,
+            },
+            // After a time: above the largest key of that millisecond.
+            Window::After(c) => match anchor(c, ObjectId([0xff; 12])) {
+                Some(key) => chat
+                    .range((Bound::Excluded(key), Bound::Unbounded))
+                    .take(limit)
+                    .map(|(_, m)| m.clone())
+                    .collect(),
+                None => return History::UnknownAnchor,
+            },
+        };
+        History::Messages(page)
+    }
+
+    fn mark_read(&mut self, ids: Vec<ObjectId>, reader: ObjectId) -> Vec<ReadReceipt> {
+        let mut out: Vec<ReadReceipt> = Vec::new();
+        for id in ids {
+            let Some(m) = self.message_mut(&id) else {
+                continue;
+            };
+            if m.author_id == reader || out.iter().any(|r| r.id == id) {
+                continue;
+            }
+            m.status = Status::Read;
+            out.push(ReadReceipt {
+                id,
+                chat_id: m.chat_id.clone(),
+            });
+            self.receipts.insert((id, reader));
+        }
+        out
+    }
+}
+
+impl Store for MemoryStore {
+    fn ping(&self) -> StoreFuture<()> {
+        self.with(|_| ())
+    }
+
+    fn create_user(&self, user: UserRecord) -> StoreFuture<CreateUser> {
+        self.with(|inner| {
+            let lower = user.username.to_lowercase();
+            if inner.users.contains_key(&lower) {
+                return CreateUser::Taken;
+            }
+            inner.users.insert(lower, user);
+            CreateUser::Created
+        })
+    }
+
+    fn find_user(&self, username: String) -> StoreFuture<Option<UserRecord>> {
+        self.with(move |inner| inner.users.get(&username.to_lowercase()).cloned())
+    }
+
+    fn append_message(&self, message: NewMessage) -> StoreFuture<Append> {
+        self.with(|inner| inner.append(message))
+    }
+
+    fn history(&self, query: HistoryQuery) -> StoreFuture<History> {
+        self.with(|inner| inner.history(query))
+    }
+
+    fn mark_delivered(&self, id: ObjectId) -> StoreFuture<()> {
+        self.with(|inner| {
+            if let Some(m) = inner.message_mut(&id) {
+                m.status = m.status.max(Status::Delivered);
+            }
+        })
+    }
+
+    fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
+        self.with(|inner| inner.mark_read(ids, reader))
+    }
+}

@@ -1,0 +1,209 @@
+//! Runs the conformance suite against both stores, and checks what only the
+//! embedded store promises: durability across a reopen and group commit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chatwire_store_embedded::{EmbeddedStore, MemoryStore};
+use futures_executor::block_on;
+use protocol::model::{Message, ObjectId, Status};
+use protocol::store::{Append, History, HistoryQuery, NewMessage, Store, Window};
+use protocol::store_suite;
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("chatwire-store-test-{}-{n}", std::process::id()));
+        // A leftover from an earlier run with the same pid would not be empty.
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover temp dir is harmless.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An embedded store that owns its temp dir and removes it when dropped.
+struct TempStore {
+    store: EmbeddedStore,
+    _dir: TempDir,
+}
+
+impl TempStore {
+    fn new() -> Self {
+        let dir = TempDir::new();
+        let store = EmbeddedStore::open(&dir.0).expect("a fresh temp dir can hold a store");
+        TempStore { store, _dir: dir }
+    }
+}
+
+/// Fields drop in order: the store's threads stop before the dir goes.
+impl Store for TempStore {
+    fn ping(&self) -> protocol::store::StoreFuture<()> {
+        self.store.ping()
+    }
+    fn create_user(
+        &self,
+        u: protocol::model::UserRecord,
+    ) -> protocol::store::StoreFuture<protocol::store::CreateUser> {
+        self.store.create_user(u)
+    }
+    fn find_user(
+        &self,
+        n: String,
+    ) -> protocol::store::StoreFuture<Option<protocol::model::UserRecord>> {
+        self.store.find_user(n)
+    }
+    fn append_message(&self, m: NewMessage) -> protocol::store::StoreFuture<Append> {
+        self.store.append_message(m)
+    }
+    fn history(&self, q: HistoryQuery) -> protocol::store::StoreFuture<History> {
+        self.store.history(q)
+    }
+    fn mark_delivered(&self, id: ObjectId) -> protocol::store::StoreFuture<()> {
+        self.store.mark_delivered(id)
+    }
+    fn mark_read(
+        &self,
+        ids: Vec<ObjectId>,
+        reader: ObjectId,
+    ) -> protocol::store::StoreFuture<Vec<protocol::store::ReadReceipt>> {
+        self.store.mark_read(ids, reader)
+    }
+}
+
+fn message(n: u32, timestamp: i64) -> NewMessage {
+    NewMessage {
+        message: Message {
+            id: ObjectId::from_parts(0x665f_1c2e, [1, 2, 3, 4, 5], n),
+            chat_id: "general".to_owned(),
+            author: "ana".to_owned(),
+            author_id: ObjectId::from_parts(0x665f_1c00, [9; 5], 1),
+            text: format!("message {n}"),
+            timestamp,
+            status: Status::Sent,
+            kind: "text".to_owned(),
+        },
+        temp_id: Some(format!("t{n}")),
+    }
+}
+
+fn latest(store: &dyn Store) -> Vec<Message> {
+    let q = HistoryQuery {
+        chat_id: "general".to_owned(),
+        window: Window::Latest,
+        limit: 100,
+    };
+    match block_on(store.history(q)) {
+        Ok(History::Messages(m)) => m,
+        other => panic!("history failed: {other:?}"),
+    }
+}
+
+#[test]
+fn memory_store_conforms() {
+    block_on(store_suite::run_all(MemoryStore::new));
+}
+
+#[test]
+fn embedded_store_conforms() {
+    block_on(store_suite::run_all(TempStore::new));
+}
+
+#[test]
+fn embedded_store_keeps_messages_across_a_reopen() {
+    let dir = TempDir::new();
+    let first = message(1, 1_732_540_800_000);
+    {
+        let store = EmbeddedStore::open(&dir.0).expect("a fresh temp dir can hold a store");
+        assert_eq!(
+            block_on(store.append_message(first.clone())),
+            Ok(Append::Stored)
+        );
+        block_on(store.mark_delivered(first.message.id)).expect("mark_delivered");
+    }
+    let store = EmbeddedStore::open(&dir.0).expect("the same dir reopens");
+    assert!(store.path().ends_with(EmbeddedStore::FILE_NAME));
+    let mut want = first.message.clone();
+    want.status = Status::Delivered;
+    assert_eq!(latest(&store), vec![want]);
+    // The retry key survived too.
+    let retry = NewMessage {
+        message: message(2, 1_732_540_800_001).message,
+        temp_id: first.temp_id,
+    };
+    assert_eq!(
+        block_on(store.append_message(retry)),
+        Ok(Append::Duplicate {
+            id: first.message.id,
+            timestamp: first.message.timestamp
+        })
+    );
+}
+
+#[test]
+fn embedded_store_group_commits_concurrent_appends() {
+    const THREADS: u32 = 4;
+    const PER_THREAD: u32 = 50;
+    let holder = Arc::new(TempStore::new());
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let holder = Arc::clone(&holder);
+            std::thread::spawn(move || {
+                // Queue every append first, then wait: they overlap in the writer.
+                let futures: Vec<_> = (0..PER_THREAD)
+                    .map(|i| {
+                        let n = t * PER_THREAD + i;
+                        holder
+                            .store
+                            .append_message(message(n, 1_732_540_800_000 + i64::from(n)))
+                    })
+                    .collect();
+                futures.into_iter().map(block_on).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        let results = t.join().expect("an appending thread panicked");
+        assert!(
+            results.iter().all(|r| *r == Ok(Append::Stored)),
+            "{results:?}"
+        );
+    }
+
+    let total = THREADS * PER_THREAD;
+    let mut stored = Vec::new();
+    let mut window = Window::Latest;
+    loop {
+        let q = HistoryQuery {
+            chat_id: "general".to_owned(),
+            window,
+            limit: 100,
+        };
+        let page = match block_on(holder.store.history(q)) {
+            Ok(History::Messages(m)) => m,
+            other => panic!("history failed: {other:?}"),
+        };
+        let Some(first) = page.first() else { break };
+        window = Window::Before(protocol::store::Cursor::Id(first.id));
+        stored.splice(0..0, page.into_iter().map(|m| m.id));
+    }
+    let want: Vec<ObjectId> = (0..total).map(|n| message(n, 0).message.id).collect();
+    assert_eq!(stored, want);
+
+    let commits = holder.store.commits();
+    assert!(
+        commits >= 1 && commits < u64::from(total),
+        "{commits} commits for {total} appends"
+    );
+}
