@@ -114,10 +114,11 @@ def test_emit_and_receive(make_client, mode):
     assert client.next_event("message-back") == args
     client.sio.emit("message", "héllo 😀")
     assert client.next_event("message-back") == ("héllo 😀",)
-    # order is kept
-    for i in range(20):
+    # order is kept (10 at most: python-engineio refuses a polling payload of
+    # more than 16 packets, and the server may batch the echoes)
+    for i in range(10):
         client.sio.emit("message", i)
-    assert [client.next_event("message-back")[0] for _ in range(20)] == list(range(20))
+    assert [client.next_event("message-back")[0] for _ in range(10)] == list(range(10))
 
 
 def test_ack_client_to_server(make_client, mode):
