@@ -21,7 +21,11 @@ use crate::{NodeHandle, Routes, Runtime, random_seed, unix_ms};
 
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "chatwire", version, about = "A real-time chat server: Socket.IO v5, REST, durable storage")]
+#[command(
+    name = "chatwire",
+    version,
+    about = "A real-time chat server: Socket.IO v5, REST, durable storage"
+)]
 pub struct Config {
     /// `memory:`, `mongodb://...`, or a directory for the embedded store.
     #[arg(long, env = "DATABASE_URL", default_value = "./data")]
@@ -80,18 +84,27 @@ pub enum ConfigError {
 
 /// Opens the store `DATABASE_URL` names.
 pub fn open_store(url: &str) -> Result<Arc<dyn Store>, ConfigError> {
-    let fail = |reason: String| ConfigError::Store { url: url.to_owned(), reason };
+    let fail = |reason: String| ConfigError::Store {
+        url: url.to_owned(),
+        reason,
+    };
     if url == "memory:" {
         return Ok(Arc::new(store_embedded::MemoryStore::new()));
     }
     if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
-        return Err(fail("the MongoDB store is not part of this build yet".into()));
+        return Err(fail(
+            "the MongoDB store is not part of this build yet".into(),
+        ));
     }
     if let Some((scheme, _)) = url.split_once("://") {
-        return Err(fail(format!("unknown scheme {scheme:?}; use memory:, mongodb://, or a directory")));
+        return Err(fail(format!(
+            "unknown scheme {scheme:?}; use memory:, mongodb://, or a directory"
+        )));
     }
     let dir = PathBuf::from(url.strip_prefix("embedded:").unwrap_or(url));
-    store_embedded::EmbeddedStore::open(&dir).map(|s| Arc::new(s) as Arc<dyn Store>).map_err(|e| fail(e.to_string()))
+    store_embedded::EmbeddedStore::open(&dir)
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// A running chat server's parts.
@@ -112,13 +125,19 @@ impl<R: Runtime> Served<R> {
         let secret = match &config.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => {
-                tracing::warn!("JWT_SECRET is not set: using a random secret; every token dies with this process");
+                tracing::warn!(
+                    "JWT_SECRET is not set: using a random secret; every token dies with this process"
+                );
                 let mut s = vec![0u8; 48];
                 seeds.fill(&mut s);
                 s
             }
         };
-        let jwt = JwtConfig::new(&secret, &config.jwt_algorithm, config.jwt_expiration_minutes)?;
+        let jwt = JwtConfig::new(
+            &secret,
+            &config.jwt_algorithm,
+            config.jwt_expiration_minutes,
+        )?;
         let store = open_store(&config.database_url)?;
         let engine = EngineConfig {
             ping_interval: Duration::from_millis(config.ping_interval_ms),
@@ -126,16 +145,32 @@ impl<R: Runtime> Served<R> {
             max_payload: config.max_payload,
             ..EngineConfig::default()
         };
-        let chat = Chat::new(ChatConfig { jwt: jwt.clone(), rate: RateLimit::default() }, WallClock::new(now, unix_ms()), now);
+        let chat = Chat::new(
+            ChatConfig {
+                jwt: jwt.clone(),
+                rate: RateLimit::default(),
+            },
+            WallClock::new(now, unix_ms()),
+            now,
+        );
         let sio = SocketIo::new(SocketIoConfig::default(), chat);
-        let node = crate::spawn_node(rt, Node::new(engine, sio, SeededIds::new(random_seed()), now), Some(store.clone()));
+        let node = crate::spawn_node(
+            rt,
+            Node::new(engine, sio, SeededIds::new(random_seed()), now),
+            Some(store.clone()),
+        );
         let rest = Rest::new(RestConfig {
             jwt,
             bcrypt_cost: config.bcrypt_cost,
             service: "chatwire".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         });
-        let cors = config.cors_origins.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        let cors = config
+            .cors_origins
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
             .rest(rest, store, Box::new(seeds));
@@ -156,6 +191,7 @@ impl<R: Runtime> Served<R> {
     pub async fn shutdown(&self, rt: &R) {
         tracing::info!("shutting down");
         self.node.send(Command::Shutdown).await;
-        rt.sleep_until(Instant::now() + Duration::from_millis(300)).await;
+        rt.sleep_until(Instant::now() + Duration::from_millis(300))
+            .await;
     }
 }

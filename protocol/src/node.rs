@@ -238,6 +238,11 @@ impl<U: Upper> Node<U> {
         }
         self.now = now;
         let (e, u) = (&mut self.engine, &mut self.upper);
+        // Whatever fell due before this input happens first: a request that
+        // arrives after a session's deadline finds it closed.
+        if !matches!(input, Input::Timeout) && e.poll_timeout().is_some_and(|t| t <= now) {
+            e.handle_timeout(u, now);
+        }
         match input {
             Input::Http {
                 req,

@@ -11,7 +11,9 @@ use driver::app::{Config, Served};
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let config = Config::parse();
@@ -25,7 +27,10 @@ async fn main() -> ExitCode {
     let listener = match chatwire::bind(SocketAddr::new(config.host, config.port)).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("chatwire: cannot listen on {}:{}: {e}", config.host, config.port);
+            eprintln!(
+                "chatwire: cannot listen on {}:{}: {e}",
+                config.host, config.port
+            );
             return ExitCode::from(2);
         }
     };
@@ -39,10 +44,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -20,7 +20,12 @@ impl MessageIds {
         ids.fill(&mut process);
         let mut c = [0u8; 4];
         ids.fill(&mut c);
-        MessageIds { process, counter: u32::from_be_bytes(c) & 0x00ff_ffff, last: None, last_ms: i64::MIN }
+        MessageIds {
+            process,
+            counter: u32::from_be_bytes(c) & 0x00ff_ffff,
+            last: None,
+            last_ms: i64::MIN,
+        }
     }
 
     /// The next (id, timestamp) for a message created at `now_ms`.
@@ -33,7 +38,11 @@ impl MessageIds {
             // Same second (or the clock went back): the counter must still
             // grow; on wrap-around, borrow the next second.
             Some((ls, lc)) if secs <= ls => {
-                if lc == 0x00ff_ffff { (ls + 1, 0) } else { (ls, lc + 1) }
+                if lc == 0x00ff_ffff {
+                    (ls + 1, 0)
+                } else {
+                    (ls, lc + 1)
+                }
             }
             _ => (secs, self.counter),
         };

@@ -13,7 +13,10 @@ pub struct RateLimit {
 
 impl Default for RateLimit {
     fn default() -> Self {
-        RateLimit { per_second: 20.0, burst: 40.0 }
+        RateLimit {
+            per_second: 20.0,
+            burst: 40.0,
+        }
     }
 }
 
@@ -27,7 +30,10 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(limit: RateLimit, now: Instant) -> Self {
-        TokenBucket { tokens: limit.burst, at: now }
+        TokenBucket {
+            tokens: limit.burst,
+            at: now,
+        }
     }
 
     fn refill(&mut self, limit: RateLimit, now: Instant) {

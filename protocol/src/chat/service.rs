@@ -42,8 +42,17 @@ struct Waiter {
 
 #[derive(Debug)]
 enum Pending {
-    Send { message: Message, temp_id: Option<String>, waiters: Vec<Waiter>, sender: SocketId },
-    Read { socket: SocketId, ack: Option<u64>, user: ObjectId },
+    Send {
+        message: Message,
+        temp_id: Option<String>,
+        waiters: Vec<Waiter>,
+        sender: SocketId,
+    },
+    Read {
+        socket: SocketId,
+        ack: Option<u64>,
+        user: ObjectId,
+    },
     Fire,
 }
 
@@ -87,7 +96,10 @@ fn bearer(h: &str) -> Option<&str> {
 }
 
 fn query_token(query: &str) -> Option<String> {
-    query.split('&').find_map(|p| p.strip_prefix("token=")).map(|t| crate::http::percent_decode(t))
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("token="))
+        .map(|t| crate::http::percent_decode(t))
 }
 
 impl Chat {
@@ -112,18 +124,34 @@ impl Chat {
         self.pending.len()
     }
 
-    fn refuse(ctx: &mut Ctx<'_>, socket: SocketId, ack: Option<u64>, r: &Refusal, temp_id: Option<&str>) {
+    fn refuse(
+        ctx: &mut Ctx<'_>,
+        socket: SocketId,
+        ack: Option<u64>,
+        r: &Refusal,
+        temp_id: Option<&str>,
+    ) {
         let mut payload = json!({"message": r.message, "code": r.code});
         if let Some(t) = temp_id {
             payload["tempId"] = Value::String(t.to_owned());
         }
         ctx.emit(socket, &("error", &payload), &[]);
         if let Some(id) = ack {
-            ctx.ack(socket, id, &[json!({"error": {"message": r.message, "code": r.code}})], &[]);
+            ctx.ack(
+                socket,
+                id,
+                &[json!({"error": {"message": r.message, "code": r.code}})],
+                &[],
+            );
         }
     }
 
-    fn reply<T: Serialize + ?Sized>(ctx: &mut Ctx<'_>, socket: SocketId, ack: Option<u64>, payload: &T) {
+    fn reply<T: Serialize + ?Sized>(
+        ctx: &mut Ctx<'_>,
+        socket: SocketId,
+        ack: Option<u64>,
+        payload: &T,
+    ) {
         if let Some(id) = ack {
             ctx.ack(socket, id, &[payload], &[]);
         }
@@ -132,16 +160,39 @@ impl Chat {
     fn on_send(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User, event: Event) {
         let now = ctx.now();
         let limit = self.config.rate;
-        let bucket = self.buckets.entry(user.id).or_insert_with(|| TokenBucket::new(limit, now));
+        let bucket = self
+            .buckets
+            .entry(user.id)
+            .or_insert_with(|| TokenBucket::new(limit, now));
         if !bucket.take(limit, now) {
-            let r = Refusal { message: "Too many messages; slow down".into(), code: "rate_limited" };
-            return Self::refuse(ctx, socket, event.ack, &r, validate::temp_id(&event.args).as_deref());
+            let r = Refusal {
+                message: "Too many messages; slow down".into(),
+                code: "rate_limited",
+            };
+            return Self::refuse(
+                ctx,
+                socket,
+                event.ack,
+                &r,
+                validate::temp_id(&event.args).as_deref(),
+            );
         }
         let req = match validate::send(&event.args) {
             Ok(r) => r,
-            Err(r) => return Self::refuse(ctx, socket, event.ack, &r, validate::temp_id(&event.args).as_deref()),
+            Err(r) => {
+                return Self::refuse(
+                    ctx,
+                    socket,
+                    event.ack,
+                    &r,
+                    validate::temp_id(&event.args).as_deref(),
+                );
+            }
         };
-        let waiter = Waiter { socket, ack: event.ack };
+        let waiter = Waiter {
+            socket,
+            ack: event.ack,
+        };
         if let Some(t) = &req.temp_id
             && let Some(op) = self.in_flight.get(&(user.id, t.clone()))
             && let Some(Pending::Send { waiters, .. }) = self.pending.get_mut(op)
@@ -162,14 +213,33 @@ impl Chat {
             status: Status::Sent,
             kind: req.kind,
         };
-        let op = ctx.store(StoreCommand::AppendMessage(NewMessage { message: message.clone(), temp_id: req.temp_id.clone() }));
+        let op = ctx.store(StoreCommand::AppendMessage(NewMessage {
+            message: message.clone(),
+            temp_id: req.temp_id.clone(),
+        }));
         if let Some(t) = &req.temp_id {
             self.in_flight.insert((user.id, t.clone()), op);
         }
-        self.pending.insert(op, Pending::Send { message, temp_id: req.temp_id, waiters: vec![waiter], sender: socket });
+        self.pending.insert(
+            op,
+            Pending::Send {
+                message,
+                temp_id: req.temp_id,
+                waiters: vec![waiter],
+                sender: socket,
+            },
+        );
     }
 
-    fn on_appended(&mut self, ctx: &mut Ctx<'_>, message: Message, temp_id: Option<String>, waiters: Vec<Waiter>, sender: SocketId, reply: StoreReply) {
+    fn on_appended(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        message: Message,
+        temp_id: Option<String>,
+        waiters: Vec<Waiter>,
+        sender: SocketId,
+        reply: StoreReply,
+    ) {
         if let Some(t) = &temp_id {
             self.in_flight.remove(&(message.author_id, t.clone()));
         }
@@ -178,14 +248,21 @@ impl Chat {
             StoreReply::Appended(Append::Duplicate { id, timestamp }) => (id, timestamp, false),
             // A failure, or (a host bug) a reply of another kind: nothing is acked.
             _ => {
-                let r = Refusal { message: "The message could not be stored; try again".into(), code: "store_unavailable" };
+                let r = Refusal {
+                    message: "The message could not be stored; try again".into(),
+                    code: "store_unavailable",
+                };
                 for w in waiters {
                     Self::refuse(ctx, w.socket, w.ack, &r, temp_id.as_deref());
                 }
                 return;
             }
         };
-        let ack = AckPayload { temp_id: temp_id.as_deref(), id, timestamp };
+        let ack = AckPayload {
+            temp_id: temp_id.as_deref(),
+            id,
+            timestamp,
+        };
         for w in &waiters {
             ctx.emit(w.socket, &("chat:ack", &ack), &[]);
             Self::reply(ctx, w.socket, w.ack, &ack);
@@ -193,9 +270,18 @@ impl Chat {
         if !fresh {
             return;
         }
-        let handed = ctx.broadcast("/", &room(&message.chat_id), Some(sender), &("chat:new-message", &message));
+        let handed = ctx.broadcast(
+            "/",
+            &room(&message.chat_id),
+            Some(sender),
+            &("chat:new-message", &message),
+        );
         if handed > 0 {
-            ctx.emit(sender, &("chat:delivered", json!({"messageId": message.id})), &[]);
+            ctx.emit(
+                sender,
+                &("chat:delivered", json!({"messageId": message.id})),
+                &[],
+            );
             let op = ctx.store(StoreCommand::MarkDelivered(message.id));
             self.pending.insert(op, Pending::Fire);
         }
@@ -204,18 +290,37 @@ impl Chat {
     fn on_read(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
         match validate::read(&event.args) {
             Ok(ids) => {
-                let op = ctx.store(StoreCommand::MarkRead { ids, reader: user.id });
-                self.pending.insert(op, Pending::Read { socket, ack: event.ack, user: user.id });
+                let op = ctx.store(StoreCommand::MarkRead {
+                    ids,
+                    reader: user.id,
+                });
+                self.pending.insert(
+                    op,
+                    Pending::Read {
+                        socket,
+                        ack: event.ack,
+                        user: user.id,
+                    },
+                );
             }
             Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
         }
     }
 
-    fn on_read_recorded(ctx: &mut Ctx<'_>, socket: SocketId, ack: Option<u64>, user: ObjectId, reply: StoreReply) {
+    fn on_read_recorded(
+        ctx: &mut Ctx<'_>,
+        socket: SocketId,
+        ack: Option<u64>,
+        user: ObjectId,
+        reply: StoreReply,
+    ) {
         let receipts = match reply {
             StoreReply::Read(r) => r,
             _ => {
-                let r = Refusal { message: "The read receipts could not be stored; try again".into(), code: "store_unavailable" };
+                let r = Refusal {
+                    message: "The read receipts could not be stored; try again".into(),
+                    code: "store_unavailable",
+                };
                 return Self::refuse(ctx, socket, ack, &r, None);
             }
         };
@@ -227,10 +332,20 @@ impl Chat {
             }
         }
         for (chat, ids) in &by_chat {
-            ctx.broadcast("/", &room(chat), Some(socket), &("chat:read", json!({"messageIds": ids, "userId": user})));
+            ctx.broadcast(
+                "/",
+                &room(chat),
+                Some(socket),
+                &("chat:read", json!({"messageIds": ids, "userId": user})),
+            );
         }
         let all: Vec<ObjectId> = receipts.iter().map(|r| r.id).collect();
-        Self::reply(ctx, socket, ack, &json!({"messageIds": all, "userId": user}));
+        Self::reply(
+            ctx,
+            socket,
+            ack,
+            &json!({"messageIds": all, "userId": user}),
+        );
     }
 }
 
@@ -240,16 +355,33 @@ impl Application for Chat {
     }
 
     fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value> {
-        let from_auth = req.auth.and_then(|a| a.get("token")).and_then(Value::as_str).map(str::to_owned);
+        let from_auth = req
+            .auth
+            .and_then(|a| a.get("token"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let token = from_auth
-            .or_else(|| req.handshake.authorization.as_deref().and_then(bearer).map(str::to_owned))
+            .or_else(|| {
+                req.handshake
+                    .authorization
+                    .as_deref()
+                    .and_then(bearer)
+                    .map(str::to_owned)
+            })
             .or_else(|| query_token(&req.handshake.query));
         let Some(token) = token else {
             return Err(json!({"message": "Unauthorized"}));
         };
-        match self.config.jwt.verify(&token, self.clock.unix_ms(ctx.now())) {
+        match self
+            .config
+            .jwt
+            .verify(&token, self.clock.unix_ms(ctx.now()))
+        {
             Ok(c) => {
-                self.connecting = Some(User { id: c.user_id, name: c.username });
+                self.connecting = Some(User {
+                    id: c.user_id,
+                    name: c.username,
+                });
                 Ok(())
             }
             Err(TokenError::Expired) => Err(json!({"message": "Token expired"})),
@@ -258,7 +390,9 @@ impl Application for Chat {
     }
 
     fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId) {
-        let Some(user) = self.connecting.take() else { return };
+        let Some(user) = self.connecting.take() else {
+            return;
+        };
         ctx.join(socket, &user_room(user.id));
         ctx.join(socket, &room(DEFAULT_CHAT));
         *self.sockets_per_user.entry(user.id).or_default() += 1;
@@ -266,7 +400,9 @@ impl Application for Chat {
     }
 
     fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event) {
-        let Some(user) = self.users.get(&socket).cloned() else { return };
+        let Some(user) = self.users.get(&socket).cloned() else {
+            return;
+        };
         match event.name.as_str() {
             "chat:send" => self.on_send(ctx, socket, user, event),
             "chat:typing" => match validate::typing(&event.args) {
@@ -294,13 +430,19 @@ impl Application for Chat {
     }
 
     fn on_disconnect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, _reason: DisconnectReason) {
-        let Some(user) = self.users.remove(&socket) else { return };
+        let Some(user) = self.users.remove(&socket) else {
+            return;
+        };
         if let Some(n) = self.sockets_per_user.get_mut(&user.id) {
             *n -= 1;
             if *n == 0 {
                 self.sockets_per_user.remove(&user.id);
                 let limit = self.config.rate;
-                if self.buckets.get_mut(&user.id).is_some_and(|b| b.is_full(limit, ctx.now())) {
+                if self
+                    .buckets
+                    .get_mut(&user.id)
+                    .is_some_and(|b| b.is_full(limit, ctx.now()))
+                {
                     self.buckets.remove(&user.id);
                 }
             }
@@ -309,8 +451,15 @@ impl Application for Chat {
 
     fn on_store_reply(&mut self, ctx: &mut Ctx<'_>, op: OpId, reply: StoreReply) {
         match self.pending.remove(&op) {
-            Some(Pending::Send { message, temp_id, waiters, sender }) => self.on_appended(ctx, message, temp_id, waiters, sender, reply),
-            Some(Pending::Read { socket, ack, user }) => Self::on_read_recorded(ctx, socket, ack, user, reply),
+            Some(Pending::Send {
+                message,
+                temp_id,
+                waiters,
+                sender,
+            }) => self.on_appended(ctx, message, temp_id, waiters, sender, reply),
+            Some(Pending::Read { socket, ack, user }) => {
+                Self::on_read_recorded(ctx, socket, ack, user, reply)
+            }
             Some(Pending::Fire) | None => {}
         }
     }
@@ -327,6 +476,7 @@ impl Application for Chat {
         self.next_sweep = now + SWEEP;
         let limit = self.config.rate;
         let online = &self.sockets_per_user;
-        self.buckets.retain(|user, b| online.contains_key(user) || !b.is_full(limit, now));
+        self.buckets
+            .retain(|user, b| online.contains_key(user) || !b.is_full(limit, now));
     }
 }

@@ -18,7 +18,10 @@ pub struct Refusal {
 
 impl Refusal {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Refusal { message: message.into(), code: "invalid" }
+        Refusal {
+            message: message.into(),
+            code: "invalid",
+        }
     }
 }
 
@@ -55,7 +58,9 @@ pub(crate) fn chat_id(m: &Map<String, Value>) -> Result<String, Refusal> {
     match opt_str(m, "chatId")? {
         None => Ok(DEFAULT_CHAT.to_owned()),
         Some(c) if valid_chat_id(c) => Ok(c.to_owned()),
-        Some(_) => Err(Refusal::invalid("chatId must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")),
+        Some(_) => Err(Refusal::invalid(
+            "chatId must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+        )),
     }
 }
 
@@ -88,14 +93,23 @@ pub fn send(args: &[Value]) -> Result<SendRequest, Refusal> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.chars().count() <= 64 => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return Err(Refusal::invalid("tempId must be a string of at most 64 characters")),
+        Some(_) => {
+            return Err(Refusal::invalid(
+                "tempId must be a string of at most 64 characters",
+            ));
+        }
     };
     let kind = match opt_str(m, "type")? {
         None => "text".to_owned(),
         Some(t) if t.chars().count() <= 32 && !t.is_empty() => t.to_owned(),
         Some(_) => return Err(Refusal::invalid("type must be 1 to 32 characters")),
     };
-    Ok(SendRequest { text: text.clone(), temp_id, kind, chat_id: chat_id(m)? })
+    Ok(SendRequest {
+        text: text.clone(),
+        temp_id,
+        kind,
+        chat_id: chat_id(m)?,
+    })
 }
 
 /// Checks a `chat:typing`: (chat, isTyping).
@@ -112,14 +126,19 @@ pub fn typing(args: &[Value]) -> Result<(String, bool), Refusal> {
 pub fn read(args: &[Value]) -> Result<Vec<ObjectId>, Refusal> {
     let m = object(args)?;
     let Some(Value::Array(ids)) = m.get("messageIds") else {
-        return Err(Refusal::invalid("messageIds must be an array of message ids"));
+        return Err(Refusal::invalid(
+            "messageIds must be an array of message ids",
+        ));
     };
     if ids.is_empty() || ids.len() > MAX_READ_IDS {
         return Err(Refusal::invalid("messageIds must hold 1 to 500 ids"));
     }
     let mut out = Vec::with_capacity(ids.len());
     for v in ids {
-        let id = v.as_str().and_then(|s| s.parse::<ObjectId>().ok()).ok_or_else(|| Refusal::invalid("messageIds must be 24-character hex ids"))?;
+        let id = v
+            .as_str()
+            .and_then(|s| s.parse::<ObjectId>().ok())
+            .ok_or_else(|| Refusal::invalid("messageIds must be 24-character hex ids"))?;
         if !out.contains(&id) {
             out.push(id);
         }
@@ -139,8 +158,18 @@ mod tests {
 
     #[test]
     fn send_rules() {
-        let ok = send(&[json!({"text": "hi", "tempId": "t1", "author": "mallory", "status": "read"})]).unwrap();
-        assert_eq!(ok, SendRequest { text: "hi".into(), temp_id: Some("t1".into()), kind: "text".into(), chat_id: "general".into() });
+        let ok =
+            send(&[json!({"text": "hi", "tempId": "t1", "author": "mallory", "status": "read"})])
+                .unwrap();
+        assert_eq!(
+            ok,
+            SendRequest {
+                text: "hi".into(),
+                temp_id: Some("t1".into()),
+                kind: "text".into(),
+                chat_id: "general".into()
+            }
+        );
         assert!(send(&[json!({"text": "é".repeat(4000)})]).is_ok());
         for bad in [
             json!({}),
@@ -156,7 +185,11 @@ mod tests {
             json!({"text": "hi", "chatId": "c".repeat(65)}),
             json!("hi"),
         ] {
-            assert_eq!(send(&[bad.clone()]).map_err(|r| r.code), Err("invalid"), "{bad}");
+            assert_eq!(
+                send(&[bad.clone()]).map_err(|r| r.code),
+                Err("invalid"),
+                "{bad}"
+            );
         }
         assert!(send(&[]).is_err());
     }
@@ -172,7 +205,10 @@ mod tests {
 
     #[test]
     fn typing_rules() {
-        assert_eq!(typing(&[json!({"isTyping": true, "chatId": "c1"})]), Ok(("c1".into(), true)));
+        assert_eq!(
+            typing(&[json!({"isTyping": true, "chatId": "c1"})]),
+            Ok(("c1".into(), true))
+        );
         assert!(typing(&[json!({"isTyping": "yes"})]).is_err());
     }
 }

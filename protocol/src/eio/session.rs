@@ -520,7 +520,8 @@ impl Engine {
                 self.close(h, key, CloseReason::PingTimeout, now);
             } else {
                 s.awaiting_pong = true;
-                s.deadline = now + timeout;
+                // From the scheduled time, not the (possibly late) firing time.
+                s.deadline = t + timeout;
                 self.timers.push(Reverse((s.deadline, key)));
                 self.send(key, OutPacket::Text(Bytes::from_static(b"2")));
             }
