@@ -9,6 +9,10 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod node;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+#[cfg(test)]
+mod sim_tests;
 pub mod sio;
 pub mod store;
 #[cfg(feature = "store-suite")]

@@ -99,7 +99,7 @@ fn query_token(query: &str) -> Option<String> {
     query
         .split('&')
         .find_map(|p| p.strip_prefix("token="))
-        .map(|t| crate::http::percent_decode(t))
+        .map(crate::http::percent_decode)
 }
 
 impl Chat {

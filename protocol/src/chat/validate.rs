@@ -186,7 +186,7 @@ mod tests {
             json!("hi"),
         ] {
             assert_eq!(
-                send(&[bad.clone()]).map_err(|r| r.code),
+                send(std::slice::from_ref(&bad)).map_err(|r| r.code),
                 Err("invalid"),
                 "{bad}"
             );

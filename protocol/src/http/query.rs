@@ -72,8 +72,6 @@ pub(super) fn history(raw: &str) -> Result<HistoryQuery, String> {
     })
 }
 
-/// The contract's rule for a chat id: 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
-
 fn time(value: Option<&str>, name: &str) -> Result<Option<i64>, String> {
     value
         .map(|s| {

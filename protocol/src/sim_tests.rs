@@ -1,0 +1,308 @@
+//! Scenarios run in the simulation: the chat service's promises under
+//! every ordering of store replies the tests choose.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::model::ObjectId;
+use crate::node::Method;
+use crate::sim::Sim;
+
+fn uid(n: u8) -> ObjectId {
+    ObjectId([n; 12])
+}
+
+/// Connects a user's tab and clears its inbox (open, CONNECT reply).
+fn tab(sim: &mut Sim, user: u8, name: &str) -> u64 {
+    let token = sim.token(uid(user), name);
+    let c = sim.connect(Some(&token));
+    let inbox = sim.take(c);
+    assert!(inbox[0].starts_with("0{"), "{inbox:?}");
+    assert!(inbox[1].starts_with("40{\"sid\":"), "{inbox:?}");
+    c
+}
+
+fn send(sim: &mut Sim, conn: u64, ack: u64, payload: Value) {
+    sim.send(conn, &format!("42{ack}{}", json!(["chat:send", payload])));
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn ack_only_after_the_durable_append_then_broadcast_and_delivered() {
+    let mut sim = Sim::new();
+    let ana1 = tab(&mut sim, 1, "ana");
+    let ana2 = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    send(
+        &mut sim,
+        ana1,
+        7,
+        json!({"text": "hi", "tempId": "t1", "author": "mallory"}),
+    );
+    assert_eq!(sim.in_flight.len(), 1);
+    assert!(
+        sim.take(ana1).is_empty(),
+        "nothing before the store answers"
+    );
+    assert!(sim.take(bob).is_empty());
+    assert!(sim.complete_oldest());
+    let to_ana1 = sim.take(ana1);
+    assert!(
+        to_ana1[0].starts_with(r#"42["chat:ack",{"tempId":"t1","id":""#),
+        "{to_ana1:?}"
+    );
+    assert!(
+        to_ana1[1].starts_with(r#"437[{"tempId":"t1","id":""#),
+        "{to_ana1:?}"
+    );
+    assert!(
+        to_ana1[2].starts_with(r#"42["chat:delivered",{"messageId":""#),
+        "{to_ana1:?}"
+    );
+    for other in [ana2, bob] {
+        let ev = sim.events(other);
+        assert_eq!(names(&ev), ["chat:new-message"]);
+        let m = &ev[0].1;
+        assert_eq!(
+            (
+                m["author"].as_str(),
+                m["status"].as_str(),
+                m["text"].as_str()
+            ),
+            (Some("ana"), Some("sent"), Some("hi"))
+        );
+        assert_eq!(m["authorId"], json!(uid(1).to_hex()));
+    }
+    // The delivered mark is a store command of its own.
+    sim.settle();
+    assert_eq!(
+        sim.store.chat("general")[0].status,
+        crate::model::Status::Delivered
+    );
+}
+
+#[test]
+fn a_failing_store_acks_nothing() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    send(&mut sim, ana, 1, json!({"text": "hi", "tempId": "t1"}));
+    assert!(sim.fail_oldest());
+    let ev = sim.take(ana);
+    assert_eq!(
+        ev[0],
+        r#"42["error",{"message":"The message could not be stored; try again","code":"store_unavailable","tempId":"t1"}]"#
+    );
+    assert_eq!(
+        ev[1],
+        r#"431[{"error":{"message":"The message could not be stored; try again","code":"store_unavailable"}}]"#
+    );
+    assert!(sim.take(bob).is_empty());
+    assert!(sim.store.chat("general").is_empty());
+}
+
+#[test]
+fn a_retry_racing_the_first_send_gets_the_same_ack_and_one_broadcast() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    send(&mut sim, ana, 1, json!({"text": "hi", "tempId": "same"}));
+    send(&mut sim, ana, 2, json!({"text": "hi", "tempId": "same"}));
+    assert_eq!(
+        sim.in_flight.len(),
+        1,
+        "the retry waits for the first append"
+    );
+    sim.settle();
+    let acks: Vec<Value> = sim
+        .events(ana)
+        .into_iter()
+        .filter(|(n, _)| n == "chat:ack")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[0], acks[1]);
+    assert_eq!(names(&sim.events(bob)), ["chat:new-message"]);
+    // A retry after the first completed is answered by the store's dedupe.
+    send(&mut sim, ana, 3, json!({"text": "hi", "tempId": "same"}));
+    sim.settle();
+    let ev = sim.events(ana);
+    assert_eq!(ev[0].1, acks[0]);
+    assert!(sim.events(bob).is_empty());
+    assert_eq!(sim.store.appends, 1);
+}
+
+#[test]
+fn reordered_store_replies_keep_history_in_order() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    for i in 0..10 {
+        send(&mut sim, ana, i, json!({"text": format!("m{i}")}));
+    }
+    while sim.complete_newest() {}
+    let chat = sim.store.chat("general");
+    let texts: Vec<&str> = chat.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_rate_limit_refuses_beyond_the_burst_and_refills() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    for i in 0..45 {
+        send(&mut sim, ana, i, json!({"text": "x"}));
+    }
+    assert_eq!(sim.in_flight.len(), 40);
+    let limited = sim
+        .events(ana)
+        .into_iter()
+        .filter(|(n, v)| n == "error" && v["code"] == "rate_limited")
+        .count();
+    assert_eq!(limited, 5);
+    // Invalid sends take a token too: 50 ms brings back exactly one.
+    sim.advance(Duration::from_millis(50));
+    send(&mut sim, ana, 99, json!({"text": ""}));
+    send(&mut sim, ana, 100, json!({"text": "ok"}));
+    let ev = sim.events(ana);
+    assert_eq!(ev[0].1["code"], "invalid");
+    assert_eq!(ev[1].1["code"], "rate_limited");
+    sim.advance(Duration::from_secs(1));
+    sim.take(ana);
+    for i in 0..25 {
+        send(&mut sim, ana, i, json!({"text": "x"}));
+    }
+    assert_eq!(sim.in_flight.len(), 40 + 20);
+}
+
+#[test]
+fn connect_needs_a_valid_token() {
+    let mut sim = Sim::new();
+    let c = sim.connect(None);
+    assert_eq!(sim.take(c)[1], r#"44{"message":"Unauthorized"}"#);
+    let c = sim.connect(Some("not-a-token"));
+    assert_eq!(sim.take(c)[1], r#"44{"message":"Unauthorized"}"#);
+    let token = sim.token(uid(1), "ana");
+    sim.advance(Duration::from_secs(3601));
+    let c = sim.connect(Some(&token));
+    assert_eq!(sim.take(c)[1], r#"44{"message":"Token expired"}"#);
+}
+
+#[test]
+fn typing_read_join_and_leave() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    sim.send(
+        ana,
+        r#"425["chat:typing",{"isTyping":true,"userId":"x","author":"mallory"}]"#,
+    );
+    let typing =
+        json!({"userId": uid(1).to_hex(), "author": "ana", "chatId": "general", "isTyping": true});
+    assert_eq!(
+        sim.events(bob),
+        vec![("chat:typing".to_owned(), typing.clone())]
+    );
+    assert_eq!(sim.take(ana), vec![format!("435[{typing}]")]);
+
+    sim.send(bob, r#"421["chat:join",{"chatId":"side"}]"#);
+    assert_eq!(sim.take(bob), vec![r#"431[{"chatId":"side"}]"#.to_owned()]);
+    send(&mut sim, ana, 2, json!({"text": "psst", "chatId": "side"}));
+    sim.settle();
+    let ev = sim.events(bob);
+    assert_eq!(names(&ev), ["chat:new-message"]);
+    let id = ev[0].1["id"].as_str().unwrap().to_owned();
+    sim.take(ana);
+    sim.send(
+        bob,
+        &format!(r#"423["chat:read",{{"messageIds":["{id}"]}}]"#),
+    );
+    sim.settle();
+    let read = json!({"messageIds": [id], "userId": uid(2).to_hex()});
+    assert_eq!(sim.take(bob), vec![format!("433[{read}]")]);
+    // ana is not in "side": she gets no receipt for it.
+    assert!(sim.events(ana).is_empty());
+    assert_eq!(sim.store.chat("side")[0].status, crate::model::Status::Read);
+
+    sim.send(bob, r#"424["chat:leave",{"chatId":"side"}]"#);
+    sim.take(bob);
+    sim.send(ana, r#"426["chat:join",{"chatId":"side"}]"#);
+    sim.take(ana);
+    send(&mut sim, ana, 7, json!({"text": "gone?", "chatId": "side"}));
+    sim.settle();
+    assert!(sim.events(bob).is_empty());
+}
+
+#[test]
+fn a_client_vanishing_with_a_store_operation_in_flight() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    send(&mut sim, ana, 1, json!({"text": "bye"}));
+    sim.drop_client(ana);
+    sim.settle();
+    // Durable, so still delivered to the others.
+    assert_eq!(names(&sim.events(bob)), ["chat:new-message"]);
+    assert_eq!(sim.store.chat("general").len(), 1);
+}
+
+#[test]
+fn heartbeat_timeout_closes_a_silent_client() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    sim.advance(Duration::from_millis(25_000));
+    assert_eq!(sim.take(ana), vec!["2".to_owned()]);
+    sim.advance(Duration::from_millis(19_999));
+    assert!(!sim.clients[&ana].closed);
+    sim.advance(Duration::from_millis(1));
+    assert!(sim.clients[&ana].closed);
+}
+
+#[test]
+fn polling_handshake_and_upgrade() {
+    let mut sim = Sim::new();
+    sim.http(1, Method::Get, "EIO=4&transport=polling", b"");
+    let open = String::from_utf8(sim.responses[&1].body.to_vec()).unwrap();
+    let v: Value = serde_json::from_str(&open[1..]).unwrap();
+    let sid = v["sid"].as_str().unwrap().to_owned();
+    assert_eq!(v["upgrades"], json!(["websocket"]));
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    sim.http(2, Method::Get, &q, b"");
+    assert!(!sim.responses.contains_key(&2), "the GET is parked");
+    sim.input(crate::node::Input::WsOpen {
+        conn: crate::node::ConnId(50),
+        query: &format!("EIO=4&transport=websocket&sid={sid}"),
+        authorization: None,
+    });
+    sim.send(50, "2probe");
+    assert_eq!(sim.take(50), vec!["3probe".to_owned()]);
+    assert_eq!(&sim.responses[&2].body[..], b"6");
+    sim.send(50, "5");
+    sim.http(3, Method::Get, &q, b"");
+    assert_eq!(sim.responses[&3].status, 400);
+    sim.send(50, "40");
+    assert_eq!(
+        sim.take(50),
+        vec![r#"44{"message":"Unauthorized"}"#.to_owned()]
+    );
+}
+
+#[test]
+fn binary_attachments_reassemble_and_bad_ones_close() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    // An attachment with no packet announcing it breaks the protocol.
+    sim.send_binary(ana, &[1, 2, 3]);
+    assert!(sim.clients[&ana].closed);
+    let bob = tab(&mut sim, 2, "bob");
+    sim.send(bob, r#"451-["chat:typing",{"_placeholder":true,"num":0}]"#);
+    assert!(!sim.clients[&bob].closed);
+    sim.send_binary(bob, &[9]);
+    // Reassembled into an event whose payload is not an object: refused, connection open.
+    let ev = sim.events(bob);
+    assert_eq!(ev[0].1["code"], "invalid");
+    assert!(!sim.clients[&bob].closed);
+}
