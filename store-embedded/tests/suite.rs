@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chatwire_store_embedded::{EmbeddedStore, MemoryStore};
 use futures_executor::block_on;
-use protocol::model::{Message, ObjectId, Status};
-use protocol::store::{Append, History, HistoryQuery, NewMessage, Store, Window};
+use protocol::model::{Message, ObjectId, Status, UserRecord};
+use protocol::store::{
+    Append, CreateUser, Cursor, History, HistoryQuery, NewMessage, ReadReceipt, Store, StoreFuture,
+    Window,
+};
 use protocol::store_suite;
 
 /// A fresh directory under the system's temp dir, removed on drop.
@@ -33,7 +36,8 @@ impl Drop for TempDir {
     }
 }
 
-/// An embedded store that owns its temp dir and removes it when dropped.
+/// An embedded store that owns its temp dir. Fields drop in order, so the
+/// store's threads stop before the dir is removed.
 struct TempStore {
     store: EmbeddedStore,
     _dir: TempDir,
@@ -47,37 +51,26 @@ impl TempStore {
     }
 }
 
-/// Fields drop in order: the store's threads stop before the dir goes.
 impl Store for TempStore {
-    fn ping(&self) -> protocol::store::StoreFuture<()> {
+    fn ping(&self) -> StoreFuture<()> {
         self.store.ping()
     }
-    fn create_user(
-        &self,
-        u: protocol::model::UserRecord,
-    ) -> protocol::store::StoreFuture<protocol::store::CreateUser> {
-        self.store.create_user(u)
+    fn create_user(&self, user: UserRecord) -> StoreFuture<CreateUser> {
+        self.store.create_user(user)
     }
-    fn find_user(
-        &self,
-        n: String,
-    ) -> protocol::store::StoreFuture<Option<protocol::model::UserRecord>> {
-        self.store.find_user(n)
+    fn find_user(&self, username: String) -> StoreFuture<Option<UserRecord>> {
+        self.store.find_user(username)
     }
-    fn append_message(&self, m: NewMessage) -> protocol::store::StoreFuture<Append> {
-        self.store.append_message(m)
+    fn append_message(&self, message: NewMessage) -> StoreFuture<Append> {
+        self.store.append_message(message)
     }
-    fn history(&self, q: HistoryQuery) -> protocol::store::StoreFuture<History> {
-        self.store.history(q)
+    fn history(&self, query: HistoryQuery) -> StoreFuture<History> {
+        self.store.history(query)
     }
-    fn mark_delivered(&self, id: ObjectId) -> protocol::store::StoreFuture<()> {
+    fn mark_delivered(&self, id: ObjectId) -> StoreFuture<()> {
         self.store.mark_delivered(id)
     }
-    fn mark_read(
-        &self,
-        ids: Vec<ObjectId>,
-        reader: ObjectId,
-    ) -> protocol::store::StoreFuture<Vec<protocol::store::ReadReceipt>> {
+    fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
         self.store.mark_read(ids, reader)
     }
 }
@@ -184,7 +177,8 @@ fn embedded_store_group_commits_concurrent_appends() {
     let total = THREADS * PER_THREAD;
     let mut stored = Vec::new();
     let mut window = Window::Latest;
-    loop {
+    // Two pages and an empty one; more means the store repeats messages.
+    for _ in 0..4 {
         let q = HistoryQuery {
             chat_id: "general".to_owned(),
             window,
@@ -195,7 +189,7 @@ fn embedded_store_group_commits_concurrent_appends() {
             other => panic!("history failed: {other:?}"),
         };
         let Some(first) = page.first() else { break };
-        window = Window::Before(protocol::store::Cursor::Id(first.id));
+        window = Window::Before(Cursor::Id(first.id));
         stored.splice(0..0, page.into_iter().map(|m| m.id));
     }
     let want: Vec<ObjectId> = (0..total).map(|n| message(n, 0).message.id).collect();
@@ -206,4 +200,32 @@ fn embedded_store_group_commits_concurrent_appends() {
         commits >= 1 && commits < u64::from(total),
         "{commits} commits for {total} appends"
     );
+}
+
+#[test]
+fn embedded_store_fails_one_bad_write_alone() {
+    let store = TempStore::new();
+    let first = message(1, 1_732_540_800_000);
+    assert_eq!(
+        block_on(store.append_message(first.clone())),
+        Ok(Append::Stored)
+    );
+
+    // Queued together, so they mostly share one transaction; the middle reuses
+    // an id, which SQLite refuses.
+    let mut clash = message(2, 1_732_540_800_001);
+    clash.message.id = first.message.id;
+    let futures = [
+        message(3, 1_732_540_800_002),
+        clash,
+        message(4, 1_732_540_800_003),
+    ]
+    .map(|m| store.append_message(m));
+    let [before, bad, after] = futures.map(block_on);
+    assert_eq!(before, Ok(Append::Stored));
+    assert!(bad.is_err(), "{bad:?}");
+    assert_eq!(after, Ok(Append::Stored));
+
+    let texts: Vec<String> = latest(&store).into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["message 1", "message 3", "message 4"]);
 }
