@@ -1,4 +1,45 @@
-//! The sans-IO core of chatwire.
+//! The sans-IO core of chatwire: Engine.IO v4, Socket.IO v5, the chat
+//! service and the REST routes, as state machines.
+//!
+//! This crate does no IO, reads no clock and draws no random number of its
+//! own. Bytes, time and store replies come in as inputs; bytes to send,
+//! store commands and the next deadline come out as outputs. Given the same
+//! inputs (and the same [`ids::IdGenerator`] seed) it produces the same
+//! outputs, which is what makes it simulable ([`sim`], feature `sim`),
+//! fuzzable and embeddable in any host, async or blocking.
+//!
+//! A host's run loop, in six steps:
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use chatwire_protocol::{Input, Node, Output};
+//! use chatwire_protocol::eio::EngineConfig;
+//! use chatwire_protocol::ids::SeededIds;
+//! use chatwire_protocol::sio::{SocketIo, SocketIoConfig};
+//! # fn conformance_app() -> chatwire_protocol::chat::Chat { unimplemented!() }
+//! # fn next_event(_deadline: Instant) -> Option<(chatwire_protocol::ConnId, String)> { None }
+//!
+//! // 1. Build a node: Engine.IO, Socket.IO, and an application on top.
+//! let sio = SocketIo::new(SocketIoConfig::default(), conformance_app());
+//! let mut node = Node::new(EngineConfig::default(), sio, SeededIds::new([7; 32]), Instant::now());
+//! loop {
+//!     // 2. Drain every output until the node says when it next needs time.
+//!     let deadline = loop {
+//!         match node.poll_output() {
+//!             Output::Timeout(t) => break t,
+//!             // 3. Write frames, answer requests, run store commands.
+//!             other => { let _ = other; }
+//!         }
+//!     };
+//!     // 4. Wait for the next input or the deadline, whichever is first.
+//!     match next_event(deadline) {
+//!         // 5. Feed what arrived, with the time it arrived.
+//!         Some((conn, text)) => node.handle_input(Instant::now(), Input::WsText { conn, text: &text }).unwrap(),
+//!         // 6. Or tell the node that time passed.
+//!         None => node.handle_input(Instant::now(), Input::Timeout).unwrap(),
+//!     }
+//! }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -97,6 +97,25 @@ struct Session {
     handshake: Handshake,
 }
 
+/// The most packets one long-poll response carries: python-engineio's
+/// client refuses a payload of more than 16, and the rest simply waits for
+/// the next poll.
+pub const MAX_PACKETS_PER_POLL: usize = 16;
+
+impl Session {
+    /// Takes up to [`MAX_PACKETS_PER_POLL`] buffered packets as one payload.
+    fn take_payload(&mut self) -> Bytes {
+        let n = self.buffer.len().min(MAX_PACKETS_PER_POLL);
+        let payload = packet::encode_payload(&self.buffer[..n]);
+        self.buffered -= self.buffer[..n]
+            .iter()
+            .map(|p| p.payload_len() + 1)
+            .sum::<usize>();
+        self.buffer.drain(..n);
+        payload
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Role {
     Main(SessionKey),
@@ -284,9 +303,7 @@ impl Engine {
                 } else if s.probe.is_some_and(|(_, probed)| probed) {
                     self.respond(req, HttpResponse::text(Bytes::from_static(b"6")));
                 } else if !s.buffer.is_empty() {
-                    let payload = packet::encode_payload(&s.buffer);
-                    s.buffer.clear();
-                    s.buffered = 0;
+                    let payload = s.take_payload();
                     self.respond(req, HttpResponse::text(payload));
                 } else {
                     *parked = Some(req);
@@ -580,9 +597,7 @@ impl Engine {
                 && !s.buffer.is_empty()
                 && let Some(req) = parked.take()
             {
-                let payload = packet::encode_payload(&s.buffer);
-                s.buffer.clear();
-                s.buffered = 0;
+                let payload = s.take_payload();
                 self.respond(req, HttpResponse::text(payload));
             }
         }
@@ -651,4 +666,74 @@ pub enum WsData<'a> {
     Text(&'a str),
     /// A binary frame.
     Binary(Bytes),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::CounterIds;
+
+    /// Echoes every message back.
+    struct Echo;
+
+    impl EngineHandler for Echo {
+        fn on_open(&mut self, _: &mut Engine, _: SessionKey, _: Instant) {}
+        fn on_message(&mut self, e: &mut Engine, key: SessionKey, data: Data<'_>, _: Instant) {
+            if let Data::Text(t) = data {
+                e.send(key, OutPacket::text(b'4', t));
+            }
+        }
+        fn on_close(&mut self, _: &mut Engine, _: SessionKey, _: CloseReason, _: Instant) {}
+    }
+
+    fn body(e: &mut Engine) -> (u16, String) {
+        e.flush(&mut Echo, Instant::now());
+        match e.outputs.pop_back() {
+            Some(Output::HttpResponse { response, .. }) => (
+                response.status,
+                String::from_utf8(response.body.to_vec()).unwrap(),
+            ),
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_poll_carries_at_most_sixteen_packets() {
+        let now = Instant::now();
+        let mut e = Engine::new(EngineConfig::default(), Box::new(CounterIds::default()));
+        e.handle_http(
+            &mut Echo,
+            RequestId(1),
+            Method::Get,
+            "EIO=4&transport=polling",
+            None,
+            b"",
+            now,
+        );
+        let (_, open) = body(&mut e);
+        let sid = serde_json::from_str::<serde_json::Value>(&open[1..]).unwrap()["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let q = format!("EIO=4&transport=polling&sid={sid}");
+        let payload: Vec<String> = (0..20).map(|i| format!("4m{i}")).collect();
+        e.handle_http(
+            &mut Echo,
+            RequestId(2),
+            Method::Post,
+            &q,
+            None,
+            payload.join("\x1e").as_bytes(),
+            now,
+        );
+        assert_eq!(body(&mut e), (200, "ok".to_owned()));
+        e.handle_http(&mut Echo, RequestId(3), Method::Get, &q, None, b"", now);
+        assert_eq!(body(&mut e).1, payload[..16].join("\x1e"));
+        e.handle_http(&mut Echo, RequestId(4), Method::Get, &q, None, b"", now);
+        assert_eq!(body(&mut e).1, payload[16..].join("\x1e"));
+        // Nothing left: the next GET is parked.
+        e.handle_http(&mut Echo, RequestId(5), Method::Get, &q, None, b"", now);
+        e.flush(&mut Echo, now);
+        assert!(e.outputs.is_empty());
+    }
 }
