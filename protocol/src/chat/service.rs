@@ -164,29 +164,20 @@ impl Chat {
             .buckets
             .entry(user.id)
             .or_insert_with(|| TokenBucket::new(limit, now));
-        if !bucket.take(limit, now) {
-            let r = Refusal {
+        // The token is taken before any other work, accepted or not.
+        let checked = if bucket.take(limit, now) {
+            validate::send(&event.args)
+        } else {
+            Err(Refusal {
                 message: "Too many messages; slow down".into(),
                 code: "rate_limited",
-            };
-            return Self::refuse(
-                ctx,
-                socket,
-                event.ack,
-                &r,
-                validate::temp_id(&event.args).as_deref(),
-            );
-        }
-        let req = match validate::send(&event.args) {
+            })
+        };
+        let req = match checked {
             Ok(r) => r,
             Err(r) => {
-                return Self::refuse(
-                    ctx,
-                    socket,
-                    event.ack,
-                    &r,
-                    validate::temp_id(&event.args).as_deref(),
-                );
+                let temp_id = validate::temp_id(&event.args);
+                return Self::refuse(ctx, socket, event.ack, &r, temp_id.as_deref());
             }
         };
         let waiter = Waiter {
