@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one test command: builds the workspace once (debug), runs the Rust
 # tests, then the end-to-end suites (python-socketio, raw protocol,
-# socket.io-client) against the binaries of that build.
+# socket.io-client) against the binaries of that build, once per runtime
+# (tokio: chatwire, conformance; smol: chatwire-smol, conformance_smol).
 #
 # Usage: scripts/test.sh [--e2e-only]
 #   --e2e-only   skip the cargo build and cargo test (the binaries must exist)
+#   E2E_RUNTIMES="smol"  run the e2e suites on these runtimes only (default: tokio smol)
 #
 # Needs: the Rust toolchain, Python 3.11 + pip, Node 20 + npm.
 set -euo pipefail
@@ -49,13 +51,10 @@ if [ "$E2E_ONLY" -eq 0 ]; then
   run_step "cargo test --workspace --locked" cargo test --workspace --locked
 fi
 
-export CONFORMANCE_BIN="${CONFORMANCE_BIN:-$TARGET_DIR/debug/examples/conformance}"
-export CHATWIRE_BIN="${CHATWIRE_BIN:-$TARGET_DIR/debug/chatwire}"
-if [ ! -x "$CONFORMANCE_BIN" ]; then
-  echo "conformance binary missing: $CONFORMANCE_BIN" >&2
-  exit 1
-fi
-echo "CONFORMANCE_BIN=$CONFORMANCE_BIN"
+# The e2e suites run once per runtime (E2E_RUNTIMES picks some), each time
+# against that runtime's binaries; the blocking host is runtime-free.
+E2E_RUNTIMES="${E2E_RUNTIMES:-tokio smol}"
+export BLOCKING_BIN="${BLOCKING_BIN:-$TARGET_DIR/debug/examples/blocking}"
 
 section "python e2e environment (tests/.venv)"
 VENV="$ROOT/tests/.venv"
@@ -75,12 +74,27 @@ fi
 section "js e2e environment (npm ci)"
 (cd "$ROOT/tests/e2e/js" && npm ci --no-audit --no-fund --loglevel=error)
 
-# Every e2e run is bounded: a hung server must fail the run, not stall it.
-run_step "python e2e: raw protocol + python-socketio" \
-  timeout 600 "$VENV/bin/python" -m pytest -p no:cacheprovider "$ROOT/tests/e2e/python"
+for RT in $E2E_RUNTIMES; do
+  case "$RT" in
+    tokio) CONFORMANCE=conformance CHATWIRE=chatwire ;;
+    smol) CONFORMANCE=conformance_smol CHATWIRE=chatwire-smol ;;
+    *) echo "unknown runtime in E2E_RUNTIMES: $RT" >&2; exit 2 ;;
+  esac
+  export CONFORMANCE_BIN="$TARGET_DIR/debug/examples/$CONFORMANCE"
+  export CHATWIRE_BIN="$TARGET_DIR/debug/$CHATWIRE"
+  if [ ! -x "$CONFORMANCE_BIN" ]; then
+    echo "conformance binary missing: $CONFORMANCE_BIN" >&2
+    exit 1
+  fi
+  echo "runtime $RT: CONFORMANCE_BIN=$CONFORMANCE_BIN CHATWIRE_BIN=$CHATWIRE_BIN"
 
-run_step "js e2e: socket.io-client" \
-  bash -c 'cd "$1/tests/e2e/js" && timeout 600 node --test --test-concurrency=1 test/' _ "$ROOT"
+  # Every e2e run is bounded: a hung server must fail the run, not stall it.
+  run_step "python e2e ($RT): raw protocol + python-socketio" \
+    timeout 600 "$VENV/bin/python" -m pytest -p no:cacheprovider "$ROOT/tests/e2e/python"
+
+  run_step "js e2e ($RT): socket.io-client" \
+    bash -c 'cd "$1/tests/e2e/js" && timeout 600 node --test --test-concurrency=1 test/' _ "$ROOT"
+done
 
 section "summary"
 for s in "${PASSED[@]}"; do echo "ok      $s"; done

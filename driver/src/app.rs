@@ -1,8 +1,10 @@
 //! The chat server's configuration and wiring, shared by every runtime's
-//! binary: parse the settings, open the store, build the node, route.
+//! binary: parse the settings, open the store, build the node, route, serve
+//! until a stop signal, shut down cleanly.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::node_task::Command;
-use crate::{NodeHandle, Routes, Runtime, random_seed, unix_ms};
+use crate::{NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
 
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
@@ -177,16 +179,6 @@ impl<R: Runtime> Served<R> {
         Ok(Served { routes, node })
     }
 
-    /// Tells the operator (and test harnesses, on stdout) where it listens.
-    pub fn announce(&self, addr: Option<SocketAddr>) {
-        if let Some(a) = addr {
-            tracing::info!("chatwire listening on http://{a}");
-            println!("listening on http://{a}");
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-        }
-    }
-
     /// Closes every session cleanly and gives in-flight writes a moment to land.
     pub async fn shutdown(&self, rt: &R) {
         tracing::info!("shutting down");
@@ -194,4 +186,39 @@ impl<R: Runtime> Served<R> {
         rt.sleep_until(Instant::now() + Duration::from_millis(300))
             .await;
     }
+}
+
+/// The whole `chatwire` binary on the runtime `rt`: logs to stderr (filter
+/// from `RUST_LOG`), reads [`Config`] from the flags and environment, serves
+/// until SIGTERM or Ctrl-C, then closes every session. Bad settings, or an
+/// address that cannot be bound, print a message and exit with status 2.
+pub async fn main<S: Server>(rt: S) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::parse();
+    let served = match Served::build(&rt, &config, Instant::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("chatwire: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = match rt.bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("chatwire: cannot listen on {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Ok(a) = rt.local_addr(&listener) {
+        crate::announce(a);
+    }
+    crate::serve(&rt, listener, served.routes.clone(), rt.stop_signal()).await;
+    served.shutdown(&rt).await;
+    ExitCode::SUCCESS
 }

@@ -1,15 +1,81 @@
-//! The applications the official protocol suites and the end-to-end tests
-//! run against: a Socket.IO echo on `/socket.io/` and a raw Engine.IO echo
-//! on `/engine.io/`.
+//! The server the official protocol suites and the end-to-end tests run
+//! against, on any runtime: a Socket.IO echo on `/socket.io/` (namespaces `/`
+//! and `/custom`) and a raw Engine.IO echo on `/engine.io/`.
 
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
+use protocol::eio::EngineConfig;
 use protocol::eio::{CloseReason, Data, Engine, EngineHandler, OutPacket, SessionKey};
-use protocol::sio::{Application, ConnectRequest, Ctx, Event, SocketId};
+use protocol::ids::SeededIds;
+use protocol::sio::{Application, ConnectRequest, Ctx, Event, SocketId, SocketIo, SocketIoConfig};
 use protocol::store::StoreReply;
-use protocol::{OpId, Upper};
+use protocol::{Node, OpId, Upper};
 use serde_json::{Value, json};
+
+use crate::{Routes, Runtime, Server, random_seed, spawn_node};
+
+/// The conformance server's flags; the defaults are what the official
+/// protocol suites expect.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "The server the Engine.IO and Socket.IO protocol suites run against")]
+pub struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    /// Engine.IO `pingInterval`, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub ping_interval: u64,
+    /// Engine.IO `pingTimeout`, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub ping_timeout: u64,
+    /// Engine.IO `maxPayload`, in bytes.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_payload: usize,
+    /// How long a session may wait before its Socket.IO CONNECT, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub connect_timeout: u64,
+}
+
+/// Starts the two nodes ([`Conformance`] and [`EngineEcho`]) on `rt` and
+/// routes `/socket.io/` and `/engine.io/` to them.
+pub fn routes<R: Runtime>(rt: R, args: &Args) -> Routes<R> {
+    let config = EngineConfig {
+        ping_interval: Duration::from_millis(args.ping_interval),
+        ping_timeout: Duration::from_millis(args.ping_timeout),
+        max_payload: args.max_payload,
+        ..EngineConfig::default()
+    };
+    let sio = SocketIo::new(
+        SocketIoConfig {
+            connect_timeout: Duration::from_millis(args.connect_timeout),
+        },
+        Conformance::default(),
+    );
+    let now = Instant::now();
+    let ids = || SeededIds::new(random_seed());
+    let socketio = spawn_node(&rt, Node::new(config.clone(), sio, ids(), now), None);
+    let echo = spawn_node(&rt, Node::new(config, EngineEcho, ids(), now), None);
+    Routes::new(rt, args.max_payload, vec!["*".into()])
+        .engine("/socket.io/", socketio)
+        .engine("/engine.io/", echo)
+}
+
+/// The whole `conformance` example on the runtime `rt`: parses [`Args`],
+/// prints the ready line, and serves until the process is killed.
+pub async fn main<S: Server>(rt: S) -> std::io::Result<()> {
+    let args = Args::parse();
+    let routes = routes(rt.clone(), &args);
+    let listener = rt.bind(SocketAddr::new(args.host, args.port)).await?;
+    crate::announce(rt.local_addr(&listener)?);
+    crate::serve(&rt, listener, routes, std::future::pending()).await;
+    Ok(())
+}
 
 /// The Socket.IO application the protocol suites expect: namespaces `/` and
 /// `/custom`; `auth` emitted on connect; `message` echoed as `message-back`;

@@ -1,20 +1,26 @@
 //! What every chatwire runtime shares: the [`Runtime`] trait, the task that
 //! drives a [`protocol::Node`], the hyper service, and the WebSocket pump.
 //!
-//! A runtime crate supplies only an executor, a timer, an accept loop and the
-//! WebSocket adapter; everything else lives here, written once.
+//! A runtime crate supplies only an executor, a timer, a listener, the stop
+//! signals and the WebSocket adapter ([`Runtime`] and [`Server`]);
+//! everything else lives here, written once: the accept loop ([`serve`]),
+//! the chat server's `main` ([`app::main`]) and the conformance server's
+//! ([`conformance::main`]).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod conformance;
+mod host;
 mod node_task;
 mod service;
 mod ws;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Instant;
 
+pub use host::{announce, serve};
 pub use node_task::{NodeHandle, spawn_node};
 pub use service::{Routes, serve_connection, unix_ms};
 
@@ -57,6 +63,26 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         io: hyper::upgrade::Upgraded,
         config: tungstenite::protocol::WebSocketConfig,
     ) -> BoxFuture<Self::Ws>;
+}
+
+/// What a runtime adds to [`Runtime`] to run a whole server process: a TCP
+/// listener and the operator's stop signals.
+pub trait Server: Runtime {
+    /// The runtime's bound TCP listener.
+    type Listener: Send + Sync + 'static;
+    /// An accepted connection, as hyper reads and writes it.
+    type Conn: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
+    /// Binds `addr` (port 0 picks a free one).
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<std::io::Result<Self::Listener>>;
+    /// The address `listener` is bound to.
+    fn local_addr(&self, listener: &Self::Listener) -> std::io::Result<SocketAddr>;
+    /// Accepts the next connection (with Nagle's algorithm off).
+    fn accept<'a>(
+        &self,
+        listener: &'a Self::Listener,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Conn>> + Send + 'a>>;
+    /// Completes when the operator asks the process to stop (SIGTERM, Ctrl-C).
+    fn stop_signal(&self) -> BoxFuture<()>;
 }
 
 /// A 32-byte seed from the operating system's randomness, for

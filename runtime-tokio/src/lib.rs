@@ -1,12 +1,16 @@
-//! chatwire on tokio: the [`driver::Runtime`] for tokio, and the accept loop.
+//! chatwire on tokio: the [`driver::Runtime`] and [`driver::Server`] for
+//! tokio. Everything else (the accept loop, the binaries' wiring) is in
+//! `driver`.
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Instant;
 
-use driver::{BoxFuture, Routes, Runtime};
+use driver::{BoxFuture, Runtime, Server};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
@@ -42,31 +46,45 @@ impl Runtime for Tokio {
     }
 }
 
-/// Binds `addr` (port 0 picks a free one).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
+impl Server for Tokio {
+    type Listener = TcpListener;
+    type Conn = TokioIo<TcpStream>;
 
-/// Accepts connections until `shutdown` completes, serving each with `routes`.
-pub async fn serve(
-    listener: TcpListener,
-    routes: Routes<Tokio>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(driver::serve_connection(TokioIo::new(stream), routes.clone()));
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<std::io::Result<TcpListener>> {
+        Box::pin(TcpListener::bind(addr))
+    }
+
+    fn local_addr(&self, listener: &TcpListener) -> std::io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    fn accept<'a>(
+        &self,
+        listener: &'a TcpListener,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Conn>> + Send + 'a>> {
+        Box::pin(async move {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(TokioIo::new(stream))
+        })
+    }
+
+    fn stop_signal(&self) -> BoxFuture<()> {
+        Box::pin(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut term) = signal(SignalKind::terminate()) else {
+                    return std::future::pending().await;
+                };
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
                 }
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => return,
-        }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        })
     }
 }

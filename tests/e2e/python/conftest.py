@@ -28,10 +28,10 @@ def conformance_bin() -> pathlib.Path:
 
 
 class Server:
-    """One running `conformance` process, started with `--port 0`."""
+    """One running `conformance` process (or `binary`), started with `--port 0`."""
 
-    def __init__(self, *args: str) -> None:
-        binary = conformance_bin()
+    def __init__(self, *args: str, binary: pathlib.Path | None = None) -> None:
+        binary = binary or conformance_bin()
         if not binary.is_file():
             pytest.fail(
                 f"conformance binary not found at {binary} "

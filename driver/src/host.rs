@@ -1,0 +1,43 @@
+//! The accept loop and the ready line, shared by every [`Server`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
+
+use crate::{Routes, Server, serve_connection};
+
+/// Tells the operator (and test harnesses, on stdout) where the server listens.
+pub fn announce(addr: SocketAddr) {
+    use std::io::Write;
+    tracing::info!("chatwire listening on http://{addr}");
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Accepts connections until `shutdown` completes, serving each with `routes`.
+pub async fn serve<S: Server>(
+    rt: &S,
+    listener: S::Listener,
+    routes: Routes<S>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = match select(rt.accept(&listener), shutdown.as_mut()).await {
+            Either::Left((accepted, _)) => accepted,
+            Either::Right(((), _)) => return,
+        };
+        match accepted {
+            Ok(io) => rt.spawn(Box::pin(serve_connection(io, routes.clone()))),
+            Err(e) => {
+                // Out of file descriptors, most likely: wait for some to close.
+                tracing::warn!("accept failed: {e}");
+                rt.sleep_until(Instant::now() + Duration::from_millis(50))
+                    .await;
+            }
+        }
+    }
+}

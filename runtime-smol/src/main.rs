@@ -1,0 +1,6 @@
+//! `chatwire-smol`: the chat server on smol ([`driver::app::main`]), with the
+//! same settings, defaults and behaviour as `chatwire`.
+
+fn main() -> std::process::ExitCode {
+    smol::block_on(driver::app::main(chatwire_smol::Smol))
+}
