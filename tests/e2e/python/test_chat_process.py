@@ -3,6 +3,7 @@ configuration (CONTRACT.md, "beyond" durability, "Tokens", "Configuration")."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -179,5 +180,108 @@ def test_cors_origins():
         assert allow("http://good.example") == "http://good.example"
         assert allow("http://also.example") == "http://also.example"
         assert allow("http://evil.example") in (None, "")
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- Engine.IO settings
+
+
+def _open_packet(server) -> dict:
+    r = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert r.text.startswith("0"), r.text
+    return json.loads(r.text[1:])
+
+
+def test_engineio_defaults_and_settings():
+    server = start_chatwire()
+    try:
+        hello = _open_packet(server)
+        assert hello["pingInterval"] == 25000 and hello["pingTimeout"] == 20000, hello
+        assert hello["maxPayload"] == 1_000_000, hello
+        assert hello["upgrades"] == ["websocket"], hello
+    finally:
+        server.stop()
+    server = start_chatwire({"PING_INTERVAL_MS": "1500", "PING_TIMEOUT_MS": "700", "MAX_PAYLOAD": "5000"})
+    try:
+        hello = _open_packet(server)
+        assert (hello["pingInterval"], hello["pingTimeout"], hello["maxPayload"]) == (1500, 700, 5000), hello
+        # a client that sends more than maxPayload in one message is disconnected
+        user = register(server)
+        c = ChatClient(server).connect(user.token)
+        try:
+            c.sio.emit("chat:send", {"text": "x" * 3900, "tempId": "pad" + "y" * 2000})
+            assert c.disconnected.wait(5), "a message over maxPayload did not end the connection"
+        finally:
+            c.close()
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- login timing
+
+
+def test_login_unknown_user_takes_about_as_long_as_wrong_password():
+    """401 for unknown user and wrong password "in about the same time": with
+    a real bcrypt cost, an unknown user must not answer much faster."""
+    server = start_chatwire({"BCRYPT_COST": "10"})
+    try:
+        user = register(server)
+
+        def timed(username: str) -> float:
+            start = time.perf_counter()
+            r = requests.post(server.url + "/login", json={"username": username, "password": "wrong-pw"},
+                              timeout=TIMEOUT)
+            elapsed = time.perf_counter() - start
+            assert r.status_code == 401, r.text
+            return elapsed
+
+        wrong = sorted(timed(user.username) for _ in range(5))[2]
+        unknown = sorted(timed(unique()) for _ in range(5))[2]
+        assert wrong > 0.01, f"bcrypt cost 10 should take well over 10 ms, took {wrong * 1000:.1f} ms"
+        assert unknown >= 0.5 * wrong, f"unknown user {unknown * 1000:.1f} ms, wrong password {wrong * 1000:.1f} ms"
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- never a 500
+
+
+def test_no_500_for_anything_a_client_sends():
+    server = start_chatwire()
+    try:
+        user = register(server)
+        auth = {"Authorization": f"Bearer {user.token}"}
+        json_h = {"Content-Type": "application/json"}
+        attempts = [
+            ("POST", "/register", json_h, b"\xff\xfe\x00garbage"),
+            ("POST", "/register", json_h, b'{"username": "\\ud800abc", "password": "secret-pw"}'),
+            ("POST", "/register", json_h, b'{"username": "abcdef", "password": "secret-pw", "username": "x"}'),
+            ("POST", "/register", json_h, b"[" * 10000 + b"]" * 10000),
+            ("POST", "/login", json_h, b'{"username": null, "password": null}'),
+            ("POST", "/login", json_h, b""),
+            ("POST", "/login", {"Content-Type": "application/json; charset=latin1"}, b"{}"),
+            ("POST", "/login", {}, b'{"username":"abc","password":"secret-pw"}'),
+            ("GET", "/messages?limit=99999999999999999999999", auth, None),
+            ("GET", "/messages?before=-1", auth, None),
+            ("GET", "/messages?before=99999999999999999999999", auth, None),
+            ("GET", "/messages?after=-5", auth, None),
+            ("GET", "/messages?chatId=%00", auth, None),
+            ("GET", "/messages?limit=1&limit=2", auth, None),
+            ("GET", "/messages", {"Authorization": "Bearer " + "a" * 10000}, None),
+            ("GET", "/messages", {"Authorization": "Bearer \u00e9.\u00e9.\u00e9".encode().decode("latin1")}, None),
+            ("GET", "/messages", {"Authorization": "Bearer e30.e30.e30"}, None),
+            ("DELETE", "/messages", auth, None),
+            ("PUT", "/register", json_h, b"{}"),
+            ("GET", "/socket.io/?EIO=3&transport=polling", {}, None),
+            ("GET", "/socket.io/?EIO=4&transport=carrier-pigeon", {}, None),
+        ]
+        for method, path, headers, body in attempts:
+            r = requests.request(method, server.url + path, headers=headers, data=body, timeout=TIMEOUT)
+            assert r.status_code < 500, (method, path, body and body[:60], r.status_code, r.text[:200])
+            if not path.startswith("/socket.io/") and r.status_code >= 400:
+                assert_detail(r, r.status_code)
+        assert server.alive()
     finally:
         server.stop()
