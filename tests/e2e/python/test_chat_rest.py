@@ -372,6 +372,19 @@ def test_page_back_with_before_id_sees_every_message_once(chat_server, alice, fi
     assert pages == 9  # 8 full pages of 30, one of 10
 
 
+def test_later_messages_get_greater_ids(chat_server, alice, filled):
+    chat_id, acks = filled
+    # within one process, id order agrees with time order
+    assert sorted(acks, key=lambda a: a["id"]) == sorted(acks, key=order_key)
+    # and one sender's messages, acked one after the other, get growing ids
+    c = ChatClient(chat_server).connect(alice.token)
+    try:
+        ids = [c.call("chat:send", {"text": f"seq {i}", "chatId": unique("seq")})["id"] for i in range(10)]
+    finally:
+        c.close()
+    assert ids == sorted(ids) and len(set(ids)) == 10
+
+
 def test_newest_page_is_the_tail(chat_server, alice, filled):
     chat_id, acks = filled
     ordered = sorted(acks, key=order_key)

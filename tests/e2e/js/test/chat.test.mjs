@@ -30,6 +30,24 @@ after(async () => {
   await server?.stop();
 });
 
+it("chat works after the upgrade from polling to WebSocket", async () => {
+  const [u, w] = await Promise.all([register(server), register(server)]);
+  const opts = (user) => ({ auth: { token: user.token }, transports: ["polling", "websocket"] });
+  const a = new Chat(server, "polling", opts(u));
+  const b = new Chat(server, "polling", opts(w));
+  open.push(a, b);
+  await Promise.all([a.connected(), b.connected()]);
+  for (const c of [a, b]) {
+    if (c.socket.io.engine.transport.name !== "websocket") {
+      await new Promise((resolve) => c.socket.io.engine.once("upgrade", resolve));
+    }
+    assert.equal(c.socket.io.engine.transport.name, "websocket");
+  }
+  const ack = await a.call("chat:send", { text: "upgraded" });
+  assert.equal((await b.next("chat:new-message")).id, ack.id);
+  assert.deepEqual(await a.next("chat:delivered"), { messageId: ack.id });
+});
+
 const MESSAGE_KEYS = ["author", "authorId", "chatId", "id", "status", "text", "timestamp", "type"];
 
 for (const transport of ["websocket", "polling"]) {
