@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one test command: builds the workspace once (debug), runs the Rust
 # tests, then the end-to-end suites (python-socketio, raw protocol,
-# socket.io-client) against the binaries of that build, once per runtime
-# (tokio: chatwire, conformance; smol: chatwire-smol, conformance_smol).
+# socket.io-client against `conformance`; REST, Socket.IO chat, durability
+# and configuration against `chatwire`) against the binaries of that build,
+# once per runtime (tokio: chatwire, conformance; smol: chatwire-smol,
+# conformance_smol).
 #
 # Usage: scripts/test.sh [--e2e-only]
 #   --e2e-only   skip the cargo build and cargo test (the binaries must exist)
@@ -82,17 +84,19 @@ for RT in $E2E_RUNTIMES; do
   esac
   export CONFORMANCE_BIN="$TARGET_DIR/debug/examples/$CONFORMANCE"
   export CHATWIRE_BIN="$TARGET_DIR/debug/$CHATWIRE"
-  if [ ! -x "$CONFORMANCE_BIN" ]; then
-    echo "conformance binary missing: $CONFORMANCE_BIN" >&2
-    exit 1
-  fi
+  for bin in "$CONFORMANCE_BIN" "$CHATWIRE_BIN"; do
+    if [ ! -x "$bin" ]; then
+      echo "binary missing: $bin" >&2
+      exit 1
+    fi
+  done
   echo "runtime $RT: CONFORMANCE_BIN=$CONFORMANCE_BIN CHATWIRE_BIN=$CHATWIRE_BIN"
 
   # Every e2e run is bounded: a hung server must fail the run, not stall it.
-  run_step "python e2e ($RT): raw protocol + python-socketio" \
+  run_step "python e2e ($RT): raw protocol + python-socketio + chatwire (REST, chat, process)" \
     timeout 600 "$VENV/bin/python" -m pytest -p no:cacheprovider "$ROOT/tests/e2e/python"
 
-  run_step "js e2e ($RT): socket.io-client" \
+  run_step "js e2e ($RT): socket.io-client (conformance + chatwire chat)" \
     bash -c 'cd "$1/tests/e2e/js" && timeout 600 node --test --test-concurrency=1 test/' _ "$ROOT"
 done
 

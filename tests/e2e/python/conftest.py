@@ -1,7 +1,9 @@
-"""Shared fixtures: start the `conformance` example server on a free port.
+"""Shared fixtures: start the `conformance` example server or the `chatwire`
+server on a free port.
 
-The binary is taken from $CONFORMANCE_BIN (relative paths are resolved from
-the repository root); scripts/test.sh sets it to the debug build.
+The binaries are taken from $CONFORMANCE_BIN and $CHATWIRE_BIN (relative
+paths are resolved from the repository root); scripts/test.sh sets them to
+the debug build.
 """
 
 from __future__ import annotations
@@ -19,29 +21,59 @@ READY_LINE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 STARTUP_TIMEOUT = 20.0
 
 
-def conformance_bin() -> pathlib.Path:
-    raw = os.environ.get("CONFORMANCE_BIN", "target/debug/examples/conformance")
-    path = pathlib.Path(raw)
+def _bin(var: str, default: str) -> pathlib.Path:
+    path = pathlib.Path(os.environ.get(var, default))
     if not path.is_absolute():
         path = REPO_ROOT / path
     return path
 
 
-class Server:
-    """One running `conformance` process (or `binary`), started with `--port 0`."""
+def conformance_bin() -> pathlib.Path:
+    return _bin("CONFORMANCE_BIN", "target/debug/examples/conformance")
 
-    def __init__(self, *args: str, binary: pathlib.Path | None = None) -> None:
+
+def chatwire_bin() -> pathlib.Path:
+    return _bin("CHATWIRE_BIN", "target/debug/chatwire")
+
+
+def merged_env(env: dict[str, str | None] | None) -> dict[str, str]:
+    """os.environ plus `env`; a None value removes the variable."""
+    merged = {**os.environ, **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+class Server:
+    """One running server process, started with `--port 0`.
+
+    `binary` defaults to the `conformance` example; `env` is added to the
+    environment; with `stderr_path`, stderr goes to that file (else it is
+    inherited, so that it shows in pytest's output).
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        binary: pathlib.Path | None = None,
+        env: dict[str, str] | None = None,
+        stderr_path: pathlib.Path | None = None,
+    ) -> None:
         binary = binary or conformance_bin()
+        name = binary.name
         if not binary.is_file():
             pytest.fail(
-                f"conformance binary not found at {binary} "
-                "(build it with `cargo build --workspace --all-targets` or set CONFORMANCE_BIN)"
+                f"{name} binary not found at {binary} "
+                "(build it with `cargo build --workspace --all-targets` or set "
+                "CONFORMANCE_BIN / CHATWIRE_BIN)"
             )
         self.args = args
+        self.stderr_path = stderr_path
+        self._stderr = open(stderr_path, "ab") if stderr_path else None
         self.proc = subprocess.Popen(
             [str(binary), "--host", "127.0.0.1", "--port", "0", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=merged_env(env),
             text=True,
         )
         first_line: list[str] = []
@@ -60,11 +92,11 @@ class Server:
         threading.Thread(target=pump, daemon=True).start()
         if not got_line.wait(STARTUP_TIMEOUT) or not first_line:
             self.stop()
-            pytest.fail(f"conformance {' '.join(args)} did not print its ready line")
+            pytest.fail(f"{name} {' '.join(args)} did not print its ready line")
         match = READY_LINE.fullmatch(first_line[0].strip())
         if match is None:
             self.stop()
-            pytest.fail(f"unexpected first line from conformance: {first_line[0]!r}")
+            pytest.fail(f"unexpected first line from {name}: {first_line[0]!r}")
         self.port = int(match.group(1))
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -80,6 +112,18 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
 
 class ServerPool:
@@ -124,3 +168,53 @@ def server(servers) -> Server:
 def calm_server(servers) -> Server:
     """Server with a long heartbeat, for raw-protocol steps that must not race a ping."""
     return servers.get(*SLOW_PING_ARGS)
+
+
+# ---------------------------------------------------------------- chatwire
+
+# The secret the chatwire fixtures run with: tests mint their own tokens with it.
+JWT_SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def chatwire_env(**overrides: str | None) -> dict[str, str | None]:
+    """The environment of a test chatwire: in-memory store, fast bcrypt."""
+    env = {
+        "DATABASE_URL": "memory:",
+        "JWT_SECRET": JWT_SECRET,
+        "JWT_ALGORITHM": "HS256",
+        "BCRYPT_COST": "4",
+        "RUST_LOG": "warn",
+    }
+    env.update(overrides)
+    return env
+
+
+def start_chatwire(env: dict[str, str] | None = None, **kwargs) -> Server:
+    """A chatwire process with `chatwire_env()` plus `env`."""
+    return Server(binary=chatwire_bin(), env=chatwire_env(**(env or {})), **kwargs)
+
+
+def run_chatwire_to_exit(env: dict[str, str | None], timeout: float = 10.0) -> subprocess.CompletedProcess:
+    """Runs chatwire with a configuration it must refuse; returns the finished process."""
+    binary = chatwire_bin()
+    if not binary.is_file():
+        pytest.fail(f"chatwire binary not found at {binary} (set CHATWIRE_BIN)")
+    try:
+        return subprocess.run(
+            [str(binary), "--host", "127.0.0.1", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=merged_env(env),
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"chatwire kept running with {env}: stdout {exc.stdout!r}")
+
+
+@pytest.fixture(scope="module")
+def chat_server():
+    """One chatwire (in-memory store) per test module."""
+    server = start_chatwire()
+    yield server
+    server.stop()

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { io } from "socket.io-client";
 import { startServer } from "../lib/server.mjs";
+import { TIMEOUT, withTimeout } from "../lib/util.mjs";
 
-const TIMEOUT = 5000;
 const MODES = {
   polling: ["polling"],
   websocket: ["websocket"],
@@ -26,16 +26,6 @@ after(async () => {
   for (const s of sockets) s.disconnect();
   await server?.stop();
 });
-
-function withTimeout(promise, what, ms = TIMEOUT) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 // Binary arrives as Buffer in Node; accept any binary view, compare as Buffer.
 function norm(value) {

@@ -1,0 +1,287 @@
+"""chatwire as a process: durability across SIGKILL, graceful SIGTERM, and
+configuration (CONTRACT.md, "beyond" durability, "Tokens", "Configuration")."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import jwt
+import pytest
+import requests
+
+from chatlib import PASSWORD, TIMEOUT, ChatClient, User, assert_detail, get_messages, mint, register, unique
+from conftest import JWT_SECRET, Server, chatwire_bin, chatwire_env, run_chatwire_to_exit, start_chatwire
+
+
+# ---------------------------------------------------------------- durability
+
+
+def test_acked_messages_survive_sigkill(tmp_path):
+    data = tmp_path / "store"
+    data.mkdir()
+    server = start_chatwire({"DATABASE_URL": str(data)})
+    clients: list[ChatClient] = []
+    try:
+        assert requests.get(server.url + "/ready", timeout=TIMEOUT).status_code == 200
+        users = [register(server) for _ in range(4)]
+        clients = [ChatClient(server).connect(u.token) for u in users]
+        chat_id = unique("durable")
+        acks: list[dict] = []
+        lock = threading.Lock()
+        all_acked = threading.Event()
+        n = 100
+
+        def on_ack(a):
+            with lock:
+                acks.append(a)
+                if len(acks) == n:
+                    all_acked.set()
+
+        for k in range(n // len(clients)):
+            for i, c in enumerate(clients):
+                c.sio.emit("chat:send", {"text": f"d{i}-{k}", "tempId": f"d{i}-{k}", "chatId": chat_id},
+                           callback=on_ack)
+        assert all_acked.wait(20), f"{len(acks)} acks of {n}"
+        # no grace: the acks are out, the process dies at once
+        server.kill()
+    finally:
+        for c in clients:
+            c.close()
+        server.kill()
+    assert all("error" not in a for a in acks), [a for a in acks if "error" in a][:3]
+
+    server = start_chatwire({"DATABASE_URL": str(data)})
+    try:
+        reader = User(server, users[0].username, users[0].token, users[0].user)
+        stored = reader.messages(chatId=chat_id, limit=100)
+        assert {m["id"] for m in stored} == {a["id"] for a in acks}
+        by_id = {m["id"]: m for m in stored}
+        for a in acks:
+            assert by_id[a["id"]]["timestamp"] == a["timestamp"]
+            assert by_id[a["id"]]["text"] == a["tempId"]
+        # the accounts survive too, and sending works again
+        r = requests.post(server.url + "/login", json={"username": users[0].username, "password": PASSWORD},
+                          timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+        c = ChatClient(server).connect(r.json()["access_token"])
+        try:
+            ack = c.call("chat:send", {"text": "after restart", "chatId": chat_id})
+            assert "error" not in ack and ack["id"] not in {a["id"] for a in acks}
+            # (ids grow within one process only: the contract promises no more)
+            # a retry of an acked tempId after the restart still stores nothing new
+            again = c.call("chat:send", {"text": "d0-0", "tempId": "d0-0", "chatId": chat_id})
+            first = next(a for a in acks if a["tempId"] == "d0-0")
+            assert again == first
+        finally:
+            c.close()
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- graceful shutdown
+
+
+def test_sigterm_exits_zero_and_clients_see_a_disconnect():
+    server = start_chatwire()
+    user = register(server)
+    clients = [ChatClient(server, t).connect(user.token) for t in ("websocket", "polling")]
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
+        for c in clients:
+            assert c.disconnected.wait(5), f"{c.transport} client saw no disconnect"
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({"JWT_SECRET": "x" * 31}, ["JWT_SECRET"]),
+        ({"JWT_SECRET": ""}, ["JWT_SECRET"]),
+        ({"JWT_ALGORITHM": "none"}, ["JWT_ALGORITHM"]),
+        ({"JWT_ALGORITHM": "RS256"}, ["JWT_ALGORITHM"]),
+        ({"DATABASE_URL": "ftp://x"}, ["DATABASE_URL"]),
+    ],
+    ids=["short secret", "empty secret", "alg none", "alg RS256", "ftp database"],
+)
+def test_bad_config_refused(env, words):
+    done = run_chatwire_to_exit(chatwire_env(**env))
+    assert done.returncode != 0
+    assert "listening on" not in done.stdout
+    err = done.stderr
+    for word in words:
+        # the message names the setting (as variable or flag)
+        flag = "--" + word.lower().replace("_", "-")
+        assert word in err or flag in err, err
+
+
+def test_missing_secret_starts_with_a_warning(tmp_path):
+    log = tmp_path / "stderr.txt"
+    server = start_chatwire({"JWT_SECRET": None}, stderr_path=log)
+    try:
+        user = register(server)
+        assert user.messages() == []
+        # the random secret is not ours
+        assert_detail(get_messages(server, mint(user.id, user.username)), 401)
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert "JWT_SECRET" in text, text
+    assert "warn" in text.lower(), text
+
+
+def test_algorithm_and_expiration_settings():
+    server = start_chatwire({"JWT_ALGORITHM": "HS512", "JWT_EXPIRATION_MINUTES": "2"})
+    try:
+        user = register(server)
+        assert jwt.get_unverified_header(user.token)["alg"] == "HS512"
+        claims = jwt.decode(user.token, JWT_SECRET, algorithms=["HS512"])
+        assert claims["exp"] - claims["iat"] == 120
+        assert get_messages(server, mint(user.id, user.username, alg="HS512")).status_code == 200
+        # another algorithm with the same secret is refused
+        assert_detail(get_messages(server, mint(user.id, user.username, alg="HS256")), 401)
+        c = ChatClient(server)
+        assert c.refused(token=mint(user.id, user.username, alg="HS256")) == {"message": "Unauthorized"}
+    finally:
+        server.stop()
+
+
+def test_flags_work_like_env(tmp_path):
+    """Each variable is also a command-line flag."""
+    env = {k: None for k in chatwire_env()}
+    server = Server("--database-url", "memory:", "--jwt-secret", JWT_SECRET, "--bcrypt-cost", "4",
+                    "--jwt-expiration-minutes", "3", binary=chatwire_bin(), env=env)
+    try:
+        user = register(server)
+        claims = jwt.decode(user.token, JWT_SECRET, algorithms=["HS256"])
+        assert claims["exp"] - claims["iat"] == 180
+    finally:
+        server.stop()
+
+
+def test_cors_origins():
+    server = start_chatwire({"CORS_ORIGINS": "http://good.example,http://also.example"})
+    try:
+        def allow(origin):
+            r = requests.options(server.url + "/login", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type"}, timeout=TIMEOUT)
+            return r.headers.get("access-control-allow-origin")
+
+        assert allow("http://good.example") == "http://good.example"
+        assert allow("http://also.example") == "http://also.example"
+        assert allow("http://evil.example") in (None, "")
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- Engine.IO settings
+
+
+def _open_packet(server) -> dict:
+    r = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert r.text.startswith("0"), r.text
+    return json.loads(r.text[1:])
+
+
+def test_engineio_defaults_and_settings():
+    server = start_chatwire()
+    try:
+        hello = _open_packet(server)
+        assert hello["pingInterval"] == 25000 and hello["pingTimeout"] == 20000, hello
+        assert hello["maxPayload"] == 1_000_000, hello
+        assert hello["upgrades"] == ["websocket"], hello
+    finally:
+        server.stop()
+    server = start_chatwire({"PING_INTERVAL_MS": "1500", "PING_TIMEOUT_MS": "700", "MAX_PAYLOAD": "5000"})
+    try:
+        hello = _open_packet(server)
+        assert (hello["pingInterval"], hello["pingTimeout"], hello["maxPayload"]) == (1500, 700, 5000), hello
+        # a client that sends more than maxPayload in one message is disconnected
+        user = register(server)
+        c = ChatClient(server).connect(user.token)
+        try:
+            c.sio.emit("chat:send", {"text": "x" * 3900, "tempId": "pad" + "y" * 2000})
+            assert c.disconnected.wait(5), "a message over maxPayload did not end the connection"
+        finally:
+            c.close()
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- login timing
+
+
+def test_login_unknown_user_takes_about_as_long_as_wrong_password():
+    """401 for unknown user and wrong password "in about the same time": with
+    a real bcrypt cost, an unknown user must not answer much faster."""
+    server = start_chatwire({"BCRYPT_COST": "10"})
+    try:
+        user = register(server)
+
+        def timed(username: str) -> float:
+            start = time.perf_counter()
+            r = requests.post(server.url + "/login", json={"username": username, "password": "wrong-pw"},
+                              timeout=TIMEOUT)
+            elapsed = time.perf_counter() - start
+            assert r.status_code == 401, r.text
+            return elapsed
+
+        wrong = sorted(timed(user.username) for _ in range(5))[2]
+        unknown = sorted(timed(unique()) for _ in range(5))[2]
+        assert wrong > 0.01, f"bcrypt cost 10 should take well over 10 ms, took {wrong * 1000:.1f} ms"
+        assert unknown >= 0.5 * wrong, f"unknown user {unknown * 1000:.1f} ms, wrong password {wrong * 1000:.1f} ms"
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- never a 500
+
+
+def test_no_500_for_anything_a_client_sends():
+    server = start_chatwire()
+    try:
+        user = register(server)
+        auth = {"Authorization": f"Bearer {user.token}"}
+        json_h = {"Content-Type": "application/json"}
+        attempts = [
+            ("POST", "/register", json_h, b"\xff\xfe\x00garbage"),
+            ("POST", "/register", json_h, b'{"username": "\\ud800abc", "password": "secret-pw"}'),
+            ("POST", "/register", json_h, b'{"username": "abcdef", "password": "secret-pw", "username": "x"}'),
+            ("POST", "/register", json_h, b"[" * 10000 + b"]" * 10000),
+            ("POST", "/login", json_h, b'{"username": null, "password": null}'),
+            ("POST", "/login", json_h, b""),
+            ("POST", "/login", {"Content-Type": "application/json; charset=latin1"}, b"{}"),
+            ("POST", "/login", {}, b'{"username":"abc","password":"secret-pw"}'),
+            ("GET", "/messages?limit=99999999999999999999999", auth, None),
+            ("GET", "/messages?before=-1", auth, None),
+            ("GET", "/messages?before=99999999999999999999999", auth, None),
+            ("GET", "/messages?after=-5", auth, None),
+            ("GET", "/messages?chatId=%00", auth, None),
+            ("GET", "/messages?limit=1&limit=2", auth, None),
+            ("GET", "/messages", {"Authorization": "Bearer " + "a" * 10000}, None),
+            ("GET", "/messages", {"Authorization": "Bearer \u00e9.\u00e9.\u00e9".encode().decode("latin1")}, None),
+            ("GET", "/messages", {"Authorization": "Bearer e30.e30.e30"}, None),
+            ("DELETE", "/messages", auth, None),
+            ("PUT", "/register", json_h, b"{}"),
+            ("GET", "/socket.io/?EIO=3&transport=polling", {}, None),
+            ("GET", "/socket.io/?EIO=4&transport=carrier-pigeon", {}, None),
+        ]
+        for method, path, headers, body in attempts:
+            r = requests.request(method, server.url + path, headers=headers, data=body, timeout=TIMEOUT)
+            assert r.status_code < 500, (method, path, body and body[:60], r.status_code, r.text[:200])
+            if not path.startswith("/socket.io/") and r.status_code >= 400:
+                assert_detail(r, r.status_code)
+        assert server.alive()
+    finally:
+        server.stop()
