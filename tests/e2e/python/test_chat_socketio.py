@@ -343,9 +343,6 @@ def test_read_500_ids_accepted(chat_server, make):
 
 
 def test_rate_limit(chat_server, make, transport):
-    if transport == "polling":
-        pytest.skip("python-engineio aborts on a poll of > 16 packets: see test_polling_burst; "
-                    "the JS suite checks the rate limit over polling")
     u = register(chat_server)
     c = make().connect(u.token)
     acks: queue.Queue = queue.Queue()
@@ -367,7 +364,7 @@ def test_rate_limit(chat_server, make, transport):
     assert c.sio.connected
 
 
-def test_polling_burst(chat_server, transport):
+def test_polling_burst(chat_server):
     """A burst of events must reach a python-socketio client over long-polling.
 
     python-engineio (the official client) refuses a polling payload of more
@@ -375,8 +372,6 @@ def test_polling_burst(chat_server, transport):
     the connection, so the server must not batch more than that into one
     poll answer. 30 sends within the burst -> 30 acks + 30 chat:ack events.
     """
-    if transport != "polling":
-        pytest.skip("long-polling only")
     u = register(chat_server)
     c = ChatClient(chat_server, "polling").connect(u.token)
     try:
