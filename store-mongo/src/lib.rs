@@ -218,6 +218,22 @@ impl MongoStore {
     }
 }
 
+/// `url` with its password (if any) replaced by `***`, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let authority = &url[start..end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let user = authority[..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..start], &url[start + at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Everything `connect_with` does on the store's runtime.
 async fn connect_inner(
     url: &str,
@@ -736,6 +752,19 @@ mod tests {
             (wc.w, wc.journal),
             (Some(Acknowledgment::Nodes(2)), Some(true))
         );
+    }
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("mongodb://admin:hunter2@db:27017/chat?w=1"),
+            "mongodb://admin:***@db:27017/chat?w=1"
+        );
+        assert_eq!(
+            redact_url("mongodb+srv://u:p@cluster.example"),
+            "mongodb+srv://u:***@cluster.example"
+        );
+        assert_eq!(redact_url("mongodb://db/chat"), "mongodb://db/chat");
     }
 
     #[test]
