@@ -177,6 +177,12 @@ impl MongoStore {
         &self.database
     }
 
+    /// The write concern every write uses: `w: majority, j: true` unless the
+    /// URL set `w` or `journal`.
+    pub fn write_concern(&self) -> Option<WriteConcern> {
+        self.colls.messages.write_concern().cloned()
+    }
+
     /// Runs `explain` (verbosity `queryPlanner`) on the exact `find` that
     /// [`Store::history`] would run for `query`, and returns the server's
     /// answer; an `Id` cursor that names no message answers `None`.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use chatwire_store_mongo::{ConnectError, ConnectOptions, HISTORY_INDEX, MongoStore};
 use futures_executor::block_on;
 use mongodb::bson::{Bson, DateTime, Document, doc, oid};
+use mongodb::options::Acknowledgment;
 use protocol::model::{Message, ObjectId, Status, UserRecord};
 use protocol::store::{Append, Cursor, History, HistoryQuery, NewMessage, Store, Window};
 use protocol::store_suite;
@@ -326,12 +327,23 @@ fn works_under_another_runtime_and_drops_inside_it() {
     });
 }
 
-/// A URL's own write concern is used as it is (here `w=1&journal=false`).
+/// Writes are acknowledged by a journaled majority unless the URL says
+/// otherwise, and then the URL's write concern is used as it is.
 #[test]
-fn a_write_concern_in_the_url_is_respected() {
+fn writes_are_majority_journaled_unless_the_url_says_otherwise() {
     let url = fresh_url("wc");
+    let store = connect(&url);
+    let wc = store.write_concern().expect("a write concern is set");
+    assert_eq!(wc.w, Some(Acknowledgment::Majority));
+    assert_eq!(wc.journal, Some(true));
+
     let sep = if url.contains('?') { '&' } else { '?' };
     let store = connect(&format!("{url}{sep}w=1&journal=false"));
+    let wc = store.write_concern().expect("a write concern is set");
+    assert_eq!(
+        (wc.w, wc.journal),
+        (Some(Acknowledgment::Nodes(1)), Some(false))
+    );
     let m = new_message(1, "general", 5, None);
     assert_eq!(block_on(store.append_message(m)), Ok(Append::Stored));
 }
