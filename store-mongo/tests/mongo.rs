@@ -327,6 +327,42 @@ fn works_under_another_runtime_and_drops_inside_it() {
     });
 }
 
+/// Racing appends with one retry key store exactly one message, and every
+/// other answer names that one.
+#[test]
+fn racing_retries_store_one_message() {
+    let store = std::sync::Arc::new(connect(&fresh_url("race")));
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                let m = new_message(n, "general", 1_000 + i64::from(n), Some("same"));
+                (m.message.id, block_on(store.append_message(m)))
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("an appending thread panicked"))
+        .collect();
+    let stored: Vec<ObjectId> = results
+        .iter()
+        .filter(|(_, r)| *r == Ok(Append::Stored))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(stored.len(), 1, "{results:?}");
+    for (id, r) in &results {
+        if *id != stored[0] {
+            assert!(
+                matches!(r, Ok(Append::Duplicate { id: first, .. }) if *first == stored[0]),
+                "{results:?}"
+            );
+        }
+    }
+    let all = page(&*store, query("general", Window::Latest, 100));
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), stored);
+}
+
 /// Writes are acknowledged by a journaled majority unless the URL says
 /// otherwise, and then the URL's write concern is used as it is.
 #[test]
