@@ -45,6 +45,35 @@ run_step() {
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 
+# MongoDB-wire server for the store-mongo tests (and the Mongo e2e run):
+# SecantusDB from PyPI in tests/.venv-mongo, unless MONGODB_TEST_URL already
+# names a server (a real mongod, say).
+if [ -z "${MONGODB_TEST_URL:-}" ]; then
+  section "SecantusDB (tests/.venv-mongo)"
+  MONGO_VENV="$ROOT/tests/.venv-mongo"
+  MONGO_PIN="SecantusDB==0.7.0b3"
+  if [ "$(cat "$MONGO_VENV/.pin" 2>/dev/null || true)" != "$MONGO_PIN" ]; then
+    python3 -m venv "$MONGO_VENV"
+    "$MONGO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$MONGO_PIN"
+    echo "$MONGO_PIN" >"$MONGO_VENV/.pin"
+  fi
+  export SECANTUSD_BIN="$MONGO_VENV/bin/secantusd-py"
+  MONGO_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  "$SECANTUSD_BIN" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path ':memory:' \
+    --log-level WARNING >"$MONGO_VENV/secantusd.log" 2>&1 &
+  MONGO_PID=$!
+  trap 'kill "$MONGO_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 150); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $MONGO_PORT), 1)" 2>/dev/null; then
+      break
+    fi
+    kill -0 "$MONGO_PID" 2>/dev/null || { cat "$MONGO_VENV/secantusd.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  export MONGODB_TEST_URL="mongodb://127.0.0.1:$MONGO_PORT/chatwire_test"
+  echo "MONGODB_TEST_URL=$MONGODB_TEST_URL"
+fi
+
 if [ "$E2E_ONLY" -eq 0 ]; then
   section "cargo build --workspace --all-targets --locked"
   # a failed build stops everything: nothing else can run

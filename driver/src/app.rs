@@ -94,9 +94,12 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, ConfigError> {
         return Ok(Arc::new(store_embedded::MemoryStore::new()));
     }
     if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
-        return Err(fail(
-            "the MongoDB store is not part of this build yet".into(),
-        ));
+        return store_mongo::MongoStore::connect(url)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| ConfigError::Store {
+                url: store_mongo::redact_url(url),
+                reason: e.to_string(),
+            });
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(fail(format!(
