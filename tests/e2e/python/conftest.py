@@ -13,6 +13,7 @@ import pathlib
 import re
 import subprocess
 import threading
+import uuid
 
 import pytest
 
@@ -176,10 +177,25 @@ def calm_server(servers) -> Server:
 JWT_SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 
+def chat_store_url() -> str:
+    """The store a test chatwire uses: in memory, or with E2E_CHAT_STORE=mongo
+    a fresh database on the MongoDB-wire server at $MONGODB_TEST_URL."""
+    if os.environ.get("E2E_CHAT_STORE", "memory") != "mongo":
+        return "memory:"
+    base = os.environ.get("MONGODB_TEST_URL")
+    if not base:
+        pytest.fail("E2E_CHAT_STORE=mongo needs MONGODB_TEST_URL")
+    head, _, query = base.partition("?")
+    scheme, _, rest = head.partition("://")
+    hosts = rest.split("/", 1)[0]
+    url = f"{scheme}://{hosts}/e2e_{uuid.uuid4().hex[:16]}"
+    return f"{url}?{query}" if query else url
+
+
 def chatwire_env(**overrides: str | None) -> dict[str, str | None]:
-    """The environment of a test chatwire: in-memory store, fast bcrypt."""
+    """The environment of a test chatwire: its store (`chat_store_url`), fast bcrypt."""
     env = {
-        "DATABASE_URL": "memory:",
+        "DATABASE_URL": chat_store_url(),
         "JWT_SECRET": JWT_SECRET,
         "JWT_ALGORITHM": "HS256",
         "BCRYPT_COST": "4",

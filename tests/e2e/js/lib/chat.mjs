@@ -12,12 +12,24 @@ export const HEX24 = /^[0-9a-f]{24}$/;
 export const QUIET = 400;
 const CHAT_EVENTS = ["chat:new-message", "chat:ack", "chat:typing", "chat:delivered", "chat:read", "error"];
 
-// A chatwire with an in-memory store and fast bcrypt.
+// The store a test chatwire uses: in memory, or with E2E_CHAT_STORE=mongo a
+// fresh database on the MongoDB-wire server at $MONGODB_TEST_URL.
+export function chatStoreUrl() {
+  if ((process.env.E2E_CHAT_STORE ?? "memory") !== "mongo") return "memory:";
+  const base = process.env.MONGODB_TEST_URL;
+  if (!base) throw new Error("E2E_CHAT_STORE=mongo needs MONGODB_TEST_URL");
+  const [head, query] = base.split("?");
+  const [scheme, rest] = head.split("://");
+  const url = `${scheme}://${rest.split("/")[0]}/e2e_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  return query ? `${url}?${query}` : url;
+}
+
+// A chatwire on its store (`chatStoreUrl`) with fast bcrypt.
 export function startChatwire(env = {}) {
   return startServer([], {
     bin: chatwireBin(),
     env: {
-      DATABASE_URL: "memory:",
+      DATABASE_URL: chatStoreUrl(),
       JWT_SECRET,
       JWT_ALGORITHM: "HS256",
       BCRYPT_COST: "4",
