@@ -66,6 +66,9 @@ pub fn unix_ms() -> i64 {
 
 type Resp = Response<Full<Bytes>>;
 
+/// The initial read buffer of a WebSocket connection.
+const WS_READ_BUFFER: usize = 4096;
+
 impl<R: Runtime> Routes<R> {
     /// Routes with no paths yet. `max_payload` bounds what is read of an
     /// Engine.IO request; `cors` lists allowed origins (`*` for any).
@@ -174,7 +177,11 @@ impl<R: Runtime> Routes<R> {
             let max = self.max_payload;
             self.rt.spawn(Box::pin(async move {
                 let Ok(io) = upgrade.await else { return };
+                // tungstenite allocates its whole read buffer up front
+                // (128 KiB by default): start small and let big frames grow it,
+                // so an idle connection costs a few KB, not 128.
                 let config = tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(WS_READ_BUFFER)
                     .max_message_size(Some(max))
                     .max_frame_size(Some(max));
                 let ws = rt.websocket(io, config).await;
