@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -25,9 +25,54 @@ pub(crate) enum WsOut {
     Close,
 }
 
-/// How many batches a connection may have queued before it is dropped as
-/// too slow; each batch is one drain of the node.
-const WS_QUEUE: usize = 256;
+/// How many bytes of frames a connection may have queued, not yet written,
+/// before it is dropped as too slow. The queue itself grows lazily, so an
+/// idle connection holds next to nothing.
+const WS_QUEUE_BYTES: usize = 4 << 20;
+
+/// The node task's end of a connection's outgoing queue.
+#[derive(Debug, Clone)]
+pub(crate) struct OutQueue {
+    tx: async_channel::Sender<WsOut>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The writer's end: it gives the bytes back once they are written.
+#[derive(Debug)]
+pub(crate) struct OutReceiver {
+    pub(crate) rx: async_channel::Receiver<WsOut>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutReceiver {
+    pub(crate) fn written(&self, frames: &[Frame]) {
+        self.queued
+            .fetch_sub(batch_bytes(frames), Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn batch_bytes(frames: &[Frame]) -> usize {
+    frames
+        .iter()
+        .map(|f| match f {
+            Frame::Text(b) | Frame::Binary(b) => b.len(),
+        })
+        .sum()
+}
+
+impl OutQueue {
+    /// Queues a batch, unless that would pass the connection's byte bound.
+    fn push(&self, out: WsOut) -> bool {
+        if let WsOut::Frames(frames) = &out {
+            let n = batch_bytes(frames);
+            if self.queued.load(Ordering::Relaxed) + n > WS_QUEUE_BYTES {
+                return false;
+            }
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        }
+        self.tx.try_send(out).is_ok()
+    }
+}
 
 /// The most inputs taken in one turn before outputs are drained.
 const BATCH: usize = 256;
@@ -46,7 +91,7 @@ pub(crate) enum Command {
         conn: ConnId,
         query: String,
         authorization: Option<String>,
-        out: async_channel::Sender<WsOut>,
+        out: OutQueue,
     },
     WsText(ConnId, tungstenite::Utf8Bytes),
     WsBinary(ConnId, Bytes),
@@ -106,7 +151,7 @@ struct NodeTask<R, U> {
     rx: async_channel::Receiver<Command>,
     feedback: async_channel::Sender<Command>,
     http: HashMap<RequestId, oneshot::Sender<HttpResponse>>,
-    conns: HashMap<ConnId, async_channel::Sender<WsOut>>,
+    conns: HashMap<ConnId, OutQueue>,
     batches: HashMap<ConnId, Vec<Frame>>,
 }
 
@@ -240,9 +285,9 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     if let Some(frames) = self.batches.remove(&conn) {
                         let _ = self.send_ws(conn, WsOut::Frames(frames));
                     }
-                    if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.try_send(WsOut::Close);
-                        tx.close();
+                    if let Some(q) = self.conns.remove(&conn) {
+                        let _ = q.push(WsOut::Close);
+                        q.tx.close();
                     }
                 }
                 Output::Store { op, command } => {
@@ -272,13 +317,13 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
     }
 
     fn send_ws(&mut self, conn: ConnId, out: WsOut) -> bool {
-        let Some(tx) = self.conns.get(&conn) else {
+        let Some(q) = self.conns.get(&conn) else {
             return true;
         };
-        if tx.try_send(out).is_err() {
+        if !q.push(out) {
             // Too far behind (or gone): drop it rather than buffer without bound.
             tracing::debug!("connection {conn:?} fell behind; closing it");
-            tx.close();
+            q.tx.close();
             self.conns.remove(&conn);
             self.feed(Instant::now(), Input::WsClosed(conn));
             return false;
@@ -287,6 +332,15 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
     }
 }
 
-pub(crate) fn ws_queue() -> (async_channel::Sender<WsOut>, async_channel::Receiver<WsOut>) {
-    async_channel::bounded(WS_QUEUE)
+/// A connection's outgoing queue: unbounded in slots, bounded in bytes.
+pub(crate) fn ws_queue() -> (OutQueue, OutReceiver) {
+    let (tx, rx) = async_channel::unbounded();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        OutQueue {
+            tx,
+            queued: queued.clone(),
+        },
+        OutReceiver { rx, queued },
+    )
 }

@@ -6,7 +6,7 @@ use protocol::{ConnId, Frame};
 use tungstenite::{Message, Utf8Bytes};
 
 use crate::WsStream;
-use crate::node_task::{Command, NodeHandle, WsOut};
+use crate::node_task::{Command, NodeHandle, OutReceiver, WsOut};
 
 fn to_message(f: Frame) -> Option<Message> {
     match f {
@@ -23,12 +23,7 @@ fn to_message(f: Frame) -> Option<Message> {
 }
 
 /// Runs one WebSocket connection until either side ends it.
-pub(crate) async fn pump<W: WsStream>(
-    ws: W,
-    conn: ConnId,
-    node: NodeHandle,
-    out: async_channel::Receiver<WsOut>,
-) {
+pub(crate) async fn pump<W: WsStream>(ws: W, conn: ConnId, node: NodeHandle, out: OutReceiver) {
     let (mut sink, mut stream) = ws.split();
     let reader = async {
         while let Some(msg) = stream.next().await {
@@ -41,15 +36,16 @@ pub(crate) async fn pump<W: WsStream>(
         }
     };
     let writer = async {
-        while let Ok(batch) = out.recv().await {
+        while let Ok(batch) = out.rx.recv().await {
             let mut close = false;
             let mut batches = vec![batch];
-            while let Ok(more) = out.try_recv() {
+            while let Ok(more) = out.rx.try_recv() {
                 batches.push(more);
             }
             for b in batches {
                 match b {
                     WsOut::Frames(frames) => {
+                        out.written(&frames);
                         for f in frames {
                             if let Some(m) = to_message(f)
                                 && sink.feed(m).await.is_err()
