@@ -182,12 +182,19 @@ impl<R: Runtime> Served<R> {
         Ok(Served { routes, node })
     }
 
-    /// Closes every session cleanly and gives in-flight writes a moment to land.
+    /// Closes every session cleanly and waits (up to 5 s) for running store writes.
     pub async fn shutdown(&self, rt: &R) {
         tracing::info!("shutting down");
         self.node.send(Command::Shutdown).await;
-        rt.sleep_until(Instant::now() + Duration::from_millis(300))
+        // Let the close frames go out and every running store write land
+        // (bounded: a store that hangs must not hold the process forever).
+        let give_up = Instant::now() + Duration::from_secs(5);
+        rt.sleep_until(Instant::now() + Duration::from_millis(100))
             .await;
+        while self.node.store_operations() > 0 && Instant::now() < give_up {
+            rt.sleep_until(Instant::now() + Duration::from_millis(20))
+                .await;
+        }
     }
 }
 

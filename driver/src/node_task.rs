@@ -105,11 +105,17 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     pub(crate) tx: async_channel::Sender<Command>,
     ids: Arc<AtomicU64>,
+    store_ops: Arc<AtomicUsize>,
 }
 
 impl NodeHandle {
     pub(crate) fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How many store commands are running.
+    pub fn store_operations(&self) -> usize {
+        self.store_ops.load(Ordering::Acquire)
     }
 
     pub(crate) async fn send(&self, c: Command) {
@@ -129,6 +135,7 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
     let handle = NodeHandle {
         tx,
         ids: Arc::new(AtomicU64::new(1)),
+        store_ops: Arc::new(AtomicUsize::new(0)),
     };
     let task = NodeTask {
         rt: rt.clone(),
@@ -136,6 +143,7 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         store,
         rx,
         feedback: handle.tx.clone(),
+        store_ops: handle.store_ops.clone(),
         http: HashMap::new(),
         conns: HashMap::new(),
         batches: HashMap::new(),
@@ -150,6 +158,7 @@ struct NodeTask<R, U> {
     store: Option<Arc<dyn Store>>,
     rx: async_channel::Receiver<Command>,
     feedback: async_channel::Sender<Command>,
+    store_ops: Arc<AtomicUsize>,
     http: HashMap<RequestId, oneshot::Sender<HttpResponse>>,
     conns: HashMap<ConnId, OutQueue>,
     batches: HashMap<ConnId, Vec<Frame>>,
@@ -296,8 +305,11 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         continue;
                     };
                     let tx = self.feedback.clone();
+                    let ops = self.store_ops.clone();
+                    ops.fetch_add(1, Ordering::AcqRel);
                     self.rt.spawn(Box::pin(async move {
                         let reply = protocol::store::execute(&*store, command).await;
+                        ops.fetch_sub(1, Ordering::AcqRel);
                         let _ = tx.send(Command::StoreReply(op, reply)).await;
                     }));
                 }
