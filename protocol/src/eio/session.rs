@@ -210,13 +210,20 @@ impl Engine {
     }
 
     fn new_session(&mut self, carrier: Carrier, handshake: Handshake, now: Instant) -> SessionKey {
+        self.next_key += 1;
+        let mut tries = 0;
         let sid: Arc<str> = loop {
-            let s: Arc<str> = new_sid(&mut *self.ids).into();
-            if !self.by_sid.contains_key(&s) {
-                break s;
+            let s = new_sid(&mut *self.ids);
+            if !self.by_sid.contains_key(s.as_str()) {
+                break s.into();
+            }
+            tries += 1;
+            if tries == 8 {
+                // A generator this poor (a test's, or a broken one) must not
+                // hang the node: the key is never reused, so this is unique.
+                break format!("{s}{}", self.next_key).into();
             }
         };
-        self.next_key += 1;
         let key = SessionKey(self.next_key);
         let deadline = now + self.config.ping_interval;
         self.by_sid.insert(sid.clone(), key);
