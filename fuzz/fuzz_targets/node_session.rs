@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
+use chatwire_protocol::ids::SeededIds;
 use chatwire_protocol::sim::{Sim, user_id};
 use chatwire_protocol::{ConnId, Input, Method, RequestId};
 use libfuzzer_sys::fuzz_target;
@@ -56,7 +57,9 @@ enum Op {
 const MAX_OPS: usize = 64;
 
 fuzz_target!(|ops: Vec<Op>| {
-    let mut sim = Sim::new();
+    // Seeded ids: the simulation's counter repeats session ids after 16,
+    // and the engine would draw forever for a 17th open session.
+    let mut sim = Sim::with_ids(SeededIds::new([7; 32]));
     let mut sids: Vec<String> = Vec::new();
     let mut next_req = 0u64;
     let mut open = std::collections::BTreeSet::new();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::auth::JwtConfig;
 use crate::chat::{Chat, ChatConfig, RateLimit, WallClock};
 use crate::eio::EngineConfig;
-use crate::ids::CounterIds;
+use crate::ids::{CounterIds, IdGenerator};
 use crate::model::{Message, ObjectId, Status};
 use crate::node::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId};
 use crate::sio::{SocketIo, SocketIoConfig};
@@ -214,7 +214,17 @@ pub struct Sim {
 
 impl Sim {
     /// A node with the contract's defaults and a counter for randomness.
+    ///
+    /// The counter's session ids repeat after 16 of them, and the engine
+    /// draws again until an id is free: with more than 16 sessions open at
+    /// once it would draw forever. Use [`Sim::with_ids`] and a
+    /// [`SeededIds`](crate::ids::SeededIds) for more.
     pub fn new() -> Self {
+        Sim::with_ids(CounterIds::default())
+    }
+
+    /// A node with the contract's defaults drawing its ids from `ids`.
+    pub fn with_ids(ids: impl IdGenerator) -> Self {
         let start = Instant::now();
         let jwt =
             JwtConfig::new(SECRET, "HS256", 60).expect("the simulation's secret is long enough");
@@ -227,7 +237,7 @@ impl Sim {
             start,
         );
         let sio = SocketIo::new(SocketIoConfig::default(), chat);
-        let node = Node::new(EngineConfig::default(), sio, CounterIds::default(), start);
+        let node = Node::new(EngineConfig::default(), sio, ids, start);
         let mut sim = Sim {
             node,
             now: start,
