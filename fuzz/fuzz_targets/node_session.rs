@@ -27,7 +27,11 @@ enum Op {
     /// A POST whose payload is a Socket.IO CONNECT with a real token.
     PostConnect { sid: u8, user: u8 },
     /// Any request at all.
-    Http { method: u8, query: String, body: Vec<u8> },
+    Http {
+        method: u8,
+        query: String,
+        body: Vec<u8>,
+    },
     /// The client of an earlier request went away.
     Abort { req: u8 },
     /// A WebSocket opens, fresh or as an upgrade of a known session.
@@ -37,7 +41,12 @@ enum Op {
     /// A CONNECT with a real token.
     WsConnect { conn: u8, user: u8 },
     /// A chat event, well formed.
-    WsChat { conn: u8, event: u8, ack: Option<u8>, text: String },
+    WsChat {
+        conn: u8,
+        event: u8,
+        ack: Option<u8>,
+        text: String,
+    },
     /// Any text frame.
     WsText { conn: u8, text: String },
     /// Any binary frame.
@@ -78,22 +87,41 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Handshake => http(&mut sim, Method::Get, "EIO=4&transport=polling", b""),
             Op::Poll { sid: i } => {
                 if let Some(s) = sid(i) {
-                    http(&mut sim, Method::Get, &format!("EIO=4&transport=polling&sid={s}"), b"");
+                    http(
+                        &mut sim,
+                        Method::Get,
+                        &format!("EIO=4&transport=polling&sid={s}"),
+                        b"",
+                    );
                 }
             }
             Op::Post { sid: i, body } => {
                 if let Some(s) = sid(i) {
-                    http(&mut sim, Method::Post, &format!("EIO=4&transport=polling&sid={s}"), &body);
+                    http(
+                        &mut sim,
+                        Method::Post,
+                        &format!("EIO=4&transport=polling&sid={s}"),
+                        &body,
+                    );
                 }
             }
             Op::PostConnect { sid: i, user } => {
                 if let Some(s) = sid(i) {
                     let token = sim.token(user_id(usize::from(user % 3)), "fuzz");
                     let body = format!("40{{\"token\":\"{token}\"}}");
-                    http(&mut sim, Method::Post, &format!("EIO=4&transport=polling&sid={s}"), body.as_bytes());
+                    http(
+                        &mut sim,
+                        Method::Post,
+                        &format!("EIO=4&transport=polling&sid={s}"),
+                        body.as_bytes(),
+                    );
                 }
             }
-            Op::Http { method, query, body } => {
+            Op::Http {
+                method,
+                query,
+                body,
+            } => {
                 let method = [Method::Get, Method::Post, Method::Other][method as usize % 3];
                 http(&mut sim, method, &query, &body);
             }
@@ -111,28 +139,49 @@ fuzz_target!(|ops: Vec<Op>| {
                         Some(s) => format!("EIO=4&transport=websocket&sid={s}"),
                         None => "EIO=4&transport=websocket".to_owned(),
                     };
-                    sim.input(Input::WsOpen { conn: ConnId(conn), query: &query, authorization: None });
+                    sim.input(Input::WsOpen {
+                        conn: ConnId(conn),
+                        query: &query,
+                        authorization: None,
+                    });
                 }
             }
             Op::WsOpenRaw { conn, query } => {
                 let conn = ws(conn);
                 if open.insert(conn) {
                     opened += 1;
-                    sim.input(Input::WsOpen { conn: ConnId(conn), query: &query, authorization: None });
+                    sim.input(Input::WsOpen {
+                        conn: ConnId(conn),
+                        query: &query,
+                        authorization: None,
+                    });
                 }
             }
             Op::WsConnect { conn, user } => {
                 let token = sim.token(user_id(usize::from(user % 3)), "fuzz");
                 sim.send(ws(conn), &format!("40{{\"token\":\"{token}\"}}"));
             }
-            Op::WsChat { conn, event, ack, text } => {
-                let name = ["chat:send", "chat:typing", "chat:join", "chat:leave", "chat:read"]
-                    [event as usize % 5];
+            Op::WsChat {
+                conn,
+                event,
+                ack,
+                text,
+            } => {
+                let name = [
+                    "chat:send",
+                    "chat:typing",
+                    "chat:join",
+                    "chat:leave",
+                    "chat:read",
+                ][event as usize % 5];
                 let payload = serde_json::json!({
                     "text": text, "tempId": text, "chatId": text, "isTyping": true, "messageIds": [text],
                 });
                 let ack = ack.map(|a| a.to_string()).unwrap_or_default();
-                sim.send(ws(conn), &format!("42{ack}{}", serde_json::json!([name, payload])));
+                sim.send(
+                    ws(conn),
+                    &format!("42{ack}{}", serde_json::json!([name, payload])),
+                );
             }
             Op::WsText { conn, text } => sim.send(ws(conn), &text),
             Op::WsBinary { conn, data } => sim.send_binary(ws(conn), &data),
@@ -186,7 +235,10 @@ fuzz_target!(|ops: Vec<Op>| {
             if r.status == 200 && r.content_type.starts_with("text/plain") {
                 for record in body.split('\u{1e}') {
                     let first = record.as_bytes().first().copied();
-                    assert!(matches!(first, Some(b'0'..=b'6' | b'b')), "record {record:?}");
+                    assert!(
+                        matches!(first, Some(b'0'..=b'6' | b'b')),
+                        "record {record:?}"
+                    );
                     if let Some(id) = record.strip_prefix("0{") {
                         let v: serde_json::Value = serde_json::from_str(&format!("{{{id}"))
                             .expect("the open packet is JSON");
@@ -198,9 +250,17 @@ fuzz_target!(|ops: Vec<Op>| {
         sids.truncate(64);
         // Memory stays bounded by what the inputs asked for.
         let engine = sim.node.engine();
-        assert!(engine.session_count() <= inputs, "{} sessions", engine.session_count());
+        assert!(
+            engine.session_count() <= inputs,
+            "{} sessions",
+            engine.session_count()
+        );
         assert!(sim.node.upper().socket_count() <= inputs);
-        assert!(sim.in_flight.len() <= 2 * inputs, "{} store ops", sim.in_flight.len());
+        assert!(
+            sim.in_flight.len() <= 2 * inputs,
+            "{} store ops",
+            sim.in_flight.len()
+        );
         assert!(sim.node.upper().app().pending_operations() <= 2 * inputs);
         let _ = opened;
     }

@@ -8,9 +8,7 @@ use chatwire_protocol::auth::JwtConfig;
 use chatwire_protocol::http::{EffectResult, Request, Rest, RestConfig, Step};
 use chatwire_protocol::ids::CounterIds;
 use chatwire_protocol::model::{Message, ObjectId, Status, UserRecord};
-use chatwire_protocol::store::{
-    Append, CreateUser, History, ReadReceipt, StoreError, StoreReply,
-};
+use chatwire_protocol::store::{Append, CreateUser, History, ReadReceipt, StoreError, StoreReply};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &[u8] = b"fuzzing-secret-fuzzing-secret-fuzz";
@@ -62,14 +60,14 @@ fn result(r: FuzzResult) -> EffectResult {
         } else {
             CreateUser::Taken
         })),
-        FuzzResult::User(u) => store(StoreReply::User(u.map(|(username, password_hash, created_at)| {
-            UserRecord {
+        FuzzResult::User(u) => store(StoreReply::User(u.map(
+            |(username, password_hash, created_at)| UserRecord {
                 id,
                 username,
                 password_hash,
                 created_at,
-            }
-        }))),
+            },
+        ))),
         FuzzResult::Appended(d) => store(StoreReply::Appended(match d {
             None => Append::Stored,
             Some(timestamp) => Append::Duplicate { id, timestamp },

@@ -58,5 +58,8 @@ fuzz_target!(|case: Case| {
     if case.settle {
         sim.settle();
     }
-    assert!(!sim.clients[&watcher].closed, "one client's bytes closed another");
+    assert!(
+        !sim.clients[&watcher].closed,
+        "one client's bytes closed another"
+    );
 });
