@@ -42,8 +42,8 @@ fn step() -> impl Strategy<Value = Step> {
 
 proptest! {
     // Each case runs a whole node through up to 80 steps; 512 cases keep
-    // the debug test run short (PROPTEST_CASES raises it).
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // the debug test run short (`PROPTEST_CASES` changes it).
+    #![proptest_config(super::config(512))]
 
     #[test]
     fn chat_keeps_its_promises_over_random_operations(

@@ -10,11 +10,6 @@ use crate::eio::packet::{
 };
 use crate::sio::packet::{self, PacketData, PacketType, placeholders_valid};
 
-fn config() -> ProptestConfig {
-    // Codecs are fast: many cases fit in the test budget.
-    ProptestConfig::with_cases(2048)
-}
-
 /// A packet a client may send: its type character and its data (which
 /// holds no record separator: that would split a payload).
 fn eio_text() -> impl Strategy<Value = (char, String)> {
@@ -100,7 +95,8 @@ fn nsp() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    // Codecs are fast: many cases fit in the test budget.
+    #![proptest_config(super::config(2048))]
 
     #[test]
     fn eio_payload_round_trips(packets in proptest::collection::vec(eio_out(), 1..20)) {
