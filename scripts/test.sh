@@ -137,6 +137,11 @@ for RT in $E2E_RUNTIMES; do
     bash -c 'cd "$1/tests/e2e/js" && E2E_CHAT_STORE=mongo timeout 600 node --test --test-concurrency=1 test/chat.test.mjs' _ "$ROOT"
 done
 
+# Fuzz smoke (30 s per target; FUZZ_SMOKE=0 skips it): see fuzz/README.md.
+if [ "${FUZZ_SMOKE:-1}" != 0 ] && [ "$E2E_ONLY" -eq 0 ]; then
+  run_step "fuzz smoke (fuzz/smoke.sh)" "$ROOT/fuzz/smoke.sh"
+fi
+
 section "summary"
 for s in "${PASSED[@]}"; do echo "ok      $s"; done
 for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "FAILED  $s"; done

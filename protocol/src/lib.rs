@@ -50,6 +50,8 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod node;
+#[cfg(test)]
+mod prop_tests;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 #[cfg(test)]

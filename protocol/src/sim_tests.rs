@@ -306,3 +306,175 @@ fn binary_attachments_reassemble_and_bad_ones_close() {
     assert_eq!(ev[0].1["code"], "invalid");
     assert!(!sim.clients[&bob].closed);
 }
+
+// Seeded scenarios: each runs many seeds; a failure prints the seed, and
+// `SIM_SEED=<n> cargo test -p chatwire-protocol sim_` replays it exactly.
+
+use crate::sim::{Chaos, Release, SendKind, SimRng, Step, Weights, for_each_seed};
+
+#[test]
+fn sim_seeded_chaos_keeps_every_promise() {
+    for_each_seed("sim_seeded_chaos_keeps_every_promise", 48, |seed| {
+        let c = Chaos::run_seed(seed, 300, &Weights::default());
+        assert!(c.stats.acks > 0, "seed {seed} acked nothing: {:?}", c.stats);
+    });
+}
+
+#[test]
+fn sim_retry_racing_the_first_send_under_random_store_orderings() {
+    for_each_seed("sim_retry_racing_the_first_send", 64, |seed| {
+        let mut rng = SimRng::new(seed);
+        let mut c = Chaos::new();
+        // Two tabs of user 0 (who retry) and one of user 1 (who watches).
+        for user in [0, 0, 1] {
+            c.step(Step::Connect { user });
+        }
+        for _ in 0..40 {
+            let step = match rng.below(6) {
+                0..=2 => Step::Send {
+                    tab: rng.below(2),
+                    kind: SendKind::Valid,
+                    chat: 0,
+                    temp: Some(rng.below(2) as u8),
+                    ack: true,
+                },
+                3 => Step::Release(Release::Pick(rng.below(8))),
+                4 => Step::Release(Release::Fail(rng.below(8))),
+                _ => Step::Release(Release::Duplicate(rng.below(8))),
+            };
+            c.step(step);
+        }
+        c.finish();
+        // However the replies were ordered, each tempId was stored at most once.
+        assert!(c.sim.store.appends <= 2, "{} appends", c.sim.store.appends);
+    });
+}
+
+#[test]
+fn sim_rate_limit_across_time() {
+    let weights = Weights {
+        connect: 1,
+        send: 10,
+        burst: 4,
+        wait: 6,
+        release: 10,
+        typing: 0,
+        rooms: 0,
+        read: 0,
+        jump: 0,
+        drop: 0,
+    };
+    // The bucket model inside `Chaos` checks every refusal against the clock.
+    for_each_seed("sim_rate_limit_across_time", 24, |seed| {
+        let mut rng = SimRng::new(seed);
+        let mut c = Chaos::new();
+        c.step(Step::Connect { user: 0 });
+        c.step(Step::Connect { user: 0 });
+        for _ in 0..120 {
+            c.step(Step::random(&mut rng, &weights));
+        }
+        c.finish();
+    });
+    // One fixed run that surely empties the bucket two tabs share.
+    let mut c = Chaos::new();
+    c.step(Step::Connect { user: 0 });
+    c.step(Step::Connect { user: 0 });
+    c.step(Step::Burst { tab: 0, n: 30 });
+    c.step(Step::Burst { tab: 1, n: 15 });
+    assert_eq!(c.stats.rate_limited, 5);
+    c.step(Step::Wait { ms: 100 });
+    c.step(Step::Burst { tab: 1, n: 3 });
+    assert_eq!(c.stats.rate_limited, 5 + 1, "100 ms bring back two tokens");
+    c.finish();
+}
+
+#[test]
+fn sim_clients_vanish_with_store_operations_in_flight() {
+    for_each_seed(
+        "sim_clients_vanish_with_store_operations_in_flight",
+        48,
+        |seed| {
+            let mut rng = SimRng::new(seed);
+            let mut c = Chaos::new();
+            for user in 0..3 {
+                c.step(Step::Connect { user });
+            }
+            for _ in 0..60 {
+                let step = match rng.below(8) {
+                    0..=2 => Step::Send {
+                        tab: rng.below(8),
+                        kind: SendKind::Valid,
+                        chat: 0,
+                        temp: Some(rng.below(3) as u8),
+                        ack: true,
+                    },
+                    3 => Step::Read {
+                        tab: rng.below(8),
+                        pick: rng.below(8),
+                    },
+                    4 => Step::Drop { tab: rng.below(8) },
+                    5 => Step::Connect { user: rng.below(3) },
+                    _ => Step::Release(Release::Pick(rng.below(8))),
+                };
+                c.step(step);
+            }
+            // `finish` releases what the vanished clients left in flight: the
+            // messages are stored and reach the tabs still open, and nothing
+            // reaches a closed one.
+            c.finish();
+        },
+    );
+}
+
+/// The service has no typing expiry: a `chat:typing` with `isTyping: true`
+/// stands until the client says otherwise (clients time it out themselves).
+/// This pins that down, and that typing reaches only the chat's members.
+#[test]
+fn sim_typing_reaches_members_only_and_never_expires() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    sim.send(bob, r#"42["chat:leave",{"chatId":"general"}]"#);
+    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
+    assert!(sim.events(bob).is_empty(), "bob left general");
+    sim.send(bob, r#"42["chat:join",{"chatId":"general"}]"#);
+    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
+    assert_eq!(names(&sim.events(bob)), ["chat:typing"]);
+    // Long past any sensible typing timeout, nothing says ana stopped.
+    for _ in 0..4 {
+        sim.advance(Duration::from_secs(20));
+        for c in [ana, bob] {
+            if sim.take(c).iter().any(|f| f == "2") {
+                sim.send(c, "3");
+            }
+        }
+    }
+    assert!(sim.events(bob).is_empty());
+    for_each_seed("sim_typing_reaches_members_only", 16, |seed| {
+        let weights = Weights {
+            typing: 20,
+            rooms: 20,
+            send: 2,
+            burst: 0,
+            ..Weights::default()
+        };
+        Chaos::run_seed(seed, 200, &weights);
+    });
+}
+
+/// Found by the `node_session` fuzz target: 17 polling handshakes hung the
+/// simulation, because `CounterIds` repeats its session ids after 16 and the
+/// engine draws until one is free. Seeded ids open as many as asked.
+#[test]
+fn sim_many_sessions_with_seeded_ids() {
+    let mut sim = Sim::with_ids(crate::ids::SeededIds::new([3; 32]));
+    let mut sids = std::collections::BTreeSet::new();
+    for req in 0..40 {
+        sim.http(req, Method::Get, "EIO=4&transport=polling", b"");
+        let open = String::from_utf8(sim.responses[&req].body.to_vec()).unwrap();
+        let v: Value = serde_json::from_str(&open[1..]).unwrap();
+        sids.insert(v["sid"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(sids.len(), 40);
+    assert_eq!(sim.node.engine().session_count(), 40);
+}

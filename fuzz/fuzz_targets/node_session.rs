@@ -1,0 +1,267 @@
+//! Whole sessions: a chat node fed an arbitrary sequence of host inputs
+//! (polling handshakes, GETs and POSTs, WebSocket opens, frames and closes,
+//! store replies in any order, failed or repeated, and time passing).
+//!
+//! Checked after every input: nothing panics; text frames are UTF-8 (the
+//! simulation checks as it drains) and start with an Engine.IO packet type;
+//! HTTP statuses are real and polling bodies are UTF-8 payloads; sessions,
+//! sockets and store operations stay bounded by the inputs that made them.
+#![no_main]
+
+use std::time::Duration;
+
+use arbitrary::Arbitrary;
+use chatwire_protocol::ids::SeededIds;
+use chatwire_protocol::sim::{Sim, user_id};
+use chatwire_protocol::{ConnId, Input, Method, RequestId};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    /// A polling handshake.
+    Handshake,
+    /// A long-poll GET on a known session.
+    Poll { sid: u8 },
+    /// A POST of a payload on a known session.
+    Post { sid: u8, body: Vec<u8> },
+    /// A POST whose payload is a Socket.IO CONNECT with a real token.
+    PostConnect { sid: u8, user: u8 },
+    /// Any request at all.
+    Http {
+        method: u8,
+        query: String,
+        body: Vec<u8>,
+    },
+    /// The client of an earlier request went away.
+    Abort { req: u8 },
+    /// A WebSocket opens, fresh or as an upgrade of a known session.
+    WsOpen { conn: u8, sid: Option<u8> },
+    /// A WebSocket opens with any query.
+    WsOpenRaw { conn: u8, query: String },
+    /// A CONNECT with a real token.
+    WsConnect { conn: u8, user: u8 },
+    /// A chat event, well formed.
+    WsChat {
+        conn: u8,
+        event: u8,
+        ack: Option<u8>,
+        text: String,
+    },
+    /// Any text frame.
+    WsText { conn: u8, text: String },
+    /// Any binary frame.
+    WsBinary { conn: u8, data: Vec<u8> },
+    /// A WebSocket closes.
+    WsClose { conn: u8 },
+    /// A store command finishes: answered, failed, or a reply repeated.
+    Store { pick: u8, how: u8 },
+    /// Time passes.
+    Wait { ms: u32 },
+    /// The clock jumps to the next deadline.
+    Jump,
+    /// The host shuts down.
+    Shutdown,
+}
+
+const MAX_OPS: usize = 64;
+
+fuzz_target!(|ops: Vec<Op>| {
+    // Seeded ids: the simulation's counter repeats session ids after 16,
+    // and the engine would draw forever for a 17th open session.
+    let mut sim = Sim::with_ids(SeededIds::new([7; 32]));
+    let mut sids: Vec<String> = Vec::new();
+    let mut next_req = 0u64;
+    let mut open = std::collections::BTreeSet::new();
+    let mut opened = 0usize;
+    let mut inputs = 0usize;
+    for op in ops.into_iter().take(MAX_OPS) {
+        inputs += 1;
+        let sid = |i: u8| sids.get(i as usize % sids.len().max(1)).cloned();
+        // Connection numbers far above those `Sim::connect` would pick.
+        let ws = |c: u8| 1000 + u64::from(c % 8);
+        let mut http = |sim: &mut Sim, method: Method, query: &str, body: &[u8]| {
+            next_req += 1;
+            sim.http(next_req, method, query, body);
+        };
+        match op {
+            Op::Handshake => http(&mut sim, Method::Get, "EIO=4&transport=polling", b""),
+            Op::Poll { sid: i } => {
+                if let Some(s) = sid(i) {
+                    http(
+                        &mut sim,
+                        Method::Get,
+                        &format!("EIO=4&transport=polling&sid={s}"),
+                        b"",
+                    );
+                }
+            }
+            Op::Post { sid: i, body } => {
+                if let Some(s) = sid(i) {
+                    http(
+                        &mut sim,
+                        Method::Post,
+                        &format!("EIO=4&transport=polling&sid={s}"),
+                        &body,
+                    );
+                }
+            }
+            Op::PostConnect { sid: i, user } => {
+                if let Some(s) = sid(i) {
+                    let token = sim.token(user_id(usize::from(user % 3)), "fuzz");
+                    let body = format!("40{{\"token\":\"{token}\"}}");
+                    http(
+                        &mut sim,
+                        Method::Post,
+                        &format!("EIO=4&transport=polling&sid={s}"),
+                        body.as_bytes(),
+                    );
+                }
+            }
+            Op::Http {
+                method,
+                query,
+                body,
+            } => {
+                let method = [Method::Get, Method::Post, Method::Other][method as usize % 3];
+                http(&mut sim, method, &query, &body);
+            }
+            Op::Abort { req } => {
+                if next_req > 0 {
+                    sim.input(Input::HttpAborted(RequestId(1 + u64::from(req) % next_req)));
+                }
+            }
+            Op::WsOpen { conn, sid: i } => {
+                let conn = ws(conn);
+                // A host never reuses the name of an open connection.
+                if open.insert(conn) {
+                    opened += 1;
+                    let query = match i.and_then(sid) {
+                        Some(s) => format!("EIO=4&transport=websocket&sid={s}"),
+                        None => "EIO=4&transport=websocket".to_owned(),
+                    };
+                    sim.input(Input::WsOpen {
+                        conn: ConnId(conn),
+                        query: &query,
+                        authorization: None,
+                    });
+                }
+            }
+            Op::WsOpenRaw { conn, query } => {
+                let conn = ws(conn);
+                if open.insert(conn) {
+                    opened += 1;
+                    sim.input(Input::WsOpen {
+                        conn: ConnId(conn),
+                        query: &query,
+                        authorization: None,
+                    });
+                }
+            }
+            Op::WsConnect { conn, user } => {
+                let token = sim.token(user_id(usize::from(user % 3)), "fuzz");
+                sim.send(ws(conn), &format!("40{{\"token\":\"{token}\"}}"));
+            }
+            Op::WsChat {
+                conn,
+                event,
+                ack,
+                text,
+            } => {
+                let name = [
+                    "chat:send",
+                    "chat:typing",
+                    "chat:join",
+                    "chat:leave",
+                    "chat:read",
+                ][event as usize % 5];
+                let payload = serde_json::json!({
+                    "text": text, "tempId": text, "chatId": text, "isTyping": true, "messageIds": [text],
+                });
+                let ack = ack.map(|a| a.to_string()).unwrap_or_default();
+                sim.send(
+                    ws(conn),
+                    &format!("42{ack}{}", serde_json::json!([name, payload])),
+                );
+            }
+            Op::WsText { conn, text } => sim.send(ws(conn), &text),
+            Op::WsBinary { conn, data } => sim.send_binary(ws(conn), &data),
+            Op::WsClose { conn } => {
+                let conn = ws(conn);
+                if open.remove(&conn) {
+                    sim.drop_client(conn);
+                }
+            }
+            Op::Store { pick, how } => {
+                let n = sim.in_flight.len().max(1);
+                match how % 4 {
+                    0 => sim.complete_oldest(),
+                    1 => sim.complete_at(pick as usize % n),
+                    2 => sim.fail_at(pick as usize % n),
+                    _ => sim.duplicate_reply(pick as usize % sim.replied.len().max(1)),
+                };
+            }
+            Op::Wait { ms } => sim.advance(Duration::from_millis(u64::from(ms % 120_000))),
+            Op::Jump => sim.jump_to_deadline(),
+            Op::Shutdown => sim.input(Input::Shutdown),
+        }
+        // The host closes what the core closed, and says so.
+        let closed: Vec<u64> = open
+            .iter()
+            .copied()
+            .filter(|c| sim.clients.get(c).is_some_and(|cl| cl.closed))
+            .collect();
+        for c in closed {
+            open.remove(&c);
+            sim.drop_client(c);
+            sim.clients.remove(&c);
+        }
+        for (conn, client) in &mut sim.clients {
+            for frame in client.inbox.drain(..) {
+                let first = frame.as_bytes().first().copied();
+                assert!(
+                    matches!(first, Some(b'0'..=b'6' | b'b')),
+                    "frame {frame:?} to {conn} is no Engine.IO packet"
+                );
+                if let Some(id) = frame.strip_prefix("0{") {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&format!("{{{id}")).expect("the open packet is JSON");
+                    sids.push(v["sid"].as_str().expect("a sid").to_owned());
+                }
+            }
+        }
+        for (_, r) in std::mem::take(&mut sim.responses) {
+            assert!((100..=599).contains(&r.status), "status {}", r.status);
+            let body = std::str::from_utf8(&r.body).expect("every body the engine writes is UTF-8");
+            if r.status == 200 && r.content_type.starts_with("text/plain") {
+                for record in body.split('\u{1e}') {
+                    let first = record.as_bytes().first().copied();
+                    assert!(
+                        matches!(first, Some(b'0'..=b'6' | b'b')),
+                        "record {record:?}"
+                    );
+                    if let Some(id) = record.strip_prefix("0{") {
+                        let v: serde_json::Value = serde_json::from_str(&format!("{{{id}"))
+                            .expect("the open packet is JSON");
+                        sids.push(v["sid"].as_str().expect("a sid").to_owned());
+                    }
+                }
+            }
+        }
+        sids.truncate(64);
+        // Memory stays bounded by what the inputs asked for.
+        let engine = sim.node.engine();
+        assert!(
+            engine.session_count() <= inputs,
+            "{} sessions",
+            engine.session_count()
+        );
+        assert!(sim.node.upper().socket_count() <= inputs);
+        assert!(
+            sim.in_flight.len() <= 2 * inputs,
+            "{} store ops",
+            sim.in_flight.len()
+        );
+        assert!(sim.node.upper().app().pending_operations() <= 2 * inputs);
+        let _ = opened;
+    }
+});
