@@ -16,6 +16,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 
+# Nothing is cached outside the checkout: pip keeps no cache, npm's lives here.
+export PIP_NO_CACHE_DIR=1
+export npm_config_cache="$ROOT/tests/.npm-cache"
+
 E2E_ONLY=0
 for arg in "$@"; do
   case "$arg" in
