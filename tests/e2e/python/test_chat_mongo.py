@@ -1,127 +1,138 @@
-"""The `chatwire` binary against MongoDB (`DATABASE_URL=mongodb://...`).
+"""The `chatwire` binary against MongoDB (`DATABASE_URL=mongodb://...`):
+history across a restart, and a MongoDB outage under a running server.
 
-Needs MONGODB_TEST_URL (scripts/test.sh starts SecantusDB and sets it) and
-the binary at $CHATWIRE_BIN (default target/debug/chatwire). Each run uses a
-database of its own.
+Needs MONGODB_TEST_URL (scripts/test.sh starts SecantusDB and sets it) and,
+for the outage test, SECANTUSD_BIN (the same script sets it): that test runs
+a MongoDB-wire server of its own so that it can stop and restart it.
 """
 
 from __future__ import annotations
 
 import os
-import pathlib
-import re
+import socket
 import subprocess
-import threading
+import time
 import uuid
 
 import pytest
 import requests
-import socketio
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
-READY_LINE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
-TIMEOUT = 5.0
+from chatlib import TIMEOUT, ChatClient, assert_detail, register
+from conftest import start_chatwire
 
 
-def mongo_url() -> str:
+def mongo_url(hosts: str | None = None, options: str = "") -> str:
+    """A fresh database on the test server (or on `hosts`)."""
     base = os.environ.get("MONGODB_TEST_URL")
     if not base:
         pytest.fail("MONGODB_TEST_URL must name a MongoDB-wire server (scripts/test.sh starts one)")
-    head, sep, query = base.partition("?")
+    head, _, query = base.partition("?")
     scheme, _, rest = head.partition("://")
-    hosts = rest.split("/", 1)[0]
-    return f"{scheme}://{hosts}/cw_e2e_{uuid.uuid4().hex[:12]}{sep}{query}"
-
-
-class Chatwire:
-    """One `chatwire` process on a free port."""
-
-    def __init__(self, database_url: str) -> None:
-        binary = pathlib.Path(os.environ.get("CHATWIRE_BIN", "target/debug/chatwire"))
-        if not binary.is_absolute():
-            binary = REPO_ROOT / binary
-        if not binary.is_file():
-            pytest.fail(f"chatwire binary not found at {binary}")
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url,
-            JWT_SECRET="e2e-secret-that-is-at-least-32-bytes-long",
-            BCRYPT_COST="4",
-            HOST="127.0.0.1",
-            PORT="0",
-        )
-        self.proc = subprocess.Popen(
-            [str(binary)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
-        )
-        first: list[str] = []
-        got = threading.Event()
-
-        def pump() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if not first:
-                    first.append(line)
-                    got.set()
-            got.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not got.wait(30) or not first or not READY_LINE.fullmatch(first[0].strip()):
-            self.stop()
-            pytest.fail(f"chatwire did not start against {database_url}: {first!r}")
-        self.url = f"http://127.0.0.1:{READY_LINE.fullmatch(first[0].strip()).group(1)}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+    hosts = hosts or rest.split("/", 1)[0]
+    query = "&".join(q for q in (query, options) if q)
+    url = f"{scheme}://{hosts}/cw_e2e_{uuid.uuid4().hex[:12]}"
+    return f"{url}?{query}" if query else url
 
 
 def test_chat_round_trip_survives_a_restart_on_mongodb() -> None:
     db_url = mongo_url()
-    server = Chatwire(db_url)
+    server = start_chatwire({"DATABASE_URL": db_url})
     try:
         assert requests.get(f"{server.url}/ready", timeout=TIMEOUT).status_code == 200
-        creds = {"username": "MongoAna", "password": "secret-pw"}
-        r = requests.post(f"{server.url}/register", json=creds, timeout=TIMEOUT)
-        assert r.status_code == 201, r.text
-        token = r.json()["access_token"]
-        taken = {"username": "mongoana", "password": "secret-pw"}
-        r = requests.post(f"{server.url}/register", json=taken, timeout=TIMEOUT)
-        assert r.status_code == 409, r.text
-
-        sio = socketio.Client(reconnection=False)
-        sio.connect(server.url, auth={"token": token}, wait_timeout=TIMEOUT)
+        ana = register(server, "MongoAna")
+        r = requests.post(f"{server.url}/register", json={"username": "mongoana", "password": "secret-pw"}, timeout=TIMEOUT)
+        assert_detail(r, 409)
+        c = ChatClient(server).connect(ana.token)
         try:
-            ack = sio.call("chat:send", {"text": "hello mongo", "tempId": "t-1"}, timeout=TIMEOUT)
-            again = sio.call("chat:send", {"text": "hello mongo", "tempId": "t-1"}, timeout=TIMEOUT)
+            ack = c.call("chat:send", {"text": "hello mongo", "tempId": "t-1"})
+            again = c.call("chat:send", {"text": "hello mongo", "tempId": "t-1"})
         finally:
-            sio.disconnect()
-        assert ack["tempId"] == "t-1" and re.fullmatch(r"[0-9a-f]{24}", ack["id"]), ack
+            c.close()
+        assert ack["tempId"] == "t-1", ack
         assert (again["id"], again["timestamp"]) == (ack["id"], ack["timestamp"])
     finally:
         server.stop()
 
-    server = Chatwire(db_url)
+    server = start_chatwire({"DATABASE_URL": db_url})
     try:
-        r = requests.post(f"{server.url}/login", json=creds, timeout=TIMEOUT)
+        r = requests.post(f"{server.url}/login", json={"username": "MongoAna", "password": "secret-pw"}, timeout=TIMEOUT)
         assert r.status_code == 200, r.text
         headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        r = requests.get(f"{server.url}/messages", headers=headers, timeout=TIMEOUT)
-        assert r.status_code == 200, r.text
-        messages = r.json()
+        messages = requests.get(f"{server.url}/messages", headers=headers, timeout=TIMEOUT).json()
         assert [(m["id"], m["timestamp"], m["text"], m["chatId"], m["author"]) for m in messages] == [
             (ack["id"], ack["timestamp"], "hello mongo", "general", "MongoAna")
         ]
-        r = requests.get(
-            f"{server.url}/messages",
-            params={"beforeId": "0" * 24},
-            headers=headers,
-            timeout=TIMEOUT,
-        )
-        assert r.status_code == 422, r.text
+        r = requests.get(f"{server.url}/messages", params={"beforeId": "0" * 24}, headers=headers, timeout=TIMEOUT)
+        assert_detail(r, 422)
     finally:
         server.stop()
+
+
+class Secantus:
+    """A SecantusDB process on a fixed port and storage directory, restartable."""
+
+    def __init__(self, port: int, storage: str) -> None:
+        binary = os.environ.get("SECANTUSD_BIN")
+        if not binary:
+            pytest.fail("SECANTUSD_BIN must name secantusd-py (scripts/test.sh sets it)")
+        self.cmd = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage, "--log-level", "WARNING"]
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return
+            except OSError:
+                assert self.proc.poll() is None, "secantusd-py exited"
+                time.sleep(0.1)
+        pytest.fail("secantusd-py did not listen")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_mongodb_outage_refuses_sends_and_the_server_recovers(tmp_path) -> None:
+    db = Secantus(free_port(), str(tmp_path / "db"))
+    db.start()
+    url = mongo_url(f"127.0.0.1:{db.port}", "serverSelectionTimeoutMS=1500")
+    server = start_chatwire({"DATABASE_URL": url})
+    c = None
+    try:
+        ana = register(server)
+        c = ChatClient(server).connect(ana.token)
+        first = c.call("chat:send", {"text": "before", "tempId": "a"})
+        assert "error" not in first, first
+
+        db.kill()
+        refused = c.call("chat:send", {"text": "during", "tempId": "b"}, timeout=15)
+        assert refused["error"]["code"] == "store_unavailable", refused
+        assert c.wait("error", timeout=TIMEOUT)["code"] == "store_unavailable"
+        assert c.sio.connected, "a store outage must not drop the socket"
+        assert_detail(requests.get(f"{server.url}/ready", timeout=15), 503)
+
+        db.start()
+        deadline = time.monotonic() + 30
+        while requests.get(f"{server.url}/ready", timeout=15).status_code != 200:
+            assert time.monotonic() < deadline, "the server did not recover when MongoDB came back"
+            time.sleep(0.5)
+        after = c.call("chat:send", {"text": "after", "tempId": "c"})
+        assert "error" not in after, after
+        texts = [m["text"] for m in ana.messages()]
+        assert texts == ["before", "after"], texts
+    finally:
+        if c:
+            c.close()
+        server.stop()
+        db.kill()
