@@ -1,7 +1,6 @@
 //! The task that owns one [`Node`]: it feeds inputs in, drains outputs, runs
 //! store commands, and moves frames to the connections' bounded queues.
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
@@ -11,16 +10,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
+use protocol::ids::IntMap;
 use protocol::store::{Store, StoreReply};
 use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId, Upper};
+use tungstenite::{Message, Utf8Bytes};
 
 use crate::Runtime;
 
 /// What a connection's writer receives.
 #[derive(Debug)]
 pub(crate) enum WsOut {
-    /// Frames to write together, in one flush.
-    Frames(Vec<Frame>),
+    /// Messages to write together, in one flush.
+    Frames(Vec<Message>),
     /// Write what is queued, then close.
     Close,
 }
@@ -45,19 +46,14 @@ pub(crate) struct OutReceiver {
 }
 
 impl OutReceiver {
-    pub(crate) fn written(&self, frames: &[Frame]) {
+    pub(crate) fn written(&self, frames: &[Message]) {
         self.queued
             .fetch_sub(batch_bytes(frames), Ordering::Relaxed);
     }
 }
 
-pub(crate) fn batch_bytes(frames: &[Frame]) -> usize {
-    frames
-        .iter()
-        .map(|f| match f {
-            Frame::Text(b) | Frame::Binary(b) => b.len(),
-        })
-        .sum()
+pub(crate) fn batch_bytes(frames: &[Message]) -> usize {
+    frames.iter().map(Message::len).sum()
 }
 
 impl OutQueue {
@@ -144,9 +140,10 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         rx,
         feedback: handle.tx.clone(),
         store_ops: handle.store_ops.clone(),
-        http: HashMap::new(),
-        conns: HashMap::new(),
-        batches: HashMap::new(),
+        http: IntMap::default(),
+        conns: IntMap::default(),
+        batches: IntMap::default(),
+        last_text: None,
     };
     rt.spawn(Box::pin(task.run()));
     handle
@@ -159,9 +156,12 @@ struct NodeTask<R, U> {
     rx: async_channel::Receiver<Command>,
     feedback: async_channel::Sender<Command>,
     store_ops: Arc<AtomicUsize>,
-    http: HashMap<RequestId, oneshot::Sender<HttpResponse>>,
-    conns: HashMap<ConnId, OutQueue>,
-    batches: HashMap<ConnId, Vec<Frame>>,
+    http: IntMap<RequestId, oneshot::Sender<HttpResponse>>,
+    conns: IntMap<ConnId, OutQueue>,
+    batches: IntMap<ConnId, Vec<Message>>,
+    /// The last text frame made into a message: a broadcast hands every
+    /// recipient the same bytes, so it is checked for UTF-8 once, not per recipient.
+    last_text: Option<(Bytes, Utf8Bytes)>,
 }
 
 impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
@@ -286,8 +286,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     }
                 }
                 Output::WsFrame { conn, frame } => {
-                    if self.conns.contains_key(&conn) {
-                        self.batches.entry(conn).or_default().push(frame);
+                    if self.conns.contains_key(&conn)
+                        && let Some(m) = self.message(frame)
+                    {
+                        self.batches.entry(conn).or_default().push(m);
                     }
                 }
                 Output::WsClose { conn } => {
@@ -314,6 +316,31 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     }));
                 }
                 other => tracing::warn!("unhandled output {other:?}"),
+            }
+        }
+    }
+
+    fn message(&mut self, frame: Frame) -> Option<Message> {
+        match frame {
+            Frame::Binary(b) => Some(Message::Binary(b)),
+            Frame::Text(b) => {
+                if let Some((last, text)) = &self.last_text
+                    && last.as_ptr() == b.as_ptr()
+                    && last.len() == b.len()
+                {
+                    return Some(Message::Text(text.clone()));
+                }
+                match Utf8Bytes::try_from(b.clone()) {
+                    Ok(text) => {
+                        self.last_text = Some((b, text.clone()));
+                        Some(Message::Text(text))
+                    }
+                    // The core only produces UTF-8 text; a failure is a bug, logged and skipped.
+                    Err(e) => {
+                        tracing::error!("core produced a non-UTF-8 text frame: {e}");
+                        None
+                    }
+                }
             }
         }
     }

@@ -2,25 +2,11 @@
 //! the node onto the socket, one flush per batch.
 
 use futures_util::{SinkExt, StreamExt};
-use protocol::{ConnId, Frame};
-use tungstenite::{Message, Utf8Bytes};
+use protocol::ConnId;
+use tungstenite::Message;
 
 use crate::WsStream;
 use crate::node_task::{Command, NodeHandle, OutReceiver, WsOut};
-
-fn to_message(f: Frame) -> Option<Message> {
-    match f {
-        // The core only produces UTF-8 text; a failure here is a bug, logged and skipped.
-        Frame::Text(b) => match Utf8Bytes::try_from(b) {
-            Ok(t) => Some(Message::Text(t)),
-            Err(e) => {
-                tracing::error!("core produced a non-UTF-8 text frame: {e}");
-                None
-            }
-        },
-        Frame::Binary(b) => Some(Message::Binary(b)),
-    }
-}
 
 /// Runs one WebSocket connection until either side ends it.
 pub(crate) async fn pump<W: WsStream>(ws: W, conn: ConnId, node: NodeHandle, out: OutReceiver) {
@@ -46,10 +32,8 @@ pub(crate) async fn pump<W: WsStream>(ws: W, conn: ConnId, node: NodeHandle, out
                 match b {
                     WsOut::Frames(frames) => {
                         out.written(&frames);
-                        for f in frames {
-                            if let Some(m) = to_message(f)
-                                && sink.feed(m).await.is_err()
-                            {
+                        for m in frames {
+                            if sink.feed(m).await.is_err() {
                                 return;
                             }
                         }

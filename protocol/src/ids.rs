@@ -60,6 +60,32 @@ pub fn new_object_id(ids: &mut dyn IdGenerator, now_ms: i64) -> ObjectId {
     ObjectId(b)
 }
 
+/// A fast hasher for maps keyed by the integer ids the core and its hosts
+/// hand out themselves (session keys, socket ids, connection ids): those are
+/// never chosen by a peer, so SipHash's defence against flooding buys
+/// nothing there and costs a hash per delivery.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+/// A `HashMap` keyed by self-assigned integer ids.
+pub type IntMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
+
 /// URL-safe alphabet for session and socket ids.
 const SID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::packet::{self, Data, OutPacket, Packet};
 use super::{RequestError, Transport, parse_query};
-use crate::ids::{IdGenerator, new_sid};
+use crate::ids::{IdGenerator, IntMap, new_sid};
 use crate::node::{ConnId, Frame, HttpResponse, Method, Output, RequestId};
 
 /// Engine.IO settings.
@@ -126,9 +126,9 @@ enum Role {
 pub struct Engine {
     config: EngineConfig,
     pub(crate) ids: Box<dyn IdGenerator>,
-    sessions: HashMap<SessionKey, Session>,
+    sessions: IntMap<SessionKey, Session>,
     by_sid: HashMap<Arc<str>, SessionKey>,
-    conns: HashMap<ConnId, Role>,
+    conns: IntMap<ConnId, Role>,
     timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
     dirty: Vec<SessionKey>,
     next_key: u64,
@@ -149,9 +149,9 @@ impl Engine {
         Engine {
             config,
             ids,
-            sessions: HashMap::new(),
+            sessions: IntMap::default(),
             by_sid: HashMap::new(),
-            conns: HashMap::new(),
+            conns: IntMap::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             next_key: 0,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::packet::{self, PacketData, PacketType, Partial};
 use crate::eio::{CloseReason, Data, Engine, EngineHandler, Handshake, OutPacket, SessionKey};
-use crate::ids::{IdGenerator, new_sid};
+use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
 use crate::node::{OpId, Output, Upper};
 use crate::store::{StoreCommand, StoreReply};
 
@@ -122,9 +122,10 @@ struct Socket {
 /// The Socket.IO state an application acts on through [`Ctx`].
 #[derive(Default)]
 pub struct State {
-    clients: HashMap<SessionKey, Client>,
-    sockets: HashMap<SocketId, Socket>,
-    rooms: HashMap<(String, String), IndexSet<SocketId>>,
+    clients: IntMap<SessionKey, Client>,
+    sockets: IntMap<SocketId, Socket>,
+    /// Namespace -> room -> members, looked up by `&str` without allocating.
+    rooms: Rooms,
     timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
     next_socket: u64,
     next_op: u64,
@@ -253,7 +254,9 @@ impl Ctx<'_> {
         s.rooms.push(room.to_owned());
         self.state
             .rooms
-            .entry((s.nsp.clone(), room.to_owned()))
+            .entry(s.nsp.clone())
+            .or_default()
+            .entry(room.to_owned())
             .or_default()
             .insert(socket);
     }
@@ -287,7 +290,7 @@ impl Ctx<'_> {
         except: Option<SocketId>,
         data: &T,
     ) -> usize {
-        let Some(members) = self.state.rooms.get(&(nsp.to_owned(), room.to_owned())) else {
+        let Some(members) = self.state.rooms.get(nsp).and_then(|r| r.get(room)) else {
             return 0;
         };
         let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
@@ -324,18 +327,21 @@ impl Ctx<'_> {
     }
 }
 
-fn leave_room(
-    rooms: &mut HashMap<(String, String), IndexSet<SocketId>>,
-    nsp: &str,
-    room: &str,
-    socket: SocketId,
-) {
-    let key = (nsp.to_owned(), room.to_owned());
-    if let Some(set) = rooms.get_mut(&key) {
+type Members = IndexSet<SocketId, std::hash::BuildHasherDefault<IntHasher>>;
+type Rooms = HashMap<String, HashMap<String, Members>>;
+
+fn leave_room(rooms: &mut Rooms, nsp: &str, room: &str, socket: SocketId) {
+    let Some(of_nsp) = rooms.get_mut(nsp) else {
+        return;
+    };
+    if let Some(set) = of_nsp.get_mut(room) {
         set.swap_remove(&socket);
         if set.is_empty() {
-            rooms.remove(&key);
+            of_nsp.remove(room);
         }
+    }
+    if of_nsp.is_empty() {
+        rooms.remove(nsp);
     }
 }
 
