@@ -8,7 +8,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use protocol::chat::{Chat, ChatConfig, RateLimit, WallClock};
 use protocol::eio::EngineConfig;
-use protocol::ids::CounterIds;
+use protocol::ids::SeededIds;
 use protocol::model::ObjectId;
 use protocol::sim::{Sim, T0_MS};
 use protocol::sio::{SocketIo, SocketIoConfig};
@@ -17,7 +17,9 @@ use protocol::{ConnId, Frame, Input, Node, Output};
 use std::hint::black_box;
 
 /// A simulation whose node has no effective rate limit, with `n` connected
-/// users (connection numbers 1..=n), inboxes emptied.
+/// users (connection numbers 1..=n), inboxes emptied. Its ids come from a
+/// seeded generator: the simulation's `CounterIds` yields only 64 distinct
+/// session ids, and `Engine::new_session` loops forever on the 65th.
 fn sim_with(n: u64) -> Sim {
     let mut sim = Sim::new();
     let chat = Chat::new(
@@ -32,7 +34,12 @@ fn sim_with(n: u64) -> Sim {
         sim.now,
     );
     let sio = SocketIo::new(SocketIoConfig::default(), chat);
-    sim.node = Node::new(EngineConfig::default(), sio, CounterIds::default(), sim.now);
+    sim.node = Node::new(
+        EngineConfig::default(),
+        sio,
+        SeededIds::new([7; 32]),
+        sim.now,
+    );
     sim.drain();
     for i in 1..=n {
         let token = sim.token(ObjectId::from_parts(1, [0; 5], i as u32), &format!("u{i}"));
