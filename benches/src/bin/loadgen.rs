@@ -17,7 +17,7 @@
 //!   server's RSS before and after gives KB per connection.
 //!
 //! One current-thread tokio runtime; each connection is a task that reads
-//! whole socket buffers (tungstenite's 128 KiB read buffer) and answers pings.
+//! up to 32 KiB per read (many frames per syscall) and answers pings.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -237,12 +237,14 @@ impl Users {
 /// for the CONNECT answer.
 async fn open(addr: &str, token: &str, small: bool) -> Result<Ws, String> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    // tungstenite zero-fills its whole read buffer before every read (128 KiB
+    // by default): keep it small enough for that not to dominate.
     let config = if small {
         WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
     } else {
-        WebSocketConfig::default()
+        WebSocketConfig::default().read_buffer_size(32 * 1024)
     };
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
