@@ -174,7 +174,10 @@ impl<R: Runtime> Routes<R> {
             let max = self.max_payload;
             self.rt.spawn(Box::pin(async move {
                 let Ok(io) = upgrade.await else { return };
+                // tungstenite zero-fills its whole read buffer before each read:
+                // 128 KiB by default, which is most of the CPU and RSS per connection.
                 let config = tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(8 * 1024)
                     .max_message_size(Some(max))
                     .max_frame_size(Some(max));
                 let ws = rt.websocket(io, config).await;
