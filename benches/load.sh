@@ -7,7 +7,7 @@
 #   benches/load.sh /tmp/chatwire-db saturate --private --users 3000 --window 50
 #
 # Needs `cargo build --release -p chatwire -p chatwire-benches` first.
-# PORT (default 3917) and JWT_SECRET may be overridden.
+# PORT (default 3917), JWT_SECRET and CHATWIRE_BIN (the server binary) may be overridden.
 set -euo pipefail
 db=$1
 shift
@@ -15,7 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 port=${PORT:-3917}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123}
-DATABASE_URL=$db RUST_LOG=warn PORT=$port taskset -c 0 "$bin/chatwire" >/tmp/chatwire-load-$port.log 2>&1 &
+DATABASE_URL=$db RUST_LOG=warn PORT=$port taskset -c 0 "${CHATWIRE_BIN:-$bin/chatwire}" >/tmp/chatwire-load-$port.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
