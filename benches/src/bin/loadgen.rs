@@ -286,8 +286,9 @@ async fn open_many(
 
 /// What a connection task does besides reading.
 struct Role {
-    /// Send one message every this often (fanout senders).
-    every: Option<Duration>,
+    /// Send one message every this often, the first after the second
+    /// duration (fanout senders, staggered so the offered load is smooth).
+    every: Option<(Duration, Duration)>,
     /// Send one message per command (ackrtt, saturate).
     commands: Option<mpsc::UnboundedReceiver<()>>,
     /// Told the index of this connection at each `chat:ack`.
@@ -316,8 +317,8 @@ async fn client(
     mut stop: watch::Receiver<Phase>,
 ) -> Stats {
     let mut st = Stats::default();
-    let mut ticker = role.every.map(|d| {
-        let mut t = tokio::time::interval(d);
+    let mut ticker = role.every.map(|(d, phase)| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, d);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
@@ -415,7 +416,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             let mut tasks = Vec::new();
             for (i, ws) in conns.into_iter().enumerate() {
                 let role = Role {
-                    every: (i < senders).then_some(every),
+                    every: (i < senders).then(|| (every, every.mul_f64(i as f64 / senders as f64))),
                     commands: None,
                     acked: None,
                     chat: "general".into(),
