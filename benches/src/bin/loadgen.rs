@@ -45,8 +45,9 @@ struct Cli {
     /// The server's pid: its CPU time and RSS are read from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
-    /// How many connection handshakes run at once.
-    #[arg(long, default_value_t = 256, global = true)]
+    /// How many connection handshakes run at once; keep it under the
+    /// server's listen backlog (128) or SYNs are dropped and retried after 1 s.
+    #[arg(long, default_value_t = 100, global = true)]
     connect_concurrency: usize,
     #[command(subcommand)]
     scenario: Scenario,
@@ -485,10 +486,15 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
         }
         Scenario::Conns { clients, hold } => {
             let before = cli.server_pid.and_then(|p| proc_usage(&p.to_string()));
+            let me = proc_usage("self");
             let t0 = Instant::now();
             let conns =
                 open_many(&cli.addr, &users, clients, cli.connect_concurrency, true).await?;
             let connect_s = t0.elapsed().as_secs_f64();
+            let connect_cpu = match (me, proc_usage("self")) {
+                (Some(a), Some(b)) => json!(b.0 - a.0),
+                _ => json!(null),
+            };
             let tasks: Vec<_> = conns
                 .into_iter()
                 .map(|ws| {
@@ -516,6 +522,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             Ok(json!({
                 "scenario": "conns", "clients": clients,
                 "connect_s": connect_s, "connects_per_s": clients as f64 / connect_s,
+                "generator_connect_cpu_s": connect_cpu,
                 "hold_s": hold, "server": server,
             }))
         }
