@@ -177,9 +177,10 @@ impl<R: Runtime> Routes<R> {
             let max = self.max_payload;
             self.rt.spawn(Box::pin(async move {
                 let Ok(io) = upgrade.await else { return };
-                // tungstenite allocates its whole read buffer up front
-                // (128 KiB by default): start small and let big frames grow it,
-                // so an idle connection costs a few KB, not 128.
+                // tungstenite allocates its whole read buffer up front and
+                // zero-fills it before every read (128 KiB by default, most of
+                // the CPU and RSS per connection in BENCHMARKS.md): start small
+                // and let big frames grow it.
                 let config = tungstenite::protocol::WebSocketConfig::default()
                     .read_buffer_size(WS_READ_BUFFER)
                     .max_message_size(Some(max))

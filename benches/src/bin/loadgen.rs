@@ -1,0 +1,628 @@
+//! `loadgen`: drives a running chatwire server over raw Engine.IO v4 /
+//! Socket.IO v5 on WebSocket and prints one JSON line of results.
+//!
+//! Every client is a distinct synthetic user with an HS256 token minted by
+//! [`protocol::auth::JwtConfig::issue`], so the server's per-user rate limit
+//! (20 msg/s, burst 40) applies to each sender separately. Scenarios:
+//!
+//! - `fanout`: N clients in `general`, S of them sending R msg/s each; the
+//!   others count `chat:new-message` and measure send-to-receive latency on
+//!   the generator's clock (the send time travels in the message text).
+//! - `ackrtt`: one message in flight at a time, round-robin over U users (so
+//!   no user exceeds the rate limit), each to a chat nobody has joined:
+//!   acks/s and ack latency.
+//! - `saturate`: W messages in flight over U users, to `general` (fanout to
+//!   every client) or to private chats (`--private`): acks/s, deliveries/s.
+//! - `conns`: N idle connections opened as fast as possible and held; the
+//!   server's RSS before and after gives KB per connection.
+//!
+//! One current-thread tokio runtime; each connection is a task that reads
+//! up to 32 KiB per read (many frames per syscall) and answers pings.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use protocol::auth::JwtConfig;
+use protocol::model::ObjectId;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for chatwire (raw Engine.IO / Socket.IO over WebSocket)")]
+struct Cli {
+    /// The server's `host:port`.
+    #[arg(long, default_value = "127.0.0.1:3000", global = true)]
+    addr: String,
+    /// The server's JWT secret (HS256).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    jwt_secret: String,
+    /// The server's pid: its CPU time and RSS are read from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// How many connection handshakes run at once; keep it under the
+    /// server's listen backlog (128) or SYNs are dropped and retried after 1 s.
+    #[arg(long, default_value_t = 100, global = true)]
+    connect_concurrency: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// N clients, S senders at R msg/s each; everyone else counts deliveries.
+    Fanout {
+        /// Clients (senders included).
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Sending clients, each a distinct user.
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Messages per second per sender (the server allows 20, burst 40).
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds to wait for late deliveries after the last send.
+        #[arg(long, default_value_t = 3.0)]
+        drain: f64,
+    },
+    /// One message in flight at a time, round-robin over `users` users.
+    Ackrtt {
+        /// Users (one socket each) the messages rotate over.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// `window` messages in flight at once over `users` users.
+    Saturate {
+        /// Users (one socket each), all in `general`.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Messages in flight at once.
+        #[arg(long, default_value_t = 50)]
+        window: usize,
+        /// Send to a private chat per user (no fanout) instead of `general`.
+        #[arg(long)]
+        private: bool,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds to wait for late deliveries after the last send.
+        #[arg(long, default_value_t = 3.0)]
+        drain: f64,
+    },
+    /// N idle connections, opened as fast as possible and held.
+    Conns {
+        /// Connections.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Seconds to hold them (answering pings) before reading RSS again.
+        #[arg(long, default_value_t = 5.0)]
+        hold: f64,
+    },
+}
+
+/// What one connection saw.
+#[derive(Debug, Default)]
+struct Stats {
+    sent: u64,
+    acks: u64,
+    errors: u64,
+    received: u64,
+    /// Send-to-receive latencies of `chat:new-message`, microseconds.
+    delivery_us: Vec<u32>,
+    /// Send-to-`chat:ack` latencies, microseconds.
+    ack_us: Vec<u32>,
+}
+
+impl Stats {
+    fn merge(&mut self, o: Stats) {
+        self.sent += o.sent;
+        self.acks += o.acks;
+        self.errors += o.errors;
+        self.received += o.received;
+        self.delivery_us.extend(o.delivery_us);
+        self.ack_us.extend(o.ack_us);
+    }
+}
+
+fn percentiles(v: &mut [u32]) -> serde_json::Value {
+    if v.is_empty() {
+        return json!(null);
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1000.0;
+    json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999), "max_ms": at(1.0)})
+}
+
+/// CPU seconds (utime + stime) and VmRSS / VmHWM (KB) of a process.
+fn proc_usage(pid: &str) -> Option<(f64, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    let ticks: f64 = f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    // Linux's USER_HZ is 100 on every architecture we run on.
+    Some((ticks / 100.0, kb("VmRSS:"), kb("VmHWM:")))
+}
+
+/// Before/after readings of the server and of this generator.
+struct Usage {
+    server: Option<String>,
+    before: Option<(f64, u64, u64)>,
+    me: Option<(f64, u64, u64)>,
+    at: Instant,
+}
+
+impl Usage {
+    fn start(server: Option<u32>) -> Self {
+        let server = server.map(|p| p.to_string());
+        Usage {
+            before: server.as_deref().and_then(proc_usage),
+            server,
+            me: proc_usage("self"),
+            at: Instant::now(),
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let wall = self.at.elapsed().as_secs_f64();
+        let me = proc_usage("self");
+        let gen_cpu = match (self.me, me) {
+            (Some(a), Some(b)) => json!(b.0 - a.0),
+            _ => json!(null),
+        };
+        let server = match (self.before, self.server.as_deref().and_then(proc_usage)) {
+            (Some(a), Some(b)) => json!({
+                "cpu_s": b.0 - a.0,
+                "cpu_util": (b.0 - a.0) / wall,
+                "rss_kb_before": a.1,
+                "rss_kb_after": b.1,
+                "hwm_kb": b.2,
+            }),
+            _ => json!(null),
+        };
+        json!({"wall_s": wall, "generator_cpu_s": gen_cpu, "server": server})
+    }
+}
+
+/// Mints tokens for synthetic users, distinct for every run.
+struct Users {
+    jwt: JwtConfig,
+    run: [u8; 5],
+}
+
+impl Users {
+    fn new(secret: &str) -> Self {
+        let jwt = JwtConfig::new(secret.as_bytes(), "HS256", 60).expect("a usable JWT secret");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let b = nanos.to_le_bytes();
+        Users {
+            jwt,
+            run: [b[0], b[1], b[2], b[3], b[4]],
+        }
+    }
+
+    fn token(&self, i: usize) -> String {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let id = ObjectId::from_parts((now_ms / 1000) as u32, self.run, i as u32);
+        self.jwt.issue(id, &format!("lg{i}"), now_ms)
+    }
+}
+
+/// Opens a WebSocket, reads Engine.IO OPEN, joins `/` with a token and waits
+/// for the CONNECT answer.
+async fn open(addr: &str, token: &str, small: bool) -> Result<Ws, String> {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    // tungstenite zero-fills its whole read buffer before every read (128 KiB
+    // by default): keep it small enough for that not to dominate.
+    let config = if small {
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+    } else {
+        WebSocketConfig::default().read_buffer_size(32 * 1024)
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
+        other => return Err(format!("expected OPEN, got {other:?}")),
+    }
+    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+        .await
+        .map_err(|e| format!("send CONNECT: {e}"))?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.starts_with("40") => return Ok(ws),
+            Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                let _ = ws.send(Message::text("3")).await;
+            }
+            other => return Err(format!("expected CONNECT, got {other:?}")),
+        }
+    }
+}
+
+/// Opens `n` connections, `concurrency` handshakes at a time, in order.
+async fn open_many(
+    addr: &str,
+    users: &Users,
+    n: usize,
+    concurrency: usize,
+    small: bool,
+) -> Result<Vec<Ws>, String> {
+    let tokens: Vec<String> = (0..n).map(|i| users.token(i)).collect();
+    let results: Vec<Result<Ws, String>> = futures_util::stream::iter(tokens)
+        .map(|t| async move { open(addr, &t, small).await })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// What a connection task does besides reading.
+struct Role {
+    /// Send one message every this often, the first after the second
+    /// duration (fanout senders, staggered so the offered load is smooth).
+    every: Option<(Duration, Duration)>,
+    /// Send one message per command (ackrtt, saturate).
+    commands: Option<mpsc::UnboundedReceiver<()>>,
+    /// Told the index of this connection at each `chat:ack`.
+    acked: Option<(usize, mpsc::UnboundedSender<usize>)>,
+    /// The chat its messages go to.
+    chat: String,
+}
+
+/// The number after `key` in `text`, e.g. the send time in `"text":"123"`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let i = text.find(key)? + key.len();
+    let digits = text[i..].split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
+}
+
+fn micros_since(base: Instant, sent_ns: u64) -> u32 {
+    let now = base.elapsed().as_nanos() as u64;
+    (now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32
+}
+
+/// Runs one connection until `stop` turns true; returns what it saw.
+async fn client(
+    mut ws: Ws,
+    base: Instant,
+    mut role: Role,
+    mut stop: watch::Receiver<Phase>,
+) -> Stats {
+    let mut st = Stats::default();
+    let mut ticker = role.every.map(|(d, phase)| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, d);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    let mut sending = true;
+    loop {
+        let send = tokio::select! {
+            biased;
+            r = stop.changed() => {
+                if r.is_err() || *stop.borrow() == Phase::Stop { break }
+                sending = false;
+                false
+            }
+            msg = ws.next() => {
+                let t = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    _ => break,
+                };
+                let s = t.as_str();
+                if s == "2" {
+                    if ws.send(Message::text("3")).await.is_err() { break }
+                } else if let Some(rest) = s.strip_prefix("42[\"chat:new-message\"") {
+                    st.received += 1;
+                    if let Some(ns) = number_after(rest, "\"text\":\"") {
+                        st.delivery_us.push(micros_since(base, ns));
+                    }
+                } else if let Some(rest) = s.strip_prefix("42[\"chat:ack\"") {
+                    st.acks += 1;
+                    if let Some(ns) = number_after(rest, "\"tempId\":\"") {
+                        st.ack_us.push(micros_since(base, ns));
+                    }
+                    if let Some((i, tx)) = &role.acked { let _ = tx.send(*i); }
+                } else if s.starts_with("42[\"error\"") {
+                    st.errors += 1;
+                    if let Some((i, tx)) = &role.acked { let _ = tx.send(*i); }
+                }
+                false
+            }
+            _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && sending => true,
+            c = async { role.commands.as_mut().unwrap().recv().await }, if role.commands.is_some() => {
+                if c.is_none() { role.commands = None; false } else { true }
+            }
+        };
+        if send {
+            let ns = base.elapsed().as_nanos() as u64;
+            let m = format!(
+                "42[\"chat:send\",{{\"text\":\"{ns}\",\"tempId\":\"{ns}\",\"chatId\":\"{}\"}}]",
+                role.chat
+            );
+            if ws.send(Message::text(m)).await.is_err() {
+                break;
+            }
+            st.sent += 1;
+        }
+    }
+    let _ = ws.close(None).await;
+    st
+}
+
+/// Where a run is, told to every connection task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Send and receive.
+    Run,
+    /// Stop sending; keep receiving (the drain period).
+    Drain,
+    /// Close.
+    Stop,
+}
+
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Stats>>) -> Stats {
+    let mut all = Stats::default();
+    for t in tasks {
+        all.merge(t.await.expect("a client task panicked"));
+    }
+    all
+}
+
+async fn run(cli: Cli) -> Result<serde_json::Value, String> {
+    let users = Users::new(&cli.jwt_secret);
+    let base = Instant::now();
+    let (stop_tx, stop) = watch::channel(Phase::Run);
+    match cli.scenario {
+        Scenario::Fanout {
+            clients,
+            senders,
+            rate,
+            duration,
+            drain,
+        } => {
+            let conns =
+                open_many(&cli.addr, &users, clients, cli.connect_concurrency, false).await?;
+            let usage = Usage::start(cli.server_pid);
+            let every = Duration::from_secs_f64(1.0 / rate);
+            let mut tasks = Vec::new();
+            for (i, ws) in conns.into_iter().enumerate() {
+                let role = Role {
+                    every: (i < senders).then(|| (every, every.mul_f64(i as f64 / senders as f64))),
+                    commands: None,
+                    acked: None,
+                    chat: "general".into(),
+                };
+                tasks.push(tokio::spawn(client(ws, base, role, stop.clone())));
+            }
+            tokio::time::sleep(Duration::from_secs_f64(duration)).await;
+            let _ = stop_tx.send(Phase::Drain);
+            let send_end = usage.at.elapsed().as_secs_f64();
+            tokio::time::sleep(Duration::from_secs_f64(drain)).await;
+            let _ = stop_tx.send(Phase::Stop);
+            let report = usage.report();
+            let mut st = gather(tasks).await;
+            let expected = st.acks * (clients as u64 - 1);
+            Ok(json!({
+                "scenario": "fanout",
+                "clients": clients, "senders": senders, "rate_per_sender": rate,
+                "duration_s": duration, "drain_s": drain,
+                "offered_deliveries_per_s": senders as f64 * rate * (clients as f64 - 1.0),
+                "sent": st.sent, "acked": st.acks, "refused": st.errors,
+                "expected_deliveries": expected, "received": st.received,
+                "lost": expected as i64 - st.received as i64,
+                "deliveries_per_s": st.received as f64 / send_end,
+                "latency": percentiles(&mut st.delivery_us),
+                "ack_latency": percentiles(&mut st.ack_us),
+                "usage": report,
+            }))
+        }
+        Scenario::Ackrtt { users: n, duration } => {
+            let conns = open_many(&cli.addr, &users, n, cli.connect_concurrency, false).await?;
+            closed_loop(
+                conns,
+                base,
+                1,
+                true,
+                duration,
+                0.5,
+                stop_tx,
+                stop,
+                cli.server_pid,
+                "ackrtt",
+            )
+            .await
+        }
+        Scenario::Saturate {
+            users: n,
+            window,
+            private,
+            duration,
+            drain,
+        } => {
+            let conns = open_many(&cli.addr, &users, n, cli.connect_concurrency, false).await?;
+            closed_loop(
+                conns,
+                base,
+                window,
+                private,
+                duration,
+                drain,
+                stop_tx,
+                stop,
+                cli.server_pid,
+                "saturate",
+            )
+            .await
+        }
+        Scenario::Conns { clients, hold } => {
+            let before = cli.server_pid.and_then(|p| proc_usage(&p.to_string()));
+            let me = proc_usage("self");
+            let t0 = Instant::now();
+            let conns =
+                open_many(&cli.addr, &users, clients, cli.connect_concurrency, true).await?;
+            let connect_s = t0.elapsed().as_secs_f64();
+            let connect_cpu = match (me, proc_usage("self")) {
+                (Some(a), Some(b)) => json!(b.0 - a.0),
+                _ => json!(null),
+            };
+            let tasks: Vec<_> = conns
+                .into_iter()
+                .map(|ws| {
+                    let role = Role {
+                        every: None,
+                        commands: None,
+                        acked: None,
+                        chat: String::new(),
+                    };
+                    tokio::spawn(client(ws, base, role, stop.clone()))
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+            let after = cli.server_pid.and_then(|p| proc_usage(&p.to_string()));
+            let _ = stop_tx.send(Phase::Stop);
+            gather(tasks).await;
+            let server = match (before, after) {
+                (Some(a), Some(b)) => json!({
+                    "rss_kb_before": a.1, "rss_kb_after": b.1, "hwm_kb": b.2,
+                    "kb_per_conn": (b.1 as f64 - a.1 as f64) / clients as f64,
+                    "cpu_s": b.0 - a.0,
+                }),
+                _ => json!(null),
+            };
+            Ok(json!({
+                "scenario": "conns", "clients": clients,
+                "connect_s": connect_s, "connects_per_s": clients as f64 / connect_s,
+                "generator_connect_cpu_s": connect_cpu,
+                "hold_s": hold, "server": server,
+            }))
+        }
+    }
+}
+
+/// `window` messages in flight over the connections, round-robin, each sent
+/// right after an earlier one is acked (or refused).
+#[allow(clippy::too_many_arguments)]
+async fn closed_loop(
+    conns: Vec<Ws>,
+    base: Instant,
+    window: usize,
+    private: bool,
+    duration: f64,
+    drain: f64,
+    stop_tx: watch::Sender<Phase>,
+    stop: watch::Receiver<Phase>,
+    server_pid: Option<u32>,
+    name: &str,
+) -> Result<serde_json::Value, String> {
+    let n = conns.len();
+    let usage = Usage::start(server_pid);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let mut cmds = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, ws) in conns.into_iter().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        cmds.push(tx);
+        let role = Role {
+            every: None,
+            commands: Some(rx),
+            acked: Some((i, ack_tx.clone())),
+            chat: if private {
+                format!("bench-{i}")
+            } else {
+                "general".into()
+            },
+        };
+        tasks.push(tokio::spawn(client(ws, base, role, stop.clone())));
+    }
+    let mut busy = vec![false; n];
+    let mut next = 0usize;
+    let mut pick = |busy: &mut Vec<bool>| -> Option<usize> {
+        for _ in 0..n {
+            let i = next;
+            next = (next + 1) % n;
+            if !busy[i] {
+                busy[i] = true;
+                return Some(i);
+            }
+        }
+        None
+    };
+    for _ in 0..window.min(n) {
+        if let Some(i) = pick(&mut busy) {
+            let _ = cmds[i].send(());
+        }
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(duration);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            Some(i) = ack_rx.recv() => {
+                busy[i] = false;
+                if let Some(j) = pick(&mut busy) { let _ = cmds[j].send(()); }
+            }
+        }
+    }
+    let send_end = usage.at.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(drain)).await;
+    let _ = stop_tx.send(Phase::Stop);
+    let report = usage.report();
+    let mut st = gather(tasks).await;
+    let expected = if private { 0 } else { st.acks * (n as u64 - 1) };
+    Ok(json!({
+        "scenario": name, "users": n, "window": window, "private": private,
+        "duration_s": duration,
+        "sent": st.sent, "acked": st.acks, "refused": st.errors,
+        "acks_per_s": st.acks as f64 / send_end,
+        "ack_latency": percentiles(&mut st.ack_us),
+        "expected_deliveries": expected, "received": st.received,
+        "lost": expected as i64 - st.received as i64,
+        "deliveries_per_s": st.received as f64 / send_end,
+        "latency": percentiles(&mut st.delivery_us),
+        "usage": report,
+    }))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(v) => println!("{v}"),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+    }
+}
