@@ -62,6 +62,12 @@ pub struct Config {
     /// Engine.IO `maxPayload`, in bytes.
     #[arg(long, env = "MAX_PAYLOAD", default_value_t = 1_000_000)]
     pub max_payload: usize,
+    /// `chat:send`s a user may make per second, on average.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 20.0)]
+    pub rate_limit_per_second: f64,
+    /// How many `chat:send`s a user may make in a burst.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40.0)]
+    pub rate_limit_burst: f64,
 }
 
 /// A setting that cannot be used; the server refuses to start.
@@ -78,6 +84,16 @@ pub enum ConfigError {
         url: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The rate limit cannot let any message through.
+    #[error(
+        "RATE_LIMIT_PER_SECOND must be above 0 and RATE_LIMIT_BURST at least 1, not {rate} and {burst}"
+    )]
+    RateLimit {
+        /// The rate given.
+        rate: f64,
+        /// The burst given.
+        burst: f64,
     },
     /// bcrypt's cost is out of its range.
     #[error("BCRYPT_COST must be from 4 to 31, not {0}")]
@@ -126,6 +142,10 @@ impl<R: Runtime> Served<R> {
         if !(4..=31).contains(&config.bcrypt_cost) {
             return Err(ConfigError::BcryptCost(config.bcrypt_cost));
         }
+        let (rate, burst) = (config.rate_limit_per_second, config.rate_limit_burst);
+        if !(rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0) {
+            return Err(ConfigError::RateLimit { rate, burst });
+        }
         let mut seeds = SeededIds::new(random_seed());
         let secret = match &config.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
@@ -153,7 +173,10 @@ impl<R: Runtime> Served<R> {
         let chat = Chat::new(
             ChatConfig {
                 jwt: jwt.clone(),
-                rate: RateLimit::default(),
+                rate: RateLimit {
+                    per_second: config.rate_limit_per_second,
+                    burst: config.rate_limit_burst,
+                },
             },
             WallClock::new(now, unix_ms()),
             now,

@@ -9,6 +9,23 @@ use futures_util::future::{Either, select};
 
 use crate::{Routes, Server, serve_connection};
 
+/// How many connections may wait to be accepted. The default of std (128)
+/// overflows under connection bursts, and each overflow costs the client a
+/// one-second SYN retry.
+const BACKLOG: i32 = 4096;
+
+/// A non-blocking listening socket with a deep accept queue, for a runtime
+/// to wrap (`SO_REUSEADDR` set, as std does).
+pub fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Tells the operator (and test harnesses, on stdout) where the server listens.
 pub fn announce(addr: SocketAddr) {
     use std::io::Write;

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Instant;
 
-pub use host::{announce, serve};
+pub use host::{announce, listener, serve};
 pub use node_task::{NodeHandle, spawn_node};
 pub use service::{Routes, serve_connection, unix_ms};
 

@@ -77,7 +77,7 @@ impl Server for Smol {
     type Conn = FuturesIo<TcpStream>;
 
     fn bind(&self, addr: SocketAddr) -> BoxFuture<io::Result<TcpListener>> {
-        Box::pin(TcpListener::bind(addr))
+        Box::pin(async move { TcpListener::try_from(driver::listener(addr)?) })
     }
 
     fn local_addr(&self, listener: &TcpListener) -> io::Result<SocketAddr> {

@@ -51,7 +51,7 @@ impl Server for Tokio {
     type Conn = TokioIo<TcpStream>;
 
     fn bind(&self, addr: SocketAddr) -> BoxFuture<std::io::Result<TcpListener>> {
-        Box::pin(TcpListener::bind(addr))
+        Box::pin(async move { TcpListener::from_std(driver::listener(addr)?) })
     }
 
     fn local_addr(&self, listener: &TcpListener) -> std::io::Result<SocketAddr> {

@@ -110,8 +110,10 @@ def test_sigterm_exits_zero_and_clients_see_a_disconnect():
         ({"JWT_ALGORITHM": "none"}, ["JWT_ALGORITHM"]),
         ({"JWT_ALGORITHM": "RS256"}, ["JWT_ALGORITHM"]),
         ({"DATABASE_URL": "ftp://x"}, ["DATABASE_URL"]),
+        ({"RATE_LIMIT_BURST": "0"}, ["RATE_LIMIT_BURST"]),
+        ({"RATE_LIMIT_PER_SECOND": "0"}, ["RATE_LIMIT_PER_SECOND"]),
     ],
-    ids=["short secret", "empty secret", "alg none", "alg RS256", "ftp database"],
+    ids=["short secret", "empty secret", "alg none", "alg RS256", "ftp database", "no burst", "no rate"],
 )
 def test_bad_config_refused(env, words):
     done = run_chatwire_to_exit(chatwire_env(**env))
@@ -122,6 +124,22 @@ def test_bad_config_refused(env, words):
         # the message names the setting (as variable or flag)
         flag = "--" + word.lower().replace("_", "-")
         assert word in err or flag in err, err
+
+
+def test_rate_limit_settings():
+    # A burst of 5 that refills once in 1000 s: 5 of 12 sends pass, the rest are limited.
+    server = start_chatwire({"RATE_LIMIT_BURST": "5", "RATE_LIMIT_PER_SECOND": "0.001"})
+    try:
+        user = register(server)
+        c = ChatClient(server).connect(user.token)
+        try:
+            acks = [c.call("chat:send", {"text": f"m{i}"}) for i in range(12)]
+        finally:
+            c.close()
+        assert sum("error" not in a for a in acks) == 5, acks
+        assert all(a["error"]["code"] == "rate_limited" for a in acks[5:]), acks
+    finally:
+        server.stop()
 
 
 def test_missing_secret_starts_with_a_warning(tmp_path):
