@@ -5,7 +5,7 @@ use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -306,11 +306,20 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         tracing::error!("store command without a store: {command:?}");
                         continue;
                     };
+                    let mut run =
+                        Box::pin(async move { protocol::store::execute(&*store, command).await });
+                    // A store that answers at once (the in-memory one) is fed
+                    // back here, without a task and two channel hops.
+                    let mut cx = Context::from_waker(Waker::noop());
+                    if let Poll::Ready(reply) = run.as_mut().poll(&mut cx) {
+                        self.feed(Instant::now(), Input::StoreReply { op, reply });
+                        continue;
+                    }
                     let tx = self.feedback.clone();
                     let ops = self.store_ops.clone();
                     ops.fetch_add(1, Ordering::AcqRel);
                     self.rt.spawn(Box::pin(async move {
-                        let reply = protocol::store::execute(&*store, command).await;
+                        let reply = run.await;
                         ops.fetch_sub(1, Ordering::AcqRel);
                         let _ = tx.send(Command::StoreReply(op, reply)).await;
                     }));
