@@ -64,8 +64,9 @@ fn user(n: u32, name: &str) -> UserRecord {
     }
 }
 
-/// A new message `n` in `chat` by user `author`, at `timestamp`.
-fn new_message(
+/// A new message `n` in `chat` by user `author`, at `timestamp`: the one
+/// fixture every store's own tests build messages with too.
+pub fn new_message(
     n: u32,
     chat: &str,
     author: u32,

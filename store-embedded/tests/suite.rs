@@ -75,20 +75,9 @@ impl Store for TempStore {
     }
 }
 
+/// Message `n` by one author in `general`, with the retry key `t<n>`.
 fn message(n: u32, timestamp: i64) -> NewMessage {
-    NewMessage {
-        message: Message {
-            id: ObjectId::from_parts(0x665f_1c2e, [1, 2, 3, 4, 5], n),
-            chat_id: "general".to_owned(),
-            author: "ana".to_owned(),
-            author_id: ObjectId::from_parts(0x665f_1c00, [9; 5], 1),
-            text: format!("message {n}"),
-            timestamp,
-            status: Status::Sent,
-            kind: "text".to_owned(),
-        },
-        temp_id: Some(format!("t{n}")),
-    }
+    store_suite::new_message(n, "general", 1, timestamp, Some(&format!("t{n}")))
 }
 
 fn latest(store: &dyn Store) -> Vec<Message> {

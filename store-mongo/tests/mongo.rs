@@ -13,7 +13,7 @@ use chatwire_store_mongo::{ConnectError, ConnectOptions, HISTORY_INDEX, MongoSto
 use futures_executor::block_on;
 use mongodb::bson::{Bson, DateTime, Document, doc, oid};
 use mongodb::options::Acknowledgment;
-use protocol::model::{Message, ObjectId, Status, UserRecord};
+use protocol::model::{Message, ObjectId, UserRecord};
 use protocol::store::{Append, Cursor, History, HistoryQuery, NewMessage, Store, Window};
 use protocol::store_suite;
 
@@ -78,20 +78,9 @@ fn page_back(store: &dyn Store, chat: &str, limit: u32) -> Vec<Message> {
     all
 }
 
+/// Message `n` by one author, from the shared store suite's fixture.
 fn new_message(n: u32, chat: &str, timestamp: i64, temp_id: Option<&str>) -> NewMessage {
-    NewMessage {
-        message: Message {
-            id: ObjectId::from_parts(0x665f_1c2e, [7; 5], n),
-            chat_id: chat.to_owned(),
-            author: "ana".to_owned(),
-            author_id: ObjectId::from_parts(0x665f_1c00, [9; 5], 1),
-            text: format!("message {n}"),
-            timestamp,
-            status: Status::Sent,
-            kind: "text".to_owned(),
-        },
-        temp_id: temp_id.map(str::to_owned),
-    }
+    protocol::store_suite::new_message(n, chat, 1, timestamp, temp_id)
 }
 
 /// A tokio runtime and client for writing documents straight through the driver.
