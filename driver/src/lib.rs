@@ -1,8 +1,9 @@
 //! What every chatwire runtime shares: the [`Runtime`] trait, the task that
-//! drives a [`protocol::Node`], the hyper service, and the WebSocket pump.
+//! drives a [`protocol::Node`], the hyper service, and the WebSocket
+//! connections (framing of our own, written straight from the node task).
 //!
 //! A runtime crate supplies only an executor, a timer, a listener, the stop
-//! signals and the WebSocket adapter ([`Runtime`] and [`Server`]);
+//! signals and its sockets ([`Runtime`], [`Socket`] and [`Server`]);
 //! everything else lives here, written once: the accept loop ([`serve`]),
 //! the chat server's `main` ([`app::main`]) and the conformance server's
 //! ([`conformance::main`]).
@@ -14,10 +15,12 @@ mod host;
 mod node_task;
 mod service;
 mod ws;
+mod wsframe;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use host::{announce, listener, serve};
@@ -27,42 +30,42 @@ pub use service::{Routes, serve_connection, unix_ms};
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// The WebSocket stream a runtime hands the pump.
-pub trait WsStream:
-    futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>>
-    + futures_util::Sink<tungstenite::Message, Error = tungstenite::Error>
-    + Send
-    + Unpin
-    + 'static
-{
-}
-
-impl<T> WsStream for T where
-    T: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>>
-        + futures_util::Sink<tungstenite::Message, Error = tungstenite::Error>
-        + Send
-        + Unpin
-        + 'static
-{
+/// A connected TCP socket, used without blocking from any thread: the node
+/// task writes to it directly, the connection's task reads from it and
+/// waits for it to become writable. Each runtime wraps its own socket type.
+pub trait Socket: Send + Sync + 'static {
+    /// Ready when the socket may have bytes to read (or an error, or EOF).
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Appends what can be read now to `buf`'s spare capacity (the caller
+    /// reserves it); `Ok(0)` is EOF, `WouldBlock` that nothing is there.
+    fn try_read(&self, buf: &mut bytes::BytesMut) -> std::io::Result<usize>;
+    /// Ready when the socket may take more bytes.
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Writes what the socket takes now, `WouldBlock` if nothing.
+    fn try_write(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize>;
+    /// Shuts down the sending half (after a close frame).
+    fn shutdown_write(&self);
 }
 
 /// What differs between runtimes: spawning, blocking work, timers, and
-/// turning an upgraded HTTP connection into a WebSocket.
+/// taking back the socket of an upgraded HTTP connection.
 pub trait Runtime: Clone + Send + Sync + 'static {
-    /// The runtime's WebSocket stream type.
-    type Ws: WsStream;
+    /// The runtime's socket, as the WebSocket connections use it.
+    type Socket: Socket;
     /// Runs a future in the background.
     fn spawn(&self, fut: BoxFuture<()>);
     /// Runs CPU-heavy work (bcrypt) off the event loop.
     fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>);
     /// Completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
-    /// Wraps an upgraded connection as a server-side WebSocket.
-    fn websocket(
+    /// Takes back the socket of a connection that hyper upgraded (as
+    /// [`hyper::upgrade::Upgraded::downcast`] does), with the bytes hyper
+    /// had read past the request; the connection back if it is not one of
+    /// this runtime's sockets.
+    fn socket(
         &self,
         io: hyper::upgrade::Upgraded,
-        config: tungstenite::protocol::WebSocketConfig,
-    ) -> BoxFuture<Self::Ws>;
+    ) -> Result<(Self::Socket, bytes::Bytes), hyper::upgrade::Upgraded>;
 }
 
 /// What a runtime adds to [`Runtime`] to run a whole server process: a TCP

@@ -1,5 +1,5 @@
 //! The task that owns one [`Node`]: it feeds inputs in, drains outputs, runs
-//! store commands, and moves frames to the connections' bounded queues.
+//! store commands, and writes frames to the WebSocket connections.
 
 use std::future::poll_fn;
 use std::pin::pin;
@@ -13,61 +13,17 @@ use futures_channel::oneshot;
 use protocol::ids::IntMap;
 use protocol::store::{Store, StoreReply};
 use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId, Upper};
-use tungstenite::{Message, Utf8Bytes};
+use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
+use crate::ws::WsConn;
+use crate::wsframe;
 
-/// What a connection's writer receives.
-#[derive(Debug)]
-pub(crate) enum WsOut {
-    /// Messages to write together, in one flush.
-    Frames(Vec<Message>),
-    /// Write what is queued, then close.
-    Close,
-}
-
-/// How many bytes of frames a connection may have queued, not yet written,
-/// before it is dropped as too slow. The queue itself grows lazily, so an
-/// idle connection holds next to nothing.
-const WS_QUEUE_BYTES: usize = 4 << 20;
-
-/// The node task's end of a connection's outgoing queue.
-#[derive(Debug, Clone)]
-pub(crate) struct OutQueue {
-    tx: async_channel::Sender<WsOut>,
-    queued: Arc<AtomicUsize>,
-}
-
-/// The writer's end: it gives the bytes back once they are written.
-#[derive(Debug)]
-pub(crate) struct OutReceiver {
-    pub(crate) rx: async_channel::Receiver<WsOut>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl OutReceiver {
-    pub(crate) fn written(&self, frames: &[Message]) {
-        self.queued
-            .fetch_sub(batch_bytes(frames), Ordering::Relaxed);
-    }
-}
-
-pub(crate) fn batch_bytes(frames: &[Message]) -> usize {
-    frames.iter().map(Message::len).sum()
-}
-
-impl OutQueue {
-    /// Queues a batch, unless that would pass the connection's byte bound.
-    fn push(&self, out: WsOut) -> bool {
-        if let WsOut::Frames(frames) = &out {
-            let n = batch_bytes(frames);
-            if self.queued.load(Ordering::Relaxed) + n > WS_QUEUE_BYTES {
-                return false;
-            }
-            self.queued.fetch_add(n, Ordering::Relaxed);
-        }
-        self.tx.try_send(out).is_ok()
-    }
+/// A WebSocket connection as the node task holds it: the shared
+/// connection, and the frames for it gathered in this drain of the core.
+struct WsLink {
+    ws: Arc<WsConn>,
+    batch: Vec<Bytes>,
 }
 
 /// The most inputs taken in one turn before outputs are drained.
@@ -87,9 +43,9 @@ pub(crate) enum Command {
         conn: ConnId,
         query: String,
         authorization: Option<String>,
-        out: OutQueue,
+        ws: Arc<WsConn>,
     },
-    WsText(ConnId, tungstenite::Utf8Bytes),
+    WsText(ConnId, Utf8Bytes),
     WsBinary(ConnId, Bytes),
     WsClosed(ConnId),
     StoreReply(OpId, StoreReply),
@@ -142,8 +98,8 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         store_ops: handle.store_ops.clone(),
         http: IntMap::default(),
         conns: IntMap::default(),
-        batches: IntMap::default(),
-        last_text: None,
+        dirty: Vec::new(),
+        last_frame: None,
     };
     rt.spawn(Box::pin(task.run()));
     handle
@@ -157,11 +113,13 @@ struct NodeTask<R, U> {
     feedback: async_channel::Sender<Command>,
     store_ops: Arc<AtomicUsize>,
     http: IntMap<RequestId, oneshot::Sender<HttpResponse>>,
-    conns: IntMap<ConnId, OutQueue>,
-    batches: IntMap<ConnId, Vec<Message>>,
-    /// The last text frame made into a message: a broadcast hands every
-    /// recipient the same bytes, so it is checked for UTF-8 once, not per recipient.
-    last_text: Option<(Bytes, Utf8Bytes)>,
+    conns: IntMap<ConnId, WsLink>,
+    /// Connections with frames in their batch.
+    dirty: Vec<ConnId>,
+    /// The last frame encoded, by the payload it came from: a broadcast
+    /// hands every recipient the same bytes, so its WebSocket frame is
+    /// built once and shared.
+    last_frame: Option<(Bytes, Bytes)>,
 }
 
 impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
@@ -245,9 +203,15 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 conn,
                 query,
                 authorization,
-                out,
+                ws,
             } => {
-                self.conns.insert(conn, out);
+                self.conns.insert(
+                    conn,
+                    WsLink {
+                        ws,
+                        batch: Vec::new(),
+                    },
+                );
                 self.feed(
                     now,
                     Input::WsOpen {
@@ -261,7 +225,6 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             Command::WsBinary(conn, data) => self.feed(now, Input::WsBinary { conn, data }),
             Command::WsClosed(conn) => {
                 self.conns.remove(&conn);
-                self.batches.remove(&conn);
                 self.feed(now, Input::WsClosed(conn));
             }
             Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
@@ -286,19 +249,20 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     }
                 }
                 Output::WsFrame { conn, frame } => {
-                    if self.conns.contains_key(&conn)
-                        && let Some(m) = self.message(frame)
-                    {
-                        self.batches.entry(conn).or_default().push(m);
+                    if self.conns.contains_key(&conn) {
+                        let f = self.encode(frame);
+                        if let Some(link) = self.conns.get_mut(&conn) {
+                            if link.batch.is_empty() {
+                                self.dirty.push(conn);
+                            }
+                            link.batch.push(f);
+                        }
                     }
                 }
                 Output::WsClose { conn } => {
-                    if let Some(frames) = self.batches.remove(&conn) {
-                        let _ = self.send_ws(conn, WsOut::Frames(frames));
-                    }
-                    if let Some(q) = self.conns.remove(&conn) {
-                        let _ = q.push(WsOut::Close);
-                        q.tx.close();
+                    if let Some(mut link) = self.conns.remove(&conn) {
+                        link.ws.send(&mut link.batch);
+                        link.ws.close();
                     }
                 }
                 Output::Store { op, command } => {
@@ -329,66 +293,48 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
         }
     }
 
-    fn message(&mut self, frame: Frame) -> Option<Message> {
-        match frame {
-            Frame::Binary(b) => Some(Message::Binary(b)),
-            Frame::Text(b) => {
-                if let Some((last, text)) = &self.last_text
-                    && last.as_ptr() == b.as_ptr()
-                    && last.len() == b.len()
-                {
-                    return Some(Message::Text(text.clone()));
-                }
-                match Utf8Bytes::try_from(b.clone()) {
-                    Ok(text) => {
-                        self.last_text = Some((b, text.clone()));
-                        Some(Message::Text(text))
-                    }
-                    // The core only produces UTF-8 text; a failure is a bug, logged and skipped.
-                    Err(e) => {
-                        tracing::error!("core produced a non-UTF-8 text frame: {e}");
-                        None
-                    }
-                }
+    /// The WebSocket frame of `frame`, built once per distinct payload.
+    fn encode(&mut self, frame: Frame) -> Bytes {
+        let (opcode, payload) = match frame {
+            Frame::Text(b) => (wsframe::TEXT, b),
+            Frame::Binary(b) => (wsframe::BINARY, b),
+        };
+        if let Some((last, encoded)) = &self.last_frame
+            && last.as_ptr() == payload.as_ptr()
+            && last.len() == payload.len()
+            && encoded[0] & 0x0F == opcode
+        {
+            return encoded.clone();
+        }
+        let encoded = wsframe::encode(opcode, &payload);
+        self.last_frame = Some((payload, encoded.clone()));
+        encoded
+    }
+
+    /// Writes every connection's batch; true if one had to be dropped.
+    fn flush_batches(&mut self) -> bool {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dropped = Vec::new();
+        for conn in dirty.drain(..) {
+            let Some(link) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if !link.ws.send(&mut link.batch) {
+                dropped.push(conn);
+            }
+            if link.batch.capacity() > 64 {
+                link.batch = Vec::new();
             }
         }
-    }
-
-    /// Hands every connection its batch; true if one had to be dropped.
-    fn flush_batches(&mut self) -> bool {
-        let batches = std::mem::take(&mut self.batches);
-        let mut dropped = false;
-        for (conn, frames) in batches {
-            dropped |= !self.send_ws(conn, WsOut::Frames(frames));
-        }
-        dropped
-    }
-
-    fn send_ws(&mut self, conn: ConnId, out: WsOut) -> bool {
-        let Some(q) = self.conns.get(&conn) else {
-            return true;
-        };
-        if !q.push(out) {
+        self.dirty = dirty;
+        for conn in &dropped {
             // Too far behind (or gone): drop it rather than buffer without bound.
             tracing::debug!("connection {conn:?} fell behind; closing it");
-            q.tx.close();
-            self.conns.remove(&conn);
-            self.feed(Instant::now(), Input::WsClosed(conn));
-            return false;
+            if let Some(link) = self.conns.remove(conn) {
+                link.ws.abort();
+            }
+            self.feed(Instant::now(), Input::WsClosed(*conn));
         }
-        true
+        !dropped.is_empty()
     }
-}
-
-/// A connection's outgoing queue: unbounded in slots, bounded in bytes.
-pub(crate) fn ws_queue() -> (OutQueue, OutReceiver) {
-    let (tx, rx) = async_channel::unbounded();
-    let queued = Arc::new(AtomicUsize::new(0));
-    (
-        OutQueue {
-            tx,
-            queued: queued.clone(),
-        },
-        OutReceiver { rx, queued },
-    )
 }

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
@@ -16,7 +16,8 @@ use protocol::store::Store;
 use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
-use crate::node_task::{Command, NodeHandle, ws_queue};
+use crate::node_task::{Command, NodeHandle};
+use crate::ws::WsConn;
 
 /// Where each request goes; cheap to clone, one per connection.
 pub struct Routes<R> {
@@ -65,9 +66,6 @@ pub fn unix_ms() -> i64 {
 }
 
 type Resp = Response<Full<Bytes>>;
-
-/// The initial read buffer of a WebSocket connection.
-const WS_READ_BUFFER: usize = 4096;
 
 impl<R: Runtime> Routes<R> {
     /// Routes with no paths yet. `max_payload` bounds what is read of an
@@ -177,25 +175,23 @@ impl<R: Runtime> Routes<R> {
             let max = self.max_payload;
             self.rt.spawn(Box::pin(async move {
                 let Ok(io) = upgrade.await else { return };
-                // tungstenite allocates its whole read buffer up front and
-                // zero-fills it before every read (128 KiB by default, most of
-                // the CPU and RSS per connection in BENCHMARKS.md): start small
-                // and let big frames grow it.
-                let config = tungstenite::protocol::WebSocketConfig::default()
-                    .read_buffer_size(WS_READ_BUFFER)
-                    .max_message_size(Some(max))
-                    .max_frame_size(Some(max));
-                let ws = rt.websocket(io, config).await;
+                let (socket, read) = match rt.socket(io) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        tracing::error!("an upgraded connection that is not the runtime's socket");
+                        return;
+                    }
+                };
                 let conn = ConnId(node.next_id());
-                let (tx, rx) = ws_queue();
+                let ws = Arc::new(WsConn::new(Box::new(socket)));
                 node.send(Command::WsOpen {
                     conn,
                     query,
                     authorization,
-                    out: tx,
+                    ws: ws.clone(),
                 })
                 .await;
-                crate::ws::pump(ws, conn, node, rx).await;
+                crate::ws::pump(rt, conn, ws, BytesMut::from(read), node, max).await;
             }));
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

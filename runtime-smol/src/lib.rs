@@ -1,24 +1,26 @@
 //! chatwire on smol: the [`driver::Runtime`] and [`driver::Server`] for smol
-//! (async-executor, async-io, blocking), and the adapter async-tungstenite
-//! needs over hyper's upgraded connection. Everything else (the accept loop,
+//! (async-executor, async-io, blocking), and its sockets. Everything else (the accept loop,
 //! the binaries' wiring) is in `driver`, shared with the tokio runtime.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::io;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::Once;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
 use std::time::Instant;
 
 use async_signal::{Signal, Signals};
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use driver::{BoxFuture, Runtime, Server};
+use driver::{BoxFuture, Runtime, Server, Socket};
+use hyper::upgrade::Upgraded;
 use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt;
-use smol::{Executor, Timer};
+use smol::{Async, Executor, Timer};
 use smol_hyper::rt::FuturesIo;
 
 /// The smol runtime behind the driver: tasks run on one executor thread per
@@ -43,7 +45,7 @@ fn executor() -> &'static Executor<'static> {
 }
 
 impl Runtime for Smol {
-    type Ws = WebSocketStream<UpgradedIo>;
+    type Socket = SmolSocket;
 
     fn spawn(&self, fut: BoxFuture<()>) {
         executor().spawn(fut).detach();
@@ -59,16 +61,10 @@ impl Runtime for Smol {
         })
     }
 
-    fn websocket(
-        &self,
-        io: hyper::upgrade::Upgraded,
-        config: WebSocketConfig,
-    ) -> BoxFuture<Self::Ws> {
-        Box::pin(WebSocketStream::from_raw_socket(
-            UpgradedIo(io),
-            Role::Server,
-            Some(config),
-        ))
+    fn socket(&self, io: Upgraded) -> Result<(SmolSocket, Bytes), Upgraded> {
+        let parts = io.downcast::<FuturesIo<TcpStream>>()?;
+        let stream: Arc<Async<std::net::TcpStream>> = parts.io.into_inner().into();
+        Ok((SmolSocket(stream), parts.read_buf))
     }
 }
 
@@ -106,49 +102,32 @@ impl Server for Smol {
     }
 }
 
-/// hyper's upgraded connection as `futures-io` reads and writes it, which is
-/// what async-tungstenite takes (smol-hyper adapts the other direction only).
+/// A smol TCP stream as the driver's WebSocket connections use it.
 #[derive(Debug)]
-pub struct UpgradedIo(hyper::upgrade::Upgraded);
+pub struct SmolSocket(Arc<Async<std::net::TcpStream>>);
 
-impl futures_io::AsyncRead for UpgradedIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut read = hyper::rt::ReadBuf::new(buf);
-        ready!(hyper::rt::Read::poll_read(
-            Pin::new(&mut self.get_mut().0),
-            cx,
-            read.unfilled()
-        ))?;
-        Poll::Ready(Ok(read.filled().len()))
-    }
-}
-
-impl futures_io::AsyncWrite for UpgradedIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        hyper::rt::Write::poll_write(Pin::new(&mut self.get_mut().0), cx, buf)
+impl Socket for SmolSocket {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_readable(cx)
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        hyper::rt::Write::poll_write_vectored(Pin::new(&mut self.get_mut().0), cx, bufs)
+    fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        let r = (&*self.0.get_ref()).read(&mut buf[start..]);
+        buf.truncate(start + *r.as_ref().unwrap_or(&0));
+        r
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        hyper::rt::Write::poll_flush(Pin::new(&mut self.get_mut().0), cx)
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_writable(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        hyper::rt::Write::poll_shutdown(Pin::new(&mut self.get_mut().0), cx)
+    fn try_write(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&*self.0.get_ref()).write_vectored(bufs)
+    }
+
+    fn shutdown_write(&self) {
+        let _ = self.0.get_ref().shutdown(std::net::Shutdown::Write);
     }
 }

@@ -4,22 +4,24 @@
 #![forbid(unsafe_code)]
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use driver::{BoxFuture, Runtime, Server};
+use bytes::{Bytes, BytesMut};
+use driver::{BoxFuture, Runtime, Server, Socket};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 /// The tokio runtime behind the driver.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tokio;
 
 impl Runtime for Tokio {
-    type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+    type Socket = TokioSocket;
 
     fn spawn(&self, fut: BoxFuture<()>) {
         tokio::spawn(fut);
@@ -33,16 +35,9 @@ impl Runtime for Tokio {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 
-    fn websocket(
-        &self,
-        io: hyper::upgrade::Upgraded,
-        config: WebSocketConfig,
-    ) -> BoxFuture<Self::Ws> {
-        Box::pin(WebSocketStream::from_raw_socket(
-            TokioIo::new(io),
-            Role::Server,
-            Some(config),
-        ))
+    fn socket(&self, io: Upgraded) -> Result<(TokioSocket, Bytes), Upgraded> {
+        let parts = io.downcast::<TokioIo<TcpStream>>()?;
+        Ok((TokioSocket(parts.io.into_inner()), parts.read_buf))
     }
 }
 
@@ -86,5 +81,31 @@ impl Server for Tokio {
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
         })
+    }
+}
+
+/// A tokio TCP stream as the driver's WebSocket connections use it.
+#[derive(Debug)]
+pub struct TokioSocket(TcpStream);
+
+impl Socket for TokioSocket {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_read_ready(cx)
+    }
+
+    fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.0.try_read_buf(buf)
+    }
+
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_write_ready(cx)
+    }
+
+    fn try_write(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(&self.0).shutdown(std::net::Shutdown::Write);
     }
 }

@@ -1,0 +1,239 @@
+"""WebSocket framing (RFC 6455) as the server speaks it, over raw sockets.
+
+The server frames WebSocket messages itself (driver/src/wsframe.rs), so
+these tests check the framing a library would otherwise have covered:
+fragmented messages, pings, the close handshake in both directions, bytes
+sent together with the upgrade request, and the close codes of a client
+that breaks the protocol (1002), sends text that is not UTF-8 (1007) or
+announces a frame over the size limit (1009, before any payload arrives).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+
+import pytest
+
+TIMEOUT = 5.0
+CALM = ("--ping-interval", "10000", "--ping-timeout", "5000")
+SMALL = ("--ping-interval", "10000", "--ping-timeout", "5000", "--max-payload", "1000")
+
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    m = 0x80 if masked else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([m | 127]) + struct.pack(">Q", n)
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class Raw:
+    """A WebSocket client on a plain socket, reading the server's frames."""
+
+    def __init__(self, server, first: bytes = b"") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            "GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{server.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        # `first`: frames sent in the same write as the request.
+        self.sock.sendall(request + first)
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError
+        return data
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += self._recv()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read(self) -> tuple[int, bytes]:
+        """The next frame: (opcode, payload). Server frames are final and unmasked."""
+        b0, b1 = self._take(2)
+        assert b0 & 0x80 and not b0 & 0x70, f"bad first byte {b0:#x}"
+        assert not b1 & 0x80, "server frames must not be masked"
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack(">H", self._take(2))
+        elif n == 127:
+            (n,) = struct.unpack(">Q", self._take(8))
+        return b0 & 0x0F, self._take(n)
+
+    def read_data(self) -> tuple[int, bytes]:
+        """The next frame that is not an Engine.IO ping."""
+        while True:
+            op, payload = self.read()
+            if not (op == TEXT and payload == b"2"):
+                return op, payload
+
+    def open(self) -> dict:
+        op, payload = self.read()
+        assert op == TEXT and payload.startswith(b"0"), payload
+        return payload
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def expect_close(self, code: int) -> None:
+        op, payload = self.read_data()
+        assert op == CLOSE, (op, payload)
+        assert struct.unpack(">H", payload[:2])[0] == code, payload
+        # Then the server ends the TCP connection.
+        self.sock.settimeout(TIMEOUT)
+        with pytest.raises((EOFError, ConnectionResetError)):
+            while True:
+                self.buf = b""
+                self._recv()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(servers):
+    opened: list[Raw] = []
+
+    def connect(args=CALM, first: bytes = b"") -> Raw:
+        r = Raw(servers.get(*args), first)
+        opened.append(r)
+        return r
+
+    yield connect
+    for r in opened:
+        r.close()
+
+
+def test_text_and_binary_echo_in_one_write(raw):
+    ws = raw()
+    ws.open()
+    ws.send(frame(TEXT, b"4hello") + frame(BINARY, b"\x00\x01\xff"))
+    assert ws.read_data() == (TEXT, b"4hello")
+    assert ws.read_data() == (BINARY, b"\x00\x01\xff")
+
+
+def test_frames_sent_with_the_upgrade_request(raw):
+    ws = raw(first=frame(TEXT, b"4early"))
+    ws.open()
+    assert ws.read_data() == (TEXT, b"4early")
+
+
+def test_fragmented_message_with_a_ping_between(raw):
+    ws = raw()
+    ws.open()
+    ws.send(
+        frame(TEXT, "4hé".encode()[:3], fin=False)
+        + frame(PING, b"p1")
+        + frame(CONT, "4hé".encode()[3:] + b"llo", fin=True)
+    )
+    assert ws.read_data() == (PONG, b"p1")
+    assert ws.read_data() == (TEXT, "4héllo".encode())
+
+
+def test_large_frames_both_ways(raw):
+    ws = raw()
+    ws.open()
+    for n in (125, 126, 65535, 65536, 200_000):
+        payload = b"4" + b"x" * (n - 1)
+        ws.send(frame(TEXT, payload))
+        assert ws.read_data() == (TEXT, payload)
+
+
+def test_client_close_is_answered_with_its_code(raw):
+    ws = raw()
+    ws.open()
+    ws.send(frame(CLOSE, struct.pack(">H", 1001) + b"going"))
+    ws.expect_close(1001)
+
+
+def test_client_close_without_code_is_answered_with_1000(raw):
+    ws = raw()
+    ws.open()
+    ws.send(frame(CLOSE, b""))
+    ws.expect_close(1000)
+
+
+def test_server_close_sends_1000(raw):
+    ws = raw()
+    ws.open()
+    ws.send(frame(TEXT, b"1"))  # Engine.IO close packet: the server ends the session
+    ws.expect_close(1000)
+
+
+def test_unmasked_frame_is_a_protocol_error(raw):
+    ws = raw()
+    ws.open()
+    ws.send(frame(TEXT, b"4x", masked=False))
+    ws.expect_close(1002)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        bytes([0xC1, 0x80]) + b"\0\0\0\0",  # RSV1: no extension was negotiated
+        frame(0x3, b""),  # reserved opcode
+        frame(CONT, b"x"),  # continuation of nothing
+        frame(PING, b"x", fin=False),  # fragmented control frame
+        frame(PING, b"x" * 126),  # control frame over 125 bytes
+        frame(TEXT, b"4a", fin=False) + frame(TEXT, b"4b"),  # new message inside a fragmented one
+    ],
+)
+def test_protocol_errors_close_with_1002(raw, bad):
+    ws = raw()
+    ws.open()
+    ws.send(bad)
+    ws.expect_close(1002)
+
+
+def test_text_that_is_not_utf8_closes_with_1007(raw):
+    ws = raw()
+    ws.open()
+    ws.send(frame(TEXT, b"4\xc3"))
+    ws.expect_close(1007)
+
+
+def test_oversized_frame_is_refused_from_its_header(raw):
+    ws = raw(SMALL)
+    ws.open()
+    # A header announcing 2^40 bytes, and none of them: the server cannot be
+    # waiting to buffer it, it answers at once.
+    ws.send(bytes([0x81, 0x80 | 127]) + struct.pack(">Q", 1 << 40) + b"\0\0\0\0")
+    ws.expect_close(1009)
+
+
+def test_fragments_over_the_limit_close_with_1009(raw):
+    ws = raw(SMALL)
+    ws.open()
+    ws.send(frame(TEXT, b"4" + b"x" * 600, fin=False) + frame(CONT, b"x" * 600))
+    ws.expect_close(1009)
+
+
+def test_server_still_serves_after_all_that(raw):
+    ws = raw()
+    ws.open()
+    ws.send(frame(TEXT, b"4ok"))
+    assert ws.read_data() == (TEXT, b"4ok")
