@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one loadgen scenario against a fresh release server pinned to core 0,
 # the generator pinned to core 1, and prints loadgen's JSON line followed by
-# the server's CPU time and peak RSS (VmHWM) over its whole life.
+# the server's CPU time (user and system) and peak RSS (VmHWM) over its whole life.
 #
 #   benches/load.sh memory: fanout --clients 1000 --senders 10 --rate 20
 #   benches/load.sh /tmp/chatwire-db saturate --private --users 3000 --window 50
@@ -25,4 +25,7 @@ done
 taskset -c 1 "$bin/loadgen" --addr 127.0.0.1:$port --server-pid $pid "$@"
 # utime + stime (clock ticks) and the peak RSS over the server's life.
 read -r -a stat < <(sed 's/.*) //' /proc/$pid/stat)
-echo "{\"server_total_cpu_s\":$(( (stat[11] + stat[12]) ))e-2,\"server_vmhwm_kb\":$(awk '/VmHWM/{print $2}' /proc/$pid/status)}"
+# utime is user space, stime the kernel (syscalls, and the loopback TCP
+# work they do for the receiving side too); the write and read calls are
+# the server's syscalls of each kind (/proc/<pid>/io syscw and syscr).
+echo "{\"server_total_cpu_s\":$(( (stat[11] + stat[12]) ))e-2,\"server_user_s\":${stat[11]}e-2,\"server_sys_s\":${stat[12]}e-2,\"server_vmhwm_kb\":$(awk '/VmHWM/{print $2}' /proc/$pid/status),\"server_write_calls\":$(awk '/syscw/{print $2}' /proc/$pid/io),\"server_read_calls\":$(awk '/syscr/{print $2}' /proc/$pid/io)}"

@@ -1,5 +1,5 @@
 //! The task that owns one [`Node`]: it feeds inputs in, drains outputs, runs
-//! store commands, and writes frames to the WebSocket connections.
+//! store commands, and queues frames on the WebSocket connections.
 
 use std::future::poll_fn;
 use std::pin::pin;
@@ -16,7 +16,7 @@ use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, R
 use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
-use crate::ws::WsConn;
+use crate::ws::{Flusher, WsConn};
 use crate::wsframe;
 
 /// A WebSocket connection as the node task holds it: the shared
@@ -25,6 +25,10 @@ struct WsLink {
     ws: Arc<WsConn>,
     batch: Vec<Bytes>,
 }
+
+/// Up to this many connections with something to send are written by the
+/// node task itself; more go to the flusher.
+const WRITE_HERE: usize = 4;
 
 /// The most inputs taken in one turn before outputs are drained.
 const BATCH: usize = 256;
@@ -99,6 +103,8 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         http: IntMap::default(),
         conns: IntMap::default(),
         dirty: Vec::new(),
+        to_flush: Vec::new(),
+        flusher: Flusher::spawn(rt),
         last_frame: None,
     };
     rt.spawn(Box::pin(task.run()));
@@ -116,6 +122,9 @@ struct NodeTask<R, U> {
     conns: IntMap<ConnId, WsLink>,
     /// Connections with frames in their batch.
     dirty: Vec<ConnId>,
+    /// Connections whose queue this drain made non-empty.
+    to_flush: Vec<Arc<WsConn>>,
+    flusher: Flusher,
     /// The last frame encoded, by the payload it came from: a broadcast
     /// hands every recipient the same bytes, so its WebSocket frame is
     /// built once and shared.
@@ -221,8 +230,15 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     },
                 );
             }
-            Command::WsText(conn, text) => self.feed(now, Input::WsText { conn, text: &text }),
-            Command::WsBinary(conn, data) => self.feed(now, Input::WsBinary { conn, data }),
+            Command::WsText(conn, text) => {
+                self.feed(now, Input::WsText { conn, text: &text });
+                self.consumed(conn, text.len());
+            }
+            Command::WsBinary(conn, data) => {
+                let n = data.len();
+                self.feed(now, Input::WsBinary { conn, data });
+                self.consumed(conn, n);
+            }
             Command::WsClosed(conn) => {
                 self.conns.remove(&conn);
                 self.feed(now, Input::WsClosed(conn));
@@ -261,8 +277,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 }
                 Output::WsClose { conn } => {
                     if let Some(mut link) = self.conns.remove(&conn) {
-                        link.ws.send(&mut link.batch);
-                        link.ws.close();
+                        let queued = link.ws.queue(&mut link.batch) == Ok(true);
+                        if link.ws.close() || queued {
+                            self.to_flush.push(link.ws);
+                        }
                     }
                 }
                 Output::Store { op, command } => {
@@ -293,6 +311,13 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
         }
     }
 
+    /// Tells a connection's reader that its message was taken in.
+    fn consumed(&self, conn: ConnId, bytes: usize) {
+        if let Some(link) = self.conns.get(&conn) {
+            link.ws.consumed(bytes);
+        }
+    }
+
     /// The WebSocket frame of `frame`, built once per distinct payload.
     fn encode(&mut self, frame: Frame) -> Bytes {
         let (opcode, payload) = match frame {
@@ -311,7 +336,8 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
         encoded
     }
 
-    /// Writes every connection's batch; true if one had to be dropped.
+    /// Queues every connection's batch and hands the connections to the
+    /// flusher; true if one had to be dropped.
     fn flush_batches(&mut self) -> bool {
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut dropped = Vec::new();
@@ -319,14 +345,25 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             let Some(link) = self.conns.get_mut(&conn) else {
                 continue;
             };
-            if !link.ws.send(&mut link.batch) {
-                dropped.push(conn);
+            match link.ws.queue(&mut link.batch) {
+                Ok(true) => self.to_flush.push(link.ws.clone()),
+                Ok(false) => {}
+                Err(()) => dropped.push(conn),
             }
             if link.batch.capacity() > 64 {
                 link.batch = Vec::new();
             }
         }
         self.dirty = dirty;
+        if self.to_flush.len() <= WRITE_HERE {
+            // A few connections (an ack, a reply): write them now rather
+            // than one task hop later.
+            for ws in self.to_flush.drain(..) {
+                ws.flush();
+            }
+        } else {
+            self.flusher.hand(&mut self.to_flush);
+        }
         for conn in &dropped {
             // Too far behind (or gone): drop it rather than buffer without bound.
             tracing::debug!("connection {conn:?} fell behind; closing it");

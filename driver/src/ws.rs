@@ -1,13 +1,13 @@
 //! WebSocket connections, without a WebSocket library in the data path.
 //!
-//! The node task writes frames straight to the socket ([`WsConn::send`]):
-//! every connection that received something in one drain of the core gets
-//! one vectored write with all of its frames, and a broadcast's frame is
-//! encoded once and shared by every recipient. Only what the socket does
-//! not take at once is queued (bounded in bytes) for the connection's own
-//! task, which waits for the socket to become writable. That task
-//! ([`pump`]) also reads: it decodes client frames ([`crate::wsframe`]),
-//! hands messages to the node, answers pings and closes.
+//! The node task queues frames on the connections ([`WsConn::queue`],
+//! bounded in bytes), a broadcast's frame encoded once and shared by every
+//! recipient, and hands the connections to one [`Flusher`] task, which
+//! gives each of them one vectored write with all of its frames. Only what
+//! a socket does not take at once is left to the connection's own task,
+//! which waits for the socket to become writable. That task ([`pump`]) also
+//! reads: it decodes client frames ([`crate::wsframe`]), hands messages to
+//! the node, answers pings and closes.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -27,8 +27,16 @@ use crate::{Runtime, Socket};
 /// by its socket, before it is dropped as too slow.
 const QUEUE_BYTES: usize = 4 << 20;
 
+/// Sweeps of the flusher shorter than this are not paced.
+const PACE_FROM: Duration = Duration::from_micros(200);
+
 /// Frames handed to one `writev`.
 const IOVECS: usize = 64;
+
+/// How many bytes of a connection's messages may wait for the node before
+/// the connection stops reading (then TCP's flow control holds the client
+/// back). One message of any allowed size may always be in flight.
+const READ_AHEAD: usize = 64 << 10;
 
 /// Bytes asked of one read.
 const READ_CHUNK: usize = 4096;
@@ -59,6 +67,9 @@ struct Out {
     /// The connection task, to wake when the queue needs the socket's
     /// writability, or the connection is closing.
     waker: Option<Waker>,
+    /// Bytes of this connection's messages handed to the node and not yet
+    /// taken in by it: reading stops at [`READ_AHEAD`].
+    inflight: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -137,50 +148,78 @@ impl WsConn {
     }
 
     fn out(&self) -> MutexGuard<'_, Out> {
-        self.out.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.out)
     }
 
-    /// From the node task: sends `frames` (emptying the vector), writing
-    /// what the socket takes now and queueing the rest. False if the
-    /// connection is dead or has fallen too far behind; it is then closed.
-    pub(crate) fn send(&self, frames: &mut Vec<Bytes>) -> bool {
+    /// From the node task: queues `frames` (emptying the vector). `Ok(true)`
+    /// if the queue was empty, so the connection must be handed to the
+    /// [`Flusher`]; `Err` if the connection is dead or has fallen too far
+    /// behind (it is then dropped).
+    pub(crate) fn queue(&self, frames: &mut Vec<Bytes>) -> Result<bool, ()> {
         let mut out = self.out();
         if out.state != State::Open {
             frames.clear();
-            return out.state != State::Dead;
+            return if out.state == State::Dead {
+                Err(())
+            } else {
+                Ok(false)
+            };
         }
-        // Frames already waiting mean the socket is full: the connection
-        // task writes when it is not, so do not try it here.
-        let blocked = !out.queue.is_empty();
+        let was_empty = out.queue.is_empty();
         for f in frames.drain(..) {
             out.push(f);
         }
         if out.bytes > QUEUE_BYTES {
             out.kill();
             out.wake();
-            return false;
+            return Err(());
         }
-        if !blocked {
-            out.write(&*self.socket);
-            if !out.queue.is_empty() || out.state == State::Dead {
-                out.wake();
-            }
-        }
-        out.state != State::Dead
+        Ok(was_empty && !out.queue.is_empty())
     }
 
     /// From the node task: the core closed this connection. What is queued
-    /// is sent, then a close frame, then the socket is shut down.
-    pub(crate) fn close(&self) {
+    /// is sent, then a close frame, then the socket is shut down. True if
+    /// the connection must be handed to the [`Flusher`].
+    pub(crate) fn close(&self) -> bool {
         let mut out = self.out();
-        if out.state == State::Open {
-            out.state = State::Closing;
-            out.push(wsframe::close(1000));
-            if out.queue.len() == 1 {
-                out.write(&*self.socket);
-            }
+        if out.state != State::Open {
+            return false;
         }
-        out.wake();
+        out.state = State::Closing;
+        let was_empty = out.queue.is_empty();
+        out.push(wsframe::close(1000));
+        was_empty
+    }
+
+    /// From the [`Flusher`] (or the node task, for a few connections):
+    /// writes what the socket takes; what it does not
+    /// is left to the connection's task, woken to wait for writability.
+    pub(crate) fn flush(&self) {
+        let mut out = self.out();
+        out.write(&*self.socket);
+        if !out.queue.is_empty() || out.state != State::Open {
+            out.wake();
+        }
+    }
+
+    /// From the node task: it has taken in `bytes` of this connection's
+    /// messages; reading may go on.
+    pub(crate) fn consumed(&self, bytes: usize) {
+        let mut out = self.out();
+        let before = out.inflight;
+        out.inflight = before.saturating_sub(bytes);
+        if before >= READ_AHEAD && out.inflight < READ_AHEAD {
+            out.wake();
+        }
+    }
+
+    /// Counts a message handed to the node.
+    fn handed(&self, bytes: usize) {
+        self.out().inflight += bytes;
+    }
+
+    fn may_read(&self) -> bool {
+        self.out().inflight < READ_AHEAD
     }
 
     /// From the node task: drops the connection without a word.
@@ -234,6 +273,60 @@ impl WsConn {
     }
 }
 
+/// Writes the connections that the node task queued frames for, after the
+/// node's turn: a task of its own, so that the writes (a system call per
+/// connection, and on loopback the receiver's TCP work as well) wait behind
+/// whatever else is ready to run. Under load the node meanwhile takes more
+/// input, so one write carries several messages; when the server is idle it
+/// runs at once.
+#[derive(Debug, Clone)]
+pub(crate) struct Flusher {
+    pending: Arc<Mutex<Vec<Arc<WsConn>>>>,
+    wake: async_channel::Sender<()>,
+}
+
+impl Flusher {
+    /// Starts the flusher's task on `rt`.
+    pub(crate) fn spawn<R: Runtime>(rt: &R) -> Flusher {
+        let (wake, woken) = async_channel::bounded(1);
+        let pending: Arc<Mutex<Vec<Arc<WsConn>>>> = Arc::default();
+        let list = pending.clone();
+        let timer = rt.clone();
+        rt.spawn(Box::pin(async move {
+            let mut conns = Vec::new();
+            while woken.recv().await.is_ok() {
+                let start = Instant::now();
+                std::mem::swap(&mut conns, &mut *lock(&list));
+                for ws in conns.drain(..) {
+                    ws.flush();
+                }
+                // Pace the sweeps: after one that took a while, let the node
+                // gather frames for as long again, so that writes use at most
+                // about half of the thread and each carries more messages.
+                let took = start.elapsed();
+                if took > PACE_FROM {
+                    timer.sleep_until(Instant::now() + took / 2).await;
+                }
+            }
+        }));
+        Flusher { pending, wake }
+    }
+
+    /// Hands over connections with frames to write.
+    pub(crate) fn hand(&self, conns: &mut Vec<Arc<WsConn>>) {
+        if conns.is_empty() {
+            return;
+        }
+        lock(&self.pending).append(conns);
+        // A full channel means a wake-up is already pending.
+        let _ = self.wake.try_send(());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What the connection task hands the node, or the end of the connection.
 enum Event {
     Text(tungstenite::Utf8Bytes),
@@ -258,8 +351,14 @@ pub(crate) async fn pump<R: Runtime>(
     let closed = loop {
         let event = poll_fn(|cx| poll_event(cx, &ws, &mut read, &mut decoder, &mut reading)).await;
         match event {
-            Event::Text(t) => node.send(Command::WsText(conn, t)).await,
-            Event::Binary(b) => node.send(Command::WsBinary(conn, b)).await,
+            Event::Text(t) => {
+                ws.handed(t.len());
+                node.send(Command::WsText(conn, t)).await;
+            }
+            Event::Binary(b) => {
+                ws.handed(b.len());
+                node.send(Command::WsBinary(conn, b)).await;
+            }
             Event::End(closed) => break closed,
         }
     };
@@ -285,6 +384,10 @@ fn poll_event(
         return Poll::Ready(Event::End(closed));
     }
     while *reading {
+        if !ws.may_read() {
+            // The node has enough of ours to chew on: `consumed` wakes us.
+            return Poll::Pending;
+        }
         match decoder.decode(read) {
             Ok(Some(Message::Text(t))) => return Poll::Ready(Event::Text(t)),
             Ok(Some(Message::Binary(b))) => return Poll::Ready(Event::Binary(b)),

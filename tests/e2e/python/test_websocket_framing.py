@@ -16,6 +16,7 @@ import socket
 import struct
 
 import pytest
+from conftest import Server
 
 TIMEOUT = 5.0
 CALM = ("--ping-interval", "10000", "--ping-timeout", "5000")
@@ -24,7 +25,7 @@ SMALL = ("--ping-interval", "10000", "--ping-timeout", "5000", "--max-payload", 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
 
-def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True, mask: bytes | None = None) -> bytes:
     head = bytes([(0x80 if fin else 0) | opcode])
     n = len(payload)
     m = 0x80 if masked else 0
@@ -36,7 +37,9 @@ def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) ->
         head += bytes([m | 127]) + struct.pack(">Q", n)
     if not masked:
         return head + payload
-    mask = os.urandom(4)
+    mask = mask or os.urandom(4)
+    if mask == b"\0\0\0\0":  # a valid mask that leaves the bytes as they are: fast for big frames
+        return head + mask + payload
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -237,3 +240,49 @@ def test_server_still_serves_after_all_that(raw):
     ws.open()
     ws.send(frame(TEXT, b"4ok"))
     assert ws.read_data() == (TEXT, b"4ok")
+
+
+def vm_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_client_that_does_not_read_is_dropped_not_buffered():
+    """The server echoes ~58 MB at a client that never reads: once its
+    queue passes its bound (4 MiB) the connection is dropped, and the
+    server's memory never holds what the client did not take."""
+    server = Server(*CALM, "--max-payload", "1000000")
+    try:
+        ws = Raw(server)
+        ws.open()
+        big = frame(TEXT, b"4" + b"x" * 899_999, mask=b"\0\0\0\0")
+        dropped = False
+        try:
+            for _ in range(64):
+                ws.sock.sendall(big)
+        except OSError:  # reset, broken pipe, or the send blocked: the server stopped reading us
+            dropped = True
+        if not dropped:
+            # Everything was read; the echoes could not all be written, so
+            # the server must have closed: reading reaches the end.
+            ws.sock.settimeout(TIMEOUT)
+            with pytest.raises((EOFError, ConnectionResetError)):
+                while True:
+                    ws.buf = b""
+                    ws._recv()
+        ws.close()
+        assert server.alive()
+        # 64 echoes of 900 KB would be 58 MB; the bound keeps the peak far below.
+        hwm = vm_kb(server.proc.pid, "VmHWM")
+        print("server VmHWM kB", hwm)
+        assert hwm < 40_000
+        other = Raw(server)
+        other.open()
+        other.send(frame(TEXT, b"4still here"))
+        assert other.read_data() == (TEXT, b"4still here")
+        other.close()
+    finally:
+        server.stop()
