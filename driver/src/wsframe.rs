@@ -384,4 +384,95 @@ mod tests {
         assert_eq!(&close(1000)[..], &[0x88, 2, 0x03, 0xE8]);
         assert_eq!(&pong(b"x")[..], &[0x8A, 1, b'x']);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A client message as frames: (fin, opcode, payload) with a mask.
+        fn message() -> impl Strategy<Value = (bool, Vec<Vec<u8>>, [u8; 4])> {
+            (
+                any::<bool>(),
+                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..4),
+                any::<[u8; 4]>(),
+            )
+        }
+
+        proptest! {
+            /// Any sequence of well-formed messages, fragmented and cut into
+            /// arbitrary reads, decodes to exactly those messages.
+            #[test]
+            fn messages_survive_any_fragmentation_and_chunking(
+                msgs in prop::collection::vec(message(), 1..8),
+                cuts in prop::collection::vec(1usize..64, 1..200),
+            ) {
+                let mut wire = Vec::new();
+                let mut want = Vec::new();
+                for (text, parts, mask) in &msgs {
+                    let data: Vec<u8> = parts.concat();
+                    let (data, op) = if *text {
+                        (String::from_utf8_lossy(&data).into_owned().into_bytes(), TEXT)
+                    } else {
+                        (data, BINARY)
+                    };
+                    // Re-split the (possibly re-encoded) data into as many fragments.
+                    let n = parts.len();
+                    let step = data.len().div_ceil(n).max(1);
+                    let chunks: Vec<&[u8]> = if data.is_empty() { vec![&data[..]] } else { data.chunks(step).collect() };
+                    for (i, c) in chunks.iter().enumerate() {
+                        let opcode = if i == 0 { op } else { CONTINUATION };
+                        wire.extend(client(i + 1 == chunks.len(), opcode, c, *mask));
+                    }
+                    want.push(if *text {
+                        Message::Text(String::from_utf8(data).unwrap().into())
+                    } else {
+                        Message::Binary(Bytes::from(data))
+                    });
+                }
+                let mut d = Decoder::new(1 << 16);
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                let mut at = 0;
+                for cut in cuts.iter().cycle() {
+                    if at >= wire.len() {
+                        break;
+                    }
+                    let end = (at + cut).min(wire.len());
+                    buf.extend_from_slice(&wire[at..end]);
+                    at = end;
+                    while let Some(m) = d.decode(&mut buf).unwrap() {
+                        got.push(m);
+                    }
+                }
+                prop_assert_eq!(got, want);
+                prop_assert!(buf.is_empty());
+            }
+
+            /// Arbitrary bytes never panic, and the decoder never waits on
+            /// more than one frame of at most the limit: whatever it has not
+            /// consumed is a single frame's header and payload.
+            #[test]
+            fn arbitrary_bytes_never_panic_and_stay_bounded(
+                bytes in prop::collection::vec(any::<u8>(), 0..2000),
+                max in 0usize..512,
+            ) {
+                let mut d = Decoder::new(max);
+                let mut buf = BytesMut::new();
+                for chunk in bytes.chunks(37) {
+                    buf.extend_from_slice(chunk);
+                    loop {
+                        match d.decode(&mut buf) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                    // Waiting for more: at most a header (14) and the limit.
+                    prop_assert!(buf.len() <= 14 + max + 37, "{} buffered", buf.len());
+                    let partial = d.partial.as_ref().map_or(0, |(_, p)| p.len());
+                    prop_assert!(partial <= max);
+                }
+            }
+        }
+    }
 }
