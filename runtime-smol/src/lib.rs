@@ -112,9 +112,12 @@ impl Socket for SmolSocket {
     }
 
     fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        // std reads into initialized memory: zero at most 64 KiB of the
+        // spare capacity, not all of it (a big frame's buffer can be large).
         let start = buf.len();
-        buf.resize(buf.capacity(), 0);
-        let r = (&*self.0.get_ref()).read(&mut buf[start..]);
+        let room = (buf.capacity() - start).clamp(1, 64 << 10);
+        buf.resize(start + room, 0);
+        let r = self.0.get_ref().read(&mut buf[start..]);
         buf.truncate(start + *r.as_ref().unwrap_or(&0));
         r
     }
@@ -124,7 +127,7 @@ impl Socket for SmolSocket {
     }
 
     fn try_write(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        (&*self.0.get_ref()).write_vectored(bufs)
+        self.0.get_ref().write_vectored(bufs)
     }
 
     fn shutdown_write(&self) {
