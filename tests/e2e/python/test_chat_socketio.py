@@ -140,6 +140,27 @@ def test_send_fan_out(chat_server, tabs):
     assert stored["status"] == "delivered"
 
 
+def test_fan_out_to_many_sockets_keeps_every_message_in_order(chat_server, make):
+    """Twelve sockets in one chat, so that a broadcast's writes go through the
+    server's flusher (more than a handful of connections per drain), with
+    messages sent back to back: every other socket gets each message once, in
+    the order of the acks."""
+    users = [register(chat_server) for _ in range(3)]
+    sockets = [make().connect(users[i % 3].token) for i in range(12)]
+    chat_id = unique("many")
+    for s in sockets:
+        assert s.call("chat:join", {"chatId": chat_id}) == {"chatId": chat_id}
+    sender, others = sockets[0], sockets[1:]
+    acks = [sender.call("chat:send", {"text": f"m{i}", "tempId": f"many-{i}", "chatId": chat_id})
+            for i in range(6)]
+    want = [a["id"] for a in acks]
+    for other in others:
+        got = [other.wait("chat:new-message")["id"] for _ in want]
+        assert got == want
+        other.none("chat:new-message", 0.05)
+    sender.none("chat:new-message", 0.05)
+
+
 def test_send_defaults_to_general_and_event_without_ack(chat_server, tabs):
     ana, bob, (a1, a2, b1, b2) = tabs
     a1.sio.emit("chat:send", {"text": "no ack wanted", "tempId": "g1"})
