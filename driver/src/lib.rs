@@ -1,6 +1,6 @@
 //! What every chatwire runtime shares: the [`Runtime`] trait, the task that
 //! drives a [`protocol::Node`], the hyper service, and the WebSocket
-//! connections (framing of our own, written straight from the node task).
+//! connections (framed with `protocol::ws`, written by the node's flusher).
 //!
 //! A runtime crate supplies only an executor, a timer, a listener, the stop
 //! signals and its sockets ([`Runtime`], [`Socket`] and [`Server`]);
@@ -15,7 +15,6 @@ mod host;
 mod node_task;
 mod service;
 mod ws;
-mod wsframe;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -17,7 +17,7 @@ use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
 use crate::ws::{Flusher, WsConn};
-use crate::wsframe;
+use protocol::ws as wsframe;
 
 /// A WebSocket connection as the node task holds it: the shared
 /// connection, and the frames for it gathered in this drain of the core.

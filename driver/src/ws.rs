@@ -6,7 +6,7 @@
 //! gives each of them one vectored write with all of its frames. Only what
 //! a socket does not take at once is left to the connection's own task,
 //! which waits for the socket to become writable. That task ([`pump`]) also
-//! reads: it decodes client frames ([`crate::wsframe`]), hands messages to
+//! reads: it decodes client frames ([`protocol::ws`]), hands messages to
 //! the node, answers pings and closes.
 
 use std::collections::VecDeque;
@@ -20,8 +20,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use protocol::ConnId;
 
 use crate::node_task::{Command, NodeHandle};
-use crate::wsframe::{self, Decoder, Message};
 use crate::{Runtime, Socket};
+use protocol::ws::{self as wsframe, Decoder, Message};
 
 /// How many bytes of frames a connection may have queued, not yet taken
 /// by its socket, before it is dropped as too slow.
@@ -389,7 +389,14 @@ fn poll_event(
             return Poll::Pending;
         }
         match decoder.decode(read) {
-            Ok(Some(Message::Text(t))) => return Poll::Ready(Event::Text(t)),
+            Ok(Some(Message::Text(t))) => match tungstenite::Utf8Bytes::try_from(t) {
+                Ok(t) => return Poll::Ready(Event::Text(t)),
+                // The decoder checked it already; this cannot fail.
+                Err(_) => {
+                    ws.control(wsframe::close(1007), true);
+                    *reading = false;
+                }
+            },
             Ok(Some(Message::Binary(b))) => return Poll::Ready(Event::Binary(b)),
             Ok(Some(Message::Ping(p))) => ws.control(wsframe::pong(&p), false),
             Ok(Some(Message::Close(code))) => {

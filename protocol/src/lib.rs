@@ -60,6 +60,7 @@ pub mod sio;
 pub mod store;
 #[cfg(feature = "store-suite")]
 pub mod store_suite;
+pub mod ws;
 
 pub use node::{
     ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output, RequestId, Upper,

@@ -1,17 +1,19 @@
 //! WebSocket framing (RFC 6455) for the server side, with no IO: a decoder
 //! for what clients send (masked frames, fragmented messages, control
 //! frames) and the encoder for what the server sends (unmasked frames,
-//! built once per broadcast and shared by every recipient).
+//! which a host can build once per broadcast and share between every
+//! recipient). The chatwire hosts (`driver`) frame WebSocket with it; the
+//! HTTP upgrade itself is the host's.
 //!
 //! No extension is ever negotiated (the upgrade answers no
 //! `Sec-WebSocket-Extensions`), so every RSV bit must be clear.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tungstenite::Utf8Bytes;
 
-/// Frame opcodes.
-pub(crate) const TEXT: u8 = 0x1;
-pub(crate) const BINARY: u8 = 0x2;
+/// The opcode of a text frame.
+pub const TEXT: u8 = 0x1;
+/// The opcode of a binary frame.
+pub const BINARY: u8 = 0x2;
 const CONTINUATION: u8 = 0x0;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
@@ -19,9 +21,12 @@ const PONG: u8 = 0xA;
 
 /// A whole message, or a control frame, from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Message {
-    Text(Utf8Bytes),
+pub enum Message {
+    /// A text message; its bytes are UTF-8 (checked).
+    Text(Bytes),
+    /// A binary message.
     Binary(Bytes),
+    /// A ping, whose payload the pong must echo.
     Ping(Bytes),
     /// The client's close frame, with its status code if it sent one.
     Close(Option<u16>),
@@ -29,7 +34,8 @@ pub(crate) enum Message {
 
 /// Why the connection must be failed; each has its close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Violation {
+#[non_exhaustive]
+pub enum Violation {
     /// A malformed frame or sequence of frames (1002).
     Protocol,
     /// Text that is not UTF-8 (1007).
@@ -39,7 +45,8 @@ pub(crate) enum Violation {
 }
 
 impl Violation {
-    pub(crate) fn close_code(self) -> u16 {
+    /// The close code to fail the connection with.
+    pub fn close_code(self) -> u16 {
         match self {
             Violation::Protocol => 1002,
             Violation::BadUtf8 => 1007,
@@ -50,7 +57,7 @@ impl Violation {
 
 /// Reassembles client messages from the bytes read so far.
 #[derive(Debug)]
-pub(crate) struct Decoder {
+pub struct Decoder {
     max_message: usize,
     /// A fragmented message under way: whether it is text, and its data.
     partial: Option<(bool, BytesMut)>,
@@ -58,7 +65,7 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// A decoder that refuses messages over `max_message` bytes.
-    pub(crate) fn new(max_message: usize) -> Self {
+    pub fn new(max_message: usize) -> Self {
         Decoder {
             max_message,
             partial: None,
@@ -69,7 +76,7 @@ impl Decoder {
     /// have arrived. A frame is refused for its size from its header, so
     /// `buf` never has to hold more than one message's worth of bytes.
     /// Pongs are consumed silently.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Violation> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Violation> {
         loop {
             let Some((fin, opcode, len, header)) = self.header(buf)? else {
                 return Ok(None);
@@ -149,9 +156,8 @@ impl Decoder {
 fn finish(text: bool, data: BytesMut) -> Result<Message, Violation> {
     let data = data.freeze();
     if text {
-        Utf8Bytes::try_from(data)
-            .map(Message::Text)
-            .map_err(|_| Violation::BadUtf8)
+        std::str::from_utf8(&data).map_err(|_| Violation::BadUtf8)?;
+        Ok(Message::Text(data))
     } else {
         Ok(Message::Binary(data))
     }
@@ -181,7 +187,7 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
 }
 
 /// One unmasked, final frame: the header and a copy of `payload`.
-pub(crate) fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+pub fn encode(opcode: u8, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(payload.len() + 10);
     out.extend_from_slice(&[0x80 | opcode]);
     match payload.len() {
@@ -200,12 +206,12 @@ pub(crate) fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 }
 
 /// The server's close frame with `code`.
-pub(crate) fn close(code: u16) -> Bytes {
+pub fn close(code: u16) -> Bytes {
     encode(CLOSE, &code.to_be_bytes())
 }
 
 /// The answer to a ping.
-pub(crate) fn pong(payload: &[u8]) -> Bytes {
+pub fn pong(payload: &[u8]) -> Bytes {
     encode(PONG, payload)
 }
 
@@ -249,7 +255,11 @@ mod tests {
             let text = "é".repeat(len / 2) + &"a".repeat(len % 2);
             let mut d = Decoder::new(1 << 20);
             let got = decode_all(&mut d, &client(true, TEXT, text.as_bytes(), M)).unwrap();
-            assert_eq!(got, vec![Message::Text(text.clone().into())], "len {len}");
+            assert_eq!(
+                got,
+                vec![Message::Text(Bytes::from(text.clone()))],
+                "len {len}"
+            );
             let bin: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let got = decode_all(&mut d, &client(true, BINARY, &bin, M)).unwrap();
             assert_eq!(got, vec![Message::Binary(Bytes::from(bin))]);
@@ -276,7 +286,7 @@ mod tests {
             got,
             vec![
                 Message::Ping(Bytes::from_static(b"hi")),
-                Message::Text("4{\"a\":1}".into()),
+                Message::Text(Bytes::from_static(b"4{\"a\":1}")),
                 Message::Binary(Bytes::from_static(&[0, 1, 2])),
             ]
         );
@@ -424,7 +434,7 @@ mod tests {
                         wire.extend(client(i + 1 == chunks.len(), opcode, c, *mask));
                     }
                     want.push(if *text {
-                        Message::Text(String::from_utf8(data).unwrap().into())
+                        Message::Text(Bytes::from(data))
                     } else {
                         Message::Binary(Bytes::from(data))
                     });
