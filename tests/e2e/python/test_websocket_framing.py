@@ -1,6 +1,6 @@
 """WebSocket framing (RFC 6455) as the server speaks it, over raw sockets.
 
-The server frames WebSocket messages itself (driver/src/wsframe.rs), so
+The server frames WebSocket messages itself (protocol/src/ws.rs), so
 these tests check the framing a library would otherwise have covered:
 fragmented messages, pings, the close handshake in both directions, bytes
 sent together with the upgrade request, and the close codes of a client
