@@ -301,8 +301,9 @@ impl Flusher {
                     ws.flush();
                 }
                 // Pace the sweeps: after one that took a while, let the node
-                // gather frames for as long again, so that writes use at most
-                // about half of the thread and each carries more messages.
+                // gather frames for half as long again, so that writes use at
+                // most about two thirds of the thread and each carries more
+                // messages (BENCHMARKS.md has the runs that chose the factor).
                 let took = start.elapsed();
                 if took > PACE_FROM {
                     timer.sleep_until(Instant::now() + took / 2).await;
