@@ -368,7 +368,7 @@ pub(crate) async fn pump<R: Runtime>(
         // Give the client a moment to answer the close frame before the
         // socket is dropped (which would reset a connection that still
         // has unread data, and could lose the close frame on the way).
-        let drain = poll_fn(|cx| poll_until_eof(cx, &*ws.socket));
+        let drain = poll_fn(|cx| poll_until_eof(cx, &ws));
         let linger = rt.sleep_until(Instant::now() + CLOSE_LINGER);
         futures_util::future::select(Box::pin(drain), linger).await;
     }
@@ -446,20 +446,13 @@ fn poll_read(cx: &mut Context<'_>, ws: &WsConn, read: &mut BytesMut) -> Poll<io:
     }
 }
 
-fn poll_until_eof(cx: &mut Context<'_>, socket: &dyn Socket) -> Poll<()> {
+fn poll_until_eof(cx: &mut Context<'_>, ws: &WsConn) -> Poll<()> {
     let mut scratch = BytesMut::new();
     loop {
-        if std::task::ready!(socket.poll_readable(cx)).is_err() {
-            return Poll::Ready(());
-        }
         scratch.clear();
-        scratch.reserve(READ_CHUNK);
-        match socket.try_read(&mut scratch) {
-            Ok(0) => return Poll::Ready(()),
+        match std::task::ready!(poll_read(cx, ws, &mut scratch)) {
+            Ok(0) | Err(_) => return Poll::Ready(()),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Poll::Ready(()),
         }
     }
 }

@@ -166,57 +166,30 @@ def test_large_frames_both_ways(raw):
         assert ws.read_data() == (TEXT, payload)
 
 
-def test_client_close_is_answered_with_its_code(raw):
-    ws = raw()
-    ws.open()
-    ws.send(frame(CLOSE, struct.pack(">H", 1001) + b"going"))
-    ws.expect_close(1001)
-
-
-def test_client_close_without_code_is_answered_with_1000(raw):
-    ws = raw()
-    ws.open()
-    ws.send(frame(CLOSE, b""))
-    ws.expect_close(1000)
-
-
-def test_server_close_sends_1000(raw):
-    ws = raw()
-    ws.open()
-    ws.send(frame(TEXT, b"1"))  # Engine.IO close packet: the server ends the session
-    ws.expect_close(1000)
-
-
-def test_unmasked_frame_is_a_protocol_error(raw):
-    ws = raw()
-    ws.open()
-    ws.send(frame(TEXT, b"4x", masked=False))
-    ws.expect_close(1002)
-
-
 @pytest.mark.parametrize(
-    "bad",
+    "sent, code",
     [
-        bytes([0xC1, 0x80]) + b"\0\0\0\0",  # RSV1: no extension was negotiated
-        frame(0x3, b""),  # reserved opcode
-        frame(CONT, b"x"),  # continuation of nothing
-        frame(PING, b"x", fin=False),  # fragmented control frame
-        frame(PING, b"x" * 126),  # control frame over 125 bytes
-        frame(TEXT, b"4a", fin=False) + frame(TEXT, b"4b"),  # new message inside a fragmented one
+        (frame(CLOSE, struct.pack(">H", 1001) + b"going"), 1001),  # client close: answered with its code
+        (frame(CLOSE, b""), 1000),  # client close without a code: answered with 1000
+        (frame(TEXT, b"1"), 1000),  # Engine.IO close packet: the server ends the session
+        (frame(TEXT, b"4x", masked=False), 1002),  # unmasked client frame
+        (bytes([0xC1, 0x80]) + b"\0\0\0\0", 1002),  # RSV1: no extension was negotiated
+        (frame(0x3, b""), 1002),  # reserved opcode
+        (frame(CONT, b"x"), 1002),  # continuation of nothing
+        (frame(PING, b"x", fin=False), 1002),  # fragmented control frame
+        (frame(PING, b"x" * 126), 1002),  # control frame over 125 bytes
+        (frame(TEXT, b"4a", fin=False) + frame(TEXT, b"4b"), 1002),  # new message inside a fragmented one
+        (frame(TEXT, b"4\xc3"), 1007),  # text that is not UTF-8
     ],
+    ids=["client-close-1001", "client-close-no-code", "server-close", "unmasked", "rsv1",
+         "reserved-opcode", "lone-continuation", "fragmented-ping", "long-ping", "nested-message",
+         "bad-utf8"],
 )
-def test_protocol_errors_close_with_1002(raw, bad):
+def test_close_handshake_and_close_codes(raw, sent, code):
     ws = raw()
     ws.open()
-    ws.send(bad)
-    ws.expect_close(1002)
-
-
-def test_text_that_is_not_utf8_closes_with_1007(raw):
-    ws = raw()
-    ws.open()
-    ws.send(frame(TEXT, b"4\xc3"))
-    ws.expect_close(1007)
+    ws.send(sent)
+    ws.expect_close(code)
 
 
 def test_oversized_frame_is_refused_from_its_header(raw):
