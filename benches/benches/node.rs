@@ -6,7 +6,7 @@
 //! empty): they measure what a message costs, not the policy.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use protocol::chat::{Chat, ChatConfig, RateLimit, WallClock};
+use protocol::chat::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT, RateLimit, WallClock};
 use protocol::eio::EngineConfig;
 use protocol::ids::SeededIds;
 use protocol::model::ObjectId;
@@ -29,6 +29,7 @@ fn sim_with(n: u64) -> Sim {
                 per_second: 1e12,
                 burst: 1e12,
             },
+            typing_timeout: Some(DEFAULT_TYPING_TIMEOUT),
         },
         WallClock::new(sim.now, T0_MS),
         sim.now,

@@ -68,6 +68,10 @@ pub struct Config {
     /// How many `chat:send`s a user may make in a burst.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40.0)]
     pub rate_limit_burst: f64,
+    /// How long, in milliseconds, `isTyping: true` stands unrepeated before
+    /// the chat is told the typist stopped; 0: until the client says so.
+    #[arg(long, env = "TYPING_TIMEOUT_MS", default_value_t = 10_000)]
+    pub typing_timeout_ms: u64,
 }
 
 /// A setting that cannot be used; the server refuses to start.
@@ -177,6 +181,8 @@ impl<R: Runtime> Served<R> {
                     per_second: config.rate_limit_per_second,
                     burst: config.rate_limit_burst,
                 },
+                typing_timeout: (config.typing_timeout_ms > 0)
+                    .then(|| Duration::from_millis(config.typing_timeout_ms)),
             },
             WallClock::new(now, unix_ms()),
             now,

@@ -5,7 +5,8 @@
 //! Checked after every input: nothing panics; text frames are UTF-8 (the
 //! simulation checks as it drains) and start with an Engine.IO packet type;
 //! HTTP statuses are real and polling bodies are UTF-8 payloads; sessions,
-//! sockets and store operations stay bounded by the inputs that made them.
+//! sockets, store operations and typing indicators stay bounded by the
+//! inputs that made them.
 #![no_main]
 
 use std::time::Duration;
@@ -262,6 +263,12 @@ fuzz_target!(|ops: Vec<Op>| {
             sim.in_flight.len()
         );
         assert!(sim.node.upper().app().pending_operations() <= 2 * inputs);
+        // Typing indicators: at most a few chats per open socket.
+        let typing = sim.node.upper().app().typing_indicators();
+        assert!(
+            typing <= chatwire_protocol::chat::MAX_TYPING_CHATS * sim.node.upper().socket_count(),
+            "{typing} typing indicators"
+        );
         let _ = opened;
     }
 });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::auth::JwtConfig;
-use crate::chat::{Chat, ChatConfig, RateLimit, WallClock};
+use crate::chat::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT, RateLimit, WallClock};
 use crate::eio::EngineConfig;
 use crate::ids::{CounterIds, IdGenerator};
 use crate::model::{Message, ObjectId, Status};
@@ -232,6 +232,7 @@ impl Sim {
             ChatConfig {
                 jwt: jwt.clone(),
                 rate: RateLimit::default(),
+                typing_timeout: Some(DEFAULT_TYPING_TIMEOUT),
             },
             WallClock::new(start, T0_MS),
             start,
@@ -754,6 +755,9 @@ struct Tab {
     seen: Vec<ObjectId>,
     /// Message ids broadcast to it, each at most once.
     broadcast: std::collections::HashSet<ObjectId>,
+    /// (userId, chat) this tab was last told is typing, from the
+    /// `chat:typing` events it received in chats it is still in.
+    believes_typing: std::collections::BTreeSet<(String, String)>,
 }
 
 /// What the run knows of an append it saw the core issue.
@@ -779,6 +783,10 @@ struct Issued {
 /// - `chat:delivered` goes to the sender only; statuses only move forward;
 /// - the rate limit refuses exactly when a token bucket model says so;
 /// - a reply fed twice changes nothing; a closed socket receives nothing;
+/// - no tab believes someone is typing (from the last `chat:typing` it got
+///   of them in a chat it is in) unless one of their sockets said
+///   `isTyping: true` there less than the typing timeout ago, and has not
+///   since said false, left the chat or gone;
 /// - at the end ([`Chaos::finish`]), every ack asked by an open socket was
 ///   answered exactly once, and each chat's history in (timestamp, id) order
 ///   is the order in which the messages were sent.
@@ -796,6 +804,9 @@ pub struct Chaos {
     texts: usize,
     /// The connection whose frame the current step fed, if any.
     actor: Option<u64>,
+    /// The typing indicators the service must hold: (connection, chat) to
+    /// the instant each ends.
+    typists: BTreeMap<(u64, &'static str), Instant>,
     /// How many steps ran, and how many `chat:send`s were refused by the rate limit.
     pub stats: ChaosStats,
 }
@@ -815,6 +826,8 @@ pub struct ChaosStats {
     pub duplicates: usize,
     /// Store replies failed.
     pub failures: usize,
+    /// `chat:typing` events with `isTyping: false` received.
+    pub typing_stops: usize,
 }
 
 /// The id of simulated user `n`.
@@ -836,6 +849,7 @@ impl Chaos {
             rate_limited: 0,
             texts: 0,
             actor: None,
+            typists: BTreeMap::new(),
             stats: ChaosStats::default(),
         }
     }
@@ -888,8 +902,15 @@ impl Chaos {
             }
             Step::Typing { tab, chat, on } => {
                 if let Some(t) = self.open_tab(tab) {
-                    let payload =
-                        serde_json::json!({"chatId": CHATS[chat % CHATS.len()], "isTyping": on});
+                    let chat = CHATS[chat % CHATS.len()];
+                    let key = (self.tabs[t].conn, chat);
+                    if on {
+                        self.typists
+                            .insert(key, self.sim.now + DEFAULT_TYPING_TIMEOUT);
+                    } else {
+                        self.typists.remove(&key);
+                    }
+                    let payload = serde_json::json!({"chatId": chat, "isTyping": on});
                     self.emit(t, "chat:typing", &payload, true);
                 }
             }
@@ -902,6 +923,9 @@ impl Chaos {
                         self.tabs[t].chats.insert(chat);
                     } else {
                         self.tabs[t].chats.remove(chat);
+                        // It hears no more of the chat; and whoever heard it typing there hears it stop.
+                        self.tabs[t].believes_typing.retain(|(_, c)| c != chat);
+                        self.typists.remove(&(self.tabs[t].conn, chat));
                     }
                     let name = if join { "chat:join" } else { "chat:leave" };
                     self.emit(t, name, &serde_json::json!({ "chatId": chat }), true);
@@ -930,6 +954,7 @@ impl Chaos {
                 if let Some(t) = self.open_tab(tab) {
                     self.tabs[t].alive = false;
                     let conn = self.tabs[t].conn;
+                    self.typists.retain(|&(c, _), _| c != conn);
                     self.sim.drop_client(conn);
                     self.observe();
                 }
@@ -954,6 +979,7 @@ impl Chaos {
             outstanding: Default::default(),
             seen: Vec::new(),
             broadcast: Default::default(),
+            believes_typing: Default::default(),
         });
         self.observe();
     }
@@ -1071,6 +1097,7 @@ impl Chaos {
             }
             if self.sim.clients.get(&conn).is_some_and(|c| c.closed) {
                 self.tabs[t].alive = false;
+                self.typists.retain(|&(c, _), _| c != conn);
             } else {
                 // The fake clients answer every ping, so only drops end them.
                 for _ in 0..pings {
@@ -1078,6 +1105,7 @@ impl Chaos {
                 }
             }
         }
+        self.check_typing();
         for m in self.sim.store.messages() {
             if let Some(&old) = self.statuses.get(&m.id) {
                 assert!(
@@ -1088,6 +1116,29 @@ impl Chaos {
                 );
             }
             self.statuses.insert(m.id, m.status);
+        }
+    }
+
+    /// Ends the indicators the service must have ended by now, then checks
+    /// that every tab's belief of who is typing is held up by one.
+    fn check_typing(&mut self) {
+        let now = self.sim.now;
+        self.typists.retain(|_, until| *until > now);
+        for tab in self.tabs.iter().filter(|t| t.alive) {
+            for (user, chat) in &tab.believes_typing {
+                let held = self.typists.keys().any(|&(conn, c)| {
+                    c == chat
+                        && self
+                            .tabs
+                            .iter()
+                            .any(|t| t.conn == conn && user_id(t.user).to_hex() == *user)
+                });
+                assert!(
+                    held,
+                    "{} still believes {user} is typing in {chat}",
+                    tab.conn
+                );
+            }
         }
     }
 
@@ -1206,6 +1257,14 @@ impl Chaos {
                     self.tabs[t].chats.contains(chat),
                     "{conn} got typing of {chat}"
                 );
+                let user = arg["userId"].as_str().expect("typing names its user");
+                let key = (user.to_owned(), chat.to_owned());
+                if arg["isTyping"] == true {
+                    self.tabs[t].believes_typing.insert(key);
+                } else {
+                    self.stats.typing_stops += 1;
+                    self.tabs[t].believes_typing.remove(&key);
+                }
             }
             "chat:read" => {
                 for id in arg["messageIds"].as_array().expect("ids") {

@@ -426,40 +426,141 @@ fn sim_clients_vanish_with_store_operations_in_flight() {
     );
 }
 
-/// The service has no typing expiry: a `chat:typing` with `isTyping: true`
-/// stands until the client says otherwise (clients time it out themselves).
-/// This pins that down, and that typing reaches only the chat's members.
-#[test]
-fn sim_typing_reaches_members_only_and_never_expires() {
-    let mut sim = Sim::new();
-    let ana = tab(&mut sim, 1, "ana");
-    let bob = tab(&mut sim, 2, "bob");
-    sim.send(bob, r#"42["chat:leave",{"chatId":"general"}]"#);
-    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
-    assert!(sim.events(bob).is_empty(), "bob left general");
-    sim.send(bob, r#"42["chat:join",{"chatId":"general"}]"#);
-    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
-    assert_eq!(names(&sim.events(bob)), ["chat:typing"]);
-    // Long past any sensible typing timeout, nothing says ana stopped.
-    for _ in 0..4 {
-        sim.advance(Duration::from_secs(20));
-        for c in [ana, bob] {
-            if sim.take(c).iter().any(|f| f == "2") {
-                sim.send(c, "3");
+/// Moves the clock by `by` in steps short of a heartbeat, every client in
+/// `conns` answering its pings; returns the events each received, in order.
+fn wait_answering(sim: &mut Sim, conns: &[u64], by: Duration) -> Vec<Vec<(String, Value)>> {
+    let mut events = vec![Vec::new(); conns.len()];
+    let mut left = by;
+    while !left.is_zero() {
+        let step = left.min(Duration::from_secs(5));
+        sim.advance(step);
+        left -= step;
+        for (i, &c) in conns.iter().enumerate() {
+            for f in sim.take(c) {
+                if f == "2" {
+                    sim.send(c, "3");
+                } else if let Some(json) = f.strip_prefix("42") {
+                    let v: Value = serde_json::from_str(json).unwrap();
+                    events[i].push((v[0].as_str().unwrap().to_owned(), v[1].clone()));
+                }
             }
         }
     }
-    assert!(sim.events(bob).is_empty());
-    for_each_seed("sim_typing_reaches_members_only", 16, |seed| {
+    events
+}
+
+/// A `chat:typing` with `isTyping: true` stands for the typing timeout
+/// after its last repetition; then, or as soon as the typist leaves the
+/// chat or goes, the chat hears `isTyping: false`. An explicit false ends
+/// it with no second false later.
+#[test]
+fn typing_ends_after_the_timeout_or_when_the_typist_leaves_or_goes() {
+    let ms = Duration::from_millis;
+    let t = crate::chat::DEFAULT_TYPING_TIMEOUT;
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    let typing = |on: bool| json!({"userId": uid(1).to_hex(), "author": "ana", "chatId": "general", "isTyping": on});
+    let started = vec![("chat:typing".to_owned(), typing(true))];
+    let stopped = vec![("chat:typing".to_owned(), typing(false))];
+    let standing = |sim: &Sim| sim.node.upper().app().typing_indicators();
+
+    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
+    assert_eq!(sim.events(bob), started);
+    // Repeated before the timeout: the deadline moves.
+    let ev = wait_answering(&mut sim, &[ana, bob], t / 2);
+    assert!(ev.iter().all(Vec::is_empty), "{ev:?}");
+    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
+    assert_eq!(sim.events(bob), started);
+    let ev = wait_answering(&mut sim, &[ana, bob], t - ms(1));
+    assert!(ev.iter().all(Vec::is_empty), "ended early: {ev:?}");
+    assert_eq!(standing(&sim), 1);
+    let ev = wait_answering(&mut sim, &[ana, bob], ms(1));
+    assert_eq!(ev, [vec![], stopped.clone()], "the typist hears nothing");
+    assert_eq!(standing(&sim), 0);
+
+    // An explicit false ends it once.
+    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
+    sim.send(ana, r#"42["chat:typing",{"isTyping":false}]"#);
+    assert_eq!(sim.events(bob), [started.clone(), stopped.clone()].concat());
+    let ev = wait_answering(&mut sim, &[ana, bob], 2 * t);
+    assert!(ev.iter().all(Vec::is_empty), "{ev:?}");
+
+    // Leaving the chat ends it at once.
+    sim.send(ana, r#"42["chat:typing",{"isTyping":true}]"#);
+    sim.send(ana, r#"42["chat:leave",{"chatId":"general"}]"#);
+    assert_eq!(sim.events(bob), [started.clone(), stopped.clone()].concat());
+    assert_eq!(standing(&sim), 0);
+
+    // So does going away, on a second tab of ana's, while the first stays.
+    sim.send(ana, r#"42["chat:join",{"chatId":"general"}]"#);
+    let ana2 = tab(&mut sim, 1, "ana");
+    sim.send(ana2, r#"42["chat:typing",{"isTyping":true}]"#);
+    assert_eq!(sim.events(bob), started);
+    assert_eq!(sim.events(ana), started, "ana's other tab hears her typing");
+    sim.drop_client(ana2);
+    assert_eq!(sim.events(bob), stopped);
+    assert_eq!(sim.events(ana), stopped);
+    assert_eq!(standing(&sim), 0);
+    let ev = wait_answering(&mut sim, &[ana, bob], 2 * t);
+    assert!(ev.iter().all(Vec::is_empty), "{ev:?}");
+}
+
+/// One socket types in at most `MAX_TYPING_CHATS` chats; one more ends the
+/// one that would have ended first, and the typing state stays bounded.
+#[test]
+fn typing_in_too_many_chats_ends_the_oldest() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    let max = crate::chat::MAX_TYPING_CHATS;
+    for i in 0..max {
+        sim.send(bob, &format!(r#"42["chat:join",{{"chatId":"c{i}"}}]"#));
+        sim.send(
+            ana,
+            &format!(r#"42["chat:typing",{{"chatId":"c{i}","isTyping":true}}]"#),
+        );
+        sim.advance(Duration::from_millis(10));
+    }
+    sim.send(bob, r#"42["chat:join",{"chatId":"more"}]"#);
+    sim.take(bob);
+    sim.send(
+        ana,
+        r#"42["chat:typing",{"chatId":"more","isTyping":true}]"#,
+    );
+    let ev = sim.events(bob);
+    let said: Vec<(&str, bool)> = ev
+        .iter()
+        .map(|(_, v)| {
+            (
+                v["chatId"].as_str().unwrap(),
+                v["isTyping"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(said, [("more", true), ("c0", false)]);
+    assert_eq!(sim.node.upper().app().typing_indicators(), max);
+}
+
+/// Typing reaches only the chat's members, and under random joins, leaves,
+/// drops and clock jumps no tab is left believing someone types who does
+/// not (the check lives in `Chaos`).
+#[test]
+fn sim_typing_reaches_members_only_and_always_ends() {
+    let stops = std::cell::Cell::new(0);
+    for_each_seed("sim_typing_reaches_members_only", 32, |seed| {
         let weights = Weights {
             typing: 20,
             rooms: 20,
             send: 2,
             burst: 0,
+            wait: 10,
             ..Weights::default()
         };
-        Chaos::run_seed(seed, 200, &weights);
+        let c = Chaos::run_seed(seed, 300, &weights);
+        stops.set(stops.get() + c.stats.typing_stops);
     });
+    assert!(stops.get() > 0, "no run heard anyone stop typing");
 }
 
 /// Found by the `node_session` fuzz target: 17 polling handshakes hung the

@@ -5,11 +5,13 @@
 mod ids;
 mod rate;
 mod service;
+mod typing;
 mod validate;
 
 pub use ids::MessageIds;
 pub use rate::{RateLimit, TokenBucket};
-pub use service::{Chat, ChatConfig};
+pub use service::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT};
+pub use typing::MAX_TYPING_CHATS;
 pub use validate::{Refusal, SendRequest};
 
 use std::time::Instant;

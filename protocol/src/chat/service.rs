@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::rate::{RateLimit, TokenBucket};
+use super::typing::{Started, Typing};
 use super::validate::{self, Refusal};
 use super::{MessageIds, WallClock};
 use crate::auth::{JwtConfig, TokenError};
@@ -24,7 +25,15 @@ pub struct ChatConfig {
     pub jwt: JwtConfig,
     /// The per-user `chat:send` limit.
     pub rate: RateLimit,
+    /// How long a `chat:typing` with `isTyping: true` stands without being
+    /// repeated before the service tells the chat that the typist stopped
+    /// (it also does when the typist's socket leaves the chat or goes).
+    /// `None`: indicators stand until the client ends them.
+    pub typing_timeout: Option<Duration>,
 }
+
+/// The typing timeout a server has unless configured otherwise.
+pub const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct User {
@@ -80,6 +89,7 @@ pub struct Chat {
     in_flight: HashMap<(ObjectId, String), OpId>,
     connecting: Option<User>,
     next_sweep: Instant,
+    typing: Option<Typing<SocketId>>,
 }
 
 fn room(chat: &str) -> String {
@@ -88,6 +98,16 @@ fn room(chat: &str) -> String {
 
 fn user_room(id: ObjectId) -> String {
     format!("user:{id}")
+}
+
+fn typing_payload(user: &User, chat: &str, is_typing: bool) -> Value {
+    json!({"userId": user.id, "author": user.name, "chatId": chat, "isTyping": is_typing})
+}
+
+/// Tells `chat` (but `socket`) that `user` stopped typing there.
+fn stopped_typing(ctx: &mut Ctx<'_>, socket: SocketId, user: &User, chat: &str) {
+    let payload = typing_payload(user, chat, false);
+    ctx.broadcast("/", &room(chat), Some(socket), &("chat:typing", &payload));
 }
 
 fn bearer(h: &str) -> Option<&str> {
@@ -106,7 +126,6 @@ impl Chat {
     /// The chat service; `clock` maps the node's instants to wall time.
     pub fn new(config: ChatConfig, clock: WallClock, now: Instant) -> Self {
         Chat {
-            config,
             clock,
             ids: None,
             users: HashMap::new(),
@@ -116,7 +135,14 @@ impl Chat {
             in_flight: HashMap::new(),
             connecting: None,
             next_sweep: now + SWEEP,
+            typing: config.typing_timeout.map(Typing::new),
+            config,
         }
+    }
+
+    /// How many typing indicators stand (those the service will end).
+    pub fn typing_indicators(&self) -> usize {
+        self.typing.as_ref().map_or(0, Typing::standing)
     }
 
     /// How many store operations are awaited.
@@ -154,6 +180,24 @@ impl Chat {
     ) {
         if let Some(id) = ack {
             ctx.ack(socket, id, &[payload], &[]);
+        }
+    }
+
+    fn on_typing(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
+        let (chat, is_typing) = match validate::typing(&event.args) {
+            Ok(t) => t,
+            Err(r) => return Self::refuse(ctx, socket, event.ack, &r, None),
+        };
+        let payload = typing_payload(user, &chat, is_typing);
+        ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
+        Self::reply(ctx, socket, event.ack, &payload);
+        let Some(typing) = &mut self.typing else {
+            return;
+        };
+        if !is_typing {
+            typing.stop(socket, &chat);
+        } else if let Started::Evicted(old) = typing.start(socket, &chat, ctx.now()) {
+            stopped_typing(ctx, socket, user, &old);
         }
     }
 
@@ -396,14 +440,7 @@ impl Application for Chat {
         };
         match event.name.as_str() {
             "chat:send" => self.on_send(ctx, socket, user, event),
-            "chat:typing" => match validate::typing(&event.args) {
-                Ok((chat, is_typing)) => {
-                    let payload = json!({"userId": user.id, "author": user.name, "chatId": chat, "isTyping": is_typing});
-                    ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
-                    Self::reply(ctx, socket, event.ack, &payload);
-                }
-                Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
-            },
+            "chat:typing" => self.on_typing(ctx, socket, &user, event),
             "chat:read" => self.on_read(ctx, socket, &user, event),
             "chat:join" | "chat:leave" => match validate::room(&event.args) {
                 Ok(chat) => {
@@ -411,6 +448,9 @@ impl Application for Chat {
                         ctx.join(socket, &room(&chat));
                     } else {
                         ctx.leave(socket, &room(&chat));
+                        if self.typing.as_mut().is_some_and(|t| t.stop(socket, &chat)) {
+                            stopped_typing(ctx, socket, &user, &chat);
+                        }
                     }
                     Self::reply(ctx, socket, event.ack, &json!({"chatId": chat}));
                 }
@@ -424,6 +464,11 @@ impl Application for Chat {
         let Some(user) = self.users.remove(&socket) else {
             return;
         };
+        if let Some(typing) = &mut self.typing {
+            for chat in typing.remove_socket(socket) {
+                stopped_typing(ctx, socket, &user, &chat);
+            }
+        }
         if let Some(n) = self.sockets_per_user.get_mut(&user.id) {
             *n -= 1;
             if *n == 0 {
@@ -456,11 +501,19 @@ impl Application for Chat {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        Some(self.next_sweep)
+        let typing = self.typing.as_ref().and_then(Typing::poll_timeout);
+        Some(typing.map_or(self.next_sweep, |t| t.min(self.next_sweep)))
     }
 
     fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now();
+        if let Some(typing) = &mut self.typing {
+            for (socket, chat) in typing.expire(now) {
+                if let Some(user) = self.users.get(&socket) {
+                    stopped_typing(ctx, socket, user, &chat);
+                }
+            }
+        }
         if now < self.next_sweep {
             return;
         }

@@ -20,6 +20,7 @@ from chatlib import (
     tampered,
     unique,
 )
+from conftest import start_chatwire
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -213,6 +214,67 @@ def test_typing(chat_server, tabs):
     for s in (a1, a2, b1):
         assert s.wait("chat:typing") == expected
     b2.none("chat:typing")
+
+
+def test_typing_ends_when_the_typist_goes(chat_server, tabs):
+    ana, bob, (a1, a2, b1, b2) = tabs
+    chat_id = unique("gone")
+    for s in (a1, a2, b1):
+        s.call("chat:join", {"chatId": chat_id})
+    a1.call("chat:typing", {"chatId": chat_id, "isTyping": True})
+    said = {"userId": ana.id, "author": ana.username, "chatId": chat_id}
+    for s in (a2, b1):
+        assert s.wait("chat:typing") == {**said, "isTyping": True}
+    a1.close()
+    for s in (a2, b1):
+        assert s.wait("chat:typing") == {**said, "isTyping": False}
+    b2.none("chat:typing", 0.1)
+
+
+def test_typing_ends_when_the_typist_leaves_the_chat(chat_server, tabs):
+    ana, bob, (a1, a2, b1, b2) = tabs
+    chat_id = unique("left")
+    for s in (a1, b1):
+        s.call("chat:join", {"chatId": chat_id})
+    a1.call("chat:typing", {"chatId": chat_id, "isTyping": True})
+    assert b1.wait("chat:typing")["isTyping"] is True
+    a1.call("chat:leave", {"chatId": chat_id})
+    assert b1.wait("chat:typing") == {
+        "userId": ana.id, "author": ana.username, "chatId": chat_id, "isTyping": False}
+    a1.none("chat:typing", 0.1)
+
+
+@pytest.fixture(scope="module")
+def typing_server():
+    """A chatwire whose typing indicators stand 1 s unrepeated."""
+    server = start_chatwire({"TYPING_TIMEOUT_MS": "1000"})
+    yield server
+    server.stop()
+
+
+def test_typing_ends_on_its_own_after_the_timeout(typing_server, transport):
+    ana, bob = register(typing_server), register(typing_server)
+    a = ChatClient(typing_server, transport).connect(ana.token)
+    b = ChatClient(typing_server, transport).connect(bob.token)
+    try:
+        said = {"userId": ana.id, "author": ana.username, "chatId": "general"}
+        a.call("chat:typing", {"isTyping": True})
+        assert b.wait("chat:typing") == {**said, "isTyping": True}
+        # Repeated before the timeout, it stands on.
+        b.none("chat:typing", 0.5)
+        a.call("chat:typing", {"isTyping": True})
+        assert b.wait("chat:typing") == {**said, "isTyping": True}
+        b.none("chat:typing", 0.5)
+        assert b.wait("chat:typing") == {**said, "isTyping": False}
+        a.none("chat:typing", 0.1)
+        # An explicit false needs no second one.
+        a.call("chat:typing", {"isTyping": True})
+        a.call("chat:typing", {"isTyping": False})
+        assert [e["isTyping"] for e in (b.wait("chat:typing"), b.wait("chat:typing"))] == [True, False]
+        b.none("chat:typing", 1.5)
+    finally:
+        a.close()
+        b.close()
 
 
 def test_read(chat_server, tabs):
