@@ -17,9 +17,8 @@ use protocol::{ConnId, Frame, Input, Node, Output};
 use std::hint::black_box;
 
 /// A simulation whose node has no effective rate limit, with `n` connected
-/// users (connection numbers 1..=n), inboxes emptied. Its ids come from a
-/// seeded generator: the simulation's `CounterIds` yields only 64 distinct
-/// session ids, and `Engine::new_session` loops forever on the 65th.
+/// users (connection numbers 1..=n), inboxes emptied, ids from a seeded
+/// generator.
 fn sim_with(n: u64) -> Sim {
     let mut sim = Sim::new();
     let chat = Chat::new(

