@@ -216,21 +216,6 @@ def test_typing(chat_server, tabs):
     b2.none("chat:typing")
 
 
-def test_typing_ends_when_the_typist_goes(chat_server, tabs):
-    ana, bob, (a1, a2, b1, b2) = tabs
-    chat_id = unique("gone")
-    for s in (a1, a2, b1):
-        s.call("chat:join", {"chatId": chat_id})
-    a1.call("chat:typing", {"chatId": chat_id, "isTyping": True})
-    said = {"userId": ana.id, "author": ana.username, "chatId": chat_id}
-    for s in (a2, b1):
-        assert s.wait("chat:typing") == {**said, "isTyping": True}
-    a1.close()
-    for s in (a2, b1):
-        assert s.wait("chat:typing") == {**said, "isTyping": False}
-    b2.none("chat:typing", 0.1)
-
-
 def test_typing_ends_when_the_typist_leaves_the_chat(chat_server, tabs):
     ana, bob, (a1, a2, b1, b2) = tabs
     chat_id = unique("left")
@@ -246,10 +231,31 @@ def test_typing_ends_when_the_typist_leaves_the_chat(chat_server, tabs):
 
 @pytest.fixture(scope="module")
 def typing_server():
-    """A chatwire whose typing indicators stand 1 s unrepeated."""
-    server = start_chatwire({"TYPING_TIMEOUT_MS": "1000"})
+    """A chatwire whose typing indicators stand 2 s unrepeated, with a short
+    heartbeat (300 ms + 200 ms): python-socketio's disconnect aborts a
+    polling transport, so its DISCONNECT may never be sent, and then the
+    server learns that the client went only when the heartbeat runs out."""
+    server = start_chatwire({"TYPING_TIMEOUT_MS": "2000", "PING_INTERVAL_MS": "300",
+                             "PING_TIMEOUT_MS": "200"})
     yield server
     server.stop()
+
+
+def test_typing_ends_when_the_typist_goes(typing_server, transport):
+    ana, bob = register(typing_server), register(typing_server)
+    a1, a2, b1 = (ChatClient(typing_server, transport).connect(u.token) for u in (ana, ana, bob))
+    try:
+        said = {"userId": ana.id, "author": ana.username, "chatId": "general"}
+        a1.call("chat:typing", {"isTyping": True})
+        for s in (a2, b1):
+            assert s.wait("chat:typing") == {**said, "isTyping": True}
+        a1.close()
+        # Well before the 2 s typing timeout could end it.
+        for s in (a2, b1):
+            assert s.wait("chat:typing", timeout=1.2) == {**said, "isTyping": False}
+    finally:
+        for c in (a1, a2, b1):
+            c.close()
 
 
 def test_typing_ends_on_its_own_after_the_timeout(typing_server, transport):
@@ -261,17 +267,17 @@ def test_typing_ends_on_its_own_after_the_timeout(typing_server, transport):
         a.call("chat:typing", {"isTyping": True})
         assert b.wait("chat:typing") == {**said, "isTyping": True}
         # Repeated before the timeout, it stands on.
-        b.none("chat:typing", 0.5)
+        b.none("chat:typing", 1.0)
         a.call("chat:typing", {"isTyping": True})
         assert b.wait("chat:typing") == {**said, "isTyping": True}
-        b.none("chat:typing", 0.5)
+        b.none("chat:typing", 1.0)
         assert b.wait("chat:typing") == {**said, "isTyping": False}
         a.none("chat:typing", 0.1)
         # An explicit false needs no second one.
         a.call("chat:typing", {"isTyping": True})
         a.call("chat:typing", {"isTyping": False})
         assert [e["isTyping"] for e in (b.wait("chat:typing"), b.wait("chat:typing"))] == [True, False]
-        b.none("chat:typing", 1.5)
+        b.none("chat:typing", 2.5)
     finally:
         a.close()
         b.close()
