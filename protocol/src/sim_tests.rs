@@ -261,12 +261,24 @@ fn heartbeat_timeout_closes_a_silent_client() {
     assert!(sim.clients[&ana].closed);
 }
 
+/// A polling handshake as request `req`; the OPEN packet's JSON.
+fn polling_open(sim: &mut Sim, req: u64) -> Value {
+    sim.http(req, Method::Get, "EIO=4&transport=polling", b"");
+    let open = String::from_utf8(sim.responses[&req].body.to_vec()).unwrap();
+    serde_json::from_str(&open[1..]).unwrap()
+}
+
+/// Opens `n` polling sessions; the distinct sids they got.
+fn open_sessions(sim: &mut Sim, n: u64) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .map(|req| polling_open(sim, req)["sid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn polling_handshake_and_upgrade() {
     let mut sim = Sim::new();
-    sim.http(1, Method::Get, "EIO=4&transport=polling", b"");
-    let open = String::from_utf8(sim.responses[&1].body.to_vec()).unwrap();
-    let v: Value = serde_json::from_str(&open[1..]).unwrap();
+    let v = polling_open(&mut sim, 1);
     let sid = v["sid"].as_str().unwrap().to_owned();
     assert_eq!(v["upgrades"], json!(["websocket"]));
     let q = format!("EIO=4&transport=polling&sid={sid}");
@@ -570,14 +582,7 @@ fn sim_typing_reaches_members_only_and_always_ends() {
 #[test]
 fn sim_many_sessions_with_seeded_ids() {
     let mut sim = Sim::with_ids(crate::ids::SeededIds::new([3; 32]));
-    let mut sids = std::collections::BTreeSet::new();
-    for req in 0..40 {
-        sim.http(req, Method::Get, "EIO=4&transport=polling", b"");
-        let open = String::from_utf8(sim.responses[&req].body.to_vec()).unwrap();
-        let v: Value = serde_json::from_str(&open[1..]).unwrap();
-        sids.insert(v["sid"].as_str().unwrap().to_owned());
-    }
-    assert_eq!(sids.len(), 40);
+    assert_eq!(open_sessions(&mut sim, 40).len(), 40);
     assert_eq!(sim.node.engine().session_count(), 40);
 }
 
@@ -592,13 +597,6 @@ fn sim_sessions_never_hang_on_a_poor_generator() {
         }
     }
     for mut sim in [Sim::with_ids(Stuck), Sim::new()] {
-        let mut sids = std::collections::BTreeSet::new();
-        for req in 0..80 {
-            sim.http(req, Method::Get, "EIO=4&transport=polling", b"");
-            let open = String::from_utf8(sim.responses[&req].body.to_vec()).unwrap();
-            let v: Value = serde_json::from_str(&open[1..]).unwrap();
-            sids.insert(v["sid"].as_str().unwrap().to_owned());
-        }
-        assert_eq!(sids.len(), 80);
+        assert_eq!(open_sessions(&mut sim, 80).len(), 80);
     }
 }
