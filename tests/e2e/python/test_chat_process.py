@@ -1,5 +1,5 @@
 """chatwire as a process: durability across SIGKILL, graceful SIGTERM, and
-configuration (CONTRACT.md, "beyond" durability, "Tokens", "Configuration")."""
+configuration (docs/API.md on durability and tokens; the README's configuration)."""
 
 from __future__ import annotations
 

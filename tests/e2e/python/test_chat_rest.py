@@ -1,4 +1,4 @@
-"""chatwire's REST API over real HTTP (CONTRACT.md, "HTTP" and "Tokens")."""
+"""chatwire's REST API over real HTTP (docs/API.md, "REST" and "Tokens")."""
 
 from __future__ import annotations
 

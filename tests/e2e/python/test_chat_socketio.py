@@ -1,5 +1,5 @@
 """chatwire's Socket.IO chat with the official python-socketio client, over
-WebSocket and over HTTP long-polling (CONTRACT.md, "Socket.IO")."""
+WebSocket and over HTTP long-polling (docs/API.md, "Socket.IO")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 // chatwire's Socket.IO chat with the official socket.io-client, over
-// WebSocket and over HTTP long-polling (CONTRACT.md, "Socket.IO").
+// WebSocket and over HTTP long-polling (docs/API.md, "Socket.IO").
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 import {
