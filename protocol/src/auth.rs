@@ -40,6 +40,9 @@ pub enum TokenError {
     /// Well signed, but its `exp` has passed.
     #[error("Token expired")]
     Expired,
+    /// Well signed, but its `nbf` (not before) has not come yet.
+    #[error("Unauthorized")]
+    NotYetValid,
 }
 
 /// What a valid token says about its bearer; trusted without a store lookup.
@@ -88,6 +91,15 @@ struct RawClaims {
     sub: Option<serde_json::Value>,
     username: Option<serde_json::Value>,
     exp: Option<serde_json::Value>,
+    nbf: Option<serde_json::Value>,
+}
+
+/// The one header parameter `jsonwebtoken` does not read but RFC 7515
+/// §4.1.11 makes binding: `crit` names extensions the recipient must
+/// understand, and this one understands none.
+#[derive(Deserialize)]
+struct RawHeader {
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 impl JwtConfig {
@@ -145,13 +157,24 @@ impl JwtConfig {
             .expect("HMAC-signing claims made of strings and integers cannot fail")
     }
 
-    /// Checks a token's algorithm, signature, claims and expiry at `now_ms`.
+    /// Checks a token's algorithm, signature, header, claims, expiry and
+    /// start at `now_ms`.
     ///
-    /// Expired means `exp <= now` in whole seconds, with no leeway.
+    /// Expired means `exp <= now` in whole seconds, with no leeway; a token
+    /// with `nbf > now` is not valid yet (RFC 7519 §4.1.5); a header with
+    /// `crit` is refused, since no extension is understood here.
     pub fn verify(&self, token: &str, now_ms: i64) -> Result<Claims, TokenError> {
         let data = jsonwebtoken::decode::<RawClaims>(token, &self.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
-        let RawClaims { sub, username, exp } = data.claims;
+        if has_crit(token) {
+            return Err(TokenError::Invalid);
+        }
+        let RawClaims {
+            sub,
+            username,
+            exp,
+            nbf,
+        } = data.claims;
         let user_id = match sub {
             Some(serde_json::Value::String(s)) => s.parse().map_err(|_| TokenError::Invalid)?,
             _ => return Err(TokenError::Invalid),
@@ -164,8 +187,19 @@ impl JwtConfig {
             Some(serde_json::Value::Number(n)) => numeric_date(&n).ok_or(TokenError::Invalid)?,
             _ => return Err(TokenError::Invalid),
         };
-        if exp <= now_ms.div_euclid(1000) {
+        let nbf = match nbf {
+            None => None,
+            Some(serde_json::Value::Number(n)) => {
+                Some(numeric_date(&n).ok_or(TokenError::Invalid)?)
+            }
+            Some(_) => return Err(TokenError::Invalid),
+        };
+        let now = now_ms.div_euclid(1000);
+        if exp <= now {
             return Err(TokenError::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now) {
+            return Err(TokenError::NotYetValid);
         }
         Ok(Claims {
             user_id,
@@ -173,6 +207,17 @@ impl JwtConfig {
             exp,
         })
     }
+}
+
+/// Whether the (already verified) token's header carries `crit`.
+fn has_crit(token: &str) -> bool {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RawHeader>(&bytes).ok())
+        .is_none_or(|h| h.crit.is_some())
 }
 
 /// A JWT NumericDate may carry a fraction (RFC 7519 §2); whole seconds are
@@ -325,6 +370,74 @@ mod tests {
                 "{claims}"
             );
         }
+    }
+
+    #[test]
+    fn nbf_in_the_future_is_not_yet_valid() {
+        let c = config();
+        let now = NOW_MS.div_euclid(1000);
+        let with_nbf = |nbf: serde_json::Value| {
+            sign_raw(
+                Algorithm::HS256,
+                &serde_json::json!({"sub": "665f1c0a9b1e8a3f4c2d19ff", "username": "ana",
+                    "exp": now + 3600, "nbf": nbf}),
+            )
+        };
+        assert_eq!(
+            c.verify(&with_nbf(serde_json::json!(now + 1)), NOW_MS),
+            Err(TokenError::NotYetValid)
+        );
+        assert!(
+            c.verify(&with_nbf(serde_json::json!(now + 1)), (now + 1) * 1000)
+                .is_ok()
+        );
+        assert!(c.verify(&with_nbf(serde_json::json!(now)), NOW_MS).is_ok());
+        assert!(
+            c.verify(&with_nbf(serde_json::json!(now - 60)), NOW_MS)
+                .is_ok()
+        );
+        assert_eq!(
+            c.verify(&with_nbf(serde_json::json!("later")), NOW_MS),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_crit_header_is_refused() {
+        let claims = serde_json::json!({"sub": "665f1c0a9b1e8a3f4c2d19ff", "username": "ana",
+            "exp": 9_999_999_999i64});
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#,
+            r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+        ] {
+            // Signed for real, so only the header can be the reason.
+            let signing_input = format!("{}.{}", b64(header), b64(&claims.to_string()));
+            let signature = jsonwebtoken::crypto::sign(
+                signing_input.as_bytes(),
+                &EncodingKey::from_secret(SECRET),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            let token = format!("{signing_input}.{signature}");
+            assert_eq!(
+                config().verify(&token, NOW_MS),
+                Err(TokenError::Invalid),
+                "{header}"
+            );
+        }
+        let plain = format!("{}.{}", b64(r#"{"alg":"HS256"}"#), b64(&claims.to_string()));
+        let signature = jsonwebtoken::crypto::sign(
+            plain.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        assert!(
+            config()
+                .verify(&format!("{plain}.{signature}"), NOW_MS)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -225,6 +225,13 @@ def test_messages_bad_tokens_401(chat_server, alice):
         "wrong secret": mint(alice.id, alice.username, secret="another-secret-of-at-least-32-bytes!!"),
         "other alg HS512": mint(alice.id, alice.username, alg="HS512"),
         "other alg HS384": mint(alice.id, alice.username, alg="HS384"),
+        # RFC 7519 §4.1.5: not to be accepted before its nbf
+        "nbf in an hour": mint(alice.id, alice.username, nbf=int(time.time()) + 3600),
+        # RFC 7515 §4.1.11: an extension the server does not understand
+        "crit header": jwt.encode(
+            {"sub": alice.id, "username": alice.username, "exp": int(time.time()) + 3600},
+            JWT_SECRET, algorithm="HS256", headers={"crit": ["exp"]},
+        ),
     }
     for name, token in bad.items():
         r = get_messages(chat_server, token)
