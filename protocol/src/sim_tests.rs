@@ -518,6 +518,62 @@ fn typing_ends_after_the_timeout_or_when_the_typist_leaves_or_goes() {
     assert!(ev.iter().all(Vec::is_empty), "{ev:?}");
 }
 
+/// Clients show typing per user: with two of ana's tabs typing in a chat,
+/// the chat hears that she stopped only once neither types there, whether
+/// a tab says false, times out, goes away or leaves.
+#[test]
+fn typing_stops_only_when_none_of_the_users_tabs_types() {
+    let t = crate::chat::DEFAULT_TYPING_TIMEOUT;
+    let mut sim = Sim::new();
+    let ana1 = tab(&mut sim, 1, "ana");
+    let ana2 = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    let typing = |on: bool| json!({"userId": uid(1).to_hex(), "author": "ana", "chatId": "general", "isTyping": on});
+    let started = vec![("chat:typing".to_owned(), typing(true))];
+    let stopped = vec![("chat:typing".to_owned(), typing(false))];
+    let on = r#"42["chat:typing",{"isTyping":true}]"#;
+    let off = r#"42["chat:typing",{"isTyping":false}]"#;
+
+    // A tab says false while the other types: nothing; then the other: false.
+    sim.send(ana1, on);
+    sim.send(ana2, on);
+    assert_eq!(sim.events(bob), [started.clone(), started.clone()].concat());
+    sim.send(ana1, off);
+    assert_eq!(sim.events(bob), []);
+    sim.send(ana2, off);
+    assert_eq!(sim.events(bob), stopped);
+    // ana2 heard ana1 start, so it hears that ana stopped too.
+    assert_eq!(
+        sim.events(ana2),
+        [started.clone(), stopped.clone()].concat()
+    );
+    sim.take(ana1);
+
+    // One tab times out while the other's indicator stands: nothing; then false.
+    sim.send(ana1, on);
+    assert_eq!(sim.events(bob), started);
+    sim.take(ana2);
+    let ev = wait_answering(&mut sim, &[ana1, ana2, bob], t / 2);
+    assert!(ev.iter().all(Vec::is_empty), "{ev:?}");
+    sim.send(ana2, on);
+    sim.take(ana1);
+    assert_eq!(sim.events(bob), started);
+    let ev = wait_answering(&mut sim, &[ana1, ana2, bob], t / 2);
+    assert_eq!(ev[2], vec![], "ana2 still types");
+    let ev = wait_answering(&mut sim, &[ana1, ana2, bob], t / 2);
+    assert_eq!(ev[2], stopped, "neither types");
+
+    // One tab goes away, then the other leaves the chat.
+    sim.send(ana1, on);
+    sim.send(ana2, on);
+    assert_eq!(sim.events(bob), [started.clone(), started.clone()].concat());
+    sim.drop_client(ana1);
+    assert_eq!(sim.events(bob), []);
+    sim.send(ana2, r#"42["chat:leave",{"chatId":"general"}]"#);
+    assert_eq!(sim.events(bob), stopped);
+    assert_eq!(sim.node.upper().app().typing_indicators(), 0);
+}
+
 /// One socket types in at most `MAX_TYPING_CHATS` chats; one more ends the
 /// one that would have ended first, and the typing state stays bounded.
 #[test]

@@ -83,7 +83,8 @@ pub struct Chat {
     clock: WallClock,
     ids: Option<MessageIds>,
     users: HashMap<SocketId, User>,
-    sockets_per_user: HashMap<ObjectId, usize>,
+    /// Each connected user's sockets.
+    sockets_of_user: HashMap<ObjectId, Vec<SocketId>>,
     buckets: HashMap<ObjectId, TokenBucket>,
     pending: HashMap<OpId, Pending>,
     in_flight: HashMap<(ObjectId, String), OpId>,
@@ -104,10 +105,35 @@ fn typing_payload(user: &User, chat: &str, is_typing: bool) -> Value {
     json!({"userId": user.id, "author": user.name, "chatId": chat, "isTyping": is_typing})
 }
 
-/// Tells `chat` (but `socket`) that `user` stopped typing there.
-fn stopped_typing(ctx: &mut Ctx<'_>, socket: SocketId, user: &User, chat: &str) {
+/// `socket` stopped typing in `chat`. Clients show typing per user, not
+/// per tab, so the chat hears that `user` stopped only if none of the
+/// user's other sockets (`sockets`) still types there. If exactly one does,
+/// it alone hears it: it heard this socket start, and no other tab of its
+/// user types now.
+fn stopped_typing(
+    ctx: &mut Ctx<'_>,
+    typing: &Typing<SocketId>,
+    sockets: Option<&Vec<SocketId>>,
+    socket: SocketId,
+    user: &User,
+    chat: &str,
+) {
+    let mut still = sockets
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|&s| s != socket && typing.is_typing(s, chat));
     let payload = typing_payload(user, chat, false);
-    ctx.broadcast("/", &room(chat), Some(socket), &("chat:typing", &payload));
+    let room = room(chat);
+    match (still.next(), still.next()) {
+        (None, _) => {
+            ctx.broadcast("/", &room, Some(socket), &("chat:typing", &payload));
+        }
+        (Some(last), None) if ctx.in_room(last, &room) => {
+            ctx.emit(last, &("chat:typing", &payload), &[]);
+        }
+        _ => {}
+    }
 }
 
 fn bearer(h: &str) -> Option<&str> {
@@ -129,7 +155,7 @@ impl Chat {
             clock,
             ids: None,
             users: HashMap::new(),
-            sockets_per_user: HashMap::new(),
+            sockets_of_user: HashMap::new(),
             buckets: HashMap::new(),
             pending: HashMap::new(),
             in_flight: HashMap::new(),
@@ -189,16 +215,25 @@ impl Chat {
             Err(r) => return Self::refuse(ctx, socket, event.ack, &r, None),
         };
         let payload = typing_payload(user, &chat, is_typing);
-        ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
-        Self::reply(ctx, socket, event.ack, &payload);
-        let Some(typing) = &mut self.typing else {
-            return;
-        };
-        if !is_typing {
-            typing.stop(socket, &chat);
-        } else if let Started::Evicted(old) = typing.start(socket, &chat, ctx.now()) {
-            stopped_typing(ctx, socket, user, &old);
+        match &mut self.typing {
+            Some(typing) if !is_typing => {
+                typing.stop(socket, &chat);
+                let others = self.sockets_of_user.get(&user.id);
+                stopped_typing(ctx, typing, others, socket, user, &chat);
+            }
+            Some(typing) => {
+                ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
+                if let Started::Evicted(old) = typing.start(socket, &chat, ctx.now()) {
+                    let others = self.sockets_of_user.get(&user.id);
+                    stopped_typing(ctx, typing, others, socket, user, &old);
+                }
+            }
+            // Nothing tracked: the chat hears each socket as it speaks.
+            None => {
+                ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
+            }
         }
+        Self::reply(ctx, socket, event.ack, &payload);
     }
 
     fn on_send(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User, event: Event) {
@@ -430,7 +465,10 @@ impl Application for Chat {
         };
         ctx.join(socket, &user_room(user.id));
         ctx.join(socket, &room(DEFAULT_CHAT));
-        *self.sockets_per_user.entry(user.id).or_default() += 1;
+        self.sockets_of_user
+            .entry(user.id)
+            .or_default()
+            .push(socket);
         self.users.insert(socket, user);
     }
 
@@ -448,8 +486,11 @@ impl Application for Chat {
                         ctx.join(socket, &room(&chat));
                     } else {
                         ctx.leave(socket, &room(&chat));
-                        if self.typing.as_mut().is_some_and(|t| t.stop(socket, &chat)) {
-                            stopped_typing(ctx, socket, &user, &chat);
+                        if let Some(typing) = &mut self.typing
+                            && typing.stop(socket, &chat)
+                        {
+                            let others = self.sockets_of_user.get(&user.id);
+                            stopped_typing(ctx, typing, others, socket, &user, &chat);
                         }
                     }
                     Self::reply(ctx, socket, event.ack, &json!({"chatId": chat}));
@@ -465,14 +506,15 @@ impl Application for Chat {
             return;
         };
         if let Some(typing) = &mut self.typing {
+            let others = self.sockets_of_user.get(&user.id);
             for chat in typing.remove_socket(socket) {
-                stopped_typing(ctx, socket, &user, &chat);
+                stopped_typing(ctx, typing, others, socket, &user, &chat);
             }
         }
-        if let Some(n) = self.sockets_per_user.get_mut(&user.id) {
-            *n -= 1;
-            if *n == 0 {
-                self.sockets_per_user.remove(&user.id);
+        if let Some(sockets) = self.sockets_of_user.get_mut(&user.id) {
+            sockets.retain(|&s| s != socket);
+            if sockets.is_empty() {
+                self.sockets_of_user.remove(&user.id);
                 let limit = self.config.rate;
                 if self
                     .buckets
@@ -510,7 +552,8 @@ impl Application for Chat {
         if let Some(typing) = &mut self.typing {
             for (socket, chat) in typing.expire(now) {
                 if let Some(user) = self.users.get(&socket) {
-                    stopped_typing(ctx, socket, user, &chat);
+                    let others = self.sockets_of_user.get(&user.id);
+                    stopped_typing(ctx, typing, others, socket, user, &chat);
                 }
             }
         }
@@ -519,7 +562,7 @@ impl Application for Chat {
         }
         self.next_sweep = now + SWEEP;
         let limit = self.config.rate;
-        let online = &self.sockets_per_user;
+        let online = &self.sockets_of_user;
         self.buckets
             .retain(|user, b| online.contains_key(user) || !b.is_full(limit, now));
     }

@@ -88,6 +88,13 @@ impl<S: Copy + Ord + std::hash::Hash> Typing<S> {
         true
     }
 
+    /// Whether `socket` is typing in `chat`.
+    pub fn is_typing(&self, socket: S, chat: &str) -> bool {
+        self.by_socket
+            .get(&socket)
+            .is_some_and(|chats| chats.iter().any(|(c, _)| c == chat))
+    }
+
     /// `socket` is gone; the chats it was typing in.
     pub fn remove_socket(&mut self, socket: S) -> Vec<String> {
         let chats: Vec<String> = self

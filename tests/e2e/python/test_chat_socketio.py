@@ -216,6 +216,29 @@ def test_typing(chat_server, tabs):
     b2.none("chat:typing")
 
 
+def test_typing_is_per_user_not_per_tab(chat_server, tabs):
+    """With two of ana's tabs typing in a chat, the chat hears she stopped
+    only once neither types there; the tab still typing hears that the
+    other stopped (it heard it start)."""
+    ana, bob, (a1, a2, b1, b2) = tabs
+    chat_id = unique("tabs")
+    for s in (a1, a2, b1):
+        s.call("chat:join", {"chatId": chat_id})
+    said = {"userId": ana.id, "author": ana.username, "chatId": chat_id}
+    a1.call("chat:typing", {"chatId": chat_id, "isTyping": True})
+    assert a2.wait("chat:typing") == {**said, "isTyping": True}
+    a2.call("chat:typing", {"chatId": chat_id, "isTyping": True})
+    assert a1.wait("chat:typing") == {**said, "isTyping": True}
+    assert [b1.wait("chat:typing")["isTyping"] for _ in range(2)] == [True, True]
+    a1.call("chat:typing", {"chatId": chat_id, "isTyping": False})
+    assert a2.wait("chat:typing") == {**said, "isTyping": False}
+    b1.none("chat:typing", 0.2)
+    a2.call("chat:typing", {"chatId": chat_id, "isTyping": False})
+    for s in (a1, b1):
+        assert s.wait("chat:typing") == {**said, "isTyping": False}
+    a2.none("chat:typing", 0.1)
+
+
 def test_typing_ends_when_the_typist_leaves_the_chat(chat_server, tabs):
     ana, bob, (a1, a2, b1, b2) = tabs
     chat_id = unique("left")
