@@ -1,6 +1,7 @@
 //! The server the official protocol suites and the end-to-end tests run
 //! against, on any runtime: a Socket.IO echo on `/socket.io/` (namespaces `/`
-//! and `/custom`) and a raw Engine.IO echo on `/engine.io/`.
+//! and `/custom`), a raw Engine.IO echo on `/engine.io/`, and a plain
+//! WebSocket echo on `/` (for Autobahn's framing cases).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -64,6 +65,7 @@ pub fn routes<R: Runtime>(rt: R, args: &Args) -> Routes<R> {
     Routes::new(rt, args.max_payload, vec!["*".into()])
         .engine("/socket.io/", socketio)
         .engine("/engine.io/", echo)
+        .ws_echo("/")
 }
 
 /// The whole `conformance` example on the runtime `rt`: parses [`Args`],

@@ -26,6 +26,7 @@ pub struct Routes<R> {
     rest: Option<Arc<RestHost>>,
     cors: Arc<Vec<String>>,
     max_payload: usize,
+    echo: Option<Arc<str>>,
 }
 
 impl<R: Clone> Clone for Routes<R> {
@@ -36,6 +37,7 @@ impl<R: Clone> Clone for Routes<R> {
             rest: self.rest.clone(),
             cors: self.cors.clone(),
             max_payload: self.max_payload,
+            echo: self.echo.clone(),
         }
     }
 }
@@ -67,6 +69,10 @@ pub fn unix_ms() -> i64 {
 
 type Resp = Response<Full<Bytes>>;
 
+/// The largest message the echo endpoint takes: Autobahn's biggest cases
+/// send 16 MiB.
+const ECHO_MAX: usize = 32 << 20;
+
 impl<R: Runtime> Routes<R> {
     /// Routes with no paths yet. `max_payload` bounds what is read of an
     /// Engine.IO request; `cors` lists allowed origins (`*` for any).
@@ -77,7 +83,15 @@ impl<R: Runtime> Routes<R> {
             rest: None,
             cors: Arc::new(cors),
             max_payload,
+            echo: None,
         }
+    }
+
+    /// Serves a WebSocket echo at `path` (for conformance tests of the
+    /// framing: Autobahn's cases), taking messages of up to `ECHO_MAX` bytes.
+    pub fn ws_echo(mut self, path: &str) -> Self {
+        self.echo = Some(path.into());
+        self
     }
 
     /// Serves Engine.IO at `path` (such as `/socket.io/`) with a node task.
@@ -135,6 +149,8 @@ impl<R: Runtime> Routes<R> {
             r
         } else if let Some(node) = engine {
             self.engine_request(node, req).await
+        } else if self.echo.as_deref() == Some(req.uri().path()) {
+            self.echo_request(req)
         } else if let Some(rest) = self.rest.clone() {
             self.rest_request(&rest, req).await
         } else {
@@ -163,14 +179,13 @@ impl<R: Runtime> Routes<R> {
             if let Err(e) = protocol::eio::parse_query(&query) {
                 return json(400, Bytes::from(e.body()));
             }
-            let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-                return json(
-                    400,
-                    Bytes::from(protocol::eio::RequestError::BadRequest.body()),
-                );
+            let (switching, upgrade) = match accept_upgrade(&mut req) {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    let body = protocol::eio::RequestError::BadRequest.body();
+                    return refuse_upgrade(e, Bytes::from(body));
+                }
             };
-            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let upgrade = hyper::upgrade::on(&mut req);
             let rt = self.rt.clone();
             let max = self.max_payload;
             self.rt.spawn(Box::pin(async move {
@@ -193,16 +208,7 @@ impl<R: Runtime> Routes<R> {
                 .await;
                 crate::ws::pump(rt, conn, ws, BytesMut::from(read), node, max).await;
             }));
-            let mut r = Response::new(Full::new(Bytes::new()));
-            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let h = r.headers_mut();
-            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            h.insert(
-                header::SEC_WEBSOCKET_ACCEPT,
-                HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
-            );
-            return r;
+            return switching;
         }
         let method = match *req.method() {
             http::Method::GET => Method::Get,
@@ -249,6 +255,26 @@ impl<R: Runtime> Routes<R> {
                 Bytes::from_static(br#"{"detail":"Server shutting down"}"#),
             ),
         }
+    }
+
+    fn echo_request(&self, mut req: Request<Incoming>) -> Resp {
+        let (switching, upgrade) = match accept_upgrade(&mut req) {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                let detail = serde_json::json!({ "detail": e.to_string() }).to_string();
+                return refuse_upgrade(e, Bytes::from(detail));
+            }
+        };
+        let rt = self.rt.clone();
+        self.rt.spawn(Box::pin(async move {
+            let Ok(io) = upgrade.await else { return };
+            let Ok((socket, read)) = rt.socket(io) else {
+                return;
+            };
+            let ws = Arc::new(WsConn::new(Box::new(socket)));
+            crate::ws::echo(rt, ws, BytesMut::from(read), ECHO_MAX).await;
+        }));
+        switching
     }
 
     async fn rest_request(&self, host: &RestHost, req: Request<Incoming>) -> Resp {
@@ -336,6 +362,58 @@ impl Drop for AbortGuard<'_> {
             let _ = self.node.tx.try_send(Command::HttpAborted(self.req));
         }
     }
+}
+
+/// Checks an opening handshake (RFC 6455 §4.2.1, `protocol::ws`); the 101
+/// answer and the upgrade to wait for, or why it is refused.
+fn accept_upgrade<B>(
+    req: &mut Request<B>,
+) -> Result<(Resp, hyper::upgrade::OnUpgrade), protocol::ws::HandshakeError> {
+    let headers = req.headers();
+    let connection: Vec<&[u8]> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    protocol::ws::check_upgrade(&protocol::ws::Handshake {
+        method: req.method().as_str(),
+        connection: &connection,
+        upgrade: headers.get(header::UPGRADE).map(HeaderValue::as_bytes),
+        version: headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes),
+        key: key.map(HeaderValue::as_bytes),
+    })?;
+    let accept = tungstenite::handshake::derive_accept_key(
+        key.expect("check_upgrade saw the key")
+            .as_bytes()
+            .trim_ascii(),
+    );
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    Ok((r, hyper::upgrade::on(req)))
+}
+
+/// The answer to a refused handshake: its status, `body`, and for a
+/// version we do not speak the one we do (RFC 6455 §4.4).
+fn refuse_upgrade(e: protocol::ws::HandshakeError, body: Bytes) -> Resp {
+    tracing::debug!("WebSocket handshake refused: {e}");
+    let mut r = json(e.status(), body);
+    if e == protocol::ws::HandshakeError::Version {
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+    r
 }
 
 fn is_upgrade<B>(req: &Request<B>) -> bool {

@@ -229,7 +229,7 @@ impl WsConn {
         out.wake();
     }
 
-    /// Queues a control frame of the connection's own (a pong, or a close
+    /// Queues a frame of the connection's own (a pong, an echo, or a close
     /// with `closing`).
     fn control(&self, frame: Bytes, closing: bool) {
         let mut out = self.out();
@@ -364,11 +364,38 @@ pub(crate) async fn pump<R: Runtime>(
         }
     };
     node.send(Command::WsClosed(conn)).await;
-    if closed && reading {
-        // Give the client a moment to answer the close frame before the
-        // socket is dropped (which would reset a connection that still
-        // has unread data, and could lose the close frame on the way).
-        let drain = poll_fn(|cx| poll_until_eof(cx, &ws));
+    linger(&rt, &ws, closed && reading).await;
+}
+
+/// Echoes every message back, framed by the same code as the chat's
+/// connections: the endpoint the WebSocket conformance cases (Autobahn's,
+/// run by kosoku) drive in the conformance server. Nothing bounds what it
+/// queues for a client that does not read: it is for tests only.
+pub(crate) async fn echo<R: Runtime>(
+    rt: R,
+    ws: Arc<WsConn>,
+    mut read: BytesMut,
+    max_message: usize,
+) {
+    let mut decoder = Decoder::new(max_message);
+    let mut reading = true;
+    let closed = loop {
+        match poll_fn(|cx| poll_event(cx, &ws, &mut read, &mut decoder, &mut reading)).await {
+            Event::Text(t) => ws.control(wsframe::encode(wsframe::TEXT, t.as_bytes()), false),
+            Event::Binary(b) => ws.control(wsframe::encode(wsframe::BINARY, &b), false),
+            Event::End(closed) => break closed,
+        }
+    };
+    linger(&rt, &ws, closed && reading).await;
+}
+
+/// After our close frame went out while the client may still be sending:
+/// gives it a moment to answer the close before the socket is dropped
+/// (which would reset a connection that still has unread data, and could
+/// lose the close frame on the way).
+async fn linger<R: Runtime>(rt: &R, ws: &WsConn, wait: bool) {
+    if wait {
+        let drain = poll_fn(|cx| poll_until_eof(cx, ws));
         let linger = rt.sleep_until(Instant::now() + CLOSE_LINGER);
         futures_util::future::select(Box::pin(drain), linger).await;
     }
@@ -401,9 +428,8 @@ fn poll_event(
             Ok(Some(Message::Binary(b))) => return Poll::Ready(Event::Binary(b)),
             Ok(Some(Message::Ping(p))) => ws.control(wsframe::pong(&p), false),
             Ok(Some(Message::Close(code))) => {
-                // Answer with the client's code (1000 when it gave none, or
-                // one that may not be sent back), then end.
-                let code = code.filter(|c| (1000..5000).contains(c) && *c != 1005 && *c != 1006);
+                // Answer with the client's code (the decoder let through
+                // only codes that may be sent), 1000 when it gave none.
                 ws.control(wsframe::close(code.unwrap_or(1000)), true);
                 *reading = false;
             }

@@ -38,7 +38,7 @@ fuzz_target!(|input: &[u8]| {
                 Ok(Some(m)) => messages.push(m),
                 Ok(None) => break,
                 Err(v) => {
-                    assert!(matches!(v.close_code(), 1002 | 1007 | 1009));
+                    assert!(matches!(v.close_code(), 1002 | 1007 | 1008 | 1009));
                     break 'feed;
                 }
             }
@@ -56,7 +56,10 @@ fuzz_target!(|input: &[u8]| {
                 assert!(p.len() <= 125);
                 continue;
             }
-            Message::Close(_) => continue,
+            Message::Close(code) => {
+                assert!(code.is_none_or(ws::valid_close_code));
+                continue;
+            }
         };
         assert!(payload.len() <= max);
         let mut again = BytesMut::from(&client_frame(opcode, &payload)[..]);

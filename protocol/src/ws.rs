@@ -7,7 +7,10 @@
 //!
 //! No extension is ever negotiated (the upgrade answers no
 //! `Sec-WebSocket-Extensions`), so every RSV bit must be clear.
+//! [`check_upgrade`] holds the rules of the opening handshake (RFC 6455
+//! §4.2.1) that a host applies before it answers 101.
 
+use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 
 /// The opcode of a text frame.
@@ -42,6 +45,9 @@ pub enum Violation {
     BadUtf8,
     /// A message larger than the server's limit (1009).
     TooBig,
+    /// A message in more fragments than the decoder allows for its size
+    /// limit (1008): empty continuations would otherwise cost work forever.
+    TooFragmented,
 }
 
 impl Violation {
@@ -51,23 +57,112 @@ impl Violation {
             Violation::Protocol => 1002,
             Violation::BadUtf8 => 1007,
             Violation::TooBig => 1009,
+            Violation::TooFragmented => 1008,
         }
     }
+}
+
+/// Whether `code` may appear in a close frame (RFC 6455 §7.4, and the IANA
+/// registry's 1012-1014): 1005, 1006 and 1015 are for reporting only and
+/// never go on the wire; 1004 and 1016-2999 are reserved; 3000-4999 belong
+/// to libraries and applications.
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Why an opening handshake is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// Not a GET (400).
+    #[error("a WebSocket handshake is a GET")]
+    NotGet,
+    /// No `Connection: Upgrade` or no `Upgrade: websocket` (400).
+    #[error("a WebSocket handshake needs Connection: Upgrade and Upgrade: websocket")]
+    NotUpgrade,
+    /// `Sec-WebSocket-Key` missing or not 16 bytes in base64 (400).
+    #[error("Sec-WebSocket-Key must be 16 bytes in base64")]
+    BadKey,
+    /// `Sec-WebSocket-Version` missing or not 13 (426, with
+    /// `Sec-WebSocket-Version: 13` in the answer, RFC 6455 §4.4).
+    #[error("Sec-WebSocket-Version must be 13")]
+    Version,
+}
+
+impl HandshakeError {
+    /// The HTTP status to refuse the handshake with.
+    pub fn status(self) -> u16 {
+        match self {
+            HandshakeError::Version => 426,
+            _ => 400,
+        }
+    }
+}
+
+/// The headers of an opening handshake that [`check_upgrade`] reads, as sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handshake<'a> {
+    /// The request's method.
+    pub method: &'a str,
+    /// Every `Connection` header's value.
+    pub connection: &'a [&'a [u8]],
+    /// The `Upgrade` header.
+    pub upgrade: Option<&'a [u8]>,
+    /// The `Sec-WebSocket-Version` header.
+    pub version: Option<&'a [u8]>,
+    /// The `Sec-WebSocket-Key` header.
+    pub key: Option<&'a [u8]>,
+}
+
+/// Checks an opening handshake as RFC 6455 §4.2.1 asks of a server: a GET
+/// with `Upgrade: websocket`, a `Connection` header naming `Upgrade`, a
+/// `Sec-WebSocket-Key` that is 16 bytes in base64, and version 13.
+pub fn check_upgrade(h: &Handshake<'_>) -> Result<(), HandshakeError> {
+    if h.method != "GET" {
+        return Err(HandshakeError::NotGet);
+    }
+    let token_list = |v: &&[u8]| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    };
+    let upgrade = h.upgrade.is_some_and(|u| {
+        u.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    });
+    if !upgrade || !h.connection.iter().any(token_list) {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    let key = h.key.map(<[u8]>::trim_ascii).unwrap_or_default();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+    if !decoded.is_ok_and(|k| k.len() == 16) {
+        return Err(HandshakeError::BadKey);
+    }
+    if h.version.map(<[u8]>::trim_ascii) != Some(b"13") {
+        return Err(HandshakeError::Version);
+    }
+    Ok(())
 }
 
 /// Reassembles client messages from the bytes read so far.
 #[derive(Debug)]
 pub struct Decoder {
     max_message: usize,
-    /// A fragmented message under way: whether it is text, and its data.
-    partial: Option<(bool, BytesMut)>,
+    max_fragments: usize,
+    /// A fragmented message under way: whether it is text, its data, and
+    /// how many fragments it came in so far.
+    partial: Option<(bool, BytesMut, usize)>,
 }
 
 impl Decoder {
-    /// A decoder that refuses messages over `max_message` bytes.
+    /// A decoder that refuses messages over `max_message` bytes, and
+    /// messages in more than one fragment per 64 bytes of that limit (at
+    /// least 64 fragments): a client that fragments finely for a reason
+    /// (Autobahn's 4 MiB in 64-byte pieces) gets through; a stream of empty
+    /// continuations does not.
     pub fn new(max_message: usize) -> Self {
         Decoder {
             max_message,
+            max_fragments: (max_message / 64).max(64),
             partial: None,
         }
     }
@@ -96,14 +191,17 @@ impl Decoder {
             match opcode {
                 TEXT | BINARY if self.partial.is_some() => return Err(Violation::Protocol),
                 TEXT | BINARY if fin => return finish(opcode == TEXT, payload).map(Some),
-                TEXT | BINARY => self.partial = Some((opcode == TEXT, payload)),
+                TEXT | BINARY => self.partial = Some((opcode == TEXT, payload, 1)),
                 CONTINUATION => {
-                    let (text, mut data) = self.partial.take().ok_or(Violation::Protocol)?;
+                    let (text, mut data, n) = self.partial.take().ok_or(Violation::Protocol)?;
                     data.extend_from_slice(&payload);
                     if fin {
                         return finish(text, data).map(Some);
                     }
-                    self.partial = Some((text, data));
+                    if n + 1 >= self.max_fragments {
+                        return Err(Violation::TooFragmented);
+                    }
+                    self.partial = Some((text, data, n + 1));
                 }
                 PING => return Ok(Some(Message::Ping(payload.freeze()))),
                 PONG => {}
@@ -145,7 +243,7 @@ impl Decoder {
         if control && (!fin || len > 125) {
             return Err(Violation::Protocol);
         }
-        let sofar = self.partial.as_ref().map_or(0, |(_, d)| d.len()) as u64;
+        let sofar = self.partial.as_ref().map_or(0, |(_, d, _)| d.len()) as u64;
         if sofar.saturating_add(len) > self.max_message as u64 {
             return Err(Violation::TooBig);
         }
@@ -168,8 +266,12 @@ fn close_frame(payload: &[u8]) -> Result<Message, Violation> {
         [] => Ok(Message::Close(None)),
         [_] => Err(Violation::Protocol),
         [a, b, reason @ ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if !valid_close_code(code) {
+                return Err(Violation::Protocol);
+            }
             std::str::from_utf8(reason).map_err(|_| Violation::BadUtf8)?;
-            Ok(Message::Close(Some(u16::from_be_bytes([*a, *b]))))
+            Ok(Message::Close(Some(code)))
         }
     }
 }
@@ -205,8 +307,10 @@ pub fn encode(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The server's close frame with `code`.
+/// The server's close frame with `code`; a code that may not go on the
+/// wire ([`valid_close_code`]) is sent as 1000.
 pub fn close(code: u16) -> Bytes {
+    let code = if valid_close_code(code) { code } else { 1000 };
     encode(CLOSE, &code.to_be_bytes())
 }
 
@@ -314,6 +418,132 @@ mod tests {
             decode_all(&mut d, &client(true, CLOSE, &[3, 232, 0xff], M)),
             Err(Violation::BadUtf8)
         );
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 3999, 4000, 4999,
+        ] {
+            let mut d = Decoder::new(100);
+            assert_eq!(
+                decode_all(&mut d, &client(true, CLOSE, &code.to_be_bytes(), M)).unwrap(),
+                vec![Message::Close(Some(code))],
+                "{code}"
+            );
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let mut d = Decoder::new(100);
+            assert_eq!(
+                decode_all(&mut d, &client(true, CLOSE, &code.to_be_bytes(), M)),
+                Err(Violation::Protocol),
+                "{code}"
+            );
+            // And never sent: what may not go on the wire goes as 1000.
+            assert_eq!(close(code)[2..], 1000u16.to_be_bytes(), "{code}");
+        }
+        assert_eq!(close(1001)[2..], 1001u16.to_be_bytes());
+    }
+
+    #[test]
+    fn fragments_per_message_are_bounded() {
+        // 6400 bytes allow 100 fragments: the 100th continuation that does
+        // not end the message is one too many.
+        let mut d = Decoder::new(6400);
+        let mut bytes = client(false, TEXT, b"a", M);
+        for _ in 0..98 {
+            bytes.extend(client(false, CONTINUATION, b"", M));
+        }
+        bytes.extend(client(true, CONTINUATION, b"b", M));
+        assert_eq!(
+            decode_all(&mut d, &bytes).unwrap(),
+            vec![Message::Text(Bytes::from_static(b"ab"))]
+        );
+        let mut bytes = client(false, BINARY, b"", M);
+        for _ in 0..100 {
+            bytes.extend(client(false, CONTINUATION, b"", M));
+        }
+        assert_eq!(decode_all(&mut d, &bytes), Err(Violation::TooFragmented));
+        assert_eq!(Violation::TooFragmented.close_code(), 1008);
+        // Small limits still allow 64.
+        assert_eq!(Decoder::new(10).max_fragments, 64);
+    }
+
+    #[test]
+    fn opening_handshakes() {
+        let conn: &[&[u8]] = &[b"keep-alive, Upgrade"];
+        let good = Handshake {
+            method: "GET",
+            connection: conn,
+            upgrade: Some(b"websocket"),
+            version: Some(b"13"),
+            key: Some(b"dGhlIHNhbXBsZSBub25jZQ=="),
+        };
+        assert_eq!(check_upgrade(&good), Ok(()));
+        let upper: &[&[u8]] = &[b"close", b"UPGRADE"];
+        assert_eq!(
+            check_upgrade(&Handshake {
+                connection: upper,
+                upgrade: Some(b"WebSocket"),
+                ..good
+            }),
+            Ok(())
+        );
+        let cases: [(Handshake<'_>, HandshakeError); 8] = [
+            (
+                Handshake {
+                    method: "POST",
+                    ..good
+                },
+                HandshakeError::NotGet,
+            ),
+            (
+                Handshake {
+                    connection: &[],
+                    ..good
+                },
+                HandshakeError::NotUpgrade,
+            ),
+            (
+                Handshake {
+                    connection: &[b"keep-alive"],
+                    ..good
+                },
+                HandshakeError::NotUpgrade,
+            ),
+            (
+                Handshake {
+                    upgrade: Some(b"h2c"),
+                    ..good
+                },
+                HandshakeError::NotUpgrade,
+            ),
+            (Handshake { key: None, ..good }, HandshakeError::BadKey),
+            (
+                Handshake {
+                    key: Some(b"c2hvcnQ="),
+                    ..good
+                },
+                HandshakeError::BadKey,
+            ),
+            (
+                Handshake {
+                    version: Some(b"8"),
+                    ..good
+                },
+                HandshakeError::Version,
+            ),
+            (
+                Handshake {
+                    version: None,
+                    ..good
+                },
+                HandshakeError::Version,
+            ),
+        ];
+        for (h, want) in cases {
+            assert_eq!(check_upgrade(&h), Err(want), "{h:?}");
+        }
+        assert_eq!(HandshakeError::Version.status(), 426);
+        assert_eq!(HandshakeError::BadKey.status(), 400);
     }
 
     #[test]
@@ -479,7 +709,7 @@ mod tests {
                     }
                     // Waiting for more: at most a header (14) and the limit.
                     prop_assert!(buf.len() <= 14 + max + 37, "{} buffered", buf.len());
-                    let partial = d.partial.as_ref().map_or(0, |(_, p)| p.len());
+                    let partial = d.partial.as_ref().map_or(0, |(_, p, _)| p.len());
                     prop_assert!(partial <= max);
                 }
             }

@@ -4,8 +4,11 @@ The server frames WebSocket messages itself (protocol/src/ws.rs), so
 these tests check the framing a library would otherwise have covered:
 fragmented messages, pings, the close handshake in both directions, bytes
 sent together with the upgrade request, and the close codes of a client
-that breaks the protocol (1002), sends text that is not UTF-8 (1007) or
-announces a frame over the size limit (1009, before any payload arrives).
+that breaks the protocol (1002: an invalid close code among them), sends
+text that is not UTF-8 (1007), announces a frame over the size limit (1009,
+before any payload arrives) or fragments a message without end (1008); and
+the opening handshake as RFC 6455 §4.2.1 has it (400, or 426 for a version
+other than 13).
 """
 
 from __future__ import annotations
@@ -206,6 +209,80 @@ def test_fragments_over_the_limit_close_with_1009(raw):
     ws.open()
     ws.send(frame(TEXT, b"4" + b"x" * 600, fin=False) + frame(CONT, b"x" * 600))
     ws.expect_close(1009)
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535])
+def test_an_invalid_close_code_is_a_protocol_error(raw, code):
+    ws = raw()
+    ws.open()
+    ws.send(frame(CLOSE, struct.pack(">H", code)))
+    ws.expect_close(1002)
+
+
+@pytest.mark.parametrize("code", [1003, 1012, 1014, 3000, 4999])
+def test_a_valid_close_code_is_answered_with_itself(raw, code):
+    ws = raw()
+    ws.open()
+    ws.send(frame(CLOSE, struct.pack(">H", code)))
+    ws.expect_close(code)
+
+
+def test_endless_empty_fragments_close_with_1008(raw):
+    ws = raw()
+    ws.open()
+    # 1 MB of maxPayload allows 15,625 fragments; 20,000 empty ones are refused.
+    ws.send(frame(TEXT, b"4", fin=False) + frame(CONT, b"", fin=False) * 20_000)
+    ws.expect_close(1008)
+
+
+def handshake(server, *, method="GET", headers: dict[str, str | None] | None = None) -> bytes:
+    """Sends an upgrade request (the good one, with `headers` replaced or,
+    for None, left out) and returns the answer's head."""
+    fields: dict[str, str | None] = {
+        "Host": f"127.0.0.1:{server.port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+        "Content-Length": "0" if method == "POST" else None,
+    }
+    fields.update(headers or {})
+    request = f"{method} /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in fields.items() if v is not None
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall((request + "\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(65536)
+            if not data:
+                break
+            head += data
+    return head.split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "method, headers, status",
+    [
+        ("GET", {}, 101),
+        ("GET", {"Connection": "keep-alive, Upgrade", "Upgrade": "WebSocket"}, 101),
+        ("GET", {"Sec-WebSocket-Version": None}, 426),
+        ("GET", {"Sec-WebSocket-Version": "8"}, 426),
+        ("GET", {"Connection": None}, 400),
+        ("GET", {"Connection": "keep-alive"}, 400),
+        ("POST", {}, 400),
+        ("GET", {"Sec-WebSocket-Key": None}, 400),
+        ("GET", {"Sec-WebSocket-Key": base64.b64encode(b"fifteen bytes!!").decode()}, 400),
+        ("GET", {"Sec-WebSocket-Key": "not base64 at all"}, 400),
+    ],
+    ids=["good", "token-lists", "no-version", "version-8", "no-connection", "connection-without-upgrade",
+         "post", "no-key", "short-key", "garbage-key"],
+)
+def test_the_opening_handshake_is_checked(servers, method, headers, status):
+    head = handshake(servers.get(*CALM), method=method, headers=headers)
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    if status == 426:
+        assert b"\r\nsec-websocket-version: 13" in head.lower(), head
 
 
 def test_server_still_serves_after_all_that(raw):
