@@ -110,9 +110,13 @@ impl<R: Runtime> Routes<R> {
         self
     }
 
+    /// What `Access-Control-Allow-Origin` answers `origin`: `*` when any
+    /// origin is allowed (never the origin itself: a reflected origin with
+    /// credentials would let every site act as the user), the origin when
+    /// it is on the list, nothing otherwise.
     fn cors_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
-        if self.cors.iter().any(|o| o == "*") {
-            return Some(origin.cloned().unwrap_or(HeaderValue::from_static("*")));
+        if self.any_origin() {
+            return Some(HeaderValue::from_static("*"));
         }
         let origin = origin?;
         self.cors
@@ -121,9 +125,14 @@ impl<R: Runtime> Routes<R> {
             .then(|| origin.clone())
     }
 
+    fn any_origin(&self) -> bool {
+        self.cors.iter().any(|o| o == "*")
+    }
+
     /// Answers one request.
     pub async fn handle(self, req: Request<Incoming>) -> Result<Resp, Infallible> {
-        let origin = self.cors_origin(req.headers().get(header::ORIGIN));
+        let sent_origin = req.headers().get(header::ORIGIN);
+        let origin = self.cors_origin(sent_origin);
         let path = req.uri().path().trim_end_matches('/');
         let engine = self
             .engines
@@ -148,6 +157,15 @@ impl<R: Runtime> Routes<R> {
             );
             r
         } else if let Some(node) = engine {
+            if sent_origin.is_some() && origin.is_none() && !same_origin(&req) {
+                // A browser page from an origin not on the list: refused
+                // before it reaches a session, as python-engineio does.
+                tracing::debug!("Engine.IO request from an origin not on CORS_ORIGINS refused");
+                return Ok(json(
+                    400,
+                    Bytes::from_static(br#"{"code":3,"message":"Not an accepted origin"}"#),
+                ));
+            }
             self.engine_request(node, req).await
         } else if self.echo.as_deref() == Some(req.uri().path()) {
             self.echo_request(req)
@@ -159,11 +177,13 @@ impl<R: Runtime> Routes<R> {
         if let Some(o) = origin {
             let h = resp.headers_mut();
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            if !self.any_origin() {
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+                h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
         }
         Ok(resp)
     }
@@ -414,6 +434,21 @@ fn refuse_upgrade(e: protocol::ws::HandshakeError, body: Bytes) -> Resp {
         );
     }
     r
+}
+
+/// Whether the request's `Origin` is the server itself (`http://` or
+/// `https://` and the `Host` it was sent to): a page the server served.
+fn same_origin<B>(req: &Request<B>) -> bool {
+    let headers = req.headers();
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
+    else {
+        return false;
+    };
+    let origin = origin.as_bytes();
+    let rest = origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"));
+    rest.is_some_and(|r| r.eq_ignore_ascii_case(host.as_bytes()))
 }
 
 fn is_upgrade<B>(req: &Request<B>) -> bool {

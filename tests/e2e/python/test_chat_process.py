@@ -9,6 +9,7 @@ import threading
 import time
 
 import jwt
+import websocket
 import pytest
 import requests
 
@@ -198,6 +199,43 @@ def test_cors_origins():
         assert allow("http://good.example") == "http://good.example"
         assert allow("http://also.example") == "http://also.example"
         assert allow("http://evil.example") in (None, "")
+
+        # The list holds for Socket.IO too: the polling handshake and the
+        # WebSocket upgrade from another origin are refused, as python-engineio does.
+        handshake = f"{server.url}/socket.io/?EIO=4&transport=polling"
+        r = requests.get(handshake, headers={"Origin": "http://evil.example"}, timeout=TIMEOUT)
+        assert r.status_code == 400 and r.json()["message"] == "Not an accepted origin", r.text
+        r = requests.get(handshake, headers={"Origin": "http://good.example"}, timeout=TIMEOUT)
+        assert r.status_code == 200 and r.text.startswith("0"), r.text
+        assert r.headers["access-control-allow-origin"] == "http://good.example"
+        assert r.headers["access-control-allow-credentials"] == "true"
+        # No Origin (not a browser), or the server's own: served.
+        assert requests.get(handshake, timeout=TIMEOUT).status_code == 200
+        own = f"http://127.0.0.1:{server.port}"
+        assert requests.get(handshake, headers={"Origin": own}, timeout=TIMEOUT).status_code == 200
+        for origin, allowed in (("http://evil.example", False), ("http://good.example", True)):
+            ws = websocket.WebSocket()
+            try:
+                ws.connect(f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
+                           origin=origin, timeout=TIMEOUT)
+                assert allowed, "upgrade from another origin accepted"
+                assert ws.recv().startswith("0")
+            except websocket.WebSocketBadStatusException as e:
+                assert not allowed and e.status_code == 400, e
+            finally:
+                ws.close()
+    finally:
+        server.stop()
+
+
+def test_any_origin_is_never_reflected_with_credentials():
+    server = start_chatwire({})
+    try:
+        for path in ("/", "/socket.io/?EIO=4&transport=polling"):
+            r = requests.get(server.url + path, headers={"Origin": "http://evil.example"}, timeout=TIMEOUT)
+            assert r.status_code == 200, r.text
+            assert r.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in r.headers
     finally:
         server.stop()
 
