@@ -302,6 +302,85 @@ fn polling_handshake_and_upgrade() {
     );
 }
 
+/// A probe that never sends `5`: a poll during the upgrade is answered with
+/// a noop after 100 ms, not at once (no busy loop for a client that polls
+/// again straight away); pings still reach the poller; after the upgrade
+/// timeout the probe is closed and polling goes on, with pings, as before.
+#[test]
+fn an_upgrade_that_never_completes_times_out_and_polling_goes_on() {
+    let ms = Duration::from_millis;
+    let mut sim = Sim::new();
+    let start = sim.now;
+    let sid = polling_open(&mut sim, 1)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    let token = sim.token(uid(1), "ana");
+    sim.http(
+        2,
+        Method::Post,
+        &q,
+        format!(r#"40{{"token":"{token}"}}"#).as_bytes(),
+    );
+    // Polls as a client does: a new GET as soon as the last is answered;
+    // what the answered ones carried, until `until` (from the start).
+    let mut req = 100;
+    sim.http(req, Method::Get, &q, b"");
+    let mut poll_until = |sim: &mut Sim, until: Duration| {
+        let mut bodies = Vec::new();
+        while sim.now < start + until {
+            sim.advance(ms(5));
+            if let Some(r) = sim.responses.remove(&req) {
+                bodies.push(String::from_utf8(r.body.to_vec()).unwrap());
+                req += 1;
+                sim.http(req, Method::Get, &q, b"");
+            }
+        }
+        bodies
+    };
+    let connected = poll_until(&mut sim, ms(20_000));
+    assert!(
+        connected.len() == 1 && connected[0].starts_with("40"),
+        "{connected:?}"
+    );
+    sim.input(crate::node::Input::WsOpen {
+        conn: crate::node::ConnId(50),
+        query: &format!("EIO=4&transport=websocket&sid={sid}"),
+        authorization: None,
+    });
+    sim.send(50, "2probe");
+    assert_eq!(sim.take(50), vec!["3probe".to_owned()]);
+    // The waiting poll is let go at once, so that the client can pause.
+    let first = poll_until(&mut sim, ms(20_005));
+    assert_eq!(first, ["6"]);
+    // From then on at most one noop each 100 ms, and the ping due at 25 s
+    // reaches the poller.
+    let during = poll_until(&mut sim, ms(29_990));
+    let noops = during.iter().filter(|b| *b == "6").count();
+    assert!((40..=100).contains(&noops), "{noops} noops in 10 s");
+    assert!(
+        during.iter().any(|b| b == "2"),
+        "no ping during the upgrade"
+    );
+    sim.http(3, Method::Post, &q, b"3");
+    assert!(!sim.clients[&50].closed);
+    // At 30 s the probe has had its 10 s: closed; polling carries on,
+    // quietly (a poll waits), with the heartbeat.
+    let after = poll_until(&mut sim, ms(54_000));
+    assert!(
+        sim.clients[&50].closed,
+        "the probe is closed after the upgrade timeout"
+    );
+    assert_eq!(
+        after,
+        Vec::<String>::new(),
+        "a poll waits again, for the next ping"
+    );
+    let later = poll_until(&mut sim, ms(60_000));
+    assert_eq!(later, ["2"], "the heartbeat goes on: the session lives");
+}
+
 #[test]
 fn binary_attachments_reassemble_and_bad_ones_close() {
     let mut sim = Sim::new();

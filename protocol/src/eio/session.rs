@@ -24,6 +24,9 @@ pub struct EngineConfig {
     pub max_payload: usize,
     /// The most bytes buffered for a polling client before it is disconnected.
     pub max_buffered: usize,
+    /// How long a WebSocket probe may take to complete the upgrade (`5`)
+    /// before it is closed and the session carries on polling.
+    pub upgrade_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -33,9 +36,20 @@ impl Default for EngineConfig {
             ping_timeout: Duration::from_millis(20_000),
             max_payload: 1_000_000,
             max_buffered: 8_000_000,
+            upgrade_timeout: UPGRADE_TIMEOUT,
         }
     }
 }
+
+/// Node's engine.io `upgradeTimeout`: a probe that has not finished the
+/// upgrade by then is closed, and polling goes on.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// While an upgrade is under way, a waiting poll is answered with a noop
+/// after this long (as Node's engine.io does every 100 ms), so that the
+/// client can pause polling and finish the upgrade, without answering a
+/// client that polls again at once in a busy loop.
+const UPGRADE_NOOP: Duration = Duration::from_millis(100);
 
 /// Names one session inside the engine; cheap to copy and never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,6 +102,10 @@ struct Session {
     carrier: Carrier,
     /// A WebSocket being probed for an upgrade, and whether `2probe` arrived on it.
     probe: Option<(ConnId, bool)>,
+    /// When the probe under way is given up ([`EngineConfig::upgrade_timeout`]).
+    upgrade_deadline: Option<Instant>,
+    /// When a poll parked during the upgrade is answered with a noop.
+    noop_at: Option<Instant>,
     buffer: Vec<OutPacket>,
     buffered: usize,
     /// Fell too far behind; closed at the next flush.
@@ -103,6 +121,12 @@ struct Session {
 pub const MAX_PACKETS_PER_POLL: usize = 16;
 
 impl Session {
+    /// Whether `t` is one of this session's deadlines (a timer entry that
+    /// is not is stale).
+    fn is_due_at(&self, t: Instant) -> bool {
+        self.deadline == t || self.upgrade_deadline == Some(t) || self.noop_at == Some(t)
+    }
+
     /// Takes up to [`MAX_PACKETS_PER_POLL`] buffered packets as one payload.
     fn take_payload(&mut self) -> Bytes {
         let n = self.buffer.len().min(MAX_PACKETS_PER_POLL);
@@ -191,7 +215,7 @@ impl Engine {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(Reverse((t, key))) = self.timers.peek().copied() {
             match self.sessions.get(&key) {
-                Some(s) if s.deadline == t => return Some(t),
+                Some(s) if s.is_due_at(t) => return Some(t),
                 _ => {
                     self.timers.pop();
                 }
@@ -233,6 +257,8 @@ impl Engine {
                 sid,
                 carrier,
                 probe: None,
+                upgrade_deadline: None,
+                noop_at: None,
                 buffer: Vec::new(),
                 buffered: 0,
                 doomed: false,
@@ -307,13 +333,16 @@ impl Engine {
                     self.error(req, RequestError::BadRequest);
                     self.respond(first, HttpResponse::text(Bytes::from_static(b"1")));
                     self.close(h, key, CloseReason::ProtocolError, now);
-                } else if s.probe.is_some_and(|(_, probed)| probed) {
-                    self.respond(req, HttpResponse::text(Bytes::from_static(b"6")));
                 } else if !s.buffer.is_empty() {
                     let payload = s.take_payload();
                     self.respond(req, HttpResponse::text(payload));
                 } else {
                     *parked = Some(req);
+                    if s.probe.is_some_and(|(_, probed)| probed) && s.noop_at.is_none() {
+                        let at = now + UPGRADE_NOOP;
+                        s.noop_at = Some(at);
+                        self.timers.push(Reverse((at, key)));
+                    }
                 }
             }
             Method::Post => {
@@ -396,9 +425,12 @@ impl Engine {
                     Some(s)
                         if matches!(s.carrier, Carrier::Polling { .. }) && s.probe.is_none() =>
                     {
+                        let key = key.expect("session found by key");
+                        let until = now + self.config.upgrade_timeout;
                         s.probe = Some((conn, false));
-                        self.conns
-                            .insert(conn, Role::Probe(key.expect("session found by key")));
+                        s.upgrade_deadline = Some(until);
+                        self.timers.push(Reverse((until, key)));
+                        self.conns.insert(conn, Role::Probe(key));
                     }
                     _ => self.outputs.push_back(Output::WsClose { conn }),
                 }
@@ -460,6 +492,8 @@ impl Engine {
                 };
                 s.carrier = Carrier::WebSocket { conn };
                 s.probe = None;
+                s.upgrade_deadline = None;
+                s.noop_at = None;
                 self.conns.insert(conn, Role::Main(key));
                 let buffered = std::mem::take(&mut s.buffer);
                 s.buffered = 0;
@@ -477,6 +511,8 @@ impl Engine {
     fn drop_probe(&mut self, key: SessionKey, conn: ConnId) {
         if let Some(s) = self.sessions.get_mut(&key) {
             s.probe = None;
+            s.upgrade_deadline = None;
+            s.noop_at = None;
         }
         self.conns.remove(&conn);
         self.outputs.push_back(Output::WsClose { conn });
@@ -491,6 +527,8 @@ impl Engine {
             Some(Role::Probe(key)) => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.probe = None;
+                    s.upgrade_deadline = None;
+                    s.noop_at = None;
                 }
             }
             None => {}
@@ -526,7 +564,7 @@ impl Engine {
         }
     }
 
-    /// Fires the heartbeats that are due.
+    /// Fires the heartbeats, upgrade timeouts and upgrade noops that are due.
     pub fn handle_timeout<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
         while let Some(Reverse((t, key))) = self.timers.peek().copied() {
             if t > now {
@@ -537,6 +575,22 @@ impl Engine {
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
             };
+            if s.noop_at == Some(t) {
+                s.noop_at = None;
+                if let Carrier::Polling { parked } = &mut s.carrier
+                    && let Some(req) = parked.take()
+                {
+                    self.respond(req, HttpResponse::text(Bytes::from_static(b"6")));
+                }
+                continue;
+            }
+            if s.upgrade_deadline == Some(t) {
+                // The probe never finished: close it; polling goes on.
+                if let Some((conn, _)) = s.probe {
+                    self.drop_probe(key, conn);
+                }
+                continue;
+            }
             if s.deadline != t {
                 continue;
             }
