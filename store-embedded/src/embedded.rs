@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS read_receipts (
     reader_id BLOB NOT NULL,
     PRIMARY KEY (message_id, reader_id)
 ) WITHOUT ROWID;
+-- One row that `ping` writes: readiness means the store takes writes.
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY,
+    pings INTEGER NOT NULL
+);
 ";
 
 const MESSAGE_COLUMNS: &str = "id, chat_id, author, author_id, text, timestamp, status, type";
@@ -467,8 +472,18 @@ fn mark_read(
 }
 
 impl Store for EmbeddedStore {
+    /// A committed write, not a read: a store that can still read but no
+    /// longer write (a full disk) is not ready, and is again as soon as a
+    /// write goes through.
     fn ping(&self) -> StoreFuture<()> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO health (id, pings) VALUES (1, 1)
+                 ON CONFLICT (id) DO UPDATE SET pings = pings + 1",
+            )?
+            .execute([])
+            .map(|_| ())
+        })
     }
 
     fn create_user(&self, user: UserRecord) -> StoreFuture<CreateUser> {

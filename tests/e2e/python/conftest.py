@@ -48,7 +48,8 @@ class Server:
 
     `binary` defaults to the `conformance` example; `env` is added to the
     environment; with `stderr_path`, stderr goes to that file (else it is
-    inherited, so that it shows in pytest's output).
+    inherited, so that it shows in pytest's output); `preexec_fn` runs in
+    the child before the server starts.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class Server:
         binary: pathlib.Path | None = None,
         env: dict[str, str] | None = None,
         stderr_path: pathlib.Path | None = None,
+        preexec_fn=None,
     ) -> None:
         binary = binary or conformance_bin()
         name = binary.name
@@ -76,6 +78,7 @@ class Server:
             stderr=self._stderr,
             env=merged_env(env),
             text=True,
+            preexec_fn=preexec_fn,
         )
         first_line: list[str] = []
         got_line = threading.Event()

@@ -4,6 +4,7 @@ configuration (docs/API.md on durability and tokens; the README's configuration)
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import threading
 import time
@@ -339,5 +340,43 @@ def test_no_500_for_anything_a_client_sends():
             if not path.startswith("/socket.io/") and r.status_code >= 400:
                 assert_detail(r, r.status_code)
         assert server.alive()
+    finally:
+        server.stop()
+
+
+def _ignore_sigxfsz() -> None:
+    # A write past RLIMIT_FSIZE then fails with EFBIG instead of killing the
+    # process, as a write to a full disk fails with ENOSPC.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_ready_tells_the_truth_while_the_store_refuses_writes(tmp_path):
+    """A "full disk" (no file of the server's may grow past 4 KiB, set on the
+    running process with prlimit): /ready answers 503 and sends get
+    store_unavailable; once writes go through again, /ready recovers by
+    itself and sends are acked."""
+    server = start_chatwire({"DATABASE_URL": str(tmp_path / "data")}, preexec_fn=_ignore_sigxfsz,
+                            stderr_path=tmp_path / "stderr.log")
+    try:
+        user = register(server)
+        client = ChatClient(server, "websocket").connect(user.token)
+        assert requests.get(server.url + "/ready", timeout=TIMEOUT).status_code == 200
+        assert "id" in client.call("chat:send", {"text": "before", "tempId": "b"})
+
+        _, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (4096, hard))
+        r = requests.get(server.url + "/ready", timeout=TIMEOUT)
+        assert_detail(r, 503)
+        refused = client.call("chat:send", {"text": "while full", "tempId": "f"})
+        assert refused["error"]["code"] == "store_unavailable", refused
+
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        deadline = time.monotonic() + 10
+        while requests.get(server.url + "/ready", timeout=TIMEOUT).status_code != 200:
+            assert time.monotonic() < deadline, "/ready did not recover"
+            time.sleep(0.1)
+        assert "id" in client.call("chat:send", {"text": "after", "tempId": "a"})
+        assert [m["text"] for m in get_messages(server, user.token).json()] == ["before", "after"]
+        client.close()
     finally:
         server.stop()
