@@ -40,6 +40,7 @@ use serde_json::json;
 use crate::auth::{JwtConfig, TokenError};
 use crate::ids::{IdGenerator, new_object_id};
 use crate::model::UserRecord;
+use crate::stats::AuthFailure;
 use crate::store::{CreateUser, Cursor, History, StoreCommand, StoreReply, Window};
 
 /// The largest request body accepted; larger ones get 413.
@@ -73,6 +74,10 @@ pub struct Response {
     pub status: u16,
     /// The JSON body.
     pub body: Bytes,
+    /// Why credentials were refused, when that is what the answer says:
+    /// for the host's logs and counters, which must never see the token or
+    /// password itself.
+    pub auth_failure: Option<AuthFailure>,
 }
 
 impl Response {
@@ -80,6 +85,14 @@ impl Response {
         Response {
             status,
             body: Bytes::from(value.to_string()),
+            auth_failure: None,
+        }
+    }
+
+    fn auth_failed(detail: &str, why: AuthFailure) -> Response {
+        Response {
+            auth_failure: Some(why),
+            ..Response::error(401, detail)
         }
     }
 
@@ -315,6 +328,7 @@ impl Rest {
                         Ok(body) => respond(Response {
                             status: 200,
                             body: Bytes::from(body),
+                            auth_failure: None,
                         }),
                         Err(_) => respond(Response::internal()),
                     },
@@ -376,12 +390,17 @@ impl Rest {
 
     fn messages(&self, req: &Request<'_>, now_ms: i64) -> Step {
         let Some(token) = req.authorization.and_then(bearer) else {
-            return respond(Response::error(401, "Not authenticated"));
+            return respond(Response::auth_failed(
+                "Not authenticated",
+                AuthFailure::MissingToken,
+            ));
         };
-        match self.config.jwt.verify(token, now_ms) {
-            Ok(_) => {}
-            Err(TokenError::Expired) => return respond(Response::error(401, "Token expired")),
-            Err(_) => return respond(Response::error(401, "Invalid token")),
+        if let Err(e) = self.config.jwt.verify(token, now_ms) {
+            let detail = match e {
+                TokenError::Expired => "Token expired",
+                _ => "Invalid token",
+            };
+            return respond(Response::auth_failed(detail, e.into()));
         }
         let query = match query::history(req.query) {
             Ok(q) => q,
@@ -422,7 +441,7 @@ fn respond(response: Response) -> Step {
 /// Unknown user and wrong password say the same, so a caller cannot tell
 /// which names exist.
 fn bad_credentials() -> Response {
-    Response::error(401, "Invalid username or password")
+    Response::auth_failed("Invalid username or password", AuthFailure::BadCredentials)
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is
