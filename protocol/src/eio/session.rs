@@ -42,6 +42,14 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey(pub(crate) u64);
 
+impl SessionKey {
+    /// The key's number: it names a session in a host's logs without
+    /// revealing its `sid` (which a client could use to post as it).
+    pub fn number(self) -> u64 {
+        self.0
+    }
+}
+
 /// What the client's handshake carried, kept for the layers above.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Handshake {

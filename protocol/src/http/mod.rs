@@ -219,12 +219,34 @@ pub struct Rest {
     dummy_hash: String,
 }
 
+#[derive(Clone, Copy)]
 enum Route {
     Root,
     Ready,
     Register,
     Login,
     Messages,
+}
+
+/// Every route: its path, and the one method it answers.
+const ROUTES: [(&str, Route, &str); 5] = [
+    ("/", Route::Root, "GET"),
+    ("/ready", Route::Ready, "GET"),
+    ("/register", Route::Register, "POST"),
+    ("/login", Route::Login, "POST"),
+    ("/messages", Route::Messages, "GET"),
+];
+
+/// Every route's path, as [`route_label`] names them.
+pub fn route_labels() -> impl Iterator<Item = &'static str> {
+    ROUTES.iter().map(|(p, ..)| *p)
+}
+
+/// The route a path names, as a `'static` label for a host's metrics and
+/// logs (never the raw path a client sent); `None` for a path [`Rest`]
+/// answers with 404.
+pub fn route_label(path: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|(p, ..)| *p == path).map(|(p, ..)| *p)
 }
 
 impl Rest {
@@ -240,13 +262,8 @@ impl Rest {
 
     /// Starts a request. `ids` is the same generator [`Rest::resume`] draws from.
     pub fn handle(&self, req: &Request<'_>, now_ms: i64, _ids: &mut dyn IdGenerator) -> Step {
-        let (route, method) = match req.path {
-            "/" => (Route::Root, "GET"),
-            "/ready" => (Route::Ready, "GET"),
-            "/register" => (Route::Register, "POST"),
-            "/login" => (Route::Login, "POST"),
-            "/messages" => (Route::Messages, "GET"),
-            _ => return respond(Response::error(404, "Not Found")),
+        let Some(&(_, route, method)) = ROUTES.iter().find(|(p, ..)| *p == req.path) else {
+            return respond(Response::error(404, "Not Found"));
         };
         if req.method != method {
             return respond(Response::error(405, "Method Not Allowed"));
