@@ -19,7 +19,7 @@ use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::node_task::Command;
-use crate::{NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
+use crate::{Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
 
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
@@ -188,10 +188,12 @@ impl<R: Runtime> Served<R> {
             now,
         );
         let sio = SocketIo::new(SocketIoConfig::default(), chat);
+        let metrics = Arc::new(Metrics::new());
         let node = crate::spawn_node(
             rt,
             Node::new(engine, sio, SeededIds::new(random_seed()), now),
             Some(store.clone()),
+            Some(metrics.clone()),
         );
         let rest = Rest::new(RestConfig {
             jwt,
@@ -207,7 +209,8 @@ impl<R: Runtime> Served<R> {
             .collect();
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
-            .rest(rest, store, Box::new(seeds));
+            .rest(rest, store, Box::new(seeds))
+            .metrics(metrics);
         Ok(Served { routes, node })
     }
 
