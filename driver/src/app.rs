@@ -19,7 +19,7 @@ use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::node_task::Command;
-use crate::{NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
+use crate::{Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
 
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
@@ -104,22 +104,29 @@ pub enum ConfigError {
     BcryptCost(u32),
 }
 
-/// Opens the store `DATABASE_URL` names.
+/// Opens the store `DATABASE_URL` names, and says (once, at info) which
+/// store it is and where it keeps its data, without credentials.
 pub fn open_store(url: &str) -> Result<Arc<dyn Store>, ConfigError> {
     let fail = |reason: String| ConfigError::Store {
         url: url.to_owned(),
         reason,
     };
     if url == "memory:" {
+        tracing::info!("in-memory store (memory:): nothing outlives the process");
         return Ok(Arc::new(store_embedded::MemoryStore::new()));
     }
     if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
-        return store_mongo::MongoStore::connect(url)
+        let redacted = store_mongo::redact_url(url);
+        let store = store_mongo::MongoStore::connect(url)
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| ConfigError::Store {
-                url: store_mongo::redact_url(url),
+                url: redacted.clone(),
                 reason: e.to_string(),
-            });
+            })?;
+        // The options after `?` are not where the data is, and could carry secrets.
+        let at = redacted.split('?').next().unwrap_or_default();
+        tracing::info!("MongoDB store at {at}");
+        return Ok(store);
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(fail(format!(
@@ -127,9 +134,12 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, ConfigError> {
         )));
     }
     let dir = PathBuf::from(url.strip_prefix("embedded:").unwrap_or(url));
-    store_embedded::EmbeddedStore::open(&dir)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| fail(e.to_string()))
+    let store = store_embedded::EmbeddedStore::open(&dir).map_err(|e| fail(e.to_string()))?;
+    tracing::info!(
+        "embedded store at {}",
+        dir.join(store_embedded::EmbeddedStore::FILE_NAME).display()
+    );
+    Ok(Arc::new(store))
 }
 
 /// A running chat server's parts.
@@ -188,10 +198,12 @@ impl<R: Runtime> Served<R> {
             now,
         );
         let sio = SocketIo::new(SocketIoConfig::default(), chat);
+        let metrics = Arc::new(Metrics::new());
         let node = crate::spawn_node(
             rt,
             Node::new(engine, sio, SeededIds::new(random_seed()), now),
             Some(store.clone()),
+            Some(metrics.clone()),
         );
         let rest = Rest::new(RestConfig {
             jwt,
@@ -207,7 +219,8 @@ impl<R: Runtime> Served<R> {
             .collect();
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
-            .rest(rest, store, Box::new(seeds));
+            .rest(rest, store, Box::new(seeds))
+            .metrics(metrics);
         Ok(Served { routes, node })
     }
 
@@ -237,6 +250,8 @@ pub async fn main<S: Server>(rt: S) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for a log file or collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::parse();
     let served = match Served::build(&rt, &config, Instant::now()) {

@@ -60,8 +60,8 @@ pub fn routes<R: Runtime>(rt: R, args: &Args) -> Routes<R> {
     );
     let now = Instant::now();
     let ids = || SeededIds::new(random_seed());
-    let socketio = spawn_node(&rt, Node::new(config.clone(), sio, ids(), now), None);
-    let echo = spawn_node(&rt, Node::new(config, EngineEcho, ids(), now), None);
+    let socketio = spawn_node(&rt, Node::new(config.clone(), sio, ids(), now), None, None);
+    let echo = spawn_node(&rt, Node::new(config, EngineEcho, ids(), now), None, None);
     Routes::new(rt, args.max_payload, vec!["*".into()])
         .engine("/socket.io/", socketio)
         .engine("/engine.io/", echo)

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod conformance;
 mod host;
+mod metrics;
 mod node_task;
 mod service;
 mod ws;
@@ -23,6 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use host::{announce, listener, serve};
+pub use metrics::Metrics;
 pub use node_task::{NodeHandle, spawn_node};
 pub use service::{Routes, serve_connection, unix_ms};
 

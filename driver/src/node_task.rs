@@ -16,7 +16,9 @@ use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, R
 use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
-use crate::ws::{Flusher, WsConn};
+use crate::metrics::{Metrics, NodeSnapshot};
+use crate::ws::{Dropped, Flusher, WsConn};
+use protocol::stats::{Notice, close_label, transport_label};
 use protocol::ws as wsframe;
 
 /// A WebSocket connection as the node task holds it: the shared
@@ -53,6 +55,8 @@ pub(crate) enum Command {
     WsBinary(ConnId, Bytes),
     WsClosed(ConnId),
     StoreReply(OpId, StoreReply),
+    /// A scrape asks for the node's counters.
+    Stats(oneshot::Sender<NodeSnapshot>),
     Shutdown,
 }
 
@@ -78,15 +82,26 @@ impl NodeHandle {
         // The node task only ends when every handle is gone.
         let _ = self.tx.send(c).await;
     }
+
+    /// The node's counters now; `None` if its task is gone.
+    pub(crate) async fn snapshot(&self) -> Option<NodeSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stats(tx)).await;
+        rx.await.ok()
+    }
 }
 
 /// Starts the task that drives `node`, executing its store commands against
-/// `store` (if any), and returns a handle to feed it.
+/// `store` (if any, timed into `metrics`' histograms), and returns a handle
+/// to feed it.
 pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
     rt: &R,
-    node: Node<U>,
+    mut node: Node<U>,
     store: Option<Arc<dyn Store>>,
+    metrics: Option<Arc<Metrics>>,
 ) -> NodeHandle {
+    // The core tells what happens only to a host that logs it.
+    node.set_notices(tracing::enabled!(tracing::Level::DEBUG));
     let (tx, rx) = async_channel::bounded(4096);
     let handle = NodeHandle {
         tx,
@@ -106,6 +121,8 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         to_flush: Vec::new(),
         flusher: Flusher::spawn(rt),
         last_frame: None,
+        metrics,
+        slow_consumers: 0,
     };
     rt.spawn(Box::pin(task.run()));
     handle
@@ -129,6 +146,9 @@ struct NodeTask<R, U> {
     /// hands every recipient the same bytes, so its WebSocket frame is
     /// built once and shared.
     last_frame: Option<(Bytes, Bytes)>,
+    metrics: Option<Arc<Metrics>>,
+    /// Connections dropped as too slow.
+    slow_consumers: u64,
 }
 
 impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
@@ -244,6 +264,9 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 self.feed(now, Input::WsClosed(conn));
             }
             Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
+            Command::Stats(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
             Command::Shutdown => self.feed(now, Input::Shutdown),
         }
     }
@@ -288,8 +311,13 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         tracing::error!("store command without a store: {command:?}");
                         continue;
                     };
-                    let mut run =
-                        Box::pin(async move { protocol::store::execute(&*store, command).await });
+                    let histogram = self.metrics.as_ref().map(|m| m.histogram(&command).clone());
+                    let mut run = Box::pin(async move {
+                        match histogram {
+                            Some(h) => crate::metrics::timed(h, &*store, command).await,
+                            None => protocol::store::execute(&*store, command).await,
+                        }
+                    });
                     // A store that answers at once (the in-memory one) is fed
                     // back here, without a task and two channel hops.
                     let mut cx = Context::from_waker(Waker::noop());
@@ -306,6 +334,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         let _ = tx.send(Command::StoreReply(op, reply)).await;
                     }));
                 }
+                Output::Notice(n) => log_notice(n),
                 other => tracing::warn!("unhandled output {other:?}"),
             }
         }
@@ -348,7 +377,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             match link.ws.queue(&mut link.batch) {
                 Ok(true) => self.to_flush.push(link.ws.clone()),
                 Ok(false) => {}
-                Err(()) => dropped.push(conn),
+                Err(why) => dropped.push((conn, why)),
             }
             if link.batch.capacity() > 64 {
                 link.batch = Vec::new();
@@ -364,14 +393,100 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
         } else {
             self.flusher.hand(&mut self.to_flush);
         }
-        for conn in &dropped {
+        for &(conn, why) in &dropped {
             // Too far behind (or gone): drop it rather than buffer without bound.
-            tracing::debug!("connection {conn:?} fell behind; closing it");
-            if let Some(link) = self.conns.remove(conn) {
+            if let Some(link) = self.conns.remove(&conn) {
                 link.ws.abort();
             }
-            self.feed(Instant::now(), Input::WsClosed(*conn));
+            let input = match why {
+                Dropped::TooSlow => {
+                    tracing::debug!(
+                        conn = conn.0,
+                        "connection fell behind (slow consumer); dropping it"
+                    );
+                    self.slow_consumers += 1;
+                    Input::WsTooSlow(conn)
+                }
+                Dropped::Gone => Input::WsClosed(conn),
+            };
+            self.feed(Instant::now(), input);
         }
         !dropped.is_empty()
+    }
+
+    /// The counters for a scrape: the core's, and the write queues summed
+    /// over the connections (a pass over them per scrape, nothing per frame).
+    fn snapshot(&self) -> NodeSnapshot {
+        let (mut queued_bytes, mut queued_frames) = (0, 0);
+        for link in self.conns.values() {
+            let (bytes, frames) = link.ws.queued();
+            queued_bytes += bytes as u64;
+            queued_frames += frames as u64;
+        }
+        NodeSnapshot {
+            core: self.node.stats().clone(),
+            queued_bytes,
+            queued_frames,
+            slow_consumers: self.slow_consumers,
+        }
+    }
+}
+
+/// Logs what the core told (at debug: it only tells when debug is on).
+/// Notices carry labels and internal session numbers, never a token or id.
+fn log_notice(n: Notice) {
+    match n {
+        Notice::Opened { session, transport } => tracing::debug!(
+            session = session.number(),
+            transport = %transport_label(transport),
+            "connection opened"
+        ),
+        Notice::Upgraded { session } => {
+            tracing::debug!(
+                session = session.number(),
+                "connection upgraded to websocket"
+            )
+        }
+        Notice::Closed {
+            session,
+            transport,
+            reason,
+        } => tracing::debug!(
+            session = session.number(),
+            transport = %transport_label(transport),
+            reason = %close_label(reason),
+            "connection closed"
+        ),
+        Notice::Refused { reason } => {
+            tracing::debug!(reason = %reason.as_str(), "engine.io request refused")
+        }
+        Notice::Connected { session } => {
+            tracing::debug!(session = session.number(), "socket.io CONNECT accepted")
+        }
+        Notice::ConnectRefused { session, reason } => tracing::debug!(
+            session = session.number(),
+            reason = %reason.as_str(),
+            "socket.io CONNECT_ERROR"
+        ),
+        Notice::AuthFailed { session, why } => tracing::debug!(
+            session = session.number(),
+            via = %"socket",
+            reason = %why.as_str(),
+            "auth failure"
+        ),
+        Notice::Event { session, name } => {
+            tracing::debug!(session = session.number(), event = %name.as_str(), "socket.io event")
+        }
+        Notice::EventRefused {
+            session,
+            name,
+            code,
+        } => tracing::debug!(
+            session = session.number(),
+            event = %name.as_str(),
+            code = %code.as_str(),
+            "event refused"
+        ),
+        other => tracing::debug!("{other:?}"),
     }
 }

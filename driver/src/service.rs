@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -16,6 +16,7 @@ use protocol::store::Store;
 use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
+use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle};
 use crate::ws::WsConn;
 
@@ -27,6 +28,7 @@ pub struct Routes<R> {
     cors: Arc<Vec<String>>,
     max_payload: usize,
     echo: Option<Arc<str>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<R: Clone> Clone for Routes<R> {
@@ -38,6 +40,7 @@ impl<R: Clone> Clone for Routes<R> {
             cors: self.cors.clone(),
             max_payload: self.max_payload,
             echo: self.echo.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl<R: Runtime> Routes<R> {
             cors: Arc::new(cors),
             max_payload,
             echo: None,
+            metrics: None,
         }
     }
 
@@ -91,6 +95,12 @@ impl<R: Runtime> Routes<R> {
     /// framing: Autobahn's cases), taking messages of up to `ECHO_MAX` bytes.
     pub fn ws_echo(mut self, path: &str) -> Self {
         self.echo = Some(path.into());
+        self
+    }
+
+    /// Counts requests into `metrics` and serves them at `GET /metrics`.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -169,6 +179,10 @@ impl<R: Runtime> Routes<R> {
             self.engine_request(node, req).await
         } else if self.echo.as_deref() == Some(req.uri().path()) {
             self.echo_request(req)
+        } else if path == metrics::METRICS_PATH
+            && let Some(m) = self.metrics.clone()
+        {
+            self.scrape(&m, req.method()).await
         } else if let Some(rest) = self.rest.clone() {
             self.rest_request(&rest, req).await
         } else {
@@ -186,6 +200,54 @@ impl<R: Runtime> Routes<R> {
             }
         }
         Ok(resp)
+    }
+
+    /// Answers one request, counting it (by route and status class) and
+    /// logging it at debug: method, route, status, duration; never the
+    /// path's ids, the query, or a header.
+    pub async fn observed(self, req: Request<Incoming>) -> Result<Resp, Infallible> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path();
+        let engine = self
+            .engines
+            .iter()
+            .any(|(p, _)| p == path.trim_end_matches('/'));
+        let route = metrics::route_label(path, engine);
+        let m = self.metrics.clone();
+        let Ok(resp) = self.handle(req).await;
+        let status = resp.status().as_u16();
+        if let Some(m) = m {
+            m.http_request(route, status);
+        }
+        tracing::debug!(
+            method = %method,
+            route = %route,
+            status,
+            ms = %format_args!("{:.3}", start.elapsed().as_secs_f64() * 1000.0),
+            "http request"
+        );
+        Ok(resp)
+    }
+
+    /// `GET /metrics`: the nodes' counters and the driver's, as OpenMetrics text.
+    async fn scrape(&self, m: &Metrics, method: &http::Method) -> Resp {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return json(
+                405,
+                Bytes::from_static(br#"{"detail":"Method Not Allowed"}"#),
+            );
+        }
+        let mut nodes = Vec::with_capacity(self.engines.len());
+        for (_, node) in self.engines.iter() {
+            nodes.extend(node.snapshot().await);
+        }
+        let mut r = Response::new(Full::new(Bytes::from(m.render(&nodes))));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        r
     }
 
     async fn engine_request(&self, node: NodeHandle, mut req: Request<Incoming>) -> Resp {
@@ -321,7 +383,15 @@ impl<R: Runtime> Routes<R> {
         };
         loop {
             match step {
-                Step::Respond(r) => return json(r.status, r.body),
+                Step::Respond(r) => {
+                    if let Some(why) = r.auth_failure {
+                        tracing::debug!(via = %"rest", reason = %why.as_str(), "auth failure");
+                        if let Some(m) = &self.metrics {
+                            m.rest_auth_failure(why);
+                        }
+                    }
+                    return json(r.status, r.body);
+                }
                 Step::Run(effect, pending) => {
                     let result = self.run_effect(host, effect).await;
                     let mut ids = host.ids.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,9 +403,10 @@ impl<R: Runtime> Routes<R> {
 
     async fn run_effect(&self, host: &RestHost, effect: Effect) -> EffectResult {
         match effect {
-            Effect::Store(c) => {
-                EffectResult::Store(protocol::store::execute(&*host.store, c).await)
-            }
+            Effect::Store(c) => EffectResult::Store(match &self.metrics {
+                Some(m) => m.execute(&*host.store, c).await,
+                None => protocol::store::execute(&*host.store, c).await,
+            }),
             Effect::HashPassword { password, cost } => {
                 let r = self
                     .blocking(move || bcrypt::hash(password, cost).map_err(|e| e.to_string()))
@@ -495,7 +566,7 @@ pub async fn serve_connection<R: Runtime, I>(io: I, routes: Routes<R>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| routes.clone().handle(req));
+    let service = hyper::service::service_fn(move |req| routes.clone().observed(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(io, service)

@@ -45,6 +45,16 @@ const READ_CHUNK: usize = 4096;
 /// handshake before the socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+/// Why [`WsConn::queue`] refused frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// The connection was dropped already (a write failed, the peer left).
+    Gone,
+    /// Its queue went past [`QUEUE_BYTES`]: the client is too slow; it is
+    /// dropped now.
+    TooSlow,
+}
+
 /// One WebSocket connection, shared by the node task (which writes) and
 /// the connection's task (which reads, and writes what had to wait).
 pub(crate) struct WsConn {
@@ -155,12 +165,12 @@ impl WsConn {
     /// if the queue was empty, so the connection must be handed to the
     /// [`Flusher`]; `Err` if the connection is dead or has fallen too far
     /// behind (it is then dropped).
-    pub(crate) fn queue(&self, frames: &mut Vec<Bytes>) -> Result<bool, ()> {
+    pub(crate) fn queue(&self, frames: &mut Vec<Bytes>) -> Result<bool, Dropped> {
         let mut out = self.out();
         if out.state != State::Open {
             frames.clear();
             return if out.state == State::Dead {
-                Err(())
+                Err(Dropped::Gone)
             } else {
                 Ok(false)
             };
@@ -172,9 +182,16 @@ impl WsConn {
         if out.bytes > QUEUE_BYTES {
             out.kill();
             out.wake();
-            return Err(());
+            return Err(Dropped::TooSlow);
         }
         Ok(was_empty && !out.queue.is_empty())
+    }
+
+    /// From the node task, for a scrape: the bytes and frames queued and not
+    /// yet taken by the socket.
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let out = self.out();
+        (out.bytes, out.queue.len())
     }
 
     /// From the node task: the core closed this connection. What is queued

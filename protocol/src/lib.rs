@@ -57,6 +57,7 @@ pub mod sim;
 #[cfg(test)]
 mod sim_tests;
 pub mod sio;
+pub mod stats;
 pub mod store;
 #[cfg(feature = "store-suite")]
 pub mod store_suite;

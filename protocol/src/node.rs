@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::eio::session::WsData;
-use crate::eio::{Engine, EngineConfig, EngineHandler};
+use crate::eio::{CloseReason, Engine, EngineConfig, EngineHandler};
 use crate::ids::IdGenerator;
+use crate::stats::{Notice, Stats};
 use crate::store::{StoreCommand, StoreReply};
 
 /// Names an HTTP request; chosen by the host, unique among its open requests.
@@ -126,6 +127,9 @@ pub enum Input<'a> {
     },
     /// A WebSocket connection closed.
     WsClosed(ConnId),
+    /// The host dropped a WebSocket connection whose client fell too far
+    /// behind in reading (counted as a slow consumer, not a transport close).
+    WsTooSlow(ConnId),
     /// A store command finished.
     StoreReply {
         /// The operation, as [`Output::Store`] named it.
@@ -169,6 +173,9 @@ pub enum Output {
         /// The command.
         command: StoreCommand,
     },
+    /// Something happened that the host may log; only after
+    /// [`Node::set_notices`].
+    Notice(Notice),
     /// Nothing more until this instant (or the next input).
     Timeout(Instant),
 }
@@ -231,6 +238,17 @@ impl<U: Upper> Node<U> {
         &self.engine
     }
 
+    /// What the node has counted since it started, for the host to export.
+    pub fn stats(&self) -> &Stats {
+        self.engine.stats()
+    }
+
+    /// Whether to emit [`Output::Notice`]s (off by default): a host turns
+    /// them on when it logs them, and pays nothing otherwise.
+    pub fn set_notices(&mut self, on: bool) {
+        self.engine.notices = on;
+    }
+
     /// Feeds one input, at time `now` (monotonic, never going back).
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), InputError> {
         if now < self.now {
@@ -259,7 +277,8 @@ impl<U: Upper> Node<U> {
             } => e.handle_ws_open(u, conn, query, authorization, now),
             Input::WsText { conn, text } => e.handle_ws_frame(u, conn, WsData::Text(text), now),
             Input::WsBinary { conn, data } => e.handle_ws_frame(u, conn, WsData::Binary(data), now),
-            Input::WsClosed(conn) => e.handle_ws_closed(u, conn, now),
+            Input::WsClosed(conn) => e.handle_ws_closed(u, conn, CloseReason::TransportClose, now),
+            Input::WsTooSlow(conn) => e.handle_ws_closed(u, conn, CloseReason::Backlog, now),
             Input::StoreReply { op, reply } => u.handle_store_reply(e, op, reply, now),
             Input::Timeout => {
                 e.handle_timeout(u, now);

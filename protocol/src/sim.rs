@@ -16,6 +16,7 @@ use crate::ids::{CounterIds, IdGenerator};
 use crate::model::{Message, ObjectId, Status};
 use crate::node::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId};
 use crate::sio::{SocketIo, SocketIoConfig};
+use crate::stats::Notice;
 use crate::store::{
     Append, CreateUser, Cursor, History, ReadReceipt, StoreCommand, StoreError, StoreReply, Window,
 };
@@ -208,6 +209,8 @@ pub struct Sim {
     pub jwt: JwtConfig,
     /// Every store reply fed so far, oldest first, so that one can be fed again.
     pub replied: Vec<(OpId, StoreReply)>,
+    /// The notices the node emitted (after [`Node::set_notices`]).
+    pub notices: Vec<Notice>,
     start: Instant,
     next_conn: u64,
 }
@@ -246,6 +249,7 @@ impl Sim {
             responses: BTreeMap::new(),
             jwt,
             replied: Vec::new(),
+            notices: Vec::new(),
             start,
             next_conn: 0,
         };
@@ -293,6 +297,7 @@ impl Sim {
                     self.responses.insert(req.0, response);
                 }
                 Output::Store { op, command } => self.in_flight.push((op, command)),
+                Output::Notice(n) => self.notices.push(n),
             }
         }
     }

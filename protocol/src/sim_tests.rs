@@ -735,3 +735,152 @@ fn sim_sessions_never_hang_on_a_poor_generator() {
         assert_eq!(open_sessions(&mut sim, 80).len(), 80);
     }
 }
+
+mod stats {
+    use super::*;
+    use crate::ConnId;
+    use crate::eio::{CloseReason, Transport};
+    use crate::node::Input;
+    use crate::stats::{AuthFailure, ConnectRefusal, EioRefusal, EventName, Notice, RefusalCode};
+
+    #[test]
+    fn counters_move_with_the_traffic() {
+        let mut sim = Sim::new();
+        let ana = tab(&mut sim, 1, "ana");
+        let bob = tab(&mut sim, 2, "bob");
+        let carol = tab(&mut sim, 3, "carol");
+        let s = sim.node.stats().clone();
+        assert_eq!(s.handshakes(Transport::WebSocket), 3);
+        assert_eq!(s.open(Transport::WebSocket), 3);
+        assert_eq!(s.connects, 3);
+
+        send(&mut sim, ana, 1, json!({"text": "hi"}));
+        sim.settle();
+        send(&mut sim, ana, 2, json!({"text": ""}));
+        sim.send(bob, r#"42["chat:typing",{"isTyping":true}]"#);
+        sim.send(bob, r#"42["507f1f77bcf86cd799439011",1]"#);
+        let s = sim.node.stats().clone();
+        assert_eq!(s.events_in(EventName::Send), 2);
+        assert_eq!(s.events_in(EventName::Typing), 1);
+        assert_eq!(
+            s.events_in(EventName::Other),
+            1,
+            "an unknown name is `other`"
+        );
+        assert_eq!(s.events_out(EventName::Ack), 1);
+        // ana's message went to bob and carol; bob's typing to ana and carol.
+        assert_eq!(s.events_out(EventName::NewMessage), 2);
+        assert_eq!(s.events_out(EventName::Typing), 2);
+        assert_eq!(s.events_out(EventName::Delivered), 1);
+        assert_eq!(s.events_out(EventName::Error), 1);
+        assert_eq!(s.deliveries, 4, "two broadcasts to two sockets each");
+        assert_eq!(s.refusals(EventName::Send, RefusalCode::Invalid), 1);
+        assert_eq!(s.refusals(EventName::Send, RefusalCode::RateLimited), 0);
+
+        sim.drop_client(carol);
+        sim.input(Input::WsTooSlow(ConnId(bob)));
+        let s = sim.node.stats().clone();
+        assert_eq!(s.disconnects(CloseReason::TransportClose), 1);
+        assert_eq!(s.disconnects(CloseReason::Backlog), 1);
+        assert_eq!(s.open(Transport::WebSocket), 1);
+        sim.input(Input::Shutdown);
+        let s = sim.node.stats().clone();
+        assert_eq!(s.disconnects(CloseReason::ServerClose), 1);
+        assert_eq!(s.open(Transport::WebSocket), 0);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let mut sim = Sim::new();
+        let c = sim.connect(None);
+        sim.take(c);
+        let c = sim.connect(Some("not-a-token"));
+        sim.take(c);
+        let token = sim.token(uid(1), "ana");
+        sim.advance(Duration::from_secs(3601));
+        let c = sim.connect(Some(&token));
+        sim.take(c);
+        sim.send(c, "40/nowhere,");
+        sim.http(1, Method::Get, "EIO=3&transport=polling", b"");
+        sim.http(2, Method::Post, "EIO=4&transport=polling", b"");
+        sim.http(3, Method::Get, "EIO=4&transport=polling&sid=nope", b"");
+        let s = sim.node.stats();
+        assert_eq!(s.connect_errors(ConnectRefusal::Unauthorized), 3);
+        assert_eq!(s.connect_errors(ConnectRefusal::InvalidNamespace), 1);
+        assert_eq!(s.auth_failures(AuthFailure::MissingToken), 1);
+        assert_eq!(s.auth_failures(AuthFailure::InvalidToken), 1);
+        assert_eq!(s.auth_failures(AuthFailure::ExpiredToken), 1);
+        assert_eq!(s.connects, 0);
+        assert_eq!(s.eio_refusals(EioRefusal::UnsupportedProtocolVersion), 1);
+        assert_eq!(s.eio_refusals(EioRefusal::BadHandshakeMethod), 1);
+        assert_eq!(s.eio_refusals(EioRefusal::SessionIdUnknown), 1);
+        assert_eq!(s.handshakes(Transport::Polling), 0);
+    }
+
+    #[test]
+    fn a_polling_session_upgrades_and_is_counted_on_its_new_transport() {
+        let mut sim = Sim::new();
+        sim.http(1, Method::Get, "EIO=4&transport=polling", b"");
+        let open = String::from_utf8(sim.responses[&1].body.to_vec()).unwrap();
+        let sid = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(sim.node.stats().open(Transport::Polling), 1);
+        sim.input(Input::WsOpen {
+            conn: ConnId(50),
+            query: &format!("EIO=4&transport=websocket&sid={sid}"),
+            authorization: None,
+        });
+        sim.send(50, "2probe");
+        sim.send(50, "5");
+        let s = sim.node.stats();
+        assert_eq!(s.upgrades, 1);
+        assert_eq!(s.open(Transport::Polling), 0);
+        assert_eq!(s.open(Transport::WebSocket), 1);
+        assert_eq!(s.handshakes(Transport::Polling), 1);
+        assert_eq!(s.handshakes(Transport::WebSocket), 0);
+    }
+
+    #[test]
+    fn notices_only_when_asked_and_never_with_a_token() {
+        let mut sim = Sim::new();
+        tab(&mut sim, 1, "ana");
+        assert!(sim.notices.is_empty(), "off by default");
+        sim.node.set_notices(true);
+        let token = sim.token(uid(2), "bob");
+        let bob = tab(&mut sim, 2, "bob");
+        send(&mut sim, bob, 1, json!({"text": ""}));
+        sim.connect(Some("not-a-token"));
+        sim.drop_client(bob);
+        let kinds: Vec<&str> = sim
+            .notices
+            .iter()
+            .map(|n| match n {
+                Notice::Opened { .. } => "opened",
+                Notice::Connected { .. } => "connected",
+                Notice::Event { name, .. } => name.as_str(),
+                Notice::EventRefused { code, .. } => code.as_str(),
+                Notice::AuthFailed { why, .. } => why.as_str(),
+                Notice::ConnectRefused { reason, .. } => reason.as_str(),
+                Notice::Closed { reason, .. } => crate::stats::close_label(*reason),
+                _ => "else",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "opened",
+                "connected",
+                "chat:send",
+                "invalid",
+                "opened",
+                "invalid_token",
+                "unauthorized",
+                "transport_close"
+            ]
+        );
+        let all = format!("{:?}", sim.notices);
+        assert!(!all.contains(&token) && !all.contains("not-a-token") && !all.contains("bob"));
+    }
+}

@@ -148,6 +148,34 @@ pub enum StoreCommand {
     },
 }
 
+impl StoreCommand {
+    /// Every value [`StoreCommand::kind`] returns.
+    pub const KINDS: [&'static str; 7] = [
+        "ping",
+        "create_user",
+        "find_user",
+        "append",
+        "history",
+        "mark_delivered",
+        "mark_read",
+    ];
+
+    /// What kind of command this is, without its data: a host's metric
+    /// label or log field (never an id, a name or a message).
+    pub fn kind(&self) -> &'static str {
+        let i = match self {
+            StoreCommand::Ping => 0,
+            StoreCommand::CreateUser(_) => 1,
+            StoreCommand::FindUser(_) => 2,
+            StoreCommand::AppendMessage(_) => 3,
+            StoreCommand::History(_) => 4,
+            StoreCommand::MarkDelivered(_) => 5,
+            StoreCommand::MarkRead { .. } => 6,
+        };
+        Self::KINDS[i]
+    }
+}
+
 /// The result of a [`StoreCommand`], fed back to the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

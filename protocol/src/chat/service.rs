@@ -16,6 +16,7 @@ use crate::auth::{JwtConfig, TokenError};
 use crate::model::{DEFAULT_CHAT, Message, ObjectId, Status};
 use crate::node::OpId;
 use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
+use crate::stats::AuthFailure;
 use crate::store::{Append, NewMessage, StoreCommand, StoreReply};
 
 /// The chat service's settings.
@@ -72,6 +73,10 @@ struct AckPayload<'a> {
     id: ObjectId,
     timestamp: i64,
 }
+
+const SEND: &str = "chat:send";
+const TYPING: &str = "chat:typing";
+const READ: &str = "chat:read";
 
 /// How often forgotten rate-limit buckets are swept.
 const SWEEP: Duration = Duration::from_secs(60);
@@ -176,13 +181,17 @@ impl Chat {
         self.pending.len()
     }
 
+    /// Refuses `event`: `error` to the socket, the error through its ack,
+    /// and the refusal counted.
     fn refuse(
         ctx: &mut Ctx<'_>,
         socket: SocketId,
+        event: &str,
         ack: Option<u64>,
         r: &Refusal,
         temp_id: Option<&str>,
     ) {
+        ctx.refused(socket, event, r.code);
         let mut payload = json!({"message": r.message, "code": r.code});
         if let Some(t) = temp_id {
             payload["tempId"] = Value::String(t.to_owned());
@@ -212,7 +221,7 @@ impl Chat {
     fn on_typing(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
         let (chat, is_typing) = match validate::typing(&event.args) {
             Ok(t) => t,
-            Err(r) => return Self::refuse(ctx, socket, event.ack, &r, None),
+            Err(r) => return Self::refuse(ctx, socket, TYPING, event.ack, &r, None),
         };
         let payload = typing_payload(user, &chat, is_typing);
         match &mut self.typing {
@@ -256,7 +265,7 @@ impl Chat {
             Ok(r) => r,
             Err(r) => {
                 let temp_id = validate::temp_id(&event.args);
-                return Self::refuse(ctx, socket, event.ack, &r, temp_id.as_deref());
+                return Self::refuse(ctx, socket, SEND, event.ack, &r, temp_id.as_deref());
             }
         };
         let waiter = Waiter {
@@ -323,7 +332,7 @@ impl Chat {
                     code: "store_unavailable",
                 };
                 for w in waiters {
-                    Self::refuse(ctx, w.socket, w.ack, &r, temp_id.as_deref());
+                    Self::refuse(ctx, w.socket, SEND, w.ack, &r, temp_id.as_deref());
                 }
                 return;
             }
@@ -373,7 +382,7 @@ impl Chat {
                     },
                 );
             }
-            Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
+            Err(r) => Self::refuse(ctx, socket, READ, event.ack, &r, None),
         }
     }
 
@@ -391,7 +400,7 @@ impl Chat {
                     message: "The read receipts could not be stored; try again".into(),
                     code: "store_unavailable",
                 };
-                return Self::refuse(ctx, socket, ack, &r, None);
+                return Self::refuse(ctx, socket, READ, ack, &r, None);
             }
         };
         let mut by_chat: Vec<(String, Vec<ObjectId>)> = Vec::new();
@@ -440,6 +449,7 @@ impl Application for Chat {
             })
             .or_else(|| query_token(&req.handshake.query));
         let Some(token) = token else {
+            ctx.auth_failed(AuthFailure::MissingToken);
             return Err(json!({"message": "Unauthorized"}));
         };
         match self
@@ -454,8 +464,13 @@ impl Application for Chat {
                 });
                 Ok(())
             }
-            Err(TokenError::Expired) => Err(json!({"message": "Token expired"})),
-            Err(_) => Err(json!({"message": "Unauthorized"})),
+            Err(e) => {
+                ctx.auth_failed(e.into());
+                match e {
+                    TokenError::Expired => Err(json!({"message": "Token expired"})),
+                    _ => Err(json!({"message": "Unauthorized"})),
+                }
+            }
         }
     }
 
@@ -477,9 +492,9 @@ impl Application for Chat {
             return;
         };
         match event.name.as_str() {
-            "chat:send" => self.on_send(ctx, socket, user, event),
-            "chat:typing" => self.on_typing(ctx, socket, &user, event),
-            "chat:read" => self.on_read(ctx, socket, &user, event),
+            SEND => self.on_send(ctx, socket, user, event),
+            TYPING => self.on_typing(ctx, socket, &user, event),
+            READ => self.on_read(ctx, socket, &user, event),
             "chat:join" | "chat:leave" => match validate::room(&event.args) {
                 Ok(chat) => {
                     if event.name == "chat:join" {
@@ -495,7 +510,7 @@ impl Application for Chat {
                     }
                     Self::reply(ctx, socket, event.ack, &json!({"chatId": chat}));
                 }
-                Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
+                Err(r) => Self::refuse(ctx, socket, &event.name, event.ack, &r, None),
             },
             _ => {}
         }

@@ -12,6 +12,7 @@ use super::packet::{self, Data, OutPacket, Packet};
 use super::{RequestError, Transport, parse_query};
 use crate::ids::{IdGenerator, IntMap, new_sid};
 use crate::node::{ConnId, Frame, HttpResponse, Method, Output, RequestId};
+use crate::stats::{EioRefusal, Notice, Stats};
 
 /// Engine.IO settings.
 #[derive(Debug, Clone)]
@@ -55,6 +56,14 @@ const UPGRADE_NOOP: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey(pub(crate) u64);
 
+impl SessionKey {
+    /// The key's number: it names a session in a host's logs without
+    /// revealing its `sid` (which a client could use to post as it).
+    pub fn number(self) -> u64 {
+        self.0
+    }
+}
+
 /// What the client's handshake carried, kept for the layers above.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Handshake {
@@ -95,6 +104,15 @@ pub trait EngineHandler {
 enum Carrier {
     Polling { parked: Option<RequestId> },
     WebSocket { conn: ConnId },
+}
+
+impl Carrier {
+    fn transport(&self) -> Transport {
+        match self {
+            Carrier::Polling { .. } => Transport::Polling,
+            Carrier::WebSocket { .. } => Transport::WebSocket,
+        }
+    }
 }
 
 struct Session {
@@ -157,6 +175,9 @@ pub struct Engine {
     dirty: Vec<SessionKey>,
     next_key: u64,
     pub(crate) outputs: std::collections::VecDeque<Output>,
+    pub(crate) stats: Stats,
+    /// Whether the host asked for [`Notice`]s.
+    pub(crate) notices: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -180,7 +201,27 @@ impl Engine {
             dirty: Vec::new(),
             next_key: 0,
             outputs: Default::default(),
+            stats: Stats::default(),
+            notices: false,
         }
+    }
+
+    /// The node's counters (every layer counts here).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Tells the host what happened, if it asked to be told.
+    pub(crate) fn notice(&mut self, n: Notice) {
+        if self.notices {
+            self.outputs.push_back(Output::Notice(n));
+        }
+    }
+
+    /// Counts a refused request and tells the host.
+    fn refused(&mut self, reason: EioRefusal) {
+        self.stats.eio_refusals[reason as usize] += 1;
+        self.notice(Notice::Refused { reason });
     }
 
     /// The settings.
@@ -205,10 +246,7 @@ impl Engine {
 
     /// The transport a session uses now.
     pub fn transport(&self, key: SessionKey) -> Option<Transport> {
-        self.sessions.get(&key).map(|s| match s.carrier {
-            Carrier::Polling { .. } => Transport::Polling,
-            Carrier::WebSocket { .. } => Transport::WebSocket,
-        })
+        self.sessions.get(&key).map(|s| s.carrier.transport())
     }
 
     /// The earliest heartbeat deadline.
@@ -230,6 +268,7 @@ impl Engine {
     }
 
     fn error(&mut self, req: RequestId, e: RequestError) {
+        self.refused(e.into());
         self.respond(req, HttpResponse::json(400, Bytes::from(e.body())));
     }
 
@@ -250,6 +289,12 @@ impl Engine {
         };
         let key = SessionKey(self.next_key);
         let deadline = now + self.config.ping_interval;
+        let transport = carrier.transport();
+        self.stats.opened(transport);
+        self.notice(Notice::Opened {
+            session: key,
+            transport,
+        });
         self.by_sid.insert(sid.clone(), key);
         self.sessions.insert(
             key,
@@ -347,6 +392,7 @@ impl Engine {
             }
             Method::Post => {
                 if body.len() > self.config.max_payload {
+                    self.refused(EioRefusal::PayloadTooLarge);
                     self.respond(
                         req,
                         HttpResponse::json(
@@ -404,7 +450,14 @@ impl Engine {
     ) {
         let q = match parse_query(query) {
             Ok(q) if q.transport == Transport::WebSocket => q,
-            _ => return self.outputs.push_back(Output::WsClose { conn }),
+            Ok(_) => {
+                self.refused(EioRefusal::BadRequest);
+                return self.outputs.push_back(Output::WsClose { conn });
+            }
+            Err(e) => {
+                self.refused(e.into());
+                return self.outputs.push_back(Output::WsClose { conn });
+            }
         };
         match q.sid {
             None => {
@@ -432,7 +485,14 @@ impl Engine {
                         self.timers.push(Reverse((until, key)));
                         self.conns.insert(conn, Role::Probe(key));
                     }
-                    _ => self.outputs.push_back(Output::WsClose { conn }),
+                    Some(_) => {
+                        self.refused(EioRefusal::BadRequest);
+                        self.outputs.push_back(Output::WsClose { conn });
+                    }
+                    None => {
+                        self.refused(EioRefusal::SessionIdUnknown);
+                        self.outputs.push_back(Output::WsClose { conn });
+                    }
                 }
             }
         }
@@ -494,9 +554,11 @@ impl Engine {
                 s.probe = None;
                 s.upgrade_deadline = None;
                 s.noop_at = None;
+                self.stats.upgraded();
                 self.conns.insert(conn, Role::Main(key));
                 let buffered = std::mem::take(&mut s.buffer);
                 s.buffered = 0;
+                self.notice(Notice::Upgraded { session: key });
                 for p in buffered {
                     self.send(key, p);
                 }
@@ -518,12 +580,18 @@ impl Engine {
         self.outputs.push_back(Output::WsClose { conn });
     }
 
-    /// A WebSocket connection closed (by the peer or the network).
-    pub fn handle_ws_closed<H: EngineHandler>(&mut self, h: &mut H, conn: ConnId, now: Instant) {
+    /// A WebSocket connection closed (by the peer or the network), or the
+    /// host dropped it for `reason` ([`CloseReason::Backlog`]: its client
+    /// fell too far behind).
+    pub fn handle_ws_closed<H: EngineHandler>(
+        &mut self,
+        h: &mut H,
+        conn: ConnId,
+        reason: CloseReason,
+        now: Instant,
+    ) {
         match self.conns.remove(&conn) {
-            Some(Role::Main(key)) => {
-                self.close_inner(h, key, CloseReason::TransportClose, now, false)
-            }
+            Some(Role::Main(key)) => self.close_inner(h, key, reason, now, false),
             Some(Role::Probe(key)) => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.probe = None;
@@ -695,6 +763,13 @@ impl Engine {
             return;
         };
         self.by_sid.remove(&s.sid);
+        let transport = s.carrier.transport();
+        self.stats.closed(transport, reason);
+        self.notice(Notice::Closed {
+            session: key,
+            transport,
+            reason,
+        });
         if let Some((conn, _)) = s.probe {
             self.conns.remove(&conn);
             self.outputs.push_back(Output::WsClose { conn });

@@ -40,6 +40,7 @@ use serde_json::json;
 use crate::auth::{JwtConfig, TokenError};
 use crate::ids::{IdGenerator, new_object_id};
 use crate::model::UserRecord;
+use crate::stats::AuthFailure;
 use crate::store::{CreateUser, Cursor, History, StoreCommand, StoreReply, Window};
 
 /// The largest request body accepted; larger ones get 413.
@@ -73,6 +74,10 @@ pub struct Response {
     pub status: u16,
     /// The JSON body.
     pub body: Bytes,
+    /// Why credentials were refused, when that is what the answer says:
+    /// for the host's logs and counters, which must never see the token or
+    /// password itself.
+    pub auth_failure: Option<AuthFailure>,
 }
 
 impl Response {
@@ -80,6 +85,14 @@ impl Response {
         Response {
             status,
             body: Bytes::from(value.to_string()),
+            auth_failure: None,
+        }
+    }
+
+    fn auth_failed(detail: &str, why: AuthFailure) -> Response {
+        Response {
+            auth_failure: Some(why),
+            ..Response::error(401, detail)
         }
     }
 
@@ -206,12 +219,34 @@ pub struct Rest {
     dummy_hash: String,
 }
 
+#[derive(Clone, Copy)]
 enum Route {
     Root,
     Ready,
     Register,
     Login,
     Messages,
+}
+
+/// Every route: its path, and the one method it answers.
+const ROUTES: [(&str, Route, &str); 5] = [
+    ("/", Route::Root, "GET"),
+    ("/ready", Route::Ready, "GET"),
+    ("/register", Route::Register, "POST"),
+    ("/login", Route::Login, "POST"),
+    ("/messages", Route::Messages, "GET"),
+];
+
+/// Every route's path, as [`route_label`] names them.
+pub fn route_labels() -> impl Iterator<Item = &'static str> {
+    ROUTES.iter().map(|(p, ..)| *p)
+}
+
+/// The route a path names, as a `'static` label for a host's metrics and
+/// logs (never the raw path a client sent); `None` for a path [`Rest`]
+/// answers with 404.
+pub fn route_label(path: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|(p, ..)| *p == path).map(|(p, ..)| *p)
 }
 
 impl Rest {
@@ -227,13 +262,8 @@ impl Rest {
 
     /// Starts a request. `ids` is the same generator [`Rest::resume`] draws from.
     pub fn handle(&self, req: &Request<'_>, now_ms: i64, _ids: &mut dyn IdGenerator) -> Step {
-        let (route, method) = match req.path {
-            "/" => (Route::Root, "GET"),
-            "/ready" => (Route::Ready, "GET"),
-            "/register" => (Route::Register, "POST"),
-            "/login" => (Route::Login, "POST"),
-            "/messages" => (Route::Messages, "GET"),
-            _ => return respond(Response::error(404, "Not Found")),
+        let Some(&(_, route, method)) = ROUTES.iter().find(|(p, ..)| *p == req.path) else {
+            return respond(Response::error(404, "Not Found"));
         };
         if req.method != method {
             return respond(Response::error(405, "Method Not Allowed"));
@@ -315,6 +345,7 @@ impl Rest {
                         Ok(body) => respond(Response {
                             status: 200,
                             body: Bytes::from(body),
+                            auth_failure: None,
                         }),
                         Err(_) => respond(Response::internal()),
                     },
@@ -376,12 +407,17 @@ impl Rest {
 
     fn messages(&self, req: &Request<'_>, now_ms: i64) -> Step {
         let Some(token) = req.authorization.and_then(bearer) else {
-            return respond(Response::error(401, "Not authenticated"));
+            return respond(Response::auth_failed(
+                "Not authenticated",
+                AuthFailure::MissingToken,
+            ));
         };
-        match self.config.jwt.verify(token, now_ms) {
-            Ok(_) => {}
-            Err(TokenError::Expired) => return respond(Response::error(401, "Token expired")),
-            Err(_) => return respond(Response::error(401, "Invalid token")),
+        if let Err(e) = self.config.jwt.verify(token, now_ms) {
+            let detail = match e {
+                TokenError::Expired => "Token expired",
+                _ => "Invalid token",
+            };
+            return respond(Response::auth_failed(detail, e.into()));
         }
         let query = match query::history(req.query) {
             Ok(q) => q,
@@ -422,7 +458,7 @@ fn respond(response: Response) -> Step {
 /// Unknown user and wrong password say the same, so a caller cannot tell
 /// which names exist.
 fn bad_credentials() -> Response {
-    Response::error(401, "Invalid username or password")
+    Response::auth_failed("Invalid username or password", AuthFailure::BadCredentials)
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is

@@ -81,7 +81,20 @@ fn effect(step: Step) -> (Effect, Pending) {
 
 #[track_caller]
 fn refused(step: Step, status: u16, detail: &str) {
+    if let Step::Respond(r) = &step {
+        assert_eq!(r.auth_failure, None, "{detail}: not an auth failure");
+    }
     assert_eq!(answered(step), (status, json!({ "detail": detail })));
+}
+
+/// A 401 that names why the credentials were refused.
+#[track_caller]
+fn auth_refused(step: Step, detail: &str, why: AuthFailure) {
+    match &step {
+        Step::Respond(r) => assert_eq!(r.auth_failure, Some(why), "{detail}"),
+        Step::Run(effect, _) => panic!("expected a response, got {effect:?}"),
+    }
+    assert_eq!(answered(step), (401, json!({ "detail": detail })));
 }
 
 fn handle(rest: &Rest, req: &Request<'_>) -> Step {
@@ -452,10 +465,10 @@ fn login_with_impossible_credentials_still_costs_a_check() {
                 hash: HASH.into()
             }
         );
-        refused(
+        auth_refused(
             resume(&rest, p, EffectResult::Verified(true)),
-            401,
             "Invalid username or password",
+            AuthFailure::BadCredentials,
         );
     }
 }
@@ -526,26 +539,42 @@ fn history_query(query: &str) -> HistoryQuery {
 #[test]
 fn messages_needs_a_valid_token() {
     let rest = rest();
-    refused(handle(&rest, &get("/messages")), 401, "Not authenticated");
+    auth_refused(
+        handle(&rest, &get("/messages")),
+        "Not authenticated",
+        AuthFailure::MissingToken,
+    );
     for header in ["Basic YW5hOnNlY3JldDE=", "Bearer", "Bearer ", "token"] {
         let req = Request {
             authorization: Some(header),
             ..get("/messages")
         };
-        refused(handle(&rest, &req), 401, "Not authenticated");
+        auth_refused(
+            handle(&rest, &req),
+            "Not authenticated",
+            AuthFailure::MissingToken,
+        );
     }
     let req = Request {
         authorization: Some("Bearer not.a.token"),
         ..get("/messages")
     };
-    refused(handle(&rest, &req), 401, "Invalid token");
+    auth_refused(
+        handle(&rest, &req),
+        "Invalid token",
+        AuthFailure::InvalidToken,
+    );
     let other = JwtConfig::new(b"another secret that is 32 bytes!", "HS256", 60).unwrap();
     let forged = format!("Bearer {}", other.issue(ana().id, "ana", NOW));
     let req = Request {
         authorization: Some(&forged),
         ..get("/messages")
     };
-    refused(handle(&rest, &req), 401, "Invalid token");
+    auth_refused(
+        handle(&rest, &req),
+        "Invalid token",
+        AuthFailure::InvalidToken,
+    );
 
     let lower = format!("bearer {}", jwt().issue(ana().id, "ana", NOW));
     let req = Request {
@@ -555,7 +584,7 @@ fn messages_needs_a_valid_token() {
     effect(handle(&rest, &req));
     let an_hour_later = NOW + 3_600_000;
     let step = rest.handle(&req, an_hour_later, &mut CounterIds::default());
-    refused(step, 401, "Token expired");
+    auth_refused(step, "Token expired", AuthFailure::ExpiredToken);
 }
 
 #[test]

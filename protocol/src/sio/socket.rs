@@ -14,6 +14,7 @@ use super::packet::{self, PacketData, PacketType, Partial};
 use crate::eio::{CloseReason, Data, Engine, EngineHandler, Handshake, OutPacket, SessionKey};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
 use crate::node::{OpId, Output, Upper};
+use crate::stats::{AuthFailure, ConnectRefusal, EventName, Notice, RefusalCode};
 use crate::store::{StoreCommand, StoreReply};
 
 /// Names one socket (one client in one namespace); never reused.
@@ -129,6 +130,8 @@ pub struct State {
     timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
     next_socket: u64,
     next_op: u64,
+    /// The session whose CONNECT the application is deciding on.
+    authorizing: Option<SessionKey>,
 }
 
 impl std::fmt::Debug for State {
@@ -204,7 +207,13 @@ impl Ctx<'_> {
             (k, _) => k,
         };
         let text = packet::encode(kind, &s.nsp, attachments.len(), id, Some(data));
-        send_packet(self.engine, s.session, text, attachments)
+        let name = matches!(kind, PacketType::Event | PacketType::BinaryEvent)
+            .then(|| EventName::of(packet::event_name(&text).unwrap_or("")));
+        let sent = send_packet(self.engine, s.session, text, attachments);
+        if let (true, Some(name)) = (sent, name) {
+            self.engine.stats.events_out[name as usize] += 1;
+        }
+        sent
     }
 
     /// Emits an event; `data` serializes to the array `[name, ...args]`.
@@ -294,6 +303,7 @@ impl Ctx<'_> {
             return 0;
         };
         let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
+        let name = EventName::of(packet::event_name(&text).unwrap_or(""));
         let mut n = 0;
         for id in members {
             if Some(*id) == except {
@@ -305,7 +315,35 @@ impl Ctx<'_> {
                 n += 1;
             }
         }
+        // Counted once per broadcast, not per recipient.
+        let stats = &mut self.engine.stats;
+        stats.deliveries += n as u64;
+        stats.events_out[name as usize] += n as u64;
         n
+    }
+
+    /// Counts an event the application refused with `code` (its `error`'s
+    /// code), and tells the host if it asked for notices.
+    pub fn refused(&mut self, socket: SocketId, event: &str, code: &str) {
+        let (name, code) = (EventName::of(event), RefusalCode::of(code));
+        self.engine.stats.refusals[name as usize][code as usize] += 1;
+        if let Some(s) = self.state.sockets.get(&socket) {
+            let session = s.session;
+            self.engine.notice(Notice::EventRefused {
+                session,
+                name,
+                code,
+            });
+        }
+    }
+
+    /// Counts credentials refused during [`Application::authorize`] (which
+    /// then refuses the CONNECT), and why.
+    pub fn auth_failed(&mut self, why: AuthFailure) {
+        self.engine.stats.auth_failures[why as usize] += 1;
+        if let Some(session) = self.state.authorizing {
+            self.engine.notice(Notice::AuthFailed { session, why });
+        }
     }
 
     /// Disconnects a socket from its namespace (the Engine.IO session stays).
@@ -343,6 +381,12 @@ fn leave_room(rooms: &mut Rooms, nsp: &str, room: &str, socket: SocketId) {
     if of_nsp.is_empty() {
         rooms.remove(nsp);
     }
+}
+
+/// Counts a CONNECT_ERROR and tells the host.
+fn connect_refused(engine: &mut Engine, session: SessionKey, reason: ConnectRefusal) {
+    engine.stats.connect_errors[reason as usize] += 1;
+    engine.notice(Notice::ConnectRefused { session, reason });
 }
 
 /// Removes a socket from every table; returns it if it existed.
@@ -468,6 +512,7 @@ impl<A: Application> SocketIo<A> {
                     return;
                 }
                 if !self.app.has_namespace(nsp) {
+                    connect_refused(engine, key, ConnectRefusal::InvalidNamespace);
                     let text = packet::encode(
                         PacketType::ConnectError,
                         nsp,
@@ -484,8 +529,12 @@ impl<A: Application> SocketIo<A> {
                     auth: auth.as_ref(),
                     handshake: &handshake,
                 };
+                self.state.authorizing = Some(key);
                 let mut ctx = Self::ctx(engine, &mut self.state, now);
-                if let Err(data) = self.app.authorize(&mut ctx, &req) {
+                let authorized = self.app.authorize(&mut ctx, &req);
+                self.state.authorizing = None;
+                if let Err(data) = authorized {
+                    connect_refused(engine, key, ConnectRefusal::Unauthorized);
                     let text = packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&data));
                     send_packet(engine, key, text, &[]);
                     return;
@@ -501,6 +550,8 @@ impl<A: Application> SocketIo<A> {
                     Some(&serde_json::json!({"sid": sid})),
                 );
                 send_packet(engine, key, text, &[]);
+                engine.stats.connects += 1;
+                engine.notice(Notice::Connected { session: key });
                 let client = self.state.clients.get_mut(&key).expect("checked above");
                 client.sockets.push((nsp.to_owned(), socket));
                 client.connect_deadline = None;
@@ -530,6 +581,12 @@ impl<A: Application> SocketIo<A> {
             }
             PacketData::Event(name, args) => {
                 if let Some(socket) = socket {
+                    let label = EventName::of(&name);
+                    engine.stats.events_in[label as usize] += 1;
+                    engine.notice(Notice::Event {
+                        session: key,
+                        name: label,
+                    });
                     let mut ctx = Self::ctx(engine, &mut self.state, now);
                     self.app.on_event(
                         &mut ctx,
