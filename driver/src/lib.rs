@@ -15,6 +15,7 @@ mod host;
 mod metrics;
 mod node_task;
 mod service;
+mod storage;
 mod ws;
 
 use std::future::Future;

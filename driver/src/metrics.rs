@@ -10,7 +10,6 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,7 +20,7 @@ use protocol::stats::{
     self, AuthFailure, CLOSE_REASONS, ConnectRefusal, EioRefusal, EventName, RefusalCode, Stats,
     TRANSPORTS,
 };
-use protocol::store::{Store, StoreCommand, StoreReply};
+use protocol::store::StoreCommand;
 
 /// What a node task reports to a scrape.
 #[derive(Debug, Clone, Default)]
@@ -239,11 +238,6 @@ impl Metrics {
     }
 
     /// Times one store command into its kind's histogram.
-    pub(crate) async fn execute(&self, store: &dyn Store, command: StoreCommand) -> StoreReply {
-        let histogram = self.histogram(&command).clone();
-        timed(histogram, store, command).await
-    }
-
     /// The latency histogram of a command's kind.
     pub(crate) fn histogram(&self, command: &StoreCommand) -> &Histogram {
         let i = StoreCommand::KINDS
@@ -355,18 +349,6 @@ impl Metrics {
     }
 }
 
-/// Runs a store command, observing how long it took.
-pub(crate) async fn timed(
-    histogram: Histogram,
-    store: &dyn Store,
-    command: StoreCommand,
-) -> StoreReply {
-    let start = Instant::now();
-    let reply = protocol::store::execute(store, command).await;
-    histogram.observe(start.elapsed().as_secs_f64());
-    reply
-}
-
 /// The label of a request's route: a fixed value, never the raw path.
 pub(crate) fn route_label(path: &str, engine: bool) -> &'static str {
     if engine {
@@ -447,8 +429,13 @@ mod tests {
     fn store_commands_are_timed_by_kind() {
         let m = Metrics::new();
         let store = store_embedded::MemoryStore::new();
-        let reply = futures_executor_block_on(m.execute(&store, StoreCommand::Ping));
-        assert_eq!(reply, StoreReply::Pong);
+        let histogram = m.histogram(&StoreCommand::Ping).clone();
+        let reply = futures_executor_block_on(crate::storage::run(
+            &store,
+            StoreCommand::Ping,
+            Some(histogram),
+        ));
+        assert_eq!(reply, protocol::store::StoreReply::Pong);
         let text = m.render(&[]);
         assert_eq!(
             value(

@@ -312,12 +312,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         continue;
                     };
                     let histogram = self.metrics.as_ref().map(|m| m.histogram(&command).clone());
-                    let mut run = Box::pin(async move {
-                        match histogram {
-                            Some(h) => crate::metrics::timed(h, &*store, command).await,
-                            None => protocol::store::execute(&*store, command).await,
-                        }
-                    });
+                    let mut run =
+                        Box::pin(
+                            async move { crate::storage::run(&*store, command, histogram).await },
+                        );
                     // A store that answers at once (the in-memory one) is fed
                     // back here, without a task and two channel hops.
                     let mut cx = Context::from_waker(Waker::noop());

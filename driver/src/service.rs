@@ -403,10 +403,10 @@ impl<R: Runtime> Routes<R> {
 
     async fn run_effect(&self, host: &RestHost, effect: Effect) -> EffectResult {
         match effect {
-            Effect::Store(c) => EffectResult::Store(match &self.metrics {
-                Some(m) => m.execute(&*host.store, c).await,
-                None => protocol::store::execute(&*host.store, c).await,
-            }),
+            Effect::Store(c) => {
+                let histogram = self.metrics.as_ref().map(|m| m.histogram(&c).clone());
+                EffectResult::Store(crate::storage::run(&*host.store, c, histogram).await)
+            }
             Effect::HashPassword { password, cost } => {
                 let r = self
                     .blocking(move || bcrypt::hash(password, cost).map_err(|e| e.to_string()))

@@ -369,6 +369,10 @@ def test_ready_tells_the_truth_while_the_store_refuses_writes(tmp_path):
         assert_detail(r, 503)
         refused = client.call("chat:send", {"text": "while full", "tempId": "f"})
         assert refused["error"]["code"] == "store_unavailable", refused
+        assert_detail(requests.get(server.url + "/ready", timeout=TIMEOUT), 503)
+        # Three failures, one line: failures are logged, but not each of them.
+        log = (tmp_path / "stderr.log").read_text()
+        assert log.count("store operation") == 1, log
 
         resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
         deadline = time.monotonic() + 10
