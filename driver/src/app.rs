@@ -19,7 +19,7 @@ use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::node_task::Command;
-use crate::{Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
+use crate::{EdgeConfig, Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
 
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
@@ -72,6 +72,22 @@ pub struct Config {
     /// the chat is told the typist stopped; 0: until the client says so.
     #[arg(long, env = "TYPING_TIMEOUT_MS", default_value_t = 10_000)]
     pub typing_timeout_ms: u64,
+    /// The most connections open at once (HTTP and WebSocket); past it a
+    /// new one is answered 503 and closed. 0: the open-file limit less a
+    /// tenth of it (at least 64).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// How long, in milliseconds, a request's headers may take to arrive,
+    /// from the connection's start or the end of the previous response (so
+    /// also how long a keep-alive connection may stay idle).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// How long, in milliseconds, a request's body may take to arrive.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_body_timeout_ms: u64,
+    /// The largest request line and headers, in bytes (431 past it).
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16_384)]
+    pub max_header_bytes: usize,
 }
 
 /// A setting that cannot be used; the server refuses to start.
@@ -220,7 +236,16 @@ impl<R: Runtime> Served<R> {
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
             .rest(rest, store, Box::new(seeds))
-            .metrics(metrics);
+            .metrics(metrics)
+            .edge(EdgeConfig {
+                max_connections: match config.max_connections {
+                    0 => crate::default_max_connections(),
+                    n => n,
+                },
+                header_timeout: Duration::from_millis(config.http_header_timeout_ms.max(1)),
+                body_timeout: Duration::from_millis(config.http_body_timeout_ms.max(1)),
+                max_header_bytes: config.max_header_bytes,
+            });
         Ok(Served { routes, node })
     }
 

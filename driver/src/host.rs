@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 
+use crate::edge::{Connections, Edge};
+use crate::quiet::Quiet;
 use crate::{Routes, Server, serve_connection};
 
 /// How many connections may wait to be accepted. The default of std (128)
@@ -34,7 +36,16 @@ pub fn announce(addr: SocketAddr) {
     let _ = std::io::stdout().flush();
 }
 
-/// Accepts connections until `shutdown` completes, serving each with `routes`.
+/// The longest wait after a failed `accept` (out of descriptors, most
+/// likely); the wait doubles from 10 ms up to it while `accept` keeps failing.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+static ACCEPT_FAILURES: Quiet = Quiet::new(Duration::from_secs(10));
+static OVER_CAP: Quiet = Quiet::new(Duration::from_secs(10));
+
+/// Accepts connections until `shutdown` completes, serving each with
+/// `routes`; past `routes`' connection cap a connection is answered 503 and
+/// closed at once.
 pub async fn serve<S: Server>(
     rt: &S,
     listener: S::Listener,
@@ -42,18 +53,42 @@ pub async fn serve<S: Server>(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = pin!(shutdown);
+    let connections = Connections::new(routes.edge_config().max_connections);
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = match select(rt.accept(&listener), shutdown.as_mut()).await {
             Either::Left((accepted, _)) => accepted,
             Either::Right(((), _)) => return,
         };
         match accepted {
-            Ok(io) => rt.spawn(Box::pin(serve_connection(io, routes.clone()))),
+            Ok(io) => {
+                backoff = Duration::ZERO;
+                match connections.try_open() {
+                    Some(slot) => {
+                        let io = Edge::new(io, slot, rt.clone());
+                        rt.spawn(Box::pin(serve_connection(io, routes.clone())));
+                    }
+                    None => {
+                        if let Some(n) = OVER_CAP.allow(Instant::now()) {
+                            tracing::warn!(
+                                "{} connections open, the most allowed (MAX_CONNECTIONS): new ones are answered 503 ({n} more since the last such line)",
+                                routes.edge_config().max_connections
+                            );
+                        }
+                        rt.spawn(Box::pin(crate::edge::refuse(io)));
+                    }
+                }
+            }
             Err(e) => {
-                // Out of file descriptors, most likely: wait for some to close.
-                tracing::warn!("accept failed: {e}");
-                rt.sleep_until(Instant::now() + Duration::from_millis(50))
-                    .await;
+                // Out of file descriptors, most likely: wait for some to
+                // close, longer each time, rather than spin on the error.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF);
+                if let Some(n) = ACCEPT_FAILURES.allow(Instant::now()) {
+                    tracing::warn!(
+                        "accept failed: {e}; retrying in up to {ACCEPT_BACKOFF:?} ({n} more failures since the last such line)"
+                    );
+                }
+                rt.sleep_until(Instant::now() + backoff).await;
             }
         }
     }

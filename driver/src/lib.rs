@@ -11,9 +11,11 @@
 
 pub mod app;
 pub mod conformance;
+mod edge;
 mod host;
 mod metrics;
 mod node_task;
+mod quiet;
 mod service;
 mod storage;
 mod ws;
@@ -24,6 +26,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+pub use edge::{ConnSlot, Edge, EdgeConfig, default_max_connections};
 pub use host::{announce, listener, serve};
 pub use metrics::Metrics;
 pub use node_task::{NodeHandle, spawn_node};
@@ -51,7 +54,7 @@ pub trait Socket: Send + Sync + 'static {
 
 /// What differs between runtimes: spawning, blocking work, timers, and
 /// taking back the socket of an upgraded HTTP connection.
-pub trait Runtime: Clone + Send + Sync + 'static {
+pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     /// The runtime's socket, as the WebSocket connections use it.
     type Socket: Socket;
     /// Runs a future in the background.
@@ -61,9 +64,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
     /// Takes back the socket of a connection that hyper upgraded (as
-    /// [`hyper::upgrade::Upgraded::downcast`] does), with the bytes hyper
-    /// had read past the request; the connection back if it is not one of
-    /// this runtime's sockets.
+    /// [`hyper::upgrade::Upgraded::downcast`] does: hyper served it as an
+    /// [`Edge`] around the runtime's connection), with the bytes hyper had
+    /// read past the request; the connection back if it is not one of this
+    /// runtime's sockets. The socket keeps the connection's [`ConnSlot`].
     fn socket(
         &self,
         io: hyper::upgrade::Upgraded,

@@ -16,6 +16,7 @@ use protocol::store::Store;
 use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
+use crate::edge::EdgeConfig;
 use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle};
 use crate::ws::WsConn;
@@ -27,6 +28,7 @@ pub struct Routes<R> {
     rest: Option<Arc<RestHost>>,
     cors: Arc<Vec<String>>,
     max_payload: usize,
+    edge: EdgeConfig,
     echo: Option<Arc<str>>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -39,6 +41,7 @@ impl<R: Clone> Clone for Routes<R> {
             rest: self.rest.clone(),
             cors: self.cors.clone(),
             max_payload: self.max_payload,
+            edge: self.edge,
             echo: self.echo.clone(),
             metrics: self.metrics.clone(),
         }
@@ -86,9 +89,21 @@ impl<R: Runtime> Routes<R> {
             rest: None,
             cors: Arc::new(cors),
             max_payload,
+            edge: EdgeConfig::default(),
             echo: None,
             metrics: None,
         }
+    }
+
+    /// Sets the limits of the edge: connections, timeouts, header size.
+    pub fn edge(mut self, edge: EdgeConfig) -> Self {
+        self.edge = edge;
+        self
+    }
+
+    /// The limits of the edge.
+    pub fn edge_config(&self) -> &EdgeConfig {
+        &self.edge
     }
 
     /// Serves a WebSocket echo at `path` (for conformance tests of the
@@ -141,6 +156,16 @@ impl<R: Runtime> Routes<R> {
 
     /// Answers one request.
     pub async fn handle(self, req: Request<Incoming>) -> Result<Resp, Infallible> {
+        if header_bytes(&req) > self.edge.max_header_bytes {
+            // Node's limit and answer, in our error shape.
+            let mut r = json(
+                431,
+                Bytes::from_static(br#"{"detail":"Request header fields too large"}"#),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(r);
+        }
         let sent_origin = req.headers().get(header::ORIGIN);
         let origin = self.cors_origin(sent_origin);
         let path = req.uri().path().trim_end_matches('/');
@@ -297,7 +322,16 @@ impl<R: Runtime> Routes<R> {
             http::Method::POST => Method::Post,
             _ => Method::Other,
         };
-        let Some(body) = read_body(req.into_body(), self.max_payload).await else {
+        // A body over maxPayload is read to one byte past it, for the core
+        // to answer 413 and close the session.
+        let read = read_body(
+            &self.rt,
+            req.into_body(),
+            self.max_payload,
+            &self.edge,
+            false,
+        );
+        let Ok(body) = read.await else {
             return json(
                 400,
                 Bytes::from(protocol::eio::RequestError::BadRequest.body()),
@@ -362,11 +396,32 @@ impl<R: Runtime> Routes<R> {
     async fn rest_request(&self, host: &RestHost, req: Request<Incoming>) -> Resp {
         let (parts, body) = req.into_parts();
         let limit = protocol::http::MAX_BODY_BYTES;
-        let Some(body) = read_body(body, limit).await else {
-            return json(
-                400,
-                Bytes::from_static(br#"{"detail":"Could not read the request body"}"#),
-            );
+        let body = match read_body(&self.rt, body, limit, &self.edge, true).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                let mut r = json(
+                    413,
+                    Bytes::from_static(br#"{"detail":"Request body too large"}"#),
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            Err(BodyError::TimedOut) => {
+                let mut r = json(
+                    408,
+                    Bytes::from_static(br#"{"detail":"The request body took too long"}"#),
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            Err(BodyError::Unreadable) => {
+                return json(
+                    400,
+                    Bytes::from_static(br#"{"detail":"Could not read the request body"}"#),
+                );
+            }
         };
         let header = |h: header::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok());
         let request = protocol::http::Request {
@@ -507,6 +562,16 @@ fn refuse_upgrade(e: protocol::ws::HandshakeError, body: Bytes) -> Resp {
     r
 }
 
+/// The size of a request's line and headers, about as sent.
+fn header_bytes<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
 /// Whether the request's `Origin` is the server itself (`http://` or
 /// `https://` and the `Host` it was sent to): a page the server served.
 fn same_origin<B>(req: &Request<B>) -> bool {
@@ -529,17 +594,44 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// Why a request body was not read.
+#[derive(Debug)]
+enum BodyError {
+    /// The connection failed or the body was malformed.
+    Unreadable,
+    /// It did not arrive within `EdgeConfig::body_timeout`.
+    TimedOut,
+    /// Its declared length is over the limit (only when `early`).
+    TooLarge,
+}
+
 /// Reads a body up to `limit + 1` bytes: enough for the core to see that it
-/// is too large without holding more of it. `None` if the read failed.
-async fn read_body(mut body: Incoming, limit: usize) -> Option<Bytes> {
-    let mut buf = bytes::BytesMut::new();
-    if let Some(n) = body.size_hint().upper()
-        && n as usize <= limit
-    {
-        buf.reserve(n as usize);
+/// is too large without holding more of it, within the edge's body timeout.
+/// With `early`, a declared length over `limit` is refused before a byte is
+/// read.
+async fn read_body<R: Runtime>(
+    rt: &R,
+    mut body: Incoming,
+    limit: usize,
+    edge: &EdgeConfig,
+    early: bool,
+) -> Result<Bytes, BodyError> {
+    let declared = body.size_hint().lower();
+    if early && declared > limit as u64 {
+        return Err(BodyError::TooLarge);
     }
-    while let Some(frame) = body.frame().await {
-        let frame = frame.ok()?;
+    let mut buf = bytes::BytesMut::with_capacity(declared.min(limit as u64) as usize);
+    let mut deadline = rt.sleep_until(Instant::now() + edge.body_timeout);
+    loop {
+        let frame = match futures_util::future::select(body.frame(), deadline).await {
+            futures_util::future::Either::Left((frame, rest)) => {
+                deadline = rest;
+                frame
+            }
+            futures_util::future::Either::Right(((), _)) => return Err(BodyError::TimedOut),
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|_| BodyError::Unreadable)?;
         if let Ok(data) = frame.into_data() {
             let room = (limit + 1).saturating_sub(buf.len());
             buf.extend_from_slice(&data[..data.len().min(room)]);
@@ -548,7 +640,7 @@ async fn read_body(mut body: Incoming, limit: usize) -> Option<Bytes> {
             }
         }
     }
-    Some(buf.freeze())
+    Ok(buf.freeze())
 }
 
 fn json(status: u16, body: Bytes) -> Resp {
@@ -566,9 +658,18 @@ pub async fn serve_connection<R: Runtime, I>(io: I, routes: Routes<R>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let timer = crate::edge::RtTimer(routes.rt.clone());
+    let header_timeout = routes.edge.header_timeout;
+    // hyper's own limit stays above ours (`EdgeConfig::max_header_bytes`,
+    // checked in `handle`), so that what it refuses is only what is far
+    // too big to read, and our 431 is the JSON one.
+    let hyper_max_header = (routes.edge.max_header_bytes * 4).max(64 << 10);
     let service = hyper::service::service_fn(move |req| routes.clone().observed(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .timer(timer)
+        .header_read_timeout(header_timeout)
+        .max_header_size(hyper_max_header)
         .serve_connection(io, service)
         .with_upgrades();
     if let Err(e) = conn.await {

@@ -62,9 +62,10 @@ impl Runtime for Smol {
     }
 
     fn socket(&self, io: Upgraded) -> Result<(SmolSocket, Bytes), Upgraded> {
-        let parts = io.downcast::<FuturesIo<TcpStream>>()?;
-        let stream: Arc<Async<std::net::TcpStream>> = parts.io.into_inner().into();
-        Ok((SmolSocket(stream), parts.read_buf))
+        let parts = io.downcast::<driver::Edge<FuturesIo<TcpStream>, Smol>>()?;
+        let (io, slot) = parts.io.into_parts();
+        let stream: Arc<Async<std::net::TcpStream>> = io.into_inner().into();
+        Ok((SmolSocket(stream, slot), parts.read_buf))
     }
 }
 
@@ -102,9 +103,13 @@ impl Server for Smol {
     }
 }
 
-/// A smol TCP stream as the driver's WebSocket connections use it.
+/// A smol TCP stream as the driver's WebSocket connections use it, holding
+/// its place under the connection cap while it lives.
 #[derive(Debug)]
-pub struct SmolSocket(Arc<Async<std::net::TcpStream>>);
+pub struct SmolSocket(
+    Arc<Async<std::net::TcpStream>>,
+    #[expect(dead_code, reason = "held for its Drop: the place under the cap")] driver::ConnSlot,
+);
 
 impl Socket for SmolSocket {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

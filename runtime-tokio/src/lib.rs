@@ -36,8 +36,9 @@ impl Runtime for Tokio {
     }
 
     fn socket(&self, io: Upgraded) -> Result<(TokioSocket, Bytes), Upgraded> {
-        let parts = io.downcast::<TokioIo<TcpStream>>()?;
-        Ok((TokioSocket(parts.io.into_inner()), parts.read_buf))
+        let parts = io.downcast::<driver::Edge<TokioIo<TcpStream>, Tokio>>()?;
+        let (io, slot) = parts.io.into_parts();
+        Ok((TokioSocket(io.into_inner(), slot), parts.read_buf))
     }
 }
 
@@ -84,9 +85,13 @@ impl Server for Tokio {
     }
 }
 
-/// A tokio TCP stream as the driver's WebSocket connections use it.
+/// A tokio TCP stream as the driver's WebSocket connections use it, holding
+/// its place under the connection cap while it lives.
 #[derive(Debug)]
-pub struct TokioSocket(TcpStream);
+pub struct TokioSocket(
+    TcpStream,
+    #[expect(dead_code, reason = "held for its Drop: the place under the cap")] driver::ConnSlot,
+);
 
 impl Socket for TokioSocket {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

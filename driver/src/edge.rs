@@ -1,0 +1,301 @@
+//! The edge of the server, what every accepted connection passes through
+//! before hyper sees it: the cap on open connections (past it a client is
+//! answered 503 at once, never left waiting in the backlog), a lingering
+//! close, and the timer that gives hyper its header timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use crate::{BoxFuture, Runtime};
+
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends after our answer, so that closing does not reset the
+/// connection under a client that has not read the answer yet (a 413 sent
+/// before the body arrived).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The most bytes discarded while lingering.
+const LINGER_BYTES: usize = 4 << 20;
+
+/// The answer to a connection past the cap.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 33\r\n\r\n\
+{\"detail\":\"Too many connections\"}";
+
+/// The limits an operator sets on the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeConfig {
+    /// The most connections open at once (HTTP and WebSocket alike).
+    pub max_connections: usize,
+    /// How long a request's header may take to arrive, counted from the
+    /// connection's start or from the end of the previous response: this
+    /// bounds both slowly sent headers and idle keep-alive connections.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
+    /// The largest request line and headers, together, in bytes (431 past it).
+    pub max_header_bytes: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            max_connections: default_max_connections(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 << 10,
+        }
+    }
+}
+
+/// The process's open-file limit (from `/proc/self/limits`) less a tenth
+/// of it, and at least 64, for the store, the runtime and the logs: the cap
+/// is met before `accept` fails for want of descriptors. 10,000 where that
+/// limit cannot be read.
+pub fn default_max_connections() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .map_or(10_000, |n| n.saturating_sub((n / 10).max(64)).max(16))
+}
+
+/// Counts the open connections against the cap.
+#[derive(Debug, Clone)]
+pub(crate) struct Connections {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One open connection's place under the cap, given back when dropped: a
+/// WebSocket's socket keeps it for as long as the connection lives.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Connections {
+    pub(crate) fn new(max: usize) -> Self {
+        Connections {
+            open: Arc::default(),
+            max,
+        }
+    }
+
+    /// A place for one more connection, if the cap allows it.
+    pub(crate) fn try_open(&self) -> Option<ConnSlot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        taken.ok().map(|_| ConnSlot(self.open.clone()))
+    }
+}
+
+/// Answers a connection past the cap with 503 and closes it.
+pub(crate) async fn refuse<I: hyper::rt::Write + Unpin>(mut io: I) {
+    let mut sent = 0;
+    while sent < TOO_MANY.len() {
+        match std::future::poll_fn(|cx| Pin::new(&mut io).poll_write(cx, &TOO_MANY[sent..])).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => sent += n,
+        }
+    }
+    let _ = std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+}
+
+/// An accepted connection as hyper gets it: the runtime's connection, its
+/// place under the cap, and a close that lingers. A runtime takes its
+/// socket back out of an upgraded one with [`Edge::into_parts`].
+pub struct Edge<I, R> {
+    io: I,
+    slot: ConnSlot,
+    rt: R,
+    closing: Closing,
+}
+
+enum Closing {
+    Open,
+    Lingering {
+        until: BoxFuture<()>,
+        discarded: usize,
+    },
+    Closed,
+}
+
+impl<I: std::fmt::Debug, R> std::fmt::Debug for Edge<I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("io", &self.io)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I, R> Edge<I, R> {
+    pub(crate) fn new(io: I, slot: ConnSlot, rt: R) -> Self {
+        Edge {
+            io,
+            slot,
+            rt,
+            closing: Closing::Open,
+        }
+    }
+
+    /// The runtime's connection and its place under the cap.
+    pub fn into_parts(self) -> (I, ConnSlot) {
+        (self.io, self.slot)
+    }
+}
+
+impl<I: hyper::rt::Read + Unpin, R: Unpin> hyper::rt::Read for Edge<I, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Read + hyper::rt::Write + Unpin, R: Runtime + Unpin> hyper::rt::Write
+    for Edge<I, R>
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    /// Sends our FIN, then reads and discards what the client still sends
+    /// until it closes its side, for at most [`LINGER`] or [`LINGER_BYTES`].
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.closing {
+                Closing::Open => {
+                    let shut = ready!(Pin::new(&mut this.io).poll_shutdown(cx));
+                    if shut.is_err() {
+                        this.closing = Closing::Closed;
+                        return Poll::Ready(shut);
+                    }
+                    this.closing = Closing::Lingering {
+                        until: this.rt.sleep_until(Instant::now() + LINGER),
+                        discarded: 0,
+                    };
+                }
+                Closing::Lingering { until, discarded } => {
+                    if until.as_mut().poll(cx).is_ready() || *discarded > LINGER_BYTES {
+                        this.closing = Closing::Closed;
+                        continue;
+                    }
+                    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+                    let mut buf = hyper::rt::ReadBuf::uninit(&mut scratch);
+                    match ready!(Pin::new(&mut this.io).poll_read(cx, buf.unfilled())) {
+                        Ok(()) if !buf.filled().is_empty() => *discarded += buf.filled().len(),
+                        // EOF or an error: the client is done.
+                        _ => this.closing = Closing::Closed,
+                    }
+                }
+                Closing::Closed => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// hyper's timer on a [`Runtime`]: what its header timeout runs on.
+#[derive(Debug, Clone)]
+pub(crate) struct RtTimer<R>(pub(crate) R);
+
+/// A runtime's sleep as hyper wants it (`Sync` too: the future sits behind
+/// a mutex that is never contended, since only `poll` touches it).
+struct RtSleep(std::sync::Mutex<BoxFuture<()>>);
+
+impl std::future::Future for RtSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let fut = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        fut.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for RtSleep {}
+
+impl<R: Runtime> hyper::rt::Timer for RtTimer<R> {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(RtSleep(std::sync::Mutex::new(self.0.sleep_until(deadline))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_counts_open_connections_and_frees_them_on_drop() {
+        let conns = Connections::new(2);
+        let a = conns.try_open().expect("room for the first");
+        let b = conns.try_open().expect("room for the second");
+        assert!(conns.try_open().is_none(), "the third is over the cap");
+        drop(a);
+        let c = conns.try_open().expect("a place was freed");
+        assert!(conns.try_open().is_none());
+        drop((b, c));
+        assert_eq!(conns.open.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn the_refusal_is_a_whole_json_answer() {
+        let text = std::str::from_utf8(TOO_MANY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["detail"], "Too many connections");
+    }
+
+    #[test]
+    fn the_default_cap_stays_under_the_open_file_limit() {
+        let n = default_max_connections();
+        assert!(n >= 16);
+    }
+}
