@@ -258,6 +258,9 @@ pub async fn main<S: Server>(rt: S) -> ExitCode {
             }
         };
     }
+    // Before the store opens (a MongoDB connect may take seconds): a stop
+    // asked for meanwhile ends the server as soon as it serves.
+    let stop = rt.stop_signal();
     let served = match Served::build(&rt, &config, Instant::now()) {
         Ok(s) => s,
         Err(e) => {
@@ -276,7 +279,7 @@ pub async fn main<S: Server>(rt: S) -> ExitCode {
     if let Ok(a) = rt.local_addr(&listener) {
         crate::announce(a);
     }
-    crate::serve(&rt, listener, served.routes.clone(), rt.stop_signal()).await;
+    crate::serve(&rt, listener, served.routes.clone(), stop).await;
     served.shutdown(&rt).await;
     ExitCode::SUCCESS
 }
