@@ -137,12 +137,21 @@ health="$(inspect '{{.HealthCheck.Test}}')"
 grep -q -- '--healthcheck' <<<"$health" || fail "HEALTHCHECK: $health (built without --format docker?)"
 echo "user 10001:10001, env, port 3000, volume, health check $health: ok"
 
-# Containers and the volume are this run's own, removed at the end.
+# Containers and the volume are this run's own, removed at the end; those
+# of an earlier run that was killed are removed now.
+for c in $(podman ps -a --format '{{.Names}}' | grep -E '^chatwire-ct-[0-9]+-' || true); do
+  pid="${c#chatwire-ct-}"
+  kill -0 "${pid%%-*}" 2>/dev/null || podman rm -f -v -t 0 "$c" >/dev/null 2>&1 || true
+done
+for v in $(podman volume ls --format '{{.Name}}' | grep -E '^chatwire-ct-[0-9]+-data$' || true); do
+  pid="${v#chatwire-ct-}"
+  kill -0 "${pid%%-*}" 2>/dev/null || podman volume rm -f "$v" >/dev/null 2>&1 || true
+done
 TAG="chatwire-ct-$$"
 VOLUME="$TAG-data"
 CONTAINERS=()
 cleanup() {
-  for c in "${CONTAINERS[@]+"${CONTAINERS[@]}"}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+  for c in "${CONTAINERS[@]+"${CONTAINERS[@]}"}"; do podman rm -f -v -t 0 "$c" >/dev/null 2>&1 || true; done
   podman volume rm -f "$VOLUME" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
