@@ -1,15 +1,45 @@
-# The chatwire server. Untested here (no docker on the dev machines): a
-# starting point. Build: docker build -t chatwire .
+# The chatwire server (tokio), with the embedded store in a volume.
+#
+#   docker build -t chatwire .
+#   docker run -d --name chatwire -p 3000:3000 -v chatwire-data:/var/lib/chatwire \
+#     -e JWT_SECRET=<at least 32 bytes> chatwire
+#
+# The runtime stage takes /usr/local/bin/chatwire from the `build` stage. A
+# build context named `build` replaces that stage (BuildKit and buildah), so
+# the runtime stage can be built around a binary built elsewhere (for Debian
+# bookworm's glibc) without the rust image:
+#   podman build --target runtime --build-context build=<dir with usr/local/bin/chatwire> .
+# scripts/container-test.sh does that with a debug build, on a base image of
+# its own (RUNTIME_BASE), and runs the image with podman.
+ARG RUNTIME_BASE=debian:bookworm-slim
+
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin chatwire
+RUN cargo build --release --locked --bin chatwire \
+    && install -m 0755 target/release/chatwire /usr/local/bin/chatwire
 
-FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/chatwire /usr/local/bin/chatwire
-ENV HOST=0.0.0.0 PORT=3000
+FROM ${RUNTIME_BASE} AS runtime
+# No packages: rusqlite's SQLite is compiled in, the MongoDB driver's TLS
+# roots are compiled in (webpki-roots), and the health check is the binary's
+# own `--healthcheck` (a GET /ready over loopback), so no curl.
+RUN groupadd --gid 10001 chatwire \
+    && useradd --uid 10001 --gid 10001 --home-dir /var/lib/chatwire \
+        --no-create-home --shell /usr/sbin/nologin chatwire \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/chatwire
+COPY --from=build /usr/local/bin/chatwire /usr/local/bin/chatwire
+ENV DATABASE_URL=/var/lib/chatwire \
+    HOST=0.0.0.0 \
+    PORT=3000
+WORKDIR /var/lib/chatwire
+# A named volume starts as a copy of this directory: owned by chatwire. A
+# bind-mounted host directory must be writable by uid 10001.
+VOLUME ["/var/lib/chatwire"]
+USER 10001:10001
 EXPOSE 3000
-USER nobody
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/chatwire", "--healthcheck"]
+# chatwire handles SIGTERM itself (it runs as PID 1): it stops accepting,
+# closes every session, waits up to 5 s for store writes, exits 0.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/chatwire"]

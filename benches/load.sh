@@ -6,13 +6,17 @@
 #   benches/load.sh memory: fanout --clients 1000 --senders 10 --rate 20
 #   benches/load.sh /tmp/chatwire-db saturate --private --users 3000 --window 50
 #
-# Needs `cargo build --release -p chatwire -p chatwire-benches` first.
-# PORT (default 3917), JWT_SECRET and CHATWIRE_BIN (the server binary) may be overridden.
+# Needs `cargo build --release -p chatwire -p chatwire-benches` first; for a
+# profile (callgrind, perf) build with `--profile profiling` (release with
+# line tables) and set BUILD_PROFILE=profiling.
+# PORT (default 3917), JWT_SECRET, BUILD_PROFILE (default release: the
+# binaries in target/$BUILD_PROFILE) and CHATWIRE_BIN (the server binary) may
+# be overridden.
 set -euo pipefail
 db=$1
 shift
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+bin=${CARGO_TARGET_DIR:-$root/target}/${BUILD_PROFILE:-release}
 port=${PORT:-3917}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123}
 DATABASE_URL=$db RUST_LOG=warn PORT=$port taskset -c 0 "${CHATWIRE_BIN:-$bin/chatwire}" >/tmp/chatwire-load-$port.log 2>&1 &

@@ -6,11 +6,17 @@
 # once per runtime (tokio: chatwire, conformance; smol: chatwire-smol,
 # conformance_smol).
 #
+# Then the container test (scripts/container-test.sh): the Dockerfile's
+# runtime stage around the tokio debug binary, run with podman.
+#
 # Usage: scripts/test.sh [--e2e-only]
 #   --e2e-only   skip the cargo build and cargo test (the binaries must exist)
 #   E2E_RUNTIMES="smol"  run the e2e suites on these runtimes only (default: tokio smol)
+#   CONTAINER_TEST=0     skip the container test
 #
-# Needs: the Rust toolchain, Python 3.11 + pip, Node 20 + npm.
+# Needs: the Rust toolchain, Python 3.11 + pip, Node 20 + npm; for the
+# container test, root (it apt-get installs podman, buildah, debootstrap, runc
+# when missing) and deb.debian.org (debootstrap, first run only).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -140,6 +146,13 @@ for RT in $E2E_RUNTIMES; do
   run_step "js e2e ($RT, MongoDB store): chatwire chat" \
     bash -c 'cd "$1/tests/e2e/js" && E2E_CHAT_STORE=mongo timeout 600 node --test --test-concurrency=1 test/chat.test.mjs' _ "$ROOT"
 done
+
+# The container image (scripts/container-test.sh: podman, ~50 s cold, ~8 s
+# warm; CONTAINER_TEST=0 skips it) around the tokio debug binary.
+if [ "${CONTAINER_TEST:-1}" != 0 ]; then
+  run_step "container test (scripts/container-test.sh)" \
+    env CHATWIRE_BIN="$TARGET_DIR/debug/chatwire" timeout 900 "$ROOT/scripts/container-test.sh"
+fi
 
 # Fuzz smoke (30 s per target; FUZZ_SMOKE=0 skips it): see fuzz/README.md.
 if [ "${FUZZ_SMOKE:-1}" != 0 ] && [ "$E2E_ONLY" -eq 0 ]; then

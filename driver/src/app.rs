@@ -2,7 +2,8 @@
 //! binary: parse the settings, open the store, build the node, route, serve
 //! until a stop signal, shut down cleanly.
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -88,6 +89,11 @@ pub struct Config {
     /// The largest request line and headers, in bytes (431 past it).
     #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16_384)]
     pub max_header_bytes: usize,
+    /// Instead of serving: ask the server at HOST:PORT (loopback when HOST
+    /// is 0.0.0.0 or ::) for `GET /ready`; exit 0 on a 200, 1 otherwise.
+    /// A container's health check, with no HTTP client in the image.
+    #[arg(long)]
+    pub healthcheck: bool,
 }
 
 /// A setting that cannot be used; the server refuses to start.
@@ -279,6 +285,22 @@ pub async fn main<S: Server>(rt: S) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::parse();
+    if config.healthcheck {
+        let addr = probe_addr(config.host, config.port);
+        return match check_ready(addr, HEALTHCHECK_TIMEOUT) {
+            Ok(()) => {
+                println!("ready: http://{addr}/ready answered 200");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chatwire --healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // Before the store opens (a MongoDB connect may take seconds): a stop
+    // asked for meanwhile ends the server as soon as it serves.
+    let stop = rt.stop_signal();
     let served = match Served::build(&rt, &config, Instant::now()) {
         Ok(s) => s,
         Err(e) => {
@@ -297,7 +319,158 @@ pub async fn main<S: Server>(rt: S) -> ExitCode {
     if let Ok(a) = rt.local_addr(&listener) {
         crate::announce(a);
     }
-    crate::serve(&rt, listener, served.routes.clone(), rt.stop_signal()).await;
+    crate::serve(&rt, listener, served.routes.clone(), stop).await;
     served.shutdown(&rt).await;
     ExitCode::SUCCESS
+}
+
+/// How long `--healthcheck` waits for the whole answer.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The address a check on this machine reaches a server bound to
+/// `host:port` at: loopback for an unspecified `host`, else `host`.
+pub fn probe_addr(host: IpAddr, port: u16) -> SocketAddr {
+    let ip = match host {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// `GET /ready` at `addr` over a plain TCP connection, all within `timeout`:
+/// `Ok` if the status line says 200, else what went wrong.
+pub fn check_ready(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("no answer from {addr} within {timeout:?}"))
+    };
+    let mut conn =
+        TcpStream::connect_timeout(&addr, left()?).map_err(|e| format!("connect {addr}: {e}"))?;
+    conn.set_write_timeout(Some(left()?))
+        .and_then(|()| {
+            write!(
+                conn,
+                "GET /ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+        })
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    // The status line is all we read: "HTTP/1.1 200 OK\r\n".
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 256 {
+        conn.set_read_timeout(Some(left()?))
+            .map_err(|e| e.to_string())?;
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read from {addr}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or("").trim_end();
+    let mut words = line.split(' ');
+    match (words.next(), words.next()) {
+        (Some(v), Some("200")) if v.starts_with("HTTP/1.") => Ok(()),
+        _ if line.is_empty() => Err(format!("{addr} closed the connection without an answer")),
+        _ => Err(format!("{addr}/ready answered {line:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A one-connection server that reads the request, then writes `answer`
+    /// (or, with `None`, holds the connection open without answering);
+    /// returns its address and the request it read.
+    fn one_shot(answer: Option<&'static str>) -> (SocketAddr, thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 512];
+            while !req.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            match answer {
+                Some(a) => conn.write_all(a.as_bytes()).unwrap(),
+                None => thread::sleep(Duration::from_secs(2)),
+            }
+            String::from_utf8(req).unwrap()
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn a_200_is_ready_and_the_request_is_get_ready() {
+        let (addr, server) = one_shot(Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
+        assert_eq!(check_ready(addr, Duration::from_secs(5)), Ok(()));
+        let req = server.join().unwrap();
+        assert!(req.starts_with("GET /ready HTTP/1.1\r\n"), "{req:?}");
+        assert!(req.contains(&format!("Host: {addr}\r\n")), "{req:?}");
+    }
+
+    #[test]
+    fn other_answers_are_not_ready() {
+        for answer in [
+            "HTTP/1.1 503 Service Unavailable\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "SSH-2.0-OpenSSH 200\r\n",
+            "",
+        ] {
+            let (addr, server) = one_shot(Some(answer));
+            let err = check_ready(addr, Duration::from_secs(5)).unwrap_err();
+            server.join().unwrap();
+            assert!(err.contains(&addr.to_string()), "{answer:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn silence_times_out() {
+        let (addr, server) = one_shot(None);
+        let started = Instant::now();
+        let err = check_ready(addr, Duration::from_millis(300)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(1500), "{err}");
+        assert!(err.contains("300ms") || err.contains("read from"), "{err}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn nothing_listening_is_not_ready() {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // the listener is dropped: the port refuses
+        let err = check_ready(addr, Duration::from_secs(2)).unwrap_err();
+        assert!(err.starts_with("connect "), "{err}");
+    }
+
+    #[test]
+    fn probes_loopback_for_an_unspecified_host() {
+        let p = |h: &str| probe_addr(h.parse().unwrap(), 3000).to_string();
+        assert_eq!(p("0.0.0.0"), "127.0.0.1:3000");
+        assert_eq!(p("::"), "[::1]:3000");
+        assert_eq!(p("10.1.2.3"), "10.1.2.3:3000");
+        assert_eq!(p("127.0.0.1"), "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn healthcheck_is_a_flag_only() {
+        let c = Config::try_parse_from(["chatwire", "--healthcheck", "--port", "4000"]).unwrap();
+        assert!(c.healthcheck && c.port == 4000);
+        assert!(!Config::try_parse_from(["chatwire"]).unwrap().healthcheck);
+    }
 }

@@ -91,6 +91,8 @@ pub trait Server: Runtime {
         listener: &'a Self::Listener,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Conn>> + Send + 'a>>;
     /// Completes when the operator asks the process to stop (SIGTERM, Ctrl-C).
+    /// The handlers are installed by this call, so a signal that comes
+    /// before the future is polled (while the server starts) completes it.
     fn stop_signal(&self) -> BoxFuture<()>;
 }
 

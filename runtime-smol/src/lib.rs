@@ -93,11 +93,13 @@ impl Server for Smol {
     }
 
     fn stop_signal(&self) -> BoxFuture<()> {
-        Box::pin(async {
-            // Without the handlers the default actions stop the process abruptly.
-            let Ok(mut signals) = Signals::new([Signal::Term, Signal::Int]) else {
-                return std::future::pending().await;
-            };
+        // Without the handlers the default actions stop the process abruptly
+        // (or, for PID 1 in a container, do nothing): installed now, not at
+        // the first poll, so that a signal sent while the server starts counts.
+        let Ok(mut signals) = Signals::new([Signal::Term, Signal::Int]) else {
+            return Box::pin(std::future::pending());
+        };
+        Box::pin(async move {
             let _ = signals.next().await;
         })
     }

@@ -66,22 +66,32 @@ impl Server for Tokio {
     }
 
     fn stop_signal(&self) -> BoxFuture<()> {
-        Box::pin(async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{SignalKind, signal};
-                let Ok(mut term) = signal(SignalKind::terminate()) else {
-                    return std::future::pending().await;
-                };
+        // The handlers are installed now, not at the first poll: a process
+        // that is PID 1 (in a container) ignores a signal it has no handler
+        // for, so one that arrives while the server starts must be kept.
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return Box::pin(std::future::pending());
+            };
+            Box::pin(async move {
                 tokio::select! {
-                    _ = ctrl_c => {}
                     _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-            }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-        })
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let ctrl_c = tokio::signal::ctrl_c();
+            Box::pin(async move {
+                let _ = ctrl_c.await;
+            })
+        }
     }
 }
 

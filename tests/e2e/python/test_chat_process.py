@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import resource
 import signal
+import subprocess
 import threading
 import time
 
@@ -15,7 +16,8 @@ import pytest
 import requests
 
 from chatlib import PASSWORD, TIMEOUT, ChatClient, User, assert_detail, get_messages, mint, register, unique
-from conftest import JWT_SECRET, Server, chatwire_bin, chatwire_env, run_chatwire_to_exit, start_chatwire
+from conftest import (JWT_SECRET, Server, chatwire_bin, chatwire_env, merged_env, run_chatwire_to_exit,
+                      start_chatwire)
 
 
 # ---------------------------------------------------------------- durability
@@ -99,6 +101,26 @@ def test_sigterm_exits_zero_and_clients_see_a_disconnect():
         for c in clients:
             c.close()
         server.stop()
+
+
+def _healthcheck(port: int) -> subprocess.CompletedProcess:
+    # as the container runs it: HOST 0.0.0.0 (probed on loopback), PORT
+    return subprocess.run([str(chatwire_bin()), "--healthcheck"], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=10, env=merged_env({"HOST": "0.0.0.0", "PORT": str(port)}))
+
+
+def test_healthcheck_flag_probes_ready():
+    """`chatwire --healthcheck`, the Dockerfile's HEALTHCHECK: 0 while a server answers, 1 once it is gone."""
+    server = start_chatwire()
+    try:
+        up = _healthcheck(server.port)
+        assert up.returncode == 0, up.stderr
+        assert "200" in up.stdout, up.stdout
+    finally:
+        server.stop()
+    down = _healthcheck(server.port)
+    assert down.returncode == 1, down
+    assert f"127.0.0.1:{server.port}" in down.stderr, down.stderr
 
 
 # ---------------------------------------------------------------- configuration
