@@ -275,7 +275,14 @@ impl<R: Runtime> Routes<R> {
         };
         loop {
             match step {
-                Step::Respond(r) => return json(r.status, r.body),
+                Step::Respond(r) => {
+                    let mut resp = json(r.status, r.body);
+                    if let Some(allow) = r.allow {
+                        resp.headers_mut()
+                            .insert(header::ALLOW, HeaderValue::from_static(allow));
+                    }
+                    return resp;
+                }
                 Step::Run(effect, pending) => {
                     let result = self.run_effect(host, effect).await;
                     let mut ids = host.ids.lock().unwrap_or_else(|p| p.into_inner());
