@@ -19,7 +19,7 @@ use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::node_task::Command;
-use crate::{NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
+use crate::{ApiDocs, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
 
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
@@ -193,11 +193,12 @@ impl<R: Runtime> Served<R> {
             Node::new(engine, sio, SeededIds::new(random_seed()), now),
             Some(store.clone()),
         );
+        let (service, version) = ("chatwire", env!("CARGO_PKG_VERSION"));
         let rest = Rest::new(RestConfig {
             jwt,
             bcrypt_cost: config.bcrypt_cost,
-            service: "chatwire".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            service: service.into(),
+            version: version.into(),
         });
         let cors = config
             .cors_origins
@@ -207,6 +208,7 @@ impl<R: Runtime> Served<R> {
             .collect();
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
+            .docs(ApiDocs::new(service, version))
             .rest(rest, store, Box::new(seeds));
         Ok(Served { routes, node })
     }

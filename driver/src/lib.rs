@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod conformance;
+mod docs;
 mod host;
 mod node_task;
 mod service;
@@ -22,6 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+pub use docs::ApiDocs;
 pub use host::{announce, listener, serve};
 pub use node_task::{NodeHandle, spawn_node};
 pub use service::{Routes, serve_connection, unix_ms};

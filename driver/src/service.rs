@@ -16,6 +16,7 @@ use protocol::store::Store;
 use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
+use crate::docs::ApiDocs;
 use crate::node_task::{Command, NodeHandle};
 use crate::ws::WsConn;
 
@@ -24,6 +25,7 @@ pub struct Routes<R> {
     rt: R,
     engines: Arc<Vec<(String, NodeHandle)>>,
     rest: Option<Arc<RestHost>>,
+    docs: Option<ApiDocs>,
     cors: Arc<Vec<String>>,
     max_payload: usize,
 }
@@ -34,6 +36,7 @@ impl<R: Clone> Clone for Routes<R> {
             rt: self.rt.clone(),
             engines: self.engines.clone(),
             rest: self.rest.clone(),
+            docs: self.docs.clone(),
             cors: self.cors.clone(),
             max_payload: self.max_payload,
         }
@@ -75,6 +78,7 @@ impl<R: Runtime> Routes<R> {
             rt,
             engines: Arc::new(Vec::new()),
             rest: None,
+            docs: None,
             cors: Arc::new(cors),
             max_payload,
         }
@@ -93,6 +97,13 @@ impl<R: Runtime> Routes<R> {
             store,
             ids: Mutex::new(ids),
         }));
+        self
+    }
+
+    /// Serves the API documents and their viewers (`/openapi.json`, `/docs`,
+    /// `/redoc`) ahead of the REST routes.
+    pub fn docs(mut self, docs: ApiDocs) -> Self {
+        self.docs = Some(docs);
         self
     }
 
@@ -135,6 +146,12 @@ impl<R: Runtime> Routes<R> {
             r
         } else if let Some(node) = engine {
             self.engine_request(node, req).await
+        } else if let Some(r) = self
+            .docs
+            .as_ref()
+            .and_then(|d| d.answer(req.method(), req.uri().path()))
+        {
+            r
         } else if let Some(rest) = self.rest.clone() {
             self.rest_request(&rest, req).await
         } else {
