@@ -20,7 +20,9 @@ use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::node_task::Command;
-use crate::{EdgeConfig, Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms};
+use crate::{
+    ApiDocs, EdgeConfig, Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms,
+};
 
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
@@ -227,11 +229,12 @@ impl<R: Runtime> Served<R> {
             Some(store.clone()),
             Some(metrics.clone()),
         );
+        let (service, version) = ("chatwire", env!("CARGO_PKG_VERSION"));
         let rest = Rest::new(RestConfig {
             jwt,
             bcrypt_cost: config.bcrypt_cost,
-            service: "chatwire".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            service: service.into(),
+            version: version.into(),
         });
         let cors = config
             .cors_origins
@@ -241,6 +244,7 @@ impl<R: Runtime> Served<R> {
             .collect();
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
+            .docs(ApiDocs::new(service, version))
             .rest(rest, store, Box::new(seeds))
             .metrics(metrics)
             .edge(EdgeConfig {

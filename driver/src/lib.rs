@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod conformance;
+mod docs;
 mod edge;
 mod host;
 mod metrics;
@@ -26,6 +27,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+pub use docs::ApiDocs;
 pub use edge::{ConnSlot, Edge, EdgeConfig, default_max_connections};
 pub use host::{announce, listener, serve};
 pub use metrics::Metrics;

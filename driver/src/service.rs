@@ -16,6 +16,7 @@ use protocol::store::Store;
 use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
+use crate::docs::ApiDocs;
 use crate::edge::EdgeConfig;
 use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle};
@@ -26,6 +27,7 @@ pub struct Routes<R> {
     rt: R,
     engines: Arc<Vec<(String, NodeHandle)>>,
     rest: Option<Arc<RestHost>>,
+    docs: Option<ApiDocs>,
     cors: Arc<Vec<String>>,
     max_payload: usize,
     edge: EdgeConfig,
@@ -39,6 +41,7 @@ impl<R: Clone> Clone for Routes<R> {
             rt: self.rt.clone(),
             engines: self.engines.clone(),
             rest: self.rest.clone(),
+            docs: self.docs.clone(),
             cors: self.cors.clone(),
             max_payload: self.max_payload,
             edge: self.edge,
@@ -87,6 +90,7 @@ impl<R: Runtime> Routes<R> {
             rt,
             engines: Arc::new(Vec::new()),
             rest: None,
+            docs: None,
             cors: Arc::new(cors),
             max_payload,
             edge: EdgeConfig::default(),
@@ -132,6 +136,13 @@ impl<R: Runtime> Routes<R> {
             store,
             ids: Mutex::new(ids),
         }));
+        self
+    }
+
+    /// Serves the API documents and their viewers (`/openapi.json`, `/docs`,
+    /// `/redoc`) ahead of the REST routes.
+    pub fn docs(mut self, docs: ApiDocs) -> Self {
+        self.docs = Some(docs);
         self
     }
 
@@ -202,6 +213,12 @@ impl<R: Runtime> Routes<R> {
                 ));
             }
             self.engine_request(node, req).await
+        } else if let Some(r) = self
+            .docs
+            .as_ref()
+            .and_then(|d| d.answer(req.method(), req.uri().path()))
+        {
+            r
         } else if self.echo.as_deref() == Some(req.uri().path()) {
             self.echo_request(req)
         } else if path == metrics::METRICS_PATH
@@ -445,7 +462,12 @@ impl<R: Runtime> Routes<R> {
                             m.rest_auth_failure(why);
                         }
                     }
-                    return json(r.status, r.body);
+                    let mut resp = json(r.status, r.body);
+                    if let Some(allow) = r.allow {
+                        resp.headers_mut()
+                            .insert(header::ALLOW, HeaderValue::from_static(allow));
+                    }
+                    return resp;
                 }
                 Step::Run(effect, pending) => {
                     let result = self.run_effect(host, effect).await;

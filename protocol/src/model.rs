@@ -88,6 +88,7 @@ impl<'de> Deserialize<'de> for ObjectId {
 
 /// Where a message is in its life. It only ever moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Stored; not yet handed to another socket.
@@ -121,17 +122,21 @@ impl Status {
 
 /// A chat message exactly as routes and events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = schemas::message_example))]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// Unique, increasing within one process.
     pub id: ObjectId,
     /// The chat (room) it belongs to.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::chat_id))]
     pub chat_id: String,
     /// The sender's username, from the token.
     pub author: String,
     /// The sender's user id, from the token.
     pub author_id: ObjectId,
-    /// The text, 1 to 4000 characters.
+    /// The text, 1 to [`MAX_TEXT_CHARS`] characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::text))]
     pub text: String,
     /// Milliseconds since the Unix epoch, set by the server.
     pub timestamp: i64,
@@ -157,11 +162,13 @@ pub struct UserRecord {
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PublicUser {
     /// The user's id.
     pub id: ObjectId,
     /// The name as registered.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::username))]
     pub username: String,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
@@ -177,15 +184,113 @@ impl From<&UserRecord> for PublicUser {
     }
 }
 
-/// A chat id: 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
+/// The longest chat id.
+pub const MAX_CHAT_ID_LEN: usize = 64;
+
+/// The bytes a chat id is made of, besides ASCII letters and digits.
+const CHAT_ID_PUNCTUATION: &[u8] = b"_.:-";
+
+/// A chat id: 1 to [`MAX_CHAT_ID_LEN`] characters of `A-Z a-z 0-9 _ . : -`.
 pub fn valid_chat_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
+    (1..=MAX_CHAT_ID_LEN).contains(&s.len())
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || CHAT_ID_PUNCTUATION.contains(&b))
 }
+
+/// [`valid_chat_id`] as a regular expression, for the API documents.
+pub fn chat_id_pattern() -> String {
+    let punctuation = String::from_utf8_lossy(CHAT_ID_PUNCTUATION);
+    format!("^[A-Za-z0-9{punctuation}]{{1,{MAX_CHAT_ID_LEN}}}$")
+}
+
+/// The most characters (Unicode scalar values) a message's text holds.
+pub const MAX_TEXT_CHARS: usize = 4000;
+
+/// The shortest and longest usernames.
+pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=32;
+
+/// A username: [`USERNAME_LEN`] characters of `A-Z a-z 0-9 _ . -`.
+pub fn valid_username(s: &str) -> bool {
+    USERNAME_LEN.contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// [`valid_username`] as a regular expression, for the API documents.
+pub fn username_pattern() -> String {
+    format!(
+        "^[A-Za-z0-9_.-]{{{},{}}}$",
+        USERNAME_LEN.start(),
+        USERNAME_LEN.end()
+    )
+}
+
+/// Lower-case hex, as every id is rendered.
+pub const OBJECT_ID_PATTERN: &str = "^[0-9a-f]{24}$";
+
+/// What [`ObjectId`]'s `FromStr` accepts: hex of either case.
+pub const OBJECT_ID_INPUT_PATTERN: &str = "^[0-9a-fA-F]{24}$";
 
 /// The chat every socket is in, and the default wherever a chat id is optional.
 pub const DEFAULT_CHAT: &str = "general";
+
+/// The schemas of the model's fields, from the constants above (feature `openapi`).
+#[cfg(feature = "openapi")]
+pub(crate) mod schemas {
+    use serde_json::{Value, json};
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    use super::*;
+
+    /// A chat id.
+    pub(crate) fn chat_id() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_CHAT_ID_LEN))
+            .pattern(Some(chat_id_pattern()))
+            .examples([DEFAULT_CHAT, "team.eng"])
+    }
+
+    /// A message's text.
+    pub(crate) fn text() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_TEXT_CHARS))
+            .description(Some("Not only white space."))
+    }
+
+    /// A username.
+    pub(crate) fn username() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(*USERNAME_LEN.start()))
+            .max_length(Some(*USERNAME_LEN.end()))
+            .pattern(Some(username_pattern()))
+            .examples(["ana"])
+    }
+
+    pub(crate) fn message_example() -> Value {
+        json!({"id": "665f1c2e9b1e8a3f4c2d1a0b", "chatId": "general", "author": "ana",
+               "authorId": "665f1c0a9b1e8a3f4c2d19ff", "text": "hi", "timestamp": 1732540800123i64,
+               "status": "sent", "type": "text"})
+    }
+
+    impl utoipa::PartialSchema for ObjectId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(OBJECT_ID_PATTERN))
+                .description(Some("A BSON ObjectId: 24 lower-case hex characters."))
+                .examples(["665f1c2e9b1e8a3f4c2d1a0b"])
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for ObjectId {}
+}
 
 #[cfg(test)]
 mod tests {

@@ -2,10 +2,16 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{DEFAULT_CHAT, ObjectId, valid_chat_id};
+use crate::model::{DEFAULT_CHAT, MAX_TEXT_CHARS, ObjectId, valid_chat_id};
 
 /// The most ids one `chat:read` may name.
 pub const MAX_READ_IDS: usize = 500;
+
+/// The longest `tempId` (characters) a `chat:send` may carry.
+pub const MAX_TEMP_ID_CHARS: usize = 64;
+
+/// The longest `type` (characters) a `chat:send` may carry.
+pub const MAX_TYPE_CHARS: usize = 32;
 
 /// Why an event was refused: sent to the socket as `error` (and through its ack).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +74,7 @@ pub(crate) fn chat_id(m: &Map<String, Value>) -> Result<String, Refusal> {
 /// which some clients send) of at most 64 characters.
 pub(crate) fn temp_id(args: &[Value]) -> Option<String> {
     match args.first()?.get("tempId")? {
-        Value::String(s) if s.chars().count() <= 64 => Some(s.clone()),
+        Value::String(s) if s.chars().count() <= MAX_TEMP_ID_CHARS => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -83,7 +89,7 @@ pub fn send(args: &[Value]) -> Result<SendRequest, Refusal> {
         None => return Err(Refusal::invalid("text is required")),
     };
     let len = text.chars().count();
-    if len == 0 || len > 4000 {
+    if len == 0 || len > MAX_TEXT_CHARS {
         return Err(Refusal::invalid("text must be 1 to 4000 characters"));
     }
     if text.chars().all(char::is_whitespace) {
@@ -91,7 +97,7 @@ pub fn send(args: &[Value]) -> Result<SendRequest, Refusal> {
     }
     let temp_id = match m.get("tempId") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= 64 => Some(s.clone()),
+        Some(Value::String(s)) if s.chars().count() <= MAX_TEMP_ID_CHARS => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(_) => {
             return Err(Refusal::invalid(
@@ -101,7 +107,7 @@ pub fn send(args: &[Value]) -> Result<SendRequest, Refusal> {
     };
     let kind = match opt_str(m, "type")? {
         None => "text".to_owned(),
-        Some(t) if t.chars().count() <= 32 && !t.is_empty() => t.to_owned(),
+        Some(t) if t.chars().count() <= MAX_TYPE_CHARS && !t.is_empty() => t.to_owned(),
         Some(_) => return Err(Refusal::invalid("type must be 1 to 32 characters")),
     };
     Ok(SendRequest {

@@ -6,12 +6,19 @@ use super::{Request, Response};
 
 /// bcrypt reads at most this many bytes; longer passwords are refused rather
 /// than silently cut.
-const MAX_PASSWORD_BYTES: usize = 72;
-const MIN_PASSWORD_BYTES: usize = 6;
+pub(super) const MAX_PASSWORD_BYTES: usize = 72;
+/// The shortest password.
+pub(super) const MIN_PASSWORD_BYTES: usize = 6;
 
 /// A username and password as sent, only their types checked.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"username": "ana", "password": "secret1"})))]
 pub(super) struct Credentials {
+    /// 3 to 32 characters of `A-Z a-z 0-9 _ . -`, unique without regard to case.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::model::schemas::username))]
     pub(super) username: String,
+    /// 6 to 72 bytes (bcrypt's limit): longer ones are refused, never cut.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::openapi::password))]
     pub(super) password: String,
 }
 
@@ -44,11 +51,7 @@ pub(super) fn credentials(req: &Request<'_>) -> Result<Credentials, Response> {
 
 /// The contract's rules for a username and password, as `/register` enforces them.
 pub(super) fn check_new_credentials(c: &Credentials) -> Result<(), &'static str> {
-    let name_ok = (3..=32).contains(&c.username.len())
-        && c.username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !name_ok {
+    if !crate::model::valid_username(&c.username) {
         return Err("username: must be 3 to 32 characters of A-Z a-z 0-9 _ . -");
     }
     if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&c.password.len()) {

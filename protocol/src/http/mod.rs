@@ -27,21 +27,26 @@
 //! contract names. Every transition lives in this file.
 
 mod body;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod query;
+mod schema;
 pub(crate) use query::percent_decode;
+#[cfg(all(test, feature = "openapi"))]
+mod openapi_tests;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 
 use bytes::Bytes;
-use serde_json::json;
 
 use crate::auth::{JwtConfig, TokenError};
 use crate::ids::{IdGenerator, new_object_id};
-use crate::model::UserRecord;
+use crate::model::{PublicUser, UserRecord};
 use crate::stats::AuthFailure;
 use crate::store::{CreateUser, Cursor, History, StoreCommand, StoreReply, Window};
+use schema::{ErrorBody, Health, Readiness, Ready, ServiceInfo, TokenAnswer, TokenType};
 
 /// The largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1_000_000;
@@ -78,14 +83,20 @@ pub struct Response {
     /// for the host's logs and counters, which must never see the token or
     /// password itself.
     pub auth_failure: Option<AuthFailure>,
+    /// The `Allow` header of a 405 (RFC 9110 requires it): the methods the path answers.
+    pub allow: Option<&'static str>,
 }
 
 impl Response {
-    fn json(status: u16, value: &serde_json::Value) -> Response {
-        Response {
-            status,
-            body: Bytes::from(value.to_string()),
-            auth_failure: None,
+    fn json(status: u16, value: &impl serde::Serialize) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response {
+                status,
+                body: Bytes::from(body),
+                auth_failure: None,
+                allow: None,
+            },
+            Err(_) => Response::internal(),
         }
     }
 
@@ -97,11 +108,16 @@ impl Response {
     }
 
     fn error(status: u16, detail: &str) -> Response {
-        Response::json(status, &json!({ "detail": detail }))
+        Response::json(status, &ErrorBody { detail })
     }
 
     fn internal() -> Response {
-        Response::error(500, "Internal Server Error")
+        Response {
+            status: 500,
+            body: Bytes::from_static(br#"{"detail":"Internal Server Error"}"#),
+            auth_failure: None,
+            allow: None,
+        }
     }
 }
 
@@ -219,7 +235,7 @@ pub struct Rest {
     dummy_hash: String,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Root,
     Ready,
@@ -228,13 +244,14 @@ enum Route {
     Messages,
 }
 
-/// Every route: its path, and the one method it answers.
-const ROUTES: [(&str, Route, &str); 5] = [
-    ("/", Route::Root, "GET"),
-    ("/ready", Route::Ready, "GET"),
-    ("/register", Route::Register, "POST"),
-    ("/login", Route::Login, "POST"),
-    ("/messages", Route::Messages, "GET"),
+/// Every route: its path, its one method, and what answers it. `handle`
+/// routes by this table alone, and the OpenAPI document is tested against it.
+const ROUTES: [(&str, &str, Route); 5] = [
+    ("/", "GET", Route::Root),
+    ("/ready", "GET", Route::Ready),
+    ("/register", "POST", Route::Register),
+    ("/login", "POST", Route::Login),
+    ("/messages", "GET", Route::Messages),
 ];
 
 /// Every route's path, as [`route_label`] names them.
@@ -262,11 +279,14 @@ impl Rest {
 
     /// Starts a request. `ids` is the same generator [`Rest::resume`] draws from.
     pub fn handle(&self, req: &Request<'_>, now_ms: i64, _ids: &mut dyn IdGenerator) -> Step {
-        let Some(&(_, route, method)) = ROUTES.iter().find(|(p, ..)| *p == req.path) else {
+        let Some(&(_, method, route)) = ROUTES.iter().find(|(path, ..)| *path == req.path) else {
             return respond(Response::error(404, "Not Found"));
         };
         if req.method != method {
-            return respond(Response::error(405, "Method Not Allowed"));
+            return respond(Response {
+                allow: Some(method),
+                ..Response::error(405, "Method Not Allowed")
+            });
         }
         if req.body.len() > MAX_BODY_BYTES {
             return respond(Response::error(413, "Request body too large"));
@@ -274,11 +294,11 @@ impl Rest {
         match route {
             Route::Root => respond(Response::json(
                 200,
-                &json!({
-                    "status": "ok",
-                    "service": self.config.service,
-                    "version": self.config.version,
-                }),
+                &ServiceInfo {
+                    status: Health::Ok,
+                    service: &self.config.service,
+                    version: &self.config.version,
+                },
             )),
             Route::Ready => Step::Run(Effect::Store(StoreCommand::Ping), Pending(Waiting::Ready)),
             Route::Register => self.register(req),
@@ -305,9 +325,12 @@ impl Rest {
             return respond(Response::error(503, "Store unavailable"));
         }
         match (pending.0, result) {
-            (Waiting::Ready, R::Store(StoreReply::Pong)) => {
-                respond(Response::json(200, &json!({"status": "ready"})))
-            }
+            (Waiting::Ready, R::Store(StoreReply::Pong)) => respond(Response::json(
+                200,
+                &Ready {
+                    status: Readiness::Ready,
+                },
+            )),
             (Waiting::Hashed { username }, R::Hashed(Ok(password_hash))) => {
                 let user = UserRecord {
                     id: new_object_id(ids, now_ms),
@@ -341,14 +364,7 @@ impl Rest {
             },
             (Waiting::History { anchor }, R::Store(StoreReply::History(history))) => {
                 match history {
-                    History::Messages(messages) => match serde_json::to_vec(&messages) {
-                        Ok(body) => respond(Response {
-                            status: 200,
-                            body: Bytes::from(body),
-                            auth_failure: None,
-                        }),
-                        Err(_) => respond(Response::internal()),
-                    },
+                    History::Messages(messages) => respond(Response::json(200, &messages)),
                     History::UnknownAnchor => respond(Response::error(
                         422,
                         &format!(
@@ -438,15 +454,11 @@ impl Rest {
         let token = self.config.jwt.issue(user.id, &user.username, now_ms);
         Response::json(
             status,
-            &json!({
-                "access_token": token,
-                "token_type": "bearer",
-                "user": {
-                    "id": user.id.to_hex(),
-                    "username": user.username,
-                    "createdAt": user.created_at,
-                },
-            }),
+            &TokenAnswer {
+                access_token: &token,
+                token_type: TokenType::Bearer,
+                user: PublicUser::from(user),
+            },
         )
     }
 }

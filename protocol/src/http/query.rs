@@ -1,9 +1,12 @@
 //! The `/messages` query string: decoding, the parameters' rules, and the window they select.
 
-use crate::model::{DEFAULT_CHAT, ObjectId};
+use crate::model::{DEFAULT_CHAT, MAX_CHAT_ID_LEN, ObjectId};
 use crate::store::{Cursor, HistoryQuery, Window};
 
-const DEFAULT_LIMIT: i64 = 30;
+/// `limit` when the query has none.
+pub(super) const DEFAULT_LIMIT: i64 = 30;
+/// The values `limit` may take.
+pub(super) const LIMIT: std::ops::RangeInclusive<i64> = 1..=100;
 const MIXED_BOUNDS: &str =
     "a before-bound (before, beforeId) and an after-bound (after, afterId) cannot be combined";
 
@@ -37,14 +40,22 @@ pub(super) fn history(raw: &str) -> Result<HistoryQuery, String> {
 
     let limit = match &q.limit {
         None => DEFAULT_LIMIT,
-        Some(s) => int(s)
-            .filter(|n| (1..=100).contains(n))
-            .ok_or("limit: must be an integer from 1 to 100")?,
+        Some(s) => int(s).filter(|n| LIMIT.contains(n)).ok_or_else(|| {
+            format!(
+                "limit: must be an integer from {} to {}",
+                LIMIT.start(),
+                LIMIT.end()
+            )
+        })?,
     };
     let chat_id = match q.chat_id {
         None => DEFAULT_CHAT.to_owned(),
         Some(s) if crate::model::valid_chat_id(&s) => s,
-        Some(_) => return Err("chatId: must be 1 to 64 characters of A-Z a-z 0-9 _ . : -".into()),
+        Some(_) => {
+            return Err(format!(
+                "chatId: must be 1 to {MAX_CHAT_ID_LEN} characters of A-Z a-z 0-9 _ . : -"
+            ));
+        }
     };
     let before = time(q.before.as_deref(), "before")?;
     let after = time(q.after.as_deref(), "after")?;
