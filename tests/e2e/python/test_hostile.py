@@ -1,0 +1,771 @@
+"""A hostile-input corpus against one real `chatwire` (docs/API.md).
+
+More than 10,000 cases, generated from one seed and targeted at the
+contract's edges, in four categories:
+
+- REST: every route with wrong methods, unknown paths, malformed JSON,
+  wrong content types, wrong field types, out-of-bounds fields, bad query
+  parameters and cursors, bad tokens, oversized bodies, odd
+  percent-encoding. Each gets the status the contract names with a JSON
+  `{"detail": str}` body, and no refused request changes the store.
+- Socket.IO events: every client event with payloads of every wrong shape,
+  with and without an ack, over raw WebSocket (pipelined) and over
+  python-socketio's long-polling. Each gets `error` with `code: "invalid"`
+  (and the ack `{"error": {...}}` when one was asked), nothing is
+  broadcast, nothing stored, and the connection stays open.
+- Raw Engine.IO / Socket.IO: bad query strings, methods and sids (HTTP 400
+  `{"code", "message"}`), malformed payloads and packets over polling and
+  WebSocket (the session closed), bad namespaces (CONNECT_ERROR, the
+  session kept), while a bystander session is unaffected.
+- WebSocket frames on raw sockets: reserved bits and opcodes, unmasked,
+  fragmented or long control frames, bad UTF-8, bad close codes, oversized
+  and endless messages: closed with 1002 / 1007 / 1009 / 1008.
+
+After every batch the server process is alive, its memory bounded, and a
+fresh client can register, connect, send and get its ack.
+
+The seed comes from $HOSTILE_SEED (default below); every failure names the
+seed, the category and the case, so `HOSTILE_SEED=<seed> pytest ...`
+replays it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import random
+import socket
+import string
+import struct
+import time
+import uuid
+
+import jwt
+import pytest
+import requests
+
+from chatlib import HEX24, PASSWORD, TIMEOUT, ChatClient, register, unique
+from conftest import JWT_SECRET, start_chatwire
+from wslib import BINARY, CLOSE, CONT, PING, PONG, TEXT, Raw, frame, vm_kb
+
+DEFAULT_SEED = 20_251_125
+SEED = int(os.environ.get("HOSTILE_SEED") or DEFAULT_SEED)
+MAX_PAYLOAD = 1_000_000
+MAX_BODY = 1_000_000
+# Limits of the memory check (see `check_health`).
+RSS_FACTOR = 3
+RSS_CEILING_KB = 200 * 1024
+# Cases per category (targeted ones first, then generated ones up to the count).
+N_REST = 4200
+N_EVENTS_WS = 3400
+N_EVENTS_POLLING = 160
+N_ENGINE = 1500
+N_FRAMES = 1000
+BATCH = 500
+
+EIO_ERRORS = {
+    0: "Transport unknown",
+    1: "Session ID unknown",
+    2: "Bad handshake method",
+    3: "Bad request",
+    5: "Unsupported protocol version",
+}
+
+
+def rng_for(category: str) -> random.Random:
+    """One generator per category, so that one category's cases do not move
+    when another's change."""
+    return random.Random(f"{SEED}:{category}")
+
+
+def where(category: str, i: int, case) -> str:
+    text = repr(case)
+    if len(text) > 600:
+        text = text[:600] + "..."
+    return f"[HOSTILE_SEED={SEED} {category} case #{i}] {text}"
+
+
+@pytest.fixture(autouse=True)
+def _print_seed():
+    # Captured output is shown only for a failing test: the seed to replay it.
+    print(f"HOSTILE_SEED={SEED} (replay: HOSTILE_SEED={SEED} pytest tests/e2e/python/test_hostile.py)")
+    yield
+
+
+# ---------------------------------------------------------------- the server, its health
+
+
+class Hostile:
+    """The server under attack, with what every batch checks afterwards."""
+
+    def __init__(self) -> None:
+        self.server = start_chatwire({
+            # every chat:send spends a token, accepted or not: the corpus
+            # must meet the validation, not the limiter
+            "RATE_LIMIT_PER_SECOND": "1000000",
+            "RATE_LIMIT_BURST": "1000000",
+        })
+        self.pid = self.server.proc.pid
+        self.baseline_kb: int | None = None
+        self.peak_kb = 0
+        self.counts: dict[str, int] = {}
+
+    def rss_kb(self) -> int:
+        return vm_kb(self.pid, "VmRSS")
+
+    def count(self, category: str, n: int) -> None:
+        self.counts[category] = self.counts.get(category, 0) + n
+
+
+def fresh_client_round_trip(server) -> None:
+    """A legitimate newcomer: registers, connects, sends, gets its ack."""
+    user = register(server)
+    c = ChatClient(server).connect(user.token)
+    try:
+        ack = c.call("chat:send", {"text": "still serving", "tempId": "health", "chatId": "hostile-health"})
+        assert "error" not in ack and HEX24.fullmatch(ack["id"]) and ack["tempId"] == "health", ack
+    finally:
+        c.close()
+
+
+def check_health(h: Hostile, after: str) -> None:
+    """The process is up, its memory bounded, and it still serves.
+
+    The bound: the resident set after warm-up (every kind of request once,
+    a maximal body among them) times RSS_FACTOR, and never over
+    RSS_CEILING_KB. What the corpus leaves behind is a few hundred users and
+    nothing else: no session, no message, no buffer may outlive its case,
+    so the resident set may wobble with the allocator but not grow with the
+    number of cases; a leak of even a few hundred bytes per case (10,000+
+    cases, some of them 1 MB bodies) would cross it."""
+    assert h.server.alive(), f"[HOSTILE_SEED={SEED}] the server died during {after}"
+    rss = h.rss_kb()
+    h.peak_kb = max(h.peak_kb, rss)
+    if h.baseline_kb is not None:
+        bound = min(RSS_FACTOR * h.baseline_kb, RSS_CEILING_KB)
+        assert rss < bound, (f"[HOSTILE_SEED={SEED}] after {after}: VmRSS {rss} kB over the bound {bound} kB "
+                             f"(warm-up {h.baseline_kb} kB)")
+    fresh_client_round_trip(h.server)
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    h = Hostile()
+    try:
+        warm_up(h)
+        yield h
+    finally:
+        print(f"\nHOSTILE_SEED={SEED} cases: {h.counts} total {sum(h.counts.values())}; "
+              f"VmRSS warm-up {h.baseline_kb} kB, peak {h.peak_kb} kB")
+        alive = h.server.alive()
+        h.server.stop()
+        assert alive, "the server died"
+
+
+def warm_up(h: Hostile) -> None:
+    """Every kind of traffic once, then the memory baseline."""
+    server = h.server
+    fresh_client_round_trip(server)
+    http_ = Http(server)
+    http_.request("POST", "/register", {"Content-Type": "application/json"}, b"x" * (MAX_BODY + 1))
+    http_.request("POST", "/login", {"Content-Type": "application/json"},
+                  b'{"username": "' + b"a" * (MAX_BODY - 41) + b'", "password": "secret-pw"}')
+    http_.request("GET", "/messages", {}, b"")
+    http_.close()
+    ws = Raw(server, path="/socket.io/")
+    ws.open()
+    ws.send(frame(TEXT, b"4" + b"x" * (MAX_PAYLOAD - 1), mask=b"\0\0\0\0"))
+    ws.expect_close(1000)  # one Socket.IO packet that is not one: the session ends
+    ws.close()
+    r = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=TIMEOUT)
+    assert r.status_code == 200
+    time.sleep(0.2)
+    h.baseline_kb = h.rss_kb()
+    check_health(h, "warm-up")
+
+
+# ---------------------------------------------------------------- HTTP on keep-alive connections
+
+
+class Http:
+    """Requests sent as written (no re-quoting of the path), on one
+    keep-alive connection, reopened when the server closes it."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+
+    def request(self, method: str, target: str, headers: dict, body, chunked: bool = False):
+        """Returns (status, headers, body bytes)."""
+        for attempt in (1, 2):
+            try:
+                self.conn.putrequest(method, target, skip_accept_encoding=True)
+                for k, v in headers.items():
+                    self.conn.putheader(k, v)
+                if chunked:
+                    self.conn.putheader("Transfer-Encoding", "chunked")
+                    self.conn.endheaders()
+                    for i in range(0, len(body), 65536):
+                        piece = body[i:i + 65536]
+                        self.conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    self.conn.send(b"0\r\n\r\n")
+                else:
+                    if body or method in ("POST", "PUT", "PATCH"):
+                        self.conn.putheader("Content-Length", str(len(body)))
+                    self.conn.endheaders(body if body else None)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self.conn.close()
+                return resp.status, resp.headers, data
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.CannotSendRequest, http.client.ResponseNotReady):
+                # the server closed the kept-alive connection between requests
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def assert_detail(status, headers, body, want: int, ctx: str) -> str:
+    assert status == want, f"{ctx}: expected {want}, got {status} {body[:300]!r}"
+    assert (headers.get("content-type") or "").startswith("application/json"), f"{ctx}: {headers}"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        pytest.fail(f"{ctx}: the error body is not JSON: {body[:300]!r}")
+    assert isinstance(doc, dict) and set(doc) == {"detail"}, f"{ctx}: {doc!r}"
+    assert isinstance(doc["detail"], str) and doc["detail"], f"{ctx}: {doc!r}"
+    return doc["detail"]
+
+
+# ---------------------------------------------------------------- REST corpus
+
+JSON_CT = {"Content-Type": "application/json"}
+ROUTES = {"/": "GET", "/ready": "GET", "/register": "POST", "/login": "POST", "/messages": "GET"}
+OTHER_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "TRACE", "PROPFIND", "PURGE", "BREW"]
+NON_STRINGS = [0, 7, -1, 1.5, True, False, None, [], ["abcdef"], {}, {"a": "b"}]
+NAME_CHARS = string.ascii_letters + string.digits + "_.-"
+BAD_NAME_CHARS = " !\"#$%&'()*+,/:;<=>?@[\\]^`{|}~\t\n\x00é€😀\u3000\u200b"
+# chat ids allow ":" too
+BAD_CHAT_CHARS = BAD_NAME_CHARS.replace(":", "")
+
+
+class RestCase:
+    """One request and its expected answer. `kind`: what the case attacks."""
+
+    __slots__ = ("kind", "method", "target", "headers", "body", "status", "chunked", "register_after",
+                 "login_after")
+
+    def __init__(self, kind, method, target, headers, body, status, chunked=False, register_after=None,
+                 login_after=None):
+        self.kind = kind
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.status = status
+        self.chunked = chunked
+        # a refused /register for a name the contract allows: registering it
+        # afterwards must succeed (the refusal stored nothing)
+        self.register_after = register_after
+        # (username, password) that must NOT log in afterwards
+        self.login_after = login_after
+
+    def __repr__(self) -> str:
+        body = self.body if len(self.body) <= 300 else self.body[:300] + b"...(%d bytes)" % len(self.body)
+        return (f"RestCase({self.kind}: {self.method} {self.target} {self.headers} {body!r} "
+                f"-> {self.status}{' chunked' if self.chunked else ''})")
+
+
+def jbody(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def valid_name(s) -> bool:
+    return isinstance(s, str) and 3 <= len(s) <= 32 and all(c in NAME_CHARS for c in s)
+
+
+def valid_password(s) -> bool:
+    return isinstance(s, str) and 6 <= len(s.encode()) <= 72
+
+
+def rand_name(rng: random.Random, n: int | None = None) -> str:
+    n = rng.randint(3, 32) if n is None else n
+    # a unique head, so that generated names never collide by chance
+    head = "h" + uuid.UUID(int=rng.getrandbits(128)).hex[:9]
+    tail = "".join(rng.choice(NAME_CHARS) for _ in range(max(0, n - len(head))))
+    return (head + tail)[:n]
+
+
+def rand_password(rng: random.Random, nbytes: int) -> str:
+    """A password of exactly `nbytes` UTF-8 bytes, multi-byte characters mixed in."""
+    out, size = [], 0
+    while size < nbytes:
+        left = nbytes - size
+        c = rng.choice(["a", "Z", "9", "!", " ", "é", "€", "😀"])
+        if len(c.encode()) > left:
+            c = "x"
+        out.append(c)
+        size += len(c.encode())
+    return "".join(out)
+
+
+def bad_name(rng: random.Random) -> str:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return rand_name(rng, 32)[: rng.randint(0, 2)]  # too short
+    if kind == 1:
+        return rand_name(rng, 32) + "".join(rng.choice(NAME_CHARS) for _ in range(rng.randint(1, 40)))
+    name = list(rand_name(rng, rng.randint(3, 32)))
+    for _ in range(rng.randint(1, 3)):
+        name[rng.randrange(len(name))] = rng.choice(BAD_NAME_CHARS)
+    return "".join(name)
+
+
+def bad_password(rng: random.Random) -> str:
+    return rand_password(rng, rng.choice([0, 1, 2, 3, 4, 5, 73, 74, 75, 80, 100, 1000]))
+
+
+class Tokens:
+    """Tokens for /messages: one good, and every way of being bad."""
+
+    def __init__(self, user_id: str, username: str) -> None:
+        self.user_id = user_id
+        self.username = username
+
+    def mint(self, alg="HS256", secret=JWT_SECRET, headers=None, **claims) -> str:
+        now = int(time.time())
+        base = {"sub": self.user_id, "username": self.username, "iat": now, "exp": now + 3600}
+        base.update(claims)
+        base = {k: v for k, v in base.items() if v is not _DROP}
+        return jwt.encode(base, secret, algorithm=alg, headers=headers)
+
+    def bad(self, rng: random.Random) -> tuple[str, str]:
+        """(what, Authorization header value) of a refused token."""
+        now = int(time.time())
+        good = self.mint()
+        k = rng.randrange(17)
+        if k == 0:
+            return "expired", "Bearer " + self.mint(exp=now - rng.randint(5, 10**8))
+        if k == 1:
+            return "wrong secret", "Bearer " + self.mint(secret="another-secret-" + "%032x" % rng.getrandbits(128))
+        if k == 2:
+            return "other alg", "Bearer " + self.mint(alg=rng.choice(["HS384", "HS512"]))
+        if k == 3:
+            header = _b64url(json.dumps({"alg": rng.choice(["none", "None", "NONE"]), "typ": "JWT"}).encode())
+            payload = good.split(".")[1]
+            return "alg none", "Bearer " + f"{header}.{payload}." + rng.choice(["", good.split(".")[2]])
+        if k == 4:
+            h, p, s = good.split(".")
+            claims = json.loads(_unb64url(p))
+            claims[rng.choice(["username", "sub", "exp"])] = rng.choice(
+                ["mallory", "0" * 24, now + 10**6, "ffffffffffffffffffffffff"])
+            return "tampered payload", "Bearer " + f"{h}.{_b64url(json.dumps(claims).encode())}.{s}"
+        if k == 5:
+            h, p, s = good.split(".")
+            i = rng.randrange(len(s) - 1)  # not the last char: its low bits may be padding
+            flipped = s[:i] + ("A" if s[i] != "A" else "B") + s[i + 1:]
+            return "flipped signature", "Bearer " + f"{h}.{p}.{flipped}"
+        if k == 6:
+            missing = rng.choice(["sub", "username", "exp"])
+            return f"no {missing}", "Bearer " + self.mint(**{missing: _DROP})
+        if k == 7:
+            field, value = rng.choice([
+                ("sub", "not-an-object-id"), ("sub", 12345), ("sub", None), ("sub", "0" * 23),
+                ("username", 5), ("username", None), ("username", ["x"]),
+                ("exp", "tomorrow"), ("exp", None), ("exp", [now + 3600]),
+            ])
+            return f"{field} of the wrong type", "Bearer " + self.mint(**{field: value})
+        if k == 8:
+            return "nbf in the future", "Bearer " + self.mint(nbf=now + rng.randint(120, 10**7))
+        if k == 9:
+            return "crit header", "Bearer " + self.mint(headers={"crit": [rng.choice(["exp", "b64", "x"])]})
+        if k == 10:
+            # RFC 7515 signature with the right secret over a header that is not JSON
+            h = _b64url(b"not json")
+            p = good.split(".")[1]
+            sig = _b64url(hmac.new(JWT_SECRET.encode(), f"{h}.{p}".encode(), hashlib.sha256).digest())
+            return "header not JSON", f"Bearer {h}.{p}.{sig}"
+        if k == 11:
+            parts = good.split(".")
+            return "parts missing or extra", "Bearer " + rng.choice(
+                [parts[0], ".".join(parts[:2]), ".".join(parts + ["x"]), "..", ".", good + "."])
+        if k == 12:
+            junk = "".join(rng.choice(string.printable[:94]) for _ in range(rng.randint(1, 300)))
+            return "garbage", "Bearer " + junk.strip() if junk.strip() else "Bearer x"
+        if k == 13:
+            return "bad scheme", rng.choice(["Basic " + good, "Token " + good, "Bearer", "Bearer ", good,
+                                             "Bearer" + good, "JWT " + good, "Digest x=y", ""])
+        if k == 14:
+            return "token with junk around", "Bearer " + rng.choice(["x" + good, good + "x", good + ".x",
+                                                                     good[:-1], good[1:]])
+        if k == 15:
+            return "huge", "Bearer " + "a" * rng.randint(5000, 60000)
+        return "payload not base64url", "Bearer " + good.split(".")[0] + ".!!!!." + good.split(".")[2]
+
+
+_DROP = object()
+
+
+def _b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _unb64url(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def malformed_json(rng: random.Random) -> bytes:
+    """Bytes that are not JSON (every variant is invalid by construction)."""
+    good = json.dumps({"username": rand_name(rng), "password": rand_password(rng, 10),
+                       "n": [1, 2, {"x": None}]}, ensure_ascii=rng.random() < 0.5).encode()
+    k = rng.randrange(14)
+    if k == 0:
+        return good[: rng.randint(1, len(good) - 1)]  # a strict prefix of an object
+    if k == 1:
+        return good + rng.choice([b"}", b"]", b"x", b",", b"{}", b'"', b"0x", b"\x00"])
+    if k == 2:
+        return good.replace(b'"', b"'")
+    if k == 3:
+        return b'{"username": "abcdef", "password": ' + rng.choice([b"NaN", b"Infinity", b"-Infinity",
+                                                                   b"undefined", b"secret"]) + b"}"
+    if k == 4:
+        return b'{"username": "abcdef", /* c */ "password": "secret-pw"}'
+    if k == 5:
+        return b'{"username": "abcdef", "password": "secret-pw",}'
+    if k == 6:
+        return b'{username: "abcdef", password: "secret-pw"}'
+    if k == 7:  # a raw control character inside a string
+        return b'{"username": "ab' + bytes([rng.randrange(0, 32)]) + b'cdef", "password": "secret-pw"}'
+    if k == 8:  # bytes that are not UTF-8 inside a string
+        bad = rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf8\x88\x80\x80\x80", b"\x80"])
+        return b'{"username": "ab' + bad + b'cdef", "password": "secret-pw"}'
+    if k == 9:  # an escape that is not one, or a lone surrogate
+        return b'{"username": "ab' + rng.choice([b"\\x41", b"\\u12zz", b"\\ud800", b"\\udc00x", b"\\q"]) + \
+            b'cdef", "password": "secret-pw"}'
+    if k == 10:
+        depth = rng.choice([200, 1000, 10000])
+        return b"[" * depth + b"]" * depth
+    if k == 11:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(1, 64))).replace(b" ", b"\x01") + b"\xff"
+    if k == 12:
+        return b"{" + b'"a":1,' * rng.randint(1, 50) + b"}"
+    return rng.choice([b"{", b"}", b"[", b'"', b"tru", b"nul", b"01", b"-", b"1.", b".5", b"+1", b"1e", b"\xef\xbb\xbf{}"])
+
+
+def rest_cases(rng: random.Random, alice, tokens: Tokens, chat, other_chat, taken) -> list[RestCase]:
+    """`chat`: (chat id, its message ids); `other_chat`: the same for another
+    chat; `taken`: (username, password) of an existing account."""
+    cases: list[RestCase] = []
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    chat_id, ids = chat
+    other_id, other_ids = other_chat
+    now_ms = int(time.time() * 1000)
+
+    def add(*a, **kw):
+        cases.append(RestCase(*a, **kw))
+
+    # --- targeted
+    for route, good in ROUTES.items():
+        for m in OTHER_METHODS:
+            if m != good:
+                add("wrong method", m, route, JSON_CT, b"{}" if m != "GET" else b"", 405)
+        add("wrong method, query", "DELETE", route + "?limit=5", auth, b"", 405)
+    for path in ["/nope", "/messages/x", "/register/extra", "/register/", "/login/", "/messages/",
+                 "/ready/", "//", "//register", "/REGISTER", "/Login", "/message", "/messagesx",
+                 "/%00", "/%ff%fe", "/%zz", "/%", "/a%2Fb", "/register%00", "/login%20", "/..",
+                 "/openapi", "/socket.io/x", "/socket.io/socket.io/", "/" + "a" * 4000, "/%C3%A9"]:
+        for m in ("GET", "POST"):
+            add("unknown path", m, path, JSON_CT, b"{}" if m == "POST" else b"", 404)
+    for route in ("/register", "/login"):
+        good = jbody({"username": rand_name(rng), "password": PASSWORD})
+        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                   "application/jsonx", "application/json-patch+json", "json", "application/javascript",
+                   "text/json", "application/xml", "*/*", "application", "application/", "; application/json",
+                   "application/json-seq", "image/png", "application/vnd.api+json", "x"]:
+            add("content type", "POST", route, {"Content-Type": ct}, good, 415)
+        add("no content type", "POST", route, {}, good, 415)
+        for raw in [b"", b" ", b"\n\t \r"]:
+            add("empty body", "POST", route, JSON_CT, raw, 422)
+        for raw in [b"[]", b"5", b'"text"', b"null", b"true", b"[{}]", b"1.5"]:
+            add("body not an object", "POST", route, JSON_CT, raw, 422)
+        for raw in [b"[" * 10000 + b"]" * 10000, b'{"username": "\\ud800abc", "password": "secret-pw"}',
+                    b"\xff\xfe\x00garbage", b'{"a":1}}', b"{not json}"]:
+            add("malformed JSON", "POST", route, JSON_CT, raw, 400)
+        # oversized, by Content-Length and chunked, JSON or not
+        for size in (MAX_BODY + 1, MAX_BODY + 2, MAX_BODY + 4096):
+            add("oversized body", "POST", route, JSON_CT, b"{" + b" " * (size - 2) + b"}", 413)
+        add("oversized body, not JSON", "POST", route, {"Content-Type": "text/plain"}, b"x" * (MAX_BODY + 1), 413)
+        add("oversized body, chunked", "POST", route, JSON_CT, b"[" + b"1," * (MAX_BODY // 2) + b"1]", 413,
+            chunked=True)
+    add("oversized body on a GET route", "GET", "/messages", auth, b"x" * (MAX_BODY + 1), 413)
+    # exactly the limit: read, then judged on its fields (the name is too long)
+    at_limit = b'{"username": "' + b"a" * (MAX_BODY - 41) + b'", "password": "secret-pw"}'
+    assert len(at_limit) == MAX_BODY
+    add("body at the limit", "POST", "/register", JSON_CT, at_limit, 422)
+    add("body at the limit", "POST", "/login", JSON_CT, at_limit, 401)
+    # usernames at their bounds, and the duplicate in every case
+    user, pw = taken
+    for variant in {user, user.upper(), user.lower(), user.swapcase(), user.capitalize()}:
+        other_pw = "other-" + PASSWORD
+        add("duplicate username", "POST", "/register", JSON_CT, jbody({"username": variant, "password": other_pw}),
+            409, login_after=(variant, other_pw))
+    add("login, wrong password", "POST", "/login", JSON_CT, jbody({"username": user, "password": pw + "x"}), 401)
+    add("login, cut password", "POST", "/login", JSON_CT, jbody({"username": user, "password": pw[:-1]}), 401)
+    # /messages: limit, times, cursors, chats
+    for limit in ["0", "101", "-1", "1000", "99999999999999999999999", "abc", "", "1.5", "1e2", "0x10",
+                  "NaN", "-0.5", "%D9%A1", "10%2010", "%31%30%31", "+-1", "2147483648", "-9223372036854775809"]:
+        add("limit out of bounds", "GET", f"/messages?limit={limit}", auth, b"", 422)
+    for key in ("before", "after"):
+        for v in ["abc", "1.5", "1e12", "", "99999999999999999999", "-99999999999999999999", "0x1f",
+                  "9223372036854775808", "NaN", "now", "%2B%2B1", "12abc"]:
+            add(f"{key} not an integer", "GET", f"/messages?{key}={v}", auth, b"", 422)
+    for key in ("beforeId", "afterId"):
+        for v in ["xyz", "123", "0123456789ABCDEF01234567", "0123456789abcdef0123456", "0123456789abcdef012345678",
+                  "g" * 24, "", "%30" * 24 + "0", "%20" + "0" * 23, "0" * 24 + "%00"]:
+            add(f"{key} malformed", "GET", f"/messages?chatId={chat_id}&{key}={v}", auth, b"", 422)
+        add(f"{key} unknown", "GET", f"/messages?chatId={chat_id}&{key}={'0' * 24}", auth, b"", 422)
+        add(f"{key} of another chat", "GET", f"/messages?chatId={chat_id}&{key}={other_ids[0]}", auth, b"", 422)
+        add(f"{key} of a chat, asked in general", "GET", f"/messages?{key}={ids[0]}", auth, b"", 422)
+    for params in [f"before={now_ms}&after=1", f"before={now_ms}&beforeId={ids[0]}", f"after=1&afterId={ids[0]}",
+                   f"beforeId={ids[0]}&afterId={ids[1]}", f"before={now_ms}&afterId={ids[0]}",
+                   f"beforeId={ids[0]}&after=1", f"before=1&after=1&beforeId={ids[0]}&afterId={ids[0]}"]:
+        add("conflicting cursors", "GET", f"/messages?chatId={chat_id}&{params}", auth, b"", 422)
+    for cid in ["", "bad%20chat", "bad+chat", "x" * 65, "caf%C3%A9", "a%2Fb", "%00", "a%23b", "%zz", "%ff",
+                "%E2%82%AC", "a%0Ab", "*", "a,b", "%7B%7D", "a%09b"]:
+        add("bad chatId", "GET", f"/messages?chatId={cid}", auth, b"", 422)
+    # percent-encoding that decodes to something valid is valid
+    add("encoded chatId", "GET", "/messages?chatId=gen%65ral", auth, b"", 200)
+    add("encoded key", "GET", "/messages?%6Cimit=5", auth, b"", 200)
+    add("encoded key, bad value", "GET", "/messages?%6Cimit=0", auth, b"", 422)
+    add("encoded limit", "GET", "/messages?limit=%31%30%30", auth, b"", 200)
+    for header in ["Bearer", "Bearer ", "Basic abc", "garbage", "Token x.y.z", "Bearer e30.e30.e30",
+                   "Bearer not.a.jwt", "Bearer " + "a" * 10000]:
+        add("bad Authorization", "GET", "/messages", {"Authorization": header}, b"", 401)
+    add("no Authorization", "GET", "/messages", {}, b"", 401)
+    add("no Authorization, bad query", "GET", "/messages?limit=0", {}, b"", 401)
+    # accepted edges, as controls: the same rules let these through
+    for n in (3, 32):
+        name = rand_name(rng, n)
+        add("username at its bound", "POST", "/register", JSON_CT, jbody({"username": name, "password": PASSWORD}), 201)
+    for nbytes in (6, 72):
+        add("password at its bound", "POST", "/register", JSON_CT,
+            jbody({"username": rand_name(rng), "password": rand_password(rng, nbytes)}), 201)
+    for limit in ("1", "100"):
+        add("limit at its bound", "GET", f"/messages?chatId={chat_id}&limit={limit}", auth, b"", 200)
+    add("before far in the future", "GET", "/messages?before=9223372036854775807", auth, b"", 200)
+    add("after far in the past", "GET", "/messages?after=-9223372036854775808", auth, b"", 200)
+
+    # --- generated, up to N_REST
+    generators = [
+        lambda: gen_register_bad_field(rng),
+        lambda: gen_register_bad_field(rng),
+        lambda: gen_login_bad(rng),
+        lambda: gen_malformed_json(rng),
+        lambda: gen_bad_token(rng, tokens),
+        lambda: gen_bad_token(rng, tokens),
+        lambda: gen_bad_query(rng, auth, chat, other_chat),
+        lambda: gen_bad_query(rng, auth, chat, other_chat),
+        lambda: gen_method_path(rng),
+        lambda: gen_content_type(rng),
+    ]
+    while len(cases) < N_REST:
+        cases.append(rng.choice(generators)())
+    return cases
+
+
+def gen_register_bad_field(rng) -> RestCase:
+    name, pw = rand_name(rng), rand_password(rng, rng.randint(6, 72))
+    k = rng.randrange(6)
+    after = None
+    if k == 0:
+        body = {"username": bad_name(rng), "password": pw}
+    elif k == 1:
+        body = {"username": name, "password": bad_password(rng)}
+        after = name
+    elif k == 2:
+        body = {"username": rng.choice(NON_STRINGS), "password": pw}
+    elif k == 3:
+        body = {"username": name, "password": rng.choice(NON_STRINGS)}
+        after = name
+    elif k == 4:
+        body = rng.choice([{"username": name}, {"password": pw}, {}, {"user": name, "pass": pw},
+                           {"Username": name, "Password": pw}])
+        after = name
+    else:
+        body = {"username": bad_name(rng), "password": bad_password(rng)}
+    if rng.random() < 0.3:
+        body = dict(body, extra=rng.choice(NON_STRINGS + ["x"]))
+    return RestCase("register, field refused", "POST", "/register", JSON_CT, jbody(body), 422,
+                    register_after=after)
+
+
+def gen_login_bad(rng) -> RestCase:
+    k = rng.randrange(4)
+    if k == 0:  # strings, but no account can have them: 401 as for a wrong password
+        body = {"username": rng.choice([bad_name(rng), rand_name(rng)]),
+                "password": rng.choice([bad_password(rng), rand_password(rng, 10)])}
+        return RestCase("login, no such account", "POST", "/login", JSON_CT, jbody(body), 401)
+    if k == 1:
+        body = {"username": rng.choice(NON_STRINGS), "password": PASSWORD}
+    elif k == 2:
+        body = {"username": rand_name(rng), "password": rng.choice(NON_STRINGS)}
+    else:
+        body = rng.choice([{}, {"username": rand_name(rng)}, {"password": PASSWORD}])
+    return RestCase("login, field refused", "POST", "/login", JSON_CT, jbody(body), 422)
+
+
+def gen_malformed_json(rng) -> RestCase:
+    route = rng.choice(["/register", "/login"])
+    ct = rng.choice(["application/json", "application/json; charset=utf-8", "APPLICATION/JSON",
+                     " application/json ", "application/json;charset=latin1"])
+    return RestCase("malformed JSON", "POST", route, {"Content-Type": ct}, malformed_json(rng), 400)
+
+
+def gen_bad_token(rng, tokens: Tokens) -> RestCase:
+    what, header = tokens.bad(rng)
+    query = rng.choice(["", "?limit=5", "?limit=0", "?chatId=bad%20chat", "?before=x"])
+    return RestCase(f"token: {what}", "GET", "/messages" + query, {"Authorization": header}, b"", 401)
+
+
+def gen_bad_query(rng, auth, chat, other_chat) -> RestCase:
+    chat_id, ids = chat
+    good = {"chatId": chat_id, "limit": str(rng.randint(1, 100))}
+    k = rng.randrange(7)
+    if k == 0:
+        good["limit"] = rng.choice([str(rng.randint(101, 10**6)), str(-rng.randint(0, 10**6)), "0",
+                                    str(rng.randint(10**19, 10**30)), _q("".join(rng.choices("abc.,-", k=3)))])
+    elif k == 1:
+        key = rng.choice(["before", "after"])
+        good[key] = rng.choice([str(rng.randint(10**19, 10**25)), str(rng.random()), "x" + str(rng.randint(0, 9)),
+                                str(rng.randint(0, 10**12)) + "ms", ""])
+    elif k == 2:
+        key = rng.choice(["beforeId", "afterId"])
+        good[key] = rng.choice(["%024x" % rng.getrandbits(96) + "0", "%023x" % rng.getrandbits(92),
+                                "%024X" % (rng.getrandbits(96) | 1 << 95), "z" * 24, "%024x" % rng.getrandbits(96)])
+        if len(good[key]) == 24 and good[key].islower() and all(c in "0123456789abcdef" for c in good[key]):
+            good[key] = good[key] if good[key] not in ids else "0" * 24  # well formed, but no such message
+    elif k == 3:
+        good["chatId"] = rng.choice(["x" * rng.randint(65, 300), _q("".join(rng.choices(BAD_CHAT_CHARS, k=3))),
+                                     chat_id + rng.choice(["%20", "%2F", "%C3%A9", "%00", "+"])])
+    elif k == 4:
+        a, b = rng.sample([("before", str(int(time.time() * 1000))), ("after", "1"), ("beforeId", ids[0]),
+                           ("afterId", ids[-1])], 2)
+        good[a[0]], good[b[0]] = a[1], b[1]
+    elif k == 5:
+        good[rng.choice(["beforeId", "afterId"])] = other_chat[1][0]
+    else:
+        good["limit"] = rng.choice(["0", "101"])
+        good[rng.choice(["foo", "limit[]", "LIMIT"])] = "1"
+    # every value above is already URL-safe (percent-encoded where it had to be)
+    quoted = "&".join(f"{k}={v}" for k, v in good.items())
+    if rng.random() < 0.2:
+        quoted = "&" + quoted + "&&"
+    return RestCase("query refused", "GET", "/messages?" + quoted, auth, b"", 422)
+
+
+def _q(v: str) -> str:
+    return "".join(c if c in NAME_CHARS + ":" else "".join(f"%{b:02X}" for b in c.encode()) for c in v)
+
+
+def gen_method_path(rng) -> RestCase:
+    if rng.random() < 0.5:
+        route, good = rng.choice(list(ROUTES.items()))
+        m = rng.choice([m for m in OTHER_METHODS if m != good])
+        return RestCase("wrong method", m, route, JSON_CT, b"{}" if m != "GET" else b"", 405)
+    segs = ["".join(rng.choices(string.ascii_lowercase + string.digits + "%-._~", k=rng.randint(1, 12)))
+            for _ in range(rng.randint(1, 4))]
+    path = "/" + "/".join(segs)
+    if path.rstrip("/") in ROUTES or path.rstrip("/") == "/socket.io" or path == "/":
+        path = "/x" + path
+    m = rng.choice(["GET", "POST", "PUT", "DELETE"])
+    return RestCase("unknown path", m, path, JSON_CT, b"{}" if m != "GET" else b"", 404)
+
+
+def gen_content_type(rng) -> RestCase:
+    ct = rng.choice(["text/plain", "text/html", "application/xml", "application/x-www-form-urlencoded",
+                     "multipart/form-data", "application/octet-stream", "application/jsonp", "json/application",
+                     "application/ json", "text/plain; application/json"])
+    body = jbody({"username": rand_name(rng), "password": PASSWORD})
+    if rng.random() < 0.3:
+        body = malformed_json(rng)
+    return RestCase("content type", "POST", rng.choice(["/register", "/login"]), {"Content-Type": ct}, body, 415)
+
+
+def run_rest_case(http_: Http, case: RestCase, ctx: str) -> None:
+    status, headers, body = http_.request(case.method, case.target, case.headers, case.body, case.chunked)
+    assert status < 500, f"{ctx}: {status} {body[:300]!r}"
+    if case.status >= 400:
+        assert_detail(status, headers, body, case.status, ctx)
+        return
+    assert status == case.status, f"{ctx}: expected {case.status}, got {status} {body[:300]!r}"
+    doc = json.loads(body)
+    if case.status == 201:
+        assert set(doc) == {"access_token", "token_type", "user"}, f"{ctx}: {doc}"
+    else:
+        assert isinstance(doc, list), f"{ctx}: {doc!r}"
+
+
+def history(server, token: str, chat_id: str) -> list[dict]:
+    r = requests.get(f"{server.url}/messages", params={"chatId": chat_id, "limit": 100},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_rest_corpus(hostile):
+    server = hostile.server
+    rng = rng_for("rest")
+    alice = register(server)
+    taken = (unique("taken"), "taken-" + PASSWORD)
+    register(server, *taken)
+    c = ChatClient(server).connect(alice.token)
+    try:
+        chat_id, other_id = unique("rest"), unique("rest-other")
+        ids = [c.call("chat:send", {"text": f"r{i}", "chatId": chat_id})["id"] for i in range(3)]
+        other_ids = [c.call("chat:send", {"text": "o", "chatId": other_id})["id"]]
+    finally:
+        c.close()
+    chats = ["general", chat_id, other_id]
+    before = {cid: history(server, alice.token, cid) for cid in chats}
+    cases = rest_cases(rng, alice, Tokens(alice.id, alice.username), (chat_id, ids), (other_id, other_ids), taken)
+    assert len(cases) >= N_REST
+    http_ = Http(server)
+    started = time.monotonic()
+    try:
+        for start in range(0, len(cases), BATCH):
+            for i in range(start, min(start + BATCH, len(cases))):
+                run_rest_case(http_, cases[i], where("rest", i, cases[i]))
+            check_health(hostile, f"REST cases {start}..{start + BATCH}")
+    finally:
+        http_.close()
+    hostile.count("rest", len(cases))
+    # Nothing stored by a refusal: no message anywhere...
+    for cid in chats:
+        assert history(server, alice.token, cid) == before[cid], f"[HOSTILE_SEED={SEED}] chat {cid} changed"
+    # ...no account under a refused name (registering it now succeeds)...
+    names = sorted({c.register_after for c in cases if c.register_after}, key=str.lower)
+    seen_lower: set[str] = set()
+    for name in names:
+        if name.lower() in seen_lower:
+            continue
+        seen_lower.add(name.lower())
+        r = requests.post(f"{server.url}/register", json={"username": name, "password": PASSWORD}, timeout=TIMEOUT)
+        assert r.status_code == 201, f"[HOSTILE_SEED={SEED}] a refused /register stored {name!r}: {r.status_code} {r.text}"
+    # ...and the duplicates changed nobody's password.
+    for case in cases:
+        if case.login_after:
+            name, pw = case.login_after
+            r = requests.post(f"{server.url}/login", json={"username": name, "password": pw}, timeout=TIMEOUT)
+            assert r.status_code == 401, f"[HOSTILE_SEED={SEED}] {case}: the refused password logs in"
+    r = requests.post(f"{server.url}/login", json={"username": taken[0], "password": taken[1]}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    print(f"REST: {len(cases)} cases ({len(names)} refused names checked) in {time.monotonic() - started:.1f}s")
