@@ -62,7 +62,7 @@ RSS_CEILING_KB = 200 * 1024
 # Cases per category (targeted ones first, then generated ones up to the count).
 N_REST = 4200
 N_EVENTS_WS = 3400
-N_EVENTS_POLLING = 160
+N_EVENTS_POLLING = 300
 N_ENGINE = 1500
 N_FRAMES = 1000
 BATCH = 500
@@ -769,3 +769,398 @@ def test_rest_corpus(hostile):
     r = requests.post(f"{server.url}/login", json={"username": taken[0], "password": taken[1]}, timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     print(f"REST: {len(cases)} cases ({len(names)} refused names checked) in {time.monotonic() - started:.1f}s")
+
+
+# ---------------------------------------------------------------- Socket.IO on a raw WebSocket
+
+
+def parse_sio(text: str) -> tuple[str, int | None, object]:
+    """A server Socket.IO packet (namespace `/`): (type digit, ack id, data)."""
+    kind, rest = text[0], text[1:]
+    i = 0
+    while i < len(rest) and rest[i].isdigit():
+        i += 1
+    ack = int(rest[:i]) if i else None
+    data = json.loads(rest[i:]) if rest[i:] else None
+    return kind, ack, data
+
+
+class RawSio:
+    """A Socket.IO client on a raw WebSocket (`wslib.Raw`): events go out
+    as written, every packet that comes back is read in order."""
+
+    def __init__(self, server, token: str | None = None) -> None:
+        self.ws = Raw(server, path="/socket.io/")
+        self.ws.open()
+        self.next_ack = 0
+        if token is not None:
+            self.ws.send_text("40" + json.dumps({"token": token}))
+            kind, _, data = parse_sio(self.packet())
+            assert kind == "0" and set(data) == {"sid"}, data
+
+    def packet(self) -> str:
+        """The next Engine.IO message's Socket.IO packet; pings are answered."""
+        while True:
+            op, payload = self.ws.read()
+            if op == TEXT and payload == b"2":
+                self.ws.send(frame(TEXT, b"3"))
+                continue
+            assert op == TEXT and payload[:1] == b"4", (op, payload[:200])
+            return payload[1:].decode()
+
+    def emit(self, name: str, args: list, ack: bool, raw_json: str | None = None) -> int | None:
+        aid = None
+        head = "42"
+        if ack:
+            self.next_ack += 1
+            aid = self.next_ack
+            head += str(aid)
+        self.ws.send(frame(TEXT, (head + (raw_json or json.dumps([name, *args]))).encode()))
+        return aid
+
+    def emit_binary(self, name: str, args: list, attachments: list[bytes], ack: bool) -> int | None:
+        aid = None
+        head = f"45{len(attachments)}-"
+        if ack:
+            self.next_ack += 1
+            aid = self.next_ack
+            head += str(aid)
+        out = frame(TEXT, (head + json.dumps([name, *args])).encode())
+        for a in attachments:
+            out += frame(BINARY, a)
+        self.ws.send(out)
+        return aid
+
+    def sync(self) -> list[tuple[str, int | None, object]]:
+        """Sends a `chat:join` with an ack and returns every packet that came
+        before its answer."""
+        aid = self.emit("chat:join", [{"chatId": "hostile-sync"}], True)
+        got = []
+        while True:
+            p = parse_sio(self.packet())
+            if p[0] == "3" and p[1] == aid:
+                assert p[2] == [{"chatId": "hostile-sync"}], p
+                return got
+            got.append(p)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+# ---------------------------------------------------------------- event corpus
+
+# Rust's char::is_whitespace (Unicode White_Space)
+WHITE = " \t\n\x0b\x0c\r\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+        "\u2028\u2029\u202f\u205f\u3000"
+TEXT_CHARS = "aZ9 !é€😀中\u0301"
+EV_NON_STRINGS = [0, 1, -7, 1.5, True, False, [], ["x"], {}, {"text": "x"}]  # null is "absent" for optional fields
+VALID_CHATS = ["general", "hostile-a", "hostile:b", "H.c_d-e", "z" * 64, "9"]
+
+
+def rand_text(rng, n: int) -> str:
+    return "".join(rng.choice(TEXT_CHARS) for _ in range(n))
+
+
+def rand_bad_chat(rng) -> object:
+    k = rng.randrange(4)
+    if k == 0:
+        return ""
+    if k == 1:
+        return "".join(rng.choice(NAME_CHARS + ":") for _ in range(rng.randint(65, 200)))
+    if k == 2:
+        base = list(rng.choice(VALID_CHATS[1:-1]))
+        base[rng.randrange(len(base))] = rng.choice(BAD_CHAT_CHARS)
+        return "".join(base)
+    return rng.choice(EV_NON_STRINGS)
+
+
+class EventCase:
+    __slots__ = ("name", "args", "ack", "expect", "temp_id", "binary", "what")
+
+    def __init__(self, what, name, args, ack, expect="invalid", temp_id=None, binary=None):
+        self.what = what
+        self.name = name
+        self.args = args
+        self.ack = ack
+        self.expect = expect  # "invalid": error (+ ack); "ignored": nothing at all
+        self.temp_id = temp_id  # the tempId the error must carry, if any
+        self.binary = binary  # attachments, for a BINARY_EVENT
+
+    def __repr__(self) -> str:
+        text = json.dumps([self.name, *self.args])
+        if len(text) > 400:
+            text = text[:400] + f"...({len(text)} chars)"
+        return f"EventCase({self.what}: {text} ack={self.ack} expect={self.expect} binary={bool(self.binary)})"
+
+
+def expected_temp_id(payload) -> str | None:
+    if not isinstance(payload, dict):
+        return None
+    t = payload.get("tempId")
+    if isinstance(t, str) and len(t) <= 64:
+        return t
+    if isinstance(t, int) and not isinstance(t, bool):
+        return str(t)
+    return None
+
+
+def gen_send(rng) -> EventCase:
+    payload: dict = {"text": rand_text(rng, rng.randint(1, 50))}
+    # noise the contract allows (never what makes the case invalid)
+    if rng.random() < 0.7:
+        payload["tempId"] = rng.choice([rand_text(rng, rng.randint(0, 64)), rng.randint(0, 10**9), None])
+    if rng.random() < 0.4:
+        payload["type"] = rng.choice([rand_text(rng, rng.randint(1, 32)), None])
+    if rng.random() < 0.5:
+        payload["chatId"] = rng.choice(VALID_CHATS + [None])
+    if rng.random() < 0.3:
+        payload.update(author="mallory", status="read", authorId="0" * 24, id="f" * 24)
+    k = rng.randrange(12)
+    if k == 0:
+        what, payload["text"] = "empty text", ""
+    elif k == 1:
+        what, payload["text"] = "white space only", "".join(rng.choice(WHITE) for _ in range(rng.randint(1, 60)))
+    elif k == 2:
+        what, payload["text"] = "text over 4000", rand_text(rng, rng.choice([4001, 4002, rng.randint(4001, 9000)]))
+    elif k == 3:
+        what, payload["text"] = "text not a string", rng.choice(EV_NON_STRINGS + [None])
+    elif k == 4:
+        what = "no text"
+        del payload["text"]
+    elif k == 5:
+        what, payload["tempId"] = "tempId over 64", rand_text(rng, rng.randint(65, 300))
+    elif k == 6:
+        what, payload["tempId"] = "tempId of the wrong type", rng.choice([True, False, [], {}, ["t"], {"t": 1}])
+    elif k == 7:
+        what, payload["type"] = "type over 32", rand_text(rng, rng.randint(33, 300))
+    elif k == 8:
+        what, payload["type"] = "type not a string", rng.choice([5, True, [], {}, ["text"]])
+    elif k in (9, 10):
+        what, payload["chatId"] = "bad chatId", rand_bad_chat(rng)
+    else:
+        what = "not an object"
+        args = rng.choice([["just text"], [42], [None], [True], [[payload]], [], ["x", payload]])
+        return EventCase(what, "chat:send", args, rng.random() < 0.6)
+    return EventCase(what, "chat:send", [payload], rng.random() < 0.6, temp_id=expected_temp_id(payload))
+
+
+def gen_typing(rng) -> EventCase:
+    payload: dict = {"isTyping": rng.choice([True, False])}
+    if rng.random() < 0.5:
+        payload["chatId"] = rng.choice(VALID_CHATS + [None])
+    k = rng.randrange(4)
+    if k == 0:
+        what = "no isTyping"
+        del payload["isTyping"]
+    elif k == 1:
+        what, payload["isTyping"] = "isTyping not a bool", rng.choice([0, 1, "true", "false", None, [], {}, [True]])
+    elif k == 2:
+        what, payload["chatId"] = "bad chatId", rand_bad_chat(rng)
+    else:
+        return EventCase("not an object", "chat:typing", rng.choice([["typing"], [1], [None], [[payload]], []]),
+                         rng.random() < 0.6)
+    return EventCase(what, "chat:typing", [payload], rng.random() < 0.6)
+
+
+def rand_id(rng) -> str:
+    return "%024x" % rng.getrandbits(96)
+
+
+def gen_read(rng) -> EventCase:
+    k = rng.randrange(6)
+    if k == 0:
+        what, payload = "no messageIds", rng.choice([{}, {"messageId": rand_id(rng)}, {"ids": [rand_id(rng)]}])
+    elif k == 1:
+        what, payload = "messageIds not a list", {"messageIds": rng.choice([rand_id(rng), 5, None, {}, True])}
+    elif k == 2:
+        what, payload = "no ids", {"messageIds": []}
+    elif k == 3:
+        what, payload = "over 500 ids", {"messageIds": [rand_id(rng) for _ in range(rng.choice([501, 502, 600, 1000]))]}
+    elif k == 4:
+        # (upper-case hex is not in this list: ObjectId, in chatwire as in
+        # the Python service's bson, reads it as the same id)
+        ids = [rand_id(rng) for _ in range(rng.randint(0, 20))]
+        bad = rng.choice([rand_id(rng)[:23], rand_id(rng) + "0",
+                          "z" * 24, "", 5, None, [rand_id(rng)], {"id": rand_id(rng)}, " " + rand_id(rng)[1:],
+                          "0x" + rand_id(rng)[2:]])
+        ids.insert(rng.randint(0, len(ids)), bad)
+        what, payload = "a bad id among them", {"messageIds": ids}
+    else:
+        return EventCase("not an object", "chat:read", rng.choice([[[rand_id(rng)]], [rand_id(rng)], [None], []]),
+                         rng.random() < 0.6)
+    return EventCase(what, "chat:read", [payload], rng.random() < 0.6)
+
+
+def gen_room(rng) -> EventCase:
+    name = rng.choice(["chat:join", "chat:leave"])
+    if rng.random() < 0.75:
+        return EventCase("bad chatId", name, [{"chatId": rand_bad_chat(rng)}], rng.random() < 0.6)
+    return EventCase("not an object", name, rng.choice([["general"], [7], [None], [["general"]], [True], []]),
+                     rng.random() < 0.6)
+
+
+def gen_ignored(rng) -> EventCase:
+    name = rng.choice(["chat:SEND", "chat:send ", " chat:send", "chat:sen", "Chat:send", "chat:ack", "chat:new-message",
+                       "chat:delivered", "error", "connect", "disconnect", "disconnecting", "newListener", "",
+                       "x" * rng.randint(100, 2000), "chat:typing\u0000", "chat:read/", "chat", "message",
+                       rand_text(rng, rng.randint(1, 30))])
+    if name in ("chat:send", "chat:typing", "chat:read", "chat:join", "chat:leave"):
+        name = name + "!"
+    return EventCase("unknown event", name, [{"text": "ignored", "tempId": "ign"}], rng.random() < 0.5, "ignored")
+
+
+def gen_binary(rng) -> EventCase:
+    ph = {"_placeholder": True, "num": 0}
+    name, payload = rng.choice([
+        ("chat:send", ph), ("chat:send", {"text": ph, "tempId": "bin"}), ("chat:typing", ph),
+        ("chat:typing", {"isTyping": ph}), ("chat:read", {"messageIds": [ph]}), ("chat:read", ph),
+        ("chat:join", {"chatId": ph}), ("chat:leave", {"chatId": ph}),
+    ])
+    temp = "bin" if isinstance(payload.get("text"), dict) else None
+    return EventCase("binary attachment where a field belongs", name, [payload], rng.random() < 0.6,
+                     temp_id=temp, binary=[bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))])
+
+
+def event_cases(rng, n: int) -> list[EventCase]:
+    cases = []
+    # targeted: the contract's bounds, each with and without an ack
+    for ack in (True, False):
+        for p in [{"text": ""}, {"text": " \t\n\u3000 "}, {"text": "x" * 4001}, {"text": "😀" * 4001},
+                  {"text": 5}, {"tempId": "t"}, {"text": "ok", "tempId": "t" * 65}, {"text": "ok", "type": "y" * 33},
+                  {"text": "ok", "chatId": ""}, {"text": "ok", "chatId": "c" * 65}, {"text": "ok", "chatId": "a b"},
+                  {"text": "ok", "chatId": "café"}, {"text": "ok", "chatId": "a/b"}]:
+            cases.append(EventCase("bound", "chat:send", [p], ack, temp_id=expected_temp_id(p)))
+        for p in ["just text", 42, [{"text": "hi"}], None]:
+            cases.append(EventCase("bound: not an object", "chat:send", [p], ack))
+        for ids in [[], ["0" * 24] * 501, ["nothex"], ["0" * 23], "0" * 24, None]:
+            cases.append(EventCase("bound", "chat:read", [{"messageIds": ids}], ack))
+        for p in [{"isTyping": "yes"}, {"chatId": "general"}, {"isTyping": True, "chatId": "x" * 65}]:
+            cases.append(EventCase("bound", "chat:typing", [p], ack))
+        for name in ("chat:join", "chat:leave"):
+            for cid in ["", "x" * 65, "bad chat", 5]:
+                cases.append(EventCase("bound", name, [{"chatId": cid}], ack))
+    gens = [gen_send] * 5 + [gen_typing] * 2 + [gen_read] * 2 + [gen_room] * 2 + [gen_ignored, gen_binary]
+    while len(cases) < n:
+        cases.append(rng.choice(gens)(rng))
+    return cases
+
+
+def check_error_payload(err, case: EventCase, ctx: str) -> None:
+    assert isinstance(err, dict), f"{ctx}: error payload {err!r}"
+    assert err.get("code") == "invalid", f"{ctx}: error {err!r}"
+    assert isinstance(err.get("message"), str) and err["message"], f"{ctx}: error {err!r}"
+    assert set(err) <= {"message", "code", "tempId"}, f"{ctx}: error {err!r}"
+    if case.name == "chat:send" and case.temp_id is not None:
+        assert err.get("tempId") == case.temp_id, f"{ctx}: error {err!r}, tempId {case.temp_id!r}"
+    elif "tempId" in err:
+        pytest.fail(f"{ctx}: error names a tempId that was not a valid one: {err!r}")
+
+
+def check_ack_payload(args, ctx: str) -> None:
+    assert isinstance(args, list) and len(args) == 1, f"{ctx}: ack {args!r}"
+    a = args[0]
+    assert isinstance(a, dict) and set(a) == {"error"}, f"{ctx}: ack {a!r}"
+    assert isinstance(a["error"], dict) and set(a["error"]) == {"message", "code"}, f"{ctx}: ack {a!r}"
+    assert a["error"]["code"] == "invalid" and isinstance(a["error"]["message"], str), f"{ctx}: ack {a!r}"
+
+
+def run_event_batch(sender: RawSio, watcher: RawSio, cases: list[EventCase], offset: int) -> None:
+    """Sends the batch pipelined, then checks every answer, in order."""
+    sent: list[tuple[int, EventCase, int | None]] = []
+    for j, case in enumerate(cases):
+        if case.binary is not None:
+            aid = sender.emit_binary(case.name, case.args, case.binary, case.ack)
+        else:
+            aid = sender.emit(case.name, case.args, case.ack)
+        sent.append((offset + j, case, aid))
+    got = sender.sync()
+    k = 0
+    for i, case, aid in sent:
+        ctx = where("events", i, case)
+        if case.expect == "ignored":
+            continue
+        assert k < len(got), f"{ctx}: no error event (answers: {got[-3:]!r})"
+        kind, _, data = got[k]
+        assert kind == "2" and isinstance(data, list) and data[0] == "error", f"{ctx}: expected error, got {got[k]!r}"
+        assert len(data) == 2, f"{ctx}: {data!r}"
+        check_error_payload(data[1], case, ctx)
+        k += 1
+        if aid is not None:
+            assert k < len(got), f"{ctx}: no ack"
+            kind, ack_id, data = got[k]
+            assert kind == "3" and ack_id == aid, f"{ctx}: expected ack {aid}, got {got[k]!r}"
+            check_ack_payload(data, ctx)
+            k += 1
+    assert k == len(got), (f"[HOSTILE_SEED={SEED}] events {offset}..{offset + len(cases)}: "
+                           f"answers nobody asked for: {got[k:k + 5]!r}")
+    heard = watcher.sync()
+    assert heard == [], f"[HOSTILE_SEED={SEED}] events {offset}..{offset + len(cases)}: a bystander heard {heard[:5]!r}"
+
+
+def test_event_corpus_websocket(hostile):
+    server = hostile.server
+    rng = rng_for("events")
+    ana, bob = register(server), register(server)
+    watcher = RawSio(server, bob.token)
+    for cid in VALID_CHATS:
+        watcher.emit("chat:join", [{"chatId": cid}], False)
+    assert watcher.sync() == []
+    sender = RawSio(server, ana.token)
+    before = {cid: history(server, ana.token, cid) for cid in VALID_CHATS}
+    cases = event_cases(rng, N_EVENTS_WS)
+    started = time.monotonic()
+    try:
+        for start in range(0, len(cases), BATCH):
+            for sub in range(start, min(start + BATCH, len(cases)), 100):
+                run_event_batch(sender, watcher, cases[sub:min(sub + 100, start + BATCH, len(cases))], sub)
+            check_health(hostile, f"event cases {start}..{start + BATCH}")
+        # the same connections are still open and serve
+        ack_id = sender.emit("chat:send", [{"text": "after the corpus", "chatId": "hostile-after"}], True)
+        got = [parse_sio(sender.packet()) for _ in range(2)]
+        ack = next(d for kind, a, d in got if kind == "3" and a == ack_id)[0]
+        assert HEX24.fullmatch(ack["id"]), ack
+    finally:
+        sender.close()
+        watcher.close()
+    hostile.count("events (websocket)", len(cases))
+    for cid in VALID_CHATS:
+        assert history(server, ana.token, cid) == before[cid], f"[HOSTILE_SEED={SEED}] chat {cid} changed"
+    print(f"events over WebSocket: {len(cases)} cases in {time.monotonic() - started:.1f}s")
+
+
+def test_event_corpus_polling(hostile):
+    """Some of the same cases through python-socketio over long-polling."""
+    server = hostile.server
+    rng = rng_for("events-polling")
+    user = register(server)
+    c = ChatClient(server, "polling").connect(user.token)
+    cases = [case for case in event_cases(rng, N_EVENTS_POLLING + 200)[200:] if case.binary is None]
+    cases = cases[:N_EVENTS_POLLING]
+    before = {cid: history(server, user.token, cid) for cid in VALID_CHATS}
+    answered: list = []
+    ran = 0
+    try:
+        for i, case in enumerate(cases):
+            ctx = where("events-polling", i, case)
+            if len(case.args) != 1:
+                continue  # python-socketio sends one argument here; the raw corpus has the others
+            ran += 1
+            if case.expect == "ignored":
+                c.sio.emit(case.name, case.args[0],
+                           callback=(lambda *a, ctx=ctx: answered.append((ctx, a))) if case.ack else None)
+            elif case.ack:
+                check_ack_payload([c.call(case.name, case.args[0])], ctx)
+            else:
+                c.sio.emit(case.name, case.args[0])
+            if case.expect == "invalid":
+                check_error_payload(c.wait("error"), case, ctx)
+        c.none("error", 0.2)
+        c.none("chat:ack", 0.0)
+        assert answered == [], f"[HOSTILE_SEED={SEED}] ignored events were answered: {answered[:3]!r}"
+        assert c.sio.connected
+    finally:
+        c.close()
+    hostile.count("events (polling)", ran)
+    for cid in VALID_CHATS:
+        assert history(server, user.token, cid) == before[cid], f"[HOSTILE_SEED={SEED}] chat {cid} changed"
+    check_health(hostile, "event cases over polling")
