@@ -1164,3 +1164,327 @@ def test_event_corpus_polling(hostile):
     for cid in VALID_CHATS:
         assert history(server, user.token, cid) == before[cid], f"[HOSTILE_SEED={SEED}] chat {cid} changed"
     check_health(hostile, "event cases over polling")
+
+
+# ---------------------------------------------------------------- raw Engine.IO / Socket.IO corpus
+
+
+def assert_eio_error(status, headers, body, codes, ctx: str) -> None:
+    """400 with Engine.IO's `{"code": N, "message": "..."}`."""
+    codes = {codes} if isinstance(codes, int) else set(codes)
+    assert status == 400, f"{ctx}: expected 400, got {status} {body[:300]!r}"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        pytest.fail(f"{ctx}: the error body is not JSON: {body[:300]!r}")
+    assert isinstance(doc, dict) and set(doc) == {"code", "message"}, f"{ctx}: {doc!r}"
+    assert doc["code"] in codes and doc["message"] == EIO_ERRORS[doc["code"]], f"{ctx}: {doc!r} not in {codes}"
+
+
+def eio_query_case(rng) -> tuple[str, str, set[int]]:
+    """(method, query, the Engine.IO error codes it may get): a request the
+    server must refuse with 400, never a session."""
+    eio = rng.choice([None, "3", "5", "2", "abc", "", "04", "4.0", "%204", "4%20", "%34", "40", "-4", "4", "4", "4"])
+    transport = rng.choice([None, "", "xhr", "POLLING", "Polling", "websocket%20", "flashsocket", "jsonp",
+                            "polling%00", "polling", "polling", "websocket"])
+    sid = rng.choice([None, None, uuid.UUID(int=rng.getrandbits(128)).hex[:20], "x" * rng.randint(1, 300),
+                      "%00", "AAAAAAAAAAAAAAAAAAAA", "../", "a%2Fb"])
+    method = rng.choice(["GET", "GET", "POST", "PUT", "DELETE", "PATCH"])
+    codes: set[int] = set()
+    if transport not in ("polling", "websocket"):
+        codes.add(0)
+    if eio != "4":
+        # missing or not a number: "bad request" or "unsupported version" (the
+        # official server says the latter); another number: unsupported
+        codes |= {5} if (eio or "").isdigit() else {3, 5}
+    if not codes:
+        if transport == "websocket":
+            codes.add(3)  # a WebSocket request without the upgrade
+        elif sid is not None:
+            codes.add(1)
+        elif method != "GET":
+            codes.add(2)
+        else:
+            sid = "unknown-" + "%016x" % rng.getrandbits(64)  # never open a session here
+            codes.add(1)
+    params = [("EIO", eio), ("transport", transport), ("sid", sid)]
+    rng.shuffle(params)
+    params += [("t", "x%d" % rng.randrange(10**6))] if rng.random() < 0.5 else []
+    return method, "&".join(f"{k}={v}" for k, v in params if v is not None), codes
+
+
+POLL = "/socket.io/?EIO=4&transport=polling"
+TEXT_CT = {"Content-Type": "text/plain;charset=UTF-8"}
+
+
+def bad_eio_payload(rng) -> bytes:
+    """A polling body that is not an Engine.IO payload (every variant is
+    invalid by construction): 400, the session closed."""
+    k = rng.randrange(8)
+    if k == 0:
+        return rng.choice([b"0", b"7", b"8x", b"9", b"a", b"x4hello", b"{}", b"\x00", b"-1", b" 4"])
+    if k == 1:
+        return rng.choice([b"", b"\x1e", b"4a\x1e\x1e4b", b"4a\x1e", b"\x1e4a"])  # an empty record
+    if k == 2:
+        return b"b" + rng.choice([b"!!!!", b"A", b"AQ", b"AQI", b"AQ=", b"====", b"AQID*A==", b"\xff"])
+    if k == 3:
+        bad = rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\x80"])
+        return b"4" + bad + b"hello"
+    if k == 4:  # good records, then a bad one: the whole payload is refused
+        good = b"\x1e".join(rng.choice([b"2", b"3", b"6", b"4x"]) for _ in range(rng.randint(1, 5)))
+        return good + b"\x1e" + rng.choice([b"7", b"", b"bA", b"z"])
+    if k == 5:
+        return "é4".encode()
+    if k == 6:
+        return b"\x1e".join(b"7" for _ in range(rng.randint(2, 50)))
+    return bytes([rng.randrange(0x37, 0x3a)]) + bytes(rng.randrange(0x20, 0x7f) for _ in range(rng.randint(0, 40)))
+
+
+def bad_sio_packet(rng) -> tuple[str, list[bytes]]:
+    """A Socket.IO packet (text, then binary frames) that breaks the protocol:
+    the session is closed."""
+    ph = '{"_placeholder":true,"num":%d}'
+    k = rng.randrange(12)
+    if k == 0:
+        return rng.choice(["", "7", "8", "9", "a", " ", "x2[]", "-1", "\u00e9"]), []
+    if k == 1:
+        return "4" + rng.choice(["", "{}", '{"message":"x"}']), []  # CONNECT_ERROR comes from servers only
+    if k == 2:
+        return "2" + rng.choice(["", "{}", "[]", "[1]", '"x"', "[", "null", '["a",', "[null]", "[{}]", "[[\"a\"]]",
+                                 '["a"]]', '["a"', "true"]), []
+    if k == 3:
+        return "3" + rng.choice(["[]", "[1]", '["x"]']), []  # an ack without an id
+    if k == 4:
+        return "3" + str(rng.randint(0, 1000)) + rng.choice(["", "{}", '"x"', "[", "5"]), []
+    if k == 5:
+        # (digits right after the type are an ack id, so "05" is a CONNECT)
+        return "0" + rng.choice(["[]", '"x"', "{", "null", "[{}]", "{}}", "true"]), []
+    if k == 6:
+        return rng.choice(["5", "6"]) + rng.choice(["-", "a-", "-1", "1234-", "65-", "99-", "1", "1["]) + '["x"]', []
+    if k == 7:  # a placeholder past the announced attachments
+        n = rng.randint(1, 3)
+        return f"5{n}-" + '["chat:send",' + ph % rng.randint(n, n + 5) + "]", [b"x"] * n
+    if k == 8:  # an ack id that does not fit
+        return "2" + str(rng.randint(10**20, 10**30)) + '["chat:send",{"text":"x"}]', []
+    if k == 9:  # text while attachments are awaited
+        return "51-" + '["chat:send",' + ph % 0 + "]", [None]  # None: send a text packet instead
+    if k == 10:  # a lone surrogate: not JSON serde or any strict parser reads
+        return '2["chat:send",{"text":"\\ud800"}]', []
+    return "2" + '["chat:send",' + rng.choice(["NaN", "Infinity", "{'text':'x'}", '{"text":"x",}', "{text:1}"]) + "]", []
+
+
+def ws_upgrade(server, query: str) -> tuple[bytes, bytes, socket.socket]:
+    """Sends a WebSocket upgrade to /socket.io/?query; returns (head, body so far, socket)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /socket.io/?{query} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                  "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest, sock
+
+
+def read_http_body(sock: socket.socket, head: bytes, rest: bytes) -> bytes:
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v.strip())
+    while len(rest) < length:
+        data = sock.recv(65536)
+        if not data:
+            break
+        rest += data
+    return rest[:length]
+
+
+class Bystander:
+    """A connected chat client on each transport, checked after the corpus."""
+
+    def __init__(self, server) -> None:
+        user = register(server)
+        self.ws = RawSio(server, user.token)
+        self.poll = ChatClient(server, "polling").connect(user.token)
+
+    def check(self, ctx: str) -> None:
+        assert self.ws.sync() == [], ctx
+        assert self.poll.call("chat:join", {"chatId": "hostile-sync"}) == {"chatId": "hostile-sync"}, ctx
+        assert self.poll.sio.connected, ctx
+
+    def close(self) -> None:
+        self.ws.close()
+        self.poll.close()
+
+
+def test_engine_io_corpus(hostile):
+    server = hostile.server
+    rng = rng_for("engine")
+    user = register(server)
+    token = user.token
+    bystander = Bystander(server)
+    http_ = Http(server)
+    n = 0
+    started = time.monotonic()
+
+    def done(what: str) -> None:
+        nonlocal n
+        n += 1
+        if n % BATCH == 0:
+            bystander.check(f"[HOSTILE_SEED={SEED}] bystander after engine case #{n} ({what})")
+            check_health(hostile, f"Engine.IO cases ..{n}")
+
+    try:
+        # 1. Bad query strings and methods on the polling endpoint: 400 {code, message}.
+        for i in range(520):
+            method, query, codes = eio_query_case(rng)
+            ctx = where("engine/query", i, (method, query, sorted(codes)))
+            status, headers, body = http_.request(method, "/socket.io/?" + query, TEXT_CT,
+                                                  b"4hello" if method != "GET" else b"")
+            assert_eio_error(status, headers, body, codes, ctx)
+            done("query")
+        # 2. The same as WebSocket upgrades: refused with 400 {code, message}
+        #    before any upgrade, or (an unknown sid) closed without a session.
+        for i in range(120):
+            _, query, codes = eio_query_case(rng)
+            if rng.random() < 0.3:
+                query, codes = f"EIO=4&transport=websocket&sid={'%020x' % rng.getrandbits(80)}", None
+            ctx = where("engine/ws-query", i, (query, codes))
+            head, rest, sock = ws_upgrade(server, query)
+            try:
+                status = int(head.split(b" ")[1])
+                if codes is None or not codes & {0, 5}:
+                    # EIO and transport are good (or name polling): refused, or
+                    # accepted and closed at once, never a session
+                    assert status in (101, 400), f"{ctx}: {head!r}"
+                    if status == 101:
+                        ws = Raw.__new__(Raw)
+                        ws.sock, ws.buf = sock, rest
+                        op, payload = ws.read()
+                        assert op == CLOSE, f"{ctx}: the server spoke before closing: {payload[:100]!r}"
+                        ws.expect_eof()
+                    else:
+                        body = read_http_body(sock, head, rest)
+                        assert_eio_error(400, {}, body, set(EIO_ERRORS), ctx)
+                else:
+                    body = read_http_body(sock, head, rest)
+                    assert_eio_error(status, {}, body, codes, ctx)
+            finally:
+                sock.close()
+            done("ws query")
+        # 3. Polling sessions sent a body that is not an Engine.IO payload:
+        #    400, and the session is gone (413 for one over maxPayload).
+        for i in range(300):
+            status, _, body = http_.request("GET", POLL, {}, b"")
+            assert status == 200 and body.startswith(b"0"), body
+            sid = json.loads(body[1:])["sid"]
+            url = f"{POLL}&sid={sid}"
+            big = i % 60 == 0
+            payload = b"4" + b"x" * MAX_PAYLOAD if big else bad_eio_payload(rng)
+            ctx = where("engine/polling-payload", i, payload[:100])
+            status, headers, body = http_.request("POST", url, TEXT_CT, payload)
+            if big:
+                assert status == 413 and json.loads(body) == {"code": 3, "message": "Payload too large"}, \
+                    f"{ctx}: {status} {body!r}"
+            else:
+                assert_eio_error(status, headers, body, 3, ctx)
+            status, headers, body = http_.request("GET", url, {}, b"")
+            assert_eio_error(status, headers, body, 1, ctx + " (the session must be closed)")
+            done("polling payload")
+        # 4. Polling Socket.IO sessions sent a packet that breaks Socket.IO: the
+        #    POST is taken ("ok"), the session closed.
+        for i in range(160):
+            status, _, body = http_.request("GET", POLL, {}, b"")
+            sid = json.loads(body[1:])["sid"]
+            url = f"{POLL}&sid={sid}"
+            if i % 2:
+                assert http_.request("POST", url, TEXT_CT, ("40" + json.dumps({"token": token})).encode())[0] == 200
+                status, _, body = http_.request("GET", url, {}, b"")
+                assert status == 200 and body.startswith(b"40{"), body
+            text, attachments = bad_sio_packet(rng)
+            records = ["4" + text] + ["b" + base64.b64encode(a).decode() if a is not None else '42["x"]'
+                                      for a in attachments]
+            if text == "" and rng.random() < 0.5:
+                records = ["5"]  # an upgrade packet on a session that is not upgrading
+            ctx = where("engine/polling-sio", i, records)
+            status, _, body = http_.request("POST", url, TEXT_CT, "\x1e".join(records).encode())
+            assert (status, body) == (200, b"ok"), f"{ctx}: {status} {body!r}"
+            status, headers, body = http_.request("GET", url, {}, b"")
+            assert_eio_error(status, headers, body, 1, ctx + " (the session must be closed)")
+            done("polling sio")
+        # 5. WebSocket sessions sent an Engine.IO or Socket.IO violation: closed (1000).
+        for i in range(280):
+            ws = RawSio(server, token if i % 2 else None)
+            try:
+                if i % 5 == 0:
+                    what = rng.choice(["", "7", "0", "9x", "a", "5", "\u00e9"])
+                    ctx = where("engine/ws-eio", i, what)
+                    ws.ws.send(frame(TEXT, what.encode()))
+                elif i % 5 == 1:
+                    ctx = where("engine/ws-binary", i, "binary with no binary packet announced")
+                    ws.ws.send(frame(BINARY, os.urandom(rng.randint(0, 100))))
+                else:
+                    text, attachments = bad_sio_packet(rng)
+                    ctx = where("engine/ws-sio", i, (text, attachments))
+                    out = frame(TEXT, ("4" + text).encode())
+                    for a in attachments:
+                        out += frame(BINARY, a) if a is not None else frame(TEXT, b'42["x"]')
+                    ws.ws.send(out)
+                op, payload = ws.ws.read_data()
+                assert op == CLOSE and struct.unpack(">H", payload[:2])[0] == 1000, \
+                    f"{ctx}: expected the session closed, got {op} {payload[:200]!r}"
+                ws.ws.expect_eof()
+            finally:
+                ws.close()
+            done("ws violation")
+        # 6. Namespaces that do not exist, events to namespaces not joined, and
+        #    CONNECTs with bad tokens, on one session: refused, the session kept.
+        ws = RawSio(server)
+        tokens = Tokens(user.id, user.username)
+        try:
+            for i in range(160):
+                k = i % 4
+                if k == 0:
+                    nsp = rng.choice(["/admin", "/chat", "/socket.io", "/x", "/" + rand_name(rng), "/général",
+                                      "//", "/a/b", "/" + "n" * 200])
+                    auth = rng.choice(["", json.dumps({"token": token})])
+                    ctx = where("engine/namespace", i, nsp)
+                    ws.ws.send_text(f"40{nsp},{auth}")
+                    assert ws.packet() == f'4{nsp},{{"message":"Invalid namespace"}}', ctx
+                elif k == 1:
+                    nsp = rng.choice(["/admin", "/x", "/chat"])
+                    ctx = where("engine/unjoined-namespace", i, nsp)
+                    ws.ws.send_text(f'42{nsp},["chat:send",{{"text":"nobody hears this"}}]')
+                    ws.ws.send_text(f'42{nsp},7["chat:send",{{"text":"nor this"}}]')
+                else:
+                    what, header = tokens.bad(rng)
+                    bad = header.partition(" ")[2] if header.lower().startswith("bearer ") else header
+                    auth = rng.choice([{"token": bad}, {"token": bad}, {}, {"token": None}, {"token": 5},
+                                       {"jwt": token}, {"token": [token]}])
+                    expired = what == "expired" and auth.get("token") == bad
+                    ctx = where("engine/connect-auth", i, (what, auth))
+                    ws.ws.send_text("40" + json.dumps(auth))
+                    want = {"message": "Token expired" if expired else "Unauthorized"}
+                    kind, _, data = parse_sio(ws.packet())
+                    assert (kind, data) == ("4", want), f"{ctx}: {kind} {data!r}"
+                done("namespace/auth")
+            # the session still joins `/` with a good token and serves
+            ws.ws.send_text("40" + json.dumps({"token": token}))
+            kind, _, data = parse_sio(ws.packet())
+            assert kind == "0" and set(data) == {"sid"}, data
+            assert ws.sync() == []
+        finally:
+            ws.close()
+        bystander.check(f"[HOSTILE_SEED={SEED}] bystander after the Engine.IO corpus")
+    finally:
+        http_.close()
+        bystander.close()
+    hostile.count("engine.io/socket.io", n)
+    check_health(hostile, "the Engine.IO corpus")
+    assert n >= N_ENGINE
+    print(f"Engine.IO/Socket.IO: {n} cases in {time.monotonic() - started:.1f}s")
