@@ -61,10 +61,10 @@ RSS_FACTOR = 3
 RSS_CEILING_KB = 200 * 1024
 # Cases per category (targeted ones first, then generated ones up to the count).
 N_REST = 4200
-N_EVENTS_WS = 3400
+N_EVENTS_WS = 5000
 N_EVENTS_POLLING = 300
 N_ENGINE = 1500
-N_FRAMES = 1000
+N_FRAMES = 2000
 BATCH = 500
 
 EIO_ERRORS = {
@@ -1352,7 +1352,9 @@ def test_engine_io_corpus(hostile):
         #    before any upgrade, or (an unknown sid) closed without a session.
         for i in range(120):
             _, query, codes = eio_query_case(rng)
-            if rng.random() < 0.3:
+            good_ws = not codes & {0, 5} and "transport=websocket&" in query + "&" and "sid=" not in query
+            if good_ws or rng.random() < 0.3:
+                # (a good WebSocket handshake opens a session: give it a sid nobody has)
                 query, codes = f"EIO=4&transport=websocket&sid={'%020x' % rng.getrandbits(80)}", None
             ctx = where("engine/ws-query", i, (query, codes))
             head, rest, sock = ws_upgrade(server, query)
@@ -1488,3 +1490,121 @@ def test_engine_io_corpus(hostile):
     check_health(hostile, "the Engine.IO corpus")
     assert n >= N_ENGINE
     print(f"Engine.IO/Socket.IO: {n} cases in {time.monotonic() - started:.1f}s")
+
+
+# ---------------------------------------------------------------- WebSocket frame corpus
+
+VALID_CLOSE = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
+INVALID_CLOSE = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
+BAD_UTF8 = [b"\xff", b"\xfe", b"\xc3", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xc0\xaf",
+            b"\xe0\x80\xaf", b"\xf8\x88\x80\x80\x80", b"\xf4\x90\x80\x80", b"\x80", b"\xbf", b"\xf0\x9f\x98"]
+
+
+def frame_case(rng) -> tuple[str, bytes, tuple[int, ...]]:
+    """(what, bytes, the close codes RFC 6455 gives them)."""
+    k = rng.randrange(14)
+    data = rng.choice([b"4hello", b"", b"40", os.urandom(rng.randint(0, 200))])
+    if k == 0:
+        rsv = rng.randint(1, 7)
+        op = rng.choice([TEXT, BINARY, CONT, PING, PONG, CLOSE])
+        return f"RSV {rsv:03b} on opcode {op}", frame(op, data[:100], rsv=rsv), (1002,)
+    if k == 1:
+        op = rng.choice([3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF])
+        return f"reserved opcode {op:#x}", frame(op, data[:100], fin=rng.random() < 0.8), (1002,)
+    if k == 2:
+        op = rng.choice([TEXT, BINARY, PING, PONG, CLOSE])
+        payload = b"4x" if op == TEXT else (struct.pack(">H", 1000) if op == CLOSE else data[:100])
+        return f"unmasked opcode {op}", frame(op, payload, masked=False), (1002,)
+    if k == 3:
+        return "continuation of nothing", frame(CONT, data, fin=rng.random() < 0.5), (1002,)
+    if k == 4:
+        op = rng.choice([PING, PONG, CLOSE])
+        return f"fragmented control {op}", frame(op, b"" if op == CLOSE else data[:50], fin=False), (1002,)
+    if k == 5:
+        op = rng.choice([PING, PONG, CLOSE])
+        return f"control {op} over 125 bytes", frame(op, struct.pack(">H", 1000) + b"x" * rng.randint(124, 2000)), (1002,)
+    if k == 6:
+        first = frame(rng.choice([TEXT, BINARY]), b"4a", fin=False)
+        return "a new message inside a fragmented one", first + frame(rng.choice([TEXT, BINARY]), b"4b",
+                                                                       fin=rng.random() < 0.5), (1002,)
+    if k == 7:
+        bad = b"4" + rand_text(rng, rng.randint(0, 20)).encode() + rng.choice(BAD_UTF8) + \
+            rand_text(rng, rng.randint(0, 20)).encode()
+        if rng.random() < 0.5:
+            return "text not UTF-8", frame(TEXT, bad), (1007,)
+        cut = rng.randint(1, len(bad) - 1)
+        return "text not UTF-8, in fragments", frame(TEXT, bad[:cut], fin=False) + frame(CONT, bad[cut:]), (1007,)
+    if k == 8:
+        return "close with one byte", frame(CLOSE, bytes([rng.randrange(256)])), (1002,)
+    if k == 9:
+        code = rng.choice(INVALID_CLOSE + [rng.randint(5000, 65535), rng.randint(1016, 2999)])
+        return f"close code {code}", frame(CLOSE, struct.pack(">H", code) + data[:20]), (1002,)
+    if k == 10:
+        code = rng.choice(VALID_CLOSE)
+        return f"close {code}, reason not UTF-8", frame(CLOSE, struct.pack(">H", code) + rng.choice(BAD_UTF8)), (1007,)
+    if k == 11:
+        n = rng.choice([MAX_PAYLOAD + 1, MAX_PAYLOAD + rng.randint(2, 10**6), rng.randint(MAX_PAYLOAD + 1, 2**32),
+                        rng.randint(2**32, 2**63 - 1)])
+        # the header alone: refused from it, before any payload
+        head = bytes([0x80 | rng.choice([TEXT, BINARY]), 0x80 | 127]) + struct.pack(">Q", n) + os.urandom(4)
+        return f"a frame of {n} bytes announced", head, (1009,)
+    if k == 12:
+        n = rng.randint(2**63, 2**64 - 1)
+        head = bytes([0x80 | TEXT, 0x80 | 127]) + struct.pack(">Q", n) + os.urandom(4)
+        # the most significant bit must be 0 (1002); it is also far too big (1009)
+        return "a 64-bit length with its top bit set", head, (1002, 1009)
+    code = rng.choice(VALID_CLOSE)
+    return f"client close {code} (answered with itself)", frame(CLOSE, struct.pack(">H", code) + b"bye"), (code,)
+
+
+def test_websocket_frame_corpus(hostile):
+    server = hostile.server
+    rng = rng_for("frames")
+    token = register(server).token
+    bystander = Bystander(server)
+    cases = [frame_case(rng) for _ in range(N_FRAMES - 12)]
+    # a few of the expensive ones: fragments over the limit, endless fragments
+    for i in range(6):
+        piece = MAX_PAYLOAD // 3 + 1
+        cases.append(("fragments over the limit",
+                      frame(TEXT, b"4" + b"x" * piece, fin=False, mask=b"\0\0\0\0")
+                      + frame(CONT, b"x" * piece, fin=False, mask=b"\0\0\0\0")
+                      + frame(CONT, b"x" * piece, mask=b"\0\0\0\0"), (1009,)))
+        cases.append(("endless empty fragments",
+                      frame(TEXT, b"4", fin=False) + frame(CONT, b"", fin=False) * (20_000 + i), (1008,)))
+    started = time.monotonic()
+    for i, (what, data, codes) in enumerate(cases):
+        ctx = where("frames", i, (what, data[:40], codes))
+        ws = RawSio(server, token if i % 4 == 0 else None)
+        try:
+            # half of them arrive in pieces, split anywhere
+            if len(data) > 2 and len(data) < 10_000 and rng.random() < 0.5:
+                cut = rng.randint(1, len(data) - 1)
+                ws.ws.send(data[:cut])
+                ws.ws.send(data[cut:])
+            else:
+                ws.ws.send(data)
+            try:
+                ws.ws.expect_close(codes)
+            except AssertionError as e:
+                raise AssertionError(f"{ctx}: {e}") from e
+        finally:
+            ws.close()
+        if (i + 1) % BATCH == 0:
+            bystander.check(f"[HOSTILE_SEED={SEED}] bystander after frame case #{i}")
+            check_health(hostile, f"frame cases ..{i + 1}")
+    bystander.check(f"[HOSTILE_SEED={SEED}] bystander after the frame corpus")
+    bystander.close()
+    hostile.count("websocket frames", len(cases))
+    check_health(hostile, "the frame corpus")
+    print(f"WebSocket frames: {len(cases)} cases in {time.monotonic() - started:.1f}s")
+
+
+def test_corpus_size_and_server_health(hostile):
+    """Runs last: the whole corpus ran (when the whole file did), and the
+    server is still up, bounded, and serving."""
+    check_health(hostile, "the whole corpus")
+    total = sum(hostile.counts.values())
+    print(f"HOSTILE_SEED={SEED}: {total} cases {hostile.counts}")
+    if len(hostile.counts) == 5:
+        assert total >= 10_000, hostile.counts

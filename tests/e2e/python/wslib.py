@@ -55,6 +55,8 @@ class Raw:
     def __init__(self, server, first: bytes = b"", path: str = "/engine.io/",
                  query: str = "EIO=4&transport=websocket", timeout: float = TIMEOUT) -> None:
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+        # frames sent in pieces go out at once (no Nagle wait for an ACK)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path}?{query} HTTP/1.1\r\n"
