@@ -139,9 +139,10 @@ for RT in $E2E_RUNTIMES; do
     bash -c 'cd "$1/tests/e2e/js" && timeout 600 node --test --test-concurrency=1 test/' _ "$ROOT"
 
   # The chat suites again with chatwire on the MongoDB-wire server.
-  run_step "python e2e ($RT, MongoDB store): chatwire REST + chat" \
+  run_step "python e2e ($RT, MongoDB store): chatwire REST + chat + crash consistency" \
     env E2E_CHAT_STORE=mongo timeout 600 "$VENV/bin/python" -m pytest -p no:cacheprovider \
-      "$ROOT/tests/e2e/python/test_chat_rest.py" "$ROOT/tests/e2e/python/test_chat_socketio.py"
+      "$ROOT/tests/e2e/python/test_chat_rest.py" "$ROOT/tests/e2e/python/test_chat_socketio.py" \
+      "$ROOT/tests/e2e/python/test_crash_consistency.py"
 
   run_step "js e2e ($RT, MongoDB store): chatwire chat" \
     bash -c 'cd "$1/tests/e2e/js" && E2E_CHAT_STORE=mongo timeout 600 node --test --test-concurrency=1 test/chat.test.mjs' _ "$ROOT"

@@ -20,104 +20,10 @@ import struct
 
 import pytest
 from conftest import Server
+from wslib import BINARY, CLOSE, CONT, PING, PONG, TEXT, TIMEOUT, Raw, frame, vm_kb
 
-TIMEOUT = 5.0
 CALM = ("--ping-interval", "10000", "--ping-timeout", "5000")
 SMALL = ("--ping-interval", "10000", "--ping-timeout", "5000", "--max-payload", "1000")
-
-TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
-
-
-def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True, mask: bytes | None = None) -> bytes:
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    m = 0x80 if masked else 0
-    if n < 126:
-        head += bytes([m | n])
-    elif n < 65536:
-        head += bytes([m | 126]) + struct.pack(">H", n)
-    else:
-        head += bytes([m | 127]) + struct.pack(">Q", n)
-    if not masked:
-        return head + payload
-    mask = mask or os.urandom(4)
-    if mask == b"\0\0\0\0":  # a valid mask that leaves the bytes as they are: fast for big frames
-        return head + mask + payload
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-class Raw:
-    """A WebSocket client on a plain socket, reading the server's frames."""
-
-    def __init__(self, server, first: bytes = b"") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            "GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{server.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        # `first`: frames sent in the same write as the request.
-        self.sock.sendall(request + first)
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self._recv()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def _recv(self) -> bytes:
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError
-        return data
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self.buf += self._recv()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def read(self) -> tuple[int, bytes]:
-        """The next frame: (opcode, payload). Server frames are final and unmasked."""
-        b0, b1 = self._take(2)
-        assert b0 & 0x80 and not b0 & 0x70, f"bad first byte {b0:#x}"
-        assert not b1 & 0x80, "server frames must not be masked"
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack(">H", self._take(2))
-        elif n == 127:
-            (n,) = struct.unpack(">Q", self._take(8))
-        return b0 & 0x0F, self._take(n)
-
-    def read_data(self) -> tuple[int, bytes]:
-        """The next frame that is not an Engine.IO ping."""
-        while True:
-            op, payload = self.read()
-            if not (op == TEXT and payload == b"2"):
-                return op, payload
-
-    def open(self) -> dict:
-        op, payload = self.read()
-        assert op == TEXT and payload.startswith(b"0"), payload
-        return payload
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def expect_close(self, code: int) -> None:
-        op, payload = self.read_data()
-        assert op == CLOSE, (op, payload)
-        assert struct.unpack(">H", payload[:2])[0] == code, payload
-        # Then the server ends the TCP connection.
-        self.sock.settimeout(TIMEOUT)
-        with pytest.raises((EOFError, ConnectionResetError)):
-            while True:
-                self.buf = b""
-                self._recv()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -290,14 +196,6 @@ def test_server_still_serves_after_all_that(raw):
     ws.open()
     ws.send(frame(TEXT, b"4ok"))
     assert ws.read_data() == (TEXT, b"4ok")
-
-
-def vm_kb(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
 
 
 def test_a_client_that_does_not_read_is_dropped_not_buffered():
