@@ -14,11 +14,13 @@ use protocol::Node;
 use protocol::auth::JwtConfig;
 use protocol::chat::{Chat, ChatConfig, RateLimit, WallClock};
 use protocol::eio::EngineConfig;
+use protocol::http::throttle::ThrottleConfig;
 use protocol::http::{Rest, RestConfig};
 use protocol::ids::{IdGenerator, SeededIds};
 use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
+use crate::edge::Cidr;
 use crate::node_task::Command;
 use crate::{
     ApiDocs, EdgeConfig, Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms,
@@ -91,6 +93,27 @@ pub struct Config {
     /// The largest request line and headers, in bytes (431 past it).
     #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16_384)]
     pub max_header_bytes: usize,
+    /// `/login` and `/register` attempts per client address per minute, on average.
+    #[arg(long, env = "AUTH_RATE_PER_MINUTE", default_value_t = 20.0)]
+    pub auth_rate_per_minute: f64,
+    /// `/login` and `/register` attempts per client address in a burst.
+    #[arg(long, env = "AUTH_BURST", default_value_t = 20.0)]
+    pub auth_burst: f64,
+    /// Failed logins per username per hour, on average, from addresses it
+    /// never logged in from.
+    #[arg(long, env = "LOGIN_FAILURES_PER_HOUR", default_value_t = 60.0)]
+    pub login_failures_per_hour: f64,
+    /// Failed logins per username in a burst.
+    #[arg(long, env = "LOGIN_FAILURE_BURST", default_value_t = 10.0)]
+    pub login_failure_burst: f64,
+    /// Comma-separated addresses or networks (`10.0.0.0/8`) of proxies whose
+    /// `X-Forwarded-For` names the client; from anyone else it is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// The most bcrypt checks under way or waiting at once (503 past it); 0:
+    /// four per core.
+    #[arg(long, env = "BCRYPT_MAX_PENDING", default_value_t = 0)]
+    pub bcrypt_max_pending: usize,
     /// Instead of serving: ask the server at HOST:PORT (loopback when HOST
     /// is 0.0.0.0 or ::) for `GET /ready`; exit 0 on a 200, 1 otherwise.
     /// A container's health check, with no HTTP client in the image.
@@ -126,6 +149,12 @@ pub enum ConfigError {
     /// bcrypt's cost is out of its range.
     #[error("BCRYPT_COST must be from 4 to 31, not {0}")]
     BcryptCost(u32),
+    /// A login throttle that lets nothing through.
+    #[error("{0} must be above 0, and its burst at least 1")]
+    Throttle(&'static str),
+    /// `TRUSTED_PROXIES` names something that is not an address or network.
+    #[error("TRUSTED_PROXIES: {0}")]
+    TrustedProxies(String),
 }
 
 /// Opens the store `DATABASE_URL` names, and says (once, at info) which
@@ -184,6 +213,21 @@ impl<R: Runtime> Served<R> {
         if !(rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0) {
             return Err(ConfigError::RateLimit { rate, burst });
         }
+        let usable = |rate: f64, burst: f64| rate.is_finite() && rate > 0.0 && burst >= 1.0;
+        if !usable(config.auth_rate_per_minute, config.auth_burst) {
+            return Err(ConfigError::Throttle("AUTH_RATE_PER_MINUTE"));
+        }
+        if !usable(config.login_failures_per_hour, config.login_failure_burst) {
+            return Err(ConfigError::Throttle("LOGIN_FAILURES_PER_HOUR"));
+        }
+        let trusted_proxies = config
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<Cidr>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::TrustedProxies)?;
         let mut seeds = SeededIds::new(random_seed());
         let secret = match &config.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
@@ -235,6 +279,17 @@ impl<R: Runtime> Served<R> {
             bcrypt_cost: config.bcrypt_cost,
             service: service.into(),
             version: version.into(),
+            throttle: ThrottleConfig {
+                per_address: RateLimit {
+                    per_second: config.auth_rate_per_minute / 60.0,
+                    burst: config.auth_burst,
+                },
+                failures_per_user: RateLimit {
+                    per_second: config.login_failures_per_hour / 3600.0,
+                    burst: config.login_failure_burst,
+                },
+                ..ThrottleConfig::default()
+            },
         });
         let cors = config
             .cors_origins
@@ -247,6 +302,11 @@ impl<R: Runtime> Served<R> {
             .docs(ApiDocs::new(service, version))
             .rest(rest, store, Box::new(seeds))
             .metrics(metrics)
+            .trusted_proxies(trusted_proxies)
+            .bcrypt_max_pending(match config.bcrypt_max_pending {
+                0 => crate::service::default_bcrypt_max(),
+                n => n,
+            })
             .edge(EdgeConfig {
                 max_connections: match config.max_connections {
                     0 => crate::default_max_connections(),

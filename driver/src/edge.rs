@@ -4,6 +4,7 @@
 //! close, and the timer that gives hyper its header timeout.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,6 +68,84 @@ pub fn default_max_connections() -> usize {
             line.split_whitespace().nth(3)?.parse::<usize>().ok()
         })
         .map_or(10_000, |n| n.saturating_sub((n / 10).max(64)).max(16))
+}
+
+/// An address or a network (`10.0.0.0/8`, `::1`), as `TRUSTED_PROXIES` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or a network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| match a.to_canonical() {
+            IpAddr::V4(v) => (u128::from(v.to_bits()), 32u32),
+            IpAddr::V6(v) => (v.to_bits(), 128u32),
+        };
+        let ((net, len), (ip, ip_len)) = (bits(self.addr), bits(ip));
+        // The same family, and the same first `prefix` bits.
+        len == ip_len
+            && (net ^ ip)
+                .checked_shr(len - u32::from(self.prefix))
+                .unwrap_or(0)
+                == 0
+    }
+}
+
+/// The client's address: the TCP peer's, unless the peer is a proxy
+/// `trusted` lists; then the nearest address in `X-Forwarded-For` that is
+/// not one of those proxies (addresses further left were written by the
+/// client itself and prove nothing).
+pub(crate) fn client_addr(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[Cidr],
+) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut last = peer;
+    for hop in forwarded_for.unwrap_or("").rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        let ip = ip.to_canonical();
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+        last = ip;
+    }
+    Some(last)
 }
 
 /// Counts the open connections against the cap.
@@ -291,6 +370,52 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["detail"], "Too many connections");
+    }
+
+    #[test]
+    fn networks_and_the_client_behind_trusted_proxies() {
+        let nets: Vec<Cidr> = ["10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(nets[0].contains(ip("10.200.3.4")));
+        assert!(!nets[0].contains(ip("11.0.0.1")));
+        assert!(nets[1].contains(ip("127.0.0.1")) && !nets[1].contains(ip("127.0.0.2")));
+        assert!(nets[2].contains(ip("::1")));
+        assert!(nets[3].contains(ip("fd12::5")) && !nets[3].contains(ip("fe80::1")));
+        assert!(
+            nets[0].contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped addresses are IPv4"
+        );
+        for bad in ["10.0.0.0/33", "nonsense", "::1/129", "1.2.3.4/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        // Untrusted peer: XFF is ignored.
+        let xff = Some("1.1.1.1, 2.2.2.2");
+        assert_eq!(
+            client_addr(Some(ip("9.9.9.9")), xff, &nets),
+            Some(ip("9.9.9.9"))
+        );
+        // Trusted peer: the nearest untrusted hop.
+        assert_eq!(
+            client_addr(
+                Some(ip("127.0.0.1")),
+                Some("1.1.1.1, 2.2.2.2, 10.0.0.5"),
+                &nets
+            ),
+            Some(ip("2.2.2.2"))
+        );
+        // Every hop trusted: the leftmost; garbage stops the walk.
+        assert_eq!(
+            client_addr(Some(ip("127.0.0.1")), Some("10.0.0.9, 10.0.0.5"), &nets),
+            Some(ip("10.0.0.9"))
+        );
+        assert_eq!(
+            client_addr(Some(ip("127.0.0.1")), Some("1.1.1.1, junk"), &nets),
+            Some(ip("127.0.0.1"))
+        );
+        assert_eq!(client_addr(None, xff, &nets), None);
     }
 
     #[test]

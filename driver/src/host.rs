@@ -61,12 +61,13 @@ pub async fn serve<S: Server>(
             Either::Right(((), _)) => return,
         };
         match accepted {
-            Ok(io) => {
+            Ok((io, peer)) => {
                 backoff = Duration::ZERO;
                 match connections.try_open() {
                     Some(slot) => {
                         let io = Edge::new(io, slot, rt.clone());
-                        rt.spawn(Box::pin(serve_connection(io, routes.clone())));
+                        let routes = routes.clone().for_peer(peer);
+                        rt.spawn(Box::pin(serve_connection(io, routes)));
                     }
                     None => {
                         if let Some(n) = OVER_CAP.allow(Instant::now()) {

@@ -87,11 +87,13 @@ pub trait Server: Runtime {
     fn bind(&self, addr: SocketAddr) -> BoxFuture<std::io::Result<Self::Listener>>;
     /// The address `listener` is bound to.
     fn local_addr(&self, listener: &Self::Listener) -> std::io::Result<SocketAddr>;
-    /// Accepts the next connection (with Nagle's algorithm off).
+    /// Accepts the next connection (with Nagle's algorithm off), with its
+    /// peer's address.
+    #[allow(clippy::type_complexity)] // one future of one pair; an alias would only hide it
     fn accept<'a>(
         &self,
         listener: &'a Self::Listener,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Conn>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<(Self::Conn, SocketAddr)>> + Send + 'a>>;
     /// Completes when the operator asks the process to stop (SIGTERM, Ctrl-C).
     /// The handlers are installed by this call, so a signal that comes
     /// before the future is polled (while the server starts) completes it.

@@ -3,6 +3,8 @@
 //! path goes to the REST routes of `protocol::http`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +19,7 @@ use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
 use crate::docs::ApiDocs;
-use crate::edge::EdgeConfig;
+use crate::edge::{Cidr, EdgeConfig};
 use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle};
 use crate::ws::WsConn;
@@ -31,6 +33,10 @@ pub struct Routes<R> {
     cors: Arc<Vec<String>>,
     max_payload: usize,
     edge: EdgeConfig,
+    /// The TCP peer of the connection these routes serve.
+    peer: Option<SocketAddr>,
+    trusted_proxies: Arc<Vec<Cidr>>,
+    bcrypt_max: usize,
     echo: Option<Arc<str>>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -45,6 +51,9 @@ impl<R: Clone> Clone for Routes<R> {
             cors: self.cors.clone(),
             max_payload: self.max_payload,
             edge: self.edge,
+            peer: self.peer,
+            trusted_proxies: self.trusted_proxies.clone(),
+            bcrypt_max: self.bcrypt_max,
             echo: self.echo.clone(),
             metrics: self.metrics.clone(),
         }
@@ -64,9 +73,12 @@ impl<R> std::fmt::Debug for Routes<R> {
 
 /// What the REST routes need from the host.
 struct RestHost {
-    rest: Rest,
+    /// The routes (their throttles change with each attempt) and the ids
+    /// they draw, locked only while the core runs, never across an await.
+    core: Mutex<(Rest, Box<dyn IdGenerator>)>,
     store: Arc<dyn Store>,
-    ids: Mutex<Box<dyn IdGenerator>>,
+    /// bcrypt checks under way or waiting for a thread.
+    bcrypt: Arc<AtomicUsize>,
 }
 
 /// Milliseconds since the Unix epoch, from the host's clock.
@@ -77,6 +89,12 @@ pub fn unix_ms() -> i64 {
 }
 
 type Resp = Response<Full<Bytes>>;
+
+/// Four bcrypt checks per core may be under way or waiting: at cost 12
+/// (a quarter second each) that is a second of waiting at most.
+pub fn default_bcrypt_max() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// The largest message the echo endpoint takes: Autobahn's biggest cases
 /// send 16 MiB.
@@ -94,6 +112,9 @@ impl<R: Runtime> Routes<R> {
             cors: Arc::new(cors),
             max_payload,
             edge: EdgeConfig::default(),
+            peer: None,
+            trusted_proxies: Arc::default(),
+            bcrypt_max: default_bcrypt_max(),
             echo: None,
             metrics: None,
         }
@@ -108,6 +129,25 @@ impl<R: Runtime> Routes<R> {
     /// The limits of the edge.
     pub fn edge_config(&self) -> &EdgeConfig {
         &self.edge
+    }
+
+    /// Trusts `X-Forwarded-For` from these proxies (and only from them).
+    pub fn trusted_proxies(mut self, proxies: Vec<Cidr>) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
+        self
+    }
+
+    /// At most `max` bcrypt checks under way or waiting at once; more are
+    /// answered 503 with `Retry-After` at once.
+    pub fn bcrypt_max_pending(mut self, max: usize) -> Self {
+        self.bcrypt_max = max.max(1);
+        self
+    }
+
+    /// These routes for one connection, from `peer`.
+    pub(crate) fn for_peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// Serves a WebSocket echo at `path` (for conformance tests of the
@@ -132,9 +172,9 @@ impl<R: Runtime> Routes<R> {
     /// Serves the REST routes for every other path.
     pub fn rest(mut self, rest: Rest, store: Arc<dyn Store>, ids: Box<dyn IdGenerator>) -> Self {
         self.rest = Some(Arc::new(RestHost {
-            rest,
+            core: Mutex::new((rest, ids)),
             store,
-            ids: Mutex::new(ids),
+            bcrypt: Arc::default(),
         }));
         self
     }
@@ -441,6 +481,11 @@ impl<R: Runtime> Routes<R> {
             }
         };
         let header = |h: header::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok());
+        let peer = crate::edge::client_addr(
+            self.peer.map(|a| a.ip()),
+            header(header::HeaderName::from_static("x-forwarded-for")),
+            &self.trusted_proxies,
+        );
         let request = protocol::http::Request {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -448,10 +493,12 @@ impl<R: Runtime> Routes<R> {
             content_type: header(header::CONTENT_TYPE),
             authorization: header(header::AUTHORIZATION),
             body: &body,
+            peer,
         };
         let mut step = {
-            let mut ids = host.ids.lock().unwrap_or_else(|p| p.into_inner());
-            host.rest.handle(&request, unix_ms(), &mut **ids)
+            let mut core = host.core.lock().unwrap_or_else(|p| p.into_inner());
+            let (rest, ids) = &mut *core;
+            rest.handle(&request, unix_ms(), &mut **ids)
         };
         loop {
             match step {
@@ -467,12 +514,17 @@ impl<R: Runtime> Routes<R> {
                         resp.headers_mut()
                             .insert(header::ALLOW, HeaderValue::from_static(allow));
                     }
+                    if let Some(secs) = r.retry_after {
+                        resp.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    }
                     return resp;
                 }
                 Step::Run(effect, pending) => {
                     let result = self.run_effect(host, effect).await;
-                    let mut ids = host.ids.lock().unwrap_or_else(|p| p.into_inner());
-                    step = host.rest.resume(pending, result, unix_ms(), &mut **ids);
+                    let mut core = host.core.lock().unwrap_or_else(|p| p.into_inner());
+                    let (rest, ids) = &mut *core;
+                    step = rest.resume(pending, result, unix_ms(), &mut **ids);
                 }
             }
         }
@@ -485,12 +537,18 @@ impl<R: Runtime> Routes<R> {
                 EffectResult::Store(crate::storage::run(&*host.store, c, histogram).await)
             }
             Effect::HashPassword { password, cost } => {
+                let Some(_turn) = BcryptTurn::take(&host.bcrypt, self.bcrypt_max) else {
+                    return EffectResult::Busy;
+                };
                 let r = self
                     .blocking(move || bcrypt::hash(password, cost).map_err(|e| e.to_string()))
                     .await;
                 EffectResult::Hashed(r.unwrap_or_else(|| Err("hashing task failed".into())))
             }
             Effect::VerifyPassword { password, hash } => {
+                let Some(_turn) = BcryptTurn::take(&host.bcrypt, self.bcrypt_max) else {
+                    return EffectResult::Busy;
+                };
                 let r = self
                     .blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                     .await;
@@ -508,6 +566,28 @@ impl<R: Runtime> Routes<R> {
             let _ = tx.send(f());
         }));
         rx.await.ok()
+    }
+}
+
+/// One bcrypt check's place in the bounded pool (`BCRYPT_MAX_PENDING`): a
+/// request past the bound is answered 503 at once instead of queueing for
+/// threads, so a burst of logins cannot stall everyone else's for seconds.
+struct BcryptTurn(Arc<AtomicUsize>);
+
+impl BcryptTurn {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<BcryptTurn> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| BcryptTurn(count.clone()))
+    }
+}
+
+impl Drop for BcryptTurn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

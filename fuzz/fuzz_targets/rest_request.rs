@@ -33,6 +33,7 @@ struct Case {
     auth: Auth,
     body: Vec<u8>,
     results: Vec<FuzzResult>,
+    peer: Option<u8>,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -47,6 +48,7 @@ enum FuzzResult {
     Read(Vec<String>),
     Hashed(Result<String, String>),
     Verified(bool),
+    Busy,
 }
 
 fn result(r: FuzzResult) -> EffectResult {
@@ -98,17 +100,19 @@ fn result(r: FuzzResult) -> EffectResult {
         )),
         FuzzResult::Hashed(h) => EffectResult::Hashed(h),
         FuzzResult::Verified(v) => EffectResult::Verified(v),
+        FuzzResult::Busy => EffectResult::Busy,
     }
 }
 
 fuzz_target!(|case: Case| {
     let jwt = JwtConfig::new(SECRET, "HS256", 60).expect("a long enough secret");
     let token = format!("Bearer {}", jwt.issue(ObjectId([1; 12]), "ana", NOW_MS));
-    let rest = Rest::new(RestConfig {
+    let mut rest = Rest::new(RestConfig {
         jwt,
         bcrypt_cost: 4,
         service: "chatwire".into(),
         version: "0".into(),
+        throttle: Default::default(),
     });
     let method = ["GET", "POST", "PUT", "get", ""][case.method as usize % 5];
     let path = match case.path % 7 {
@@ -135,6 +139,7 @@ fuzz_target!(|case: Case| {
         },
         authorization,
         body: &case.body,
+        peer: case.peer.map(|b| std::net::IpAddr::from([10, 0, 0, b])),
     };
     let mut ids = CounterIds::default();
     let mut step = rest.handle(&req, NOW_MS, &mut ids);

@@ -84,11 +84,11 @@ impl Server for Smol {
     fn accept<'a>(
         &self,
         listener: &'a TcpListener,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Self::Conn>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = io::Result<(Self::Conn, SocketAddr)>> + Send + 'a>> {
         Box::pin(async move {
-            let (stream, _) = listener.accept().await?;
+            let (stream, peer) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok(FuturesIo::new(stream))
+            Ok((FuturesIo::new(stream), peer))
         })
     }
 

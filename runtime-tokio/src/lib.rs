@@ -57,11 +57,11 @@ impl Server for Tokio {
     fn accept<'a>(
         &self,
         listener: &'a TcpListener,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Self::Conn>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<(Self::Conn, SocketAddr)>> + Send + 'a>> {
         Box::pin(async move {
-            let (stream, _) = listener.accept().await?;
+            let (stream, peer) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
+            Ok((TokioIo::new(stream), peer))
         })
     }
 

@@ -9,7 +9,7 @@ mod typing;
 mod validate;
 
 pub use ids::MessageIds;
-pub use rate::{RateLimit, TokenBucket};
+pub use rate::{Moment, RateLimit, TokenBucket, UnixMs};
 pub use service::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT};
 pub use typing::MAX_TYPING_CHATS;
 pub use validate::{Refusal, SendRequest};

@@ -10,7 +10,7 @@
 //! # use chatwire_protocol::http::{Effect, EffectResult, Request, Rest, Step};
 //! # use chatwire_protocol::ids::IdGenerator;
 //! # fn run(effect: Effect) -> EffectResult { unimplemented!() }
-//! # fn serve(rest: &Rest, req: &Request<'_>, now_ms: i64, ids: &mut dyn IdGenerator) {
+//! # fn serve(rest: &mut Rest, req: &Request<'_>, now_ms: i64, ids: &mut dyn IdGenerator) {
 //! let mut step = rest.handle(req, now_ms, ids);
 //! let response = loop {
 //!     match step {
@@ -31,6 +31,7 @@ mod body;
 pub mod openapi;
 mod query;
 mod schema;
+pub mod throttle;
 pub(crate) use query::percent_decode;
 #[cfg(all(test, feature = "openapi"))]
 mod openapi_tests;
@@ -42,6 +43,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::auth::{JwtConfig, TokenError};
+use crate::chat::UnixMs;
 use crate::ids::{IdGenerator, new_object_id};
 use crate::model::{PublicUser, UserRecord};
 use crate::stats::AuthFailure;
@@ -70,6 +72,9 @@ pub struct Request<'a> {
     pub authorization: Option<&'a str>,
     /// The body; the host stops reading past [`MAX_BODY_BYTES`].
     pub body: &'a [u8],
+    /// The client's address (the TCP peer's, or what a trusted proxy says
+    /// it is), for the throttles; `None` when the host cannot tell.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// An HTTP response; the body is always JSON (`application/json`).
@@ -85,6 +90,8 @@ pub struct Response {
     pub auth_failure: Option<AuthFailure>,
     /// The `Allow` header of a 405 (RFC 9110 requires it): the methods the path answers.
     pub allow: Option<&'static str>,
+    /// The `Retry-After` header of a 429 or 503, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl Response {
@@ -95,6 +102,7 @@ impl Response {
                 body: Bytes::from(body),
                 auth_failure: None,
                 allow: None,
+                retry_after: None,
             },
             Err(_) => Response::internal(),
         }
@@ -117,6 +125,15 @@ impl Response {
             body: Bytes::from_static(br#"{"detail":"Internal Server Error"}"#),
             auth_failure: None,
             allow: None,
+            retry_after: None,
+        }
+    }
+
+    /// `status` with `detail`, and `Retry-After: seconds`.
+    fn retry_later(status: u16, detail: &str, seconds: u64) -> Response {
+        Response {
+            retry_after: Some(seconds),
+            ..Response::error(status, detail)
         }
     }
 }
@@ -178,6 +195,9 @@ pub enum EffectResult {
     /// Whether the password matched, for [`Effect::VerifyPassword`]; a hash
     /// bcrypt cannot read counts as no match.
     Verified(bool),
+    /// The host has too much of this work under way to take more now (its
+    /// bcrypt pool is full): answered 503 with `Retry-After`.
+    Busy,
 }
 
 /// What a request is waiting for; opaque, handed back to [`Rest::resume`].
@@ -205,13 +225,25 @@ enum Waiting {
     Hashed { username: String },
     /// `POST /register`: the insert.
     Created { user: UserRecord },
-    /// `POST /login`: the user lookup.
-    Found { password: String },
+    /// `POST /login`: the user lookup; who asked, for the throttle.
+    Found {
+        password: String,
+        attempt: Box<Attempt>,
+    },
     /// `POST /login`: the password check; `None` when no such user exists, so
     /// the answer is 401 whatever bcrypt says.
-    Verified { user: Option<UserRecord> },
+    Verified {
+        user: Option<UserRecord>,
+        attempt: Option<Box<Attempt>>,
+    },
     /// `GET /messages`: the read; `anchor` names the id parameter, if one was given.
     History { anchor: Option<&'static str> },
+}
+
+/// A login attempt, as the throttle records its outcome.
+struct Attempt {
+    username: String,
+    peer: Option<std::net::IpAddr>,
 }
 
 /// What the routes need to know.
@@ -225,6 +257,8 @@ pub struct RestConfig {
     pub service: String,
     /// `version` in `GET /`.
     pub version: String,
+    /// The throttles of `/login` and `/register`.
+    pub throttle: throttle::ThrottleConfig,
 }
 
 /// The REST routes.
@@ -233,6 +267,7 @@ pub struct Rest {
     config: RestConfig,
     /// Verified for unknown users, so that login takes as long for them.
     dummy_hash: String,
+    throttle: throttle::Throttle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,12 +308,13 @@ impl Rest {
         let cost = config.bcrypt_cost.clamp(4, 31);
         Rest {
             dummy_hash: format!("$2b${cost:02}${DUMMY_SALT_AND_DIGEST}"),
+            throttle: throttle::Throttle::new(config.throttle),
             config,
         }
     }
 
     /// Starts a request. `ids` is the same generator [`Rest::resume`] draws from.
-    pub fn handle(&self, req: &Request<'_>, now_ms: i64, _ids: &mut dyn IdGenerator) -> Step {
+    pub fn handle(&mut self, req: &Request<'_>, now_ms: i64, _ids: &mut dyn IdGenerator) -> Step {
         let Some(&(_, method, route)) = ROUTES.iter().find(|(path, ..)| *path == req.path) else {
             return respond(Response::error(404, "Not Found"));
         };
@@ -301,8 +337,8 @@ impl Rest {
                 },
             )),
             Route::Ready => Step::Run(Effect::Store(StoreCommand::Ping), Pending(Waiting::Ready)),
-            Route::Register => self.register(req),
-            Route::Login => self.login(req),
+            Route::Register => self.register(req, now_ms),
+            Route::Login => self.login(req, now_ms),
             Route::Messages => self.messages(req, now_ms),
         }
     }
@@ -312,13 +348,20 @@ impl Rest {
     /// A result of the wrong kind for `pending` is the host's bug, answered
     /// with 500, as is a bcrypt failure on a password that was checked.
     pub fn resume(
-        &self,
+        &mut self,
         pending: Pending,
         result: EffectResult,
         now_ms: i64,
         ids: &mut dyn IdGenerator,
     ) -> Step {
         use EffectResult as R;
+        if result == R::Busy {
+            return respond(Response::retry_later(
+                503,
+                "The server is busy; retry in a moment",
+                1,
+            ));
+        }
         if let R::Store(StoreReply::Failed(_)) = result {
             // The store's message may name hosts or credentials: keep it for
             // the host's logs, not for the client.
@@ -348,20 +391,33 @@ impl Rest {
                 CreateUser::Created => respond(self.token_response(201, &user, now_ms)),
                 CreateUser::Taken => respond(Response::error(409, "Username already taken")),
             },
-            (Waiting::Found { password }, R::Store(StoreReply::User(found))) => {
+            (Waiting::Found { password, attempt }, R::Store(StoreReply::User(found))) => {
                 let hash = match &found {
                     Some(user) => user.password_hash.clone(),
                     None => self.dummy_hash.clone(),
                 };
                 Step::Run(
                     Effect::VerifyPassword { password, hash },
-                    Pending(Waiting::Verified { user: found }),
+                    Pending(Waiting::Verified {
+                        user: found,
+                        attempt: Some(attempt),
+                    }),
                 )
             }
-            (Waiting::Verified { user }, R::Verified(ok)) => match user {
-                Some(user) if ok => respond(self.token_response(200, &user, now_ms)),
-                _ => respond(bad_credentials()),
-            },
+            (Waiting::Verified { user, attempt }, R::Verified(ok)) => {
+                let ok = ok && user.is_some();
+                if let Some(a) = attempt {
+                    if ok {
+                        self.throttle.succeeded(&a.username, a.peer);
+                    } else {
+                        self.throttle.failed(&a.username, UnixMs(now_ms));
+                    }
+                }
+                match user {
+                    Some(user) if ok => respond(self.token_response(200, &user, now_ms)),
+                    _ => respond(bad_credentials()),
+                }
+            }
             (Waiting::History { anchor }, R::Store(StoreReply::History(history))) => {
                 match history {
                     History::Messages(messages) => respond(Response::json(200, &messages)),
@@ -378,7 +434,10 @@ impl Rest {
         }
     }
 
-    fn register(&self, req: &Request<'_>) -> Step {
+    fn register(&mut self, req: &Request<'_>, now_ms: i64) -> Step {
+        if let Err(wait) = self.throttle.attempt(req.peer, None, UnixMs(now_ms)) {
+            return respond(too_many(wait));
+        }
         let creds = match body::credentials(req) {
             Ok(c) => c,
             Err(r) => return respond(r),
@@ -397,11 +456,15 @@ impl Rest {
         )
     }
 
-    fn login(&self, req: &Request<'_>) -> Step {
+    fn login(&mut self, req: &Request<'_>, now_ms: i64) -> Step {
         let creds = match body::credentials(req) {
             Ok(c) => c,
             Err(r) => return respond(r),
         };
+        let name = Some(creds.username.as_str());
+        if let Err(wait) = self.throttle.attempt(req.peer, name, UnixMs(now_ms)) {
+            return respond(too_many(wait));
+        }
         if body::check_new_credentials(&creds).is_err() {
             // No such account can exist; still spend a bcrypt check so that
             // the answer takes as long as for a real user.
@@ -410,13 +473,20 @@ impl Rest {
                     password: String::new(),
                     hash: self.dummy_hash.clone(),
                 },
-                Pending(Waiting::Verified { user: None }),
+                Pending(Waiting::Verified {
+                    user: None,
+                    attempt: None,
+                }),
             );
         }
         Step::Run(
-            Effect::Store(StoreCommand::FindUser(creds.username)),
+            Effect::Store(StoreCommand::FindUser(creds.username.clone())),
             Pending(Waiting::Found {
                 password: creds.password,
+                attempt: Box::new(Attempt {
+                    username: creds.username,
+                    peer: req.peer,
+                }),
             }),
         )
     }
@@ -465,6 +535,11 @@ impl Rest {
 
 fn respond(response: Response) -> Step {
     Step::Respond(response)
+}
+
+/// A throttled attempt at `/login` or `/register`.
+fn too_many(wait: u64) -> Response {
+    Response::retry_later(429, "Too many attempts; retry later", wait)
 }
 
 /// Unknown user and wrong password say the same, so a caller cannot tell

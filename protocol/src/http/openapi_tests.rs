@@ -31,6 +31,7 @@ fn rest() -> Rest {
         bcrypt_cost: 4,
         service: "chatwire".into(),
         version: "0.1.0".into(),
+        throttle: Default::default(),
     })
 }
 
@@ -89,6 +90,7 @@ impl Req {
             content_type: self.content_type,
             authorization: self.authorization.as_deref(),
             body: &self.body,
+            peer: None,
         }
     }
 }
@@ -149,8 +151,8 @@ fn results_for(effect: &Effect) -> Vec<EffectResult> {
 
 /// Every response `req` can get, over every well-typed effect result at
 /// every step (each branch replayed from the start: `Pending` is not Clone).
-fn every_answer(rest: &Rest, req: &Req) -> Vec<Response> {
-    fn walk(rest: &Rest, req: &Req, choices: &mut Vec<usize>, out: &mut Vec<Response>) {
+fn every_answer(rest: &mut Rest, req: &Req) -> Vec<Response> {
+    fn walk(rest: &mut Rest, req: &Req, choices: &mut Vec<usize>, out: &mut Vec<Response>) {
         let mut step = rest.handle(&req.as_request(), NOW, &mut CounterIds::default());
         let mut depth = 0;
         loop {
@@ -269,7 +271,7 @@ fn the_document_has_every_route_and_only_those() {
         .map(|&(p, m, _)| (p.to_owned(), m.to_owned()))
         .collect();
     assert_eq!(documented(&doc), routes);
-    let rest = rest();
+    let mut rest = rest();
     for (path, method) in &routes {
         let path: &'static str = ROUTES.iter().find(|r| r.0 == path).unwrap().0;
         let allowed: Vec<&str> = METHODS
@@ -278,7 +280,7 @@ fn the_document_has_every_route_and_only_those() {
             .filter(|m| operation(&doc, path, m).is_some())
             .collect();
         for other in METHODS {
-            let answers = every_answer(&rest, &Req::new(other, path));
+            let answers = every_answer(&mut rest, &Req::new(other, path));
             if other == method {
                 assert!(
                     answers.iter().all(|r| r.status != 404 && r.status != 405),
@@ -309,7 +311,7 @@ fn the_document_has_every_route_and_only_those() {
         "//",
     ] {
         for method in METHODS {
-            let answers = every_answer(&rest, &Req::new(method, path));
+            let answers = every_answer(&mut rest, &Req::new(method, path));
             assert_eq!(answers.len(), 1);
             assert_eq!(answers[0].status, 404, "{method} {path}");
         }
@@ -452,10 +454,10 @@ fn every_documented_parameter_is_read_with_the_documented_bounds() {
 #[test]
 fn documented_statuses_are_exactly_those_the_router_produces() {
     let doc = doc();
-    let rest = rest();
+    let mut rest = rest();
     let mut produced: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
     for req in corpus() {
-        for r in every_answer(&rest, &req) {
+        for r in every_answer(&mut rest, &req) {
             assert_ne!(r.status, 500, "{req:?}");
             if r.status == 405 {
                 assert!(r.allow.is_some());
@@ -510,16 +512,19 @@ fn only_messages_needs_the_bearer_token() {
         json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                "description": "The `access_token` of `POST /register` or `POST /login`."})
     );
-    let rest = rest();
+    let mut rest = rest();
     for (path, method) in documented(&doc) {
         let op = operation(&doc, &path, &method).unwrap();
         let path: &'static str = ROUTES.iter().find(|r| r.0 == path).unwrap().0;
         let method: &'static str = METHODS.iter().find(|m| **m == method).unwrap();
-        let unauthenticated = every_answer(&rest, &Req::new(method, path).json(b"{}"));
+        let unauthenticated = every_answer(&mut rest, &Req::new(method, path).json(b"{}"));
         let needs_token = unauthenticated.iter().all(|r| r.status == 401)
-            && every_answer(&rest, &Req::new(method, path).json(b"{}").auth(&token()))
-                .iter()
-                .all(|r| r.status != 401);
+            && every_answer(
+                &mut rest,
+                &Req::new(method, path).json(b"{}").auth(&token()),
+            )
+            .iter()
+            .all(|r| r.status != 401);
         assert_eq!(op.get("security").is_some(), needs_token, "{method} {path}");
         if needs_token {
             assert_eq!(op["security"], json!([{"bearer": []}]));
@@ -585,7 +590,7 @@ fn credential_bounds_match_the_router() {
     let doc = doc();
     let schema = &doc["components"]["schemas"]["Credentials"];
     let v = validator(&doc, schema);
-    let rest = rest();
+    let mut rest = rest();
     let names = [
         "an",
         "ana",

@@ -24,6 +24,7 @@ fn rest_with_cost(bcrypt_cost: u32) -> Rest {
         bcrypt_cost,
         service: "chatwire".into(),
         version: "0.1.0".into(),
+        throttle: Default::default(),
     })
 }
 
@@ -39,6 +40,7 @@ fn get(path: &str) -> Request<'_> {
         content_type: None,
         authorization: None,
         body: b"",
+        peer: None,
     }
 }
 
@@ -97,11 +99,11 @@ fn auth_refused(step: Step, detail: &str, why: AuthFailure) {
     assert_eq!(answered(step), (401, json!({ "detail": detail })));
 }
 
-fn handle(rest: &Rest, req: &Request<'_>) -> Step {
+fn handle(rest: &mut Rest, req: &Request<'_>) -> Step {
     rest.handle(req, NOW, &mut CounterIds::default())
 }
 
-fn resume(rest: &Rest, pending: Pending, result: EffectResult) -> Step {
+fn resume(rest: &mut Rest, pending: Pending, result: EffectResult) -> Step {
     rest.resume(pending, result, NOW, &mut CounterIds::default())
 }
 
@@ -131,7 +133,7 @@ fn assert_token_answer(body: &Value, user: &UserRecord) {
 #[test]
 fn root_names_the_service() {
     assert_eq!(
-        answered(handle(&rest(), &get("/"))),
+        answered(handle(&mut rest(), &get("/"))),
         (
             200,
             json!({"status": "ok", "service": "chatwire", "version": "0.1.0"})
@@ -141,14 +143,18 @@ fn root_names_the_service() {
 
 #[test]
 fn unknown_routes_and_wrong_methods() {
-    let rest = rest();
+    let mut rest = rest();
     for path in ["/nope", "/messages/", "", "/docs", "/register/x"] {
-        refused(handle(&rest, &get(path)), 404, "Not Found");
+        refused(handle(&mut rest, &get(path)), 404, "Not Found");
     }
-    refused(handle(&rest, &post("/", b"{}")), 405, "Method Not Allowed");
-    refused(handle(&rest, &get("/login")), 405, "Method Not Allowed");
     refused(
-        handle(&rest, &post("/messages", b"")),
+        handle(&mut rest, &post("/", b"{}")),
+        405,
+        "Method Not Allowed",
+    );
+    refused(handle(&mut rest, &get("/login")), 405, "Method Not Allowed");
+    refused(
+        handle(&mut rest, &post("/messages", b"")),
         405,
         "Method Not Allowed",
     );
@@ -156,23 +162,23 @@ fn unknown_routes_and_wrong_methods() {
 
 #[test]
 fn ready_asks_the_store() {
-    let rest = rest();
-    let (e, p) = effect(handle(&rest, &get("/ready")));
+    let mut rest = rest();
+    let (e, p) = effect(handle(&mut rest, &get("/ready")));
     assert_eq!(e, Effect::Store(StoreCommand::Ping));
     assert_eq!(
-        answered(resume(&rest, p, EffectResult::Store(StoreReply::Pong))),
+        answered(resume(&mut rest, p, EffectResult::Store(StoreReply::Pong))),
         (200, json!({"status": "ready"}))
     );
-    let (_, p) = effect(handle(&rest, &get("/ready")));
+    let (_, p) = effect(handle(&mut rest, &get("/ready")));
     // The store's error text stays out of the answer.
-    refused(resume(&rest, p, failed()), 503, "Store unavailable");
+    refused(resume(&mut rest, p, failed()), 503, "Store unavailable");
 }
 
 #[test]
 fn register_hashes_creates_and_answers_201() {
-    let rest = rest();
+    let mut rest = rest();
     let (e, p) = effect(handle(
-        &rest,
+        &mut rest,
         &post("/register", br#"{"username":"Ana","password":"secret1"}"#),
     ));
     assert_eq!(
@@ -182,7 +188,7 @@ fn register_hashes_creates_and_answers_201() {
             cost: 12
         }
     );
-    let (e, p) = effect(resume(&rest, p, EffectResult::Hashed(Ok(HASH.into()))));
+    let (e, p) = effect(resume(&mut rest, p, EffectResult::Hashed(Ok(HASH.into()))));
     let Effect::Store(StoreCommand::CreateUser(user)) = e else {
         panic!("expected CreateUser, got {e:?}");
     };
@@ -191,7 +197,7 @@ fn register_hashes_creates_and_answers_201() {
     assert_eq!(user.created_at, NOW);
     assert_eq!(user.id.seconds(), 1_732_540_800);
     let (status, body) = answered(resume(
-        &rest,
+        &mut rest,
         p,
         EffectResult::Store(StoreReply::CreateUser(CreateUser::Created)),
     ));
@@ -201,37 +207,32 @@ fn register_hashes_creates_and_answers_201() {
 
 #[test]
 fn register_answers_409_503_and_500() {
-    let rest = rest();
-    let start = || {
+    let mut rest = rest();
+    let start = |rest: &mut Rest| {
         let (_, p) = effect(handle(
-            &rest,
+            rest,
             &post("/register", br#"{"username":"ana","password":"secret1"}"#),
         ));
         p
     };
-    let (_, p) = effect(resume(
-        &rest,
-        start(),
-        EffectResult::Hashed(Ok(HASH.into())),
-    ));
+    let p = start(&mut rest);
+    let (_, p) = effect(resume(&mut rest, p, EffectResult::Hashed(Ok(HASH.into()))));
     refused(
         resume(
-            &rest,
+            &mut rest,
             p,
             EffectResult::Store(StoreReply::CreateUser(CreateUser::Taken)),
         ),
         409,
         "Username already taken",
     );
-    let (_, p) = effect(resume(
-        &rest,
-        start(),
-        EffectResult::Hashed(Ok(HASH.into())),
-    ));
-    refused(resume(&rest, p, failed()), 503, "Store unavailable");
+    let p = start(&mut rest);
+    let (_, p) = effect(resume(&mut rest, p, EffectResult::Hashed(Ok(HASH.into()))));
+    refused(resume(&mut rest, p, failed()), 503, "Store unavailable");
     // bcrypt failing on a checked password is the server's fault.
+    let p = start(&mut rest);
     refused(
-        resume(&rest, start(), EffectResult::Hashed(Err("cost".into()))),
+        resume(&mut rest, p, EffectResult::Hashed(Err("cost".into()))),
         500,
         "Internal Server Error",
     );
@@ -239,7 +240,7 @@ fn register_answers_409_503_and_500() {
 
 #[test]
 fn register_checks_the_body() {
-    let rest = rest();
+    let mut rest = rest();
     let cases: &[(&[u8], u16, &str)] = &[
         (b"{\"username\":", 400, ""),
         (b"\xff\xfe", 400, ""),
@@ -289,7 +290,7 @@ fn register_checks_the_body() {
         ),
     ];
     for (body, status, detail) in cases {
-        let (got, value) = answered(handle(&rest, &post("/register", body)));
+        let (got, value) = answered(handle(&mut rest, &post("/register", body)));
         assert_eq!(got, *status, "{}", String::from_utf8_lossy(body));
         if detail.is_empty() {
             assert!(
@@ -311,11 +312,11 @@ fn register_checks_the_body() {
 
 #[test]
 fn passwords_are_bounded_in_bytes_not_characters() {
-    let rest = rest();
+    let mut rest = rest();
     let body = |password: &str| json!({"username": "a.b_c-9", "password": password}).to_string();
     // 36 two-byte characters are 72 bytes: accepted whole.
     let ok = "é".repeat(36);
-    let (e, _) = effect(handle(&rest, &post("/register", body(&ok).as_bytes())));
+    let (e, _) = effect(handle(&mut rest, &post("/register", body(&ok).as_bytes())));
     assert_eq!(
         e,
         Effect::HashPassword {
@@ -325,22 +326,25 @@ fn passwords_are_bounded_in_bytes_not_characters() {
     );
     let too_long = "é".repeat(37);
     refused(
-        handle(&rest, &post("/register", body(&too_long).as_bytes())),
+        handle(&mut rest, &post("/register", body(&too_long).as_bytes())),
         422,
         "password: must be 6 to 72 bytes",
     );
     refused(
-        handle(&rest, &post("/register", body(&"x".repeat(73)).as_bytes())),
+        handle(
+            &mut rest,
+            &post("/register", body(&"x".repeat(73)).as_bytes()),
+        ),
         422,
         "password: must be 6 to 72 bytes",
     );
     let name32 = json!({"username": "a".repeat(32), "password": "secret1"}).to_string();
-    effect(handle(&rest, &post("/register", name32.as_bytes())));
+    effect(handle(&mut rest, &post("/register", name32.as_bytes())));
 }
 
 #[test]
 fn only_json_is_accepted() {
-    let rest = rest();
+    let mut rest = rest();
     let body = br#"{"username":"ana","password":"secret1"}"#;
     for ct in [
         None,
@@ -353,7 +357,7 @@ fn only_json_is_accepted() {
             ..post("/register", body)
         };
         refused(
-            handle(&rest, &req),
+            handle(&mut rest, &req),
             415,
             "Content-Type must be application/json",
         );
@@ -367,39 +371,39 @@ fn only_json_is_accepted() {
             content_type: Some(ct),
             ..post("/login", body)
         };
-        effect(handle(&rest, &req));
+        effect(handle(&mut rest, &req));
     }
 }
 
 #[test]
 fn oversized_bodies_get_413() {
-    let rest = rest();
+    let mut rest = rest();
     let big = vec![b' '; MAX_BODY_BYTES + 1];
     refused(
-        handle(&rest, &post("/register", &big)),
+        handle(&mut rest, &post("/register", &big)),
         413,
         "Request body too large",
     );
     refused(
-        handle(&rest, &post("/login", &big)),
+        handle(&mut rest, &post("/login", &big)),
         413,
         "Request body too large",
     );
     let mut padded = br#"{"username":"ana","password":"secret1"}"#.to_vec();
     padded.resize(MAX_BODY_BYTES, b' ');
-    effect(handle(&rest, &post("/register", &padded)));
+    effect(handle(&mut rest, &post("/register", &padded)));
 }
 
 #[test]
 fn login_finds_verifies_and_answers_200() {
-    let rest = rest();
+    let mut rest = rest();
     let (e, p) = effect(handle(
-        &rest,
+        &mut rest,
         &post("/login", br#"{"username":"ana","password":"secret1"}"#),
     ));
     assert_eq!(e, Effect::Store(StoreCommand::FindUser("ana".into())));
     let (e, p) = effect(resume(
-        &rest,
+        &mut rest,
         p,
         EffectResult::Store(StoreReply::User(Some(ana()))),
     ));
@@ -410,26 +414,26 @@ fn login_finds_verifies_and_answers_200() {
             hash: HASH.into()
         }
     );
-    let (status, body) = answered(resume(&rest, p, EffectResult::Verified(true)));
+    let (status, body) = answered(resume(&mut rest, p, EffectResult::Verified(true)));
     assert_eq!(status, 200);
     assert_token_answer(&body, &ana());
 }
 
 #[test]
 fn unknown_user_and_wrong_password_look_alike() {
-    let rest = rest();
+    let mut rest = rest();
     let login = br#"{"username":"ana","password":"secret1"}"#;
-    let (_, p) = effect(handle(&rest, &post("/login", login)));
+    let (_, p) = effect(handle(&mut rest, &post("/login", login)));
     let (_, p) = effect(resume(
-        &rest,
+        &mut rest,
         p,
         EffectResult::Store(StoreReply::User(Some(ana()))),
     ));
-    let wrong = answered(resume(&rest, p, EffectResult::Verified(false)));
+    let wrong = answered(resume(&mut rest, p, EffectResult::Verified(false)));
 
-    let (_, p) = effect(handle(&rest, &post("/login", login)));
+    let (_, p) = effect(handle(&mut rest, &post("/login", login)));
     let (e, p) = effect(resume(
-        &rest,
+        &mut rest,
         p,
         EffectResult::Store(StoreReply::User(None)),
     ));
@@ -442,7 +446,7 @@ fn unknown_user_and_wrong_password_look_alike() {
         }
     );
     // Whatever bcrypt says, there is no account to log into.
-    let unknown = answered(resume(&rest, p, EffectResult::Verified(true)));
+    let unknown = answered(resume(&mut rest, p, EffectResult::Verified(true)));
     assert_eq!(wrong, unknown);
     assert_eq!(
         unknown,
@@ -452,12 +456,15 @@ fn unknown_user_and_wrong_password_look_alike() {
 
 #[test]
 fn login_with_impossible_credentials_still_costs_a_check() {
-    let rest = rest();
+    let mut rest = rest();
     for body in [
         json!({"username": "a", "password": "secret1"}),
         json!({"username": "ana", "password": "x".repeat(73)}),
     ] {
-        let (e, p) = effect(handle(&rest, &post("/login", body.to_string().as_bytes())));
+        let (e, p) = effect(handle(
+            &mut rest,
+            &post("/login", body.to_string().as_bytes()),
+        ));
         assert_eq!(
             e,
             Effect::VerifyPassword {
@@ -466,7 +473,7 @@ fn login_with_impossible_credentials_still_costs_a_check() {
             }
         );
         auth_refused(
-            resume(&rest, p, EffectResult::Verified(true)),
+            resume(&mut rest, p, EffectResult::Verified(true)),
             "Invalid username or password",
             AuthFailure::BadCredentials,
         );
@@ -475,36 +482,36 @@ fn login_with_impossible_credentials_still_costs_a_check() {
 
 #[test]
 fn login_errors() {
-    let rest = rest();
+    let mut rest = rest();
     refused(
-        handle(&rest, &post("/login", br#"{"username":"ana"}"#)),
+        handle(&mut rest, &post("/login", br#"{"username":"ana"}"#)),
         422,
         "password: field required",
     );
     refused(
         handle(
-            &rest,
+            &mut rest,
             &post("/login", br#"{"username":["ana"],"password":"x"}"#),
         ),
         422,
         "username: must be a string",
     );
     let (_, p) = effect(handle(
-        &rest,
+        &mut rest,
         &post("/login", br#"{"username":"ana","password":"secret1"}"#),
     ));
-    refused(resume(&rest, p, failed()), 503, "Store unavailable");
+    refused(resume(&mut rest, p, failed()), 503, "Store unavailable");
 }
 
 #[test]
 fn the_timing_hash_is_one_bcrypt_accepts() {
-    let rest = rest_with_cost(4);
+    let mut rest = rest_with_cost(4);
     let (_, p) = effect(handle(
-        &rest,
+        &mut rest,
         &post("/login", br#"{"username":"ana","password":"secret1"}"#),
     ));
     let (e, _) = effect(resume(
-        &rest,
+        &mut rest,
         p,
         EffectResult::Store(StoreReply::User(None)),
     ));
@@ -530,7 +537,7 @@ static BEARER: LazyLock<String> =
 
 #[track_caller]
 fn history_query(query: &str) -> HistoryQuery {
-    match effect(handle(&rest(), &authorized(query))).0 {
+    match effect(handle(&mut rest(), &authorized(query))).0 {
         Effect::Store(StoreCommand::History(q)) => q,
         e => panic!("expected a history read, got {e:?}"),
     }
@@ -538,9 +545,9 @@ fn history_query(query: &str) -> HistoryQuery {
 
 #[test]
 fn messages_needs_a_valid_token() {
-    let rest = rest();
+    let mut rest = rest();
     auth_refused(
-        handle(&rest, &get("/messages")),
+        handle(&mut rest, &get("/messages")),
         "Not authenticated",
         AuthFailure::MissingToken,
     );
@@ -550,7 +557,7 @@ fn messages_needs_a_valid_token() {
             ..get("/messages")
         };
         auth_refused(
-            handle(&rest, &req),
+            handle(&mut rest, &req),
             "Not authenticated",
             AuthFailure::MissingToken,
         );
@@ -560,7 +567,7 @@ fn messages_needs_a_valid_token() {
         ..get("/messages")
     };
     auth_refused(
-        handle(&rest, &req),
+        handle(&mut rest, &req),
         "Invalid token",
         AuthFailure::InvalidToken,
     );
@@ -571,7 +578,7 @@ fn messages_needs_a_valid_token() {
         ..get("/messages")
     };
     auth_refused(
-        handle(&rest, &req),
+        handle(&mut rest, &req),
         "Invalid token",
         AuthFailure::InvalidToken,
     );
@@ -581,7 +588,7 @@ fn messages_needs_a_valid_token() {
         authorization: Some(&lower),
         ..get("/messages")
     };
-    effect(handle(&rest, &req));
+    effect(handle(&mut rest, &req));
     let an_hour_later = NOW + 3_600_000;
     let step = rest.handle(&req, an_hour_later, &mut CounterIds::default());
     auth_refused(step, "Token expired", AuthFailure::ExpiredToken);
@@ -631,7 +638,7 @@ fn messages_query_defaults_and_windows() {
 
 #[test]
 fn messages_query_errors() {
-    let rest = rest();
+    let mut rest = rest();
     let limit = "limit: must be an integer from 1 to 100";
     let chat = "chatId: must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
     let mixed =
@@ -681,7 +688,7 @@ fn messages_query_errors() {
         (format!("beforeId={id}&afterId={id}"), mixed),
     ];
     for (query, detail) in &cases {
-        refused(handle(&rest, &authorized(query)), 422, detail);
+        refused(handle(&mut rest, &authorized(query)), 422, detail);
     }
     let max_chat = format!("chatId={}", "a".repeat(64));
     assert_eq!(history_query(&max_chat).chat_id.len(), 64);
@@ -689,7 +696,7 @@ fn messages_query_errors() {
 
 #[test]
 fn messages_answers() {
-    let rest = rest();
+    let mut rest = rest();
     let message = Message {
         id: "665f1c2e9b1e8a3f4c2d1a0b".parse().unwrap(),
         chat_id: "general".into(),
@@ -700,48 +707,48 @@ fn messages_answers() {
         status: Status::Sent,
         kind: "text".into(),
     };
-    let (_, p) = effect(handle(&rest, &authorized("")));
+    let (_, p) = effect(handle(&mut rest, &authorized("")));
     let reply = EffectResult::Store(StoreReply::History(History::Messages(vec![
         message.clone(),
     ])));
     assert_eq!(
-        answered(resume(&rest, p, reply)),
+        answered(resume(&mut rest, p, reply)),
         (200, json!([serde_json::to_value(&message).unwrap()]))
     );
-    let (_, p) = effect(handle(&rest, &authorized("")));
+    let (_, p) = effect(handle(&mut rest, &authorized("")));
     let empty = EffectResult::Store(StoreReply::History(History::Messages(vec![])));
-    assert_eq!(answered(resume(&rest, p, empty)), (200, json!([])));
+    assert_eq!(answered(resume(&mut rest, p, empty)), (200, json!([])));
 
     let unknown = || EffectResult::Store(StoreReply::History(History::UnknownAnchor));
     let (_, p) = effect(handle(
-        &rest,
+        &mut rest,
         &authorized("beforeId=665f1c2e9b1e8a3f4c2d1a0b"),
     ));
     refused(
-        resume(&rest, p, unknown()),
+        resume(&mut rest, p, unknown()),
         422,
         "beforeId: not the id of a message in this chat",
     );
     let (_, p) = effect(handle(
-        &rest,
+        &mut rest,
         &authorized("afterId=665f1c2e9b1e8a3f4c2d1a0b"),
     ));
     refused(
-        resume(&rest, p, unknown()),
+        resume(&mut rest, p, unknown()),
         422,
         "afterId: not the id of a message in this chat",
     );
 
-    let (_, p) = effect(handle(&rest, &authorized("")));
-    refused(resume(&rest, p, failed()), 503, "Store unavailable");
+    let (_, p) = effect(handle(&mut rest, &authorized("")));
+    refused(resume(&mut rest, p, failed()), 503, "Store unavailable");
 }
 
 #[test]
 fn a_result_of_the_wrong_kind_is_a_host_bug() {
-    let rest = rest();
-    let (_, p) = effect(handle(&rest, &get("/ready")));
+    let mut rest = rest();
+    let (_, p) = effect(handle(&mut rest, &get("/ready")));
     refused(
-        resume(&rest, p, EffectResult::Verified(true)),
+        resume(&mut rest, p, EffectResult::Verified(true)),
         500,
         "Internal Server Error",
     );
@@ -749,18 +756,18 @@ fn a_result_of_the_wrong_kind_is_a_host_bug() {
 
 #[test]
 fn passwords_stay_out_of_debug_output() {
-    let rest = rest();
+    let mut rest = rest();
     let (e, p) = effect(handle(
-        &rest,
+        &mut rest,
         &post("/login", br#"{"username":"ana","password":"hunter22"}"#),
     ));
     let (e2, p2) = effect(resume(
-        &rest,
+        &mut rest,
         p,
         EffectResult::Store(StoreReply::User(Some(ana()))),
     ));
     let (e3, _) = effect(handle(
-        &rest,
+        &mut rest,
         &post("/register", br#"{"username":"ana","password":"hunter22"}"#),
     ));
     let shown = format!("{e:?} {e2:?} {p2:?} {e3:?} {rest:?}");
@@ -793,8 +800,9 @@ proptest! {
             content_type,
             authorization: auth.as_deref(),
             body: &body,
+            peer: None,
         };
-        if let Step::Respond(r) = handle(&rest(), &req) {
+        if let Step::Respond(r) = handle(&mut rest(), &req) {
             prop_assert!(r.status != 500 && serde_json::from_slice::<Value>(&r.body).is_ok());
         }
     }
@@ -802,7 +810,7 @@ proptest! {
     /// Any query string with a valid token is either read or refused with 422.
     #[test]
     fn any_query_is_read_or_refused(query in "[a-zA-Z=&%+0-9:._-]{0,80}") {
-        match handle(&rest(), &authorized(&query)) {
+        match handle(&mut rest(), &authorized(&query)) {
             Step::Run(Effect::Store(StoreCommand::History(q)), _) => {
                 prop_assert!((1..=100).contains(&q.limit))
             }
@@ -810,4 +818,85 @@ proptest! {
             other => prop_assert!(false, "{:?}", other),
         }
     }
+}
+
+fn from(peer: u8, req: Request<'_>) -> Request<'_> {
+    Request {
+        peer: Some(std::net::IpAddr::from([10, 0, 0, peer])),
+        ..req
+    }
+}
+
+/// The answer's status and `Retry-After`.
+#[track_caller]
+fn throttled(step: Step) -> (u16, Option<u64>) {
+    match step {
+        Step::Respond(r) => (r.status, r.retry_after),
+        Step::Run(effect, _) => panic!("expected a response, got {effect:?}"),
+    }
+}
+
+#[test]
+fn logins_and_registrations_from_one_address_are_throttled() {
+    let mut rest = rest();
+    let login = br#"{"username":"ana","password":"secret1"}"#;
+    // The default: 20 attempts, then one each 3 s.
+    for _ in 0..20 {
+        let (e, _) = effect(handle(&mut rest, &from(1, post("/login", login))));
+        assert!(matches!(e, Effect::Store(StoreCommand::FindUser(_))));
+    }
+    assert_eq!(
+        throttled(handle(&mut rest, &from(1, post("/login", login)))),
+        (429, Some(3))
+    );
+    assert_eq!(
+        throttled(handle(&mut rest, &from(1, post("/register", login)))),
+        (429, Some(3)),
+        "register spends the same budget"
+    );
+    // Another address is not affected; nor is a host that cannot tell.
+    let (e, _) = effect(handle(&mut rest, &from(2, post("/register", login))));
+    assert!(matches!(e, Effect::HashPassword { .. }));
+    let (e, _) = effect(handle(&mut rest, &post("/login", login)));
+    assert!(matches!(e, Effect::Store(StoreCommand::FindUser(_))));
+}
+
+#[test]
+fn failed_logins_for_one_user_are_throttled_but_not_from_the_users_own_address() {
+    let mut rest = rest();
+    let user = ana();
+    let attempt = |rest: &mut Rest, peer: u8, ok: bool| {
+        let login = br#"{"username":"ana","password":"secret1"}"#;
+        let (_, p) = effect(handle(rest, &from(peer, post("/login", login))));
+        let (_, p) = effect(resume(
+            rest,
+            p,
+            EffectResult::Store(StoreReply::User(Some(user.clone()))),
+        ));
+        answered(resume(rest, p, EffectResult::Verified(ok))).0
+    };
+    assert_eq!(attempt(&mut rest, 200, true), 200, "ana logs in from home");
+    // Ten wrong passwords from ten addresses spend ana's failures...
+    for peer in 0..10 {
+        assert_eq!(attempt(&mut rest, peer, false), 401);
+    }
+    // ...so an eleventh address waits (one failure a minute),
+    let login = br#"{"username":"ANA","password":"guess12"}"#;
+    assert_eq!(
+        throttled(handle(&mut rest, &from(50, post("/login", login)))),
+        (429, Some(60))
+    );
+    // but ana at home is not locked out.
+    assert_eq!(attempt(&mut rest, 200, true), 200);
+}
+
+#[test]
+fn a_full_bcrypt_pool_is_503_with_retry_after() {
+    let mut rest = rest();
+    let (_, p) = effect(handle(
+        &mut rest,
+        &post("/register", br#"{"username":"ana","password":"secret1"}"#),
+    ));
+    let step = resume(&mut rest, p, EffectResult::Busy);
+    assert_eq!(throttled(step), (503, Some(1)));
 }

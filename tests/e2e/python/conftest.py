@@ -195,14 +195,26 @@ def chat_store_url() -> str:
     return f"{url}?{query}" if query else url
 
 
+# The suites register hundreds of users from one address: the login
+# throttles are lifted for them (test_throttle.py runs with the defaults).
+UNTHROTTLED = {
+    "AUTH_RATE_PER_MINUTE": "1000000",
+    "AUTH_BURST": "1000000",
+    "LOGIN_FAILURES_PER_HOUR": "1000000",
+    "LOGIN_FAILURE_BURST": "1000000",
+}
+
+
 def chatwire_env(**overrides: str | None) -> dict[str, str | None]:
-    """The environment of a test chatwire: its store (`chat_store_url`), fast bcrypt."""
+    """The environment of a test chatwire: its store (`chat_store_url`), fast
+    bcrypt, no login throttles."""
     env = {
         "DATABASE_URL": chat_store_url(),
         "JWT_SECRET": JWT_SECRET,
         "JWT_ALGORITHM": "HS256",
         "BCRYPT_COST": "4",
         "RUST_LOG": "warn",
+        **UNTHROTTLED,
     }
     env.update(overrides)
     return env
