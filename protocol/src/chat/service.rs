@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::events::{ClientEvent, ErrorCode, ServerEvent, TOKEN_EXPIRED, UNAUTHORIZED};
 use super::rate::{RateLimit, TokenBucket};
 use super::typing::{Started, Typing};
 use super::validate::{self, Refusal};
@@ -107,7 +108,8 @@ fn typing_payload(user: &User, chat: &str, is_typing: bool) -> Value {
 /// Tells `chat` (but `socket`) that `user` stopped typing there.
 fn stopped_typing(ctx: &mut Ctx<'_>, socket: SocketId, user: &User, chat: &str) {
     let payload = typing_payload(user, chat, false);
-    ctx.broadcast("/", &room(chat), Some(socket), &("chat:typing", &payload));
+    let event = (ServerEvent::Typing.name(), &payload);
+    ctx.broadcast("/", &room(chat), Some(socket), &event);
 }
 
 fn bearer(h: &str) -> Option<&str> {
@@ -161,7 +163,7 @@ impl Chat {
         if let Some(t) = temp_id {
             payload["tempId"] = Value::String(t.to_owned());
         }
-        ctx.emit(socket, &("error", &payload), &[]);
+        ctx.emit(socket, &(ServerEvent::Error.name(), &payload), &[]);
         if let Some(id) = ack {
             ctx.ack(
                 socket,
@@ -189,7 +191,8 @@ impl Chat {
             Err(r) => return Self::refuse(ctx, socket, event.ack, &r, None),
         };
         let payload = typing_payload(user, &chat, is_typing);
-        ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
+        let broadcast = (ServerEvent::Typing.name(), &payload);
+        ctx.broadcast("/", &room(&chat), Some(socket), &broadcast);
         Self::reply(ctx, socket, event.ack, &payload);
         let Some(typing) = &mut self.typing else {
             return;
@@ -214,7 +217,7 @@ impl Chat {
         } else {
             Err(Refusal {
                 message: "Too many messages; slow down".into(),
-                code: "rate_limited",
+                code: ErrorCode::RateLimited,
             })
         };
         let req = match checked {
@@ -285,7 +288,7 @@ impl Chat {
             _ => {
                 let r = Refusal {
                     message: "The message could not be stored; try again".into(),
-                    code: "store_unavailable",
+                    code: ErrorCode::StoreUnavailable,
                 };
                 for w in waiters {
                     Self::refuse(ctx, w.socket, w.ack, &r, temp_id.as_deref());
@@ -299,7 +302,7 @@ impl Chat {
             timestamp,
         };
         for w in &waiters {
-            ctx.emit(w.socket, &("chat:ack", &ack), &[]);
+            ctx.emit(w.socket, &(ServerEvent::Ack.name(), &ack), &[]);
             Self::reply(ctx, w.socket, w.ack, &ack);
         }
         if !fresh {
@@ -309,12 +312,15 @@ impl Chat {
             "/",
             &room(&message.chat_id),
             Some(sender),
-            &("chat:new-message", &message),
+            &(ServerEvent::NewMessage.name(), &message),
         );
         if handed > 0 {
             ctx.emit(
                 sender,
-                &("chat:delivered", json!({"messageId": message.id})),
+                &(
+                    ServerEvent::Delivered.name(),
+                    json!({"messageId": message.id}),
+                ),
                 &[],
             );
             let op = ctx.store(StoreCommand::MarkDelivered(message.id));
@@ -354,7 +360,7 @@ impl Chat {
             _ => {
                 let r = Refusal {
                     message: "The read receipts could not be stored; try again".into(),
-                    code: "store_unavailable",
+                    code: ErrorCode::StoreUnavailable,
                 };
                 return Self::refuse(ctx, socket, ack, &r, None);
             }
@@ -371,7 +377,10 @@ impl Chat {
                 "/",
                 &room(chat),
                 Some(socket),
-                &("chat:read", json!({"messageIds": ids, "userId": user})),
+                &(
+                    ServerEvent::Read.name(),
+                    json!({"messageIds": ids, "userId": user}),
+                ),
             );
         }
         let all: Vec<ObjectId> = receipts.iter().map(|r| r.id).collect();
@@ -405,7 +414,7 @@ impl Application for Chat {
             })
             .or_else(|| query_token(&req.handshake.query));
         let Some(token) = token else {
-            return Err(json!({"message": "Unauthorized"}));
+            return Err(json!({ "message": UNAUTHORIZED }));
         };
         match self
             .config
@@ -419,8 +428,8 @@ impl Application for Chat {
                 });
                 Ok(())
             }
-            Err(TokenError::Expired) => Err(json!({"message": "Token expired"})),
-            Err(_) => Err(json!({"message": "Unauthorized"})),
+            Err(TokenError::Expired) => Err(json!({ "message": TOKEN_EXPIRED })),
+            Err(_) => Err(json!({ "message": UNAUTHORIZED })),
         }
     }
 
@@ -438,13 +447,17 @@ impl Application for Chat {
         let Some(user) = self.users.get(&socket).cloned() else {
             return;
         };
-        match event.name.as_str() {
-            "chat:send" => self.on_send(ctx, socket, user, event),
-            "chat:typing" => self.on_typing(ctx, socket, &user, event),
-            "chat:read" => self.on_read(ctx, socket, &user, event),
-            "chat:join" | "chat:leave" => match validate::room(&event.args) {
+        // Events of other names are ignored, as socket.io does with no listener.
+        let Some(name) = ClientEvent::parse(&event.name) else {
+            return;
+        };
+        match name {
+            ClientEvent::Send => self.on_send(ctx, socket, user, event),
+            ClientEvent::Typing => self.on_typing(ctx, socket, &user, event),
+            ClientEvent::Read => self.on_read(ctx, socket, &user, event),
+            ClientEvent::Join | ClientEvent::Leave => match validate::room(&event.args) {
                 Ok(chat) => {
-                    if event.name == "chat:join" {
+                    if name == ClientEvent::Join {
                         ctx.join(socket, &room(&chat));
                     } else {
                         ctx.leave(socket, &room(&chat));
@@ -456,7 +469,6 @@ impl Application for Chat {
                 }
                 Err(r) => Self::refuse(ctx, socket, event.ack, &r, None),
             },
-            _ => {}
         }
     }
 
