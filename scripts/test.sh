@@ -4,7 +4,7 @@
 # socket.io-client against `conformance`; REST, Socket.IO chat, durability
 # and configuration against `chatwire`) against the binaries of that build,
 # once per runtime (tokio: chatwire, conformance; smol: chatwire-smol,
-# conformance_smol).
+# conformance_smol), then schemathesis against `chatwire` (tokio).
 #
 # Usage: scripts/test.sh [--e2e-only]
 #   --e2e-only   skip the cargo build and cargo test (the binaries must exist)
@@ -140,6 +140,26 @@ for RT in $E2E_RUNTIMES; do
   run_step "js e2e ($RT, MongoDB store): chatwire chat" \
     bash -c 'cd "$1/tests/e2e/js" && E2E_CHAT_STORE=mongo timeout 600 node --test --test-concurrency=1 test/chat.test.mjs' _ "$ROOT"
 done
+
+# Schemathesis (every check) against chatwire on tokio, authenticated, on the
+# embedded store: the OpenAPI document and the server must agree. Its own
+# venv, reinstalled when tests/schemathesis/requirements.txt changes.
+section "schemathesis environment (tests/.venv-schemathesis)"
+ST_VENV="$ROOT/tests/.venv-schemathesis"
+ST_REQS="$ROOT/tests/schemathesis/requirements.txt"
+if [ ! -x "$ST_VENV/bin/python" ]; then
+  python3 -m venv "$ST_VENV"
+fi
+ST_STAMP="$ST_VENV/.requirements.sha256"
+ST_WANT="$(sha256sum "$ST_REQS" | cut -d' ' -f1)"
+if [ "$(cat "$ST_STAMP" 2>/dev/null || true)" != "$ST_WANT" ]; then
+  "$ST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ST_REQS"
+  echo "$ST_WANT" >"$ST_STAMP"
+else
+  echo "requirements unchanged, pip install skipped"
+fi
+run_step "schemathesis (tokio): every check against chatwire's OpenAPI document" \
+  env ST="$ST_VENV/bin/st" timeout 600 "$ROOT/tests/schemathesis/run.sh" "$TARGET_DIR/debug/chatwire"
 
 # Fuzz smoke (30 s per target; FUZZ_SMOKE=0 skips it): see fuzz/README.md.
 if [ "${FUZZ_SMOKE:-1}" != 0 ] && [ "$E2E_ONLY" -eq 0 ]; then

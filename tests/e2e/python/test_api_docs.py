@@ -126,6 +126,9 @@ class Browser:
              f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
              "--remote-allow-origins=*", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Nothing of the browser's outside its temporary profile.
+            env={**os.environ, "HOME": self.profile, "XDG_CONFIG_HOME": self.profile,
+                 "XDG_CACHE_HOME": self.profile},
         )
         deadline = time.monotonic() + 30
         while True:
