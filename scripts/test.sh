@@ -4,7 +4,7 @@
 # socket.io-client against `conformance`; REST, Socket.IO chat, durability
 # and configuration against `chatwire`) against the binaries of that build,
 # once per runtime (tokio: chatwire, conformance; smol: chatwire-smol,
-# conformance_smol).
+# conformance_smol), then schemathesis against `chatwire` (tokio).
 #
 # Then the container test (scripts/container-test.sh): the Dockerfile's
 # runtime stage around the tokio debug binary, run with podman.
@@ -154,6 +154,26 @@ if [ "${CONTAINER_TEST:-1}" != 0 ]; then
   run_step "container test (scripts/container-test.sh)" \
     env CHATWIRE_BIN="$TARGET_DIR/debug/chatwire" timeout 900 "$ROOT/scripts/container-test.sh"
 fi
+
+# Schemathesis (every check) against chatwire on tokio, authenticated, on the
+# embedded store: the OpenAPI document and the server must agree. Its own
+# venv, reinstalled when tests/schemathesis/requirements.txt changes.
+section "schemathesis environment (tests/.venv-schemathesis)"
+ST_VENV="$ROOT/tests/.venv-schemathesis"
+ST_REQS="$ROOT/tests/schemathesis/requirements.txt"
+if [ ! -x "$ST_VENV/bin/python" ]; then
+  python3 -m venv "$ST_VENV"
+fi
+ST_STAMP="$ST_VENV/.requirements.sha256"
+ST_WANT="$(sha256sum "$ST_REQS" | cut -d' ' -f1)"
+if [ "$(cat "$ST_STAMP" 2>/dev/null || true)" != "$ST_WANT" ]; then
+  "$ST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ST_REQS"
+  echo "$ST_WANT" >"$ST_STAMP"
+else
+  echo "requirements unchanged, pip install skipped"
+fi
+run_step "schemathesis (tokio): every check against chatwire's OpenAPI document" \
+  env ST="$ST_VENV/bin/st" timeout 600 "$ROOT/tests/schemathesis/run.sh" "$TARGET_DIR/debug/chatwire"
 
 # Fuzz smoke (30 s per target; FUZZ_SMOKE=0 skips it): see fuzz/README.md.
 if [ "${FUZZ_SMOKE:-1}" != 0 ] && [ "$E2E_ONLY" -eq 0 ]; then

@@ -1,5 +1,6 @@
 //! The API documents and their viewers, every byte served from the binary:
 //! `/openapi.json` (the REST routes, built by `protocol::http::openapi`),
+//! `/asyncapi.json` (the Socket.IO events, `protocol::chat::asyncapi`),
 //! Swagger UI at `/docs` (its files from `utoipa-swagger-ui`, vendored) and
 //! ReDoc at `/redoc` (its bundle inlined by `aide`). Nothing is fetched from
 //! elsewhere: the pages' `Content-Security-Policy` allows only this server
@@ -38,6 +39,7 @@ const REDOC_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; 
 #[derive(Clone)]
 pub struct ApiDocs {
     openapi: Bytes,
+    asyncapi: Bytes,
     redoc: Bytes,
     swagger: Arc<Config<'static>>,
 }
@@ -54,6 +56,7 @@ impl ApiDocs {
         let openapi = protocol::http::openapi::document(service, version)
             .to_json()
             .expect("the OpenAPI document serializes");
+        let asyncapi = protocol::chat::asyncapi::document(service, version).to_string();
         let redoc = aide::redoc::Redoc::new("/openapi.json")
             .with_title(&format!("{service} API (ReDoc)"))
             .html();
@@ -64,6 +67,7 @@ impl ApiDocs {
             .persist_authorization(false);
         ApiDocs {
             openapi: Bytes::from(openapi),
+            asyncapi: Bytes::from(asyncapi),
             redoc: Bytes::from(redoc),
             swagger: Arc::new(swagger),
         }
@@ -73,6 +77,7 @@ impl ApiDocs {
     pub fn answer(&self, method: &Method, path: &str) -> Option<Resp> {
         let (body, content_type, csp) = match path {
             "/openapi.json" => (self.openapi.clone(), "application/json".into(), None),
+            "/asyncapi.json" => (self.asyncapi.clone(), "application/json".into(), None),
             "/redoc" | "/redoc/" => (
                 self.redoc.clone(),
                 "text/html; charset=utf-8".into(),
@@ -183,6 +188,12 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["info"]["version"], "9.9.9");
+        let (status, h, body) = get(&docs, "/asyncapi.json").unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type(&h), "application/json");
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["asyncapi"], "3.0.0");
+        assert_eq!(doc["info"]["version"], "9.9.9");
     }
 
     #[test]
@@ -254,7 +265,13 @@ mod tests {
     #[test]
     fn other_methods_get_405_with_allow() {
         let docs = ApiDocs::new("chatwire", "0.1.0");
-        for path in ["/openapi.json", "/docs", "/docs/swagger-ui.css", "/redoc"] {
+        for path in [
+            "/openapi.json",
+            "/asyncapi.json",
+            "/docs",
+            "/docs/swagger-ui.css",
+            "/redoc",
+        ] {
             assert!(docs.answer(&Method::HEAD, path).is_some());
             let r = docs.answer(&Method::POST, path).unwrap();
             assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);

@@ -179,8 +179,8 @@ impl<R: Runtime> Routes<R> {
         self
     }
 
-    /// Serves the API documents and their viewers (`/openapi.json`, `/docs`,
-    /// `/redoc`) ahead of the REST routes.
+    /// Serves the API documents and their viewers (`/openapi.json`,
+    /// `/asyncapi.json`, `/docs`, `/redoc`) ahead of the REST routes.
     pub fn docs(mut self, docs: ApiDocs) -> Self {
         self.docs = Some(docs);
         self

@@ -2,17 +2,23 @@
 //! `chat:*` events into store commands, and store replies into acks and
 //! broadcasts.
 
+#[cfg(feature = "openapi")]
+pub mod asyncapi;
+#[cfg(all(test, feature = "openapi"))]
+mod asyncapi_tests;
+pub mod events;
 mod ids;
 mod rate;
 mod service;
 mod typing;
 mod validate;
 
+pub use events::{ClientEvent, ErrorCode, ServerEvent};
 pub use ids::MessageIds;
 pub use rate::{Moment, RateLimit, TokenBucket, UnixMs};
 pub use service::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT};
 pub use typing::MAX_TYPING_CHATS;
-pub use validate::{Refusal, SendRequest};
+pub use validate::{MAX_READ_IDS, MAX_TEMP_ID_CHARS, MAX_TYPE_CHARS, Refusal, SendRequest};
 
 use std::time::Instant;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::events::{ClientEvent, ErrorCode, ServerEvent, TOKEN_EXPIRED, UNAUTHORIZED};
 use super::rate::{RateLimit, TokenBucket};
 use super::typing::{Started, Typing};
 use super::validate::{self, Refusal};
@@ -74,10 +75,6 @@ struct AckPayload<'a> {
     timestamp: i64,
 }
 
-const SEND: &str = "chat:send";
-const TYPING: &str = "chat:typing";
-const READ: &str = "chat:read";
-
 /// How often forgotten rate-limit buckets are swept.
 const SWEEP: Duration = Duration::from_secs(60);
 
@@ -132,10 +129,15 @@ fn stopped_typing(
     let room = room(chat);
     match (still.next(), still.next()) {
         (None, _) => {
-            ctx.broadcast("/", &room, Some(socket), &("chat:typing", &payload));
+            ctx.broadcast(
+                "/",
+                &room,
+                Some(socket),
+                &(ServerEvent::Typing.name(), &payload),
+            );
         }
         (Some(last), None) if ctx.in_room(last, &room) => {
-            ctx.emit(last, &("chat:typing", &payload), &[]);
+            ctx.emit(last, &(ServerEvent::Typing.name(), &payload), &[]);
         }
         _ => {}
     }
@@ -191,12 +193,12 @@ impl Chat {
         r: &Refusal,
         temp_id: Option<&str>,
     ) {
-        ctx.refused(socket, event, r.code);
+        ctx.refused(socket, event, r.code.name());
         let mut payload = json!({"message": r.message, "code": r.code});
         if let Some(t) = temp_id {
             payload["tempId"] = Value::String(t.to_owned());
         }
-        ctx.emit(socket, &("error", &payload), &[]);
+        ctx.emit(socket, &(ServerEvent::Error.name(), &payload), &[]);
         if let Some(id) = ack {
             ctx.ack(
                 socket,
@@ -221,7 +223,9 @@ impl Chat {
     fn on_typing(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
         let (chat, is_typing) = match validate::typing(&event.args) {
             Ok(t) => t,
-            Err(r) => return Self::refuse(ctx, socket, TYPING, event.ack, &r, None),
+            Err(r) => {
+                return Self::refuse(ctx, socket, ClientEvent::Typing.name(), event.ack, &r, None);
+            }
         };
         let payload = typing_payload(user, &chat, is_typing);
         match &mut self.typing {
@@ -231,7 +235,12 @@ impl Chat {
                 stopped_typing(ctx, typing, others, socket, user, &chat);
             }
             Some(typing) => {
-                ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
+                ctx.broadcast(
+                    "/",
+                    &room(&chat),
+                    Some(socket),
+                    &(ServerEvent::Typing.name(), &payload),
+                );
                 if let Started::Evicted(old) = typing.start(socket, &chat, ctx.now()) {
                     let others = self.sockets_of_user.get(&user.id);
                     stopped_typing(ctx, typing, others, socket, user, &old);
@@ -239,7 +248,12 @@ impl Chat {
             }
             // Nothing tracked: the chat hears each socket as it speaks.
             None => {
-                ctx.broadcast("/", &room(&chat), Some(socket), &("chat:typing", &payload));
+                ctx.broadcast(
+                    "/",
+                    &room(&chat),
+                    Some(socket),
+                    &(ServerEvent::Typing.name(), &payload),
+                );
             }
         }
         Self::reply(ctx, socket, event.ack, &payload);
@@ -258,14 +272,21 @@ impl Chat {
         } else {
             Err(Refusal {
                 message: "Too many messages; slow down".into(),
-                code: "rate_limited",
+                code: ErrorCode::RateLimited,
             })
         };
         let req = match checked {
             Ok(r) => r,
             Err(r) => {
                 let temp_id = validate::temp_id(&event.args);
-                return Self::refuse(ctx, socket, SEND, event.ack, &r, temp_id.as_deref());
+                return Self::refuse(
+                    ctx,
+                    socket,
+                    ClientEvent::Send.name(),
+                    event.ack,
+                    &r,
+                    temp_id.as_deref(),
+                );
             }
         };
         let waiter = Waiter {
@@ -329,10 +350,17 @@ impl Chat {
             _ => {
                 let r = Refusal {
                     message: "The message could not be stored; try again".into(),
-                    code: "store_unavailable",
+                    code: ErrorCode::StoreUnavailable,
                 };
                 for w in waiters {
-                    Self::refuse(ctx, w.socket, SEND, w.ack, &r, temp_id.as_deref());
+                    Self::refuse(
+                        ctx,
+                        w.socket,
+                        ClientEvent::Send.name(),
+                        w.ack,
+                        &r,
+                        temp_id.as_deref(),
+                    );
                 }
                 return;
             }
@@ -343,7 +371,7 @@ impl Chat {
             timestamp,
         };
         for w in &waiters {
-            ctx.emit(w.socket, &("chat:ack", &ack), &[]);
+            ctx.emit(w.socket, &(ServerEvent::Ack.name(), &ack), &[]);
             Self::reply(ctx, w.socket, w.ack, &ack);
         }
         if !fresh {
@@ -353,12 +381,15 @@ impl Chat {
             "/",
             &room(&message.chat_id),
             Some(sender),
-            &("chat:new-message", &message),
+            &(ServerEvent::NewMessage.name(), &message),
         );
         if handed > 0 {
             ctx.emit(
                 sender,
-                &("chat:delivered", json!({"messageId": message.id})),
+                &(
+                    ServerEvent::Delivered.name(),
+                    json!({"messageId": message.id}),
+                ),
                 &[],
             );
             let op = ctx.store(StoreCommand::MarkDelivered(message.id));
@@ -382,7 +413,7 @@ impl Chat {
                     },
                 );
             }
-            Err(r) => Self::refuse(ctx, socket, READ, event.ack, &r, None),
+            Err(r) => Self::refuse(ctx, socket, ClientEvent::Read.name(), event.ack, &r, None),
         }
     }
 
@@ -398,9 +429,9 @@ impl Chat {
             _ => {
                 let r = Refusal {
                     message: "The read receipts could not be stored; try again".into(),
-                    code: "store_unavailable",
+                    code: ErrorCode::StoreUnavailable,
                 };
-                return Self::refuse(ctx, socket, READ, ack, &r, None);
+                return Self::refuse(ctx, socket, ClientEvent::Read.name(), ack, &r, None);
             }
         };
         let mut by_chat: Vec<(String, Vec<ObjectId>)> = Vec::new();
@@ -415,7 +446,10 @@ impl Chat {
                 "/",
                 &room(chat),
                 Some(socket),
-                &("chat:read", json!({"messageIds": ids, "userId": user})),
+                &(
+                    ServerEvent::Read.name(),
+                    json!({"messageIds": ids, "userId": user}),
+                ),
             );
         }
         let all: Vec<ObjectId> = receipts.iter().map(|r| r.id).collect();
@@ -450,7 +484,7 @@ impl Application for Chat {
             .or_else(|| query_token(&req.handshake.query));
         let Some(token) = token else {
             ctx.auth_failed(AuthFailure::MissingToken);
-            return Err(json!({"message": "Unauthorized"}));
+            return Err(json!({ "message": UNAUTHORIZED }));
         };
         match self
             .config
@@ -467,8 +501,8 @@ impl Application for Chat {
             Err(e) => {
                 ctx.auth_failed(e.into());
                 match e {
-                    TokenError::Expired => Err(json!({"message": "Token expired"})),
-                    _ => Err(json!({"message": "Unauthorized"})),
+                    TokenError::Expired => Err(json!({ "message": TOKEN_EXPIRED })),
+                    _ => Err(json!({ "message": UNAUTHORIZED })),
                 }
             }
         }
@@ -491,13 +525,17 @@ impl Application for Chat {
         let Some(user) = self.users.get(&socket).cloned() else {
             return;
         };
-        match event.name.as_str() {
-            SEND => self.on_send(ctx, socket, user, event),
-            TYPING => self.on_typing(ctx, socket, &user, event),
-            READ => self.on_read(ctx, socket, &user, event),
-            "chat:join" | "chat:leave" => match validate::room(&event.args) {
+        // Events of other names are ignored, as socket.io does with no listener.
+        let Some(name) = ClientEvent::parse(&event.name) else {
+            return;
+        };
+        match name {
+            ClientEvent::Send => self.on_send(ctx, socket, user, event),
+            ClientEvent::Typing => self.on_typing(ctx, socket, &user, event),
+            ClientEvent::Read => self.on_read(ctx, socket, &user, event),
+            ClientEvent::Join | ClientEvent::Leave => match validate::room(&event.args) {
                 Ok(chat) => {
-                    if event.name == "chat:join" {
+                    if name == ClientEvent::Join {
                         ctx.join(socket, &room(&chat));
                     } else {
                         ctx.leave(socket, &room(&chat));
@@ -512,7 +550,6 @@ impl Application for Chat {
                 }
                 Err(r) => Self::refuse(ctx, socket, &event.name, event.ack, &r, None),
             },
-            _ => {}
         }
     }
 

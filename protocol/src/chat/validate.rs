@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use super::events::ErrorCode;
 use crate::model::{DEFAULT_CHAT, MAX_TEXT_CHARS, ObjectId, valid_chat_id};
 
 /// The most ids one `chat:read` may name.
@@ -18,15 +19,15 @@ pub const MAX_TYPE_CHARS: usize = 32;
 pub struct Refusal {
     /// For a person.
     pub message: String,
-    /// The rule: `invalid`, `rate_limited`, `store_unavailable`.
-    pub code: &'static str,
+    /// The rule broken.
+    pub code: ErrorCode,
 }
 
 impl Refusal {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Refusal {
             message: message.into(),
-            code: "invalid",
+            code: ErrorCode::Invalid,
         }
     }
 }
@@ -193,7 +194,7 @@ mod tests {
         ] {
             assert_eq!(
                 send(std::slice::from_ref(&bad)).map_err(|r| r.code),
-                Err("invalid"),
+                Err(ErrorCode::Invalid),
                 "{bad}"
             );
         }

@@ -214,8 +214,14 @@ fn ready() {}
             body = ErrorBody, example = json!({"detail": "Content-Type must be application/json"})),
         (status = 422, description = "A field is missing, of the wrong type, or out of bounds.",
             body = ErrorBody, example = json!({"detail": "password: must be 6 to 72 bytes"})),
-        (status = 503, description = "The store did not answer.",
-            body = ErrorBody, example = json!({"detail": "Store unavailable"})),
+        (status = 429, description = "Too many attempts from this client address: retry after `Retry-After` seconds.",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait.")),
+            example = json!({"detail": "Too many attempts; retry later"})),
+        (status = 503, description = "The store did not answer, or too many password checks are under way (then with `Retry-After`).",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when the server is busy.")),
+            example = json!({"detail": "Store unavailable"})),
     ),
 )]
 #[allow(dead_code)]
@@ -237,8 +243,14 @@ fn register() {}
             body = ErrorBody, example = json!({"detail": "Content-Type must be application/json"})),
         (status = 422, description = "A field is missing or not a string.",
             body = ErrorBody, example = json!({"detail": "username: field required"})),
-        (status = 503, description = "The store did not answer.",
-            body = ErrorBody, example = json!({"detail": "Store unavailable"})),
+        (status = 429, description = "Too many attempts from this client address, or too many failed logins for this username from addresses it never logged in from: retry after `Retry-After` seconds.",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait.")),
+            example = json!({"detail": "Too many attempts; retry later"})),
+        (status = 503, description = "The store did not answer, or too many password checks are under way (then with `Retry-After`).",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when the server is busy.")),
+            example = json!({"detail": "Store unavailable"})),
     ),
 )]
 #[allow(dead_code)]

@@ -1,5 +1,5 @@
 """The API documents and their viewers over real HTTP: `/openapi.json`,
-Swagger UI at `/docs`, ReDoc at `/redoc`, every asset
+`/asyncapi.json`, Swagger UI at `/docs`, ReDoc at `/redoc`, every asset
 served by chatwire itself.
 
 With a Chromium on the PATH (`CHROMIUM_BIN` names another), each page is
@@ -41,6 +41,16 @@ def test_openapi_document(chat_server):
     assert doc["paths"]["/messages"]["get"]["security"] == [{"bearer": []}]
 
 
+def test_asyncapi_document(chat_server):
+    r = get(chat_server, "/asyncapi.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["asyncapi"].startswith("3.")
+    names = {m.get("name") for m in doc["components"]["messages"].values()}
+    assert {"chat:send", "chat:new-message", "error"} <= names
+
+
 @pytest.mark.parametrize("page", ["/docs", "/docs/"])
 def test_swagger_ui_assets_are_all_served_here(chat_server, page):
     r = get(chat_server, page)
@@ -76,7 +86,7 @@ def test_redoc_is_one_page(chat_server):
     assert "img-src 'self' data:;" in csp and "http" not in csp
 
 
-@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/docs/swagger-ui.css", "/redoc"])
+@pytest.mark.parametrize("path", ["/openapi.json", "/asyncapi.json", "/docs", "/docs/swagger-ui.css", "/redoc"])
 def test_other_methods_get_405_with_allow(chat_server, path):
     r = requests.post(f"{chat_server.url}{path}", timeout=TIMEOUT)
     assert r.status_code == 405
@@ -116,6 +126,9 @@ class Browser:
              f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
              "--remote-allow-origins=*", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Nothing of the browser's outside its temporary profile.
+            env={**os.environ, "HOME": self.profile, "XDG_CONFIG_HOME": self.profile,
+                 "XDG_CACHE_HOME": self.profile},
         )
         deadline = time.monotonic() + 30
         while True:
