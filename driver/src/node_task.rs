@@ -298,10 +298,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         }
                     }
                 }
-                Output::WsClose { conn } => {
+                Output::WsClose { conn, code } => {
                     if let Some(mut link) = self.conns.remove(&conn) {
                         let queued = link.ws.queue(&mut link.batch) == Ok(true);
-                        if link.ws.close() || queued {
+                        if link.ws.close(code) || queued {
                             self.to_flush.push(link.ws);
                         }
                     }

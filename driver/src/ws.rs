@@ -195,16 +195,17 @@ impl WsConn {
     }
 
     /// From the node task: the core closed this connection. What is queued
-    /// is sent, then a close frame, then the socket is shut down. True if
-    /// the connection must be handed to the [`Flusher`].
-    pub(crate) fn close(&self) -> bool {
+    /// is sent, then a close frame with `code` (1001 when the server shuts
+    /// down), then the socket is shut down. True if the connection must be
+    /// handed to the [`Flusher`].
+    pub(crate) fn close(&self, code: u16) -> bool {
         let mut out = self.out();
         if out.state != State::Open {
             return false;
         }
         out.state = State::Closing;
         let was_empty = out.queue.is_empty();
-        out.push(wsframe::close(1000));
+        out.push(wsframe::close(code));
         was_empty
     }
 
