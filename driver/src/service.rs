@@ -16,6 +16,7 @@ use protocol::store::Store;
 use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
+use crate::host::Connections;
 use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle};
 use crate::ws::WsConn;
@@ -29,6 +30,8 @@ pub struct Routes<R> {
     max_payload: usize,
     echo: Option<Arc<str>>,
     metrics: Option<Arc<Metrics>>,
+    /// Every connection these routes serve.
+    pub(crate) connections: Connections,
 }
 
 impl<R: Clone> Clone for Routes<R> {
@@ -41,6 +44,7 @@ impl<R: Clone> Clone for Routes<R> {
             max_payload: self.max_payload,
             echo: self.echo.clone(),
             metrics: self.metrics.clone(),
+            connections: self.connections.clone(),
         }
     }
 }
@@ -88,6 +92,7 @@ impl<R: Runtime> Routes<R> {
             max_payload,
             echo: None,
             metrics: None,
+            connections: Connections::new(),
         }
     }
 
@@ -270,7 +275,9 @@ impl<R: Runtime> Routes<R> {
             };
             let rt = self.rt.clone();
             let max = self.max_payload;
+            let live = self.connections.enter();
             self.rt.spawn(Box::pin(async move {
+                let _live = live;
                 let Ok(io) = upgrade.await else { return };
                 let (socket, read) = match rt.socket(io) {
                     Ok(s) => s,
@@ -348,7 +355,9 @@ impl<R: Runtime> Routes<R> {
             }
         };
         let rt = self.rt.clone();
+        let live = self.connections.enter();
         self.rt.spawn(Box::pin(async move {
+            let _live = live;
             let Ok(io) = upgrade.await else { return };
             let Ok((socket, read)) = rt.socket(io) else {
                 return;
@@ -561,17 +570,31 @@ fn json(status: u16, body: Bytes) -> Resp {
     r
 }
 
-/// Serves HTTP/1.1 (with upgrades) on one accepted connection.
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection, counted
+/// among the routes' connections. Once they are told to finish (the server
+/// shuts down), the connection ends after the request it serves.
 pub async fn serve_connection<R: Runtime, I>(io: I, routes: Routes<R>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let _live = routes.connections.enter();
+    let finishing = std::pin::pin!(routes.connections.finishing());
     let service = hyper::service::service_fn(move |req| routes.clone().observed(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(io, service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    let mut conn = std::pin::pin!(conn);
+    let ended = match futures_util::future::select(conn.as_mut(), finishing).await {
+        futures_util::future::Either::Left((ended, _)) => ended,
+        futures_util::future::Either::Right(((), _)) => {
+            // A REST call or a poll under way is answered; an idle
+            // keep-alive connection is closed at once.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!("connection ended: {e}");
     }
 }
