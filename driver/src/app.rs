@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use futures_util::future::{Either, select};
 use protocol::Node;
 use protocol::auth::JwtConfig;
 use protocol::chat::{Chat, ChatConfig, RateLimit, WallClock};
@@ -119,6 +120,11 @@ pub struct Config {
     /// A container's health check, with no HTTP client in the image.
     #[arg(long)]
     pub healthcheck: bool,
+    /// How long, in milliseconds, a shutdown (SIGTERM, Ctrl-C) may take to
+    /// finish what is under way and close every connection cleanly before
+    /// the process exits anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 8_000)]
+    pub shutdown_timeout_ms: u64,
 }
 
 /// A setting that cannot be used; the server refuses to start.
@@ -319,26 +325,53 @@ impl<R: Runtime> Served<R> {
         Ok(Served { routes, node })
     }
 
-    /// Closes every session cleanly and waits (up to 5 s) for running store writes.
-    pub async fn shutdown(&self, rt: &R) {
-        tracing::info!("shutting down");
-        self.node.send(Command::Shutdown).await;
-        // Let the close frames go out and every running store write land
-        // (bounded: a store that hangs must not hold the process forever).
-        let give_up = Instant::now() + Duration::from_secs(5);
-        rt.sleep_until(Instant::now() + Duration::from_millis(100))
-            .await;
-        while self.node.store_operations() > 0 && Instant::now() < give_up {
-            rt.sleep_until(Instant::now() + Duration::from_millis(20))
+    /// Drains, within `timeout`: the node refuses new work, finishes the
+    /// store writes under way and answers them, then closes every session
+    /// (`Input::Shutdown`); then every HTTP connection ends after the
+    /// request it serves, and the WebSockets finish their close handshakes.
+    /// Call it once the listener is closed. True if all of it ended in time.
+    pub async fn shutdown(&self, rt: &R, timeout: Duration) -> bool {
+        let give_up = Instant::now() + timeout;
+        tracing::info!(
+            "shutting down: finishing what is under way (up to {} ms)",
+            timeout.as_millis()
+        );
+        let (tx, drained) = futures_channel::oneshot::channel();
+        self.node.send(Command::Shutdown(tx)).await;
+        let drained = matches!(
+            select(drained, rt.sleep_until(give_up)).await,
+            Either::Left((Ok(()), _))
+        );
+        let connections = &self.routes.connections;
+        connections.finish();
+        while connections.live() > 0 && Instant::now() < give_up {
+            rt.sleep_until(Instant::now() + Duration::from_millis(10))
                 .await;
         }
+        let left = connections.live();
+        if drained && left == 0 {
+            tracing::info!("every session closed cleanly; exiting");
+            return true;
+        }
+        tracing::warn!(
+            "shutdown timeout passed: exiting with {} store operations and {left} connections left{}",
+            self.node.store_operations(),
+            if drained {
+                ""
+            } else {
+                " (sessions still open)"
+            }
+        );
+        false
     }
 }
 
 /// The whole `chatwire` binary on the runtime `rt`: logs to stderr (filter
 /// from `RUST_LOG`), reads [`Config`] from the flags and environment, serves
-/// until SIGTERM or Ctrl-C, then closes every session. Bad settings, or an
-/// address that cannot be bound, print a message and exit with status 2.
+/// until SIGTERM or Ctrl-C, then stops accepting and drains
+/// ([`Served::shutdown`], up to `SHUTDOWN_TIMEOUT_MS`) and exits with
+/// status 0. Bad settings, or an address that cannot be bound, print a
+/// message and exit with status 2.
 pub async fn main<S: Server>(rt: S) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -384,7 +417,9 @@ pub async fn main<S: Server>(rt: S) -> ExitCode {
         crate::announce(a);
     }
     crate::serve(&rt, listener, served.routes.clone(), stop).await;
-    served.shutdown(&rt).await;
+    served
+        .shutdown(&rt, Duration::from_millis(config.shutdown_timeout_ms))
+        .await;
     ExitCode::SUCCESS
 }
 

@@ -148,11 +148,17 @@ pub(crate) fn client_addr(
     Some(last)
 }
 
-/// Counts the open connections against the cap.
+/// The server's open connections (HTTP ones, and WebSockets once
+/// upgraded: the socket keeps the connection's [`ConnSlot`]), counted
+/// against the cap and so that a shutdown can wait for them to end; and
+/// the signal that tells them to finish (an HTTP connection then ends after
+/// the request it serves).
 #[derive(Debug, Clone)]
 pub(crate) struct Connections {
     open: Arc<AtomicUsize>,
     max: usize,
+    finish: async_channel::Sender<()>,
+    finishing: async_channel::Receiver<()>,
 }
 
 /// One open connection's place under the cap, given back when dropped: a
@@ -168,9 +174,36 @@ impl Drop for ConnSlot {
 
 impl Connections {
     pub(crate) fn new(max: usize) -> Self {
+        // Nothing is ever sent: closing the channel is the signal.
+        let (finish, finishing) = async_channel::bounded(1);
         Connections {
             open: Arc::default(),
             max,
+            finish,
+            finishing,
+        }
+    }
+
+    /// The most connections allowed at once.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How many connections are open.
+    pub(crate) fn live(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Tells every HTTP connection, open or still to come, to finish.
+    pub(crate) fn finish(&self) {
+        self.finish.close();
+    }
+
+    /// Completes once [`Connections::finish`] was called.
+    pub(crate) fn finishing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let finishing = self.finishing.clone();
+        async move {
+            let _ = finishing.recv().await;
         }
     }
 

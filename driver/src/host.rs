@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 
-use crate::edge::{Connections, Edge};
+use crate::edge::Edge;
 use crate::quiet::Quiet;
 use crate::{Routes, Server, serve_connection};
 
@@ -53,7 +53,7 @@ pub async fn serve<S: Server>(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = pin!(shutdown);
-    let connections = Connections::new(routes.edge_config().max_connections);
+    let connections = routes.connections.clone();
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = match select(rt.accept(&listener), shutdown.as_mut()).await {
@@ -73,7 +73,7 @@ pub async fn serve<S: Server>(
                         if let Some(n) = OVER_CAP.allow(Instant::now()) {
                             tracing::warn!(
                                 "{} connections open, the most allowed (MAX_CONNECTIONS): new ones are answered 503 ({n} more since the last such line)",
-                                routes.edge_config().max_connections
+                                connections.max()
                             );
                         }
                         rt.spawn(Box::pin(crate::edge::refuse(io)));

@@ -57,7 +57,9 @@ pub(crate) enum Command {
     StoreReply(OpId, StoreReply),
     /// A scrape asks for the node's counters.
     Stats(oneshot::Sender<NodeSnapshot>),
-    Shutdown,
+    /// Drain ([`Input::Shutdown`]); the sender is told once the node is
+    /// drained and what it last gave out is handed on.
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable handle to a node task.
@@ -123,6 +125,7 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         last_frame: None,
         metrics,
         slow_consumers: 0,
+        drained: None,
     };
     rt.spawn(Box::pin(task.run()));
     handle
@@ -149,6 +152,8 @@ struct NodeTask<R, U> {
     metrics: Option<Arc<Metrics>>,
     /// Connections dropped as too slow.
     slow_consumers: u64,
+    /// Who waits for the node to be drained, once it shuts down.
+    drained: Option<oneshot::Sender<()>>,
 }
 
 impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
@@ -187,6 +192,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 self.feed(now, Input::Timeout);
             }
             let next_deadline = self.drain();
+            if self.drained.is_some() && self.node.is_drained() {
+                // Every answer and close is handed to its connection.
+                let _ = self.drained.take().map(|tx| tx.send(()));
+            }
             if next_deadline != deadline || now >= deadline {
                 deadline = next_deadline;
                 sleep = self.rt.sleep_until(deadline);
@@ -267,7 +276,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             Command::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
-            Command::Shutdown => self.feed(now, Input::Shutdown),
+            Command::Shutdown(drained) => {
+                self.drained = Some(drained);
+                self.feed(now, Input::Shutdown);
+            }
         }
     }
 
@@ -298,10 +310,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         }
                     }
                 }
-                Output::WsClose { conn } => {
+                Output::WsClose { conn, code } => {
                     if let Some(mut link) = self.conns.remove(&conn) {
                         let queued = link.ws.queue(&mut link.batch) == Ok(true);
-                        if link.ws.close() || queued {
+                        if link.ws.close(code) || queued {
                             self.to_flush.push(link.ws);
                         }
                     }

@@ -19,7 +19,7 @@ use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
 use crate::docs::ApiDocs;
-use crate::edge::{Cidr, EdgeConfig};
+use crate::edge::{Cidr, Connections, EdgeConfig};
 use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle};
 use crate::ws::WsConn;
@@ -39,6 +39,8 @@ pub struct Routes<R> {
     bcrypt_max: usize,
     echo: Option<Arc<str>>,
     metrics: Option<Arc<Metrics>>,
+    /// Every connection these routes serve.
+    pub(crate) connections: Connections,
 }
 
 impl<R: Clone> Clone for Routes<R> {
@@ -56,6 +58,7 @@ impl<R: Clone> Clone for Routes<R> {
             bcrypt_max: self.bcrypt_max,
             echo: self.echo.clone(),
             metrics: self.metrics.clone(),
+            connections: self.connections.clone(),
         }
     }
 }
@@ -117,12 +120,14 @@ impl<R: Runtime> Routes<R> {
             bcrypt_max: default_bcrypt_max(),
             echo: None,
             metrics: None,
+            connections: Connections::new(EdgeConfig::default().max_connections),
         }
     }
 
     /// Sets the limits of the edge: connections, timeouts, header size.
     pub fn edge(mut self, edge: EdgeConfig) -> Self {
         self.edge = edge;
+        self.connections = Connections::new(edge.max_connections);
         self
     }
 
@@ -755,7 +760,9 @@ fn json(status: u16, body: Bytes) -> Resp {
     r
 }
 
-/// Serves HTTP/1.1 (with upgrades) on one accepted connection.
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection, counted
+/// among the routes' connections. Once they are told to finish (the server
+/// shuts down), the connection ends after the request it serves.
 pub async fn serve_connection<R: Runtime, I>(io: I, routes: Routes<R>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -766,6 +773,7 @@ where
     // checked in `handle`), so that what it refuses is only what is far
     // too big to read, and our 431 is the JSON one.
     let hyper_max_header = (routes.edge.max_header_bytes * 4).max(64 << 10);
+    let finishing = std::pin::pin!(routes.connections.finishing());
     let service = hyper::service::service_fn(move |req| routes.clone().observed(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -774,7 +782,17 @@ where
         .max_header_size(hyper_max_header)
         .serve_connection(io, service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    let mut conn = std::pin::pin!(conn);
+    let ended = match futures_util::future::select(conn.as_mut(), finishing).await {
+        futures_util::future::Either::Left((ended, _)) => ended,
+        futures_util::future::Either::Right(((), _)) => {
+            // A REST call or a poll under way is answered; an idle
+            // keep-alive connection is closed at once.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!("connection ended: {e}");
     }
 }

@@ -42,7 +42,8 @@ const READ_AHEAD: usize = 64 << 10;
 const READ_CHUNK: usize = 4096;
 
 /// How long a closed connection waits for the client's end of the close
-/// handshake before the socket is dropped.
+/// handshake (its close frame, or the end of the connection) before the
+/// socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Why [`WsConn::queue`] refused frames.
@@ -195,16 +196,17 @@ impl WsConn {
     }
 
     /// From the node task: the core closed this connection. What is queued
-    /// is sent, then a close frame, then the socket is shut down. True if
-    /// the connection must be handed to the [`Flusher`].
-    pub(crate) fn close(&self) -> bool {
+    /// is sent, then a close frame with `code` (1001 when the server shuts
+    /// down), then the socket is shut down. True if the connection must be
+    /// handed to the [`Flusher`].
+    pub(crate) fn close(&self, code: u16) -> bool {
         let mut out = self.out();
         if out.state != State::Open {
             return false;
         }
         out.state = State::Closing;
         let was_empty = out.queue.is_empty();
-        out.push(wsframe::close(1000));
+        out.push(wsframe::close(code));
         was_empty
     }
 
@@ -381,7 +383,7 @@ pub(crate) async fn pump<R: Runtime>(
         }
     };
     node.send(Command::WsClosed(conn)).await;
-    linger(&rt, &ws, closed && reading).await;
+    linger(&rt, &ws, closed && reading, &mut read, &mut decoder).await;
 }
 
 /// Echoes every message back, framed by the same code as the chat's
@@ -403,16 +405,25 @@ pub(crate) async fn echo<R: Runtime>(
             Event::End(closed) => break closed,
         }
     };
-    linger(&rt, &ws, closed && reading).await;
+    linger(&rt, &ws, closed && reading, &mut read, &mut decoder).await;
 }
 
 /// After our close frame went out while the client may still be sending:
 /// gives it a moment to answer the close before the socket is dropped
 /// (which would reset a connection that still has unread data, and could
-/// lose the close frame on the way).
-async fn linger<R: Runtime>(rt: &R, ws: &WsConn, wait: bool) {
+/// lose the close frame on the way). Its close frame ends the handshake:
+/// then the server closes the connection first (RFC 6455 §7.1.1), without
+/// waiting for the client to (a client that answers the close but keeps
+/// its socket open would otherwise hold a shutdown for the whole linger).
+async fn linger<R: Runtime>(
+    rt: &R,
+    ws: &WsConn,
+    wait: bool,
+    read: &mut BytesMut,
+    decoder: &mut Decoder,
+) {
     if wait {
-        let drain = poll_fn(|cx| poll_until_eof(cx, ws));
+        let drain = poll_fn(|cx| poll_until_close(cx, ws, read, decoder));
         let linger = rt.sleep_until(Instant::now() + CLOSE_LINGER);
         futures_util::future::select(Box::pin(drain), linger).await;
     }
@@ -489,11 +500,22 @@ fn poll_read(cx: &mut Context<'_>, ws: &WsConn, read: &mut BytesMut) -> Poll<io:
     }
 }
 
-fn poll_until_eof(cx: &mut Context<'_>, ws: &WsConn) -> Poll<()> {
-    let mut scratch = BytesMut::new();
+/// Reads (and drops) what the client sends until its close frame, a
+/// frame that breaks the protocol, or the end of the connection.
+fn poll_until_close(
+    cx: &mut Context<'_>,
+    ws: &WsConn,
+    read: &mut BytesMut,
+    decoder: &mut Decoder,
+) -> Poll<()> {
     loop {
-        scratch.clear();
-        match std::task::ready!(poll_read(cx, ws, &mut scratch)) {
+        match decoder.decode(read) {
+            Ok(Some(Message::Close(_))) | Err(_) => return Poll::Ready(()),
+            // Sent before the client saw our close: nobody takes it now.
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+        }
+        match std::task::ready!(poll_read(cx, ws, read)) {
             Ok(0) | Err(_) => return Poll::Ready(()),
             Ok(_) => {}
         }

@@ -68,7 +68,7 @@ impl Application for Echo {
 /// What a connection thread is told to do.
 enum Out {
     Frame(Frame),
-    Close,
+    Close(u16),
 }
 
 /// The node and where its outputs go.
@@ -100,9 +100,9 @@ impl Host {
                         let _ = tx.send(Out::Frame(frame));
                     }
                 }
-                Output::WsClose { conn } => {
+                Output::WsClose { conn, code } => {
                     if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.send(Out::Close);
+                        let _ = tx.send(Out::Close(code));
                     }
                 }
                 // No HTTP (WebSocket only) and no store (the echo stores nothing).
@@ -193,8 +193,11 @@ fn pump(
                     Utf8Bytes::try_from(b).expect("the core writes only UTF-8 text frames"),
                 ),
                 Out::Frame(Frame::Binary(b)) => Message::Binary(b),
-                Out::Close => {
-                    ws.close(None)?;
+                Out::Close(code) => {
+                    ws.close(Some(tungstenite::protocol::CloseFrame {
+                        code: code.into(),
+                        reason: Default::default(),
+                    }))?;
                     return ws.flush();
                 }
             };

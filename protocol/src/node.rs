@@ -139,7 +139,19 @@ pub enum Input<'a> {
     },
     /// Time passed; run what is due.
     Timeout,
-    /// The host is shutting down: close every session cleanly.
+    /// The host is shutting down: drain, then close every session.
+    ///
+    /// From now on the node refuses new work: a new session or upgrade
+    /// (a handshake gets 503, a WebSocket is closed with
+    /// [`GOING_AWAY`](crate::ws::GOING_AWAY)), and whatever the layer above
+    /// refuses while draining (the chat: a `chat:send` or `chat:read` that
+    /// would start a store write gets an `error` with code `shutting_down`).
+    /// What is under way goes on: once the layer above awaits no store
+    /// operation any more (every `chat:ack` or `error` queued to its
+    /// socket), every session is closed, a WebSocket with close code 1001
+    /// after what is queued on it, a polling session with the close packet
+    /// after what is buffered for it. [`Node::is_drained`] then tells when
+    /// the last of it was handed out. Feeding it again does nothing.
     Shutdown,
 }
 
@@ -165,6 +177,9 @@ pub enum Output {
     WsClose {
         /// The connection.
         conn: ConnId,
+        /// The close frame's code: [`NORMAL_CLOSURE`](crate::ws::NORMAL_CLOSURE),
+        /// or [`GOING_AWAY`](crate::ws::GOING_AWAY) when the server shuts down.
+        code: u16,
     },
     /// Run a store command and feed its reply back as [`Input::StoreReply`].
     Store {
@@ -195,6 +210,14 @@ pub trait Upper: EngineHandler {
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Runs what is due in this layer.
     fn handle_timeout(&mut self, engine: &mut Engine, now: Instant);
+    /// The server is shutting down: refuse whatever would start new work
+    /// from now on, and finish what is under way.
+    fn drain(&mut self, _engine: &mut Engine, _now: Instant) {}
+    /// Whether work is under way (a store operation awaited): a draining
+    /// node closes its sessions once there is none.
+    fn busy(&self) -> bool {
+        false
+    }
 }
 
 /// The host named something the core does not know.
@@ -209,12 +232,26 @@ pub enum InputError {
 /// How far ahead [`Output::Timeout`] points when nothing is scheduled.
 const IDLE: Duration = Duration::from_secs(3600);
 
+/// Where a node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Taking new work.
+    Serving,
+    /// [`Input::Shutdown`] came: new work is refused, and the node waits for
+    /// what is under way.
+    Draining,
+    /// Every session was closed (polling ones may still hand out their last
+    /// packets).
+    Closed,
+}
+
 /// One shard of a server: every session, socket and chat it holds.
 #[derive(Debug)]
 pub struct Node<U> {
     engine: Engine,
     upper: U,
     now: Instant,
+    phase: Phase,
 }
 
 impl<U: Upper> Node<U> {
@@ -225,6 +262,7 @@ impl<U: Upper> Node<U> {
             engine: Engine::new(config, Box::new(ids)),
             upper,
             now,
+            phase: Phase::Serving,
         }
     }
 
@@ -241,6 +279,19 @@ impl<U: Upper> Node<U> {
     /// What the node has counted since it started, for the host to export.
     pub fn stats(&self) -> &Stats {
         self.engine.stats()
+    }
+
+    /// Whether [`Input::Shutdown`] came.
+    pub fn is_draining(&self) -> bool {
+        self.phase != Phase::Serving
+    }
+
+    /// Whether a shutdown is over in the core: no store operation awaited
+    /// and every session closed, its last packets handed to the host. Once
+    /// the host has written what [`Node::poll_output`] gave it, nothing
+    /// is left to do.
+    pub fn is_drained(&self) -> bool {
+        self.phase == Phase::Closed && self.engine.session_count() == 0 && !self.upper.busy()
     }
 
     /// Whether to emit [`Output::Notice`]s (off by default): a host turns
@@ -284,7 +335,19 @@ impl<U: Upper> Node<U> {
                 e.handle_timeout(u, now);
                 u.handle_timeout(e, now);
             }
-            Input::Shutdown => e.close_all(u, now),
+            Input::Shutdown => {
+                if self.phase == Phase::Serving {
+                    self.phase = Phase::Draining;
+                    e.drain();
+                    u.drain(e, now);
+                }
+            }
+        }
+        // Draining, and nothing is under way any more: every answer is
+        // queued, so the sessions close after it.
+        if self.phase == Phase::Draining && !self.upper.busy() {
+            self.phase = Phase::Closed;
+            self.engine.go_away(&mut self.upper, now);
         }
         Ok(())
     }

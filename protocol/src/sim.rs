@@ -186,6 +186,8 @@ pub struct Client {
     pub inbox: Vec<String>,
     /// Whether the server closed the connection.
     pub closed: bool,
+    /// The close code the server closed it with.
+    pub close_code: Option<u16>,
 }
 
 /// The chat node under test, its clients, its store, and the clock.
@@ -292,7 +294,11 @@ impl Sim {
                         Frame::Binary(b) => format!("b{}", b.len()),
                     });
                 }
-                Output::WsClose { conn } => self.clients.entry(conn.0).or_default().closed = true,
+                Output::WsClose { conn, code } => {
+                    let c = self.clients.entry(conn.0).or_default();
+                    c.closed = true;
+                    c.close_code = Some(code);
+                }
                 Output::HttpResponse { req, response } => {
                     self.responses.insert(req.0, response);
                 }

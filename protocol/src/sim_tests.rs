@@ -884,3 +884,426 @@ mod stats {
         assert!(!all.contains(&token) && !all.contains("not-a-token") && !all.contains("bob"));
     }
 }
+
+/// Draining on shutdown: what is under way finishes and is answered, new
+/// work is refused, then every session closes cleanly.
+mod shutdown {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::node::{ConnId, Input};
+    use crate::sim::{SimRng, for_each_seed};
+    use crate::stats::{EioRefusal, EventName, RefusalCode};
+    use crate::ws::GOING_AWAY;
+
+    const REFUSED: &str = "The server is shutting down; send it again after reconnecting";
+
+    /// A polling client driven by hand.
+    struct Poller {
+        q: String,
+        /// Its GET waiting for an answer.
+        parked: Option<u64>,
+        /// Every packet its polls received, in order.
+        packets: Vec<String>,
+        /// A poll was refused: the session is gone.
+        gone: bool,
+    }
+
+    fn records(body: &[u8]) -> Vec<String> {
+        std::str::from_utf8(body)
+            .unwrap()
+            .split('\u{1e}')
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Opens a polling session (request numbers from `*req` on) and joins
+    /// namespace `/` as `user`.
+    fn poller(sim: &mut Sim, req: &mut u64, user: u8, name: &str) -> Poller {
+        *req += 1;
+        let open = polling_open(sim, *req);
+        let mut p = Poller {
+            q: format!(
+                "EIO=4&transport=polling&sid={}",
+                open["sid"].as_str().unwrap()
+            ),
+            parked: None,
+            packets: Vec::new(),
+            gone: false,
+        };
+        let token = sim.token(uid(user), name);
+        assert_eq!(
+            p.post(sim, req, &format!("40{}", json!({"token": token}))),
+            200
+        );
+        p.poll(sim, req);
+        assert!(p.packets[0].starts_with("40{\"sid\":"), "{:?}", p.packets);
+        p.packets.clear();
+        p
+    }
+
+    impl Poller {
+        /// POSTs a payload; the answer's status.
+        fn post(&mut self, sim: &mut Sim, req: &mut u64, payload: &str) -> u16 {
+            *req += 1;
+            sim.http(*req, Method::Post, &self.q, payload.as_bytes());
+            sim.responses.remove(req).unwrap().status
+        }
+
+        /// Sends a GET, unless one waits already or the session is gone.
+        fn poll(&mut self, sim: &mut Sim, req: &mut u64) {
+            if self.parked.is_none() && !self.gone {
+                *req += 1;
+                sim.http(*req, Method::Get, &self.q, b"");
+                self.parked = Some(*req);
+            }
+            self.collect(sim);
+        }
+
+        /// Takes the answer to its GET, if it came.
+        fn collect(&mut self, sim: &mut Sim) {
+            let Some(resp) = self.parked.and_then(|r| sim.responses.remove(&r)) else {
+                return;
+            };
+            self.parked = None;
+            if resp.status != 200 {
+                self.gone = true;
+                return;
+            }
+            assert!(!self.closed(), "a poll after the close packet answered");
+            self.packets.extend(records(&resp.body));
+        }
+
+        /// Whether its last packet was the close packet.
+        fn closed(&self) -> bool {
+            self.packets.last().is_some_and(|p| p == "1")
+        }
+    }
+
+    #[test]
+    fn a_send_under_way_is_answered_new_work_refused_then_websockets_close_with_1001() {
+        let mut sim = Sim::new();
+        let ana = tab(&mut sim, 1, "ana");
+        let bob = tab(&mut sim, 2, "bob");
+        send(
+            &mut sim,
+            ana,
+            1,
+            json!({"text": "under way", "tempId": "t1"}),
+        );
+        sim.input(Input::Shutdown);
+        assert!(sim.node.is_draining() && !sim.node.is_drained());
+        assert!(
+            !sim.clients[&ana].closed,
+            "open while its send is under way"
+        );
+
+        // New work is refused, the tempId named, and nothing starts.
+        send(&mut sim, ana, 2, json!({"text": "new", "tempId": "t2"}));
+        let error = json!({"message": REFUSED, "code": "shutting_down"});
+        let mut with_temp = error.clone();
+        with_temp["tempId"] = json!("t2");
+        assert_eq!(
+            sim.take(ana),
+            [
+                format!("42{}", json!(["error", with_temp])),
+                format!("432{}", json!([{"error": error}])),
+            ]
+        );
+        let read = json!(["chat:read", {"messageIds": [uid(9).to_hex()]}]);
+        sim.send(bob, &format!("423{read}"));
+        assert_eq!(
+            sim.take(bob)[1],
+            format!("433{}", json!([{"error": error}]))
+        );
+        // A retry of the send under way starts nothing and waits for its outcome.
+        send(
+            &mut sim,
+            ana,
+            4,
+            json!({"text": "under way", "tempId": "t1"}),
+        );
+        assert_eq!(sim.in_flight.len(), 1);
+        // No new session: a WebSocket goes away at once, a handshake gets 503.
+        sim.input(Input::WsOpen {
+            conn: ConnId(99),
+            query: "EIO=4&transport=websocket",
+            authorization: None,
+        });
+        assert_eq!(sim.clients[&99].close_code, Some(GOING_AWAY));
+        assert!(sim.clients[&99].inbox.is_empty());
+        sim.http(500, Method::Get, "EIO=4&transport=polling", b"");
+        assert_eq!(sim.responses[&500].status, 503);
+        assert_eq!(
+            &sim.responses[&500].body[..],
+            br#"{"code":4,"message":"Server shutting down"}"#
+        );
+
+        // The append lands: the sender and its retry are acked, the chat
+        // hears it; the delivered mark it caused is under way in its turn.
+        assert!(sim.complete_oldest());
+        let to_ana = sim.take(ana);
+        assert!(
+            to_ana[0].starts_with(r#"42["chat:ack",{"tempId":"t1""#),
+            "{to_ana:?}"
+        );
+        assert!(to_ana[1].starts_with(r#"431[{"tempId":"t1""#), "{to_ana:?}");
+        assert!(to_ana[3].starts_with(r#"434[{"tempId":"t1""#), "{to_ana:?}");
+        assert_eq!(names(&sim.events(bob)), ["chat:new-message"]);
+        assert!(!sim.clients[&ana].closed && !sim.node.is_drained());
+        sim.settle();
+        for c in [ana, bob] {
+            assert_eq!(sim.clients[&c].close_code, Some(GOING_AWAY));
+            assert!(sim.take(c).is_empty());
+        }
+        assert!(sim.node.is_drained());
+        assert_eq!(sim.store.appends, 1);
+        // Again: nothing changes.
+        sim.input(Input::Shutdown);
+        assert!(sim.node.is_drained());
+
+        let s = sim.node.stats();
+        assert_eq!(s.refusals(EventName::Send, RefusalCode::ShuttingDown), 1);
+        assert_eq!(s.refusals(EventName::Read, RefusalCode::ShuttingDown), 1);
+        assert_eq!(s.eio_refusals(EioRefusal::ShuttingDown), 2);
+        assert_eq!(s.disconnects(crate::eio::CloseReason::ServerClose), 2);
+    }
+
+    #[test]
+    fn with_nothing_under_way_every_session_closes_at_once() {
+        let mut sim = Sim::new();
+        let ana = tab(&mut sim, 1, "ana");
+        let mut req = 0;
+        let mut bob = poller(&mut sim, &mut req, 2, "bob");
+        bob.poll(&mut sim, &mut req);
+        sim.input(Input::Shutdown);
+        assert_eq!(sim.clients[&ana].close_code, Some(GOING_AWAY));
+        bob.collect(&mut sim);
+        assert_eq!(bob.packets, ["1"], "the waiting poll gets the close packet");
+        assert!(sim.node.is_drained());
+        bob.poll(&mut sim, &mut req);
+        assert!(bob.gone);
+    }
+
+    #[test]
+    fn a_polling_session_gets_what_is_buffered_then_the_close_packet() {
+        let mut sim = Sim::new();
+        let mut req = 0;
+        let mut ana = poller(&mut sim, &mut req, 1, "ana");
+        let mut carol = poller(&mut sim, &mut req, 3, "carol");
+        let bob = tab(&mut sim, 2, "bob");
+        let join = format!("42{}", json!(["chat:join", {"chatId": "side"}]));
+        assert_eq!(carol.post(&mut sim, &mut req, &join), 200);
+        // Twenty messages wait in carol's buffer: she does not poll.
+        for i in 0..20 {
+            send(
+                &mut sim,
+                bob,
+                10 + i,
+                json!({"text": format!("b{i}"), "chatId": "side"}),
+            );
+        }
+        sim.settle();
+        sim.take(bob);
+        // ana's send is under way, her poll waits.
+        let mine = json!(["chat:send", {"text": "mine", "tempId": "a1", "chatId": "solo"}]);
+        assert_eq!(ana.post(&mut sim, &mut req, &format!("421{mine}")), 200);
+        ana.poll(&mut sim, &mut req);
+        assert!(ana.packets.is_empty());
+
+        sim.input(Input::Shutdown);
+        let late = json!(["chat:send", {"text": "late", "tempId": "c1"}]);
+        assert_eq!(carol.post(&mut sim, &mut req, &format!("42{late}")), 200);
+        assert!(!bob_closed(&sim, bob));
+        assert!(sim.complete_oldest());
+        // ana's ack, then the close packet, in the answer to the waiting poll.
+        ana.collect(&mut sim);
+        assert_eq!(ana.packets.len(), 3, "{:?}", ana.packets);
+        assert!(ana.packets[0].starts_with(r#"42["chat:ack",{"tempId":"a1""#));
+        assert!(ana.packets[1].starts_with(r#"431[{"tempId":"a1""#));
+        assert!(ana.closed());
+        assert!(bob_closed(&sim, bob));
+        // carol: the twenty, the refusal of her late send, the close packet,
+        // at most sixteen a poll; what she posts now is not read.
+        carol.poll(&mut sim, &mut req);
+        assert_eq!(carol.packets.len(), 16);
+        let again = json!(["chat:send", {"text": "after close", "tempId": "c2"}]);
+        assert_eq!(carol.post(&mut sim, &mut req, &format!("42{again}")), 200);
+        assert!(sim.in_flight.is_empty());
+        assert!(!sim.node.is_drained(), "carol's last packets wait for her");
+        carol.poll(&mut sim, &mut req);
+        assert_eq!(carol.packets.len(), 22);
+        assert!(carol.packets[20].starts_with(r#"42["error""#) && carol.packets[20].contains("c1"));
+        assert!(carol.closed());
+        assert!(sim.node.is_drained());
+        for p in [&mut ana, &mut carol] {
+            p.poll(&mut sim, &mut req);
+            assert!(p.gone, "the session is gone once its close packet went out");
+        }
+        let texts: Vec<String> = sim.store.messages().map(|m| m.text.clone()).collect();
+        assert_eq!(texts.len(), 21);
+        assert!(texts.contains(&"mine".to_owned()) && !texts.contains(&"late".to_owned()));
+    }
+
+    fn bob_closed(sim: &Sim, conn: u64) -> bool {
+        sim.clients[&conn].close_code == Some(GOING_AWAY)
+    }
+
+    #[test]
+    fn a_polling_client_that_never_polls_again_is_dropped_after_the_ping_timeout() {
+        let mut sim = Sim::new();
+        let mut req = 0;
+        let _ana = poller(&mut sim, &mut req, 1, "ana");
+        sim.input(Input::Shutdown);
+        assert!(!sim.node.is_drained());
+        sim.advance(Duration::from_millis(20_000));
+        assert!(sim.node.is_drained());
+    }
+
+    #[test]
+    fn sim_shutdown_answers_every_send_under_way_under_random_orderings() {
+        // How often each outcome came up over the seeds: acked though under
+        // way when the shutdown came, refused as shutting down, unanswered
+        // (sent after the close).
+        let seen = std::cell::RefCell::new([0usize; 3]);
+        for_each_seed("sim_shutdown_answers_every_send", 64, |seed| {
+            let mut rng = SimRng::new(seed);
+            let mut sim = Sim::new();
+            let mut req = 0u64;
+            // Tabs 0..3 on WebSocket, 3..6 polling; each its own user.
+            let ws: Vec<u64> = (0..3u8)
+                .map(|i| tab(&mut sim, i + 1, &format!("w{i}")))
+                .collect();
+            let mut polls: Vec<Poller> = (0..3u8)
+                .map(|i| poller(&mut sim, &mut req, i + 11, &format!("p{i}")))
+                .collect();
+            // (tab, ack id, text, sent after the shutdown, its WebSocket closed then)
+            let mut sent: Vec<(usize, u64, String, bool, bool)> = Vec::new();
+            let shutdown_at = 5 + rng.below(40);
+            let mut draining = false;
+            let mut under_way: Vec<String> = Vec::new();
+            let release = |sim: &mut Sim, rng: &mut SimRng| {
+                let i = rng.below(sim.in_flight.len());
+                if rng.below(5) == 0 {
+                    sim.fail_at(i)
+                } else {
+                    sim.complete_at(i)
+                }
+            };
+            for step in 0..90 {
+                if step == shutdown_at {
+                    for (_, c) in &sim.in_flight {
+                        if let crate::store::StoreCommand::AppendMessage(m) = c {
+                            under_way.push(m.message.text.clone());
+                        }
+                    }
+                    sim.input(Input::Shutdown);
+                    draining = true;
+                }
+                match rng.below(7) {
+                    0..=2 => {
+                        let t = rng.below(6);
+                        let ack = sent.len() as u64 + 1;
+                        let text = format!("m{ack}");
+                        let chat = ["general", "solo"][rng.below(2)];
+                        let frame = format!(
+                            "42{ack}{}",
+                            json!(["chat:send", {"text": text, "tempId": text, "chatId": chat}])
+                        );
+                        let ws_closed = t < 3 && sim.clients[&ws[t]].closed;
+                        if t < 3 {
+                            sim.send(ws[t], &frame);
+                        } else {
+                            polls[t - 3].post(&mut sim, &mut req, &frame);
+                        }
+                        sent.push((t, ack, text, draining, ws_closed));
+                    }
+                    3 | 4 => {
+                        release(&mut sim, &mut rng);
+                    }
+                    5 => {
+                        let p = &mut polls[rng.below(3)];
+                        p.poll(&mut sim, &mut req);
+                    }
+                    _ => sim.advance(Duration::from_millis(rng.below(300) as u64)),
+                }
+                for p in &mut polls {
+                    p.collect(&mut sim);
+                }
+            }
+            // The store answers the rest; the clients poll until they are told.
+            while release(&mut sim, &mut rng) {}
+            for _ in 0..8 {
+                for p in &mut polls {
+                    p.poll(&mut sim, &mut req);
+                }
+            }
+            assert!(sim.node.is_drained(), "seed {seed}");
+            for &c in &ws {
+                assert_eq!(sim.clients[&c].close_code, Some(GOING_AWAY));
+            }
+            let mut frames: Vec<Vec<String>> = ws.iter().map(|&c| sim.take(c)).collect();
+            for p in &polls {
+                assert!(p.closed() && p.gone, "{:?}", p.packets);
+                frames.push(p.packets.clone());
+            }
+            // Every answer by (tab, ack id): Ok(id) or Err(code).
+            let mut answers: HashMap<(usize, u64), Vec<Result<String, String>>> = HashMap::new();
+            for (t, fs) in frames.iter().enumerate() {
+                for f in fs {
+                    let Some(rest) = f.strip_prefix("43") else {
+                        continue;
+                    };
+                    let at = rest.find('[').unwrap();
+                    let v: Value = serde_json::from_str(&rest[at..]).unwrap();
+                    let a = match v[0]["error"]["code"].as_str() {
+                        Some(code) => Err(code.to_owned()),
+                        None => Ok(v[0]["id"].as_str().unwrap().to_owned()),
+                    };
+                    answers
+                        .entry((t, rest[..at].parse().unwrap()))
+                        .or_default()
+                        .push(a);
+                }
+            }
+            let stored: HashMap<String, Vec<String>> =
+                sim.store.messages().fold(HashMap::new(), |mut m, msg| {
+                    m.entry(msg.text.clone()).or_default().push(msg.id.to_hex());
+                    m
+                });
+            for (t, ack, text, after, ws_closed) in &sent {
+                let got = answers.get(&(*t, *ack)).map_or(&[][..], Vec::as_slice);
+                let here = stored.get(text).map_or(&[][..], Vec::as_slice);
+                let mut seen = seen.borrow_mut();
+                match got {
+                    [Ok(id)] => {
+                        assert_eq!(here, std::slice::from_ref(id), "seed {seed}: {text}");
+                        seen[0] += usize::from(under_way.contains(text));
+                    }
+                    [Err(code)] => {
+                        seen[1] += usize::from(code == "shutting_down");
+                        assert!(here.is_empty(), "seed {seed}: {text} refused but stored");
+                        assert!(
+                            code == "store_unavailable" || (code == "shutting_down" && *after),
+                            "seed {seed}: {text}: {code}"
+                        );
+                    }
+                    // Unanswered: sent to a session already closed, and not stored.
+                    [] => {
+                        assert!(*after && here.is_empty(), "seed {seed}: {text} unanswered");
+                        assert!(*t >= 3 || *ws_closed, "seed {seed}: {text} unanswered");
+                        seen[2] += 1;
+                    }
+                    more => panic!("seed {seed}: {text} answered {more:?}"),
+                }
+            }
+        });
+        if crate::sim::seeds(64).len() == 64 {
+            let seen = seen.into_inner();
+            assert!(
+                seen.iter().all(|&n| n > 0),
+                "some outcome never came up: {seen:?}"
+            );
+        }
+    }
+}

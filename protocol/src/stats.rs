@@ -76,6 +76,8 @@ labels! {
         RateLimited = "rate_limited",
         /// The store failed.
         StoreUnavailable = "store_unavailable",
+        /// The server is shutting down and starts no new work.
+        ShuttingDown = "shutting_down",
         /// Any other code.
         Other = "other",
     }
@@ -107,6 +109,8 @@ labels! {
         UnsupportedProtocolVersion = "unsupported_protocol_version",
         /// A POSTed payload over `maxPayload`.
         PayloadTooLarge = "payload_too_large",
+        /// A new session or upgrade while the server shuts down.
+        ShuttingDown = "shutting_down",
     }
 }
 

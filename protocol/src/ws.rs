@@ -62,6 +62,13 @@ impl Violation {
     }
 }
 
+/// The close code of a connection that ends normally (RFC 6455 §7.4.1).
+pub const NORMAL_CLOSURE: u16 = 1000;
+
+/// The close code of an endpoint that is going away: the server shutting
+/// down (RFC 6455 §7.4.1).
+pub const GOING_AWAY: u16 = 1001;
+
 /// Whether `code` may appear in a close frame (RFC 6455 §7.4, and the IANA
 /// registry's 1012-1014): 1005, 1006 and 1015 are for reporting only and
 /// never go on the wire; 1004 and 1016-2999 are reserved; 3000-4999 belong

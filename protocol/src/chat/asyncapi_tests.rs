@@ -276,6 +276,24 @@ fn the_service_handles_and_emits_exactly_what_is_documented() {
         );
     }
     drain(&mut sim, &mut got);
+    // And a shutdown: with a write still under way the sessions stay open,
+    // and a new send is refused.
+    emit(
+        &mut sim,
+        ana2,
+        5000,
+        "chat:send",
+        &json!({"text": "under way", "tempId": "a3"}),
+    );
+    sim.input(crate::node::Input::Shutdown);
+    emit(
+        &mut sim,
+        ana,
+        5001,
+        "chat:send",
+        &json!({"text": "too late", "tempId": "a4"}),
+    );
+    drain(&mut sim, &mut got);
 
     let mut emitted: BTreeSet<String> = BTreeSet::new();
     let mut codes: BTreeSet<String> = BTreeSet::new();

@@ -82,6 +82,8 @@ names! {
         RateLimited = "rate_limited",
         /// The store did not take the write.
         StoreUnavailable = "store_unavailable",
+        /// The server is shutting down and starts no new write.
+        ShuttingDown = "shutting_down",
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Chat {
     connecting: Option<User>,
     next_sweep: Instant,
     typing: Option<Typing<SocketId>>,
+    /// The server is shutting down: no new store write is started.
+    draining: bool,
 }
 
 fn room(chat: &str) -> String {
@@ -169,6 +171,7 @@ impl Chat {
             connecting: None,
             next_sweep: now + SWEEP,
             typing: config.typing_timeout.map(Typing::new),
+            draining: false,
             config,
         }
     }
@@ -206,6 +209,17 @@ impl Chat {
                 &[json!({"error": {"message": r.message, "code": r.code}})],
                 &[],
             );
+        }
+    }
+
+    /// The refusal of an event that would start a store write while the
+    /// server shuts down: nothing was stored; the client sends it again
+    /// once reconnected (a `chat:send` with the same `tempId` is never
+    /// stored twice).
+    fn shutting_down() -> Refusal {
+        Refusal {
+            message: "The server is shutting down; send it again after reconnecting".into(),
+            code: ErrorCode::ShuttingDown,
         }
     }
 
@@ -300,6 +314,17 @@ impl Chat {
             // A retry racing the first send: it gets the first one's outcome.
             waiters.push(waiter);
             return;
+        }
+        if self.draining {
+            let r = Self::shutting_down();
+            return Self::refuse(
+                ctx,
+                socket,
+                ClientEvent::Send.name(),
+                event.ack,
+                &r,
+                req.temp_id.as_deref(),
+            );
         }
         let ids = self.ids.get_or_insert_with(|| MessageIds::new(ctx.ids()));
         let (id, timestamp) = ids.next(self.clock.unix_ms(now));
@@ -399,6 +424,14 @@ impl Chat {
 
     fn on_read(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
         match validate::read(&event.args) {
+            Ok(_) if self.draining => Self::refuse(
+                ctx,
+                socket,
+                ClientEvent::Read.name(),
+                event.ack,
+                &Self::shutting_down(),
+                None,
+            ),
             Ok(ids) => {
                 let op = ctx.store(StoreCommand::MarkRead {
                     ids,
@@ -592,6 +625,14 @@ impl Application for Chat {
             }
             Some(Pending::Fire) | None => {}
         }
+    }
+
+    fn drain(&mut self, _ctx: &mut Ctx<'_>) {
+        self.draining = true;
+    }
+
+    fn busy(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

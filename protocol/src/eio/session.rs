@@ -13,6 +13,7 @@ use super::{RequestError, Transport, parse_query};
 use crate::ids::{IdGenerator, IntMap, new_sid};
 use crate::node::{ConnId, Frame, HttpResponse, Method, Output, RequestId};
 use crate::stats::{EioRefusal, Notice, Stats};
+use crate::ws::{GOING_AWAY, NORMAL_CLOSURE};
 
 /// Engine.IO settings.
 #[derive(Debug, Clone)]
@@ -128,6 +129,10 @@ struct Session {
     buffered: usize,
     /// Fell too far behind; closed at the next flush.
     doomed: bool,
+    /// Closed as the server goes away, the layer above told: a polling
+    /// session stays only to hand its buffered packets, the close packet
+    /// last, to its next polls. Nothing more is sent on it or read from it.
+    closing: bool,
     awaiting_pong: bool,
     deadline: Instant,
     handshake: Handshake,
@@ -178,6 +183,8 @@ pub struct Engine {
     pub(crate) stats: Stats,
     /// Whether the host asked for [`Notice`]s.
     pub(crate) notices: bool,
+    /// The server is shutting down: no new session or upgrade.
+    draining: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -203,6 +210,7 @@ impl Engine {
             outputs: Default::default(),
             stats: Stats::default(),
             notices: false,
+            draining: false,
         }
     }
 
@@ -229,7 +237,8 @@ impl Engine {
         &self.config
     }
 
-    /// How many sessions are open.
+    /// How many sessions are open (closing polling sessions that still
+    /// have packets to hand out included).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
@@ -307,6 +316,7 @@ impl Engine {
                 buffer: Vec::new(),
                 buffered: 0,
                 doomed: false,
+                closing: false,
                 awaiting_pong: false,
                 deadline,
                 handshake,
@@ -352,6 +362,13 @@ impl Engine {
             if method != Method::Get {
                 return self.error(req, RequestError::BadHandshakeMethod);
             }
+            if self.draining {
+                self.refused(EioRefusal::ShuttingDown);
+                return self.respond(
+                    req,
+                    HttpResponse::json(503, Bytes::from_static(SHUTTING_DOWN)),
+                );
+            }
             let handshake = Handshake {
                 query: query.to_owned(),
                 authorization: authorization.map(str::to_owned),
@@ -379,8 +396,7 @@ impl Engine {
                     self.respond(first, HttpResponse::text(Bytes::from_static(b"1")));
                     self.close(h, key, CloseReason::ProtocolError, now);
                 } else if !s.buffer.is_empty() {
-                    let payload = s.take_payload();
-                    self.respond(req, HttpResponse::text(payload));
+                    self.answer_poll(key, req);
                 } else {
                     *parked = Some(req);
                     if s.probe.is_some_and(|(_, probed)| probed) && s.noop_at.is_none() {
@@ -389,6 +405,10 @@ impl Engine {
                         self.timers.push(Reverse((at, key)));
                     }
                 }
+            }
+            Method::Post if s.closing => {
+                // Closed already: what the client says now is not read.
+                self.respond(req, HttpResponse::ok());
             }
             Method::Post => {
                 if body.len() > self.config.max_payload {
@@ -452,13 +472,18 @@ impl Engine {
             Ok(q) if q.transport == Transport::WebSocket => q,
             Ok(_) => {
                 self.refused(EioRefusal::BadRequest);
-                return self.outputs.push_back(Output::WsClose { conn });
+                return self.ws_close(conn, NORMAL_CLOSURE);
             }
             Err(e) => {
                 self.refused(e.into());
-                return self.outputs.push_back(Output::WsClose { conn });
+                return self.ws_close(conn, NORMAL_CLOSURE);
             }
         };
+        if self.draining {
+            // Neither a new session nor an upgrade of one about to close.
+            self.refused(EioRefusal::ShuttingDown);
+            return self.ws_close(conn, GOING_AWAY);
+        }
         match q.sid {
             None => {
                 let handshake = Handshake {
@@ -487,11 +512,11 @@ impl Engine {
                     }
                     Some(_) => {
                         self.refused(EioRefusal::BadRequest);
-                        self.outputs.push_back(Output::WsClose { conn });
+                        self.ws_close(conn, NORMAL_CLOSURE);
                     }
                     None => {
                         self.refused(EioRefusal::SessionIdUnknown);
-                        self.outputs.push_back(Output::WsClose { conn });
+                        self.ws_close(conn, NORMAL_CLOSURE);
                     }
                 }
             }
@@ -577,7 +602,11 @@ impl Engine {
             s.noop_at = None;
         }
         self.conns.remove(&conn);
-        self.outputs.push_back(Output::WsClose { conn });
+        self.ws_close(conn, NORMAL_CLOSURE);
+    }
+
+    fn ws_close(&mut self, conn: ConnId, code: u16) {
+        self.outputs.push_back(Output::WsClose { conn, code });
     }
 
     /// A WebSocket connection closed (by the peer or the network), or the
@@ -682,7 +711,7 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&key) else {
             return false;
         };
-        if s.doomed {
+        if s.doomed || s.closing {
             return false;
         }
         match s.carrier {
@@ -726,15 +755,49 @@ impl Engine {
                 && !s.buffer.is_empty()
                 && let Some(req) = parked.take()
             {
-                let payload = s.take_payload();
-                self.respond(req, HttpResponse::text(payload));
+                self.answer_poll(key, req);
             }
         }
     }
 
-    /// Closes every session from the server side.
-    pub fn close_all<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
-        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+    /// Answers a poll with up to [`MAX_PACKETS_PER_POLL`] buffered packets.
+    /// A closing session whose close packet went out with them is gone.
+    fn answer_poll(&mut self, key: SessionKey, req: RequestId) {
+        let s = self
+            .sessions
+            .get_mut(&key)
+            .expect("a poll is answered on a session that exists");
+        let payload = s.take_payload();
+        let done = s.closing && s.buffer.is_empty();
+        self.respond(req, HttpResponse::text(payload));
+        if done {
+            self.forget(key);
+        }
+    }
+
+    /// The server is shutting down: from now on a handshake is answered
+    /// with 503 and a WebSocket (new, or an upgrade's probe) is closed with
+    /// close code 1001 at once. Open sessions go on until
+    /// [`Engine::go_away`].
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether [`Engine::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Closes every session because the server goes away (draining from
+    /// now on, if it was not): a WebSocket with close code 1001 after what
+    /// is queued on it; a polling session hands what it has buffered, then
+    /// the close packet, to its next polls, and reads nothing more (one
+    /// that does not poll within the ping timeout is dropped). The layer
+    /// above hears every close at once.
+    pub fn go_away<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
+        self.draining = true;
+        let mut keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        keys.sort_unstable();
         for key in keys {
             self.close(h, key, CloseReason::ServerClose, now);
         }
@@ -759,6 +822,46 @@ impl Engine {
         now: Instant,
         notify: bool,
     ) {
+        let going_away = self.draining && reason == CloseReason::ServerClose;
+        let code = if going_away {
+            GOING_AWAY
+        } else {
+            NORMAL_CLOSURE
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.closing {
+            // Closed already, and the layer above told: its last packets
+            // were not all taken (a double poll, or no poll in time).
+            return self.forget(key);
+        }
+        if going_away && matches!(s.carrier, Carrier::Polling { .. }) && !s.doomed {
+            // The buffered packets (acks among them) go out first, then the
+            // close packet, to the next polls; the session stays until then.
+            s.closing = true;
+            let close = OutPacket::Text(Bytes::from_static(b"1"));
+            s.buffered += close.payload_len() + 1;
+            s.buffer.push(close);
+            s.awaiting_pong = true;
+            s.deadline = now + self.config.ping_timeout;
+            s.upgrade_deadline = None;
+            s.noop_at = None;
+            let probe = s.probe.take();
+            self.timers.push(Reverse((s.deadline, key)));
+            self.dirty.push(key);
+            if let Some((conn, _)) = probe {
+                self.conns.remove(&conn);
+                self.ws_close(conn, code);
+            }
+            self.stats.closed(Transport::Polling, reason);
+            self.notice(Notice::Closed {
+                session: key,
+                transport: Transport::Polling,
+                reason,
+            });
+            return h.on_close(self, key, reason, now);
+        }
         let Some(s) = self.sessions.remove(&key) else {
             return;
         };
@@ -772,7 +875,7 @@ impl Engine {
         });
         if let Some((conn, _)) = s.probe {
             self.conns.remove(&conn);
-            self.outputs.push_back(Output::WsClose { conn });
+            self.ws_close(conn, code);
         }
         match s.carrier {
             Carrier::Polling { parked: Some(req) } => {
@@ -787,13 +890,29 @@ impl Engine {
             Carrier::WebSocket { conn } => {
                 self.conns.remove(&conn);
                 if notify {
-                    self.outputs.push_back(Output::WsClose { conn });
+                    self.ws_close(conn, code);
                 }
             }
         }
         h.on_close(self, key, reason, now);
     }
+
+    /// Drops a closing session (the layer above heard its close already);
+    /// a poll still parked on it gets the close packet.
+    fn forget(&mut self, key: SessionKey) {
+        let Some(s) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.by_sid.remove(&s.sid);
+        if let Carrier::Polling { parked: Some(req) } = s.carrier {
+            self.respond(req, HttpResponse::text(Bytes::from_static(b"1")));
+        }
+    }
 }
+
+/// The body of the 503 that refuses a handshake while the server shuts
+/// down (code 4, Engine.IO's "Forbidden": the server takes no new session).
+const SHUTTING_DOWN: &[u8] = br#"{"code":4,"message":"Server shutting down"}"#;
 
 /// The data of a WebSocket frame as the engine reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

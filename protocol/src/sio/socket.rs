@@ -104,6 +104,14 @@ pub trait Application {
     }
     /// Runs what is due.
     fn handle_timeout(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// The server is shutting down: refuse whatever would start new work
+    /// from now on (the sockets stay until nothing is under way).
+    fn drain(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// Whether work is under way: a store operation awaited, whose answer
+    /// is still to reach a socket.
+    fn busy(&self) -> bool {
+        false
+    }
 }
 
 struct Client {
@@ -731,5 +739,14 @@ impl<A: Application> Upper for SocketIo<A> {
         }
         let mut ctx = Self::ctx(engine, &mut self.state, now);
         self.app.handle_timeout(&mut ctx);
+    }
+
+    fn drain(&mut self, engine: &mut Engine, now: Instant) {
+        let mut ctx = Self::ctx(engine, &mut self.state, now);
+        self.app.drain(&mut ctx);
+    }
+
+    fn busy(&self) -> bool {
+        self.app.busy()
     }
 }
