@@ -4,7 +4,8 @@
 # socket.io-client against `conformance`; REST, Socket.IO chat, durability
 # and configuration against `chatwire`) against the binaries of that build,
 # once per runtime (tokio: chatwire, conformance; smol: chatwire-smol,
-# conformance_smol), then schemathesis against `chatwire` (tokio).
+# conformance_smol), then schemathesis against `chatwire` (tokio) and the
+# API docs pages in headless Chromium (Debian's, installed with apt).
 #
 # Then the container test (scripts/container-test.sh): the Dockerfile's
 # runtime stage around the tokio debug binary, run with podman.
@@ -14,9 +15,9 @@
 #   E2E_RUNTIMES="smol"  run the e2e suites on these runtimes only (default: tokio smol)
 #   CONTAINER_TEST=0     skip the container test
 #
-# Needs: the Rust toolchain, Python 3.11 + pip, Node 20 + npm; for the
-# container test, root (it apt-get installs podman, buildah, debootstrap, runc
-# when missing) and deb.debian.org (debootstrap, first run only).
+# Needs: the Rust toolchain, Python 3.11 + pip, Node 20 + npm; root (or
+# sudo) for the Debian packages it installs when missing (chromium; podman,
+# buildah, debootstrap, runc for the container test) and deb.debian.org.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -115,6 +116,12 @@ fi
 section "js e2e environment (npm ci)"
 (cd "$ROOT/tests/e2e/js" && npm ci --no-audit --no-fund --loglevel=error)
 
+# Debian's Chromium (driven by playwright-core) for the API docs pages: the
+# browser suite below, and the python suite's page checks.
+section "browser e2e environment (chromium, npm ci)"
+"$ROOT/scripts/apt-install.sh" chromium fonts-liberation
+(cd "$ROOT/tests/e2e/browser" && npm ci --no-audit --no-fund --loglevel=error)
+
 for RT in $E2E_RUNTIMES; do
   case "$RT" in
     tokio) CONFORMANCE=conformance CHATWIRE=chatwire ;;
@@ -147,6 +154,12 @@ for RT in $E2E_RUNTIMES; do
   run_step "js e2e ($RT, MongoDB store): chatwire chat" \
     bash -c 'cd "$1/tests/e2e/js" && E2E_CHAT_STORE=mongo timeout 600 node --test --test-concurrency=1 test/chat.test.mjs' _ "$ROOT"
 done
+
+# /docs and /redoc in headless Chromium, every request outside chatwire
+# blocked; Swagger UI's "Try it out" registers, logs in, authorizes and reads.
+run_step "browser e2e (tokio): /docs and /redoc in Chromium" \
+  bash -c 'cd "$1/tests/e2e/browser" && CHATWIRE_BIN="$2" timeout 300 node --test --test-concurrency=1 .' \
+    _ "$ROOT" "$TARGET_DIR/debug/chatwire"
 
 # The container image (scripts/container-test.sh: podman, ~50 s cold, ~8 s
 # warm; CONTAINER_TEST=0 skips it) around the tokio debug binary.

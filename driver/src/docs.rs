@@ -63,7 +63,6 @@ impl ApiDocs {
         let swagger = Config::new(["/openapi.json"])
             // The validator badge would send the document to validator.swagger.io.
             .validator_url("none")
-            .try_it_out_enabled(true)
             .persist_authorization(false);
         ApiDocs {
             openapi: Bytes::from(openapi),
