@@ -98,20 +98,26 @@ fi
 E2E_RUNTIMES="${E2E_RUNTIMES:-tokio smol}"
 export BLOCKING_BIN="${BLOCKING_BIN:-$TARGET_DIR/debug/examples/blocking}"
 
+# A virtual environment in the checkout with a requirements file's packages,
+# reinstalled only when that file changes.
+venv_with() {
+  local venv="$1" reqs="$2" stamp want
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  stamp="$venv/.requirements.sha256"
+  want="$(sha256sum "$reqs" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
+    echo "$want" >"$stamp"
+  else
+    echo "requirements unchanged, pip install skipped"
+  fi
+}
+
 section "python e2e environment (tests/.venv)"
 VENV="$ROOT/tests/.venv"
-REQS="$ROOT/tests/e2e/python/requirements.txt"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-STAMP="$VENV/.requirements.sha256"
-WANT="$(sha256sum "$REQS" | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-  echo "$WANT" >"$STAMP"
-else
-  echo "requirements unchanged, pip install skipped"
-fi
+venv_with "$VENV" "$ROOT/tests/e2e/python/requirements.txt"
 
 section "js e2e environment (npm ci)"
 (cd "$ROOT/tests/e2e/js" && npm ci --no-audit --no-fund --loglevel=error)
@@ -173,18 +179,7 @@ fi
 # venv, reinstalled when tests/schemathesis/requirements.txt changes.
 section "schemathesis environment (tests/.venv-schemathesis)"
 ST_VENV="$ROOT/tests/.venv-schemathesis"
-ST_REQS="$ROOT/tests/schemathesis/requirements.txt"
-if [ ! -x "$ST_VENV/bin/python" ]; then
-  python3 -m venv "$ST_VENV"
-fi
-ST_STAMP="$ST_VENV/.requirements.sha256"
-ST_WANT="$(sha256sum "$ST_REQS" | cut -d' ' -f1)"
-if [ "$(cat "$ST_STAMP" 2>/dev/null || true)" != "$ST_WANT" ]; then
-  "$ST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ST_REQS"
-  echo "$ST_WANT" >"$ST_STAMP"
-else
-  echo "requirements unchanged, pip install skipped"
-fi
+venv_with "$ST_VENV" "$ROOT/tests/schemathesis/requirements.txt"
 run_step "schemathesis (tokio): every check against chatwire's OpenAPI document" \
   env ST="$ST_VENV/bin/st" timeout 600 "$ROOT/tests/schemathesis/run.sh" "$TARGET_DIR/debug/chatwire"
 
