@@ -204,6 +204,9 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
     }
 
     fn feed(&mut self, now: Instant, input: Input<'_>) {
+        // What the core emits for this input (its notices, the store
+        // commands it starts) is logged inside this span, at debug.
+        let _span = tracing::debug_span!("input", kind = input_kind(&input)).entered();
         if let Err(e) = self.node.handle_input(now, input) {
             tracing::error!("node refused an input: {e}");
         }
@@ -498,5 +501,22 @@ fn log_notice(n: Notice) {
             "event refused"
         ),
         other => tracing::debug!("{other:?}"),
+    }
+}
+
+/// A fixed name for the kind of an input, for its span.
+fn input_kind(input: &Input<'_>) -> &'static str {
+    match input {
+        Input::Http { .. } => "http",
+        Input::HttpAborted(_) => "http_aborted",
+        Input::WsOpen { .. } => "ws_open",
+        Input::WsText { .. } => "ws_text",
+        Input::WsBinary { .. } => "ws_binary",
+        Input::WsClosed(_) => "ws_closed",
+        Input::WsTooSlow(_) => "ws_too_slow",
+        Input::StoreReply { .. } => "store_reply",
+        Input::Timeout => "timeout",
+        Input::Shutdown => "shutdown",
+        _ => "other",
     }
 }

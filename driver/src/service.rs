@@ -302,7 +302,8 @@ impl<R: Runtime> Routes<R> {
             .any(|(p, _)| p == path.trim_end_matches('/'));
         let route = metrics::route_label(path, engine);
         let m = self.metrics.clone();
-        let Ok(resp) = self.handle(req).await;
+        let span = tracing::debug_span!("http", method = %method, route);
+        let Ok(resp) = tracing::Instrument::instrument(self.handle(req), span).await;
         let status = resp.status().as_u16();
         if let Some(m) = m {
             m.http_request(route, status);
