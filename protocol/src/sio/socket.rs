@@ -2,7 +2,7 @@
 //! its refusal, events, acks, binary reassembly, rooms, connect timeouts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -116,7 +116,10 @@ struct Socket {
     session: SessionKey,
     nsp: String,
     sid: String,
-    rooms: Vec<String>,
+    /// A set, not a list: a join, a leave and a membership test cost the
+    /// same however many rooms the socket is in (room names are chosen by
+    /// clients, so the std hasher, which is not predictable by them).
+    rooms: HashSet<String>,
     next_ack: u64,
 }
 
@@ -252,15 +255,16 @@ impl Ctx<'_> {
         self.emit_packet(socket, PacketType::Ack, Some(id), args, attachments)
     }
 
-    /// Puts a socket in a room of its namespace.
-    pub fn join(&mut self, socket: SocketId, room: &str) {
+    /// Puts a socket in a room of its namespace; false if it was in it
+    /// already (or is gone). O(1): nothing is scanned or rebuilt.
+    pub fn join(&mut self, socket: SocketId, room: &str) -> bool {
         let Some(s) = self.state.sockets.get_mut(&socket) else {
-            return;
+            return false;
         };
-        if s.rooms.iter().any(|r| r == room) {
-            return;
+        if s.rooms.contains(room) {
+            return false;
         }
-        s.rooms.push(room.to_owned());
+        s.rooms.insert(room.to_owned());
         self.state
             .rooms
             .entry(s.nsp.clone())
@@ -268,18 +272,19 @@ impl Ctx<'_> {
             .entry(room.to_owned())
             .or_default()
             .insert(socket);
+        true
     }
 
-    /// Takes a socket out of a room.
-    pub fn leave(&mut self, socket: SocketId, room: &str) {
+    /// Takes a socket out of a room; false if it was not in it. O(1).
+    pub fn leave(&mut self, socket: SocketId, room: &str) -> bool {
         let Some(s) = self.state.sockets.get_mut(&socket) else {
-            return;
+            return false;
         };
-        let Some(i) = s.rooms.iter().position(|r| r == room) else {
-            return;
-        };
-        s.rooms.swap_remove(i);
+        if !s.rooms.remove(room) {
+            return false;
+        }
         leave_room(&mut self.state.rooms, &s.nsp, room, socket);
+        true
     }
 
     /// Whether a socket is in a room.
@@ -287,7 +292,7 @@ impl Ctx<'_> {
         self.state
             .sockets
             .get(&socket)
-            .is_some_and(|s| s.rooms.iter().any(|r| r == room))
+            .is_some_and(|s| s.rooms.contains(room))
     }
 
     /// Emits an event to every socket in a room of a namespace but `except`,
@@ -561,7 +566,7 @@ impl<A: Application> SocketIo<A> {
                         session: key,
                         nsp: nsp.to_owned(),
                         sid,
-                        rooms: Vec::new(),
+                        rooms: HashSet::new(),
                         next_ack: 0,
                     },
                 );
