@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use protocol::Node;
 use protocol::auth::JwtConfig;
-use protocol::chat::{Chat, ChatConfig, RateLimit, WallClock};
+use protocol::chat::{Chat, ChatConfig, DEFAULT_MAX_CHATS, RateLimit, WallClock};
 use protocol::eio::EngineConfig;
 use protocol::http::{Rest, RestConfig};
 use protocol::ids::{IdGenerator, SeededIds};
@@ -68,6 +68,15 @@ pub struct Config {
     /// How many `chat:send`s a user may make in a burst.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40.0)]
     pub rate_limit_burst: f64,
+    /// Client events (of any name) one socket may send per second, on average.
+    #[arg(long, env = "EVENT_RATE_LIMIT_PER_SECOND", default_value_t = RateLimit::EVENTS.per_second)]
+    pub event_rate_limit_per_second: f64,
+    /// How many client events one socket may send in a burst.
+    #[arg(long, env = "EVENT_RATE_LIMIT_BURST", default_value_t = RateLimit::EVENTS.burst)]
+    pub event_rate_limit_burst: f64,
+    /// The most chats one socket may be in, `general` included.
+    #[arg(long, env = "MAX_CHATS_PER_SOCKET", default_value_t = DEFAULT_MAX_CHATS)]
+    pub max_chats_per_socket: usize,
     /// How long, in milliseconds, `isTyping: true` stands unrepeated before
     /// the chat is told the typist stopped; 0: until the client says so.
     #[arg(long, env = "TYPING_TIMEOUT_MS", default_value_t = 10_000)]
@@ -99,6 +108,19 @@ pub enum ConfigError {
         /// The burst given.
         burst: f64,
     },
+    /// The event budget cannot let any event through.
+    #[error(
+        "EVENT_RATE_LIMIT_PER_SECOND must be above 0 and EVENT_RATE_LIMIT_BURST at least 1, not {rate} and {burst}"
+    )]
+    EventRateLimit {
+        /// The rate given.
+        rate: f64,
+        /// The burst given.
+        burst: f64,
+    },
+    /// A socket could not even be in `general`.
+    #[error("MAX_CHATS_PER_SOCKET must be at least 1, not {0}")]
+    MaxChats(usize),
     /// bcrypt's cost is out of its range.
     #[error("BCRYPT_COST must be from 4 to 31, not {0}")]
     BcryptCost(u32),
@@ -156,9 +178,32 @@ impl<R: Runtime> Served<R> {
         if !(4..=31).contains(&config.bcrypt_cost) {
             return Err(ConfigError::BcryptCost(config.bcrypt_cost));
         }
+        let usable = |rate: f64, burst: f64| {
+            rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0
+        };
         let (rate, burst) = (config.rate_limit_per_second, config.rate_limit_burst);
-        if !(rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0) {
+        if !usable(rate, burst) {
             return Err(ConfigError::RateLimit { rate, burst });
+        }
+        let events = RateLimit {
+            per_second: config.event_rate_limit_per_second,
+            burst: config.event_rate_limit_burst,
+        };
+        if !usable(events.per_second, events.burst) {
+            return Err(ConfigError::EventRateLimit {
+                rate: events.per_second,
+                burst: events.burst,
+            });
+        }
+        if config.max_chats_per_socket == 0 {
+            return Err(ConfigError::MaxChats(config.max_chats_per_socket));
+        }
+        if events.burst < config.max_chats_per_socket as f64 {
+            tracing::warn!(
+                "EVENT_RATE_LIMIT_BURST ({}) is below MAX_CHATS_PER_SOCKET ({}): a client reconnecting cannot rejoin all its chats at once",
+                events.burst,
+                config.max_chats_per_socket
+            );
         }
         let mut seeds = SeededIds::new(random_seed());
         let secret = match &config.jwt_secret {
@@ -191,6 +236,8 @@ impl<R: Runtime> Served<R> {
                     per_second: config.rate_limit_per_second,
                     burst: config.rate_limit_burst,
                 },
+                events,
+                max_chats: config.max_chats_per_socket,
                 typing_timeout: (config.typing_timeout_ms > 0)
                     .then(|| Duration::from_millis(config.typing_timeout_ms)),
             },

@@ -10,7 +10,7 @@ mod validate;
 
 pub use ids::MessageIds;
 pub use rate::{RateLimit, TokenBucket};
-pub use service::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT};
+pub use service::{Chat, ChatConfig, DEFAULT_MAX_CHATS, DEFAULT_TYPING_TIMEOUT};
 pub use typing::MAX_TYPING_CHATS;
 pub use validate::{Refusal, SendRequest};
 

@@ -82,7 +82,22 @@ pub trait Application {
     fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value>;
     /// The socket joined (its CONNECT was answered).
     fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId);
-    /// An event arrived.
+    /// An event named `name` (with ack id `ack`) arrived, its arguments
+    /// not parsed yet: false refuses it, and it is dropped unparsed (the
+    /// application tells the client, through `ctx`, if it wants to). This
+    /// is where a budget goes: what a refused event costs does not grow
+    /// with its arguments. Every event passes here once, before
+    /// [`Application::on_event`]; by default every one is let through.
+    fn admit(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _socket: SocketId,
+        _name: &str,
+        _ack: Option<u64>,
+    ) -> bool {
+        true
+    }
+    /// An event arrived (and [`Application::admit`] let it through).
     fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event);
     /// The client acknowledged an event this server emitted with an ack id.
     fn on_ack(
@@ -463,6 +478,21 @@ impl<A: Application> SocketIo<A> {
             return Err(packet::DecodeError::Attachments);
         }
         let raw = packet::decode(text)?;
+        // An event's name is read before its arguments, so that the
+        // application can refuse it without parsing them.
+        let peeked = match raw.kind {
+            PacketType::Event => raw.data.and_then(packet::peek_event_name),
+            _ => None,
+        };
+        let admitted = match peeked.zip(self.socket_of(key, raw.nsp)) {
+            Some((name, socket)) => {
+                if !self.admit(engine, key, socket, name, raw.id, now) {
+                    return Ok(());
+                }
+                true
+            }
+            None => false,
+        };
         let data = packet::parse_data(&raw)?;
         if raw.attachments > 0 {
             let ok = match &data {
@@ -486,10 +516,50 @@ impl<A: Application> SocketIo<A> {
             });
             return Ok(());
         }
-        self.dispatch(engine, key, raw.nsp, raw.id, data, Vec::new(), now);
+        self.dispatch(
+            engine,
+            key,
+            raw.nsp,
+            raw.id,
+            data,
+            Vec::new(),
+            admitted,
+            now,
+        );
         Ok(())
     }
 
+    /// The socket of a session in a namespace.
+    fn socket_of(&self, key: SessionKey, nsp: &str) -> Option<SocketId> {
+        let client = self.state.clients.get(&key)?;
+        client
+            .sockets
+            .iter()
+            .find(|(n, _)| n == nsp)
+            .map(|(_, s)| *s)
+    }
+
+    /// Counts an event and asks the application whether to handle it.
+    fn admit(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        socket: SocketId,
+        name: &str,
+        ack: Option<u64>,
+        now: Instant,
+    ) -> bool {
+        let label = EventName::of(name);
+        engine.stats.events_in[label as usize] += 1;
+        engine.notice(Notice::Event {
+            session: key,
+            name: label,
+        });
+        let mut ctx = Self::ctx(engine, &mut self.state, now);
+        self.app.admit(&mut ctx, socket, name, ack)
+    }
+
+    /// `admitted`: an event [`Self::admit`] already let through.
     #[allow(clippy::too_many_arguments)] // the parts of one decoded packet
     fn dispatch(
         &mut self,
@@ -499,18 +569,10 @@ impl<A: Application> SocketIo<A> {
         id: Option<u64>,
         data: PacketData,
         attachments: Vec<Bytes>,
+        admitted: bool,
         now: Instant,
     ) {
-        let client = self
-            .state
-            .clients
-            .get_mut(&key)
-            .expect("a session's client lives until on_close");
-        let socket = client
-            .sockets
-            .iter()
-            .find(|(n, _)| n == nsp)
-            .map(|(_, s)| *s);
+        let socket = self.socket_of(key, nsp);
         match data {
             PacketData::Connect(auth) => {
                 if socket.is_some() {
@@ -557,7 +619,11 @@ impl<A: Application> SocketIo<A> {
                 send_packet(engine, key, text, &[]);
                 engine.stats.connects += 1;
                 engine.notice(Notice::Connected { session: key });
-                let client = self.state.clients.get_mut(&key).expect("checked above");
+                let client = self
+                    .state
+                    .clients
+                    .get_mut(&key)
+                    .expect("a session's client lives until on_close");
                 client.sockets.push((nsp.to_owned(), socket));
                 client.connect_deadline = None;
                 self.state.sockets.insert(
@@ -586,12 +652,9 @@ impl<A: Application> SocketIo<A> {
             }
             PacketData::Event(name, args) => {
                 if let Some(socket) = socket {
-                    let label = EventName::of(&name);
-                    engine.stats.events_in[label as usize] += 1;
-                    engine.notice(Notice::Event {
-                        session: key,
-                        name: label,
-                    });
+                    if !admitted && !self.admit(engine, key, socket, &name, id, now) {
+                        return;
+                    }
                     let mut ctx = Self::ctx(engine, &mut self.state, now);
                     self.app.on_event(
                         &mut ctx,
@@ -642,7 +705,7 @@ impl<A: Application> SocketIo<A> {
         }
         if partial.push(data) {
             let p = client.partial.take().expect("checked above");
-            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, now);
+            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, false, now);
         }
         Ok(())
     }
