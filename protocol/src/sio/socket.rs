@@ -489,9 +489,9 @@ impl<A: Application> SocketIo<A> {
                 if !self.admit(engine, key, socket, name, raw.id, now) {
                     return Ok(());
                 }
-                true
+                Some(socket)
             }
-            None => false,
+            None => None,
         };
         let data = packet::parse_data(&raw)?;
         if raw.attachments > 0 {
@@ -559,7 +559,7 @@ impl<A: Application> SocketIo<A> {
         self.app.admit(&mut ctx, socket, name, ack)
     }
 
-    /// `admitted`: an event [`Self::admit`] already let through.
+    /// `admitted`: the socket of an event [`Self::admit`] already let through.
     #[allow(clippy::too_many_arguments)] // the parts of one decoded packet
     fn dispatch(
         &mut self,
@@ -569,10 +569,10 @@ impl<A: Application> SocketIo<A> {
         id: Option<u64>,
         data: PacketData,
         attachments: Vec<Bytes>,
-        admitted: bool,
+        admitted: Option<SocketId>,
         now: Instant,
     ) {
-        let socket = self.socket_of(key, nsp);
+        let socket = admitted.or_else(|| self.socket_of(key, nsp));
         match data {
             PacketData::Connect(auth) => {
                 if socket.is_some() {
@@ -652,7 +652,7 @@ impl<A: Application> SocketIo<A> {
             }
             PacketData::Event(name, args) => {
                 if let Some(socket) = socket {
-                    if !admitted && !self.admit(engine, key, socket, &name, id, now) {
+                    if admitted.is_none() && !self.admit(engine, key, socket, &name, id, now) {
                         return;
                     }
                     let mut ctx = Self::ctx(engine, &mut self.state, now);
@@ -705,7 +705,7 @@ impl<A: Application> SocketIo<A> {
         }
         if partial.push(data) {
             let p = client.partial.take().expect("checked above");
-            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, false, now);
+            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, None, now);
         }
         Ok(())
     }
