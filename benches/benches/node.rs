@@ -2,11 +2,14 @@
 //! (deliveries per second), and the whole `chat:send` path through the chat
 //! service with the simulation's in-memory store.
 //!
-//! Both take the per-user rate limit out of the way (a bucket no bench can
-//! empty): they measure what a message costs, not the policy.
+//! Both take the per-user rate limit and the per-socket event budget out
+//! of the way (buckets no bench can empty): they measure what a message
+//! costs, not the policy.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use protocol::chat::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT, RateLimit, WallClock};
+use protocol::chat::{
+    Chat, ChatConfig, DEFAULT_MAX_CHATS, DEFAULT_TYPING_TIMEOUT, RateLimit, WallClock,
+};
 use protocol::eio::EngineConfig;
 use protocol::ids::SeededIds;
 use protocol::model::ObjectId;
@@ -28,6 +31,11 @@ fn sim_with(n: u64) -> Sim {
                 per_second: 1e12,
                 burst: 1e12,
             },
+            events: RateLimit {
+                per_second: 1e12,
+                burst: 1e12,
+            },
+            max_chats: DEFAULT_MAX_CHATS,
             typing_timeout: Some(DEFAULT_TYPING_TIMEOUT),
         },
         WallClock::new(sim.now, T0_MS),

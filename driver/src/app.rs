@@ -13,7 +13,7 @@ use clap::Parser;
 use futures_util::future::{Either, select};
 use protocol::Node;
 use protocol::auth::JwtConfig;
-use protocol::chat::{Chat, ChatConfig, RateLimit, WallClock};
+use protocol::chat::{Chat, ChatConfig, DEFAULT_MAX_CHATS, RateLimit, WallClock};
 use protocol::eio::EngineConfig;
 use protocol::http::throttle::ThrottleConfig;
 use protocol::http::{Rest, RestConfig};
@@ -74,6 +74,15 @@ pub struct Config {
     /// How many `chat:send`s a user may make in a burst.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40.0)]
     pub rate_limit_burst: f64,
+    /// Client events (of any name) one socket may send per second, on average.
+    #[arg(long, env = "EVENT_RATE_LIMIT_PER_SECOND", default_value_t = RateLimit::EVENTS.per_second)]
+    pub event_rate_limit_per_second: f64,
+    /// How many client events one socket may send in a burst.
+    #[arg(long, env = "EVENT_RATE_LIMIT_BURST", default_value_t = RateLimit::EVENTS.burst)]
+    pub event_rate_limit_burst: f64,
+    /// The most chats one socket may be in, `general` included.
+    #[arg(long, env = "MAX_CHATS_PER_SOCKET", default_value_t = DEFAULT_MAX_CHATS)]
+    pub max_chats_per_socket: usize,
     /// How long, in milliseconds, `isTyping: true` stands unrepeated before
     /// the chat is told the typist stopped; 0: until the client says so.
     #[arg(long, env = "TYPING_TIMEOUT_MS", default_value_t = 10_000)]
@@ -152,6 +161,19 @@ pub enum ConfigError {
         /// The burst given.
         burst: f64,
     },
+    /// The event budget cannot let any event through.
+    #[error(
+        "EVENT_RATE_LIMIT_PER_SECOND must be above 0 and EVENT_RATE_LIMIT_BURST at least 1, not {rate} and {burst}"
+    )]
+    EventRateLimit {
+        /// The rate given.
+        rate: f64,
+        /// The burst given.
+        burst: f64,
+    },
+    /// A socket could not even be in `general`.
+    #[error("MAX_CHATS_PER_SOCKET must be at least 1, not {0}")]
+    MaxChats(usize),
     /// bcrypt's cost is out of its range.
     #[error("BCRYPT_COST must be from 4 to 31, not {0}")]
     BcryptCost(u32),
@@ -215,11 +237,13 @@ impl<R: Runtime> Served<R> {
         if !(4..=31).contains(&config.bcrypt_cost) {
             return Err(ConfigError::BcryptCost(config.bcrypt_cost));
         }
+        let usable = |rate: f64, burst: f64| {
+            rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0
+        };
         let (rate, burst) = (config.rate_limit_per_second, config.rate_limit_burst);
-        if !(rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0) {
+        if !usable(rate, burst) {
             return Err(ConfigError::RateLimit { rate, burst });
         }
-        let usable = |rate: f64, burst: f64| rate.is_finite() && rate > 0.0 && burst >= 1.0;
         if !usable(config.auth_rate_per_minute, config.auth_burst) {
             return Err(ConfigError::Throttle("AUTH_RATE_PER_MINUTE"));
         }
@@ -234,6 +258,26 @@ impl<R: Runtime> Served<R> {
             .map(str::parse::<Cidr>)
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::TrustedProxies)?;
+        let events = RateLimit {
+            per_second: config.event_rate_limit_per_second,
+            burst: config.event_rate_limit_burst,
+        };
+        if !usable(events.per_second, events.burst) {
+            return Err(ConfigError::EventRateLimit {
+                rate: events.per_second,
+                burst: events.burst,
+            });
+        }
+        if config.max_chats_per_socket == 0 {
+            return Err(ConfigError::MaxChats(config.max_chats_per_socket));
+        }
+        if events.burst < config.max_chats_per_socket as f64 {
+            tracing::warn!(
+                "EVENT_RATE_LIMIT_BURST ({}) is below MAX_CHATS_PER_SOCKET ({}): a client reconnecting cannot rejoin all its chats at once",
+                events.burst,
+                config.max_chats_per_socket
+            );
+        }
         let mut seeds = SeededIds::new(random_seed());
         let secret = match &config.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
@@ -265,6 +309,8 @@ impl<R: Runtime> Served<R> {
                     per_second: config.rate_limit_per_second,
                     burst: config.rate_limit_burst,
                 },
+                events,
+                max_chats: config.max_chats_per_socket,
                 typing_timeout: (config.typing_timeout_ms > 0)
                     .then(|| Duration::from_millis(config.typing_timeout_ms)),
             },

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::auth::JwtConfig;
-use crate::chat::{Chat, ChatConfig, DEFAULT_TYPING_TIMEOUT, RateLimit, WallClock};
+use crate::chat::{
+    Chat, ChatConfig, DEFAULT_MAX_CHATS, DEFAULT_TYPING_TIMEOUT, RateLimit, TokenBucket, WallClock,
+};
 use crate::eio::EngineConfig;
 use crate::ids::{CounterIds, IdGenerator};
 use crate::model::{Message, ObjectId, Status};
@@ -233,7 +235,9 @@ impl Sim {
         let chat = Chat::new(
             ChatConfig {
                 jwt: jwt.clone(),
-                rate: RateLimit::default(),
+                rate: RateLimit::SEND,
+                events: RateLimit::EVENTS,
+                max_chats: DEFAULT_MAX_CHATS,
                 typing_timeout: Some(DEFAULT_TYPING_TIMEOUT),
             },
             WallClock::new(start, T0_MS),
@@ -766,6 +770,11 @@ struct Tab {
     /// (userId, chat) this tab was last told is typing, from the
     /// `chat:typing` events it received in chats it is still in.
     believes_typing: std::collections::BTreeSet<(String, String)>,
+    /// The model of its socket's event budget. The bucket's arithmetic has
+    /// its own test; what this checks is that every event, of any name,
+    /// spends from its own socket's bucket, and only those it lets through
+    /// do anything else.
+    events: TokenBucket,
 }
 
 /// What the run knows of an append it saw the core issue.
@@ -789,7 +798,8 @@ struct Issued {
 /// - a socket never receives its own `chat:new-message`, never one message
 ///   twice, and never an event of a chat it is not in;
 /// - `chat:delivered` goes to the sender only; statuses only move forward;
-/// - the rate limit refuses exactly when a token bucket model says so;
+/// - the rate limit refuses exactly when a token bucket model says so, and
+///   so does each socket's event budget, for every event;
 /// - a reply fed twice changes nothing; a closed socket receives nothing;
 /// - no tab believes someone is typing (from the last `chat:typing` it got
 ///   of them in a chat it is in) unless one of their sockets said
@@ -824,8 +834,10 @@ pub struct Chaos {
 pub struct ChaosStats {
     /// Steps applied.
     pub steps: usize,
-    /// `chat:send`s refused by the rate limit.
+    /// `chat:send`s refused by the rate limit (or the event budget).
     pub rate_limited: usize,
+    /// Events of any name refused by their socket's event budget.
+    pub over_budget: usize,
     /// `chat:ack`s received.
     pub acks: usize,
     /// `chat:new-message`s received.
@@ -912,31 +924,34 @@ impl Chaos {
                 if let Some(t) = self.open_tab(tab) {
                     let chat = CHATS[chat % CHATS.len()];
                     let key = (self.tabs[t].conn, chat);
-                    if on {
+                    let admitted = self.admit(t);
+                    if admitted && on {
                         self.typists
                             .insert(key, self.sim.now + DEFAULT_TYPING_TIMEOUT);
-                    } else {
+                    } else if admitted {
                         self.typists.remove(&key);
                     }
                     let payload = serde_json::json!({"chatId": chat, "isTyping": on});
-                    self.emit(t, "chat:typing", &payload, true);
+                    self.emit_checked(t, "chat:typing", &payload, admitted);
                 }
             }
             Step::Join { tab, chat } | Step::Leave { tab, chat } => {
                 if let Some(t) = self.open_tab(tab) {
                     let chat = CHATS[chat % CHATS.len()];
                     let join = matches!(step, Step::Join { .. });
+                    let admitted = self.admit(t);
                     // Rooms change synchronously, before anything else can be broadcast.
-                    if join {
+                    if admitted && join {
                         self.tabs[t].chats.insert(chat);
-                    } else {
+                    } else if admitted {
                         self.tabs[t].chats.remove(chat);
                         // It hears no more of the chat; and whoever heard it typing there hears it stop.
                         self.tabs[t].believes_typing.retain(|(_, c)| c != chat);
                         self.typists.remove(&(self.tabs[t].conn, chat));
                     }
                     let name = if join { "chat:join" } else { "chat:leave" };
-                    self.emit(t, name, &serde_json::json!({ "chatId": chat }), true);
+                    let payload = serde_json::json!({ "chatId": chat });
+                    self.emit_checked(t, name, &payload, admitted);
                 }
             }
             Step::Read { tab, pick } => {
@@ -946,7 +961,8 @@ impl Chaos {
                     let seen = &self.tabs[t].seen;
                     let id = seen[pick % seen.len()];
                     let payload = serde_json::json!({ "messageIds": [id] });
-                    self.emit(t, "chat:read", &payload, true);
+                    let admitted = self.admit(t);
+                    self.emit_checked(t, "chat:read", &payload, admitted);
                 }
             }
             Step::Release(r) => self.release(r),
@@ -988,8 +1004,33 @@ impl Chaos {
             seen: Vec::new(),
             broadcast: Default::default(),
             believes_typing: Default::default(),
+            events: TokenBucket::new(RateLimit::EVENTS, self.sim.now),
         });
         self.observe();
+    }
+
+    /// Takes a token from tab `t`'s budget model, as the service does on
+    /// every event's arrival; whether there was one.
+    fn admit(&mut self, t: usize) -> bool {
+        let now = self.sim.now;
+        let admitted = self.tabs[t].events.take(RateLimit::EVENTS, now);
+        if !admitted {
+            self.stats.over_budget += 1;
+        }
+        admitted
+    }
+
+    /// Emits an event with an ack that the budget model let through or
+    /// not, and checks that the service refused it exactly when it did not.
+    fn emit_checked(&mut self, t: usize, name: &str, payload: &serde_json::Value, admitted: bool) {
+        let before = self.rate_limited;
+        self.emit(t, name, payload, true);
+        let limited = self.rate_limited > before;
+        assert_eq!(
+            limited, !admitted,
+            "{name} from {}: rate limited {limited}, budget model admits {admitted}",
+            self.tabs[t].conn
+        );
     }
 
     fn emit(&mut self, t: usize, name: &str, payload: &serde_json::Value, ack: bool) {
@@ -1023,8 +1064,20 @@ impl Chaos {
             SendKind::BadChat => payload["chatId"] = serde_json::json!("no spaces"),
             SendKind::BadTempId => payload["tempId"] = serde_json::json!([1]),
         }
+        // The socket's budget comes first; a send it refuses takes nothing
+        // from the user's bucket.
+        if !self.admit(t) {
+            let before = self.rate_limited;
+            self.emit(t, "chat:send", &payload, ack);
+            assert!(
+                self.rate_limited > before,
+                "a send over budget went through"
+            );
+            self.stats.rate_limited += 1;
+            return;
+        }
         // The model bucket, refilled exactly as the service refills its own.
-        let limit = RateLimit::default();
+        let limit = RateLimit::SEND;
         let now = self.sim.now;
         let (tokens, at) = self.buckets.entry(user).or_insert((limit.burst, now));
         let dt = now.saturating_duration_since(*at).as_secs_f64();

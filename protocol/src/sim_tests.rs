@@ -178,6 +178,279 @@ fn the_rate_limit_refuses_beyond_the_burst_and_refills() {
     assert_eq!(sim.in_flight.len(), 40 + 20);
 }
 
+fn event(sim: &mut Sim, conn: u64, ack: u64, name: &str, payload: Value) {
+    sim.send(conn, &format!("42{ack}{}", json!([name, payload])));
+}
+
+/// The `error` codes among `events`.
+fn error_codes(events: &[(String, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(n, _)| n == "error")
+        .map(|(_, v)| v["code"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_event_spends_from_its_sockets_budget_and_refills() {
+    use crate::chat::RateLimit;
+    use crate::stats::{EventName, RefusalCode};
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let ana2 = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    let burst = RateLimit::EVENTS.burst as u64;
+    // The whole burst goes through, whatever the events are.
+    for i in 0..burst {
+        let chat = format!("c{}", i % 10);
+        let (name, payload) = match i % 4 {
+            0 => (
+                "chat:typing",
+                json!({"chatId": "c0", "isTyping": i % 8 == 0}),
+            ),
+            1 => ("chat:join", json!({ "chatId": chat })),
+            2 => ("chat:leave", json!({ "chatId": chat })),
+            _ => ("no:such-event", json!({})),
+        };
+        event(&mut sim, ana, i, name, payload);
+    }
+    assert!(error_codes(&sim.events(ana)).is_empty());
+    // Then every event is refused at once, unknown names too: `error`, and
+    // the error through the ack; nothing is stored, broadcast or joined.
+    let id = "665f1c2e9b1e8a3f4c2d1a0b";
+    let over = [
+        (
+            "chat:typing",
+            json!({"chatId": "general", "isTyping": true}),
+        ),
+        ("chat:join", json!({"chatId": "late"})),
+        ("chat:leave", json!({"chatId": "general"})),
+        ("chat:read", json!({ "messageIds": [id] })),
+        ("chat:send", json!({"text": "hi", "tempId": "t9"})),
+        ("no:such-event", json!({})),
+    ];
+    for (i, (name, payload)) in over.iter().enumerate() {
+        event(&mut sim, ana, 1000 + i as u64, name, payload.clone());
+    }
+    let inbox = sim.take(ana);
+    assert_eq!(inbox.len(), 2 * over.len(), "{inbox:?}");
+    for (i, pair) in inbox.chunks(2).enumerate() {
+        assert_eq!(
+            pair[0],
+            r#"42["error",{"message":"Too many events; slow down","code":"rate_limited"}]"#
+        );
+        assert_eq!(
+            pair[1],
+            format!(
+                r#"43{}[{{"error":{{"message":"Too many events; slow down","code":"rate_limited"}}}}]"#,
+                1000 + i
+            )
+        );
+    }
+    assert!(sim.in_flight.is_empty(), "{:?}", sim.in_flight);
+    assert!(sim.events(bob).is_empty(), "bob hears nothing of it");
+    // A refused event's arguments are never parsed: broken JSON after its
+    // name costs nothing more (let through, it would close the session).
+    // A name that cannot be read without parsing is parsed, then refused.
+    sim.send(ana, r#"42["chat:join",{"chatId": [[[["#);
+    sim.send(ana, r#"42["chat\u003ajoin",{"chatId":"escaped"}]"#);
+    assert!(!sim.clients[&ana].closed);
+    assert_eq!(
+        error_codes(&sim.events(ana)),
+        ["rate_limited", "rate_limited"]
+    );
+    let stats = sim.node.stats();
+    assert_eq!(stats.refusals(EventName::Join, RefusalCode::RateLimited), 3);
+    for name in [
+        EventName::Typing,
+        EventName::Leave,
+        EventName::Read,
+        EventName::Send,
+        EventName::Other,
+    ] {
+        assert_eq!(
+            stats.refusals(name, RefusalCode::RateLimited),
+            1,
+            "{name:?}"
+        );
+    }
+    // ana is still in general: bob's message reaches her.
+    send(&mut sim, bob, 1, json!({"text": "still there?"}));
+    sim.settle();
+    assert_eq!(names(&sim.events(ana)), ["chat:new-message"]);
+    sim.take(ana2);
+    // The budget is the socket's: ana's other tab is untouched.
+    event(&mut sim, ana2, 1, "chat:join", json!({"chatId": "late"}));
+    assert_eq!(sim.take(ana2), [r#"431[{"chatId":"late"}]"#]);
+    // 50 a second: 20 ms bring back one event, and only one.
+    sim.advance(Duration::from_millis(20));
+    event(&mut sim, ana, 1, "chat:join", json!({"chatId": "late"}));
+    event(&mut sim, ana, 2, "chat:join", json!({"chatId": "later"}));
+    let inbox = sim.take(ana);
+    assert_eq!(inbox[0], r#"431[{"chatId":"late"}]"#, "{inbox:?}");
+    assert!(inbox[1].contains("rate_limited"), "{inbox:?}");
+    assert!(
+        !sim.clients[&ana].closed,
+        "a refused socket stays connected"
+    );
+    sim.advance(Duration::from_secs(10));
+    sim.take(ana);
+    event(&mut sim, ana, 3, "chat:join", json!({"chatId": "later"}));
+    assert_eq!(sim.take(ana), [r#"433[{"chatId":"later"}]"#]);
+}
+
+#[test]
+fn a_socket_is_in_at_most_max_chats() {
+    use crate::chat::DEFAULT_MAX_CHATS;
+    use crate::stats::{EventName, RefusalCode};
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    // `general` counts: 99 more chats fill it up.
+    for i in 1..DEFAULT_MAX_CHATS {
+        event(
+            &mut sim,
+            ana,
+            1,
+            "chat:join",
+            json!({"chatId": format!("c{i}")}),
+        );
+    }
+    assert!(error_codes(&sim.events(ana)).is_empty());
+    event(
+        &mut sim,
+        ana,
+        7,
+        "chat:join",
+        json!({"chatId": "one-too-many"}),
+    );
+    let inbox = sim.take(ana);
+    assert_eq!(
+        inbox,
+        [
+            r#"42["error",{"message":"A socket may be in at most 100 chats; leave one first","code":"too_many_chats"}]"#,
+            r#"437[{"error":{"message":"A socket may be in at most 100 chats; leave one first","code":"too_many_chats"}}]"#,
+        ]
+    );
+    assert_eq!(
+        sim.node
+            .stats()
+            .refusals(EventName::Join, RefusalCode::TooManyChats),
+        1
+    );
+    // The refused join changed nothing: ana hears nothing of that chat.
+    event(
+        &mut sim,
+        bob,
+        1,
+        "chat:join",
+        json!({"chatId": "one-too-many"}),
+    );
+    send(
+        &mut sim,
+        bob,
+        2,
+        json!({"text": "hi", "chatId": "one-too-many"}),
+    );
+    sim.settle();
+    assert!(sim.events(ana).is_empty());
+    // Joining a chat it is in is no change, so it is answered at the limit.
+    event(&mut sim, ana, 8, "chat:join", json!({"chatId": "c5"}));
+    assert_eq!(sim.take(ana), [r#"438[{"chatId":"c5"}]"#]);
+    // Leaving one (general too) makes room for one; leaving a chat it is
+    // not in makes none.
+    event(&mut sim, ana, 9, "chat:leave", json!({"chatId": "nowhere"}));
+    event(&mut sim, ana, 9, "chat:leave", json!({"chatId": "general"}));
+    event(
+        &mut sim,
+        ana,
+        9,
+        "chat:join",
+        json!({"chatId": "one-too-many"}),
+    );
+    event(&mut sim, ana, 9, "chat:join", json!({"chatId": "general"}));
+    let codes = error_codes(&sim.events(ana));
+    assert_eq!(codes, ["too_many_chats"]);
+    send(
+        &mut sim,
+        bob,
+        3,
+        json!({"text": "now?", "chatId": "one-too-many"}),
+    );
+    sim.settle();
+    assert_eq!(names(&sim.events(ana)), ["chat:new-message"]);
+    // Each socket has its own count.
+    let ana2 = tab(&mut sim, 1, "ana");
+    event(&mut sim, ana2, 1, "chat:join", json!({"chatId": "c1"}));
+    assert_eq!(sim.take(ana2), [r#"431[{"chatId":"c1"}]"#]);
+}
+
+/// The issue's polling case: one POST carrying thousands of joins (and an
+/// event of every other kind) is handled in one input, the budget letting
+/// its first events through and the chat limit holding the joins, and
+/// the session goes on.
+#[test]
+fn one_polling_post_of_thousands_of_events_is_held_by_both_limits() {
+    use crate::chat::{DEFAULT_MAX_CHATS, RateLimit};
+    use crate::stats::{EventName, RefusalCode};
+    let mut sim = Sim::new();
+    let sid = polling_open(&mut sim, 1)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    let token = sim.token(uid(1), "ana");
+    sim.http(
+        2,
+        Method::Post,
+        &q,
+        format!(r#"40{{"token":"{token}"}}"#).as_bytes(),
+    );
+    let n = 5000;
+    let mut body = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            body.push(0x1e);
+        }
+        let packet = match i % 3 {
+            0 | 1 => format!(r#"42["chat:join",{{"chatId":"c{i}"}}]"#),
+            _ => r#"42["chat:typing",{"isTyping":true}]"#.to_owned(),
+        };
+        body.extend_from_slice(packet.as_bytes());
+    }
+    sim.http(3, Method::Post, &q, &body);
+    assert_eq!(&sim.responses[&3].body[..], b"ok");
+    let s = sim.node.stats();
+    let budget = RateLimit::EVENTS.burst as u64;
+    let refused = |e| s.refusals(e, RefusalCode::RateLimited);
+    assert_eq!(
+        refused(EventName::Join) + refused(EventName::Typing),
+        n - budget
+    );
+    // Of the joins in the budget, those past 99 more chats were refused.
+    let joins_admitted = (0..budget).filter(|i| i % 3 != 2).count() as u64;
+    let too_many = joins_admitted - (DEFAULT_MAX_CHATS as u64 - 1);
+    assert_eq!(
+        s.refusals(EventName::Join, RefusalCode::TooManyChats),
+        too_many
+    );
+    // The session is open: the CONNECT reply and an `error` per refusal
+    // drain, at most 16 packets a poll, and then a poll waits.
+    let expected = 1 + (n - budget) + too_many;
+    let (mut req, mut packets) = (10, 0);
+    while packets < expected {
+        sim.http(req, Method::Get, &q, b"");
+        let body = &sim.responses[&req].body;
+        let got = body.split(|&b| b == 0x1e).count() as u64;
+        assert!(got <= 16);
+        packets += got;
+        req += 1;
+    }
+    assert_eq!(packets, expected);
+    sim.http(req, Method::Get, &q, b"");
+    assert!(!sim.responses.contains_key(&req), "nothing more");
+}
+
 #[test]
 fn connect_needs_a_valid_token() {
     let mut sim = Sim::new();
@@ -476,6 +749,37 @@ fn sim_rate_limit_across_time() {
     c.step(Step::Wait { ms: 100 });
     c.step(Step::Burst { tab: 1, n: 3 });
     assert_eq!(c.stats.rate_limited, 5 + 1, "100 ms bring back two tokens");
+    c.finish();
+    // One tab past its event budget (200) too: its sends beyond it take
+    // nothing from the user's bucket, and its other events are refused.
+    let mut c = Chaos::new();
+    c.step(Step::Connect { user: 0 });
+    c.step(Step::Burst { tab: 0, n: 250 });
+    assert_eq!(c.stats.rate_limited, 250 - 40);
+    assert_eq!(c.stats.over_budget, 50);
+    for step in [
+        Step::Typing {
+            tab: 0,
+            chat: 1,
+            on: true,
+        },
+        Step::Join { tab: 0, chat: 1 },
+        Step::Read { tab: 0, pick: 0 },
+    ] {
+        c.step(step);
+    }
+    assert_eq!(c.stats.over_budget, 50 + 2, "{:?}", c.stats);
+    // 100 ms: five events and two sends; the third send is the user's limit.
+    c.step(Step::Wait { ms: 100 });
+    c.step(Step::Burst { tab: 0, n: 3 });
+    assert_eq!(c.stats.rate_limited, 250 - 40 + 1);
+    c.step(Step::Join { tab: 0, chat: 1 });
+    c.step(Step::Typing {
+        tab: 0,
+        chat: 1,
+        on: true,
+    });
+    assert_eq!(c.stats.over_budget, 50 + 2);
     c.finish();
 }
 

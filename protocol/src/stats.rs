@@ -72,8 +72,10 @@ labels! {
     RefusalCode {
         /// The payload broke a rule.
         Invalid = "invalid",
-        /// The sender's rate limit ran out.
+        /// The sender's rate limit (or its socket's event budget) ran out.
         RateLimited = "rate_limited",
+        /// A `chat:join` past the socket's most chats.
+        TooManyChats = "too_many_chats",
         /// The store failed.
         StoreUnavailable = "store_unavailable",
         /// The server is shutting down and starts no new work.

@@ -276,6 +276,17 @@ fn the_service_handles_and_emits_exactly_what_is_documented() {
         );
     }
     drain(&mut sim, &mut got);
+    // A socket joining more chats than it may.
+    for i in 0..crate::chat::DEFAULT_MAX_CHATS {
+        emit(
+            &mut sim,
+            ana2,
+            6000 + i as u64,
+            "chat:join",
+            &json!({ "chatId": format!("many.{i}") }),
+        );
+    }
+    drain(&mut sim, &mut got);
     // And a shutdown: with a write still under way the sessions stay open,
     // and a new send is refused.
     emit(

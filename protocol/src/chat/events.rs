@@ -78,8 +78,10 @@ names! {
     ErrorCode {
         /// The payload breaks a rule.
         Invalid = "invalid",
-        /// The user sent too many messages.
+        /// The user sent too many messages, or the socket too many events.
         RateLimited = "rate_limited",
+        /// A `chat:join` past the socket's most chats.
+        TooManyChats = "too_many_chats",
         /// The store did not take the write.
         StoreUnavailable = "store_unavailable",
         /// The server is shutting down and starts no new write.

@@ -1,6 +1,7 @@
-//! Token buckets on injected time: the per-user `chat:send` limit, and the
-//! REST routes' throttles (`http::throttle`), which count in wall-clock
-//! milliseconds.
+//! Token buckets on injected time: one home for the chat service's two
+//! limits (the per-user `chat:send` limit and the per-socket event budget)
+//! and for the REST routes' throttles (`http::throttle`), which count in
+//! wall-clock milliseconds.
 
 use std::time::Instant;
 
@@ -13,12 +14,32 @@ pub struct RateLimit {
     pub burst: f64,
 }
 
+impl RateLimit {
+    /// The contract's `chat:send` limit per user: 20 a second, bursts of 40.
+    pub const SEND: RateLimit = RateLimit {
+        per_second: 20.0,
+        burst: 40.0,
+    };
+
+    /// The default budget of every client event per socket: 50 a second,
+    /// bursts of 200. No honest client comes near it: typing on every
+    /// keystroke is about 10 a second, reads are batched (500 ids an
+    /// event), sends are held to 20 a second by their own limit; and the
+    /// burst is twice [`DEFAULT_MAX_CHATS`](super::DEFAULT_MAX_CHATS), so
+    /// a client reconnecting can rejoin every chat it may be in at once and
+    /// still read, type and send right after. A flood, though, gets 50
+    /// events a second through, each O(1) or O(log n), and the rest is
+    /// refused at O(1) apiece.
+    pub const EVENTS: RateLimit = RateLimit {
+        per_second: 50.0,
+        burst: 200.0,
+    };
+}
+
 impl Default for RateLimit {
+    /// [`RateLimit::SEND`].
     fn default() -> Self {
-        RateLimit {
-            per_second: 20.0,
-            burst: 40.0,
-        }
+        RateLimit::SEND
     }
 }
 

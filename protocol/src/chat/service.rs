@@ -1,11 +1,13 @@
 //! Every transition of the chat service lives here: connect and its token,
 //! `chat:send` through the durable append to `chat:ack`, broadcasts,
-//! delivery and read receipts, typing, rooms, retries and the rate limit.
+//! delivery and read receipts, typing, rooms, retries, the rate limit and
+//! the per-socket bounds (an event budget, a most chats).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Value, json};
 
 use super::events::{ClientEvent, ErrorCode, ServerEvent, TOKEN_EXPIRED, UNAUTHORIZED};
@@ -27,6 +29,12 @@ pub struct ChatConfig {
     pub jwt: JwtConfig,
     /// The per-user `chat:send` limit.
     pub rate: RateLimit,
+    /// The per-socket budget every client event spends from, `chat:send`
+    /// and unknown names included, before any other work.
+    pub events: RateLimit,
+    /// The most chats one socket may be in (`general` counts); a
+    /// `chat:join` past it is refused with `too_many_chats`.
+    pub max_chats: usize,
     /// How long a `chat:typing` with `isTyping: true` stands without being
     /// repeated before the service tells the chat that the typist stopped
     /// (it also does when the typist's socket leaves the chat or goes).
@@ -37,10 +45,27 @@ pub struct ChatConfig {
 /// The typing timeout a server has unless configured otherwise.
 pub const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most chats a socket may be in unless configured otherwise: more
+/// than a chat client shows in its sidebar, few enough that what one
+/// socket holds (its memberships, and the work of its disconnect) stays
+/// small.
+pub const DEFAULT_MAX_CHATS: usize = 100;
+
 #[derive(Debug, Clone)]
 struct User {
     id: ObjectId,
     name: String,
+}
+
+/// A connected socket: whose it is, and what it may still do. Lives and
+/// dies with the socket, so nothing needs sweeping.
+#[derive(Debug)]
+struct Peer {
+    user: User,
+    /// Its event budget ([`ChatConfig::events`]).
+    events: TokenBucket,
+    /// How many chats it is in (`general` from the start).
+    chats: usize,
 }
 
 /// Someone waiting for the outcome of one append: the sender, and any retry
@@ -75,6 +100,24 @@ struct AckPayload<'a> {
     timestamp: i64,
 }
 
+/// An `error` event's payload.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorPayload<'a> {
+    message: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temp_id: Option<&'a str>,
+}
+
+/// What the ack of a refused event carries.
+#[derive(Serialize)]
+struct AckError<'a> {
+    error: ErrorPayload<'a>,
+}
+
+const OVER_BUDGET: &str = "Too many events; slow down";
+
 /// How often forgotten rate-limit buckets are swept.
 const SWEEP: Duration = Duration::from_secs(60);
 
@@ -84,13 +127,16 @@ pub struct Chat {
     config: ChatConfig,
     clock: WallClock,
     ids: Option<MessageIds>,
-    users: HashMap<SocketId, User>,
+    peers: HashMap<SocketId, Peer>,
     /// Each connected user's sockets.
     sockets_of_user: HashMap<ObjectId, Vec<SocketId>>,
     buckets: HashMap<ObjectId, TokenBucket>,
     pending: HashMap<OpId, Pending>,
     in_flight: HashMap<(ObjectId, String), OpId>,
     connecting: Option<User>,
+    /// The `error` payload and ack of an event over budget, rendered once:
+    /// a flood is mostly these, so each costs a copy, not a serialization.
+    over_budget: (Box<RawValue>, Box<RawValue>),
     next_sweep: Instant,
     typing: Option<Typing<SocketId>>,
     /// The server is shutting down: no new store write is started.
@@ -163,12 +209,26 @@ impl Chat {
         Chat {
             clock,
             ids: None,
-            users: HashMap::new(),
+            peers: HashMap::new(),
             sockets_of_user: HashMap::new(),
             buckets: HashMap::new(),
             pending: HashMap::new(),
             in_flight: HashMap::new(),
             connecting: None,
+            over_budget: {
+                let error = ErrorPayload {
+                    message: OVER_BUDGET,
+                    code: ErrorCode::RateLimited.name(),
+                    temp_id: None,
+                };
+                let raw = |r: serde_json::Result<Box<RawValue>>| {
+                    r.expect("a struct of strings always serializes")
+                };
+                (
+                    raw(to_raw_value(&error)),
+                    raw(to_raw_value(&AckError { error })),
+                )
+            },
             next_sweep: now + SWEEP,
             typing: config.typing_timeout.map(Typing::new),
             draining: false,
@@ -187,7 +247,8 @@ impl Chat {
     }
 
     /// Refuses `event`: `error` to the socket, the error through its ack,
-    /// and the refusal counted.
+    /// and the refusal counted. Typed payloads, not `json!` maps: a flood
+    /// is mostly refusals, so this is the budget's hot path.
     fn refuse(
         ctx: &mut Ctx<'_>,
         socket: SocketId,
@@ -197,18 +258,18 @@ impl Chat {
         temp_id: Option<&str>,
     ) {
         ctx.refused(socket, event, r.code.name());
-        let mut payload = json!({"message": r.message, "code": r.code});
-        if let Some(t) = temp_id {
-            payload["tempId"] = Value::String(t.to_owned());
-        }
-        ctx.emit(socket, &(ServerEvent::Error.name(), &payload), &[]);
+        let error = ErrorPayload {
+            message: &r.message,
+            code: r.code.name(),
+            temp_id,
+        };
+        ctx.emit(socket, &(ServerEvent::Error.name(), &error), &[]);
         if let Some(id) = ack {
-            ctx.ack(
-                socket,
-                id,
-                &[json!({"error": {"message": r.message, "code": r.code}})],
-                &[],
-            );
+            let error = ErrorPayload {
+                temp_id: None,
+                ..error
+            };
+            ctx.ack(socket, id, &[AckError { error }], &[]);
         }
     }
 
@@ -495,6 +556,58 @@ impl Chat {
     }
 }
 
+impl Chat {
+    fn on_join(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event) {
+        let chat = match validate::room(&event.args) {
+            Ok(c) => c,
+            Err(r) => {
+                return Self::refuse(ctx, socket, ClientEvent::Join.name(), event.ack, &r, None);
+            }
+        };
+        let room = room(&chat);
+        let Some(peer) = self.peers.get_mut(&socket) else {
+            return;
+        };
+        // Joining a chat it is in changes nothing, at the limit too.
+        if !ctx.in_room(socket, &room) {
+            if peer.chats >= self.config.max_chats {
+                let r = Refusal {
+                    message: format!(
+                        "A socket may be in at most {} chats; leave one first",
+                        self.config.max_chats
+                    ),
+                    code: ErrorCode::TooManyChats,
+                };
+                return Self::refuse(ctx, socket, ClientEvent::Join.name(), event.ack, &r, None);
+            }
+            ctx.join(socket, &room);
+            peer.chats += 1;
+        }
+        Self::reply(ctx, socket, event.ack, &json!({"chatId": chat}));
+    }
+
+    fn on_leave(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
+        let chat = match validate::room(&event.args) {
+            Ok(c) => c,
+            Err(r) => {
+                return Self::refuse(ctx, socket, ClientEvent::Leave.name(), event.ack, &r, None);
+            }
+        };
+        if ctx.leave(socket, &room(&chat))
+            && let Some(peer) = self.peers.get_mut(&socket)
+        {
+            peer.chats -= 1;
+        }
+        if let Some(typing) = &mut self.typing
+            && typing.stop(socket, &chat)
+        {
+            let others = self.sockets_of_user.get(&user.id);
+            stopped_typing(ctx, typing, others, socket, user, &chat);
+        }
+        Self::reply(ctx, socket, event.ack, &json!({"chatId": chat}));
+    }
+}
+
 impl Application for Chat {
     fn has_namespace(&self, nsp: &str) -> bool {
         nsp == "/"
@@ -551,13 +664,42 @@ impl Application for Chat {
             .entry(user.id)
             .or_default()
             .push(socket);
-        self.users.insert(socket, user);
+        let events = TokenBucket::new(self.config.events, ctx.now());
+        self.peers.insert(
+            socket,
+            Peer {
+                user,
+                events,
+                chats: 1,
+            },
+        );
+    }
+
+    /// Every event spends a token of its socket's budget on arrival,
+    /// before its arguments are parsed: a refused one costs a map lookup,
+    /// a token check and an `error` rendered once, whatever it names or
+    /// carries and however many chats the socket is in.
+    fn admit(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, name: &str, ack: Option<u64>) -> bool {
+        let Some(peer) = self.peers.get_mut(&socket) else {
+            return true;
+        };
+        if peer.events.take(self.config.events, ctx.now()) {
+            return true;
+        }
+        ctx.refused(socket, name, ErrorCode::RateLimited.name());
+        let (error, ack_error) = &self.over_budget;
+        ctx.emit(socket, &("error", error), &[]);
+        if let Some(id) = ack {
+            ctx.ack(socket, id, &[ack_error], &[]);
+        }
+        false
     }
 
     fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event) {
-        let Some(user) = self.users.get(&socket).cloned() else {
+        let Some(peer) = self.peers.get(&socket) else {
             return;
         };
+        let user = peer.user.clone();
         // Events of other names are ignored, as socket.io does with no listener.
         let Some(name) = ClientEvent::parse(&event.name) else {
             return;
@@ -566,28 +708,13 @@ impl Application for Chat {
             ClientEvent::Send => self.on_send(ctx, socket, user, event),
             ClientEvent::Typing => self.on_typing(ctx, socket, &user, event),
             ClientEvent::Read => self.on_read(ctx, socket, &user, event),
-            ClientEvent::Join | ClientEvent::Leave => match validate::room(&event.args) {
-                Ok(chat) => {
-                    if name == ClientEvent::Join {
-                        ctx.join(socket, &room(&chat));
-                    } else {
-                        ctx.leave(socket, &room(&chat));
-                        if let Some(typing) = &mut self.typing
-                            && typing.stop(socket, &chat)
-                        {
-                            let others = self.sockets_of_user.get(&user.id);
-                            stopped_typing(ctx, typing, others, socket, &user, &chat);
-                        }
-                    }
-                    Self::reply(ctx, socket, event.ack, &json!({"chatId": chat}));
-                }
-                Err(r) => Self::refuse(ctx, socket, &event.name, event.ack, &r, None),
-            },
+            ClientEvent::Join => self.on_join(ctx, socket, event),
+            ClientEvent::Leave => self.on_leave(ctx, socket, &user, event),
         }
     }
 
     fn on_disconnect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, _reason: DisconnectReason) {
-        let Some(user) = self.users.remove(&socket) else {
+        let Some(Peer { user, .. }) = self.peers.remove(&socket) else {
             return;
         };
         if let Some(typing) = &mut self.typing {
@@ -644,7 +771,7 @@ impl Application for Chat {
         let now = ctx.now();
         if let Some(typing) = &mut self.typing {
             for (socket, chat) in typing.expire(now) {
-                if let Some(user) = self.users.get(&socket) {
+                if let Some(Peer { user, .. }) = self.peers.get(&socket) {
                     let others = self.sockets_of_user.get(&user.id);
                     stopped_typing(ctx, typing, others, socket, user, &chat);
                 }

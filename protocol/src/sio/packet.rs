@@ -225,6 +225,16 @@ pub fn event_name(encoded: &[u8]) -> Option<&str> {
     std::str::from_utf8(&rest[..end]).ok()
 }
 
+/// The name of an EVENT's data (`["name", ...`), read without parsing the
+/// arguments: a scan to the name's closing quote. `None` when the name is
+/// not a plain string right at the start (an escape, white space, not an
+/// array), for [`parse_data`] to settle.
+pub fn peek_event_name(data: &str) -> Option<&str> {
+    let rest = data.strip_prefix("[\"")?;
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+}
+
 /// A binary packet waiting for its attachments.
 #[derive(Debug)]
 pub struct Partial {
@@ -271,6 +281,28 @@ pub fn placeholders_valid(v: &Value, attachments: usize) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn event_names_are_peeked_without_parsing_the_arguments() {
+        assert_eq!(
+            peek_event_name(r#"["chat:join",{"chatId": [[["#),
+            Some("chat:join")
+        );
+        assert_eq!(peek_event_name(r#"["x"]"#), Some("x"));
+        assert_eq!(peek_event_name(r#"[""]"#), Some(""));
+        // Left to the parser: escapes, white space, anything but a string first.
+        for data in [
+            r#"["a\u0062"]"#,
+            r#"[ "x"]"#,
+            r#"[1,"x"]"#,
+            r#"{"x":1}"#,
+            r#"["open"#,
+            "",
+        ] {
+            assert_eq!(peek_event_name(data), None, "{data}");
+        }
+        assert_eq!(peek_event_name("[\"é\u{1F600}\"]"), Some("é\u{1F600}"));
+    }
 
     #[test]
     fn event_names_read_from_encoded_packets() {

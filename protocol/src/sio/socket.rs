@@ -2,7 +2,7 @@
 //! its refusal, events, acks, binary reassembly, rooms, connect timeouts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -82,7 +82,22 @@ pub trait Application {
     fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value>;
     /// The socket joined (its CONNECT was answered).
     fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId);
-    /// An event arrived.
+    /// An event named `name` (with ack id `ack`) arrived, its arguments
+    /// not parsed yet: false refuses it, and it is dropped unparsed (the
+    /// application tells the client, through `ctx`, if it wants to). This
+    /// is where a budget goes: what a refused event costs does not grow
+    /// with its arguments. Every event passes here once, before
+    /// [`Application::on_event`]; by default every one is let through.
+    fn admit(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _socket: SocketId,
+        _name: &str,
+        _ack: Option<u64>,
+    ) -> bool {
+        true
+    }
+    /// An event arrived (and [`Application::admit`] let it through).
     fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event);
     /// The client acknowledged an event this server emitted with an ack id.
     fn on_ack(
@@ -124,7 +139,10 @@ struct Socket {
     session: SessionKey,
     nsp: String,
     sid: String,
-    rooms: Vec<String>,
+    /// A set, not a list: a join, a leave and a membership test cost the
+    /// same however many rooms the socket is in (room names are chosen by
+    /// clients, so the std hasher, which is not predictable by them).
+    rooms: HashSet<String>,
     next_ack: u64,
 }
 
@@ -260,15 +278,16 @@ impl Ctx<'_> {
         self.emit_packet(socket, PacketType::Ack, Some(id), args, attachments)
     }
 
-    /// Puts a socket in a room of its namespace.
-    pub fn join(&mut self, socket: SocketId, room: &str) {
+    /// Puts a socket in a room of its namespace; false if it was in it
+    /// already (or is gone). O(1): nothing is scanned or rebuilt.
+    pub fn join(&mut self, socket: SocketId, room: &str) -> bool {
         let Some(s) = self.state.sockets.get_mut(&socket) else {
-            return;
+            return false;
         };
-        if s.rooms.iter().any(|r| r == room) {
-            return;
+        if s.rooms.contains(room) {
+            return false;
         }
-        s.rooms.push(room.to_owned());
+        s.rooms.insert(room.to_owned());
         self.state
             .rooms
             .entry(s.nsp.clone())
@@ -276,18 +295,19 @@ impl Ctx<'_> {
             .entry(room.to_owned())
             .or_default()
             .insert(socket);
+        true
     }
 
-    /// Takes a socket out of a room.
-    pub fn leave(&mut self, socket: SocketId, room: &str) {
+    /// Takes a socket out of a room; false if it was not in it. O(1).
+    pub fn leave(&mut self, socket: SocketId, room: &str) -> bool {
         let Some(s) = self.state.sockets.get_mut(&socket) else {
-            return;
+            return false;
         };
-        let Some(i) = s.rooms.iter().position(|r| r == room) else {
-            return;
-        };
-        s.rooms.swap_remove(i);
+        if !s.rooms.remove(room) {
+            return false;
+        }
         leave_room(&mut self.state.rooms, &s.nsp, room, socket);
+        true
     }
 
     /// Whether a socket is in a room.
@@ -295,7 +315,7 @@ impl Ctx<'_> {
         self.state
             .sockets
             .get(&socket)
-            .is_some_and(|s| s.rooms.iter().any(|r| r == room))
+            .is_some_and(|s| s.rooms.contains(room))
     }
 
     /// Emits an event to every socket in a room of a namespace but `except`,
@@ -466,6 +486,21 @@ impl<A: Application> SocketIo<A> {
             return Err(packet::DecodeError::Attachments);
         }
         let raw = packet::decode(text)?;
+        // An event's name is read before its arguments, so that the
+        // application can refuse it without parsing them.
+        let peeked = match raw.kind {
+            PacketType::Event => raw.data.and_then(packet::peek_event_name),
+            _ => None,
+        };
+        let admitted = match peeked.zip(self.socket_of(key, raw.nsp)) {
+            Some((name, socket)) => {
+                if !self.admit(engine, key, socket, name, raw.id, now) {
+                    return Ok(());
+                }
+                Some(socket)
+            }
+            None => None,
+        };
         let data = packet::parse_data(&raw)?;
         if raw.attachments > 0 {
             let ok = match &data {
@@ -489,10 +524,50 @@ impl<A: Application> SocketIo<A> {
             });
             return Ok(());
         }
-        self.dispatch(engine, key, raw.nsp, raw.id, data, Vec::new(), now);
+        self.dispatch(
+            engine,
+            key,
+            raw.nsp,
+            raw.id,
+            data,
+            Vec::new(),
+            admitted,
+            now,
+        );
         Ok(())
     }
 
+    /// The socket of a session in a namespace.
+    fn socket_of(&self, key: SessionKey, nsp: &str) -> Option<SocketId> {
+        let client = self.state.clients.get(&key)?;
+        client
+            .sockets
+            .iter()
+            .find(|(n, _)| n == nsp)
+            .map(|(_, s)| *s)
+    }
+
+    /// Counts an event and asks the application whether to handle it.
+    fn admit(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        socket: SocketId,
+        name: &str,
+        ack: Option<u64>,
+        now: Instant,
+    ) -> bool {
+        let label = EventName::of(name);
+        engine.stats.events_in[label as usize] += 1;
+        engine.notice(Notice::Event {
+            session: key,
+            name: label,
+        });
+        let mut ctx = Self::ctx(engine, &mut self.state, now);
+        self.app.admit(&mut ctx, socket, name, ack)
+    }
+
+    /// `admitted`: the socket of an event [`Self::admit`] already let through.
     #[allow(clippy::too_many_arguments)] // the parts of one decoded packet
     fn dispatch(
         &mut self,
@@ -502,18 +577,10 @@ impl<A: Application> SocketIo<A> {
         id: Option<u64>,
         data: PacketData,
         attachments: Vec<Bytes>,
+        admitted: Option<SocketId>,
         now: Instant,
     ) {
-        let client = self
-            .state
-            .clients
-            .get_mut(&key)
-            .expect("a session's client lives until on_close");
-        let socket = client
-            .sockets
-            .iter()
-            .find(|(n, _)| n == nsp)
-            .map(|(_, s)| *s);
+        let socket = admitted.or_else(|| self.socket_of(key, nsp));
         match data {
             PacketData::Connect(auth) => {
                 if socket.is_some() {
@@ -560,7 +627,11 @@ impl<A: Application> SocketIo<A> {
                 send_packet(engine, key, text, &[]);
                 engine.stats.connects += 1;
                 engine.notice(Notice::Connected { session: key });
-                let client = self.state.clients.get_mut(&key).expect("checked above");
+                let client = self
+                    .state
+                    .clients
+                    .get_mut(&key)
+                    .expect("a session's client lives until on_close");
                 client.sockets.push((nsp.to_owned(), socket));
                 client.connect_deadline = None;
                 self.state.sockets.insert(
@@ -569,7 +640,7 @@ impl<A: Application> SocketIo<A> {
                         session: key,
                         nsp: nsp.to_owned(),
                         sid,
-                        rooms: Vec::new(),
+                        rooms: HashSet::new(),
                         next_ack: 0,
                     },
                 );
@@ -589,12 +660,9 @@ impl<A: Application> SocketIo<A> {
             }
             PacketData::Event(name, args) => {
                 if let Some(socket) = socket {
-                    let label = EventName::of(&name);
-                    engine.stats.events_in[label as usize] += 1;
-                    engine.notice(Notice::Event {
-                        session: key,
-                        name: label,
-                    });
+                    if admitted.is_none() && !self.admit(engine, key, socket, &name, id, now) {
+                        return;
+                    }
                     let mut ctx = Self::ctx(engine, &mut self.state, now);
                     self.app.on_event(
                         &mut ctx,
@@ -645,7 +713,7 @@ impl<A: Application> SocketIo<A> {
         }
         if partial.push(data) {
             let p = client.partial.take().expect("checked above");
-            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, now);
+            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, None, now);
         }
         Ok(())
     }
