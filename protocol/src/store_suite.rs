@@ -262,7 +262,24 @@ pub async fn time_cursors_are_exclusive(store: &dyn Store) {
             .await
             .is_empty()
     );
+    let all = vec![a.id, b.id, c.id, d.id, e.id];
     assert_eq!(read(store, "general", after(T0 + 3999), 100).await, vec![e]);
+    // Bounds far outside any date a message can have select everything,
+    // whatever dates the store's server can represent.
+    for t in [i64::MAX, 253_402_300_800_000] {
+        assert_eq!(
+            ids(&read(store, "general", before(t), 100).await),
+            all,
+            "{t}"
+        );
+    }
+    for t in [i64::MIN, -62_135_596_800_001] {
+        assert_eq!(
+            ids(&read(store, "general", after(t), 100).await),
+            all,
+            "{t}"
+        );
+    }
 }
 
 /// An id bound excludes that message and orders by (timestamp, id), so

@@ -508,6 +508,10 @@ async fn anchor(c: &Collections, chat: &str, id: ObjectId) -> Result<Option<Bson
     Ok(found.map(|d| d.get("timestamp").cloned().unwrap_or(Bson::Null)))
 }
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z, in ms since the epoch.
+const FIRST_DATE_MS: i64 = -62_135_596_800_000;
+const LAST_DATE_MS: i64 = 253_402_300_799_999;
+
 /// The `find` for a history query; `None` for an unknown anchor. The filter
 /// bounds the index range on `timestamp` and splits ties by `_id`, and the
 /// sort follows the index, so the server reads only the page.
@@ -522,6 +526,10 @@ async fn plan_history(c: &Collections, q: &HistoryQuery) -> Result<Option<Plan>,
     match q.window {
         Window::Latest => {}
         Window::Before(Cursor::Time(t)) | Window::After(Cursor::Time(t)) => {
+            // Past the years 1 to 9999 a bound selects what the nearest
+            // end of them does (the server stamps every message within
+            // them); some servers refuse such dates, so they are not sent.
+            let t = t.clamp(FIRST_DATE_MS, LAST_DATE_MS);
             filter.insert("timestamp", doc! {strict: DateTime::from_millis(t)});
         }
         Window::Before(Cursor::Id(id)) | Window::After(Cursor::Id(id)) => {
