@@ -104,10 +104,14 @@ class Hostile:
 
     def __init__(self) -> None:
         self.server = start_chatwire({
-            # every chat:send spends a token, accepted or not: the corpus
-            # must meet the validation, not the limiter
+            # every chat:send spends a token of its user's limit and every
+            # event one of its socket's budget, accepted or not: the corpus
+            # must meet the validation, not the limiters (test_flood.py
+            # shows those)
             "RATE_LIMIT_PER_SECOND": "1000000",
             "RATE_LIMIT_BURST": "1000000",
+            "EVENT_RATE_LIMIT_PER_SECOND": "1000000",
+            "EVENT_RATE_LIMIT_BURST": "1000000",
         })
         self.pid = self.server.proc.pid
         self.baseline_kb: int | None = None
