@@ -71,6 +71,11 @@ fn drain(
                 black_box(b);
                 frames += 1;
             }
+            Output::Broadcast(b) => {
+                let (Frame::Text(p) | Frame::Binary(p)) = b.frame;
+                black_box(p);
+                frames += b.conns.len();
+            }
             Output::Store { op, command } => store.push((op, command)),
             _ => {}
         }

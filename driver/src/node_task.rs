@@ -122,7 +122,6 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         dirty: Vec::new(),
         to_flush: Vec::new(),
         flusher: Flusher::spawn(rt),
-        last_frame: None,
         metrics,
         slow_consumers: 0,
         drained: None,
@@ -145,10 +144,6 @@ struct NodeTask<R, U> {
     /// Connections whose queue this drain made non-empty.
     to_flush: Vec<Arc<WsConn>>,
     flusher: Flusher,
-    /// The last frame encoded, by the payload it came from: a broadcast
-    /// hands every recipient the same bytes, so its WebSocket frame is
-    /// built once and shared.
-    last_frame: Option<(Bytes, Bytes)>,
     metrics: Option<Arc<Metrics>>,
     /// Connections dropped as too slow.
     slow_consumers: u64,
@@ -304,13 +299,14 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 }
                 Output::WsFrame { conn, frame } => {
                     if self.conns.contains_key(&conn) {
-                        let f = self.encode(frame);
-                        if let Some(link) = self.conns.get_mut(&conn) {
-                            if link.batch.is_empty() {
-                                self.dirty.push(conn);
-                            }
-                            link.batch.push(f);
-                        }
+                        self.queue(conn, encode(frame));
+                    }
+                }
+                Output::Broadcast(b) => {
+                    // One WebSocket frame, the same bytes for every recipient.
+                    let f = encode(b.frame);
+                    for conn in b.conns {
+                        self.queue(conn, f.clone());
                     }
                 }
                 Output::WsClose { conn, code } => {
@@ -360,22 +356,14 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
         }
     }
 
-    /// The WebSocket frame of `frame`, built once per distinct payload.
-    fn encode(&mut self, frame: Frame) -> Bytes {
-        let (opcode, payload) = match frame {
-            Frame::Text(b) => (wsframe::TEXT, b),
-            Frame::Binary(b) => (wsframe::BINARY, b),
-        };
-        if let Some((last, encoded)) = &self.last_frame
-            && last.as_ptr() == payload.as_ptr()
-            && last.len() == payload.len()
-            && encoded[0] & 0x0F == opcode
-        {
-            return encoded.clone();
+    /// Adds an encoded frame to a connection's batch (if it is still open).
+    fn queue(&mut self, conn: ConnId, frame: Bytes) {
+        if let Some(link) = self.conns.get_mut(&conn) {
+            if link.batch.is_empty() {
+                self.dirty.push(conn);
+            }
+            link.batch.push(frame);
         }
-        let encoded = wsframe::encode(opcode, &payload);
-        self.last_frame = Some((payload, encoded.clone()));
-        encoded
     }
 
     /// Queues every connection's batch and hands the connections to the
@@ -518,5 +506,13 @@ fn input_kind(input: &Input<'_>) -> &'static str {
         Input::Timeout => "timeout",
         Input::Shutdown => "shutdown",
         _ => "other",
+    }
+}
+
+/// The WebSocket frame (header and payload) of a frame the node output.
+fn encode(frame: Frame) -> Bytes {
+    match frame {
+        Frame::Text(b) => wsframe::encode(wsframe::TEXT, &b),
+        Frame::Binary(b) => wsframe::encode(wsframe::BINARY, &b),
     }
 }

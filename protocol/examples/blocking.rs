@@ -100,6 +100,13 @@ impl Host {
                         let _ = tx.send(Out::Frame(frame));
                     }
                 }
+                Output::Broadcast(b) => {
+                    for conn in &b.conns {
+                        if let Some(tx) = self.conns.get(conn) {
+                            let _ = tx.send(Out::Frame(b.frame.clone()));
+                        }
+                    }
+                }
                 Output::WsClose { conn, code } => {
                     if let Some(tx) = self.conns.remove(&conn) {
                         let _ = tx.send(Out::Close(code));

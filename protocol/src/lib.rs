@@ -64,5 +64,6 @@ pub mod store_suite;
 pub mod ws;
 
 pub use node::{
-    ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output, RequestId, Upper,
+    Broadcast, ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output,
+    RequestId, Upper,
 };

@@ -83,6 +83,27 @@ pub enum Frame {
     Binary(Bytes),
 }
 
+/// A packet for every socket in a room of a namespace but some, as one
+/// [`Output::Broadcast`].
+///
+/// Polling sessions in the room have it in their buffers already (their
+/// next poll carries it); `conns` names the WebSocket connections, in the
+/// order of the room's members, each to get `frame` after what was output
+/// for it before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcast {
+    /// The namespace.
+    pub nsp: String,
+    /// The room.
+    pub room: String,
+    /// The public ids (`socket.id`) of the sockets left out.
+    pub except: Vec<String>,
+    /// The Engine.IO packet, encoded once.
+    pub frame: Frame,
+    /// This node's WebSocket connections to write `frame` to.
+    pub conns: Vec<ConnId>,
+}
+
 /// Something that happened, fed to [`Node::handle_input`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -173,6 +194,11 @@ pub enum Output {
         /// The frame.
         frame: Frame,
     },
+    /// Write one frame to many WebSocket connections: a room emit, encoded
+    /// once. The connections are this node's; the room, the namespace and
+    /// the sockets left out say what it was, for a host that forwards
+    /// broadcasts to other nodes.
+    Broadcast(Broadcast),
     /// Close a WebSocket connection (after writing what is queued).
     WsClose {
         /// The connection.

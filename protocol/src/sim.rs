@@ -289,14 +289,11 @@ impl Sim {
                     self.deadline = t;
                     return;
                 }
-                Output::WsFrame { conn, frame } => {
-                    let c = self.clients.entry(conn.0).or_default();
-                    c.inbox.push(match frame {
-                        Frame::Text(b) => {
-                            String::from_utf8(b.to_vec()).expect("text frames are UTF-8")
-                        }
-                        Frame::Binary(b) => format!("b{}", b.len()),
-                    });
+                Output::WsFrame { conn, frame } => self.deliver(conn, &frame),
+                Output::Broadcast(b) => {
+                    for conn in b.conns {
+                        self.deliver(conn, &b.frame);
+                    }
                 }
                 Output::WsClose { conn, code } => {
                     let c = self.clients.entry(conn.0).or_default();
@@ -310,6 +307,15 @@ impl Sim {
                 Output::Notice(n) => self.notices.push(n),
             }
         }
+    }
+
+    /// Puts a frame in a WebSocket client's inbox.
+    fn deliver(&mut self, conn: ConnId, frame: &Frame) {
+        let c = self.clients.entry(conn.0).or_default();
+        c.inbox.push(match frame {
+            Frame::Text(b) => String::from_utf8(b.to_vec()).expect("text frames are UTF-8"),
+            Frame::Binary(b) => format!("b{}", b.len()),
+        });
     }
 
     /// Moves the clock forward and runs what fell due.

@@ -163,6 +163,13 @@ impl Session {
     }
 }
 
+/// Where [`Engine::route`] put a packet.
+enum Route {
+    Gone,
+    Buffered,
+    WebSocket(ConnId),
+}
+
 #[derive(Clone, Copy)]
 enum Role {
     Main(SessionKey),
@@ -708,35 +715,71 @@ impl Engine {
     ///
     /// Returns false if the session is gone.
     pub fn send(&mut self, key: SessionKey, p: OutPacket) -> bool {
-        let Some(s) = self.sessions.get_mut(&key) else {
-            return false;
-        };
-        if s.doomed || s.closing {
-            return false;
-        }
-        match s.carrier {
-            Carrier::WebSocket { conn } => {
+        match self.route(key, &p) {
+            Route::Gone => false,
+            Route::Buffered => true,
+            Route::WebSocket(conn) => {
                 let frame = match p {
                     OutPacket::Text(b) => Frame::Text(b),
                     OutPacket::Binary(b) => Frame::Binary(b),
                 };
                 self.outputs.push_back(Output::WsFrame { conn, frame });
+                true
             }
+        }
+    }
+
+    /// Queues one text packet on many sessions, encoded once: polling
+    /// sessions buffer it as [`Engine::send`] would, and the WebSocket
+    /// connections come back in order, for the caller to name in one
+    /// [`Output::Broadcast`] (which it queues before anything else is
+    /// sent). Returns how many sessions took it, and those connections.
+    pub(crate) fn send_many(
+        &mut self,
+        keys: impl IntoIterator<Item = SessionKey>,
+        text: &Bytes,
+    ) -> (usize, Vec<ConnId>) {
+        let p = OutPacket::Text(text.clone());
+        let mut conns = Vec::new();
+        let mut n = 0;
+        for key in keys {
+            match self.route(key, &p) {
+                Route::Gone => continue,
+                Route::Buffered => {}
+                Route::WebSocket(conn) => conns.push(conn),
+            }
+            n += 1;
+        }
+        (n, conns)
+    }
+
+    /// Where a packet for a session goes: buffered here for its next poll
+    /// (done by this call), onto its WebSocket (the caller's to output), or
+    /// nowhere (the session is gone or going).
+    fn route(&mut self, key: SessionKey, p: &OutPacket) -> Route {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return Route::Gone;
+        };
+        if s.doomed || s.closing {
+            return Route::Gone;
+        }
+        match s.carrier {
+            Carrier::WebSocket { conn } => Route::WebSocket(conn),
             Carrier::Polling { parked } => {
                 s.buffered += p.payload_len() + 1;
-                s.buffer.push(p);
+                s.buffer.push(p.clone());
                 if s.buffered > self.config.max_buffered {
                     s.doomed = true;
                     s.buffer.clear();
                     self.dirty.push(key);
-                    return false;
+                    return Route::Gone;
                 }
                 if parked.is_some() && s.buffer.len() == 1 {
                     self.dirty.push(key);
                 }
+                Route::Buffered
             }
         }
-        true
     }
 
     /// Answers the parked GETs of sessions that have packets waiting, and

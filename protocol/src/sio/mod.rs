@@ -7,3 +7,6 @@ pub mod socket;
 pub use socket::{
     Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig,
 };
+
+#[cfg(test)]
+mod socket_tests;

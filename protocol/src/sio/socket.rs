@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::packet::{self, PacketData, PacketType, Partial};
 use crate::eio::{CloseReason, Data, Engine, EngineHandler, Handshake, OutPacket, SessionKey};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
-use crate::node::{OpId, Output, Upper};
+use crate::node::{Broadcast, Frame, OpId, Output, Upper};
 use crate::stats::{AuthFailure, ConnectRefusal, EventName, Notice, RefusalCode};
 use crate::store::{StoreCommand, StoreReply};
 
@@ -319,7 +319,8 @@ impl Ctx<'_> {
     }
 
     /// Emits an event to every socket in a room of a namespace but `except`,
-    /// encoding it once. Returns how many sockets it was handed to.
+    /// encoding it once: one [`Output::Broadcast`] for the WebSocket ones.
+    /// Returns how many sockets it was handed to.
     pub fn broadcast<T: Serialize + ?Sized>(
         &mut self,
         nsp: &str,
@@ -332,16 +333,23 @@ impl Ctx<'_> {
         };
         let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
         let name = EventName::of(packet::event_name(&text).unwrap_or(""));
-        let mut n = 0;
-        for id in members {
-            if Some(*id) == except {
-                continue;
-            }
-            if let Some(s) = self.state.sockets.get(id)
-                && self.engine.send(s.session, OutPacket::Text(text.clone()))
-            {
-                n += 1;
-            }
+        let sockets = &self.state.sockets;
+        let sessions = members
+            .iter()
+            .filter(|id| Some(**id) != except)
+            .filter_map(|id| sockets.get(id).map(|s| s.session));
+        let (n, conns) = self.engine.send_many(sessions, &text);
+        if !conns.is_empty() {
+            let except = except
+                .and_then(|id| sockets.get(&id))
+                .map(|s| s.sid.clone());
+            self.engine.outputs.push_back(Output::Broadcast(Broadcast {
+                nsp: nsp.to_owned(),
+                room: room.to_owned(),
+                except: except.into_iter().collect(),
+                frame: Frame::Text(text),
+                conns,
+            }));
         }
         // Counted once per broadcast, not per recipient.
         let stats = &mut self.engine.stats;
