@@ -1,4 +1,6 @@
-//! WebSocket connections, without a WebSocket library in the data path.
+//! WebSocket connections, framed by the core's own codec ([`protocol::ws`]):
+//! of tungstenite, only its checked UTF-8 type and the handshake's accept
+//! key are used.
 //!
 //! The node task queues frames on the connections ([`WsConn::queue`],
 //! bounded in bytes), a broadcast's frame encoded once and shared by every

@@ -231,6 +231,16 @@ fn numeric_date(n: &serde_json::Number) -> Option<i64> {
     f.is_finite().then(|| f.floor() as i64)
 }
 
+/// The token of an `Authorization: Bearer <token>` header: the scheme is
+/// case-insensitive (RFC 7235), the space around the token is not part of
+/// it, and an empty token is no token. The one reading of that header for
+/// REST routes and Socket.IO handshakes alike.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use base64::Engine;
@@ -239,6 +249,17 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn bearer_headers() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer(" BEARER abc"), Some("abc"));
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
     const NOW_MS: i64 = 1_732_540_800_123;
 
     fn user() -> ObjectId {

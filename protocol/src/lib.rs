@@ -16,11 +16,11 @@
 //! use chatwire_protocol::eio::EngineConfig;
 //! use chatwire_protocol::ids::SeededIds;
 //! use chatwire_protocol::sio::{SocketIo, SocketIoConfig};
-//! # fn conformance_app() -> chatwire_protocol::chat::Chat { unimplemented!() }
+//! # fn chat_app() -> chatwire_protocol::chat::Chat { unimplemented!() }
 //! # fn next_event(_deadline: Instant) -> Option<(chatwire_protocol::ConnId, String)> { None }
 //!
 //! // 1. Build a node: Engine.IO, Socket.IO, and an application on top.
-//! let sio = SocketIo::new(SocketIoConfig::default(), conformance_app());
+//! let sio = SocketIo::new(SocketIoConfig::default(), chat_app());
 //! let mut node = Node::new(EngineConfig::default(), sio, SeededIds::new([7; 32]), Instant::now());
 //! loop {
 //!     // 2. Drain every output until the node says when it next needs time.

@@ -246,7 +246,8 @@ pub trait Upper: EngineHandler {
     }
 }
 
-/// The host named something the core does not know.
+/// An input the host should not have fed: the node refused it and changed
+/// nothing (a mistake of the host's, never of a peer's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {

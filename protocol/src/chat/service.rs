@@ -15,7 +15,7 @@ use super::rate::{RateLimit, TokenBucket};
 use super::typing::{Started, Typing};
 use super::validate::{self, Refusal};
 use super::{MessageIds, WallClock};
-use crate::auth::{JwtConfig, TokenError};
+use crate::auth::{JwtConfig, TokenError, bearer};
 use crate::model::{DEFAULT_CHAT, Message, ObjectId, Status};
 use crate::node::OpId;
 use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
@@ -189,11 +189,6 @@ fn stopped_typing(
         }
         _ => {}
     }
-}
-
-fn bearer(h: &str) -> Option<&str> {
-    let (scheme, token) = h.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn query_token(query: &str) -> Option<String> {

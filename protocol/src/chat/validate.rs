@@ -71,10 +71,16 @@ pub(crate) fn chat_id(m: &Map<String, Value>) -> Result<String, Refusal> {
     }
 }
 
-/// The `tempId` of a `chat:send` payload, if it is a string (or a number,
-/// which some clients send) of at most 64 characters.
+/// The `tempId` of a `chat:send` payload, if it is a valid one
+/// ([`read_temp_id`]), even when the rest of the payload is not.
 pub(crate) fn temp_id(args: &[Value]) -> Option<String> {
-    match args.first()?.get("tempId")? {
+    read_temp_id(args.first()?.get("tempId")?)
+}
+
+/// The tempId rule: a string of at most [`MAX_TEMP_ID_CHARS`] characters,
+/// or a number (which some clients send), read as its decimal string.
+fn read_temp_id(v: &Value) -> Option<String> {
+    match v {
         Value::String(s) if s.chars().count() <= MAX_TEMP_ID_CHARS => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -96,16 +102,13 @@ pub fn send(args: &[Value]) -> Result<SendRequest, Refusal> {
     if text.chars().all(char::is_whitespace) {
         return Err(Refusal::invalid("text must not be only white space"));
     }
-    let temp_id = match m.get("tempId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_TEMP_ID_CHARS => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => {
-            return Err(Refusal::invalid(
-                "tempId must be a string of at most 64 characters",
-            ));
-        }
-    };
+    let temp_id =
+        match m.get("tempId") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(read_temp_id(v).ok_or_else(|| {
+                Refusal::invalid("tempId must be a string of at most 64 characters")
+            })?),
+        };
     let kind = match opt_str(m, "type")? {
         None => "text".to_owned(),
         Some(t) if t.chars().count() <= MAX_TYPE_CHARS && !t.is_empty() => t.to_owned(),

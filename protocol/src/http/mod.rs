@@ -42,7 +42,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::auth::{JwtConfig, TokenError};
+use crate::auth::{JwtConfig, TokenError, bearer};
 use crate::chat::UnixMs;
 use crate::ids::{IdGenerator, new_object_id};
 use crate::model::{PublicUser, UserRecord};
@@ -546,12 +546,4 @@ fn too_many(wait: u64) -> Response {
 /// which names exist.
 fn bad_credentials() -> Response {
     Response::auth_failed("Invalid username or password", AuthFailure::BadCredentials)
-}
-
-/// The token of an `Authorization: Bearer <token>` header; the scheme is
-/// case-insensitive, as RFC 7235 has it.
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }

@@ -263,8 +263,8 @@ impl Partial {
     }
 }
 
-/// Counts the placeholders `{"_placeholder":true,"num":n}` in a value and
-/// checks each `num` is below `attachments`.
+/// Whether every placeholder `{"_placeholder":true,"num":n}` in a value
+/// names an attachment that exists (`n` below `attachments`).
 pub fn placeholders_valid(v: &Value, attachments: usize) -> bool {
     match v {
         Value::Object(m) if m.get("_placeholder") == Some(&Value::Bool(true)) => m
