@@ -138,3 +138,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod session_tests;
