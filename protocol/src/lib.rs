@@ -45,6 +45,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod deadlines;
 pub mod eio;
 pub mod http;
 pub mod ids;

@@ -3,9 +3,10 @@
 //! timeout after its last repetition; then, or when its socket leaves the
 //! chat or disconnects, the service tells the chat it stopped.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use crate::deadlines::Deadlines;
 
 /// How many chats one socket can be typing in at once; a new one beyond
 /// this ends the one that would have expired first.
@@ -19,10 +20,10 @@ pub struct Typing<S> {
     by_socket: HashMap<S, Vec<(String, Instant)>>,
     live: usize,
     /// Deadlines, soonest first. An entry refreshed or ended since it was
-    /// pushed is stale and skipped when it comes up; the heap is rebuilt
-    /// from `by_socket` when stale entries outnumber live ones, so it never
-    /// holds more than twice the indicators (plus a constant).
-    deadlines: BinaryHeap<Reverse<(Instant, S, String)>>,
+    /// pushed is stale and skipped when it comes up; they are rebuilt from
+    /// `by_socket` when stale entries outnumber live ones, so they never
+    /// hold more than twice the indicators (plus a constant).
+    deadlines: Deadlines<(S, String)>,
 }
 
 /// What [`Typing::start`] did.
@@ -44,7 +45,7 @@ impl<S: Copy + Ord + std::hash::Hash> Typing<S> {
             timeout,
             by_socket: HashMap::new(),
             live: 0,
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::new(),
         }
     }
 
@@ -66,8 +67,7 @@ impl<S: Copy + Ord + std::hash::Hash> Typing<S> {
             self.live += 1;
             Started::New
         };
-        self.deadlines
-            .push(Reverse((until, socket, chat.to_owned())));
+        self.deadlines.push(until, (socket, chat.to_owned()));
         self.compact();
         started
     }
@@ -110,18 +110,13 @@ impl<S: Copy + Ord + std::hash::Hash> Typing<S> {
 
     /// When the next indicator may end.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((t, _, _))| *t)
+        self.deadlines.peek()
     }
 
     /// Ends every indicator due at `now`, returning (socket, chat) of each.
     pub fn expire(&mut self, now: Instant) -> Vec<(S, String)> {
         let mut ended = Vec::new();
-        while let Some(Reverse((due, _, _))) = self.deadlines.peek()
-            && *due <= now
-        {
-            let Some(Reverse((due, socket, chat))) = self.deadlines.pop() else {
-                break;
-            };
+        while let Some((due, (socket, chat))) = self.deadlines.pop_due(now) {
             let current = self
                 .by_socket
                 .get(&socket)
@@ -144,11 +139,11 @@ impl<S: Copy + Ord + std::hash::Hash> Typing<S> {
         if self.deadlines.len() <= 2 * self.live + 64 {
             return;
         }
-        self.deadlines = self
+        let live = self
             .by_socket
             .iter()
-            .flat_map(|(s, chats)| chats.iter().map(|(c, t)| Reverse((*t, *s, c.clone()))))
-            .collect();
+            .flat_map(|(s, chats)| chats.iter().map(|(c, t)| (*t, (*s, c.clone()))));
+        self.deadlines.rebuild(live);
     }
 }
 

@@ -1,8 +1,7 @@
 //! Every transition of Engine.IO sessions lives here: the handshake, the
 //! heartbeat, long-polling, WebSocket, the upgrade, and close.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use bytes::Bytes;
 
 use super::packet::{self, Data, OutPacket, Packet};
 use super::{RequestError, Transport, parse_query};
+use crate::deadlines::Deadlines;
 use crate::ids::{IdGenerator, IntMap, new_sid};
 use crate::node::{ConnId, Frame, HttpResponse, Method, Output, RequestId};
 use crate::stats::{EioRefusal, Notice, Stats};
@@ -183,7 +183,7 @@ pub struct Engine {
     sessions: IntMap<SessionKey, Session>,
     by_sid: HashMap<Arc<str>, SessionKey>,
     conns: IntMap<ConnId, Role>,
-    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    timers: Deadlines<SessionKey>,
     dirty: Vec<SessionKey>,
     next_key: u64,
     pub(crate) outputs: std::collections::VecDeque<Output>,
@@ -211,7 +211,7 @@ impl Engine {
             sessions: IntMap::default(),
             by_sid: HashMap::new(),
             conns: IntMap::default(),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::new(),
             dirty: Vec::new(),
             next_key: 0,
             outputs: Default::default(),
@@ -267,15 +267,9 @@ impl Engine {
 
     /// The earliest heartbeat deadline.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
-            match self.sessions.get(&key) {
-                Some(s) if s.is_due_at(t) => return Some(t),
-                _ => {
-                    self.timers.pop();
-                }
-            }
-        }
-        None
+        let sessions = &self.sessions;
+        self.timers
+            .next(|t, key| sessions.get(key).is_some_and(|s| s.is_due_at(t)))
     }
 
     fn respond(&mut self, req: RequestId, response: HttpResponse) {
@@ -329,7 +323,7 @@ impl Engine {
                 handshake,
             },
         );
-        self.timers.push(Reverse((deadline, key)));
+        self.timers.push(deadline, key);
         key
     }
 
@@ -409,7 +403,7 @@ impl Engine {
                     if s.probe.is_some_and(|(_, probed)| probed) && s.noop_at.is_none() {
                         let at = now + UPGRADE_NOOP;
                         s.noop_at = Some(at);
-                        self.timers.push(Reverse((at, key)));
+                        self.timers.push(at, key);
                     }
                 }
             }
@@ -514,7 +508,7 @@ impl Engine {
                         let until = now + self.config.upgrade_timeout;
                         s.probe = Some((conn, false));
                         s.upgrade_deadline = Some(until);
-                        self.timers.push(Reverse((until, key)));
+                        self.timers.push(until, key);
                         self.conns.insert(conn, Role::Probe(key));
                     }
                     Some(_) => {
@@ -655,7 +649,7 @@ impl Engine {
                 {
                     s.awaiting_pong = false;
                     s.deadline = now + interval;
-                    self.timers.push(Reverse((s.deadline, key)));
+                    self.timers.push(s.deadline, key);
                 }
             }
             Packet::Ping(data) => {
@@ -670,11 +664,7 @@ impl Engine {
 
     /// Fires the heartbeats, upgrade timeouts and upgrade noops that are due.
     pub fn handle_timeout<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
-        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((t, key)) = self.timers.pop_due(now) {
             let timeout = self.config.ping_timeout;
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
@@ -704,7 +694,7 @@ impl Engine {
                 s.awaiting_pong = true;
                 // From the scheduled time, not the (possibly late) firing time.
                 s.deadline = t + timeout;
-                self.timers.push(Reverse((s.deadline, key)));
+                self.timers.push(s.deadline, key);
                 self.send(key, OutPacket::Text(Bytes::from_static(b"2")));
             }
         }
@@ -891,7 +881,7 @@ impl Engine {
             s.upgrade_deadline = None;
             s.noop_at = None;
             let probe = s.probe.take();
-            self.timers.push(Reverse((s.deadline, key)));
+            self.timers.push(s.deadline, key);
             self.dirty.push(key);
             if let Some((conn, _)) = probe {
                 self.conns.remove(&conn);

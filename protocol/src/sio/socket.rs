@@ -1,8 +1,7 @@
 //! Every transition of Socket.IO clients and sockets lives here: CONNECT and
 //! its refusal, events, acks, binary reassembly, rooms, connect timeouts.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::packet::{self, PacketData, PacketType, Partial};
+use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Engine, EngineHandler, Handshake, OutPacket, SessionKey};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
 use crate::node::{Broadcast, Frame, OpId, Output, Upper};
@@ -153,7 +153,7 @@ pub struct State {
     sockets: IntMap<SocketId, Socket>,
     /// Namespace -> room -> members, looked up by `&str` without allocating.
     rooms: Rooms,
-    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    timers: Deadlines<SessionKey>,
     next_socket: u64,
     next_op: u64,
     /// The session whose CONNECT the application is deciding on.
@@ -738,7 +738,7 @@ impl<A: Application> EngineHandler for SocketIo<A> {
                 connect_deadline: Some(deadline),
             },
         );
-        self.state.timers.push(Reverse((deadline, key)));
+        self.state.timers.push(deadline, key);
     }
 
     fn on_message(&mut self, engine: &mut Engine, key: SessionKey, data: Data<'_>, now: Instant) {
@@ -783,27 +783,17 @@ impl<A: Application> Upper for SocketIo<A> {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((t, key))) = self.state.timers.peek().copied() {
-            if self
-                .state
-                .clients
-                .get(&key)
+        let clients = &self.state.clients;
+        let mine = self.state.timers.next(|t, key| {
+            clients
+                .get(key)
                 .is_some_and(|c| c.connect_deadline == Some(t))
-            {
-                break;
-            }
-            self.state.timers.pop();
-        }
-        let mine = self.state.timers.peek().map(|Reverse((t, _))| *t);
+        });
         [mine, self.app.poll_timeout()].into_iter().flatten().min()
     }
 
     fn handle_timeout(&mut self, engine: &mut Engine, now: Instant) {
-        while let Some(Reverse((t, key))) = self.state.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.state.timers.pop();
+        while let Some((t, key)) = self.state.timers.pop_due(now) {
             let due = self
                 .state
                 .clients
