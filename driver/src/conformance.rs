@@ -56,7 +56,7 @@ pub fn routes<R: Runtime>(rt: R, args: &Args) -> Routes<R> {
         SocketIoConfig {
             connect_timeout: Duration::from_millis(args.connect_timeout),
         },
-        Conformance::default(),
+        Conformance,
     );
     let now = Instant::now();
     let ids = || SeededIds::new(random_seed());
@@ -85,10 +85,7 @@ pub async fn main<S: Server>(rt: S) -> std::io::Result<()> {
 /// answered with `call-back` asking for an ack, whose values come back as
 /// `call-result`.
 #[derive(Debug, Default)]
-pub struct Conformance {
-    /// The auth payload of the CONNECT being accepted, echoed once the socket exists.
-    pending_auth: Option<Value>,
-}
+pub struct Conformance;
 
 fn with_name(name: &str, args: Vec<Value>) -> Vec<Value> {
     let mut v = Vec::with_capacity(args.len() + 1);
@@ -102,13 +99,14 @@ impl Application for Conformance {
         nsp == "/" || nsp == "/custom"
     }
 
-    fn authorize(&mut self, _ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value> {
-        self.pending_auth = req.auth.cloned();
-        Ok(())
+    /// The CONNECT's auth payload, echoed once the socket exists.
+    type Socket = Value;
+
+    fn authorize(&mut self, _ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<Value, Value> {
+        Ok(req.auth.cloned().unwrap_or_else(|| json!({})))
     }
 
-    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId) {
-        let auth = self.pending_auth.take().unwrap_or_else(|| json!({}));
+    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, auth: Value) {
         ctx.emit(socket, &json!(["auth", auth]), &[]);
     }
 

@@ -44,11 +44,13 @@ impl Application for Echo {
         nsp == "/"
     }
 
+    type Socket = ();
+
     fn authorize(&mut self, _ctx: &mut Ctx<'_>, _req: &ConnectRequest<'_>) -> Result<(), Value> {
         Ok(())
     }
 
-    fn on_connect(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId) {}
+    fn on_connect(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId, _: ()) {}
 
     fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event) {
         match (event.name.as_str(), event.ack) {

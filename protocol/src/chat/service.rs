@@ -51,10 +51,13 @@ pub const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(10);
 /// small.
 pub const DEFAULT_MAX_CHATS: usize = 100;
 
+/// Whose a socket is: the user its token named when it connected.
 #[derive(Debug, Clone)]
-struct User {
-    id: ObjectId,
-    name: String,
+pub struct User {
+    /// The user's id.
+    pub id: ObjectId,
+    /// The user's name.
+    pub name: String,
 }
 
 /// A connected socket: whose it is, and what it may still do. Lives and
@@ -133,7 +136,6 @@ pub struct Chat {
     buckets: HashMap<ObjectId, TokenBucket>,
     pending: HashMap<OpId, Pending>,
     in_flight: HashMap<(ObjectId, String), OpId>,
-    connecting: Option<User>,
     /// The `error` payload and ack of an event over budget, rendered once:
     /// a flood is mostly these, so each costs a copy, not a serialization.
     over_budget: (Box<RawValue>, Box<RawValue>),
@@ -209,7 +211,6 @@ impl Chat {
             buckets: HashMap::new(),
             pending: HashMap::new(),
             in_flight: HashMap::new(),
-            connecting: None,
             over_budget: {
                 let error = ErrorPayload {
                     message: OVER_BUDGET,
@@ -608,7 +609,10 @@ impl Application for Chat {
         nsp == "/"
     }
 
-    fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value> {
+    /// The user the socket's token names.
+    type Socket = User;
+
+    fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<User, Value> {
         let from_auth = req
             .auth
             .and_then(|a| a.get("token"))
@@ -632,13 +636,10 @@ impl Application for Chat {
             .jwt
             .verify(&token, self.clock.unix_ms(ctx.now()))
         {
-            Ok(c) => {
-                self.connecting = Some(User {
-                    id: c.user_id,
-                    name: c.username,
-                });
-                Ok(())
-            }
+            Ok(c) => Ok(User {
+                id: c.user_id,
+                name: c.username,
+            }),
             Err(e) => {
                 ctx.auth_failed(e.into());
                 match e {
@@ -649,10 +650,7 @@ impl Application for Chat {
         }
     }
 
-    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId) {
-        let Some(user) = self.connecting.take() else {
-            return;
-        };
+    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User) {
         ctx.join(socket, &user_room(user.id));
         ctx.join(socket, &room(DEFAULT_CHAT));
         self.sockets_of_user

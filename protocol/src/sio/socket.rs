@@ -77,11 +77,22 @@ pub struct Event {
 pub trait Application {
     /// Whether a namespace exists.
     fn has_namespace(&self, nsp: &str) -> bool;
-    /// A client asks to join a namespace: `Err(data)` refuses it with
-    /// CONNECT_ERROR carrying `data`.
-    fn authorize(&mut self, ctx: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value>;
-    /// The socket joined (its CONNECT was answered).
-    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId);
+    /// What the application learns of a socket as it accepts its CONNECT
+    /// (the user its token names, say): [`Application::authorize`] returns
+    /// it and [`Application::on_connect`] receives it, with nothing to
+    /// stash in between.
+    type Socket;
+    /// A client asks to join a namespace: `Ok(data)` accepts it, `data`
+    /// going to [`Application::on_connect`] with the new socket;
+    /// `Err(data)` refuses it with CONNECT_ERROR carrying `data`.
+    fn authorize(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &ConnectRequest<'_>,
+    ) -> Result<Self::Socket, Value>;
+    /// The socket joined (its CONNECT was answered), with what
+    /// [`Application::authorize`] returned for it.
+    fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, data: Self::Socket);
     /// An event named `name` (with ack id `ack`) arrived, its arguments
     /// not parsed yet: false refuses it, and it is dropped unparsed (the
     /// application tells the client, through `ctx`, if it wants to). This
@@ -616,12 +627,16 @@ impl<A: Application> SocketIo<A> {
                 let mut ctx = Self::ctx(engine, &mut self.state, now);
                 let authorized = self.app.authorize(&mut ctx, &req);
                 self.state.authorizing = None;
-                if let Err(data) = authorized {
-                    connect_refused(engine, key, ConnectRefusal::Unauthorized);
-                    let text = packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&data));
-                    send_packet(engine, key, text, &[]);
-                    return;
-                }
+                let accepted = match authorized {
+                    Ok(accepted) => accepted,
+                    Err(data) => {
+                        connect_refused(engine, key, ConnectRefusal::Unauthorized);
+                        let text =
+                            packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&data));
+                        send_packet(engine, key, text, &[]);
+                        return;
+                    }
+                };
                 self.state.next_socket += 1;
                 let socket = SocketId(self.state.next_socket);
                 let sid = new_sid(&mut *engine.ids);
@@ -652,8 +667,11 @@ impl<A: Application> SocketIo<A> {
                         next_ack: 0,
                     },
                 );
-                self.app
-                    .on_connect(&mut Self::ctx(engine, &mut self.state, now), socket);
+                self.app.on_connect(
+                    &mut Self::ctx(engine, &mut self.state, now),
+                    socket,
+                    accepted,
+                );
             }
             PacketData::Disconnect => {
                 if let Some(socket) = socket {

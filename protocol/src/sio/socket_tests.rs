@@ -32,15 +32,25 @@ impl Application for App {
         nsp == "/" || nsp == "/admin"
     }
 
-    fn authorize(&mut self, _: &mut Ctx<'_>, req: &ConnectRequest<'_>) -> Result<(), Value> {
-        self.auths.push(req.auth.cloned());
+    type Socket = Option<Value>;
+
+    fn authorize(
+        &mut self,
+        _: &mut Ctx<'_>,
+        req: &ConnectRequest<'_>,
+    ) -> Result<Self::Socket, Value> {
         match req.auth.and_then(|a| a.get("deny")) {
-            Some(_) => Err(json!({"message": "no"})),
-            None => Ok(()),
+            Some(_) => {
+                self.auths.push(req.auth.cloned());
+                Err(json!({"message": "no"}))
+            }
+            None => Ok(req.auth.cloned()),
         }
     }
 
-    fn on_connect(&mut self, _: &mut Ctx<'_>, _: SocketId) {}
+    fn on_connect(&mut self, _: &mut Ctx<'_>, _: SocketId, auth: Self::Socket) {
+        self.auths.push(auth);
+    }
 
     fn on_event(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, event: Event) {
         let nsp = ctx.namespace(socket).unwrap().to_owned();
