@@ -302,6 +302,9 @@ impl<R: Runtime> Served<R> {
             max_payload: config.max_payload,
             ..EngineConfig::default()
         };
+        // One wall clock, anchored once, for the chat service and the REST
+        // routes alike.
+        let clock = WallClock::new(now, unix_ms());
         let chat = Chat::new(
             ChatConfig {
                 jwt: jwt.clone(),
@@ -314,7 +317,7 @@ impl<R: Runtime> Served<R> {
                 typing_timeout: (config.typing_timeout_ms > 0)
                     .then(|| Duration::from_millis(config.typing_timeout_ms)),
             },
-            WallClock::new(now, unix_ms()),
+            clock,
             now,
         );
         let sio = SocketIo::new(SocketIoConfig::default(), chat);
@@ -352,7 +355,7 @@ impl<R: Runtime> Served<R> {
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
             .docs(ApiDocs::new(service, version))
-            .rest(rest, store, Box::new(seeds))
+            .rest(rest, store, Box::new(seeds), clock)
             .metrics(metrics)
             .trusted_proxies(trusted_proxies)
             .bcrypt_max_pending(match config.bcrypt_max_pending {

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
+use protocol::chat::WallClock;
 use protocol::http::{Effect, EffectResult, Rest, Step};
 use protocol::ids::IdGenerator;
 use protocol::store::Store;
@@ -82,6 +83,8 @@ struct RestHost {
     store: Arc<dyn Store>,
     /// bcrypt checks under way or waiting for a thread.
     bcrypt: Arc<AtomicUsize>,
+    /// Wall-clock time, as the node's chat service reads it.
+    clock: WallClock,
 }
 
 /// Milliseconds since the Unix epoch, from the host's clock.
@@ -174,12 +177,21 @@ impl<R: Runtime> Routes<R> {
         self
     }
 
-    /// Serves the REST routes for every other path.
-    pub fn rest(mut self, rest: Rest, store: Arc<dyn Store>, ids: Box<dyn IdGenerator>) -> Self {
+    /// Serves the REST routes for every other path, their time read from
+    /// `clock` (the one the chat service reads, so a token expires at the
+    /// same instant over REST and Socket.IO).
+    pub fn rest(
+        mut self,
+        rest: Rest,
+        store: Arc<dyn Store>,
+        ids: Box<dyn IdGenerator>,
+        clock: WallClock,
+    ) -> Self {
         self.rest = Some(Arc::new(RestHost {
             core: Mutex::new((rest, ids)),
             store,
             bcrypt: Arc::default(),
+            clock,
         }));
         self
     }
@@ -504,7 +516,7 @@ impl<R: Runtime> Routes<R> {
         let mut step = {
             let mut core = host.core.lock().unwrap_or_else(|p| p.into_inner());
             let (rest, ids) = &mut *core;
-            rest.handle(&request, unix_ms(), &mut **ids)
+            rest.handle(&request, host.clock.unix_ms(Instant::now()), &mut **ids)
         };
         loop {
             match step {
@@ -530,7 +542,8 @@ impl<R: Runtime> Routes<R> {
                     let result = self.run_effect(host, effect).await;
                     let mut core = host.core.lock().unwrap_or_else(|p| p.into_inner());
                     let (rest, ids) = &mut *core;
-                    step = rest.resume(pending, result, unix_ms(), &mut **ids);
+                    let now = host.clock.unix_ms(Instant::now());
+                    step = rest.resume(pending, result, now, &mut **ids);
                 }
             }
         }
