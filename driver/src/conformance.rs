@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use protocol::eio::EngineConfig;
-use protocol::eio::{CloseReason, Data, Engine, EngineHandler, OutPacket, SessionKey};
+use protocol::eio::{CloseReason, Data, Handshake, OutPacket, SessionKey};
 use protocol::ids::SeededIds;
+use protocol::node::{Command, Shared};
 use protocol::sio::{Application, ConnectRequest, Ctx, Event, SocketId, SocketIo, SocketIoConfig};
 use protocol::store::StoreReply;
 use protocol::{Node, OpId, Upper};
@@ -149,40 +150,24 @@ impl Application for Conformance {
 #[derive(Debug, Default)]
 pub struct EngineEcho;
 
-impl EngineHandler for EngineEcho {
-    fn on_open(&mut self, _engine: &mut Engine, _key: SessionKey, _now: Instant) {}
+impl Upper for EngineEcho {
+    fn on_open(&mut self, _sh: &mut Shared<'_>, _key: SessionKey, _handshake: Handshake) {}
 
-    fn on_message(&mut self, engine: &mut Engine, key: SessionKey, data: Data<'_>, _now: Instant) {
-        let p = match data {
+    fn on_message(&mut self, sh: &mut Shared<'_>, key: SessionKey, data: Data<'_>) {
+        let packet = match data {
             Data::Text(t) => OutPacket::text(b'4', t),
             Data::Binary(b) => OutPacket::Binary(b),
         };
-        engine.send(key, p);
+        sh.push(Command::Send { key, packet });
     }
 
-    fn on_close(
-        &mut self,
-        _engine: &mut Engine,
-        _key: SessionKey,
-        _reason: CloseReason,
-        _now: Instant,
-    ) {
-    }
-}
+    fn on_close(&mut self, _sh: &mut Shared<'_>, _key: SessionKey, _reason: CloseReason) {}
 
-impl Upper for EngineEcho {
-    fn handle_store_reply(
-        &mut self,
-        _engine: &mut Engine,
-        _op: OpId,
-        _reply: StoreReply,
-        _now: Instant,
-    ) {
-    }
+    fn on_store_reply(&mut self, _sh: &mut Shared<'_>, _op: OpId, _reply: StoreReply) {}
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         None
     }
 
-    fn handle_timeout(&mut self, _engine: &mut Engine, _now: Instant) {}
+    fn handle_timeout(&mut self, _sh: &mut Shared<'_>) {}
 }

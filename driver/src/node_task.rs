@@ -17,7 +17,7 @@ use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
 use crate::metrics::{Metrics, NodeSnapshot};
-use crate::ws::{Dropped, Flusher, WsConn};
+use crate::ws::{Deliver, Dropped, Flusher, Incoming, WsConn};
 use protocol::stats::{Notice, close_label, transport_label};
 use protocol::ws as wsframe;
 
@@ -90,6 +90,25 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Stats(tx)).await;
         rx.await.ok()
+    }
+}
+
+/// A WebSocket connection's reader's way to its node.
+pub(crate) struct NodeReader {
+    pub(crate) node: NodeHandle,
+    pub(crate) conn: ConnId,
+}
+
+impl Deliver for NodeReader {
+    async fn deliver(&self, m: Incoming) {
+        let conn = self.conn;
+        self.node
+            .send(match m {
+                Incoming::Text(t) => Command::WsText(conn, t),
+                Incoming::Binary(b) => Command::WsBinary(conn, b),
+                Incoming::Closed => Command::WsClosed(conn),
+            })
+            .await;
     }
 }
 

@@ -22,7 +22,7 @@ use crate::Runtime;
 use crate::docs::ApiDocs;
 use crate::edge::{Cidr, Connections, EdgeConfig};
 use crate::metrics::{self, Metrics};
-use crate::node_task::{Command, NodeHandle};
+use crate::node_task::{Command, NodeHandle, NodeReader};
 use crate::ws::WsConn;
 
 /// Where each request goes; cheap to clone, one per connection.
@@ -388,7 +388,8 @@ impl<R: Runtime> Routes<R> {
                     ws: ws.clone(),
                 })
                 .await;
-                crate::ws::pump(rt, conn, ws, BytesMut::from(read), node, max).await;
+                let read = BytesMut::from(read);
+                crate::ws::pump(rt, ws, read, max, NodeReader { node, conn }).await;
             }));
             return switching;
         }

@@ -19,9 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use protocol::ConnId;
 
-use crate::node_task::{Command, NodeHandle};
 use crate::{Runtime, Socket};
 use protocol::ws::{self as wsframe, Decoder, Message};
 
@@ -358,15 +356,31 @@ enum Event {
     End(bool),
 }
 
-/// Runs one WebSocket connection until either side ends it. `read` holds
-/// bytes that arrived with the upgrade request.
+/// What a connection's reader hands on (to the node), in order.
+pub(crate) enum Incoming {
+    /// A whole text message.
+    Text(tungstenite::Utf8Bytes),
+    /// A whole binary message.
+    Binary(Bytes),
+    /// The connection is over: nothing follows.
+    Closed,
+}
+
+/// Where a connection's reader hands what it reads (the node task).
+pub(crate) trait Deliver: Send {
+    /// Hands one thing on, waiting while the receiver is full.
+    fn deliver(&self, m: Incoming) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs one WebSocket connection until either side ends it, handing what
+/// it reads to `to`. `read` holds bytes that arrived with the upgrade
+/// request.
 pub(crate) async fn pump<R: Runtime>(
     rt: R,
-    conn: ConnId,
     ws: Arc<WsConn>,
     mut read: BytesMut,
-    node: NodeHandle,
     max_message: usize,
+    to: impl Deliver,
 ) {
     let mut decoder = Decoder::new(max_message);
     let mut reading = true;
@@ -375,16 +389,16 @@ pub(crate) async fn pump<R: Runtime>(
         match event {
             Event::Text(t) => {
                 ws.handed(t.len());
-                node.send(Command::WsText(conn, t)).await;
+                to.deliver(Incoming::Text(t)).await;
             }
             Event::Binary(b) => {
                 ws.handed(b.len());
-                node.send(Command::WsBinary(conn, b)).await;
+                to.deliver(Incoming::Binary(b)).await;
             }
             Event::End(closed) => break closed,
         }
     };
-    node.send(Command::WsClosed(conn)).await;
+    to.deliver(Incoming::Closed).await;
     linger(&rt, &ws, closed && reading, &mut read, &mut decoder).await;
 }
 

@@ -43,16 +43,21 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[macro_use]
+mod labels;
+
 pub mod auth;
 pub mod chat;
 pub mod deadlines;
 pub mod eio;
+pub mod host;
 pub mod http;
 pub mod ids;
 pub mod model;
 pub mod node;
 #[cfg(test)]
 mod prop_tests;
+pub mod rate;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 #[cfg(test)]

@@ -3,106 +3,17 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 
-use crate::eio::session::WsData;
-use crate::eio::{CloseReason, Engine, EngineConfig, EngineHandler};
+use crate::eio::packet::{Data, OutPacket, Packet};
+use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::ids::IdGenerator;
-use crate::stats::{Notice, Stats};
+use crate::stats::{EventName, Notice, Stats};
 use crate::store::{StoreCommand, StoreReply};
 
-/// Names an HTTP request; chosen by the host, unique among its open requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(pub u64);
-
-/// Names a WebSocket connection; chosen by the host, unique among its open connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-/// Names a store operation; chosen by the core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OpId(pub u64);
-
-/// The HTTP methods the Engine.IO path distinguishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// GET.
-    Get,
-    /// POST.
-    Post,
-    /// Any other.
-    Other,
-}
-
-/// An HTTP response for the host to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
-    /// The status code.
-    pub status: u16,
-    /// The `Content-Type`.
-    pub content_type: &'static str,
-    /// The body.
-    pub body: Bytes,
-}
-
-impl HttpResponse {
-    /// 200 with a polling payload.
-    pub fn text(body: Bytes) -> Self {
-        HttpResponse {
-            status: 200,
-            content_type: "text/plain; charset=UTF-8",
-            body,
-        }
-    }
-
-    /// A JSON body with a status.
-    pub fn json(status: u16, body: Bytes) -> Self {
-        HttpResponse {
-            status,
-            content_type: "application/json",
-            body,
-        }
-    }
-
-    /// 200 `ok`, the answer to a POSTed payload.
-    pub fn ok() -> Self {
-        HttpResponse {
-            status: 200,
-            content_type: "text/html",
-            body: Bytes::from_static(b"ok"),
-        }
-    }
-}
-
-/// A WebSocket frame for the host to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// A text frame (always valid UTF-8).
-    Text(Bytes),
-    /// A binary frame.
-    Binary(Bytes),
-}
-
-/// A packet for every socket in a room of a namespace but some, as one
-/// [`Output::Broadcast`].
-///
-/// Polling sessions in the room have it in their buffers already (their
-/// next poll carries it); `conns` names the WebSocket connections, in the
-/// order of the room's members, each to get `frame` after what was output
-/// for it before.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broadcast {
-    /// The namespace.
-    pub nsp: String,
-    /// The room.
-    pub room: String,
-    /// The public ids (`socket.id`) of the sockets left out.
-    pub except: Vec<String>,
-    /// The Engine.IO packet, encoded once.
-    pub frame: Frame,
-    /// This node's WebSocket connections to write `frame` to.
-    pub conns: Vec<ConnId>,
-}
+pub use crate::host::{Broadcast, ConnId, Frame, HttpResponse, Method, OpId, RequestId};
 
 /// Something that happened, fed to [`Node::handle_input`].
 #[derive(Debug)]
@@ -223,26 +134,115 @@ pub enum Output {
 
 /// The layer above Engine.IO, driven by the node: Socket.IO with an
 /// application, or anything else that speaks over Engine.IO sessions.
-pub trait Upper: EngineHandler {
+///
+/// It never holds the engine: it hears what the engine did through the
+/// node, and what it wants done (a packet sent, a session closed, a store
+/// command run) it queues in the [`Shared`] the node lends it for the call.
+pub trait Upper {
+    /// A session opened.
+    fn on_open(&mut self, sh: &mut Shared<'_>, key: SessionKey, handshake: Handshake);
+    /// A message arrived on a session.
+    fn on_message(&mut self, sh: &mut Shared<'_>, key: SessionKey, data: Data<'_>);
+    /// A session closed; it is gone from the engine already.
+    fn on_close(&mut self, sh: &mut Shared<'_>, key: SessionKey, reason: CloseReason);
     /// A store command this layer issued finished.
-    fn handle_store_reply(
-        &mut self,
-        engine: &mut Engine,
-        op: OpId,
-        reply: StoreReply,
-        now: Instant,
-    );
+    fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply);
     /// This layer's next deadline.
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Runs what is due in this layer.
-    fn handle_timeout(&mut self, engine: &mut Engine, now: Instant);
+    fn handle_timeout(&mut self, sh: &mut Shared<'_>);
     /// The server is shutting down: refuse whatever would start new work
     /// from now on, and finish what is under way.
-    fn drain(&mut self, _engine: &mut Engine, _now: Instant) {}
+    fn drain(&mut self, _sh: &mut Shared<'_>) {}
     /// Whether work is under way (a store operation awaited): a draining
     /// node closes its sessions once there is none.
     fn busy(&self) -> bool {
         false
+    }
+}
+
+/// What the layer above asks of the node, in the order it asked.
+#[derive(Debug)]
+pub enum Command {
+    /// Send a packet on a session.
+    Send {
+        /// The session.
+        key: SessionKey,
+        /// The packet.
+        packet: OutPacket,
+    },
+    /// Send one text packet to many sessions, encoded once: what a room
+    /// emit becomes (see [`Broadcast`]).
+    Broadcast {
+        /// The sessions, in the room's order.
+        keys: Vec<SessionKey>,
+        /// The event's name's label (counted once per recipient).
+        name: EventName,
+        /// The namespace, room, sockets left out and packet; `conns` is
+        /// filled in by the node.
+        broadcast: Broadcast,
+    },
+    /// Close a session.
+    Close {
+        /// The session.
+        key: SessionKey,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Run a store command.
+    Store {
+        /// The operation's name.
+        op: OpId,
+        /// The command.
+        command: StoreCommand,
+    },
+}
+
+/// What the node lends the layer above for one call: the time, the ids,
+/// the counters, and the queue of what the layer asks of the node.
+pub struct Shared<'a> {
+    /// The time of the input being handled.
+    pub now: Instant,
+    /// Every random id comes from here.
+    pub ids: &'a mut dyn IdGenerator,
+    /// The node's counters.
+    pub stats: &'a mut Stats,
+    /// The most bytes a client's message may carry (the engine's
+    /// `max_payload`).
+    pub max_payload: usize,
+    commands: &'a mut VecDeque<Command>,
+    notices: Option<&'a mut VecDeque<Output>>,
+}
+
+impl std::fmt::Debug for Shared<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("now", &self.now).finish()
+    }
+}
+
+impl Shared<'_> {
+    /// The same loan, for a shorter while (to hand on to a callee).
+    pub fn reborrow(&mut self) -> Shared<'_> {
+        Shared {
+            now: self.now,
+            ids: &mut *self.ids,
+            stats: &mut *self.stats,
+            max_payload: self.max_payload,
+            commands: &mut *self.commands,
+            notices: self.notices.as_deref_mut(),
+        }
+    }
+
+    /// Asks the node for something.
+    pub fn push(&mut self, command: Command) {
+        self.commands.push_back(command);
+    }
+
+    /// Tells the host what happened, if it asked to be told.
+    pub fn notice(&mut self, n: Notice) {
+        if let Some(out) = self.notices.as_mut() {
+            out.push_back(Output::Notice(n));
+        }
     }
 }
 
@@ -273,12 +273,47 @@ enum Phase {
 }
 
 /// One shard of a server: every session, socket and chat it holds.
-#[derive(Debug)]
+///
+/// # How a host drives it
+///
+/// - Feed inputs with [`Node::handle_input`], in the order they happened,
+///   each with the time it happened (never going back). A host may feed
+///   several inputs before it drains outputs: the outputs queue up, in
+///   order, and nothing is lost.
+/// - Drain [`Node::poll_output`] until it returns [`Output::Timeout`]:
+///   write frames and answers in the order given (a connection's frames
+///   and broadcasts interleave as they came), start every store command
+///   and feed its reply back as [`Input::StoreReply`], whenever it is done.
+/// - Feed [`Input::Timeout`] when the deadline of the last
+///   [`Output::Timeout`] has passed (sooner does no harm), then drain
+///   again: any input may move the deadline.
+///
+/// Inside, the node owns the output queue, the id generator and the
+/// deadline; the Engine.IO layer ([`Engine`]) and the layer above
+/// ([`Upper`]) each keep their own queue and timers, and the node routes
+/// between them: the engine's events to the layer above, the layer above's
+/// commands to the engine. Neither calls the other.
 pub struct Node<U> {
     engine: Engine,
     upper: U,
+    ids: Box<dyn IdGenerator>,
+    stats: Stats,
+    notices: bool,
+    outputs: VecDeque<Output>,
+    commands: VecDeque<Command>,
     now: Instant,
     phase: Phase,
+}
+
+impl<U: std::fmt::Debug> std::fmt::Debug for Node<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("engine", &self.engine)
+            .field("upper", &self.upper)
+            .field("outputs", &self.outputs.len())
+            .field("phase", &self.phase)
+            .finish()
+    }
 }
 
 impl<U: Upper> Node<U> {
@@ -286,8 +321,13 @@ impl<U: Upper> Node<U> {
     /// host's monotonic time.
     pub fn new(config: EngineConfig, upper: U, ids: impl IdGenerator, now: Instant) -> Self {
         Node {
-            engine: Engine::new(config, Box::new(ids)),
+            engine: Engine::new(config),
             upper,
+            ids: Box::new(ids),
+            stats: Stats::default(),
+            notices: false,
+            outputs: VecDeque::new(),
+            commands: VecDeque::new(),
             now,
             phase: Phase::Serving,
         }
@@ -305,7 +345,7 @@ impl<U: Upper> Node<U> {
 
     /// What the node has counted since it started, for the host to export.
     pub fn stats(&self) -> &Stats {
-        self.engine.stats()
+        &self.stats
     }
 
     /// Whether [`Input::Shutdown`] came.
@@ -324,7 +364,7 @@ impl<U: Upper> Node<U> {
     /// Whether to emit [`Output::Notice`]s (off by default): a host turns
     /// them on when it logs them, and pays nothing otherwise.
     pub fn set_notices(&mut self, on: bool) {
-        self.engine.notices = on;
+        self.notices = on;
     }
 
     /// Feeds one input, at time `now` (monotonic, never going back).
@@ -333,11 +373,12 @@ impl<U: Upper> Node<U> {
             return Err(InputError::TimeWentBackwards);
         }
         self.now = now;
-        let (e, u) = (&mut self.engine, &mut self.upper);
         // Whatever fell due before this input happens first: a request that
         // arrives after a session's deadline finds it closed.
-        if !matches!(input, Input::Timeout) && e.poll_timeout().is_some_and(|t| t <= now) {
-            e.handle_timeout(u, now);
+        if !matches!(input, Input::Timeout) && self.engine.poll_timeout().is_some_and(|t| t <= now)
+        {
+            self.engine.handle_timeout(now);
+            self.route();
         }
         match input {
             Input::Http {
@@ -346,35 +387,61 @@ impl<U: Upper> Node<U> {
                 query,
                 authorization,
                 body,
-            } => e.handle_http(u, req, method, query, authorization, body, now),
-            Input::HttpAborted(req) => e.handle_http_aborted(req),
+            } => {
+                let ids = &mut *self.ids;
+                let posted =
+                    self.engine
+                        .handle_http(req, method, query, authorization, body, now, ids);
+                self.route();
+                if let Some((key, packets)) = posted {
+                    for p in packets {
+                        self.packet(key, p);
+                    }
+                }
+            }
+            Input::HttpAborted(req) => self.engine.handle_http_aborted(req),
             Input::WsOpen {
                 conn,
                 query,
                 authorization,
-            } => e.handle_ws_open(u, conn, query, authorization, now),
-            Input::WsText { conn, text } => e.handle_ws_frame(u, conn, WsData::Text(text), now),
-            Input::WsBinary { conn, data } => e.handle_ws_frame(u, conn, WsData::Binary(data), now),
-            Input::WsClosed(conn) => e.handle_ws_closed(u, conn, CloseReason::TransportClose, now),
-            Input::WsTooSlow(conn) => e.handle_ws_closed(u, conn, CloseReason::Backlog, now),
-            Input::StoreReply { op, reply } => u.handle_store_reply(e, op, reply, now),
+            } => {
+                let ids = &mut *self.ids;
+                self.engine
+                    .handle_ws_open(conn, query, authorization, now, ids);
+            }
+            Input::WsText { conn, text } => self.frame(conn, Data::Text(text)),
+            Input::WsBinary { conn, data } => self.frame(conn, Data::Binary(data)),
+            Input::WsClosed(conn) => {
+                self.engine
+                    .handle_ws_closed(conn, CloseReason::TransportClose, now);
+            }
+            Input::WsTooSlow(conn) => {
+                self.engine
+                    .handle_ws_closed(conn, CloseReason::Backlog, now);
+            }
+            Input::StoreReply { op, reply } => {
+                self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
+            }
             Input::Timeout => {
-                e.handle_timeout(u, now);
-                u.handle_timeout(e, now);
+                self.engine.handle_timeout(now);
+                self.route();
+                self.with_upper(|u, sh| u.handle_timeout(sh));
             }
             Input::Shutdown => {
                 if self.phase == Phase::Serving {
                     self.phase = Phase::Draining;
-                    e.drain();
-                    u.drain(e, now);
+                    self.engine.drain();
+                    self.with_upper(|u, sh| u.drain(sh));
                 }
             }
         }
+        self.route();
         // Draining, and nothing is under way any more: every answer is
         // queued, so the sessions close after it.
         if self.phase == Phase::Draining && !self.upper.busy() {
             self.phase = Phase::Closed;
-            self.engine.go_away(&mut self.upper, now);
+            self.engine.go_away(now);
+            self.route();
         }
         Ok(())
     }
@@ -382,11 +449,12 @@ impl<U: Upper> Node<U> {
     /// The next thing to do. Drain it until it returns [`Output::Timeout`].
     #[must_use]
     pub fn poll_output(&mut self) -> Output {
-        if let Some(o) = self.engine.outputs.pop_front() {
+        if let Some(o) = self.outputs.pop_front() {
             return o;
         }
-        self.engine.flush(&mut self.upper, self.now);
-        if let Some(o) = self.engine.outputs.pop_front() {
+        self.engine.flush(self.now);
+        self.route();
+        if let Some(o) = self.outputs.pop_front() {
             return o;
         }
         let t = [self.engine.poll_timeout(), self.upper.poll_timeout()]
@@ -394,5 +462,144 @@ impl<U: Upper> Node<U> {
             .flatten()
             .min();
         Output::Timeout(t.unwrap_or(self.now + IDLE))
+    }
+
+    /// A WebSocket frame: the engine reads it; a message in it goes up.
+    fn frame(&mut self, conn: ConnId, data: Data<'_>) {
+        let read = self.engine.handle_ws_frame(conn, data, self.now);
+        self.route();
+        if let Some((key, p)) = read {
+            self.packet(key, p);
+        }
+    }
+
+    /// One packet a client sent on a session: the engine runs it, and a
+    /// message goes to the layer above (unless the session closed
+    /// meanwhile: the engine then hands nothing back).
+    fn packet(&mut self, key: SessionKey, p: Packet<'_>) {
+        if let Some(data) = self.engine.handle_packet(key, p, self.now) {
+            self.with_upper(|u, sh| u.on_message(sh, key, data));
+        }
+        self.route();
+    }
+
+    /// Calls the layer above with what the node lends it, then carries
+    /// out what it asked.
+    fn with_upper(&mut self, f: impl FnOnce(&mut U, &mut Shared<'_>)) {
+        let mut sh = Shared {
+            now: self.now,
+            ids: &mut *self.ids,
+            stats: &mut self.stats,
+            max_payload: self.engine.config().max_payload,
+            commands: &mut self.commands,
+            notices: self.notices.then_some(&mut self.outputs),
+        };
+        f(&mut self.upper, &mut sh);
+        self.route();
+    }
+
+    /// Routes until nothing moves: the engine's transmits out to the host
+    /// and its events up (counted, logged), the layer above's commands down
+    /// to the engine. Order is kept: each queue is emptied as soon as
+    /// something may have been put in it.
+    fn route(&mut self) {
+        loop {
+            self.transmits();
+            if let Some(c) = self.commands.pop_front() {
+                self.command(c);
+                continue;
+            }
+            let Some(e) = self.engine.poll_event() else {
+                return;
+            };
+            self.event(e);
+        }
+    }
+
+    /// Moves what the engine has to write to the output queue.
+    fn transmits(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            self.outputs.push_back(match t {
+                Transmit::Http { req, response } => Output::HttpResponse { req, response },
+                Transmit::Frame { conn, frame } => Output::WsFrame { conn, frame },
+                Transmit::Close { conn, code } => Output::WsClose { conn, code },
+            });
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Send { key, packet } => {
+                self.engine.send(key, packet);
+            }
+            Command::Broadcast {
+                keys,
+                name,
+                mut broadcast,
+            } => {
+                let Frame::Text(text) = &broadcast.frame else {
+                    unreachable!("a broadcast is a text packet");
+                };
+                let (n, conns) = self.engine.send_many(keys, text);
+                // Counted once per broadcast, not per recipient.
+                self.stats.deliveries += n as u64;
+                self.stats.events_out[name as usize] += n as u64;
+                if !conns.is_empty() {
+                    broadcast.conns = conns;
+                    // What the engine wrote before goes out before this.
+                    self.transmits();
+                    self.outputs.push_back(Output::Broadcast(broadcast));
+                }
+            }
+            Command::Close { key, reason } => self.engine.close(key, reason, self.now),
+            Command::Store { op, command } => {
+                self.outputs.push_back(Output::Store { op, command });
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        let notice = match e {
+            Event::Opened {
+                key,
+                transport,
+                handshake,
+            } => {
+                self.stats.opened(transport);
+                self.notify(Notice::Opened {
+                    session: key,
+                    transport,
+                });
+                return self.with_upper(|u, sh| u.on_open(sh, key, handshake));
+            }
+            Event::Closed {
+                key,
+                transport,
+                reason,
+            } => {
+                self.stats.closed(transport, reason);
+                self.notify(Notice::Closed {
+                    session: key,
+                    transport,
+                    reason,
+                });
+                return self.with_upper(|u, sh| u.on_close(sh, key, reason));
+            }
+            Event::Upgraded { key } => {
+                self.stats.upgraded();
+                Notice::Upgraded { session: key }
+            }
+            Event::Refused(reason) => {
+                self.stats.eio_refusals[reason as usize] += 1;
+                Notice::Refused { reason }
+            }
+        };
+        self.notify(notice);
+    }
+
+    fn notify(&mut self, n: Notice) {
+        if self.notices {
+            self.outputs.push_back(Output::Notice(n));
+        }
     }
 }

@@ -8,26 +8,8 @@
 //! in a label or a notice. Counting is a field increment; a broadcast adds
 //! its recipients once, not once per recipient.
 
-use crate::eio::{CloseReason, RequestError, SessionKey, Transport};
-
-macro_rules! labels {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $v,)+ }
-
-        impl $name {
-            /// Every value, in the order of the counters' arrays.
-            pub const ALL: &'static [$name] = &[$($name::$v,)+];
-            /// How many values there are.
-            pub const N: usize = Self::ALL.len();
-            /// The label value.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$v => $s,)+ }
-            }
-        }
-    };
-}
+pub use crate::eio::EioRefusal;
+use crate::eio::{CloseReason, SessionKey, Transport};
 
 labels! {
     /// The event names counted under their own label; any other name
@@ -93,38 +75,6 @@ impl RefusalCode {
             .copied()
             .find(|c| *c != RefusalCode::Other && c.as_str() == code)
             .unwrap_or(RefusalCode::Other)
-    }
-}
-
-labels! {
-    /// Why an Engine.IO request (a handshake, a poll, a WebSocket) was refused.
-    EioRefusal {
-        /// `transport` missing or unknown.
-        TransportUnknown = "transport_unknown",
-        /// `sid` names no open session.
-        SessionIdUnknown = "session_id_unknown",
-        /// A handshake that is not a GET.
-        BadHandshakeMethod = "bad_handshake_method",
-        /// Any other malformed request.
-        BadRequest = "bad_request",
-        /// `EIO` missing or not 4.
-        UnsupportedProtocolVersion = "unsupported_protocol_version",
-        /// A POSTed payload over `maxPayload`.
-        PayloadTooLarge = "payload_too_large",
-        /// A new session or upgrade while the server shuts down.
-        ShuttingDown = "shutting_down",
-    }
-}
-
-impl From<RequestError> for EioRefusal {
-    fn from(e: RequestError) -> Self {
-        match e {
-            RequestError::TransportUnknown => EioRefusal::TransportUnknown,
-            RequestError::SessionIdUnknown => EioRefusal::SessionIdUnknown,
-            RequestError::BadHandshakeMethod => EioRefusal::BadHandshakeMethod,
-            RequestError::BadRequest => EioRefusal::BadRequest,
-            RequestError::UnsupportedProtocolVersion => EioRefusal::UnsupportedProtocolVersion,
-        }
     }
 }
 

@@ -11,13 +11,13 @@ use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Value, json};
 
 use super::events::{ClientEvent, ErrorCode, ServerEvent, TOKEN_EXPIRED, UNAUTHORIZED};
-use super::rate::{RateLimit, TokenBucket};
 use super::typing::{Started, Typing};
 use super::validate::{self, Refusal};
 use super::{MessageIds, WallClock};
 use crate::auth::{JwtConfig, TokenError, bearer};
 use crate::model::{DEFAULT_CHAT, Message, ObjectId, Status};
 use crate::node::OpId;
+use crate::rate::{RateLimit, TokenBucket};
 use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
 use crate::stats::AuthFailure;
 use crate::store::{Append, NewMessage, StoreCommand, StoreReply};

@@ -5,7 +5,7 @@ pub mod packet;
 pub mod session;
 
 pub use packet::{Data, OutPacket};
-pub use session::{CloseReason, Engine, EngineConfig, EngineHandler, Handshake, SessionKey};
+pub use session::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 
 /// An Engine.IO request error, answered with HTTP 400 and a JSON body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,38 @@ impl RequestError {
     /// The JSON body Engine.IO answers with: `{"code":N,"message":"..."}`.
     pub fn body(self) -> String {
         format!(r#"{{"code":{},"message":"{}"}}"#, self.code(), self)
+    }
+}
+
+labels! {
+    /// Why an Engine.IO request (a handshake, a poll, a WebSocket) was refused.
+    EioRefusal {
+        /// `transport` missing or unknown.
+        TransportUnknown = "transport_unknown",
+        /// `sid` names no open session.
+        SessionIdUnknown = "session_id_unknown",
+        /// A handshake that is not a GET.
+        BadHandshakeMethod = "bad_handshake_method",
+        /// Any other malformed request.
+        BadRequest = "bad_request",
+        /// `EIO` missing or not 4.
+        UnsupportedProtocolVersion = "unsupported_protocol_version",
+        /// A POSTed payload over `maxPayload`.
+        PayloadTooLarge = "payload_too_large",
+        /// A new session or upgrade while the server shuts down.
+        ShuttingDown = "shutting_down",
+    }
+}
+
+impl From<RequestError> for EioRefusal {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::TransportUnknown => EioRefusal::TransportUnknown,
+            RequestError::SessionIdUnknown => EioRefusal::SessionIdUnknown,
+            RequestError::BadHandshakeMethod => EioRefusal::BadHandshakeMethod,
+            RequestError::BadRequest => EioRefusal::BadRequest,
+            RequestError::UnsupportedProtocolVersion => EioRefusal::UnsupportedProtocolVersion,
+        }
     }
 }
 

@@ -1,18 +1,17 @@
 //! Every transition of Engine.IO sessions lives here: the handshake, the
 //! heartbeat, long-polling, WebSocket, the upgrade, and close.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::packet::{self, Data, OutPacket, Packet};
-use super::{RequestError, Transport, parse_query};
+use super::{EioRefusal, RequestError, Transport, parse_query};
 use crate::deadlines::Deadlines;
+use crate::host::{ConnId, Frame, HttpResponse, Method, RequestId};
 use crate::ids::{IdGenerator, IntMap, new_sid};
-use crate::node::{ConnId, Frame, HttpResponse, Method, Output, RequestId};
-use crate::stats::{EioRefusal, Notice, Stats};
 use crate::ws::{GOING_AWAY, NORMAL_CLOSURE};
 
 /// Engine.IO settings.
@@ -92,14 +91,67 @@ pub enum CloseReason {
     ServerClose,
 }
 
-/// The layer above the engine: it receives opened sessions, messages and closes.
-pub trait EngineHandler {
+/// What happened to the engine's sessions, queued for whoever drives it
+/// ([`Engine::poll_event`]): the node tells the layer above of opened and
+/// closed sessions, and counts and logs all of them.
+///
+/// Messages are not events: [`Engine::handle_packet`] hands each back to
+/// its caller as it comes, borrowing the input it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
     /// A session opened.
-    fn on_open(&mut self, engine: &mut Engine, key: SessionKey, now: Instant);
-    /// A message arrived on a session.
-    fn on_message(&mut self, engine: &mut Engine, key: SessionKey, data: Data<'_>, now: Instant);
-    /// A session closed; it is already gone from the engine.
-    fn on_close(&mut self, engine: &mut Engine, key: SessionKey, reason: CloseReason, now: Instant);
+    Opened {
+        /// The session.
+        key: SessionKey,
+        /// The transport of its handshake.
+        transport: Transport,
+        /// What its handshake carried.
+        handshake: Handshake,
+    },
+    /// A session moved from polling to WebSocket.
+    Upgraded {
+        /// The session.
+        key: SessionKey,
+    },
+    /// A session closed (or, as the server goes away, a polling session
+    /// stopped taking anything new and hands out its last packets).
+    Closed {
+        /// The session.
+        key: SessionKey,
+        /// The transport it was on.
+        transport: Transport,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A request or a WebSocket was refused.
+    Refused(EioRefusal),
+}
+
+/// What the engine has the host write, queued for whoever drives it
+/// ([`Engine::poll_transmit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// Answer an HTTP request.
+    Http {
+        /// The request.
+        req: RequestId,
+        /// The answer.
+        response: HttpResponse,
+    },
+    /// Write a WebSocket frame.
+    Frame {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Close a WebSocket connection (after what is queued on it).
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The close code.
+        code: u16,
+    },
 }
 
 enum Carrier {
@@ -135,7 +187,6 @@ struct Session {
     closing: bool,
     awaiting_pong: bool,
     deadline: Instant,
-    handshake: Handshake,
 }
 
 /// The most packets one long-poll response carries: python-engineio's
@@ -177,19 +228,21 @@ enum Role {
 }
 
 /// All Engine.IO sessions of one node.
+///
+/// It calls nobody: what happened waits in its event queue
+/// ([`Engine::poll_event`]), what to write in its transmit queue
+/// ([`Engine::poll_transmit`]), and a message read from a client goes back
+/// to the caller of [`Engine::handle_packet`].
 pub struct Engine {
     config: EngineConfig,
-    pub(crate) ids: Box<dyn IdGenerator>,
     sessions: IntMap<SessionKey, Session>,
     by_sid: HashMap<Arc<str>, SessionKey>,
     conns: IntMap<ConnId, Role>,
     timers: Deadlines<SessionKey>,
     dirty: Vec<SessionKey>,
     next_key: u64,
-    pub(crate) outputs: std::collections::VecDeque<Output>,
-    pub(crate) stats: Stats,
-    /// Whether the host asked for [`Notice`]s.
-    pub(crate) notices: bool,
+    events: VecDeque<Event>,
+    transmits: VecDeque<Transmit>,
     /// The server is shutting down: no new session or upgrade.
     draining: bool,
 }
@@ -204,39 +257,33 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// An engine with no sessions.
-    pub fn new(config: EngineConfig, ids: Box<dyn IdGenerator>) -> Self {
+    pub fn new(config: EngineConfig) -> Self {
         Engine {
             config,
-            ids,
             sessions: IntMap::default(),
             by_sid: HashMap::new(),
             conns: IntMap::default(),
             timers: Deadlines::new(),
             dirty: Vec::new(),
             next_key: 0,
-            outputs: Default::default(),
-            stats: Stats::default(),
-            notices: false,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
             draining: false,
         }
     }
 
-    /// The node's counters (every layer counts here).
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The next thing that happened, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
-    /// Tells the host what happened, if it asked to be told.
-    pub(crate) fn notice(&mut self, n: Notice) {
-        if self.notices {
-            self.outputs.push_back(Output::Notice(n));
-        }
+    /// The next thing to write, oldest first.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
     }
 
-    /// Counts a refused request and tells the host.
     fn refused(&mut self, reason: EioRefusal) {
-        self.stats.eio_refusals[reason as usize] += 1;
-        self.notice(Notice::Refused { reason });
+        self.events.push_back(Event::Refused(reason));
     }
 
     /// The settings.
@@ -255,9 +302,10 @@ impl Engine {
         self.sessions.get(&key).map(|s| &*s.sid)
     }
 
-    /// What the client's handshake carried.
-    pub fn handshake(&self, key: SessionKey) -> Option<&Handshake> {
-        self.sessions.get(&key).map(|s| &s.handshake)
+    /// Whether a session is open (a closing polling session that still
+    /// hands out its last packets included).
+    pub fn is_open(&self, key: SessionKey) -> bool {
+        self.sessions.contains_key(&key)
     }
 
     /// The transport a session uses now.
@@ -273,8 +321,7 @@ impl Engine {
     }
 
     fn respond(&mut self, req: RequestId, response: HttpResponse) {
-        self.outputs
-            .push_back(Output::HttpResponse { req, response });
+        self.transmits.push_back(Transmit::Http { req, response });
     }
 
     fn error(&mut self, req: RequestId, e: RequestError) {
@@ -282,11 +329,17 @@ impl Engine {
         self.respond(req, HttpResponse::json(400, Bytes::from(e.body())));
     }
 
-    fn new_session(&mut self, carrier: Carrier, handshake: Handshake, now: Instant) -> SessionKey {
+    fn new_session(
+        &mut self,
+        carrier: Carrier,
+        handshake: Handshake,
+        now: Instant,
+        ids: &mut dyn IdGenerator,
+    ) -> SessionKey {
         self.next_key += 1;
         let mut tries = 0;
         let sid: Arc<str> = loop {
-            let s = new_sid(&mut *self.ids);
+            let s = new_sid(ids);
             if !self.by_sid.contains_key(s.as_str()) {
                 break s.into();
             }
@@ -300,10 +353,10 @@ impl Engine {
         let key = SessionKey(self.next_key);
         let deadline = now + self.config.ping_interval;
         let transport = carrier.transport();
-        self.stats.opened(transport);
-        self.notice(Notice::Opened {
-            session: key,
+        self.events.push_back(Event::Opened {
+            key,
             transport,
+            handshake,
         });
         self.by_sid.insert(sid.clone(), key);
         self.sessions.insert(
@@ -320,7 +373,6 @@ impl Engine {
                 closing: false,
                 awaiting_pong: false,
                 deadline,
-                handshake,
             },
         );
         self.timers.push(deadline, key);
@@ -341,61 +393,71 @@ impl Engine {
     }
 
     /// An HTTP request on the Engine.IO path (long-polling, or a handshake).
+    ///
+    /// A POST's packets come back, to be fed one by one to
+    /// [`Engine::handle_packet`] (the payload was checked whole: a bad
+    /// record refused it all).
     #[allow(clippy::too_many_arguments)] // one argument per part of the request the protocol reads
-    pub fn handle_http<H: EngineHandler>(
+    pub fn handle_http<'a>(
         &mut self,
-        h: &mut H,
         req: RequestId,
         method: Method,
         query: &str,
         authorization: Option<&str>,
-        body: &[u8],
+        body: &'a [u8],
         now: Instant,
-    ) {
+        ids: &mut dyn IdGenerator,
+    ) -> Option<(SessionKey, Vec<Packet<'a>>)> {
         let q = match parse_query(query) {
             Ok(q) => q,
-            Err(e) => return self.error(req, e),
+            Err(e) => {
+                self.error(req, e);
+                return None;
+            }
         };
         if q.transport != Transport::Polling {
-            return self.error(req, RequestError::BadRequest);
+            self.error(req, RequestError::BadRequest);
+            return None;
         }
         let Some(sid) = q.sid else {
             if method != Method::Get {
-                return self.error(req, RequestError::BadHandshakeMethod);
+                self.error(req, RequestError::BadHandshakeMethod);
+                return None;
             }
             if self.draining {
                 self.refused(EioRefusal::ShuttingDown);
-                return self.respond(
-                    req,
-                    HttpResponse::json(503, Bytes::from_static(SHUTTING_DOWN)),
-                );
+                let refusal = HttpResponse::json(503, Bytes::from_static(SHUTTING_DOWN));
+                self.respond(req, refusal);
+                return None;
             }
             let handshake = Handshake {
                 query: query.to_owned(),
                 authorization: authorization.map(str::to_owned),
             };
-            let key = self.new_session(Carrier::Polling { parked: None }, handshake, now);
+            let carrier = Carrier::Polling { parked: None };
+            let key = self.new_session(carrier, handshake, now, ids);
             let open = self.open_packet(key, true);
             self.respond(req, HttpResponse::text(packet::encode_payload(&[open])));
-            h.on_open(self, key, now);
-            return;
+            return None;
         };
         let Some(&key) = self.by_sid.get(sid) else {
-            return self.error(req, RequestError::SessionIdUnknown);
+            self.error(req, RequestError::SessionIdUnknown);
+            return None;
         };
         let s = self
             .sessions
             .get_mut(&key)
             .expect("by_sid and sessions hold the same keys");
         let Carrier::Polling { parked } = &mut s.carrier else {
-            return self.error(req, RequestError::BadRequest);
+            self.error(req, RequestError::BadRequest);
+            return None;
         };
         match method {
             Method::Get => {
                 if let Some(first) = parked.take() {
                     self.error(req, RequestError::BadRequest);
                     self.respond(first, HttpResponse::text(Bytes::from_static(b"1")));
-                    self.close(h, key, CloseReason::ProtocolError, now);
+                    self.close(key, CloseReason::ProtocolError, now);
                 } else if !s.buffer.is_empty() {
                     self.answer_poll(key, req);
                 } else {
@@ -421,31 +483,24 @@ impl Engine {
                             Bytes::from_static(br#"{"code":3,"message":"Payload too large"}"#),
                         ),
                     );
-                    return self.close(h, key, CloseReason::ProtocolError, now);
+                    self.close(key, CloseReason::ProtocolError, now);
+                    return None;
                 }
-                let packets = match packet::decode_payload(body) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        self.error(req, RequestError::BadRequest);
-                        return self.close(h, key, CloseReason::ProtocolError, now);
-                    }
-                };
                 // Check the whole payload first: a bad record refuses it all.
-                let packets: Result<Vec<_>, _> = packets.collect();
-                let Ok(packets) = packets else {
+                let packets = packet::decode_payload(body)
+                    .ok()
+                    .and_then(|p| p.collect::<Result<Vec<_>, _>>().ok());
+                let Some(packets) = packets else {
                     self.error(req, RequestError::BadRequest);
-                    return self.close(h, key, CloseReason::ProtocolError, now);
+                    self.close(key, CloseReason::ProtocolError, now);
+                    return None;
                 };
                 self.respond(req, HttpResponse::ok());
-                for p in packets {
-                    if !self.sessions.contains_key(&key) {
-                        break;
-                    }
-                    self.handle_packet(h, key, p, now);
-                }
+                return Some((key, packets));
             }
             Method::Other => self.error(req, RequestError::BadRequest),
         }
+        None
     }
 
     /// A long-polling request whose client went away before it was answered.
@@ -461,13 +516,13 @@ impl Engine {
     }
 
     /// A WebSocket connection was accepted on the Engine.IO path.
-    pub fn handle_ws_open<H: EngineHandler>(
+    pub fn handle_ws_open(
         &mut self,
-        h: &mut H,
         conn: ConnId,
         query: &str,
         authorization: Option<&str>,
         now: Instant,
+        ids: &mut dyn IdGenerator,
     ) {
         let q = match parse_query(query) {
             Ok(q) if q.transport == Transport::WebSocket => q,
@@ -491,11 +546,10 @@ impl Engine {
                     query: query.to_owned(),
                     authorization: authorization.map(str::to_owned),
                 };
-                let key = self.new_session(Carrier::WebSocket { conn }, handshake, now);
+                let key = self.new_session(Carrier::WebSocket { conn }, handshake, now, ids);
                 self.conns.insert(conn, Role::Main(key));
                 let open = self.open_packet(key, false);
                 self.send(key, open);
-                h.on_open(self, key, now);
             }
             Some(sid) => {
                 let key = self.by_sid.get(sid).copied();
@@ -524,33 +578,41 @@ impl Engine {
         }
     }
 
-    /// A WebSocket frame arrived.
-    pub fn handle_ws_frame<H: EngineHandler>(
+    /// A WebSocket frame arrived; a packet read from it comes back, to be
+    /// fed to [`Engine::handle_packet`].
+    pub fn handle_ws_frame<'a>(
         &mut self,
-        h: &mut H,
         conn: ConnId,
-        frame: WsData<'_>,
+        frame: Data<'a>,
         now: Instant,
-    ) {
-        let Some(&role) = self.conns.get(&conn) else {
-            return;
-        };
+    ) -> Option<(SessionKey, Packet<'a>)> {
+        let &role = self.conns.get(&conn)?;
         let len = match &frame {
-            WsData::Text(t) => t.len(),
-            WsData::Binary(b) => b.len(),
+            Data::Text(t) => t.len(),
+            Data::Binary(b) => b.len(),
         };
         let (key, decoded) = match (role, frame) {
             (Role::Main(key), _) if len > self.config.max_payload => {
-                return self.close(h, key, CloseReason::ProtocolError, now);
+                self.close(key, CloseReason::ProtocolError, now);
+                return None;
             }
-            (Role::Main(key), WsData::Text(t)) => (key, packet::decode_text(t)),
-            (Role::Main(key), WsData::Binary(b)) => (key, Ok(Packet::Message(Data::Binary(b)))),
-            (Role::Probe(key), WsData::Text(t)) => return self.handle_probe(key, conn, t),
-            (Role::Probe(key), WsData::Binary(_)) => return self.drop_probe(key, conn),
+            (Role::Main(key), Data::Text(t)) => (key, packet::decode_text(t)),
+            (Role::Main(key), Data::Binary(b)) => (key, Ok(Packet::Message(Data::Binary(b)))),
+            (Role::Probe(key), Data::Text(t)) => {
+                self.handle_probe(key, conn, t);
+                return None;
+            }
+            (Role::Probe(key), Data::Binary(_)) => {
+                self.drop_probe(key, conn);
+                return None;
+            }
         };
         match decoded {
-            Ok(p) => self.handle_packet(h, key, p, now),
-            Err(_) => self.close(h, key, CloseReason::ProtocolError, now),
+            Ok(p) => Some((key, p)),
+            Err(_) => {
+                self.close(key, CloseReason::ProtocolError, now);
+                None
+            }
         }
     }
 
@@ -562,7 +624,7 @@ impl Engine {
         match (text, s.probe) {
             ("2probe", Some((c, false))) if c == conn => {
                 s.probe = Some((conn, true));
-                self.outputs.push_back(Output::WsFrame {
+                self.transmits.push_back(Transmit::Frame {
                     conn,
                     frame: Frame::Text(Bytes::from_static(b"3probe")),
                 });
@@ -580,11 +642,10 @@ impl Engine {
                 s.probe = None;
                 s.upgrade_deadline = None;
                 s.noop_at = None;
-                self.stats.upgraded();
                 self.conns.insert(conn, Role::Main(key));
                 let buffered = std::mem::take(&mut s.buffer);
                 s.buffered = 0;
-                self.notice(Notice::Upgraded { session: key });
+                self.events.push_back(Event::Upgraded { key });
                 for p in buffered {
                     self.send(key, p);
                 }
@@ -607,21 +668,15 @@ impl Engine {
     }
 
     fn ws_close(&mut self, conn: ConnId, code: u16) {
-        self.outputs.push_back(Output::WsClose { conn, code });
+        self.transmits.push_back(Transmit::Close { conn, code });
     }
 
     /// A WebSocket connection closed (by the peer or the network), or the
     /// host dropped it for `reason` ([`CloseReason::Backlog`]: its client
     /// fell too far behind).
-    pub fn handle_ws_closed<H: EngineHandler>(
-        &mut self,
-        h: &mut H,
-        conn: ConnId,
-        reason: CloseReason,
-        now: Instant,
-    ) {
+    pub fn handle_ws_closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         match self.conns.remove(&conn) {
-            Some(Role::Main(key)) => self.close_inner(h, key, reason, now, false),
+            Some(Role::Main(key)) => self.close_inner(key, reason, now, false),
             Some(Role::Probe(key)) => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.probe = None;
@@ -633,15 +688,21 @@ impl Engine {
         }
     }
 
-    fn handle_packet<H: EngineHandler>(
+    /// Runs a packet a client sent on a session: a message comes back for
+    /// the layer above; the rest (pings, pongs, close) the engine handles.
+    /// Nothing happens if the session is gone (closed by an earlier packet
+    /// of the same payload, or by the layer above meanwhile).
+    pub fn handle_packet<'a>(
         &mut self,
-        h: &mut H,
         key: SessionKey,
-        p: Packet<'_>,
+        p: Packet<'a>,
         now: Instant,
-    ) {
+    ) -> Option<Data<'a>> {
+        if self.sessions.get(&key)?.closing {
+            return None;
+        }
         match p {
-            Packet::Message(data) => h.on_message(self, key, data, now),
+            Packet::Message(data) => return Some(data),
             Packet::Pong(_) => {
                 let interval = self.config.ping_interval;
                 if let Some(s) = self.sessions.get_mut(&key)
@@ -656,14 +717,15 @@ impl Engine {
                 let pong = OutPacket::text(b'3', data);
                 self.send(key, pong);
             }
-            Packet::Close => self.close(h, key, CloseReason::ClientClose, now),
+            Packet::Close => self.close(key, CloseReason::ClientClose, now),
             Packet::Noop => {}
-            Packet::Upgrade => self.close(h, key, CloseReason::ProtocolError, now),
+            Packet::Upgrade => self.close(key, CloseReason::ProtocolError, now),
         }
+        None
     }
 
     /// Fires the heartbeats, upgrade timeouts and upgrade noops that are due.
-    pub fn handle_timeout<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((t, key)) = self.timers.pop_due(now) {
             let timeout = self.config.ping_timeout;
             let Some(s) = self.sessions.get_mut(&key) else {
@@ -689,7 +751,7 @@ impl Engine {
                 continue;
             }
             if s.awaiting_pong {
-                self.close(h, key, CloseReason::PingTimeout, now);
+                self.close(key, CloseReason::PingTimeout, now);
             } else {
                 s.awaiting_pong = true;
                 // From the scheduled time, not the (possibly late) firing time.
@@ -713,7 +775,7 @@ impl Engine {
                     OutPacket::Text(b) => Frame::Text(b),
                     OutPacket::Binary(b) => Frame::Binary(b),
                 };
-                self.outputs.push_back(Output::WsFrame { conn, frame });
+                self.transmits.push_back(Transmit::Frame { conn, frame });
                 true
             }
         }
@@ -722,8 +784,8 @@ impl Engine {
     /// Queues one text packet on many sessions, encoded once: polling
     /// sessions buffer it as [`Engine::send`] would, and the WebSocket
     /// connections come back in order, for the caller to name in one
-    /// [`Output::Broadcast`] (which it queues before anything else is
-    /// sent). Returns how many sessions took it, and those connections.
+    /// [`Output::Broadcast`](crate::Output::Broadcast) (which it queues
+    /// before anything else is sent). Returns how many sessions took it, and those connections.
     pub(crate) fn send_many(
         &mut self,
         keys: impl IntoIterator<Item = SessionKey>,
@@ -774,14 +836,14 @@ impl Engine {
 
     /// Answers the parked GETs of sessions that have packets waiting, and
     /// closes sessions that fell too far behind.
-    pub fn flush<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
+    pub fn flush(&mut self, now: Instant) {
         let dirty = std::mem::take(&mut self.dirty);
         for key in dirty {
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
             };
             if s.doomed {
-                self.close(h, key, CloseReason::Backlog, now);
+                self.close(key, CloseReason::Backlog, now);
                 continue;
             }
             if let Carrier::Polling { parked } = &mut s.carrier
@@ -827,34 +889,21 @@ impl Engine {
     /// the close packet, to its next polls, and reads nothing more (one
     /// that does not poll within the ping timeout is dropped). The layer
     /// above hears every close at once.
-    pub fn go_away<H: EngineHandler>(&mut self, h: &mut H, now: Instant) {
+    pub fn go_away(&mut self, now: Instant) {
         self.draining = true;
         let mut keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         keys.sort_unstable();
         for key in keys {
-            self.close(h, key, CloseReason::ServerClose, now);
+            self.close(key, CloseReason::ServerClose, now);
         }
     }
 
     /// Closes a session from the server side.
-    pub fn close<H: EngineHandler>(
-        &mut self,
-        h: &mut H,
-        key: SessionKey,
-        reason: CloseReason,
-        now: Instant,
-    ) {
-        self.close_inner(h, key, reason, now, true);
+    pub fn close(&mut self, key: SessionKey, reason: CloseReason, now: Instant) {
+        self.close_inner(key, reason, now, true);
     }
 
-    fn close_inner<H: EngineHandler>(
-        &mut self,
-        h: &mut H,
-        key: SessionKey,
-        reason: CloseReason,
-        now: Instant,
-        notify: bool,
-    ) {
+    fn close_inner(&mut self, key: SessionKey, reason: CloseReason, now: Instant, notify: bool) {
         let going_away = self.draining && reason == CloseReason::ServerClose;
         let code = if going_away {
             GOING_AWAY
@@ -887,22 +936,20 @@ impl Engine {
                 self.conns.remove(&conn);
                 self.ws_close(conn, code);
             }
-            self.stats.closed(Transport::Polling, reason);
-            self.notice(Notice::Closed {
-                session: key,
+            self.events.push_back(Event::Closed {
+                key,
                 transport: Transport::Polling,
                 reason,
             });
-            return h.on_close(self, key, reason, now);
+            return;
         }
         let Some(s) = self.sessions.remove(&key) else {
             return;
         };
         self.by_sid.remove(&s.sid);
         let transport = s.carrier.transport();
-        self.stats.closed(transport, reason);
-        self.notice(Notice::Closed {
-            session: key,
+        self.events.push_back(Event::Closed {
+            key,
             transport,
             reason,
         });
@@ -927,7 +974,6 @@ impl Engine {
                 }
             }
         }
-        h.on_close(self, key, reason, now);
     }
 
     /// Drops a closing session (the layer above heard its close already);
@@ -946,82 +992,3 @@ impl Engine {
 /// The body of the 503 that refuses a handshake while the server shuts
 /// down (code 4, Engine.IO's "Forbidden": the server takes no new session).
 const SHUTTING_DOWN: &[u8] = br#"{"code":4,"message":"Server shutting down"}"#;
-
-/// The data of a WebSocket frame as the engine reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WsData<'a> {
-    /// A text frame.
-    Text(&'a str),
-    /// A binary frame.
-    Binary(Bytes),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::CounterIds;
-
-    /// Echoes every message back.
-    struct Echo;
-
-    impl EngineHandler for Echo {
-        fn on_open(&mut self, _: &mut Engine, _: SessionKey, _: Instant) {}
-        fn on_message(&mut self, e: &mut Engine, key: SessionKey, data: Data<'_>, _: Instant) {
-            if let Data::Text(t) = data {
-                e.send(key, OutPacket::text(b'4', t));
-            }
-        }
-        fn on_close(&mut self, _: &mut Engine, _: SessionKey, _: CloseReason, _: Instant) {}
-    }
-
-    fn body(e: &mut Engine) -> (u16, String) {
-        e.flush(&mut Echo, Instant::now());
-        match e.outputs.pop_back() {
-            Some(Output::HttpResponse { response, .. }) => (
-                response.status,
-                String::from_utf8(response.body.to_vec()).unwrap(),
-            ),
-            other => panic!("expected a response, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_poll_carries_at_most_sixteen_packets() {
-        let now = Instant::now();
-        let mut e = Engine::new(EngineConfig::default(), Box::new(CounterIds::default()));
-        e.handle_http(
-            &mut Echo,
-            RequestId(1),
-            Method::Get,
-            "EIO=4&transport=polling",
-            None,
-            b"",
-            now,
-        );
-        let (_, open) = body(&mut e);
-        let sid = serde_json::from_str::<serde_json::Value>(&open[1..]).unwrap()["sid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let q = format!("EIO=4&transport=polling&sid={sid}");
-        let payload: Vec<String> = (0..20).map(|i| format!("4m{i}")).collect();
-        e.handle_http(
-            &mut Echo,
-            RequestId(2),
-            Method::Post,
-            &q,
-            None,
-            payload.join("\x1e").as_bytes(),
-            now,
-        );
-        assert_eq!(body(&mut e), (200, "ok".to_owned()));
-        e.handle_http(&mut Echo, RequestId(3), Method::Get, &q, None, b"", now);
-        assert_eq!(body(&mut e).1, payload[..16].join("\x1e"));
-        e.handle_http(&mut Echo, RequestId(4), Method::Get, &q, None, b"", now);
-        assert_eq!(body(&mut e).1, payload[16..].join("\x1e"));
-        // Nothing left: the next GET is parked.
-        e.handle_http(&mut Echo, RequestId(5), Method::Get, &q, None, b"", now);
-        e.flush(&mut Echo, now);
-        assert!(e.outputs.is_empty());
-    }
-}

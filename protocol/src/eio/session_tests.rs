@@ -7,44 +7,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Transport;
-use super::packet::{Data, OutPacket};
-use super::session::{CloseReason, Engine, EngineConfig, EngineHandler, SessionKey, WsData};
+use super::packet::{Data, OutPacket, Packet};
+use super::session::{CloseReason, Engine, EngineConfig, Event, SessionKey, Transmit};
+use crate::host::{ConnId, Frame, Method, RequestId};
 use crate::ids::CounterIds;
-use crate::node::{ConnId, Frame, Method, Output, RequestId};
 use crate::ws::NORMAL_CLOSURE;
 
-/// The layer above, as a test sees it: what it heard, and an echo of
-/// every text message (`4x` comes back as `4x`).
-#[derive(Default)]
-struct Upper {
+/// An engine driven as a node drives it, with an echo above it (`4x`
+/// comes back as `4x`), and the test's clock.
+struct Pair {
+    engine: Engine,
+    ids: CounterIds,
+    now: Instant,
+    next_req: u64,
+    /// What the engine had written, not yet taken by a test.
+    out: Vec<Transmit>,
     opened: Vec<SessionKey>,
     messages: Vec<String>,
     closed: Vec<(SessionKey, CloseReason)>,
-}
-
-impl EngineHandler for Upper {
-    fn on_open(&mut self, _: &mut Engine, key: SessionKey, _: Instant) {
-        self.opened.push(key);
-    }
-
-    fn on_message(&mut self, e: &mut Engine, key: SessionKey, data: Data<'_>, _: Instant) {
-        if let Data::Text(t) = data {
-            self.messages.push(t.to_owned());
-            e.send(key, OutPacket::text(b'4', t));
-        }
-    }
-
-    fn on_close(&mut self, _: &mut Engine, key: SessionKey, reason: CloseReason, _: Instant) {
-        self.closed.push((key, reason));
-    }
-}
-
-/// An engine, the layer above it, and the test's clock.
-struct Pair {
-    engine: Engine,
-    upper: Upper,
-    now: Instant,
-    next_req: u64,
 }
 
 const Q: &str = "EIO=4&transport=polling";
@@ -56,37 +36,71 @@ impl Pair {
 
     fn with(config: EngineConfig) -> Self {
         Pair {
-            engine: Engine::new(config, Box::new(CounterIds::default())),
-            upper: Upper::default(),
+            engine: Engine::new(config),
+            ids: CounterIds::default(),
             now: Instant::now(),
             next_req: 0,
+            out: Vec::new(),
+            opened: Vec::new(),
+            messages: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    /// Feeds a client's packets to the engine, echoing its messages.
+    fn packets<'a>(&mut self, key: SessionKey, packets: impl IntoIterator<Item = Packet<'a>>) {
+        for p in packets {
+            if let Some(Data::Text(t)) = self.engine.handle_packet(key, p, self.now) {
+                self.messages.push(t.to_owned());
+                self.engine.send(key, OutPacket::text(b'4', t));
+            }
+        }
+        self.settle();
+    }
+
+    /// Flushes the engine and takes its events and transmits.
+    fn settle(&mut self) {
+        self.engine.flush(self.now);
+        while let Some(e) = self.engine.poll_event() {
+            match e {
+                Event::Opened { key, .. } => self.opened.push(key),
+                Event::Closed { key, reason, .. } => self.closed.push((key, reason)),
+                _ => {}
+            }
+        }
+        while let Some(t) = self.engine.poll_transmit() {
+            self.out.push(t);
         }
     }
 
     /// Moves the clock and runs what fell due.
     fn advance(&mut self, by: Duration) {
         self.now += by;
-        self.engine.handle_timeout(&mut self.upper, self.now);
+        self.engine.handle_timeout(self.now);
+        self.settle();
     }
 
     /// Sends a request; returns its name (the answer may come later).
     fn request(&mut self, method: Method, query: &str, body: &[u8]) -> RequestId {
         self.next_req += 1;
         let req = RequestId(self.next_req);
-        let (e, u) = (&mut self.engine, &mut self.upper);
-        e.handle_http(u, req, method, query, None, body, self.now);
-        e.flush(u, self.now);
+        let posted =
+            self.engine
+                .handle_http(req, method, query, None, body, self.now, &mut self.ids);
+        match posted {
+            Some((key, packets)) => self.packets(key, packets),
+            None => self.settle(),
+        }
         req
     }
 
     /// The answer to `req`, if it was given (taken).
     fn answer(&mut self, req: RequestId) -> Option<(u16, String)> {
         let i = self
-            .engine
-            .outputs
+            .out
             .iter()
-            .position(|o| matches!(o, Output::HttpResponse { req: r, .. } if *r == req))?;
-        let Some(Output::HttpResponse { response, .. }) = self.engine.outputs.remove(i) else {
+            .position(|o| matches!(o, Transmit::Http { req: r, .. } if *r == req))?;
+        let Transmit::Http { response, .. } = self.out.remove(i) else {
             unreachable!()
         };
         Some((
@@ -109,14 +123,33 @@ impl Pair {
     }
 
     fn ws_open(&mut self, conn: u64, query: &str) {
-        let (e, u) = (&mut self.engine, &mut self.upper);
-        e.handle_ws_open(u, ConnId(conn), query, None, self.now);
+        let conn = ConnId(conn);
+        let now = self.now;
+        self.engine
+            .handle_ws_open(conn, query, None, now, &mut self.ids);
+        self.settle();
     }
 
     fn ws_text(&mut self, conn: u64, text: &str) {
-        let (e, u) = (&mut self.engine, &mut self.upper);
-        e.handle_ws_frame(u, ConnId(conn), WsData::Text(text), self.now);
-        e.flush(u, self.now);
+        let read = self
+            .engine
+            .handle_ws_frame(ConnId(conn), Data::Text(text), self.now);
+        match read {
+            Some((key, p)) => self.packets(key, [p]),
+            None => self.settle(),
+        }
+    }
+
+    fn ws_closed(&mut self, conn: u64) {
+        let now = self.now;
+        self.engine
+            .handle_ws_closed(ConnId(conn), CloseReason::TransportClose, now);
+        self.settle();
+    }
+
+    fn close(&mut self, key: SessionKey) {
+        self.engine.close(key, CloseReason::ServerClose, self.now);
+        self.settle();
     }
 
     /// A new WebSocket session on `conn`; returns its open packet.
@@ -127,11 +160,11 @@ impl Pair {
         frames[0].clone()
     }
 
-    /// The text frames output for `conn` so far (taken).
+    /// The text frames written to `conn` so far (taken).
     fn frames(&mut self, conn: u64) -> Vec<String> {
         let mut texts = Vec::new();
-        self.engine.outputs.retain(|o| match o {
-            Output::WsFrame {
+        self.out.retain(|o| match o {
+            Transmit::Frame {
                 conn: c,
                 frame: Frame::Text(t),
             } if c.0 == conn => {
@@ -143,11 +176,11 @@ impl Pair {
         texts
     }
 
-    /// The close codes output for `conn` so far (taken).
+    /// The close codes written to `conn` so far (taken).
     fn ws_closes(&mut self, conn: u64) -> Vec<u16> {
         let mut codes = Vec::new();
-        self.engine.outputs.retain(|o| match o {
-            Output::WsClose { conn: c, code } if c.0 == conn => {
+        self.out.retain(|o| match o {
+            Transmit::Close { conn: c, code } if c.0 == conn => {
                 codes.push(*code);
                 false
             }
@@ -157,7 +190,7 @@ impl Pair {
     }
 
     fn reasons(&self) -> Vec<CloseReason> {
-        self.upper.closed.iter().map(|(_, r)| *r).collect()
+        self.closed.iter().map(|(_, r)| *r).collect()
     }
 }
 
@@ -177,11 +210,8 @@ fn polling_handshake_offers_the_upgrade_and_the_settings() {
     assert_eq!(v["pingInterval"], 25_000);
     assert_eq!(v["pingTimeout"], 20_000);
     assert_eq!(v["maxPayload"], 1_000_000);
-    assert_eq!(p.upper.opened.len(), 1);
-    assert_eq!(
-        p.engine.transport(p.upper.opened[0]),
-        Some(Transport::Polling)
-    );
+    assert_eq!(p.opened.len(), 1);
+    assert_eq!(p.engine.transport(p.opened[0]), Some(Transport::Polling));
 }
 
 #[test]
@@ -190,7 +220,7 @@ fn websocket_handshake_offers_no_upgrade() {
     let open = p.websocket(1);
     let v: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
     assert_eq!(v["upgrades"], serde_json::json!([]));
-    assert_eq!(p.upper.opened.len(), 1);
+    assert_eq!(p.opened.len(), 1);
 }
 
 #[test]
@@ -205,7 +235,7 @@ fn handshake_refusals() {
         p.http(Method::Get, &format!("{Q}&sid=nope"), b""),
         (400, r#"{"code":1,"message":"Session ID unknown"}"#.into())
     );
-    assert!(p.upper.opened.is_empty());
+    assert!(p.opened.is_empty());
 }
 
 #[test]
@@ -221,7 +251,7 @@ fn heartbeat_pings_and_a_pong_keeps_the_session() {
     // A whole interval from the pong, the next ping; no close meanwhile.
     p.advance(Duration::from_millis(24_999));
     assert!(p.frames(1).is_empty());
-    assert!(p.upper.closed.is_empty());
+    assert!(p.closed.is_empty());
     p.advance(Duration::from_millis(1));
     assert_eq!(p.frames(1), ["2"]);
 }
@@ -233,7 +263,7 @@ fn no_pong_within_the_timeout_closes_the_session() {
     p.advance(Duration::from_millis(25_000));
     assert_eq!(p.frames(1), ["2"]);
     p.advance(Duration::from_millis(19_999));
-    assert!(p.upper.closed.is_empty());
+    assert!(p.closed.is_empty());
     p.advance(Duration::from_millis(1));
     assert_eq!(p.reasons(), [CloseReason::PingTimeout]);
     assert_eq!(p.ws_closes(1), [NORMAL_CLOSURE]);
@@ -257,7 +287,7 @@ fn a_parked_poll_is_answered_when_a_packet_comes() {
     assert_eq!(p.http(Method::Post, &q, b"4hello"), (200, "ok".into()));
     // The echo went to the parked poll.
     assert_eq!(p.answer(parked), Some((200, "4hello".into())));
-    assert_eq!(p.upper.messages, ["hello"]);
+    assert_eq!(p.messages, ["hello"]);
 }
 
 #[test]
@@ -286,11 +316,10 @@ fn a_polling_session_pings_through_its_polls() {
     let q = p.polling();
     let parked = p.request(Method::Get, &q, b"");
     p.advance(Duration::from_millis(25_000));
-    p.engine.flush(&mut p.upper, p.now);
     assert_eq!(p.answer(parked), Some((200, "2".into())));
     assert_eq!(p.http(Method::Post, &q, b"3"), (200, "ok".into()));
     p.advance(Duration::from_millis(20_000));
-    assert!(p.upper.closed.is_empty());
+    assert!(p.closed.is_empty());
 }
 
 #[test]
@@ -312,7 +341,7 @@ fn upgrade_with_probe_noop_and_upgrade() {
     // A packet sent before the upgrade completes waits in the poll buffer...
     assert_eq!(p.http(Method::Post, &q, b"4during"), (200, "ok".into()));
     p.ws_text(9, "5");
-    let key = p.upper.opened[0];
+    let key = p.opened[0];
     assert_eq!(p.engine.transport(key), Some(Transport::WebSocket));
     // ...and goes over the WebSocket once it is the session's.
     assert_eq!(p.frames(9), ["4during"]);
@@ -320,7 +349,7 @@ fn upgrade_with_probe_noop_and_upgrade() {
     assert_eq!(p.frames(9), ["4after"]);
     // Polling is over for this session.
     assert_eq!(p.http(Method::Get, &q, b"").0, 400);
-    assert!(p.upper.closed.is_empty());
+    assert!(p.closed.is_empty());
 }
 
 #[test]
@@ -351,11 +380,11 @@ fn an_upgrade_that_never_completes_is_dropped_and_polling_goes_on() {
     assert!(p.ws_closes(9).is_empty());
     p.advance(Duration::from_millis(1));
     assert_eq!(p.ws_closes(9), [NORMAL_CLOSURE]);
-    let key = p.upper.opened[0];
+    let key = p.opened[0];
     assert_eq!(p.engine.transport(key), Some(Transport::Polling));
     assert_eq!(p.http(Method::Post, &q, b"4still"), (200, "ok".into()));
     assert_eq!(p.http(Method::Get, &q, b""), (200, "4still".into()));
-    assert!(p.upper.closed.is_empty());
+    assert!(p.closed.is_empty());
 }
 
 #[test]
@@ -366,7 +395,7 @@ fn a_probe_that_says_anything_else_is_dropped() {
     p.ws_open(9, &format!("EIO=4&transport=websocket&sid={sid}"));
     p.ws_text(9, "5");
     assert_eq!(p.ws_closes(9), [NORMAL_CLOSURE]);
-    let key = p.upper.opened[0];
+    let key = p.opened[0];
     assert_eq!(p.engine.transport(key), Some(Transport::Polling));
 }
 
@@ -393,8 +422,7 @@ fn the_client_closes_over_websocket_and_over_polling() {
 fn the_transport_going_away_closes_the_session() {
     let mut p = Pair::new();
     p.websocket(1);
-    let (e, u) = (&mut p.engine, &mut p.upper);
-    e.handle_ws_closed(u, ConnId(1), CloseReason::TransportClose, p.now);
+    p.ws_closed(1);
     assert_eq!(p.reasons(), [CloseReason::TransportClose]);
     // The connection is gone already: no close frame to write.
     assert!(p.ws_closes(1).is_empty());
@@ -404,9 +432,8 @@ fn the_transport_going_away_closes_the_session() {
 fn the_server_closes_a_session() {
     let mut p = Pair::new();
     p.websocket(1);
-    let key = p.upper.opened[0];
-    let (e, u) = (&mut p.engine, &mut p.upper);
-    e.close(u, key, CloseReason::ServerClose, p.now);
+    let key = p.opened[0];
+    p.close(key);
     assert_eq!(p.reasons(), [CloseReason::ServerClose]);
     assert_eq!(p.ws_closes(1), [NORMAL_CLOSURE]);
     assert!(
@@ -416,9 +443,8 @@ fn the_server_closes_a_session() {
 
     let q = p.polling();
     let parked = p.request(Method::Get, &q, b"");
-    let key = p.upper.opened[1];
-    let (e, u) = (&mut p.engine, &mut p.upper);
-    e.close(u, key, CloseReason::ServerClose, p.now);
+    let key = p.opened[1];
+    p.close(key);
     assert_eq!(p.answer(parked), Some((200, "1".into())));
 }
 
@@ -459,7 +485,7 @@ fn a_malformed_packet_closes_only_its_session() {
     let q = p.polling();
     assert_eq!(p.http(Method::Post, &q, b"4ok\x1ez").0, 400);
     // A bad record refuses the whole payload: the good one was not read.
-    assert_eq!(p.upper.messages, ["ok"]);
+    assert_eq!(p.messages, ["ok"]);
     assert_eq!(p.engine.session_count(), 1);
 }
 
@@ -473,4 +499,33 @@ fn a_polling_client_that_buffers_too_much_is_dropped() {
     let body = vec!["4".to_owned() + &"x".repeat(40); 3].join("\x1e");
     assert_eq!(p.http(Method::Post, &q, body.as_bytes()).0, 200);
     assert_eq!(p.reasons(), [CloseReason::Backlog]);
+}
+
+#[test]
+fn a_poll_carries_at_most_sixteen_packets() {
+    let mut p = Pair::new();
+    let q = p.polling();
+    let payload: Vec<String> = (0..20).map(|i| format!("4m{i}")).collect();
+    let body = payload.join("\x1e");
+    assert_eq!(
+        p.http(Method::Post, &q, body.as_bytes()),
+        (200, "ok".into())
+    );
+    assert_eq!(p.http(Method::Get, &q, b"").1, payload[..16].join("\x1e"));
+    assert_eq!(p.http(Method::Get, &q, b"").1, payload[16..].join("\x1e"));
+    // Nothing left: the next GET is parked.
+    let parked = p.request(Method::Get, &q, b"");
+    assert_eq!(p.answer(parked), None);
+}
+
+#[test]
+fn a_packet_after_the_close_in_one_payload_is_not_read() {
+    let mut p = Pair::new();
+    let q = p.polling();
+    assert_eq!(
+        p.http(Method::Post, &q, b"4a\x1e1\x1e4b"),
+        (200, "ok".into())
+    );
+    assert_eq!(p.messages, ["a"]);
+    assert_eq!(p.reasons(), [CloseReason::ClientClose]);
 }

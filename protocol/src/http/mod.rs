@@ -43,9 +43,9 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::auth::{JwtConfig, TokenError, bearer};
-use crate::chat::UnixMs;
 use crate::ids::{IdGenerator, new_object_id};
 use crate::model::{PublicUser, UserRecord};
+use crate::rate::UnixMs;
 use crate::stats::AuthFailure;
 use crate::store::{CreateUser, Cursor, History, StoreCommand, StoreReply, Window};
 use schema::{ErrorBody, Health, Readiness, Ready, ServiceInfo, TokenAnswer, TokenType};

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::chat::{RateLimit, TokenBucket, UnixMs};
+use crate::rate::{RateLimit, TokenBucket, UnixMs};
 
 /// How many addresses a user has logged in from are remembered.
 pub const KNOWN_PER_USER: usize = 8;

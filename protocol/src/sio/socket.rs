@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use super::packet::{self, PacketData, PacketType, Partial};
 use crate::deadlines::Deadlines;
-use crate::eio::{CloseReason, Data, Engine, EngineHandler, Handshake, OutPacket, SessionKey};
+use crate::eio::{CloseReason, Data, Handshake, OutPacket, SessionKey};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
-use crate::node::{Broadcast, Frame, OpId, Output, Upper};
+use crate::node::{Broadcast, Command, Frame, OpId, Shared, Upper};
 use crate::stats::{AuthFailure, ConnectRefusal, EventName, Notice, RefusalCode};
 use crate::store::{StoreCommand, StoreReply};
 
@@ -141,6 +141,8 @@ pub trait Application {
 }
 
 struct Client {
+    /// What the Engine.IO handshake carried (a CONNECT reads it).
+    handshake: Handshake,
     sockets: Vec<(String, SocketId)>,
     partial: Option<Partial>,
     connect_deadline: Option<Instant>,
@@ -182,39 +184,39 @@ impl std::fmt::Debug for State {
 
 /// What an application may do while handling an input.
 pub struct Ctx<'a> {
-    engine: &'a mut Engine,
+    sh: Shared<'a>,
     state: &'a mut State,
-    now: Instant,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("now", &self.now).finish()
+        f.debug_struct("Ctx").field("now", &self.sh.now).finish()
     }
 }
 
-fn send_packet(
-    engine: &mut Engine,
-    session: SessionKey,
-    text: Bytes,
-    attachments: &[Bytes],
-) -> bool {
-    let ok = engine.send(session, OutPacket::Text(text));
+/// Asks the node to send a packet (and its attachments) on a session.
+fn send_packet(sh: &mut Shared<'_>, key: SessionKey, text: Bytes, attachments: &[Bytes]) {
+    sh.push(Command::Send {
+        key,
+        packet: OutPacket::Text(text),
+    });
     for a in attachments {
-        engine.send(session, OutPacket::Binary(a.clone()));
+        sh.push(Command::Send {
+            key,
+            packet: OutPacket::Binary(a.clone()),
+        });
     }
-    ok
 }
 
 impl Ctx<'_> {
     /// The time of the input being handled.
     pub fn now(&self) -> Instant {
-        self.now
+        self.sh.now
     }
 
     /// The id generator.
     pub fn ids(&mut self) -> &mut dyn IdGenerator {
-        &mut *self.engine.ids
+        &mut *self.sh.ids
     }
 
     /// The socket's public id (what the client sees as `socket.id`).
@@ -246,11 +248,11 @@ impl Ctx<'_> {
         let text = packet::encode(kind, &s.nsp, attachments.len(), id, Some(data));
         let name = matches!(kind, PacketType::Event | PacketType::BinaryEvent)
             .then(|| EventName::of(packet::event_name(&text).unwrap_or("")));
-        let sent = send_packet(self.engine, s.session, text, attachments);
-        if let (true, Some(name)) = (sent, name) {
-            self.engine.stats.events_out[name as usize] += 1;
+        send_packet(&mut self.sh, s.session, text, attachments);
+        if let Some(name) = name {
+            self.sh.stats.events_out[name as usize] += 1;
         }
-        sent
+        true
     }
 
     /// Emits an event; `data` serializes to the array `[name, ...args]`.
@@ -330,8 +332,8 @@ impl Ctx<'_> {
     }
 
     /// Emits an event to every socket in a room of a namespace but `except`,
-    /// encoding it once: one [`Output::Broadcast`] for the WebSocket ones.
-    /// Returns how many sockets it was handed to.
+    /// encoding it once: one [`Output::Broadcast`](crate::Output::Broadcast)
+    /// for the WebSocket ones. Returns how many sockets it is for.
     pub fn broadcast<T: Serialize + ?Sized>(
         &mut self,
         nsp: &str,
@@ -345,27 +347,29 @@ impl Ctx<'_> {
         let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
         let name = EventName::of(packet::event_name(&text).unwrap_or(""));
         let sockets = &self.state.sockets;
-        let sessions = members
+        let keys: Vec<SessionKey> = members
             .iter()
             .filter(|id| Some(**id) != except)
-            .filter_map(|id| sockets.get(id).map(|s| s.session));
-        let (n, conns) = self.engine.send_many(sessions, &text);
-        if !conns.is_empty() {
-            let except = except
-                .and_then(|id| sockets.get(&id))
-                .map(|s| s.sid.clone());
-            self.engine.outputs.push_back(Output::Broadcast(Broadcast {
+            .filter_map(|id| sockets.get(id).map(|s| s.session))
+            .collect();
+        let n = keys.len();
+        if n == 0 {
+            return 0;
+        }
+        let except = except
+            .and_then(|id| sockets.get(&id))
+            .map(|s| s.sid.clone());
+        self.sh.push(Command::Broadcast {
+            keys,
+            name,
+            broadcast: Broadcast {
                 nsp: nsp.to_owned(),
                 room: room.to_owned(),
                 except: except.into_iter().collect(),
                 frame: Frame::Text(text),
-                conns,
-            }));
-        }
-        // Counted once per broadcast, not per recipient.
-        let stats = &mut self.engine.stats;
-        stats.deliveries += n as u64;
-        stats.events_out[name as usize] += n as u64;
+                conns: Vec::new(),
+            },
+        });
         n
     }
 
@@ -373,10 +377,10 @@ impl Ctx<'_> {
     /// code), and tells the host if it asked for notices.
     pub fn refused(&mut self, socket: SocketId, event: &str, code: &str) {
         let (name, code) = (EventName::of(event), RefusalCode::of(code));
-        self.engine.stats.refusals[name as usize][code as usize] += 1;
+        self.sh.stats.refusals[name as usize][code as usize] += 1;
         if let Some(s) = self.state.sockets.get(&socket) {
             let session = s.session;
-            self.engine.notice(Notice::EventRefused {
+            self.sh.notice(Notice::EventRefused {
                 session,
                 name,
                 code,
@@ -387,9 +391,9 @@ impl Ctx<'_> {
     /// Counts credentials refused during [`Application::authorize`] (which
     /// then refuses the CONNECT), and why.
     pub fn auth_failed(&mut self, why: AuthFailure) {
-        self.engine.stats.auth_failures[why as usize] += 1;
+        self.sh.stats.auth_failures[why as usize] += 1;
         if let Some(session) = self.state.authorizing {
-            self.engine.notice(Notice::AuthFailed { session, why });
+            self.sh.notice(Notice::AuthFailed { session, why });
         }
     }
 
@@ -397,7 +401,7 @@ impl Ctx<'_> {
     pub fn disconnect(&mut self, socket: SocketId) {
         if let Some(s) = self.state.sockets.get(&socket) {
             let text = packet::encode::<Value>(PacketType::Disconnect, &s.nsp, 0, None, None);
-            send_packet(self.engine, s.session, text, &[]);
+            send_packet(&mut self.sh, s.session, text, &[]);
         }
         remove_socket(self.state, socket);
     }
@@ -407,7 +411,7 @@ impl Ctx<'_> {
     pub fn store(&mut self, command: StoreCommand) -> OpId {
         self.state.next_op += 1;
         let op = OpId(self.state.next_op);
-        self.engine.outputs.push_back(Output::Store { op, command });
+        self.sh.push(Command::Store { op, command });
         op
     }
 }
@@ -431,9 +435,9 @@ fn leave_room(rooms: &mut Rooms, nsp: &str, room: &str, socket: SocketId) {
 }
 
 /// Counts a CONNECT_ERROR and tells the host.
-fn connect_refused(engine: &mut Engine, session: SessionKey, reason: ConnectRefusal) {
-    engine.stats.connect_errors[reason as usize] += 1;
-    engine.notice(Notice::ConnectRefused { session, reason });
+fn connect_refused(sh: &mut Shared<'_>, session: SessionKey, reason: ConnectRefusal) {
+    sh.stats.connect_errors[reason as usize] += 1;
+    sh.notice(Notice::ConnectRefused { session, reason });
 }
 
 /// Removes a socket from every table; returns it if it existed.
@@ -484,16 +488,18 @@ impl<A: Application> SocketIo<A> {
         self.state.sockets.len()
     }
 
-    fn ctx<'a>(engine: &'a mut Engine, state: &'a mut State, now: Instant) -> Ctx<'a> {
-        Ctx { engine, state, now }
+    fn ctx<'a>(sh: &'a mut Shared<'_>, state: &'a mut State) -> Ctx<'a> {
+        Ctx {
+            sh: sh.reborrow(),
+            state,
+        }
     }
 
     fn handle_text(
         &mut self,
-        engine: &mut Engine,
+        sh: &mut Shared<'_>,
         key: SessionKey,
         text: &str,
-        now: Instant,
     ) -> Result<(), packet::DecodeError> {
         let client = self
             .state
@@ -513,7 +519,7 @@ impl<A: Application> SocketIo<A> {
         };
         let admitted = match peeked.zip(self.socket_of(key, raw.nsp)) {
             Some((name, socket)) => {
-                if !self.admit(engine, key, socket, name, raw.id, now) {
+                if !self.admit(sh, key, socket, name, raw.id) {
                     return Ok(());
                 }
                 Some(socket)
@@ -543,16 +549,7 @@ impl<A: Application> SocketIo<A> {
             });
             return Ok(());
         }
-        self.dispatch(
-            engine,
-            key,
-            raw.nsp,
-            raw.id,
-            data,
-            Vec::new(),
-            admitted,
-            now,
-        );
+        self.dispatch(sh, key, raw.nsp, raw.id, data, Vec::new(), admitted);
         Ok(())
     }
 
@@ -569,20 +566,19 @@ impl<A: Application> SocketIo<A> {
     /// Counts an event and asks the application whether to handle it.
     fn admit(
         &mut self,
-        engine: &mut Engine,
+        sh: &mut Shared<'_>,
         key: SessionKey,
         socket: SocketId,
         name: &str,
         ack: Option<u64>,
-        now: Instant,
     ) -> bool {
         let label = EventName::of(name);
-        engine.stats.events_in[label as usize] += 1;
-        engine.notice(Notice::Event {
+        sh.stats.events_in[label as usize] += 1;
+        sh.notice(Notice::Event {
             session: key,
             name: label,
         });
-        let mut ctx = Self::ctx(engine, &mut self.state, now);
+        let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.admit(&mut ctx, socket, name, ack)
     }
 
@@ -590,14 +586,13 @@ impl<A: Application> SocketIo<A> {
     #[allow(clippy::too_many_arguments)] // the parts of one decoded packet
     fn dispatch(
         &mut self,
-        engine: &mut Engine,
+        sh: &mut Shared<'_>,
         key: SessionKey,
         nsp: &str,
         id: Option<u64>,
         data: PacketData,
         attachments: Vec<Bytes>,
         admitted: Option<SocketId>,
-        now: Instant,
     ) {
         let socket = admitted.or_else(|| self.socket_of(key, nsp));
         match data {
@@ -606,7 +601,7 @@ impl<A: Application> SocketIo<A> {
                     return;
                 }
                 if !self.app.has_namespace(nsp) {
-                    connect_refused(engine, key, ConnectRefusal::InvalidNamespace);
+                    connect_refused(sh, key, ConnectRefusal::InvalidNamespace);
                     let text = packet::encode(
                         PacketType::ConnectError,
                         nsp,
@@ -614,32 +609,37 @@ impl<A: Application> SocketIo<A> {
                         None,
                         Some(&serde_json::json!({"message": "Invalid namespace"})),
                     );
-                    send_packet(engine, key, text, &[]);
+                    send_packet(sh, key, text, &[]);
                     return;
                 }
-                let handshake = engine.handshake(key).cloned().unwrap_or_default();
+                let handshake = self
+                    .state
+                    .clients
+                    .get(&key)
+                    .map(|c| c.handshake.clone())
+                    .unwrap_or_default();
                 let req = ConnectRequest {
                     nsp,
                     auth: auth.as_ref(),
                     handshake: &handshake,
                 };
                 self.state.authorizing = Some(key);
-                let mut ctx = Self::ctx(engine, &mut self.state, now);
+                let mut ctx = Self::ctx(sh, &mut self.state);
                 let authorized = self.app.authorize(&mut ctx, &req);
                 self.state.authorizing = None;
                 let accepted = match authorized {
                     Ok(accepted) => accepted,
                     Err(data) => {
-                        connect_refused(engine, key, ConnectRefusal::Unauthorized);
+                        connect_refused(sh, key, ConnectRefusal::Unauthorized);
                         let text =
                             packet::encode(PacketType::ConnectError, nsp, 0, None, Some(&data));
-                        send_packet(engine, key, text, &[]);
+                        send_packet(sh, key, text, &[]);
                         return;
                     }
                 };
                 self.state.next_socket += 1;
                 let socket = SocketId(self.state.next_socket);
-                let sid = new_sid(&mut *engine.ids);
+                let sid = new_sid(&mut *sh.ids);
                 let text = packet::encode(
                     PacketType::Connect,
                     nsp,
@@ -647,9 +647,9 @@ impl<A: Application> SocketIo<A> {
                     None,
                     Some(&serde_json::json!({"sid": sid})),
                 );
-                send_packet(engine, key, text, &[]);
-                engine.stats.connects += 1;
-                engine.notice(Notice::Connected { session: key });
+                send_packet(sh, key, text, &[]);
+                sh.stats.connects += 1;
+                sh.notice(Notice::Connected { session: key });
                 let client = self
                     .state
                     .clients
@@ -667,16 +667,13 @@ impl<A: Application> SocketIo<A> {
                         next_ack: 0,
                     },
                 );
-                self.app.on_connect(
-                    &mut Self::ctx(engine, &mut self.state, now),
-                    socket,
-                    accepted,
-                );
+                self.app
+                    .on_connect(&mut Self::ctx(sh, &mut self.state), socket, accepted);
             }
             PacketData::Disconnect => {
                 if let Some(socket) = socket {
                     remove_socket(&mut self.state, socket);
-                    let mut ctx = Self::ctx(engine, &mut self.state, now);
+                    let mut ctx = Self::ctx(sh, &mut self.state);
                     self.app.on_disconnect(
                         &mut ctx,
                         socket,
@@ -686,10 +683,10 @@ impl<A: Application> SocketIo<A> {
             }
             PacketData::Event(name, args) => {
                 if let Some(socket) = socket {
-                    if admitted.is_none() && !self.admit(engine, key, socket, &name, id, now) {
+                    if admitted.is_none() && !self.admit(sh, key, socket, &name, id) {
                         return;
                     }
-                    let mut ctx = Self::ctx(engine, &mut self.state, now);
+                    let mut ctx = Self::ctx(sh, &mut self.state);
                     self.app.on_event(
                         &mut ctx,
                         socket,
@@ -710,7 +707,7 @@ impl<A: Application> SocketIo<A> {
                         .get(&socket)
                         .is_some_and(|s| id < s.next_ack);
                     if asked {
-                        let mut ctx = Self::ctx(engine, &mut self.state, now);
+                        let mut ctx = Self::ctx(sh, &mut self.state);
                         self.app.on_ack(&mut ctx, socket, id, args, attachments);
                     }
                 }
@@ -720,12 +717,11 @@ impl<A: Application> SocketIo<A> {
 
     fn handle_binary(
         &mut self,
-        engine: &mut Engine,
+        sh: &mut Shared<'_>,
         key: SessionKey,
         data: Bytes,
-        now: Instant,
     ) -> Result<(), packet::DecodeError> {
-        let max = engine.config().max_payload;
+        let max = sh.max_payload;
         let client = self
             .state
             .clients
@@ -739,18 +735,19 @@ impl<A: Application> SocketIo<A> {
         }
         if partial.push(data) {
             let p = client.partial.take().expect("checked above");
-            self.dispatch(engine, key, &p.nsp, p.id, p.data, p.attachments, None, now);
+            self.dispatch(sh, key, &p.nsp, p.id, p.data, p.attachments, None);
         }
         Ok(())
     }
 }
 
-impl<A: Application> EngineHandler for SocketIo<A> {
-    fn on_open(&mut self, _engine: &mut Engine, key: SessionKey, now: Instant) {
-        let deadline = now + self.config.connect_timeout;
+impl<A: Application> Upper for SocketIo<A> {
+    fn on_open(&mut self, sh: &mut Shared<'_>, key: SessionKey, handshake: Handshake) {
+        let deadline = sh.now + self.config.connect_timeout;
         self.state.clients.insert(
             key,
             Client {
+                handshake,
                 sockets: Vec::new(),
                 partial: None,
                 connect_deadline: Some(deadline),
@@ -759,44 +756,33 @@ impl<A: Application> EngineHandler for SocketIo<A> {
         self.state.timers.push(deadline, key);
     }
 
-    fn on_message(&mut self, engine: &mut Engine, key: SessionKey, data: Data<'_>, now: Instant) {
+    fn on_message(&mut self, sh: &mut Shared<'_>, key: SessionKey, data: Data<'_>) {
         let r = match data {
-            Data::Text(t) => self.handle_text(engine, key, t, now),
-            Data::Binary(b) => self.handle_binary(engine, key, b, now),
+            Data::Text(t) => self.handle_text(sh, key, t),
+            Data::Binary(b) => self.handle_binary(sh, key, b),
         };
         if r.is_err() {
-            engine.close(self, key, CloseReason::ProtocolError, now);
+            sh.push(Command::Close {
+                key,
+                reason: CloseReason::ProtocolError,
+            });
         }
     }
 
-    fn on_close(
-        &mut self,
-        engine: &mut Engine,
-        key: SessionKey,
-        reason: CloseReason,
-        now: Instant,
-    ) {
+    fn on_close(&mut self, sh: &mut Shared<'_>, key: SessionKey, reason: CloseReason) {
         let Some(client) = self.state.clients.remove(&key) else {
             return;
         };
         for (_, socket) in client.sockets {
             remove_socket(&mut self.state, socket);
-            let mut ctx = Self::ctx(engine, &mut self.state, now);
+            let mut ctx = Self::ctx(sh, &mut self.state);
             self.app
                 .on_disconnect(&mut ctx, socket, DisconnectReason::Transport(reason));
         }
     }
-}
 
-impl<A: Application> Upper for SocketIo<A> {
-    fn handle_store_reply(
-        &mut self,
-        engine: &mut Engine,
-        op: OpId,
-        reply: StoreReply,
-        now: Instant,
-    ) {
-        let mut ctx = Self::ctx(engine, &mut self.state, now);
+    fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply) {
+        let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.on_store_reply(&mut ctx, op, reply);
     }
 
@@ -810,23 +796,26 @@ impl<A: Application> Upper for SocketIo<A> {
         [mine, self.app.poll_timeout()].into_iter().flatten().min()
     }
 
-    fn handle_timeout(&mut self, engine: &mut Engine, now: Instant) {
-        while let Some((t, key)) = self.state.timers.pop_due(now) {
+    fn handle_timeout(&mut self, sh: &mut Shared<'_>) {
+        while let Some((t, key)) = self.state.timers.pop_due(sh.now) {
             let due = self
                 .state
                 .clients
                 .get(&key)
                 .is_some_and(|c| c.connect_deadline == Some(t) && c.sockets.is_empty());
             if due {
-                engine.close(self, key, CloseReason::ServerClose, now);
+                sh.push(Command::Close {
+                    key,
+                    reason: CloseReason::ServerClose,
+                });
             }
         }
-        let mut ctx = Self::ctx(engine, &mut self.state, now);
+        let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);
     }
 
-    fn drain(&mut self, engine: &mut Engine, now: Instant) {
-        let mut ctx = Self::ctx(engine, &mut self.state, now);
+    fn drain(&mut self, sh: &mut Shared<'_>) {
+        let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.drain(&mut ctx);
     }
 
