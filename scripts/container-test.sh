@@ -121,8 +121,8 @@ env_lines="$(inspect '{{range .Config.Env}}{{println .}}{{end}}')"
 for want in DATABASE_URL=/var/lib/chatwire HOST=0.0.0.0 PORT=3000; do
   grep -qx "$want" <<<"$env_lines" || fail "ENV lacks $want: $env_lines"
 done
-inspect '{{.Config.ExposedPorts}}' | grep -q '3000/tcp' || fail "EXPOSE: $(inspect '{{.Config.ExposedPorts}}')"
-inspect '{{.Config.Volumes}}' | grep -q '/var/lib/chatwire' || fail "VOLUME: $(inspect '{{.Config.Volumes}}')"
+grep -q '3000/tcp' <<<"$(inspect '{{.Config.ExposedPorts}}')" || fail "EXPOSE: $(inspect '{{.Config.ExposedPorts}}')"
+grep -q '/var/lib/chatwire' <<<"$(inspect '{{.Config.Volumes}}')" || fail "VOLUME: $(inspect '{{.Config.Volumes}}')"
 health="$(inspect '{{.HealthCheck.Test}}')"
 grep -q -- '--healthcheck' <<<"$health" || fail "HEALTHCHECK: $health (built without --format docker?)"
 echo "user 10001:10001, env, port 3000, volume, health check $health: ok"
@@ -197,7 +197,11 @@ stop_cleanly() {
   code="$(podman inspect --format '{{.State.ExitCode}}' "$name")"
   [ "$code" = 0 ] || { podman logs "$name" >&2; fail "$name exited with status $code after SIGTERM (137: killed)"; }
   [ "$ms" -lt 5000 ] || fail "$name took $ms ms to stop"
-  podman logs "$name" 2>&1 | grep -q "shutting down" || fail "$name did not log its shutdown"
+  # The logs are read whole before grep: `podman logs | grep -q` fails
+  # under pipefail when grep stops reading early and podman gets SIGPIPE.
+  local logs
+  logs="$(podman logs "$name" 2>&1)"
+  grep -q "shutting down" <<<"$logs" || { printf '%s\n' "$logs" >&2; fail "$name did not log its shutdown"; }
   echo "$name stopped by SIGTERM in $ms ms, status 0"
 }
 
