@@ -197,11 +197,15 @@ stop_cleanly() {
   code="$(podman inspect --format '{{.State.ExitCode}}' "$name")"
   [ "$code" = 0 ] || { podman logs "$name" >&2; fail "$name exited with status $code after SIGTERM (137: killed)"; }
   [ "$ms" -lt 5000 ] || fail "$name took $ms ms to stop"
-  # The logs are read whole before grep: `podman logs | grep -q` fails
-  # under pipefail when grep stops reading early and podman gets SIGPIPE.
-  local logs
-  logs="$(podman logs "$name" 2>&1)"
-  grep -q "shutting down" <<<"$logs" || { printf '%s\n' "$logs" >&2; fail "$name did not log its shutdown"; }
+  # The logs are read whole before grep (`podman logs | grep -q` fails
+  # under pipefail when grep stops reading early and podman gets SIGPIPE),
+  # a few times in case the last lines reach podman's log file late.
+  local logs tries=0
+  until logs="$(podman logs "$name" 2>&1)"; grep -q "shutting down" <<<"$logs"; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 10 ] || { printf '%s\n' "$logs" >&2; fail "$name did not log its shutdown"; }
+    sleep 0.2
+  done
   echo "$name stopped by SIGTERM in $ms ms, status 0"
 }
 
