@@ -18,6 +18,7 @@ use tungstenite::Utf8Bytes;
 use crate::Runtime;
 use crate::metrics::{Metrics, NodeSnapshot};
 use crate::ws::{Deliver, Dropped, Flusher, Incoming, WsConn};
+use protocol::eio::CloseReason;
 use protocol::stats::{Notice, close_label, transport_label};
 use protocol::ws as wsframe;
 
@@ -475,6 +476,10 @@ fn log_notice(n: Notice) {
             session = session.number(),
             transport = %transport_label(transport),
             reason = %close_label(reason),
+            violation = %match reason {
+                CloseReason::ProtocolError(v) => v.as_str(),
+                _ => "none",
+            },
             "connection closed"
         ),
         Notice::Refused { reason } => {

@@ -1,8 +1,9 @@
 //! Running the core's store commands, for the node task and the REST
-//! routes alike: timed into the latency histogram, and failures logged, at
-//! most one line every [`QUIET`] with how many were not, so that a store
-//! that fails every write (a full disk, a lost database) is seen at once
-//! without flooding the log.
+//! routes alike: timed into the latency histogram, and failures logged.
+//! A transient failure gets at most one line every [`QUIET`] with how many
+//! were not logged, so that a store that fails every write (a full disk, a
+//! lost database) is seen at once without flooding the log; a permanent one
+//! is logged at error, every time.
 
 use std::time::{Duration, Instant};
 
@@ -26,13 +27,15 @@ pub(crate) async fn run(
     if let Some(h) = histogram {
         h.observe(start.elapsed().as_secs_f64());
     }
-    if let StoreReply::Failed(e) = &reply
-        && let Some(unlogged) = FAILURES.allow(Instant::now())
-    {
-        tracing::warn!(
-            "store operation {kind} failed: {} ({unlogged} more failures since the last such line)",
-            e.0
-        );
+    if let StoreReply::Failed(e) = &reply {
+        if e.is_permanent() {
+            // Not passing by itself: every one is worth a look.
+            tracing::error!("store operation {kind} failed for good: {e}");
+        } else if let Some(unlogged) = FAILURES.allow(Instant::now()) {
+            tracing::warn!(
+                "store operation {kind} failed: {e} ({unlogged} more failures since the last such line)"
+            );
+        }
     }
     reply
 }

@@ -55,7 +55,7 @@ fn result(r: FuzzResult) -> EffectResult {
     let id = ObjectId([7; 12]);
     let store = |s| EffectResult::Store(s);
     match r {
-        FuzzResult::Failed => store(StoreReply::Failed(StoreError("down".into()))),
+        FuzzResult::Failed => store(StoreReply::Failed(StoreError::transient("down"))),
         FuzzResult::Pong => store(StoreReply::Pong),
         FuzzResult::Created(c) => store(StoreReply::CreateUser(if c {
             CreateUser::Created

@@ -63,7 +63,9 @@ fuzz_target!(|input: &[u8]| {
         };
         assert!(payload.len() <= max);
         let mut again = BytesMut::from(&client_frame(opcode, &payload)[..]);
-        let back = Decoder::new(max).decode(&mut again).expect("a frame we built decodes");
+        let back = Decoder::new(max)
+            .decode(&mut again)
+            .expect("a frame we built decodes");
         let want = if opcode == ws::TEXT {
             Message::Text(payload)
         } else {

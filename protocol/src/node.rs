@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::eio::packet::{Data, OutPacket, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
-use crate::ids::IdGenerator;
+use crate::ids::{IdGenerator, IntMap};
 use crate::stats::{EventName, Notice, Stats};
 use crate::store::{StoreCommand, StoreReply};
 
@@ -254,6 +254,19 @@ pub enum InputError {
     /// `now` went backwards.
     #[error("time went backwards")]
     TimeWentBackwards,
+    /// A store reply names an operation the node does not await (never
+    /// issued, or answered already).
+    #[error("a store reply for operation {0:?}, which is not awaited")]
+    UnknownStoreOp(OpId),
+    /// A store reply of another kind than its command's (an `Appended`
+    /// for a `MarkRead`, say).
+    #[error("a store reply of the wrong kind for operation {op:?} (a {command} command)")]
+    WrongStoreReply {
+        /// The operation.
+        op: OpId,
+        /// Its command's kind ([`StoreCommand::kind`]).
+        command: &'static str,
+    },
 }
 
 /// How far ahead [`Output::Timeout`] points when nothing is scheduled.
@@ -301,6 +314,9 @@ pub struct Node<U> {
     notices: bool,
     outputs: VecDeque<Output>,
     commands: VecDeque<Command>,
+    /// The store operations handed out and not answered yet, with their
+    /// commands' kinds.
+    awaited: IntMap<OpId, &'static str>,
     now: Instant,
     phase: Phase,
 }
@@ -328,6 +344,7 @@ impl<U: Upper> Node<U> {
             notices: false,
             outputs: VecDeque::new(),
             commands: VecDeque::new(),
+            awaited: IntMap::default(),
             now,
             phase: Phase::Serving,
         }
@@ -371,6 +388,17 @@ impl<U: Upper> Node<U> {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), InputError> {
         if now < self.now {
             return Err(InputError::TimeWentBackwards);
+        }
+        if let Input::StoreReply { op, reply } = &input {
+            match self.awaited.get(op) {
+                None => return Err(InputError::UnknownStoreOp(*op)),
+                Some(&command) if !reply.answers(command) => {
+                    return Err(InputError::WrongStoreReply { op: *op, command });
+                }
+                Some(_) => {
+                    self.awaited.remove(op);
+                }
+            }
         }
         self.now = now;
         // Whatever fell due before this input happens first: a request that
@@ -553,6 +581,7 @@ impl<U: Upper> Node<U> {
             }
             Command::Close { key, reason } => self.engine.close(key, reason, self.now),
             Command::Store { op, command } => {
+                self.awaited.insert(op, command.kind());
                 self.outputs.push_back(Output::Store { op, command });
             }
         }

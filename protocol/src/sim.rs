@@ -16,7 +16,9 @@ use crate::chat::{
 use crate::eio::EngineConfig;
 use crate::ids::{CounterIds, IdGenerator};
 use crate::model::{Message, ObjectId, Status};
-use crate::node::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId};
+use crate::node::{
+    ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output, RequestId,
+};
 use crate::sio::{SocketIo, SocketIoConfig};
 use crate::stats::Notice;
 use crate::store::{
@@ -418,18 +420,23 @@ impl Sim {
         let (op, _) = self.in_flight.remove(i);
         self.reply(
             op,
-            StoreReply::Failed(StoreError("simulated failure".into())),
+            StoreReply::Failed(StoreError::transient("simulated failure")),
         );
         true
     }
 
     /// Feeds the `i`th reply of [`Sim::replied`] again, as a host that
-    /// retried a store call might; the core must ignore it.
+    /// retried a store call might: the node refuses it
+    /// ([`InputError::UnknownStoreOp`]) and nothing changes.
     pub fn duplicate_reply(&mut self, i: usize) -> bool {
         let Some((op, reply)) = self.replied.get(i).cloned() else {
             return false;
         };
-        self.input(Input::StoreReply { op, reply });
+        let r = self
+            .node
+            .handle_input(self.now, Input::StoreReply { op, reply });
+        assert_eq!(r, Err(InputError::UnknownStoreOp(op)));
+        self.drain();
         true
     }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::model::ObjectId;
-use crate::node::Method;
+use crate::node::{Input, InputError, Method, OpId};
 use crate::sim::Sim;
+use crate::store::StoreReply;
 
 fn uid(n: u8) -> ObjectId {
     ObjectId([n; 12])
@@ -103,6 +104,47 @@ fn a_failing_store_acks_nothing() {
     );
     assert!(sim.take(bob).is_empty());
     assert!(sim.store.chat("general").is_empty());
+}
+
+#[test]
+fn store_replies_the_node_does_not_await_are_the_hosts_mistake() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    send(&mut sim, ana, 1, json!({"text": "hi", "tempId": "t1"}));
+    let (op, _) = sim.in_flight[0].clone();
+    let now = sim.now;
+    // A reply of another kind than the append's: refused, nothing changes.
+    let wrong = sim.node.handle_input(
+        now,
+        Input::StoreReply {
+            op,
+            reply: StoreReply::Delivered,
+        },
+    );
+    assert_eq!(
+        wrong,
+        Err(InputError::WrongStoreReply {
+            op,
+            command: "append"
+        })
+    );
+    sim.drain();
+    assert!(sim.take(ana).is_empty());
+    // A reply for an operation never issued: refused too.
+    let unknown = OpId(op.0 + 1000);
+    let stray = sim.node.handle_input(
+        now,
+        Input::StoreReply {
+            op: unknown,
+            reply: StoreReply::Pong,
+        },
+    );
+    assert_eq!(stray, Err(InputError::UnknownStoreOp(unknown)));
+    // The right reply still goes through, once.
+    assert!(sim.complete_oldest());
+    assert!(names(&sim.events(ana)).contains(&"chat:ack"));
+    assert!(sim.duplicate_reply(0));
+    assert!(sim.take(ana).is_empty());
 }
 
 #[test]

@@ -129,12 +129,13 @@ fn transport_index(t: Transport) -> usize {
     }
 }
 
-/// Every session close reason, in the order of [`Stats::disconnects`].
+/// Every session close reason, in the order of [`Stats::disconnects`]
+/// (one [`CloseReason::ProtocolError`] stands for every violation).
 pub const CLOSE_REASONS: [CloseReason; 6] = [
     CloseReason::ClientClose,
     CloseReason::TransportClose,
     CloseReason::PingTimeout,
-    CloseReason::ProtocolError,
+    CloseReason::ProtocolError(crate::eio::Violation::BadPacket),
     CloseReason::Backlog,
     CloseReason::ServerClose,
 ];
@@ -145,16 +146,17 @@ pub fn close_label(r: CloseReason) -> &'static str {
         CloseReason::ClientClose => "client_close",
         CloseReason::TransportClose => "transport_close",
         CloseReason::PingTimeout => "ping_timeout",
-        CloseReason::ProtocolError => "protocol_error",
+        CloseReason::ProtocolError(_) => "protocol_error",
         CloseReason::Backlog => "slow_consumer",
         CloseReason::ServerClose => "server_close",
     }
 }
 
 fn close_index(r: CloseReason) -> usize {
+    // Every violation counts as one reason.
     CLOSE_REASONS
         .iter()
-        .position(|c| *c == r)
+        .position(|c| std::mem::discriminant(c) == std::mem::discriminant(&r))
         .expect("CLOSE_REASONS lists every reason")
 }
 

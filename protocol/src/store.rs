@@ -12,10 +12,52 @@ use crate::model::{Message, ObjectId, UserRecord};
 /// A boxed future a store returns; `'static` so that hosts can spawn it.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-/// The store could not do what it was asked (it is down, or failed).
+/// The store could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("store unavailable: {0}")]
-pub struct StoreError(pub String);
+#[error("{message}")]
+pub struct StoreError {
+    /// Whether asking again may succeed.
+    pub kind: StoreErrorKind,
+    /// What the store said: for the host's logs, never for a client (it
+    /// may name hosts or credentials).
+    pub message: String,
+}
+
+/// Whose trouble a [`StoreError`] is, and whether it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The store is away or overloaded (down, unreachable, a full disk, a
+    /// timeout, a failover): the same command may succeed later. Clients
+    /// are told `store_unavailable` (503 over HTTP).
+    Transient,
+    /// The store refused the command for good (corrupt data, a schema it
+    /// does not know, a bug): asking again will not help. Clients are told
+    /// the same, and the host logs it loudly: someone must look.
+    Permanent,
+}
+
+impl StoreError {
+    /// An error that may pass.
+    pub fn transient(message: impl Into<String>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    /// An error that will not pass by itself.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// Whether it will not pass by itself.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == StoreErrorKind::Permanent
+    }
+}
 
 /// A new message to append durably.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +238,24 @@ pub enum StoreReply {
     Delivered,
     /// [`Store::mark_read`] answered.
     Read(Vec<ReadReceipt>),
+}
+
+impl StoreReply {
+    /// Whether this is an answer to a command of `kind`
+    /// ([`StoreCommand::kind`]): its own reply, or a failure.
+    pub fn answers(&self, kind: &str) -> bool {
+        let own = match self {
+            StoreReply::Failed(_) => return true,
+            StoreReply::Pong => "ping",
+            StoreReply::CreateUser(_) => "create_user",
+            StoreReply::User(_) => "find_user",
+            StoreReply::Appended(_) => "append",
+            StoreReply::History(_) => "history",
+            StoreReply::Delivered => "mark_delivered",
+            StoreReply::Read(_) => "mark_read",
+        };
+        own == kind
+    }
 }
 
 /// Runs one command against a store: the only place that maps commands to

@@ -239,12 +239,30 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// SQLite's error, transient when the file or the machine is in the way
+/// (busy, locked, a full disk, an I/O error, out of memory), permanent
+/// otherwise (corruption, a constraint, a schema this code does not know).
 fn sql_error(e: rusqlite::Error) -> StoreError {
-    StoreError(format!("sqlite: {e}"))
+    use rusqlite::ErrorCode as C;
+    let message = format!("sqlite: {e}");
+    match e.sqlite_error_code() {
+        Some(
+            C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::OutOfMemory
+            | C::ReadOnly
+            | C::OperationInterrupted
+            | C::SystemIoFailure
+            | C::DiskFull
+            | C::CannotOpen
+            | C::FileLockingProtocolFailed,
+        ) => StoreError::transient(message),
+        _ => StoreError::permanent(message),
+    }
 }
 
 fn stopped() -> StoreError {
-    StoreError("the store's threads have stopped".to_owned())
+    StoreError::permanent("the store's threads have stopped")
 }
 
 fn submit<J: Send + 'static, T: Send + 'static>(
@@ -543,5 +561,35 @@ impl Store for EmbeddedStore {
 
     fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
         self.write(move |conn| mark_read(conn, &ids, reader))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_errors_that_pass_and_those_that_do_not() {
+        for code in [
+            rusqlite::ffi::SQLITE_FULL,
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_CANTOPEN,
+        ] {
+            assert!(!sql_error(failure(code)).is_permanent(), "{code}");
+        }
+        for code in [
+            rusqlite::ffi::SQLITE_CORRUPT,
+            rusqlite::ffi::SQLITE_CONSTRAINT,
+            rusqlite::ffi::SQLITE_NOTADB,
+        ] {
+            assert!(sql_error(failure(code)).is_permanent(), "{code}");
+        }
+        assert!(sql_error(rusqlite::Error::QueryReturnedNoRows).is_permanent());
+        assert!(stopped().is_permanent());
     }
 }

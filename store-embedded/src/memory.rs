@@ -50,7 +50,7 @@ impl MemoryStore {
         // updated: report the store as failed rather than serve them.
         self.inner
             .lock()
-            .map_err(|_| StoreError("memory store poisoned by a panic".to_owned()))
+            .map_err(|_| StoreError::permanent("memory store poisoned by a panic"))
     }
 }
 

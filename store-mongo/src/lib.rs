@@ -219,7 +219,7 @@ impl MongoStore {
         });
         Box::pin(async move {
             rx.await
-                .unwrap_or_else(|_| Err(StoreError("the MongoDB store has shut down".into())))
+                .unwrap_or_else(|_| Err(StoreError::transient("the MongoDB store has shut down")))
         })
     }
 }
@@ -369,10 +369,43 @@ async fn setup(c: &Collections) -> mongodb::error::Result<()> {
     Ok(())
 }
 
-/// Turns a driver error into the core's error, logging it.
+/// Turns a driver error into the core's error, logging it: transient when
+/// the server is out of reach or changing hands (network, server selection,
+/// a failover, a shutdown, a time limit), permanent otherwise.
 fn failed(e: mongodb::error::Error) -> StoreError {
     tracing::warn!(error = %e, "MongoDB operation failed");
-    StoreError(e.to_string())
+    if is_transient(&e) {
+        StoreError::transient(e.to_string())
+    } else {
+        StoreError::permanent(e.to_string())
+    }
+}
+
+/// Server error codes that pass: NotWritablePrimary, NotPrimaryNoSecondaryOk,
+/// NotPrimaryOrSecondary, PrimarySteppedDown, ShutdownInProgress,
+/// InterruptedAtShutdown, InterruptedDueToReplStateChange,
+/// ExceededTimeLimit, NetworkTimeout, HostUnreachable, HostNotFound,
+/// SocketException, WriteConcernFailed.
+const TRANSIENT_CODES: [i32; 13] = [
+    10107, 13435, 13436, 189, 91, 11600, 11602, 262, 89, 6, 7, 9001, 64,
+];
+
+fn is_transient(e: &mongodb::error::Error) -> bool {
+    if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+        || e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+    {
+        return true;
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown => true,
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => TRANSIENT_CODES.contains(&w.code),
+        _ => false,
+    }
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -610,8 +643,8 @@ async fn append(c: Collections, m: NewMessage) -> Result<Append, StoreError> {
         let (Some(Bson::ObjectId(first_id)), Some(first_ts)) =
             (first.get("_id"), millis(first.get("timestamp")))
         else {
-            return Err(StoreError(
-                "a stored retry key has no id or timestamp".into(),
+            return Err(StoreError::permanent(
+                "a stored retry key has no id or timestamp",
             ));
         };
         if first_id.bytes() == m.message.id.0 {
@@ -634,8 +667,8 @@ async fn append(c: Collections, m: NewMessage) -> Result<Append, StoreError> {
             .await
             .map_err(failed)?;
     }
-    Err(StoreError(
-        "the retry key kept changing under concurrent appends".into(),
+    Err(StoreError::transient(
+        "the retry key kept changing under concurrent appends",
     ))
 }
 
@@ -749,6 +782,15 @@ impl Store for MongoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn driver_errors_that_pass_and_those_that_do_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let reset = mongodb::error::Error::from(io);
+        assert!(!failed(reset).is_permanent());
+        let custom = mongodb::error::Error::custom("a bug");
+        assert!(failed(custom).is_permanent());
+    }
 
     #[test]
     fn durable_by_default_and_the_url_wins() {

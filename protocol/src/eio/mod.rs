@@ -78,6 +78,33 @@ impl From<RequestError> for EioRefusal {
     }
 }
 
+labels! {
+    /// How a client broke the protocol: kept in
+    /// [`CloseReason::ProtocolError`], so that a host can log why it
+    /// closed a session (the metrics count them all as one).
+    Violation {
+        /// An Engine.IO packet that does not decode.
+        BadPacket = "bad_packet",
+        /// A polling payload that does not decode.
+        BadPayload = "bad_payload",
+        /// A message or a polling payload over `maxPayload`.
+        TooLarge = "too_large",
+        /// A second long-poll while one waits.
+        DuplicatePoll = "duplicate_poll",
+        /// An upgrade packet (`5`) outside an upgrade.
+        StrayUpgrade = "stray_upgrade",
+        /// A Socket.IO packet that does not decode.
+        BadSocketIoPacket = "bad_socketio_packet",
+        /// A binary placeholder that names no announced attachment.
+        BadPlaceholder = "bad_placeholder",
+        /// An attachment when none is awaited, or another packet while
+        /// one is.
+        AttachmentOutOfTurn = "attachment_out_of_turn",
+        /// Attachments over `maxPayload` in all.
+        AttachmentsTooLarge = "attachments_too_large",
+    }
+}
+
 /// The transport a request names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::packet::{self, Data, OutPacket, Packet};
-use super::{EioRefusal, RequestError, Transport, parse_query};
+use super::{EioRefusal, RequestError, Transport, Violation, parse_query};
 use crate::deadlines::Deadlines;
 use crate::host::{ConnId, Frame, HttpResponse, Method, RequestId};
 use crate::ids::{IdGenerator, IntMap, new_sid};
@@ -83,8 +83,8 @@ pub enum CloseReason {
     TransportClose,
     /// No pong within the ping timeout.
     PingTimeout,
-    /// The client broke the protocol.
-    ProtocolError,
+    /// The client broke the protocol, this way.
+    ProtocolError(Violation),
     /// The client fell too far behind.
     Backlog,
     /// The server closed it.
@@ -457,7 +457,11 @@ impl Engine {
                 if let Some(first) = parked.take() {
                     self.error(req, RequestError::BadRequest);
                     self.respond(first, HttpResponse::text(Bytes::from_static(b"1")));
-                    self.close(key, CloseReason::ProtocolError, now);
+                    self.close(
+                        key,
+                        CloseReason::ProtocolError(Violation::DuplicatePoll),
+                        now,
+                    );
                 } else if !s.buffer.is_empty() {
                     self.answer_poll(key, req);
                 } else {
@@ -483,7 +487,7 @@ impl Engine {
                             Bytes::from_static(br#"{"code":3,"message":"Payload too large"}"#),
                         ),
                     );
-                    self.close(key, CloseReason::ProtocolError, now);
+                    self.close(key, CloseReason::ProtocolError(Violation::TooLarge), now);
                     return None;
                 }
                 // Check the whole payload first: a bad record refuses it all.
@@ -492,7 +496,7 @@ impl Engine {
                     .and_then(|p| p.collect::<Result<Vec<_>, _>>().ok());
                 let Some(packets) = packets else {
                     self.error(req, RequestError::BadRequest);
-                    self.close(key, CloseReason::ProtocolError, now);
+                    self.close(key, CloseReason::ProtocolError(Violation::BadPayload), now);
                     return None;
                 };
                 self.respond(req, HttpResponse::ok());
@@ -593,7 +597,7 @@ impl Engine {
         };
         let (key, decoded) = match (role, frame) {
             (Role::Main(key), _) if len > self.config.max_payload => {
-                self.close(key, CloseReason::ProtocolError, now);
+                self.close(key, CloseReason::ProtocolError(Violation::TooLarge), now);
                 return None;
             }
             (Role::Main(key), Data::Text(t)) => (key, packet::decode_text(t)),
@@ -610,7 +614,7 @@ impl Engine {
         match decoded {
             Ok(p) => Some((key, p)),
             Err(_) => {
-                self.close(key, CloseReason::ProtocolError, now);
+                self.close(key, CloseReason::ProtocolError(Violation::BadPacket), now);
                 None
             }
         }
@@ -719,7 +723,13 @@ impl Engine {
             }
             Packet::Close => self.close(key, CloseReason::ClientClose, now),
             Packet::Noop => {}
-            Packet::Upgrade => self.close(key, CloseReason::ProtocolError, now),
+            Packet::Upgrade => {
+                self.close(
+                    key,
+                    CloseReason::ProtocolError(Violation::StrayUpgrade),
+                    now,
+                );
+            }
         }
         None
     }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::Transport;
 use super::packet::{Data, OutPacket, Packet};
 use super::session::{CloseReason, Engine, EngineConfig, Event, SessionKey, Transmit};
+use super::{Transport, Violation};
 use crate::host::{ConnId, Frame, Method, RequestId};
 use crate::ids::CounterIds;
 use crate::ws::NORMAL_CLOSURE;
@@ -306,7 +306,10 @@ fn a_second_poll_while_one_is_parked_closes_the_session() {
     let second = p.request(Method::Get, &q, b"");
     assert_eq!(p.answer(second).unwrap().0, 400);
     assert_eq!(p.answer(first), Some((200, "1".into())));
-    assert_eq!(p.reasons(), [CloseReason::ProtocolError]);
+    assert_eq!(
+        p.reasons(),
+        [CloseReason::ProtocolError(Violation::DuplicatePoll)]
+    );
     assert_eq!(p.http(Method::Get, &q, b"").0, 400);
 }
 
@@ -459,7 +462,10 @@ fn more_than_max_payload_closes_the_session() {
     p.ws_text(1, "4123456789");
     assert_eq!(p.frames(1), ["4123456789"]);
     p.ws_text(1, "41234567890");
-    assert_eq!(p.reasons(), [CloseReason::ProtocolError]);
+    assert_eq!(
+        p.reasons(),
+        [CloseReason::ProtocolError(Violation::TooLarge)]
+    );
     assert_eq!(p.ws_closes(1), [NORMAL_CLOSURE]);
 
     let mut p = Pair::with(config);
@@ -469,7 +475,10 @@ fn more_than_max_payload_closes_the_session() {
         p.http(Method::Post, &q, b"41234567890"),
         (413, r#"{"code":3,"message":"Payload too large"}"#.into())
     );
-    assert_eq!(p.reasons(), [CloseReason::ProtocolError]);
+    assert_eq!(
+        p.reasons(),
+        [CloseReason::ProtocolError(Violation::TooLarge)]
+    );
 }
 
 #[test]
@@ -478,7 +487,10 @@ fn a_malformed_packet_closes_only_its_session() {
     p.websocket(1);
     p.websocket(2);
     p.ws_text(1, "x");
-    assert_eq!(p.reasons(), [CloseReason::ProtocolError]);
+    assert_eq!(
+        p.reasons(),
+        [CloseReason::ProtocolError(Violation::BadPacket)]
+    );
     p.ws_text(2, "4ok");
     assert_eq!(p.frames(2), ["4ok"]);
 

@@ -117,7 +117,7 @@ fn message(n: u8) -> Message {
 
 /// Every result a correct host may hand back for `effect`.
 fn results_for(effect: &Effect) -> Vec<EffectResult> {
-    let failed = || EffectResult::Store(StoreReply::Failed(StoreError("down".into())));
+    let failed = || EffectResult::Store(StoreReply::Failed(StoreError::transient("down")));
     match effect {
         Effect::Store(StoreCommand::Ping) => vec![EffectResult::Store(StoreReply::Pong), failed()],
         Effect::Store(StoreCommand::CreateUser(_)) => vec![

@@ -108,8 +108,8 @@ fn resume(rest: &mut Rest, pending: Pending, result: EffectResult) -> Step {
 }
 
 fn failed() -> EffectResult {
-    EffectResult::Store(StoreReply::Failed(StoreError(
-        "mongodb://admin:hunter2@db unreachable".into(),
+    EffectResult::Store(StoreReply::Failed(StoreError::transient(
+        "mongodb://admin:hunter2@db unreachable",
     )))
 }
 

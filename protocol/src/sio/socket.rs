@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::packet::{self, PacketData, PacketType, Partial};
 use crate::deadlines::Deadlines;
-use crate::eio::{CloseReason, Data, Handshake, OutPacket, SessionKey};
+use crate::eio::{CloseReason, Data, Handshake, OutPacket, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
 use crate::node::{Broadcast, Command, Frame, OpId, Shared, Upper};
 use crate::stats::{AuthFailure, ConnectRefusal, EventName, Notice, RefusalCode};
@@ -500,7 +500,7 @@ impl<A: Application> SocketIo<A> {
         sh: &mut Shared<'_>,
         key: SessionKey,
         text: &str,
-    ) -> Result<(), packet::DecodeError> {
+    ) -> Result<(), Violation> {
         let client = self
             .state
             .clients
@@ -508,9 +508,9 @@ impl<A: Application> SocketIo<A> {
             .expect("a session's client lives until on_close");
         if client.partial.is_some() {
             // A text packet while attachments are awaited breaks the protocol.
-            return Err(packet::DecodeError::Attachments);
+            return Err(Violation::AttachmentOutOfTurn);
         }
-        let raw = packet::decode(text)?;
+        let raw = packet::decode(text).map_err(|_| Violation::BadSocketIoPacket)?;
         // An event's name is read before its arguments, so that the
         // application can refuse it without parsing them.
         let peeked = match raw.kind {
@@ -526,7 +526,7 @@ impl<A: Application> SocketIo<A> {
             }
             None => None,
         };
-        let data = packet::parse_data(&raw)?;
+        let data = packet::parse_data(&raw).map_err(|_| Violation::BadSocketIoPacket)?;
         if raw.attachments > 0 {
             let ok = match &data {
                 PacketData::Event(_, a) | PacketData::Ack(a) => a
@@ -535,7 +535,7 @@ impl<A: Application> SocketIo<A> {
                 _ => false,
             };
             if !ok {
-                return Err(packet::DecodeError::Payload);
+                return Err(Violation::BadPlaceholder);
             }
             let client = self.state.clients.get_mut(&key).expect("checked above");
             client.partial = Some(Partial {
@@ -720,7 +720,7 @@ impl<A: Application> SocketIo<A> {
         sh: &mut Shared<'_>,
         key: SessionKey,
         data: Bytes,
-    ) -> Result<(), packet::DecodeError> {
+    ) -> Result<(), Violation> {
         let max = sh.max_payload;
         let client = self
             .state
@@ -728,10 +728,10 @@ impl<A: Application> SocketIo<A> {
             .get_mut(&key)
             .expect("a session's client lives until on_close");
         let Some(partial) = client.partial.as_mut() else {
-            return Err(packet::DecodeError::Attachments);
+            return Err(Violation::AttachmentOutOfTurn);
         };
         if partial.bytes + data.len() > max {
-            return Err(packet::DecodeError::Attachments);
+            return Err(Violation::AttachmentsTooLarge);
         }
         if partial.push(data) {
             let p = client.partial.take().expect("checked above");
@@ -761,10 +761,10 @@ impl<A: Application> Upper for SocketIo<A> {
             Data::Text(t) => self.handle_text(sh, key, t),
             Data::Binary(b) => self.handle_binary(sh, key, b),
         };
-        if r.is_err() {
+        if let Err(violation) = r {
             sh.push(Command::Close {
                 key,
-                reason: CloseReason::ProtocolError,
+                reason: CloseReason::ProtocolError(violation),
             });
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{
     Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig,
 };
-use crate::eio::{CloseReason, EngineConfig};
+use crate::eio::{CloseReason, EngineConfig, Violation};
 use crate::ids::CounterIds;
 use crate::node::{Broadcast, ConnId, Frame, Input, Method, Node, Output, RequestId};
 
@@ -475,13 +475,27 @@ fn binary_events_are_reassembled() {
 
 #[test]
 fn binary_packets_that_lie_about_their_attachments_close_the_session() {
-    for (i, (text, binaries)) in [
+    for (i, (text, binaries, violation)) in [
         // A placeholder beyond the count.
-        (r#"451-["echo",{"_placeholder":true,"num":1}]"#, 0),
+        (
+            r#"451-["echo",{"_placeholder":true,"num":1}]"#,
+            0,
+            Violation::BadPlaceholder,
+        ),
         // A text packet while an attachment is awaited.
-        (r#"451-["echo",{"_placeholder":true,"num":0}]"#, 0),
+        (
+            r#"451-["echo",{"_placeholder":true,"num":0}]"#,
+            0,
+            Violation::AttachmentOutOfTurn,
+        ),
         // A binary frame that nothing awaits.
-        (r#"42["echo"]"#, 1),
+        (r#"42["echo"]"#, 1, Violation::AttachmentOutOfTurn),
+        // Attachments past maxPayload in all.
+        (
+            r#"452-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+            2,
+            Violation::AttachmentsTooLarge,
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -493,15 +507,22 @@ fn binary_packets_that_lie_about_their_attachments_close_the_session() {
             h.text(1, r#"42["more"]"#);
         }
         for _ in 0..binaries {
+            let data = if i == 3 {
+                Bytes::from(vec![0u8; 600_000])
+            } else {
+                Bytes::from_static(b"x")
+            };
             h.input(Input::WsBinary {
                 conn: ConnId(1),
-                data: Bytes::from_static(b"x"),
+                data,
             });
         }
         assert!(h.closed(1), "{text}");
         assert_eq!(
             h.app().disconnects,
-            [DisconnectReason::Transport(CloseReason::ProtocolError)],
+            [DisconnectReason::Transport(CloseReason::ProtocolError(
+                violation
+            ))],
             "{text}"
         );
     }

@@ -4,6 +4,7 @@ password, token or Authorization header value anywhere."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -38,6 +39,12 @@ def test_a_session_logged_at_debug(tmp_path):
         assert "id" in ack, ack
         c.close()
         c.disconnected.wait(TIMEOUT)
+        # A peer that breaks the protocol: its session closes, and the log
+        # says how.
+        polling = f"{server.url}/socket.io/?EIO=4&transport=polling"
+        sid = json.loads(requests.get(polling, timeout=TIMEOUT).text[1:])["sid"]
+        bad = requests.post(f"{polling}&sid={sid}", data="x", timeout=TIMEOUT)
+        assert bad.status_code == 400, bad.text
     finally:
         server.stop()
     text = stderr.read_text()
@@ -61,6 +68,7 @@ def test_a_session_logged_at_debug(tmp_path):
     assert lines_with(log, "DEBUG", "connection opened", "transport=websocket")
     assert lines_with(log, "DEBUG", "connection opened", "transport=polling")
     assert lines_with(log, "DEBUG", "connection closed", "transport=polling", "reason=client_close")
+    assert lines_with(log, "DEBUG", "connection closed", "reason=protocol_error", "violation=bad_payload")
     # Refusals and auth failures, and why.
     assert lines_with(log, "DEBUG", "auth failure", "via=rest", "reason=bad_credentials")
     assert lines_with(log, "DEBUG", "auth failure", "via=socket", "reason=invalid_token")
