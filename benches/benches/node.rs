@@ -13,9 +13,9 @@ use protocol::chat::{
 use protocol::eio::EngineConfig;
 use protocol::ids::SeededIds;
 use protocol::model::ObjectId;
-use protocol::sim::{Sim, T0_MS};
 use protocol::sio::{SocketIo, SocketIoConfig};
 use protocol::store::{Append, StoreCommand, StoreReply};
+use protocol::testing::{Sim, T0_MS};
 use protocol::{ConnId, Frame, Input, Node, Output};
 use std::hint::black_box;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use chatwire_protocol::ids::SeededIds;
-use chatwire_protocol::sim::{Sim, user_id};
+use chatwire_protocol::testing::{Sim, user_id};
 use chatwire_protocol::{ConnId, Input, Method, RequestId};
 use libfuzzer_sys::fuzz_target;
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use chatwire_protocol::sim::{Sim, user_id};
+use chatwire_protocol::testing::{Sim, user_id};
 use chatwire_protocol::sio::packet::{self, PacketData};
 use libfuzzer_sys::fuzz_target;
 

@@ -5,7 +5,7 @@
 //! own. Bytes, time and store replies come in as inputs; bytes to send,
 //! store commands and the next deadline come out as outputs. Given the same
 //! inputs (and the same [`ids::IdGenerator`] seed) it produces the same
-//! outputs, which is what makes it simulable ([`sim`], feature `sim`),
+//! outputs, which is what makes it simulable ([`testing`], feature `sim`),
 //! fuzzable and embeddable in any host, async or blocking.
 //!
 //! A host's run loop, in six steps:
@@ -55,18 +55,12 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod node;
-#[cfg(test)]
-mod prop_tests;
 pub mod rate;
-#[cfg(any(test, feature = "sim"))]
-pub mod sim;
-#[cfg(test)]
-mod sim_tests;
 pub mod sio;
 pub mod stats;
 pub mod store;
-#[cfg(feature = "store-suite")]
-pub mod store_suite;
+#[cfg(any(test, feature = "sim", feature = "store-suite"))]
+pub mod testing;
 pub mod ws;
 
 pub use node::{

@@ -12,6 +12,8 @@ use crate::model::{Message, ObjectId, UserRecord};
 /// A boxed future a store returns; `'static` so that hosts can spawn it.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
+pub mod memory;
+
 /// The store could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

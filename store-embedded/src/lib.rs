@@ -9,14 +9,13 @@
 //! thread that commits every write queued behind the previous commit in one
 //! transaction (group commit) shares that fsync among many concurrent sends.
 //!
-//! Both stores run the conformance suite in `protocol::store_suite`, and their
+//! Both stores run the conformance suite in `protocol::testing::store_suite`, and their
 //! futures need no particular runtime: the embedded store's threads resolve
 //! `futures-channel` oneshots, the memory store's futures are ready at once.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod embedded;
-mod memory;
 
 pub use embedded::{EmbeddedStore, OpenError};
-pub use memory::MemoryStore;
+pub use protocol::store::memory::MemoryStore;

@@ -12,7 +12,7 @@ use protocol::store::{
     Append, CreateUser, Cursor, History, HistoryQuery, NewMessage, ReadReceipt, Store, StoreFuture,
     Window,
 };
-use protocol::store_suite;
+use protocol::testing::store_suite;
 
 /// A fresh directory under the system's temp dir, removed on drop.
 struct TempDir(PathBuf);

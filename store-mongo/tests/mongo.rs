@@ -15,7 +15,7 @@ use mongodb::bson::{Bson, DateTime, Document, doc, oid};
 use mongodb::options::Acknowledgment;
 use protocol::model::{Message, ObjectId, UserRecord};
 use protocol::store::{Append, Cursor, History, HistoryQuery, NewMessage, Store, Window};
-use protocol::store_suite;
+use protocol::testing::store_suite;
 
 /// `MONGODB_TEST_URL` with its database replaced by a fresh one for `tag`.
 fn fresh_url(tag: &str) -> String {
@@ -80,7 +80,7 @@ fn page_back(store: &dyn Store, chat: &str, limit: u32) -> Vec<Message> {
 
 /// Message `n` by one author, from the shared store suite's fixture.
 fn new_message(n: u32, chat: &str, timestamp: i64, temp_id: Option<&str>) -> NewMessage {
-    protocol::store_suite::new_message(n, chat, 1, timestamp, temp_id)
+    protocol::testing::store_suite::new_message(n, chat, 1, timestamp, temp_id)
 }
 
 /// A tokio runtime and client for writing documents straight through the driver.

@@ -14,7 +14,7 @@ use super::asyncapi::document;
 use super::events::{ClientEvent, ErrorCode, ServerEvent};
 use super::validate;
 use crate::model::{MAX_CHAT_ID_LEN, MAX_TEXT_CHARS, ObjectId};
-use crate::sim::Sim;
+use crate::testing::Sim;
 
 fn doc() -> Value {
     document("chatwire", "0.1.0")

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use crate::sim::{CHATS, Chaos, MAX_TABS, Release, SendKind, Step, USERS};
+use crate::testing::{CHATS, Chaos, ChaosStep, MAX_TABS, Release, SendKind, USERS};
 
 fn send_kind() -> impl Strategy<Value = SendKind> {
     prop_oneof![
@@ -17,26 +17,26 @@ fn send_kind() -> impl Strategy<Value = SendKind> {
     ]
 }
 
-fn step() -> impl Strategy<Value = Step> {
+fn step() -> impl Strategy<Value = ChaosStep> {
     let tab = 0..MAX_TABS;
     let chat = 0..CHATS.len();
     prop_oneof![
-        3 => (0..USERS).prop_map(|user| Step::Connect { user }),
+        3 => (0..USERS).prop_map(|user| ChaosStep::Connect { user }),
         12 => (tab.clone(), send_kind(), chat.clone(), proptest::option::of(0u8..4), any::<bool>())
-            .prop_map(|(tab, kind, chat, temp, ack)| Step::Send { tab, kind, chat, temp, ack }),
-        1 => (tab.clone(), 10u8..50).prop_map(|(tab, n)| Step::Burst { tab, n }),
+            .prop_map(|(tab, kind, chat, temp, ack)| ChaosStep::Send { tab, kind, chat, temp, ack }),
+        1 => (tab.clone(), 10u8..50).prop_map(|(tab, n)| ChaosStep::Burst { tab, n }),
         2 => (tab.clone(), chat.clone(), any::<bool>())
-            .prop_map(|(tab, chat, on)| Step::Typing { tab, chat, on }),
-        2 => (tab.clone(), chat.clone()).prop_map(|(tab, chat)| Step::Join { tab, chat }),
-        2 => (tab.clone(), chat).prop_map(|(tab, chat)| Step::Leave { tab, chat }),
-        2 => (tab.clone(), 0usize..64).prop_map(|(tab, pick)| Step::Read { tab, pick }),
-        6 => Just(Step::Release(Release::Oldest)),
-        4 => (0usize..64).prop_map(|i| Step::Release(Release::Pick(i))),
-        2 => (0usize..64).prop_map(|i| Step::Release(Release::Fail(i))),
-        2 => (0usize..64).prop_map(|i| Step::Release(Release::Duplicate(i))),
-        1 => Just(Step::Jump),
-        2 => (0u16..2000).prop_map(|ms| Step::Wait { ms }),
-        1 => tab.prop_map(|tab| Step::Drop { tab }),
+            .prop_map(|(tab, chat, on)| ChaosStep::Typing { tab, chat, on }),
+        2 => (tab.clone(), chat.clone()).prop_map(|(tab, chat)| ChaosStep::Join { tab, chat }),
+        2 => (tab.clone(), chat).prop_map(|(tab, chat)| ChaosStep::Leave { tab, chat }),
+        2 => (tab.clone(), 0usize..64).prop_map(|(tab, pick)| ChaosStep::Read { tab, pick }),
+        6 => Just(ChaosStep::Release(Release::Oldest)),
+        4 => (0usize..64).prop_map(|i| ChaosStep::Release(Release::Pick(i))),
+        2 => (0usize..64).prop_map(|i| ChaosStep::Release(Release::Fail(i))),
+        2 => (0usize..64).prop_map(|i| ChaosStep::Release(Release::Duplicate(i))),
+        1 => Just(ChaosStep::Jump),
+        2 => (0u16..2000).prop_map(|ms| ChaosStep::Wait { ms }),
+        1 => tab.prop_map(|tab| ChaosStep::Drop { tab }),
     ]
 }
 
@@ -52,7 +52,7 @@ proptest! {
     ) {
         let mut chaos = Chaos::new();
         for user in users {
-            chaos.step(Step::Connect { user });
+            chaos.step(ChaosStep::Connect { user });
         }
         for s in steps {
             chaos.step(s);

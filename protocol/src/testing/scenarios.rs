@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use crate::model::ObjectId;
 use crate::node::{Input, InputError, Method, OpId};
-use crate::sim::Sim;
 use crate::store::StoreReply;
+use crate::testing::Sim;
 
 fn uid(n: u8) -> ObjectId {
     ObjectId([n; 12])
@@ -716,7 +716,7 @@ fn binary_attachments_reassemble_and_bad_ones_close() {
 // Seeded scenarios: each runs many seeds; a failure prints the seed, and
 // `SIM_SEED=<n> cargo test -p chatwire-protocol sim_` replays it exactly.
 
-use crate::sim::{Chaos, Release, SendKind, SimRng, Step, Weights, for_each_seed};
+use crate::testing::{Chaos, ChaosStep, Release, SendKind, SimRng, Weights, for_each_seed};
 
 #[test]
 fn sim_seeded_chaos_keeps_every_promise() {
@@ -733,20 +733,20 @@ fn sim_retry_racing_the_first_send_under_random_store_orderings() {
         let mut c = Chaos::new();
         // Two tabs of user 0 (who retry) and one of user 1 (who watches).
         for user in [0, 0, 1] {
-            c.step(Step::Connect { user });
+            c.step(ChaosStep::Connect { user });
         }
         for _ in 0..40 {
             let step = match rng.below(6) {
-                0..=2 => Step::Send {
+                0..=2 => ChaosStep::Send {
                     tab: rng.below(2),
                     kind: SendKind::Valid,
                     chat: 0,
                     temp: Some(rng.below(2) as u8),
                     ack: true,
                 },
-                3 => Step::Release(Release::Pick(rng.below(8))),
-                4 => Step::Release(Release::Fail(rng.below(8))),
-                _ => Step::Release(Release::Duplicate(rng.below(8))),
+                3 => ChaosStep::Release(Release::Pick(rng.below(8))),
+                4 => ChaosStep::Release(Release::Fail(rng.below(8))),
+                _ => ChaosStep::Release(Release::Duplicate(rng.below(8))),
             };
             c.step(step);
         }
@@ -774,49 +774,49 @@ fn sim_rate_limit_across_time() {
     for_each_seed("sim_rate_limit_across_time", 24, |seed| {
         let mut rng = SimRng::new(seed);
         let mut c = Chaos::new();
-        c.step(Step::Connect { user: 0 });
-        c.step(Step::Connect { user: 0 });
+        c.step(ChaosStep::Connect { user: 0 });
+        c.step(ChaosStep::Connect { user: 0 });
         for _ in 0..120 {
-            c.step(Step::random(&mut rng, &weights));
+            c.step(ChaosStep::random(&mut rng, &weights));
         }
         c.finish();
     });
     // One fixed run that surely empties the bucket two tabs share.
     let mut c = Chaos::new();
-    c.step(Step::Connect { user: 0 });
-    c.step(Step::Connect { user: 0 });
-    c.step(Step::Burst { tab: 0, n: 30 });
-    c.step(Step::Burst { tab: 1, n: 15 });
+    c.step(ChaosStep::Connect { user: 0 });
+    c.step(ChaosStep::Connect { user: 0 });
+    c.step(ChaosStep::Burst { tab: 0, n: 30 });
+    c.step(ChaosStep::Burst { tab: 1, n: 15 });
     assert_eq!(c.stats.rate_limited, 5);
-    c.step(Step::Wait { ms: 100 });
-    c.step(Step::Burst { tab: 1, n: 3 });
+    c.step(ChaosStep::Wait { ms: 100 });
+    c.step(ChaosStep::Burst { tab: 1, n: 3 });
     assert_eq!(c.stats.rate_limited, 5 + 1, "100 ms bring back two tokens");
     c.finish();
     // One tab past its event budget (200) too: its sends beyond it take
     // nothing from the user's bucket, and its other events are refused.
     let mut c = Chaos::new();
-    c.step(Step::Connect { user: 0 });
-    c.step(Step::Burst { tab: 0, n: 250 });
+    c.step(ChaosStep::Connect { user: 0 });
+    c.step(ChaosStep::Burst { tab: 0, n: 250 });
     assert_eq!(c.stats.rate_limited, 250 - 40);
     assert_eq!(c.stats.over_budget, 50);
     for step in [
-        Step::Typing {
+        ChaosStep::Typing {
             tab: 0,
             chat: 1,
             on: true,
         },
-        Step::Join { tab: 0, chat: 1 },
-        Step::Read { tab: 0, pick: 0 },
+        ChaosStep::Join { tab: 0, chat: 1 },
+        ChaosStep::Read { tab: 0, pick: 0 },
     ] {
         c.step(step);
     }
     assert_eq!(c.stats.over_budget, 50 + 2, "{:?}", c.stats);
     // 100 ms: five events and two sends; the third send is the user's limit.
-    c.step(Step::Wait { ms: 100 });
-    c.step(Step::Burst { tab: 0, n: 3 });
+    c.step(ChaosStep::Wait { ms: 100 });
+    c.step(ChaosStep::Burst { tab: 0, n: 3 });
     assert_eq!(c.stats.rate_limited, 250 - 40 + 1);
-    c.step(Step::Join { tab: 0, chat: 1 });
-    c.step(Step::Typing {
+    c.step(ChaosStep::Join { tab: 0, chat: 1 });
+    c.step(ChaosStep::Typing {
         tab: 0,
         chat: 1,
         on: true,
@@ -834,24 +834,24 @@ fn sim_clients_vanish_with_store_operations_in_flight() {
             let mut rng = SimRng::new(seed);
             let mut c = Chaos::new();
             for user in 0..3 {
-                c.step(Step::Connect { user });
+                c.step(ChaosStep::Connect { user });
             }
             for _ in 0..60 {
                 let step = match rng.below(8) {
-                    0..=2 => Step::Send {
+                    0..=2 => ChaosStep::Send {
                         tab: rng.below(8),
                         kind: SendKind::Valid,
                         chat: 0,
                         temp: Some(rng.below(3) as u8),
                         ack: true,
                     },
-                    3 => Step::Read {
+                    3 => ChaosStep::Read {
                         tab: rng.below(8),
                         pick: rng.below(8),
                     },
-                    4 => Step::Drop { tab: rng.below(8) },
-                    5 => Step::Connect { user: rng.below(3) },
-                    _ => Step::Release(Release::Pick(rng.below(8))),
+                    4 => ChaosStep::Drop { tab: rng.below(8) },
+                    5 => ChaosStep::Connect { user: rng.below(3) },
+                    _ => ChaosStep::Release(Release::Pick(rng.below(8))),
                 };
                 c.step(step);
             }
@@ -1238,8 +1238,8 @@ mod shutdown {
 
     use super::*;
     use crate::node::{ConnId, Input};
-    use crate::sim::{SimRng, for_each_seed};
     use crate::stats::{EioRefusal, EventName, RefusalCode};
+    use crate::testing::{SimRng, for_each_seed};
     use crate::ws::GOING_AWAY;
 
     const REFUSED: &str = "The server is shutting down; send it again after reconnecting";
@@ -1644,7 +1644,7 @@ mod shutdown {
                 }
             }
         });
-        if crate::sim::seeds(64).len() == 64 {
+        if crate::testing::seeds(64).len() == 64 {
             let seen = seen.into_inner();
             assert!(
                 seen.iter().all(|&n| n > 0),

@@ -1,14 +1,16 @@
 //! The in-memory store (`DATABASE_URL=memory:`): everything lives in one
-//! mutex-guarded set of ordered maps and dies with the process.
+//! set of ordered maps ([`MemoryModel`], which applies a command at once,
+//! as the simulation does) behind a mutex ([`MemoryStore`]), and dies with
+//! the process. It passes the store suite like the durable stores.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
-use protocol::model::{Message, ObjectId, Status, UserRecord};
-use protocol::store::{
+use crate::model::{Message, ObjectId, Status, UserRecord};
+use crate::store::{
     Append, CreateUser, Cursor, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
-    Store, StoreError, StoreFuture, Window,
+    Store, StoreCommand, StoreError, StoreFuture, StoreReply, Window,
 };
 
 /// A message's place in its chat: (timestamp, id).
@@ -17,11 +19,12 @@ type Key = (i64, ObjectId);
 /// A [`Store`] kept in memory; every future it returns is already ready.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    inner: Mutex<MemoryModel>,
 }
 
+/// The in-memory store's data and rules, applied synchronously.
 #[derive(Debug, Default)]
-struct Inner {
+pub struct MemoryModel {
     /// Users by lower-cased name.
     users: HashMap<String, UserRecord>,
     /// Each chat's messages in (timestamp, id) order.
@@ -32,6 +35,8 @@ struct Inner {
     retry_keys: HashMap<(ObjectId, String), (ObjectId, i64)>,
     /// (message id, reader id) of every read recorded.
     receipts: BTreeSet<(ObjectId, ObjectId)>,
+    /// How many appends were stored (not deduplicated).
+    pub appends: usize,
 }
 
 impl MemoryStore {
@@ -40,12 +45,12 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreFuture<T> {
+    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut MemoryModel) -> T) -> StoreFuture<T> {
         let r = self.lock().map(|mut inner| f(&mut inner));
         Box::pin(std::future::ready(r))
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, MemoryModel>, StoreError> {
         // A panic while the lock was held may have left the maps half
         // updated: report the store as failed rather than serve them.
         self.inner
@@ -54,7 +59,64 @@ impl MemoryStore {
     }
 }
 
-impl Inner {
+impl MemoryModel {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs one command at once.
+    pub fn apply(&mut self, command: StoreCommand) -> StoreReply {
+        match command {
+            StoreCommand::Ping => StoreReply::Pong,
+            StoreCommand::CreateUser(u) => StoreReply::CreateUser(self.create_user(u)),
+            StoreCommand::FindUser(n) => {
+                StoreReply::User(self.users.get(&n.to_lowercase()).cloned())
+            }
+            StoreCommand::AppendMessage(m) => StoreReply::Appended(self.append(m)),
+            StoreCommand::History(q) => StoreReply::History(self.history(q)),
+            StoreCommand::MarkDelivered(id) => {
+                self.mark_delivered(id);
+                StoreReply::Delivered
+            }
+            StoreCommand::MarkRead { ids, reader } => StoreReply::Read(self.mark_read(ids, reader)),
+        }
+    }
+
+    /// A stored message.
+    pub fn message(&self, id: ObjectId) -> Option<&Message> {
+        let (chat, key) = self.by_id.get(&id)?;
+        self.chats.get(chat)?.get(key)
+    }
+
+    /// Every stored message, chat by chat.
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.chats.values().flat_map(|c| c.values())
+    }
+
+    /// Every stored message of a chat, in (timestamp, id) order.
+    pub fn chat(&self, chat: &str) -> Vec<Message> {
+        self.chats
+            .get(chat)
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn create_user(&mut self, user: UserRecord) -> CreateUser {
+        let lower = user.username.to_lowercase();
+        if self.users.contains_key(&lower) {
+            return CreateUser::Taken;
+        }
+        self.users.insert(lower, user);
+        CreateUser::Created
+    }
+
+    fn mark_delivered(&mut self, id: ObjectId) {
+        if let Some(m) = self.message_mut(&id) {
+            m.status = m.status.max(Status::Delivered);
+        }
+    }
+
     fn message_mut(&mut self, id: &ObjectId) -> Option<&mut Message> {
         let (chat, key) = self.by_id.get(id)?;
         self.chats.get_mut(chat)?.get_mut(key)
@@ -72,6 +134,7 @@ impl Inner {
             self.retry_keys.insert(slot, (m.id, m.timestamp));
         }
         let key = (m.timestamp, m.id);
+        self.appends += 1;
         self.by_id.insert(m.id, (m.chat_id.clone(), key));
         self.chats
             .entry(m.chat_id.clone())
@@ -142,14 +205,7 @@ impl Store for MemoryStore {
     }
 
     fn create_user(&self, user: UserRecord) -> StoreFuture<CreateUser> {
-        self.with(|inner| {
-            let lower = user.username.to_lowercase();
-            if inner.users.contains_key(&lower) {
-                return CreateUser::Taken;
-            }
-            inner.users.insert(lower, user);
-            CreateUser::Created
-        })
+        self.with(|inner| inner.create_user(user))
     }
 
     fn find_user(&self, username: String) -> StoreFuture<Option<UserRecord>> {
@@ -165,11 +221,7 @@ impl Store for MemoryStore {
     }
 
     fn mark_delivered(&self, id: ObjectId) -> StoreFuture<()> {
-        self.with(|inner| {
-            if let Some(m) = inner.message_mut(&id) {
-                m.status = m.status.max(Status::Delivered);
-            }
-        })
+        self.with(|inner| inner.mark_delivered(id))
     }
 
     fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {

@@ -1,485 +1,15 @@
-//! A deterministic simulation of a chat server: one [`Node`] running the
-//! chat service, fake WebSocket and polling clients, a fake store whose
-//! replies the test releases (in order, reversed, or failed), and a virtual
-//! clock that jumps to the next deadline. Everything a test does replays
-//! exactly: there is no thread, no socket and no real time.
+//! The chaos runner: seeded schedules of clients, sends, reads, typing,
+//! disconnects and store replies in any order, with the chat's promises
+//! checked after every step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::auth::JwtConfig;
-use crate::chat::{
-    Chat, ChatConfig, DEFAULT_MAX_CHATS, DEFAULT_TYPING_TIMEOUT, RateLimit, TokenBucket, WallClock,
-};
-use crate::eio::EngineConfig;
-use crate::ids::{CounterIds, IdGenerator};
-use crate::model::{Message, ObjectId, Status};
-use crate::node::{
-    ConnId, Frame, HttpResponse, Input, InputError, Method, Node, OpId, Output, RequestId,
-};
-use crate::sio::{SocketIo, SocketIoConfig};
-use crate::stats::Notice;
-use crate::store::{
-    Append, CreateUser, Cursor, History, ReadReceipt, StoreCommand, StoreError, StoreReply, Window,
-};
-
-/// The secret the simulation signs tokens with.
-pub const SECRET: &[u8] = b"simulation-secret-simulation-secret!";
-
-/// Wall-clock time at the start of every simulation.
-pub const T0_MS: i64 = 1_732_540_800_000;
-
-/// A store kept in memory with the same rules as the real ones, applied
-/// synchronously when the simulation releases a command.
-#[derive(Debug, Default)]
-pub struct ModelStore {
-    messages: BTreeMap<ObjectId, Message>,
-    dedupe: HashMap<(ObjectId, String), (ObjectId, i64)>,
-    users: HashMap<String, crate::model::UserRecord>,
-    /// How many appends were stored (not deduplicated).
-    pub appends: usize,
-}
-
-impl ModelStore {
-    /// Runs one command.
-    pub fn apply(&mut self, cmd: StoreCommand) -> StoreReply {
-        match cmd {
-            StoreCommand::Ping => StoreReply::Pong,
-            StoreCommand::CreateUser(u) => match self.users.entry(u.username.to_lowercase()) {
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    StoreReply::CreateUser(CreateUser::Taken)
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(u);
-                    StoreReply::CreateUser(CreateUser::Created)
-                }
-            },
-            StoreCommand::FindUser(n) => {
-                StoreReply::User(self.users.get(&n.to_lowercase()).cloned())
-            }
-            StoreCommand::AppendMessage(m) => {
-                if let Some(t) = &m.temp_id
-                    && let Some(&(id, timestamp)) =
-                        self.dedupe.get(&(m.message.author_id, t.clone()))
-                {
-                    return StoreReply::Appended(Append::Duplicate { id, timestamp });
-                }
-                if let Some(t) = m.temp_id {
-                    self.dedupe.insert(
-                        (m.message.author_id, t),
-                        (m.message.id, m.message.timestamp),
-                    );
-                }
-                self.appends += 1;
-                self.messages.insert(m.message.id, m.message);
-                StoreReply::Appended(Append::Stored)
-            }
-            StoreCommand::History(q) => {
-                let mut all: Vec<&Message> = self
-                    .messages
-                    .values()
-                    .filter(|m| m.chat_id == q.chat_id)
-                    .collect();
-                all.sort_by_key(|m| (m.timestamp, m.id));
-                let key = |c: Cursor| match c {
-                    Cursor::Time(t) => Some((t, None)),
-                    Cursor::Id(id) => self
-                        .messages
-                        .get(&id)
-                        .filter(|m| m.chat_id == q.chat_id)
-                        .map(|m| (m.timestamp, Some(m.id))),
-                };
-                let limit = q.limit as usize;
-                let out: Vec<Message> = match q.window {
-                    Window::Latest => all
-                        .iter()
-                        .rev()
-                        .take(limit)
-                        .rev()
-                        .map(|m| (*m).clone())
-                        .collect(),
-                    Window::Before(c) => {
-                        let Some((t, id)) = key(c) else {
-                            return StoreReply::History(History::UnknownAnchor);
-                        };
-                        let before = |m: &&&Message| match id {
-                            None => m.timestamp < t,
-                            Some(id) => (m.timestamp, m.id) < (t, id),
-                        };
-                        let v: Vec<_> = all.iter().filter(before).collect();
-                        v.iter()
-                            .rev()
-                            .take(limit)
-                            .rev()
-                            .map(|m| (**m).clone())
-                            .collect()
-                    }
-                    Window::After(c) => {
-                        let Some((t, id)) = key(c) else {
-                            return StoreReply::History(History::UnknownAnchor);
-                        };
-                        let after = |m: &&&Message| match id {
-                            None => m.timestamp > t,
-                            Some(id) => (m.timestamp, m.id) > (t, id),
-                        };
-                        all.iter()
-                            .filter(after)
-                            .take(limit)
-                            .map(|m| (*m).clone())
-                            .collect()
-                    }
-                };
-                StoreReply::History(History::Messages(out))
-            }
-            StoreCommand::MarkDelivered(id) => {
-                if let Some(m) = self.messages.get_mut(&id)
-                    && m.status == Status::Sent
-                {
-                    m.status = Status::Delivered;
-                }
-                StoreReply::Delivered
-            }
-            StoreCommand::MarkRead { ids, reader } => {
-                let mut out = Vec::new();
-                for id in ids {
-                    if let Some(m) = self.messages.get_mut(&id)
-                        && m.author_id != reader
-                    {
-                        m.status = Status::Read;
-                        out.push(ReadReceipt {
-                            id,
-                            chat_id: m.chat_id.clone(),
-                        });
-                    }
-                }
-                StoreReply::Read(out)
-            }
-        }
-    }
-
-    /// A stored message.
-    pub fn message(&self, id: ObjectId) -> Option<&Message> {
-        self.messages.get(&id)
-    }
-
-    /// Every stored message, by id.
-    pub fn messages(&self) -> impl Iterator<Item = &Message> {
-        self.messages.values()
-    }
-
-    /// Every stored message of a chat in (timestamp, id) order.
-    pub fn chat(&self, chat: &str) -> Vec<Message> {
-        let mut v: Vec<Message> = self
-            .messages
-            .values()
-            .filter(|m| m.chat_id == chat)
-            .cloned()
-            .collect();
-        v.sort_by_key(|m| (m.timestamp, m.id));
-        v
-    }
-}
-
-/// What a fake client received: whole Engine.IO packets, as text (binary
-/// frames as `b` + base64, as over polling).
-#[derive(Debug, Default)]
-pub struct Client {
-    /// Frames in arrival order.
-    pub inbox: Vec<String>,
-    /// Whether the server closed the connection.
-    pub closed: bool,
-    /// The close code the server closed it with.
-    pub close_code: Option<u16>,
-}
-
-/// The chat node under test, its clients, its store, and the clock.
-#[derive(Debug)]
-pub struct Sim {
-    /// The node.
-    pub node: Node<SocketIo<Chat>>,
-    /// Virtual time.
-    pub now: Instant,
-    /// Where the next deadline is.
-    pub deadline: Instant,
-    /// The store.
-    pub store: ModelStore,
-    /// Store commands emitted and not yet answered, oldest first.
-    pub in_flight: Vec<(OpId, StoreCommand)>,
-    /// WebSocket clients.
-    pub clients: BTreeMap<u64, Client>,
-    /// Answers to HTTP requests.
-    pub responses: BTreeMap<u64, HttpResponse>,
-    /// Token settings.
-    pub jwt: JwtConfig,
-    /// Every store reply fed so far, oldest first, so that one can be fed again.
-    pub replied: Vec<(OpId, StoreReply)>,
-    /// The notices the node emitted (after [`Node::set_notices`]).
-    pub notices: Vec<Notice>,
-    start: Instant,
-    next_conn: u64,
-}
-
-impl Sim {
-    /// A node with the contract's defaults and a counter for randomness
-    /// ([`CounterIds`]: distinct, predictable ids; [`Sim::with_ids`] takes
-    /// any other generator).
-    pub fn new() -> Self {
-        Sim::with_ids(CounterIds::default())
-    }
-
-    /// A node with the contract's defaults drawing its ids from `ids`.
-    pub fn with_ids(ids: impl IdGenerator) -> Self {
-        let start = Instant::now();
-        let jwt =
-            JwtConfig::new(SECRET, "HS256", 60).expect("the simulation's secret is long enough");
-        let chat = Chat::new(
-            ChatConfig {
-                jwt: jwt.clone(),
-                rate: RateLimit::SEND,
-                events: RateLimit::EVENTS,
-                max_chats: DEFAULT_MAX_CHATS,
-                typing_timeout: Some(DEFAULT_TYPING_TIMEOUT),
-            },
-            WallClock::new(start, T0_MS),
-            start,
-        );
-        let sio = SocketIo::new(SocketIoConfig::default(), chat);
-        let node = Node::new(EngineConfig::default(), sio, ids, start);
-        let mut sim = Sim {
-            node,
-            now: start,
-            deadline: start,
-            store: ModelStore::default(),
-            in_flight: Vec::new(),
-            clients: BTreeMap::new(),
-            responses: BTreeMap::new(),
-            jwt,
-            replied: Vec::new(),
-            notices: Vec::new(),
-            start,
-            next_conn: 0,
-        };
-        sim.drain();
-        sim
-    }
-
-    /// Wall-clock milliseconds now.
-    pub fn unix_ms(&self) -> i64 {
-        T0_MS + (self.now - self.start).as_millis() as i64
-    }
-
-    /// A token for a user.
-    pub fn token(&self, user: ObjectId, name: &str) -> String {
-        self.jwt.issue(user, name, self.unix_ms())
-    }
-
-    /// Feeds an input at the current time and drains the outputs.
-    pub fn input(&mut self, input: Input<'_>) {
-        self.node
-            .handle_input(self.now, input)
-            .expect("the simulation's clock never goes back");
-        self.drain();
-    }
-
-    /// Drains the node's outputs into clients, responses and the store queue.
-    pub fn drain(&mut self) {
-        loop {
-            match self.node.poll_output() {
-                Output::Timeout(t) => {
-                    self.deadline = t;
-                    return;
-                }
-                Output::WsFrame { conn, frame } => self.deliver(conn, &frame),
-                Output::Broadcast(b) => {
-                    for conn in b.conns {
-                        self.deliver(conn, &b.frame);
-                    }
-                }
-                Output::WsClose { conn, code } => {
-                    let c = self.clients.entry(conn.0).or_default();
-                    c.closed = true;
-                    c.close_code = Some(code);
-                }
-                Output::HttpResponse { req, response } => {
-                    self.responses.insert(req.0, response);
-                }
-                Output::Store { op, command } => self.in_flight.push((op, command)),
-                Output::Notice(n) => self.notices.push(n),
-            }
-        }
-    }
-
-    /// Puts a frame in a WebSocket client's inbox.
-    fn deliver(&mut self, conn: ConnId, frame: &Frame) {
-        let c = self.clients.entry(conn.0).or_default();
-        c.inbox.push(match frame {
-            Frame::Text(b) => String::from_utf8(b.to_vec()).expect("text frames are UTF-8"),
-            Frame::Binary(b) => format!("b{}", b.len()),
-        });
-    }
-
-    /// Moves the clock forward and runs what fell due.
-    pub fn advance(&mut self, by: Duration) {
-        let until = self.now + by;
-        while self.deadline <= until {
-            self.now = self.now.max(self.deadline);
-            self.input(Input::Timeout);
-        }
-        self.now = until;
-        self.input(Input::Timeout);
-    }
-
-    /// Opens a WebSocket client and joins namespace `/` with `auth`;
-    /// returns its connection number.
-    pub fn connect(&mut self, auth: Option<&str>) -> u64 {
-        self.next_conn += 1;
-        let conn = self.next_conn;
-        self.clients.insert(conn, Client::default());
-        self.input(Input::WsOpen {
-            conn: ConnId(conn),
-            query: "EIO=4&transport=websocket",
-            authorization: None,
-        });
-        let connect = match auth {
-            Some(t) => format!("40{{\"token\":\"{t}\"}}"),
-            None => "40".to_owned(),
-        };
-        self.send(conn, &connect);
-        conn
-    }
-
-    /// A client sends a text frame.
-    pub fn send(&mut self, conn: u64, text: &str) {
-        self.input(Input::WsText {
-            conn: ConnId(conn),
-            text,
-        });
-    }
-
-    /// A client sends a binary frame.
-    pub fn send_binary(&mut self, conn: u64, data: &[u8]) {
-        self.input(Input::WsBinary {
-            conn: ConnId(conn),
-            data: Bytes::copy_from_slice(data),
-        });
-    }
-
-    /// A client's connection drops.
-    pub fn drop_client(&mut self, conn: u64) {
-        self.input(Input::WsClosed(ConnId(conn)));
-    }
-
-    /// A polling request; its answer lands in `responses` under `req`.
-    pub fn http(&mut self, req: u64, method: Method, query: &str, body: &[u8]) {
-        self.input(Input::Http {
-            req: RequestId(req),
-            method,
-            query,
-            authorization: None,
-            body,
-        });
-    }
-
-    /// Answers the oldest in-flight store command from the model store.
-    pub fn complete_oldest(&mut self) -> bool {
-        self.complete_at(0)
-    }
-
-    /// Answers the newest in-flight store command.
-    pub fn complete_newest(&mut self) -> bool {
-        match self.in_flight.len() {
-            0 => false,
-            n => self.complete_at(n - 1),
-        }
-    }
-
-    /// Fails the oldest in-flight store command without running it.
-    pub fn fail_oldest(&mut self) -> bool {
-        self.fail_at(0)
-    }
-
-    /// Answers the `i`th in-flight store command (oldest first) from the
-    /// model store; false when there is no such command.
-    pub fn complete_at(&mut self, i: usize) -> bool {
-        if i >= self.in_flight.len() {
-            return false;
-        }
-        let (op, cmd) = self.in_flight.remove(i);
-        let reply = self.store.apply(cmd);
-        self.reply(op, reply);
-        true
-    }
-
-    /// Fails the `i`th in-flight store command without running it.
-    pub fn fail_at(&mut self, i: usize) -> bool {
-        if i >= self.in_flight.len() {
-            return false;
-        }
-        let (op, _) = self.in_flight.remove(i);
-        self.reply(
-            op,
-            StoreReply::Failed(StoreError::transient("simulated failure")),
-        );
-        true
-    }
-
-    /// Feeds the `i`th reply of [`Sim::replied`] again, as a host that
-    /// retried a store call might: the node refuses it
-    /// ([`InputError::UnknownStoreOp`]) and nothing changes.
-    pub fn duplicate_reply(&mut self, i: usize) -> bool {
-        let Some((op, reply)) = self.replied.get(i).cloned() else {
-            return false;
-        };
-        let r = self
-            .node
-            .handle_input(self.now, Input::StoreReply { op, reply });
-        assert_eq!(r, Err(InputError::UnknownStoreOp(op)));
-        self.drain();
-        true
-    }
-
-    fn reply(&mut self, op: OpId, reply: StoreReply) {
-        self.replied.push((op, reply.clone()));
-        self.input(Input::StoreReply { op, reply });
-    }
-
-    /// Jumps the clock to the next deadline and runs what fell due.
-    pub fn jump_to_deadline(&mut self) {
-        self.now = self.now.max(self.deadline);
-        self.input(Input::Timeout);
-    }
-
-    /// Answers every in-flight store command, oldest first, including those
-    /// the answers cause.
-    pub fn settle(&mut self) {
-        while self.complete_oldest() {}
-    }
-
-    /// Takes a client's inbox.
-    pub fn take(&mut self, conn: u64) -> Vec<String> {
-        std::mem::take(&mut self.clients.entry(conn).or_default().inbox)
-    }
-
-    /// The Socket.IO events (name, first argument) a client received, in order.
-    pub fn events(&mut self, conn: u64) -> Vec<(String, serde_json::Value)> {
-        self.take(conn)
-            .into_iter()
-            .filter_map(|f| {
-                let json = f.strip_prefix("42")?;
-                let v: serde_json::Value = serde_json::from_str(json).ok()?;
-                Some((v[0].as_str()?.to_owned(), v[1].clone()))
-            })
-            .collect()
-    }
-}
-
-impl Default for Sim {
-    fn default() -> Self {
-        Sim::new()
-    }
-}
+use super::harness::Sim;
+use crate::chat::{DEFAULT_TYPING_TIMEOUT, RateLimit, TokenBucket};
+use crate::model::{ObjectId, Status};
+use crate::node::OpId;
+use crate::store::StoreCommand;
 
 /// A tiny deterministic generator (xorshift64*), so that a seeded schedule
 /// replays from one `u64` and the core's own ids stay untouched by it.
@@ -585,7 +115,7 @@ pub enum Release {
 /// One thing that happens in a chaotic run. Indices are taken modulo what
 /// exists, so any value is a valid step (for proptest and fuzzers alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum ChaosStep {
     /// A user opens a tab (ignored beyond [`MAX_TABS`] open tabs).
     Connect {
         /// The user, modulo [`USERS`].
@@ -657,28 +187,28 @@ pub enum Step {
     },
 }
 
-/// How often each kind of [`Step`] is drawn by [`Step::random`].
+/// How often each kind of [`ChaosStep`] is drawn by [`ChaosStep::random`].
 #[derive(Debug, Clone, Copy)]
 pub struct Weights {
-    /// [`Step::Connect`].
+    /// [`ChaosStep::Connect`].
     pub connect: u32,
-    /// [`Step::Send`].
+    /// [`ChaosStep::Send`].
     pub send: u32,
-    /// [`Step::Burst`].
+    /// [`ChaosStep::Burst`].
     pub burst: u32,
-    /// [`Step::Typing`].
+    /// [`ChaosStep::Typing`].
     pub typing: u32,
-    /// [`Step::Join`] and [`Step::Leave`].
+    /// [`ChaosStep::Join`] and [`ChaosStep::Leave`].
     pub rooms: u32,
-    /// [`Step::Read`].
+    /// [`ChaosStep::Read`].
     pub read: u32,
-    /// [`Step::Release`].
+    /// [`ChaosStep::Release`].
     pub release: u32,
-    /// [`Step::Jump`].
+    /// [`ChaosStep::Jump`].
     pub jump: u32,
-    /// [`Step::Wait`].
+    /// [`ChaosStep::Wait`].
     pub wait: u32,
-    /// [`Step::Drop`].
+    /// [`ChaosStep::Drop`].
     pub drop: u32,
 }
 
@@ -699,9 +229,9 @@ impl Default for Weights {
     }
 }
 
-impl Step {
+impl ChaosStep {
     /// Draws a step.
-    pub fn random(rng: &mut SimRng, w: &Weights) -> Step {
+    pub fn random(rng: &mut SimRng, w: &Weights) -> ChaosStep {
         let table = [
             w.connect, w.send, w.burst, w.typing, w.rooms, w.read, w.release, w.jump, w.wait,
             w.drop,
@@ -722,10 +252,10 @@ impl Step {
         let tab = rng.below(MAX_TABS);
         let chat = rng.below(CHATS.len());
         match kind {
-            0 => Step::Connect {
+            0 => ChaosStep::Connect {
                 user: rng.below(USERS),
             },
-            1 => Step::Send {
+            1 => ChaosStep::Send {
                 tab,
                 kind: match rng.below(10) {
                     0 => SendKind::Empty,
@@ -738,32 +268,32 @@ impl Step {
                 temp: (rng.below(3) > 0).then(|| rng.below(4) as u8),
                 ack: rng.below(4) > 0,
             },
-            2 => Step::Burst {
+            2 => ChaosStep::Burst {
                 tab,
                 n: 10 + rng.below(40) as u8,
             },
-            3 => Step::Typing {
+            3 => ChaosStep::Typing {
                 tab,
                 chat,
                 on: rng.below(2) == 0,
             },
-            4 if rng.below(2) == 0 => Step::Join { tab, chat },
-            4 => Step::Leave { tab, chat },
-            5 => Step::Read {
+            4 if rng.below(2) == 0 => ChaosStep::Join { tab, chat },
+            4 => ChaosStep::Leave { tab, chat },
+            5 => ChaosStep::Read {
                 tab,
                 pick: rng.below(64),
             },
-            6 => Step::Release(match rng.below(10) {
+            6 => ChaosStep::Release(match rng.below(10) {
                 0..=3 => Release::Oldest,
                 4..=6 => Release::Pick(rng.below(64)),
                 7 | 8 => Release::Fail(rng.below(64)),
                 _ => Release::Duplicate(rng.below(64)),
             }),
-            7 => Step::Jump,
-            8 => Step::Wait {
+            7 => ChaosStep::Jump,
+            8 => ChaosStep::Wait {
                 ms: rng.below(1500) as u16,
             },
-            _ => Step::Drop { tab },
+            _ => ChaosStep::Drop { tab },
         }
     }
 }
@@ -892,7 +422,7 @@ impl Chaos {
         let mut rng = SimRng::new(seed);
         let mut chaos = Chaos::new();
         for _ in 0..steps {
-            let step = Step::random(&mut rng, weights);
+            let step = ChaosStep::random(&mut rng, weights);
             chaos.step(step);
         }
         chaos.finish();
@@ -907,15 +437,15 @@ impl Chaos {
     }
 
     /// Applies one step and checks every promise.
-    pub fn step(&mut self, step: Step) {
+    pub fn step(&mut self, step: ChaosStep) {
         self.stats.steps += 1;
         match step {
-            Step::Connect { user } => {
+            ChaosStep::Connect { user } => {
                 if self.tabs.iter().filter(|t| t.alive).count() < MAX_TABS {
                     self.connect(user % USERS);
                 }
             }
-            Step::Send {
+            ChaosStep::Send {
                 tab,
                 kind,
                 chat,
@@ -926,14 +456,14 @@ impl Chaos {
                     self.send_chat(t, kind, CHATS[chat % CHATS.len()], temp, ack);
                 }
             }
-            Step::Burst { tab, n } => {
+            ChaosStep::Burst { tab, n } => {
                 if let Some(t) = self.open_tab(tab) {
                     for _ in 0..n {
                         self.send_chat(t, SendKind::Valid, CHATS[0], None, false);
                     }
                 }
             }
-            Step::Typing { tab, chat, on } => {
+            ChaosStep::Typing { tab, chat, on } => {
                 if let Some(t) = self.open_tab(tab) {
                     let chat = CHATS[chat % CHATS.len()];
                     let key = (self.tabs[t].conn, chat);
@@ -948,10 +478,10 @@ impl Chaos {
                     self.emit_checked(t, "chat:typing", &payload, admitted);
                 }
             }
-            Step::Join { tab, chat } | Step::Leave { tab, chat } => {
+            ChaosStep::Join { tab, chat } | ChaosStep::Leave { tab, chat } => {
                 if let Some(t) = self.open_tab(tab) {
                     let chat = CHATS[chat % CHATS.len()];
-                    let join = matches!(step, Step::Join { .. });
+                    let join = matches!(step, ChaosStep::Join { .. });
                     let admitted = self.admit(t);
                     // Rooms change synchronously, before anything else can be broadcast.
                     if admitted && join {
@@ -967,7 +497,7 @@ impl Chaos {
                     self.emit_checked(t, name, &payload, admitted);
                 }
             }
-            Step::Read { tab, pick } => {
+            ChaosStep::Read { tab, pick } => {
                 if let Some(t) = self.open_tab(tab)
                     && !self.tabs[t].seen.is_empty()
                 {
@@ -978,16 +508,16 @@ impl Chaos {
                     self.emit_checked(t, "chat:read", &payload, admitted);
                 }
             }
-            Step::Release(r) => self.release(r),
-            Step::Jump => {
+            ChaosStep::Release(r) => self.release(r),
+            ChaosStep::Jump => {
                 self.sim.jump_to_deadline();
                 self.observe();
             }
-            Step::Wait { ms } => {
+            ChaosStep::Wait { ms } => {
                 self.sim.advance(Duration::from_millis(u64::from(ms)));
                 self.observe();
             }
-            Step::Drop { tab } => {
+            ChaosStep::Drop { tab } => {
                 if let Some(t) = self.open_tab(tab) {
                     self.tabs[t].alive = false;
                     let conn = self.tabs[t].conn;
