@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{Runtime, Socket};
-use protocol::ws::{self as wsframe, Decoder, Message};
+use protocol::ws::{self as wsframe, Decoder, Received};
 
 /// How many bytes of frames a connection may have queued, not yet taken
 /// by its socket, before it is dropped as too slow.
@@ -461,7 +461,7 @@ fn poll_event(
             return Poll::Pending;
         }
         match decoder.decode(read) {
-            Ok(Some(Message::Text(t))) => match tungstenite::Utf8Bytes::try_from(t) {
+            Ok(Some(Received::Text(t))) => match tungstenite::Utf8Bytes::try_from(t) {
                 Ok(t) => return Poll::Ready(Event::Text(t)),
                 // The decoder checked it already; this cannot fail.
                 Err(_) => {
@@ -469,9 +469,9 @@ fn poll_event(
                     *reading = false;
                 }
             },
-            Ok(Some(Message::Binary(b))) => return Poll::Ready(Event::Binary(b)),
-            Ok(Some(Message::Ping(p))) => ws.control(wsframe::pong(&p), false),
-            Ok(Some(Message::Close(code))) => {
+            Ok(Some(Received::Binary(b))) => return Poll::Ready(Event::Binary(b)),
+            Ok(Some(Received::Ping(p))) => ws.control(wsframe::pong(&p), false),
+            Ok(Some(Received::Close(code))) => {
                 // Answer with the client's code (the decoder let through
                 // only codes that may be sent), 1000 when it gave none.
                 ws.control(wsframe::close(code.unwrap_or(1000)), true);
@@ -526,7 +526,7 @@ fn poll_until_close(
 ) -> Poll<()> {
     loop {
         match decoder.decode(read) {
-            Ok(Some(Message::Close(_))) | Err(_) => return Poll::Ready(()),
+            Ok(Some(Received::Close(_))) | Err(_) => return Poll::Ready(()),
             // Sent before the client saw our close: nobody takes it now.
             Ok(Some(_)) => continue,
             Ok(None) => {}

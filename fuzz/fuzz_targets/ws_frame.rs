@@ -6,7 +6,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use chatwire_protocol::ws::{self, Decoder, Message};
+use chatwire_protocol::ws::{self, Decoder, Received};
 use libfuzzer_sys::fuzz_target;
 
 /// A client frame with a zero mask (valid, and leaves the payload as is).
@@ -47,16 +47,16 @@ fuzz_target!(|input: &[u8]| {
     }
     for m in messages {
         let (opcode, payload) = match m {
-            Message::Text(t) => {
+            Received::Text(t) => {
                 assert!(std::str::from_utf8(&t).is_ok());
                 (ws::TEXT, t)
             }
-            Message::Binary(b) => (ws::BINARY, b),
-            Message::Ping(p) => {
+            Received::Binary(b) => (ws::BINARY, b),
+            Received::Ping(p) => {
                 assert!(p.len() <= 125);
                 continue;
             }
-            Message::Close(code) => {
+            Received::Close(code) => {
                 assert!(code.is_none_or(ws::valid_close_code));
                 continue;
             }
@@ -67,9 +67,9 @@ fuzz_target!(|input: &[u8]| {
             .decode(&mut again)
             .expect("a frame we built decodes");
         let want = if opcode == ws::TEXT {
-            Message::Text(payload)
+            Received::Text(payload)
         } else {
-            Message::Binary(payload)
+            Received::Binary(payload)
         };
         assert_eq!(back, Some(want));
         assert!(again.is_empty());

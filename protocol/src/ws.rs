@@ -24,7 +24,7 @@ const PONG: u8 = 0xA;
 
 /// A whole message, or a control frame, from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Message {
+pub enum Received {
     /// A text message; its bytes are UTF-8 (checked).
     Text(Bytes),
     /// A binary message.
@@ -38,7 +38,7 @@ pub enum Message {
 /// Why the connection must be failed; each has its close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Violation {
+pub enum Failure {
     /// A malformed frame or sequence of frames (1002).
     Protocol,
     /// Text that is not UTF-8 (1007).
@@ -50,14 +50,14 @@ pub enum Violation {
     TooFragmented,
 }
 
-impl Violation {
+impl Failure {
     /// The close code to fail the connection with.
     pub fn close_code(self) -> u16 {
         match self {
-            Violation::Protocol => 1002,
-            Violation::BadUtf8 => 1007,
-            Violation::TooBig => 1009,
-            Violation::TooFragmented => 1008,
+            Failure::Protocol => 1002,
+            Failure::BadUtf8 => 1007,
+            Failure::TooBig => 1009,
+            Failure::TooFragmented => 1008,
         }
     }
 }
@@ -178,7 +178,7 @@ impl Decoder {
     /// have arrived. A frame is refused for its size from its header, so
     /// `buf` never has to hold more than one message's worth of bytes.
     /// Pongs are consumed silently.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Violation> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Received>, Failure> {
         loop {
             let Some((fin, opcode, len, header)) = self.header(buf)? else {
                 return Ok(None);
@@ -196,21 +196,21 @@ impl Decoder {
             payload.advance(header);
             unmask(&mut payload, mask);
             match opcode {
-                TEXT | BINARY if self.partial.is_some() => return Err(Violation::Protocol),
+                TEXT | BINARY if self.partial.is_some() => return Err(Failure::Protocol),
                 TEXT | BINARY if fin => return finish(opcode == TEXT, payload).map(Some),
                 TEXT | BINARY => self.partial = Some((opcode == TEXT, payload, 1)),
                 CONTINUATION => {
-                    let (text, mut data, n) = self.partial.take().ok_or(Violation::Protocol)?;
+                    let (text, mut data, n) = self.partial.take().ok_or(Failure::Protocol)?;
                     data.extend_from_slice(&payload);
                     if fin {
                         return finish(text, data).map(Some);
                     }
                     if n + 1 >= self.max_fragments {
-                        return Err(Violation::TooFragmented);
+                        return Err(Failure::TooFragmented);
                     }
                     self.partial = Some((text, data, n + 1));
                 }
-                PING => return Ok(Some(Message::Ping(payload.freeze()))),
+                PING => return Ok(Some(Received::Ping(payload.freeze()))),
                 PONG => {}
                 _ => return close_frame(&payload).map(Some),
             }
@@ -219,14 +219,14 @@ impl Decoder {
 
     /// Parses and checks the header at the front of `buf`: (fin, opcode,
     /// payload length, header length including the mask).
-    fn header(&self, buf: &BytesMut) -> Result<Option<(bool, u8, usize, usize)>, Violation> {
+    fn header(&self, buf: &BytesMut) -> Result<Option<(bool, u8, usize, usize)>, Failure> {
         let [b0, b1, ..] = buf[..] else {
             return Ok(None);
         };
         let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0F);
         if b0 & 0x70 != 0 || b1 & 0x80 == 0 {
             // RSV bits without an extension, or an unmasked client frame.
-            return Err(Violation::Protocol);
+            return Err(Failure::Protocol);
         }
         let (len, header) = match b1 & 0x7F {
             126 => match buf.get(2..4) {
@@ -235,7 +235,7 @@ impl Decoder {
             },
             127 => match buf.get(2..10) {
                 Some(b) => (
-                    u64::from_be_bytes(b.try_into().map_err(|_| Violation::Protocol)?),
+                    u64::from_be_bytes(b.try_into().map_err(|_| Failure::Protocol)?),
                     10,
                 ),
                 None => return Ok(None),
@@ -245,40 +245,40 @@ impl Decoder {
         let control = opcode & 0x08 != 0;
         match opcode {
             CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG => {}
-            _ => return Err(Violation::Protocol),
+            _ => return Err(Failure::Protocol),
         }
         if control && (!fin || len > 125) {
-            return Err(Violation::Protocol);
+            return Err(Failure::Protocol);
         }
         let sofar = self.partial.as_ref().map_or(0, |(_, d, _)| d.len()) as u64;
         if sofar.saturating_add(len) > self.max_message as u64 {
-            return Err(Violation::TooBig);
+            return Err(Failure::TooBig);
         }
         Ok(Some((fin, opcode, len as usize, header + 4)))
     }
 }
 
-fn finish(text: bool, data: BytesMut) -> Result<Message, Violation> {
+fn finish(text: bool, data: BytesMut) -> Result<Received, Failure> {
     let data = data.freeze();
     if text {
-        std::str::from_utf8(&data).map_err(|_| Violation::BadUtf8)?;
-        Ok(Message::Text(data))
+        std::str::from_utf8(&data).map_err(|_| Failure::BadUtf8)?;
+        Ok(Received::Text(data))
     } else {
-        Ok(Message::Binary(data))
+        Ok(Received::Binary(data))
     }
 }
 
-fn close_frame(payload: &[u8]) -> Result<Message, Violation> {
+fn close_frame(payload: &[u8]) -> Result<Received, Failure> {
     match payload {
-        [] => Ok(Message::Close(None)),
-        [_] => Err(Violation::Protocol),
+        [] => Ok(Received::Close(None)),
+        [_] => Err(Failure::Protocol),
         [a, b, reason @ ..] => {
             let code = u16::from_be_bytes([*a, *b]);
             if !valid_close_code(code) {
-                return Err(Violation::Protocol);
+                return Err(Failure::Protocol);
             }
-            std::str::from_utf8(reason).map_err(|_| Violation::BadUtf8)?;
-            Ok(Message::Close(Some(code)))
+            std::str::from_utf8(reason).map_err(|_| Failure::BadUtf8)?;
+            Ok(Received::Close(Some(code)))
         }
     }
 }
@@ -349,7 +349,7 @@ mod tests {
         f
     }
 
-    fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Message>, Violation> {
+    fn decode_all(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<Received>, Failure> {
         let mut buf = BytesMut::from(bytes);
         let mut out = Vec::new();
         while let Some(m) = d.decode(&mut buf)? {
@@ -368,12 +368,12 @@ mod tests {
             let got = decode_all(&mut d, &client(true, TEXT, text.as_bytes(), M)).unwrap();
             assert_eq!(
                 got,
-                vec![Message::Text(Bytes::from(text.clone()))],
+                vec![Received::Text(Bytes::from(text.clone()))],
                 "len {len}"
             );
             let bin: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let got = decode_all(&mut d, &client(true, BINARY, &bin, M)).unwrap();
-            assert_eq!(got, vec![Message::Binary(Bytes::from(bin))]);
+            assert_eq!(got, vec![Received::Binary(Bytes::from(bin))]);
         }
     }
 
@@ -396,9 +396,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Message::Ping(Bytes::from_static(b"hi")),
-                Message::Text(Bytes::from_static(b"4{\"a\":1}")),
-                Message::Binary(Bytes::from_static(&[0, 1, 2])),
+                Received::Ping(Bytes::from_static(b"hi")),
+                Received::Text(Bytes::from_static(b"4{\"a\":1}")),
+                Received::Binary(Bytes::from_static(&[0, 1, 2])),
             ]
         );
         assert!(buf.is_empty());
@@ -409,21 +409,21 @@ mod tests {
         let mut d = Decoder::new(100);
         assert_eq!(
             decode_all(&mut d, &client(true, CLOSE, b"", M)).unwrap(),
-            vec![Message::Close(None)]
+            vec![Received::Close(None)]
         );
         let mut body = 1001u16.to_be_bytes().to_vec();
         body.extend_from_slice(b"bye");
         assert_eq!(
             decode_all(&mut d, &client(true, CLOSE, &body, M)).unwrap(),
-            vec![Message::Close(Some(1001))]
+            vec![Received::Close(Some(1001))]
         );
         assert_eq!(
             decode_all(&mut d, &client(true, CLOSE, &[3], M)),
-            Err(Violation::Protocol)
+            Err(Failure::Protocol)
         );
         assert_eq!(
             decode_all(&mut d, &client(true, CLOSE, &[3, 232, 0xff], M)),
-            Err(Violation::BadUtf8)
+            Err(Failure::BadUtf8)
         );
         for code in [
             1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 3999, 4000, 4999,
@@ -431,7 +431,7 @@ mod tests {
             let mut d = Decoder::new(100);
             assert_eq!(
                 decode_all(&mut d, &client(true, CLOSE, &code.to_be_bytes(), M)).unwrap(),
-                vec![Message::Close(Some(code))],
+                vec![Received::Close(Some(code))],
                 "{code}"
             );
         }
@@ -441,7 +441,7 @@ mod tests {
             let mut d = Decoder::new(100);
             assert_eq!(
                 decode_all(&mut d, &client(true, CLOSE, &code.to_be_bytes(), M)),
-                Err(Violation::Protocol),
+                Err(Failure::Protocol),
                 "{code}"
             );
             // And never sent: what may not go on the wire goes as 1000.
@@ -462,14 +462,14 @@ mod tests {
         bytes.extend(client(true, CONTINUATION, b"b", M));
         assert_eq!(
             decode_all(&mut d, &bytes).unwrap(),
-            vec![Message::Text(Bytes::from_static(b"ab"))]
+            vec![Received::Text(Bytes::from_static(b"ab"))]
         );
         let mut bytes = client(false, BINARY, b"", M);
         for _ in 0..100 {
             bytes.extend(client(false, CONTINUATION, b"", M));
         }
-        assert_eq!(decode_all(&mut d, &bytes), Err(Violation::TooFragmented));
-        assert_eq!(Violation::TooFragmented.close_code(), 1008);
+        assert_eq!(decode_all(&mut d, &bytes), Err(Failure::TooFragmented));
+        assert_eq!(Failure::TooFragmented.close_code(), 1008);
         // Small limits still allow 64.
         assert_eq!(Decoder::new(10).max_fragments, 64);
     }
@@ -555,9 +555,9 @@ mod tests {
 
     #[test]
     fn violations() {
-        let cases: Vec<(Vec<u8>, Violation)> = vec![
+        let cases: Vec<(Vec<u8>, Failure)> = vec![
             // Unmasked.
-            (vec![0x81, 0x01, b'a'], Violation::Protocol),
+            (vec![0x81, 0x01, b'a'], Failure::Protocol),
             // RSV1 (no permessage-deflate was negotiated).
             (
                 {
@@ -565,26 +565,26 @@ mod tests {
                     f[0] |= 0x40;
                     f
                 },
-                Violation::Protocol,
+                Failure::Protocol,
             ),
-            (client(true, 0x3, b"", M), Violation::Protocol),
-            (client(true, 0xB, b"", M), Violation::Protocol),
-            (client(true, CONTINUATION, b"a", M), Violation::Protocol),
-            (client(false, PING, b"", M), Violation::Protocol),
-            (client(true, PING, &[0; 126], M), Violation::Protocol),
+            (client(true, 0x3, b"", M), Failure::Protocol),
+            (client(true, 0xB, b"", M), Failure::Protocol),
+            (client(true, CONTINUATION, b"a", M), Failure::Protocol),
+            (client(false, PING, b"", M), Failure::Protocol),
+            (client(true, PING, &[0; 126], M), Failure::Protocol),
             (
                 [client(false, TEXT, b"a", M), client(true, TEXT, b"b", M)].concat(),
-                Violation::Protocol,
+                Failure::Protocol,
             ),
-            (client(true, TEXT, &[0xC3], M), Violation::BadUtf8),
-            (client(true, TEXT, &[0; 101], M), Violation::TooBig),
+            (client(true, TEXT, &[0xC3], M), Failure::BadUtf8),
+            (client(true, TEXT, &[0; 101], M), Failure::TooBig),
             (
                 [
                     client(false, BINARY, &[0; 60], M),
                     client(true, CONTINUATION, &[0; 41], M),
                 ]
                 .concat(),
-                Violation::TooBig,
+                Failure::TooBig,
             ),
         ];
         for (wire, want) in cases {
@@ -599,7 +599,7 @@ mod tests {
         // A header claiming 2^62 bytes, with none of them sent.
         let mut wire = vec![0x82, 0x80 | 127];
         wire.extend_from_slice(&(1u64 << 62).to_be_bytes());
-        assert_eq!(decode_all(&mut d, &wire), Err(Violation::TooBig));
+        assert_eq!(decode_all(&mut d, &wire), Err(Failure::TooBig));
         // A header alone, under the limit, waits for its payload.
         let mut buf = BytesMut::from(&client(true, TEXT, &[b'a'; 500], M)[..20]);
         assert_eq!(d.decode(&mut buf), Ok(None));
@@ -625,7 +625,7 @@ mod tests {
             let mut d = Decoder::new(1 << 20);
             assert_eq!(
                 decode_all(&mut d, &masked).unwrap(),
-                vec![Message::Binary(Bytes::from(payload))]
+                vec![Received::Binary(Bytes::from(payload))]
             );
         }
         assert_eq!(&close(1000)[..], &[0x88, 2, 0x03, 0xE8]);
@@ -671,9 +671,9 @@ mod tests {
                         wire.extend(client(i + 1 == chunks.len(), opcode, c, *mask));
                     }
                     want.push(if *text {
-                        Message::Text(Bytes::from(data))
+                        Received::Text(Bytes::from(data))
                     } else {
-                        Message::Binary(Bytes::from(data))
+                        Received::Binary(Bytes::from(data))
                     });
                 }
                 let mut d = Decoder::new(1 << 16);

@@ -7,14 +7,14 @@ pub mod asyncapi;
 #[cfg(all(test, feature = "openapi"))]
 mod asyncapi_tests;
 pub mod events;
-mod ids;
+mod message_ids;
 mod service;
 mod typing;
 mod validate;
 
 pub use crate::rate::{Moment, RateLimit, TokenBucket, UnixMs};
 pub use events::{ClientEvent, ErrorCode, ServerEvent};
-pub use ids::MessageIds;
+pub use message_ids::MessageIds;
 pub use service::{Chat, ChatConfig, DEFAULT_MAX_CHATS, DEFAULT_TYPING_TIMEOUT};
 pub use typing::MAX_TYPING_CHATS;
 pub use validate::{MAX_READ_IDS, MAX_TEMP_ID_CHARS, MAX_TYPE_CHARS, Refusal, SendRequest};

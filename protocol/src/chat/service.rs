@@ -80,7 +80,7 @@ struct Waiter {
 }
 
 #[derive(Debug)]
-enum Pending {
+enum Awaiting {
     Send {
         message: Message,
         temp_id: Option<String>,
@@ -134,7 +134,7 @@ pub struct Chat {
     /// Each connected user's sockets.
     sockets_of_user: HashMap<ObjectId, Vec<SocketId>>,
     buckets: HashMap<ObjectId, TokenBucket>,
-    pending: HashMap<OpId, Pending>,
+    pending: HashMap<OpId, Awaiting>,
     in_flight: HashMap<(ObjectId, String), OpId>,
     /// The `error` payload and ack of an event over budget, rendered once:
     /// a flood is mostly these, so each costs a copy, not a serialization.
@@ -366,7 +366,7 @@ impl Chat {
         };
         if let Some(t) = &req.temp_id
             && let Some(op) = self.in_flight.get(&(user.id, t.clone()))
-            && let Some(Pending::Send { waiters, .. }) = self.pending.get_mut(op)
+            && let Some(Awaiting::Send { waiters, .. }) = self.pending.get_mut(op)
         {
             // A retry racing the first send: it gets the first one's outcome.
             waiters.push(waiter);
@@ -404,7 +404,7 @@ impl Chat {
         }
         self.pending.insert(
             op,
-            Pending::Send {
+            Awaiting::Send {
                 message,
                 temp_id: req.temp_id,
                 waiters: vec![waiter],
@@ -475,7 +475,7 @@ impl Chat {
                 &[],
             );
             let op = ctx.store(StoreCommand::MarkDelivered(message.id));
-            self.pending.insert(op, Pending::Fire);
+            self.pending.insert(op, Awaiting::Fire);
         }
     }
 
@@ -496,7 +496,7 @@ impl Chat {
                 });
                 self.pending.insert(
                     op,
-                    Pending::Read {
+                    Awaiting::Read {
                         socket,
                         ack: event.ack,
                         user: user.id,
@@ -734,16 +734,16 @@ impl Application for Chat {
 
     fn on_store_reply(&mut self, ctx: &mut Ctx<'_>, op: OpId, reply: StoreReply) {
         match self.pending.remove(&op) {
-            Some(Pending::Send {
+            Some(Awaiting::Send {
                 message,
                 temp_id,
                 waiters,
                 sender,
             }) => self.on_appended(ctx, message, temp_id, waiters, sender, reply),
-            Some(Pending::Read { socket, ack, user }) => {
+            Some(Awaiting::Read { socket, ack, user }) => {
                 Self::on_read_recorded(ctx, socket, ack, user, reply)
             }
-            Some(Pending::Fire) | None => {}
+            Some(Awaiting::Fire) | None => {}
         }
     }
 
