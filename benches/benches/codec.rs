@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use protocol::eio::OutPacket;
+use protocol::Frame;
 use protocol::eio::packet::{decode_payload, decode_record, decode_text, encode_payload};
 use protocol::sio::packet::{PacketType, decode, parse_data};
 use serde_json::json;
@@ -32,23 +32,23 @@ fn eio(c: &mut Criterion) {
         b.iter(|| decode_text(black_box(&text)).unwrap())
     });
     g.bench_function("encode_text", |b| {
-        b.iter(|| OutPacket::text(b'4', black_box(&text[1..])))
+        b.iter(|| protocol::eio::packet::text(b'4', black_box(&text[1..])))
     });
     let bin = Bytes::from(vec![7u8; 1024]);
     let b64 = format!(
         "b{}",
-        String::from_utf8(encode_payload(&[OutPacket::Binary(bin.clone())])[1..].to_vec()).unwrap()
+        String::from_utf8(encode_payload(&[Frame::Binary(bin.clone())])[1..].to_vec()).unwrap()
     );
     g.throughput(Throughput::Bytes(bin.len() as u64));
     g.bench_function("decode_binary_record_1k", |b| {
         b.iter(|| decode_record(black_box(&b64)).unwrap())
     });
     g.bench_function("encode_binary_payload_1k", |b| {
-        let p = [OutPacket::Binary(bin.clone())];
+        let p = [Frame::Binary(bin.clone())];
         b.iter(|| encode_payload(black_box(&p)))
     });
-    let packets: Vec<OutPacket> = (0..16)
-        .map(|_| OutPacket::Text(Bytes::from(text.clone())))
+    let packets: Vec<Frame> = (0..16)
+        .map(|_| Frame::Text(Bytes::from(text.clone())))
         .collect();
     let payload = encode_payload(&packets);
     g.throughput(Throughput::Bytes(payload.len() as u64));

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
+use protocol::Frame;
 use protocol::eio::EngineConfig;
-use protocol::eio::{CloseReason, Data, Handshake, OutPacket, SessionKey};
+use protocol::eio::packet;
+use protocol::eio::{CloseReason, Data, Handshake, SessionKey};
 use protocol::ids::SeededIds;
 use protocol::node::{Command, Shared};
 use protocol::sio::{Application, ConnectRequest, Ctx, Event, SocketId, SocketIo, SocketIoConfig};
@@ -155,8 +157,8 @@ impl Upper for EngineEcho {
 
     fn on_message(&mut self, sh: &mut Shared<'_>, key: SessionKey, data: Data<'_>) {
         let packet = match data {
-            Data::Text(t) => OutPacket::text(b'4', t),
-            Data::Binary(b) => OutPacket::Binary(b),
+            Data::Text(t) => packet::text(b'4', t),
+            Data::Binary(b) => Frame::Binary(b),
         };
         sh.push(Command::Send { key, packet });
     }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use chatwire_protocol::eio::packet::{
-    Data, OutPacket, Packet, decode_payload, decode_record, decode_text, encode_payload,
+    Data, Packet, decode_payload, decode_record, decode_text, encode_payload,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(d, &s[1..], "a text packet keeps everything after its type");
     }
     if let Ok(Packet::Message(Data::Binary(b))) = decode_record(s) {
-        let again = encode_payload(&[OutPacket::Binary(b.clone())]);
+        let again = encode_payload(&[chatwire_protocol::Frame::Binary(b.clone())]);
         let back: Vec<_> = decode_payload(&again).expect("UTF-8").collect();
         assert_eq!(back, vec![Ok(Packet::Message(Data::Binary(b)))]);
     }

@@ -2,18 +2,21 @@
 //! payload whose records all decode re-encodes to one that decodes the same.
 #![no_main]
 
-use chatwire_protocol::eio::packet::{Data, OutPacket, Packet, decode_payload, encode_payload};
+use chatwire_protocol::Frame;
+use chatwire_protocol::eio::packet::{
+    Data, Packet, decode_payload, encode_payload, payload_len, text,
+};
 use libfuzzer_sys::fuzz_target;
 
-fn out(p: &Packet<'_>) -> OutPacket {
+fn out(p: &Packet<'_>) -> Frame {
     match p {
-        Packet::Close => OutPacket::text(b'1', ""),
-        Packet::Ping(d) => OutPacket::text(b'2', d),
-        Packet::Pong(d) => OutPacket::text(b'3', d),
-        Packet::Message(Data::Text(d)) => OutPacket::text(b'4', d),
-        Packet::Message(Data::Binary(b)) => OutPacket::Binary(b.clone()),
-        Packet::Upgrade => OutPacket::text(b'5', ""),
-        Packet::Noop => OutPacket::text(b'6', ""),
+        Packet::Close => text(b'1', ""),
+        Packet::Ping(d) => text(b'2', d),
+        Packet::Pong(d) => text(b'3', d),
+        Packet::Message(Data::Text(d)) => text(b'4', d),
+        Packet::Message(Data::Binary(b)) => Frame::Binary(b.clone()),
+        Packet::Upgrade => text(b'5', ""),
+        Packet::Noop => text(b'6', ""),
     }
 }
 
@@ -25,11 +28,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(packets) = records.collect::<Result<Vec<_>, _>>() else {
         return;
     };
-    let outs: Vec<OutPacket> = packets.iter().map(out).collect();
+    let outs: Vec<Frame> = packets.iter().map(out).collect();
     let body = encode_payload(&outs);
     assert_eq!(
         body.len() + 1,
-        outs.iter().map(|p| p.payload_len() + 1).sum::<usize>()
+        outs.iter().map(|p| payload_len(p) + 1).sum::<usize>()
     );
     let back: Vec<_> = decode_payload(&body)
         .expect("an encoded payload is UTF-8")

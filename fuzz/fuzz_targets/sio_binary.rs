@@ -6,8 +6,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use chatwire_protocol::testing::{Sim, user_id};
 use chatwire_protocol::sio::packet::{self, PacketData};
+use chatwire_protocol::testing::{Sim, user_id};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::eio::packet::{Data, OutPacket, Packet};
+use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::ids::{IdGenerator, IntMap};
 use crate::stats::{EventName, Notice, Stats};
@@ -169,7 +169,7 @@ pub enum Command {
         /// The session.
         key: SessionKey,
         /// The packet.
-        packet: OutPacket,
+        packet: Frame,
     },
     /// Send one text packet to many sessions, encoded once: what a room
     /// emit becomes (see [`Broadcast`]).

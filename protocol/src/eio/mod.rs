@@ -4,7 +4,7 @@
 pub mod packet;
 pub mod session;
 
-pub use packet::{Data, OutPacket};
+pub use packet::Data;
 pub use session::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 
 /// An Engine.IO request error, answered with HTTP 400 and a JSON body.

@@ -5,6 +5,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::host::Frame;
+
 /// The record separator between packets of a polling payload.
 pub const SEPARATOR: u8 = 0x1e;
 
@@ -87,45 +89,37 @@ pub fn decode_payload(
     Ok(s.split(SEPARATOR as char).map(decode_record))
 }
 
-/// A packet ready to go out, encoded once and shared (`Bytes`) by every
-/// session it is sent to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutPacket {
-    /// A whole text packet, type character included (`4...`, `2`, `3probe`).
-    Text(Bytes),
-    /// A binary message's raw data (a binary WebSocket frame; `b` + base64 over polling).
-    Binary(Bytes),
+/// A text packet from its type character and data, ready to go out (a
+/// packet that goes out is a [`Frame`]: text with its type character, or a
+/// binary message's raw data, encoded once and shared by every session it
+/// is sent to).
+pub fn text(kind: u8, data: &str) -> Frame {
+    let mut b = BytesMut::with_capacity(1 + data.len());
+    b.put_u8(kind);
+    b.put_slice(data.as_bytes());
+    Frame::Text(b.freeze())
 }
 
-impl OutPacket {
-    /// A text packet from its type character and data.
-    pub fn text(kind: u8, data: &str) -> Self {
-        let mut b = BytesMut::with_capacity(1 + data.len());
-        b.put_u8(kind);
-        b.put_slice(data.as_bytes());
-        OutPacket::Text(b.freeze())
-    }
-
-    /// The bytes this packet adds to a polling payload.
-    pub fn payload_len(&self) -> usize {
-        match self {
-            OutPacket::Text(b) => b.len(),
-            OutPacket::Binary(b) => 1 + b.len().div_ceil(3) * 4,
-        }
+/// The bytes a packet adds to a polling payload (a binary one goes as `b`
+/// and base64).
+pub fn payload_len(p: &Frame) -> usize {
+    match p {
+        Frame::Text(b) => b.len(),
+        Frame::Binary(b) => 1 + b.len().div_ceil(3) * 4,
     }
 }
 
 /// Joins packets into one polling payload.
-pub fn encode_payload(packets: &[OutPacket]) -> Bytes {
-    let len: usize = packets.iter().map(|p| p.payload_len() + 1).sum();
+pub fn encode_payload(packets: &[Frame]) -> Bytes {
+    let len: usize = packets.iter().map(|p| payload_len(p) + 1).sum();
     let mut out = BytesMut::with_capacity(len);
     for (i, p) in packets.iter().enumerate() {
         if i > 0 {
             out.put_u8(SEPARATOR);
         }
         match p {
-            OutPacket::Text(b) => out.put_slice(b),
-            OutPacket::Binary(b) => {
+            Frame::Text(b) => out.put_slice(b),
+            Frame::Binary(b) => {
                 out.put_u8(b'b');
                 out.put_slice(B64.encode(b).as_bytes());
             }
@@ -158,8 +152,8 @@ mod tests {
     #[test]
     fn payload_round_trip_with_binary() {
         let out = encode_payload(&[
-            OutPacket::text(b'4', "hello"),
-            OutPacket::Binary(Bytes::from_static(&[1, 2, 3, 4])),
+            text(b'4', "hello"),
+            Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])),
         ]);
         assert_eq!(&out[..], b"4hello\x1ebAQIDBA==");
         let back: Vec<_> = decode_payload(&out)
@@ -187,10 +181,10 @@ mod tests {
     #[test]
     fn payload_len_matches_encoding() {
         for n in 0..10 {
-            let p = OutPacket::Binary(Bytes::from(vec![7u8; n]));
+            let p = Frame::Binary(Bytes::from(vec![7u8; n]));
             assert_eq!(
                 encode_payload(std::slice::from_ref(&p)).len(),
-                p.payload_len()
+                payload_len(&p)
             );
         }
     }

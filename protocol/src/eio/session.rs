@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::packet::{self, Data, OutPacket, Packet};
+use super::packet::{self, Data, Packet};
 use super::{EioRefusal, RequestError, Transport, Violation, parse_query};
 use crate::deadlines::Deadlines;
 use crate::host::{ConnId, Frame, HttpResponse, Method, RequestId};
@@ -177,7 +177,7 @@ struct Session {
     upgrade_deadline: Option<Instant>,
     /// When a poll parked during the upgrade is answered with a noop.
     noop_at: Option<Instant>,
-    buffer: Vec<OutPacket>,
+    buffer: Vec<Frame>,
     buffered: usize,
     /// Fell too far behind; closed at the next flush.
     doomed: bool,
@@ -207,7 +207,7 @@ impl Session {
         let payload = packet::encode_payload(&self.buffer[..n]);
         self.buffered -= self.buffer[..n]
             .iter()
-            .map(|p| p.payload_len() + 1)
+            .map(|p| packet::payload_len(p) + 1)
             .sum::<usize>();
         self.buffer.drain(..n);
         payload
@@ -379,7 +379,7 @@ impl Engine {
         key
     }
 
-    fn open_packet(&self, key: SessionKey, upgrades: bool) -> OutPacket {
+    fn open_packet(&self, key: SessionKey, upgrades: bool) -> Frame {
         let s = &self.sessions[&key];
         let open = format!(
             r#"{{"sid":"{}","upgrades":[{}],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
@@ -389,7 +389,7 @@ impl Engine {
             self.config.ping_timeout.as_millis(),
             self.config.max_payload
         );
-        OutPacket::text(b'0', &open)
+        packet::text(b'0', &open)
     }
 
     /// An HTTP request on the Engine.IO path (long-polling, or a handshake).
@@ -718,7 +718,7 @@ impl Engine {
                 }
             }
             Packet::Ping(data) => {
-                let pong = OutPacket::text(b'3', data);
+                let pong = packet::text(b'3', data);
                 self.send(key, pong);
             }
             Packet::Close => self.close(key, CloseReason::ClientClose, now),
@@ -767,7 +767,7 @@ impl Engine {
                 // From the scheduled time, not the (possibly late) firing time.
                 s.deadline = t + timeout;
                 self.timers.push(s.deadline, key);
-                self.send(key, OutPacket::Text(Bytes::from_static(b"2")));
+                self.send(key, Frame::Text(Bytes::from_static(b"2")));
             }
         }
     }
@@ -776,16 +776,12 @@ impl Engine {
     /// polling buffer (released to the parked GET by [`Engine::flush`]).
     ///
     /// Returns false if the session is gone.
-    pub fn send(&mut self, key: SessionKey, p: OutPacket) -> bool {
+    pub fn send(&mut self, key: SessionKey, p: Frame) -> bool {
         match self.route(key, &p) {
             Route::Gone => false,
             Route::Buffered => true,
             Route::WebSocket(conn) => {
-                let frame = match p {
-                    OutPacket::Text(b) => Frame::Text(b),
-                    OutPacket::Binary(b) => Frame::Binary(b),
-                };
-                self.transmits.push_back(Transmit::Frame { conn, frame });
+                self.transmits.push_back(Transmit::Frame { conn, frame: p });
                 true
             }
         }
@@ -801,7 +797,7 @@ impl Engine {
         keys: impl IntoIterator<Item = SessionKey>,
         text: &Bytes,
     ) -> (usize, Vec<ConnId>) {
-        let p = OutPacket::Text(text.clone());
+        let p = Frame::Text(text.clone());
         let mut conns = Vec::new();
         let mut n = 0;
         for key in keys {
@@ -818,7 +814,7 @@ impl Engine {
     /// Where a packet for a session goes: buffered here for its next poll
     /// (done by this call), onto its WebSocket (the caller's to output), or
     /// nowhere (the session is gone or going).
-    fn route(&mut self, key: SessionKey, p: &OutPacket) -> Route {
+    fn route(&mut self, key: SessionKey, p: &Frame) -> Route {
         let Some(s) = self.sessions.get_mut(&key) else {
             return Route::Gone;
         };
@@ -828,7 +824,7 @@ impl Engine {
         match s.carrier {
             Carrier::WebSocket { conn } => Route::WebSocket(conn),
             Carrier::Polling { parked } => {
-                s.buffered += p.payload_len() + 1;
+                s.buffered += packet::payload_len(p) + 1;
                 s.buffer.push(p.clone());
                 if s.buffered > self.config.max_buffered {
                     s.doomed = true;
@@ -932,8 +928,8 @@ impl Engine {
             // The buffered packets (acks among them) go out first, then the
             // close packet, to the next polls; the session stays until then.
             s.closing = true;
-            let close = OutPacket::Text(Bytes::from_static(b"1"));
-            s.buffered += close.payload_len() + 1;
+            let close = Frame::Text(Bytes::from_static(b"1"));
+            s.buffered += packet::payload_len(&close) + 1;
             s.buffer.push(close);
             s.awaiting_pong = true;
             s.deadline = now + self.config.ping_timeout;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::packet::{Data, OutPacket, Packet};
+use super::packet::{self, Data, Packet};
 use super::session::{CloseReason, Engine, EngineConfig, Event, SessionKey, Transmit};
 use super::{Transport, Violation};
 use crate::host::{ConnId, Frame, Method, RequestId};
@@ -52,7 +52,7 @@ impl Pair {
         for p in packets {
             if let Some(Data::Text(t)) = self.engine.handle_packet(key, p, self.now) {
                 self.messages.push(t.to_owned());
-                self.engine.send(key, OutPacket::text(b'4', t));
+                self.engine.send(key, packet::text(b'4', t));
             }
         }
         self.settle();
@@ -439,10 +439,7 @@ fn the_server_closes_a_session() {
     p.close(key);
     assert_eq!(p.reasons(), [CloseReason::ServerClose]);
     assert_eq!(p.ws_closes(1), [NORMAL_CLOSURE]);
-    assert!(
-        !p.engine
-            .send(key, OutPacket::Text(Bytes::from_static(b"4x")))
-    );
+    assert!(!p.engine.send(key, Frame::Text(Bytes::from_static(b"4x"))));
 
     let q = p.polling();
     let parked = p.request(Method::Get, &q, b"");

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::packet::{self, PacketData, PacketType, Partial};
 use crate::deadlines::Deadlines;
-use crate::eio::{CloseReason, Data, Handshake, OutPacket, SessionKey, Violation};
+use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
 use crate::node::{Broadcast, Command, Frame, OpId, Shared, Upper};
 use crate::stats::{AuthFailure, ConnectRefusal, EventName, Notice, RefusalCode};
@@ -198,12 +198,12 @@ impl std::fmt::Debug for Ctx<'_> {
 fn send_packet(sh: &mut Shared<'_>, key: SessionKey, text: Bytes, attachments: &[Bytes]) {
     sh.push(Command::Send {
         key,
-        packet: OutPacket::Text(text),
+        packet: Frame::Text(text),
     });
     for a in attachments {
         sh.push(Command::Send {
             key,
-            packet: OutPacket::Binary(a.clone()),
+            packet: Frame::Binary(a.clone()),
         });
     }
 }

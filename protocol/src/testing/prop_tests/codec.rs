@@ -5,9 +5,10 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use crate::eio::packet::{
-    Data, DecodeError, OutPacket, Packet, decode_payload, decode_record, decode_text,
-    encode_payload,
+    Data, DecodeError, Packet, decode_payload, decode_record, decode_text, encode_payload,
+    payload_len,
 };
+use crate::host::Frame;
 use crate::sio::packet::{self, PacketData, PacketType, placeholders_valid};
 
 /// A packet a client may send: its type character and its data (which
@@ -45,10 +46,10 @@ enum Gen {
 }
 
 impl Gen {
-    fn out(&self) -> OutPacket {
+    fn out(&self) -> Frame {
         match self {
-            Gen::Text(k, d) => OutPacket::Text(Bytes::from(format!("{k}{d}"))),
-            Gen::Binary(b) => OutPacket::Binary(Bytes::from(b.clone())),
+            Gen::Text(k, d) => Frame::Text(Bytes::from(format!("{k}{d}"))),
+            Gen::Binary(b) => Frame::Binary(Bytes::from(b.clone())),
         }
     }
 
@@ -100,10 +101,10 @@ proptest! {
 
     #[test]
     fn eio_payload_round_trips(packets in proptest::collection::vec(eio_out(), 1..20)) {
-        let out: Vec<OutPacket> = packets.iter().map(Gen::out).collect();
+        let out: Vec<Frame> = packets.iter().map(Gen::out).collect();
         let want: Vec<Packet<'_>> = packets.iter().map(Gen::expected).collect();
         let body = encode_payload(&out);
-        prop_assert_eq!(body.len() + 1, out.iter().map(|p| p.payload_len() + 1).sum::<usize>());
+        prop_assert_eq!(body.len() + 1, out.iter().map(|p| payload_len(p) + 1).sum::<usize>());
         let back: Vec<Packet<'_>> = decode_payload(&body)
             .expect("an encoded payload is UTF-8")
             .collect::<Result<_, _>>()
