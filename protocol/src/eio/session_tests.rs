@@ -189,9 +189,23 @@ impl Pair {
         codes
     }
 
+    /// Opens a WebSocket on `conn` to upgrade the polling session of
+    /// query `q`, and probes it: `2probe` answered with `3probe` alone.
+    fn probe(&mut self, conn: u64, q: &str) {
+        self.ws_open(conn, &upgrade_query(q));
+        self.ws_text(conn, "2probe");
+        assert_eq!(self.frames(conn), ["3probe"]);
+    }
+
     fn reasons(&self) -> Vec<CloseReason> {
         self.closed.iter().map(|(_, r)| *r).collect()
     }
+}
+
+/// The upgrade request's query for the polling session of query `q`.
+fn upgrade_query(q: &str) -> String {
+    let sid = q.rsplit('=').next().unwrap();
+    format!("EIO=4&transport=websocket&sid={sid}")
 }
 
 fn sid_of(open: &str) -> String {
@@ -329,16 +343,13 @@ fn a_polling_session_pings_through_its_polls() {
 fn upgrade_with_probe_noop_and_upgrade() {
     let mut p = Pair::new();
     let q = p.polling();
-    let sid = q.rsplit('=').next().unwrap().to_owned();
     assert_eq!(p.http(Method::Post, &q, b"4before"), (200, "ok".into()));
     let parked = p.request(Method::Get, &q, b"");
     assert_eq!(p.answer(parked), Some((200, "4before".into())));
     let parked = p.request(Method::Get, &q, b"");
 
-    p.ws_open(9, &format!("EIO=4&transport=websocket&sid={sid}"));
-    assert!(p.frames(9).is_empty(), "a probe gets no open packet");
-    p.ws_text(9, "2probe");
-    assert_eq!(p.frames(9), ["3probe"]);
+    // A probe gets no open packet: only its pong.
+    p.probe(9, &q);
     // The parked poll is let go with a noop, so the client can pause polling.
     assert_eq!(p.answer(parked), Some((200, "6".into())));
     // A packet sent before the upgrade completes waits in the poll buffer...
@@ -359,10 +370,7 @@ fn upgrade_with_probe_noop_and_upgrade() {
 fn a_poll_parked_during_the_upgrade_gets_a_noop_after_a_while() {
     let mut p = Pair::new();
     let q = p.polling();
-    let sid = q.rsplit('=').next().unwrap().to_owned();
-    p.ws_open(9, &format!("EIO=4&transport=websocket&sid={sid}"));
-    p.ws_text(9, "2probe");
-    assert_eq!(p.frames(9), ["3probe"]);
+    p.probe(9, &q);
     let parked = p.request(Method::Get, &q, b"");
     // Not at once (a client that polls again would spin)...
     assert_eq!(p.answer(parked), None);
@@ -375,10 +383,7 @@ fn a_poll_parked_during_the_upgrade_gets_a_noop_after_a_while() {
 fn an_upgrade_that_never_completes_is_dropped_and_polling_goes_on() {
     let mut p = Pair::new();
     let q = p.polling();
-    let sid = q.rsplit('=').next().unwrap().to_owned();
-    p.ws_open(9, &format!("EIO=4&transport=websocket&sid={sid}"));
-    p.ws_text(9, "2probe");
-    assert_eq!(p.frames(9), ["3probe"]);
+    p.probe(9, &q);
     p.advance(Duration::from_millis(9_999));
     assert!(p.ws_closes(9).is_empty());
     p.advance(Duration::from_millis(1));
@@ -394,8 +399,7 @@ fn an_upgrade_that_never_completes_is_dropped_and_polling_goes_on() {
 fn a_probe_that_says_anything_else_is_dropped() {
     let mut p = Pair::new();
     let q = p.polling();
-    let sid = q.rsplit('=').next().unwrap().to_owned();
-    p.ws_open(9, &format!("EIO=4&transport=websocket&sid={sid}"));
+    p.ws_open(9, &upgrade_query(&q));
     p.ws_text(9, "5");
     assert_eq!(p.ws_closes(9), [NORMAL_CLOSURE]);
     let key = p.opened[0];
