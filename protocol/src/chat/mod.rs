@@ -9,6 +9,8 @@ mod asyncapi_tests;
 pub mod events;
 mod message_ids;
 mod service;
+#[cfg(test)]
+mod service_tests;
 mod typing;
 mod validate;
 

@@ -327,3 +327,46 @@ impl Default for Sim {
         Sim::new()
     }
 }
+
+/// A user id the scenarios use: twelve bytes of `n`.
+pub fn uid(n: u8) -> ObjectId {
+    ObjectId([n; 12])
+}
+
+/// Connects a user's tab over WebSocket and clears its inbox (open,
+/// CONNECT reply); returns its connection number.
+pub fn tab(sim: &mut Sim, user: u8, name: &str) -> u64 {
+    let token = sim.token(uid(user), name);
+    let c = sim.connect(Some(&token));
+    let inbox = sim.take(c);
+    assert!(inbox[0].starts_with("0{"), "{inbox:?}");
+    assert!(inbox[1].starts_with("40{\"sid\":"), "{inbox:?}");
+    c
+}
+
+/// A client event `name` with `payload`, asking for ack `ack`.
+pub fn event(sim: &mut Sim, conn: u64, ack: u64, name: &str, payload: serde_json::Value) {
+    sim.send(
+        conn,
+        &format!("42{ack}{}", serde_json::json!([name, payload])),
+    );
+}
+
+/// A `chat:send` with `payload`, asking for ack `ack`.
+pub fn send(sim: &mut Sim, conn: u64, ack: u64, payload: serde_json::Value) {
+    event(sim, conn, ack, "chat:send", payload);
+}
+
+/// The names of `events`.
+pub fn names(events: &[(String, serde_json::Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// The `error` codes among `events`.
+pub fn error_codes(events: &[(String, serde_json::Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(n, _)| n == "error")
+        .map(|(_, v)| v["code"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}

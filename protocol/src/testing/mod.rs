@@ -27,4 +27,4 @@ pub use chaos::{
     for_each_seed, seeds, user_id,
 };
 #[cfg(any(test, feature = "sim"))]
-pub use harness::{Client, SECRET, Sim, T0_MS};
+pub use harness::{Client, SECRET, Sim, T0_MS, error_codes, event, names, send, tab, uid};

@@ -5,32 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::model::ObjectId;
 use crate::node::{Input, InputError, Method, OpId};
 use crate::store::StoreReply;
-use crate::testing::Sim;
-
-fn uid(n: u8) -> ObjectId {
-    ObjectId([n; 12])
-}
-
-/// Connects a user's tab and clears its inbox (open, CONNECT reply).
-fn tab(sim: &mut Sim, user: u8, name: &str) -> u64 {
-    let token = sim.token(uid(user), name);
-    let c = sim.connect(Some(&token));
-    let inbox = sim.take(c);
-    assert!(inbox[0].starts_with("0{"), "{inbox:?}");
-    assert!(inbox[1].starts_with("40{\"sid\":"), "{inbox:?}");
-    c
-}
-
-fn send(sim: &mut Sim, conn: u64, ack: u64, payload: Value) {
-    sim.send(conn, &format!("42{ack}{}", json!(["chat:send", payload])));
-}
-
-fn names(events: &[(String, Value)]) -> Vec<&str> {
-    events.iter().map(|(n, _)| n.as_str()).collect()
-}
+use crate::testing::{Sim, error_codes, event, names, send, tab, uid};
 
 #[test]
 fn ack_only_after_the_durable_append_then_broadcast_and_delivered() {
@@ -218,19 +195,6 @@ fn the_rate_limit_refuses_beyond_the_burst_and_refills() {
         send(&mut sim, ana, i, json!({"text": "x"}));
     }
     assert_eq!(sim.in_flight.len(), 40 + 20);
-}
-
-fn event(sim: &mut Sim, conn: u64, ack: u64, name: &str, payload: Value) {
-    sim.send(conn, &format!("42{ack}{}", json!([name, payload])));
-}
-
-/// The `error` codes among `events`.
-fn error_codes(events: &[(String, Value)]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|(n, _)| n == "error")
-        .map(|(_, v)| v["code"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 #[test]
