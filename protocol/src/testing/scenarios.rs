@@ -400,18 +400,7 @@ fn one_polling_post_of_thousands_of_events_is_held_by_both_limits() {
     use crate::chat::{DEFAULT_MAX_CHATS, RateLimit};
     use crate::stats::{EventName, RefusalCode};
     let mut sim = Sim::new();
-    let sid = polling_open(&mut sim, 1)["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let q = format!("EIO=4&transport=polling&sid={sid}");
-    let token = sim.token(uid(1), "ana");
-    sim.http(
-        2,
-        Method::Post,
-        &q,
-        format!(r#"40{{"token":"{token}"}}"#).as_bytes(),
-    );
+    let q = polling_chat_client(&mut sim);
     let n = 5000;
     let mut body = Vec::new();
     for i in 0..n {
@@ -541,6 +530,21 @@ fn heartbeat_timeout_closes_a_silent_client() {
 }
 
 /// A polling handshake as request `req`; the OPEN packet's JSON.
+/// A polling client of user 1 ("ana") that sent its CONNECT (requests 1
+/// and 2); returns its query string with `sid`.
+fn polling_chat_client(sim: &mut Sim) -> String {
+    let sid = polling_open(sim, 1)["sid"].as_str().unwrap().to_owned();
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    let token = sim.token(uid(1), "ana");
+    sim.http(
+        2,
+        Method::Post,
+        &q,
+        format!(r#"40{{"token":"{token}"}}"#).as_bytes(),
+    );
+    q
+}
+
 fn polling_open(sim: &mut Sim, req: u64) -> Value {
     sim.http(req, Method::Get, "EIO=4&transport=polling", b"");
     let open = String::from_utf8(sim.responses[&req].body.to_vec()).unwrap();
@@ -565,7 +569,7 @@ fn polling_handshake_and_upgrade() {
     assert!(!sim.responses.contains_key(&2), "the GET is parked");
     sim.input(crate::node::Input::WsOpen {
         conn: crate::node::ConnId(50),
-        query: &format!("EIO=4&transport=websocket&sid={sid}"),
+        query: &q.replace("transport=polling", "transport=websocket"),
         authorization: None,
     });
     sim.send(50, "2probe");
@@ -590,18 +594,7 @@ fn an_upgrade_that_never_completes_times_out_and_polling_goes_on() {
     let ms = Duration::from_millis;
     let mut sim = Sim::new();
     let start = sim.now;
-    let sid = polling_open(&mut sim, 1)["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let q = format!("EIO=4&transport=polling&sid={sid}");
-    let token = sim.token(uid(1), "ana");
-    sim.http(
-        2,
-        Method::Post,
-        &q,
-        format!(r#"40{{"token":"{token}"}}"#).as_bytes(),
-    );
+    let q = polling_chat_client(&mut sim);
     // Polls as a client does: a new GET as soon as the last is answered;
     // what the answered ones carried, until `until` (from the start).
     let mut req = 100;
@@ -625,7 +618,7 @@ fn an_upgrade_that_never_completes_times_out_and_polling_goes_on() {
     );
     sim.input(crate::node::Input::WsOpen {
         conn: crate::node::ConnId(50),
-        query: &format!("EIO=4&transport=websocket&sid={sid}"),
+        query: &q.replace("transport=polling", "transport=websocket"),
         authorization: None,
     });
     sim.send(50, "2probe");
