@@ -78,7 +78,7 @@ pub enum Frame {
 }
 
 /// A packet for every socket in a room of a namespace but some, as one
-/// [`Output::Broadcast`].
+/// [`Output::Broadcast`](crate::Output::Broadcast).
 ///
 /// Polling sessions in the room have it in their buffers already (their
 /// next poll carries it); `conns` names the WebSocket connections, in the

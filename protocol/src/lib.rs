@@ -5,8 +5,12 @@
 //! own. Bytes, time and store replies come in as inputs; bytes to send,
 //! store commands and the next deadline come out as outputs. Given the same
 //! inputs (and the same [`ids::IdGenerator`] seed) it produces the same
-//! outputs, which is what makes it simulable ([`testing`], feature `sim`),
-//! fuzzable and embeddable in any host, async or blocking.
+//! outputs, which is what makes it simulable (`testing`, feature `sim`),
+//! fuzzable and embeddable in any host, async or blocking. Inside, the
+//! [`Node`] routes between the Engine.IO layer ([`eio`]) and the layer
+//! above it ([`sio`] and an application such as [`chat`]); neither calls
+//! the other. What the host must do after each output is written on
+//! [`Node`].
 //!
 //! A host's run loop, in six steps:
 //!
@@ -27,7 +31,8 @@
 //!     let deadline = loop {
 //!         match node.poll_output() {
 //!             Output::Timeout(t) => break t,
-//!             // 3. Write frames, answer requests, run store commands.
+//!             // 3. Write frames (a broadcast's to each of its connections),
+//!             //    answer requests, run store commands.
 //!             other => { let _ = other; }
 //!         }
 //!     };
