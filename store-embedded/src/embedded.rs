@@ -89,6 +89,25 @@ pub enum OpenError {
         /// Why.
         source: io::Error,
     },
+    /// Another process holds the directory (a second chatwire on the same
+    /// data would share its history but not its sockets).
+    #[error(
+        "another process is using the store directory {path} ({holder}); one chatwire per data directory: stop the other one, or give this one its own DATABASE_URL"
+    )]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+        /// Who holds it, as its lock file says.
+        holder: String,
+    },
+    /// The directory's lock file could not be opened or locked.
+    #[error("cannot lock the store directory {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// SQLite could not open the file or set up its schema.
     #[error("cannot open the database: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -117,6 +136,9 @@ pub struct EmbeddedStore {
     reader: Option<mpsc::Sender<ReadJob>>,
     threads: Vec<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    /// The directory's lock, held while the store is open (the threads
+    /// are joined before it is released).
+    _lock: std::fs::File,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -132,13 +154,20 @@ impl EmbeddedStore {
     /// The database file's name inside the store's directory.
     pub const FILE_NAME: &'static str = "chatwire.sqlite3";
 
+    /// The lock file's name inside the store's directory: one process at a
+    /// time holds it (an advisory lock, released by the kernel when the
+    /// process ends, however it ends).
+    pub const LOCK_NAME: &'static str = "chatwire.lock";
+
     /// Opens (creating them if needed) the directory `dir` and the database
     /// [`Self::FILE_NAME`] in it, and starts the writer and reader threads.
+    /// Refuses ([`OpenError::InUse`]) a directory another process holds.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(Self::FILE_NAME);
 
         let write_conn = connect(&path)?;
@@ -170,6 +199,7 @@ impl EmbeddedStore {
             reader: Some(read_tx),
             threads: vec![writer, reader],
             commits,
+            _lock: lock,
         })
     }
 
@@ -231,6 +261,44 @@ impl Drop for EmbeddedStore {
             let _ = t.join();
         }
     }
+}
+
+/// Takes the directory's lock ([`EmbeddedStore::LOCK_NAME`]) and writes
+/// this process's id in it, for the message another process gets.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(EmbeddedStore::LOCK_NAME);
+    let lock_error = |source| OpenError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "its lock file is held".to_owned(),
+                h => h.to_owned(),
+            };
+            return Err(OpenError::InUse {
+                path: dir.to_owned(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(e)),
+    }
+    file.set_len(0).map_err(lock_error)?;
+    file.rewind().map_err(lock_error)?;
+    write!(file, "pid {}", std::process::id()).map_err(lock_error)?;
+    Ok(file)
 }
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
@@ -570,6 +638,23 @@ mod tests {
 
     fn failure(code: std::ffi::c_int) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn one_store_per_directory_until_it_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("chatwire-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = EmbeddedStore::open(&dir).unwrap();
+        let second = EmbeddedStore::open(&dir).unwrap_err();
+        let message = second.to_string();
+        assert!(matches!(second, OpenError::InUse { .. }), "{message}");
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
+        drop(first);
+        drop(EmbeddedStore::open(&dir).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

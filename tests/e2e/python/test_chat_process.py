@@ -150,6 +150,30 @@ def test_bad_config_refused(env, words):
         assert word in err or flag in err, err
 
 
+def test_a_second_process_on_the_same_data_directory_is_refused(tmp_path):
+    data = str(tmp_path / "data")
+    first = start_chatwire({"DATABASE_URL": data})
+    try:
+        user = register(first)
+        second = run_chatwire_to_exit(chatwire_env(DATABASE_URL=data))
+        assert second.returncode == 2, second
+        assert "listening on" not in second.stdout
+        assert "another process is using the store directory" in second.stderr, second.stderr
+        assert "DATABASE_URL" in second.stderr, second.stderr
+        # The first one is untouched.
+        assert user.messages() == []
+    finally:
+        first.stop()
+    # Once it is gone, the directory is free again (and kept its data).
+    again = start_chatwire({"DATABASE_URL": data})
+    try:
+        login = requests.post(f"{again.url}/login", json={"username": user.username, "password": PASSWORD},
+                              timeout=TIMEOUT)
+        assert login.status_code == 200, login.text
+    finally:
+        again.stop()
+
+
 def test_rate_limit_settings():
     # A burst of 5 that refills once in 1000 s: 5 of 12 sends pass, the rest are limited.
     server = start_chatwire({"RATE_LIMIT_BURST": "5", "RATE_LIMIT_PER_SECOND": "0.001"})
