@@ -572,10 +572,10 @@ impl<U: Upper> Node<U> {
                 // Counted once per broadcast, not per recipient.
                 self.stats.deliveries += n as u64;
                 self.stats.events_out[name as usize] += n as u64;
+                // `route` moved what the engine wrote before this command
+                // to the outputs already, so the broadcast keeps its place.
                 if !conns.is_empty() {
                     broadcast.conns = conns;
-                    // What the engine wrote before goes out before this.
-                    self.transmits();
                     self.outputs.push_back(Output::Broadcast(broadcast));
                 }
             }

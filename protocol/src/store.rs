@@ -246,17 +246,18 @@ impl StoreReply {
     /// Whether this is an answer to a command of `kind`
     /// ([`StoreCommand::kind`]): its own reply, or a failure.
     pub fn answers(&self, kind: &str) -> bool {
+        // The index of its command in `StoreCommand::KINDS`.
         let own = match self {
             StoreReply::Failed(_) => return true,
-            StoreReply::Pong => "ping",
-            StoreReply::CreateUser(_) => "create_user",
-            StoreReply::User(_) => "find_user",
-            StoreReply::Appended(_) => "append",
-            StoreReply::History(_) => "history",
-            StoreReply::Delivered => "mark_delivered",
-            StoreReply::Read(_) => "mark_read",
+            StoreReply::Pong => 0,
+            StoreReply::CreateUser(_) => 1,
+            StoreReply::User(_) => 2,
+            StoreReply::Appended(_) => 3,
+            StoreReply::History(_) => 4,
+            StoreReply::Delivered => 5,
+            StoreReply::Read(_) => 6,
         };
-        own == kind
+        StoreCommand::KINDS[own] == kind
     }
 }
 

@@ -302,12 +302,6 @@ impl Engine {
         self.sessions.get(&key).map(|s| &*s.sid)
     }
 
-    /// Whether a session is open (a closing polling session that still
-    /// hands out its last packets included).
-    pub fn is_open(&self, key: SessionKey) -> bool {
-        self.sessions.contains_key(&key)
-    }
-
     /// The transport a session uses now.
     pub fn transport(&self, key: SessionKey) -> Option<Transport> {
         self.sessions.get(&key).map(|s| s.carrier.transport())
