@@ -18,7 +18,7 @@ use protocol::eio::EngineConfig;
 use protocol::http::throttle::ThrottleConfig;
 use protocol::http::{Rest, RestConfig};
 use protocol::ids::{IdGenerator, SeededIds};
-use protocol::sio::{SocketIo, SocketIoConfig};
+use protocol::sio::{RecoveryConfig, SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::edge::Cidr;
@@ -87,6 +87,12 @@ pub struct Config {
     /// the chat is told the typist stopped; 0: until the client says so.
     #[arg(long, env = "TYPING_TIMEOUT_MS", default_value_t = 10_000)]
     pub typing_timeout_ms: u64,
+    /// Connection state recovery, in milliseconds: how long a socket whose
+    /// transport ended may come back as itself (same id, its chats, every
+    /// event it missed). 0 (the default): off, as in socket.io, since every
+    /// recoverable event then carries its offset as an extra last argument.
+    #[arg(long, env = "RECOVERY_WINDOW_MS", default_value_t = 0)]
+    pub recovery_window_ms: u64,
     /// The most connections open at once (HTTP and WebSocket); past it a
     /// new one is answered 503 and closed. 0: the open-file limit less a
     /// tenth of it (at least 64).
@@ -320,7 +326,14 @@ impl<R: Runtime> Served<R> {
             clock,
             now,
         );
-        let sio = SocketIo::new(SocketIoConfig::default(), chat);
+        let sio = SocketIo::new(
+            SocketIoConfig {
+                recovery: (config.recovery_window_ms > 0)
+                    .then(|| RecoveryConfig::new(Duration::from_millis(config.recovery_window_ms))),
+                ..SocketIoConfig::default()
+            },
+            chat,
+        );
         let metrics = Arc::new(Metrics::new());
         let node = crate::spawn_node(
             rt,

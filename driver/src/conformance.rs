@@ -58,6 +58,7 @@ pub fn routes<R: Runtime>(rt: R, args: &Args) -> Routes<R> {
     let sio = SocketIo::new(
         SocketIoConfig {
             connect_timeout: Duration::from_millis(args.connect_timeout),
+            ..SocketIoConfig::default()
         },
         Conformance,
     );

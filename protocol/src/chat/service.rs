@@ -52,7 +52,7 @@ pub const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CHATS: usize = 100;
 
 /// Whose a socket is: the user its token named when it connected.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The user's id.
     pub id: ObjectId,
@@ -145,8 +145,11 @@ pub struct Chat {
     draining: bool,
 }
 
+/// What a chat's room name starts with (the rest is its id).
+const CHAT_ROOM: &str = "chat:";
+
 fn room(chat: &str) -> String {
-    format!("chat:{chat}")
+    format!("{CHAT_ROOM}{chat}")
 }
 
 fn user_room(id: ObjectId) -> String {
@@ -259,7 +262,7 @@ impl Chat {
             code: r.code.name(),
             temp_id,
         };
-        ctx.emit(socket, &(ServerEvent::Error.name(), &error), &[]);
+        ctx.emit_volatile(socket, &(ServerEvent::Error.name(), &error), &[]);
         if let Some(id) = ack {
             let error = ErrorPayload {
                 temp_id: None,
@@ -604,6 +607,29 @@ impl Chat {
     }
 }
 
+impl Chat {
+    /// Registers a socket of `user`, in its rooms already.
+    fn add_peer(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User) {
+        let chats = ctx
+            .rooms(socket)
+            .filter(|r| r.starts_with(CHAT_ROOM))
+            .count();
+        self.sockets_of_user
+            .entry(user.id)
+            .or_default()
+            .push(socket);
+        let events = TokenBucket::new(self.config.events, ctx.now());
+        self.peers.insert(
+            socket,
+            Peer {
+                user,
+                events,
+                chats,
+            },
+        );
+    }
+}
+
 impl Application for Chat {
     fn has_namespace(&self, nsp: &str) -> bool {
         nsp == "/"
@@ -653,19 +679,12 @@ impl Application for Chat {
     fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User) {
         ctx.join(socket, &user_room(user.id));
         ctx.join(socket, &room(DEFAULT_CHAT));
-        self.sockets_of_user
-            .entry(user.id)
-            .or_default()
-            .push(socket);
-        let events = TokenBucket::new(self.config.events, ctx.now());
-        self.peers.insert(
-            socket,
-            Peer {
-                user,
-                events,
-                chats: 1,
-            },
-        );
+        self.add_peer(ctx, socket, user);
+    }
+
+    /// Back in the chats it was in (`general` only if it had not left it).
+    fn on_recover(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User) {
+        self.add_peer(ctx, socket, user);
     }
 
     /// Every event spends a token of its socket's budget on arrival,
@@ -681,7 +700,7 @@ impl Application for Chat {
         }
         ctx.refused(socket, name, ErrorCode::RateLimited.name());
         let (error, ack_error) = &self.over_budget;
-        ctx.emit(socket, &("error", error), &[]);
+        ctx.emit_volatile(socket, &(ServerEvent::Error.name(), error), &[]);
         if let Some(id) = ack {
             ctx.ack(socket, id, &[ack_error], &[]);
         }

@@ -2,8 +2,10 @@
 //! rooms, acknowledgements, and the interface applications plug into.
 
 pub mod packet;
+mod recovery;
 pub mod socket;
 
+pub use recovery::RecoveryConfig;
 pub use socket::{
     Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig,
 };

@@ -1,6 +1,7 @@
 //! Every transition of Socket.IO clients and sockets lives here: CONNECT and
 //! its refusal, events, acks, binary reassembly, rooms, connect timeouts.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::packet::{self, PacketData, PacketType, Partial};
+use super::recovery::{Kept, Live, Log, RecoveryConfig, Sessions, Target};
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
@@ -21,17 +23,30 @@ use crate::store::{StoreCommand, StoreReply};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SocketId(u64);
 
+impl SocketId {
+    #[cfg(test)]
+    pub(crate) const fn new(n: u64) -> Self {
+        SocketId(n)
+    }
+}
+
 /// Socket.IO settings.
 #[derive(Debug, Clone)]
 pub struct SocketIoConfig {
     /// How long a client may stay without joining any namespace.
     pub connect_timeout: Duration,
+    /// Connection state recovery; off when `None`, as in socket.io (with
+    /// it on, every recoverable event carries its offset as an extra last
+    /// argument, which a handler with a fixed number of parameters may not
+    /// expect).
+    pub recovery: Option<RecoveryConfig>,
 }
 
 impl Default for SocketIoConfig {
     fn default() -> Self {
         SocketIoConfig {
             connect_timeout: Duration::from_secs(45),
+            recovery: None,
         }
     }
 }
@@ -46,6 +61,10 @@ pub enum DisconnectReason {
     ServerDisconnect,
     /// Its Engine.IO session ended.
     Transport(CloseReason),
+    /// Its client came back through connection state recovery on another
+    /// connection while this one was still open (its transport had died
+    /// unnoticed): this one is closed, the socket lives on there.
+    Recovered,
 }
 
 /// A client asking to join a namespace.
@@ -80,8 +99,10 @@ pub trait Application {
     /// What the application learns of a socket as it accepts its CONNECT
     /// (the user its token names, say): [`Application::authorize`] returns
     /// it and [`Application::on_connect`] receives it, with nothing to
-    /// stash in between.
-    type Socket;
+    /// stash in between. With recovery on, a socket's is kept with its
+    /// session, and a client coming back as that socket must bring a
+    /// CONNECT that authorizes to an equal one (the same user, say).
+    type Socket: Clone + PartialEq + Send + 'static;
     /// A client asks to join a namespace: `Ok(data)` accepts it, `data`
     /// going to [`Application::on_connect`] with the new socket;
     /// `Err(data)` refuses it with CONNECT_ERROR carrying `data`.
@@ -93,6 +114,12 @@ pub trait Application {
     /// The socket joined (its CONNECT was answered), with what
     /// [`Application::authorize`] returned for it.
     fn on_connect(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, data: Self::Socket);
+    /// A socket came back through connection state recovery: same sid,
+    /// its rooms already restored ([`Ctx::rooms`]) and the events it missed
+    /// already queued. By default, [`Application::on_connect`].
+    fn on_recover(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, data: Self::Socket) {
+        self.on_connect(ctx, socket, data);
+    }
     /// An event named `name` (with ack id `ack`) arrived, its arguments
     /// not parsed yet: false refuses it, and it is dropped unparsed (the
     /// application tells the client, through `ctx`, if it wants to). This
@@ -171,6 +198,12 @@ pub struct State {
     next_op: u64,
     /// The session whose CONNECT the application is deciding on.
     authorizing: Option<SessionKey>,
+    /// With recovery on: the events sent with an offset.
+    log: Option<Log>,
+    /// With recovery on: live sockets' pids and kept sessions, with what
+    /// the application knew of each (its `Socket`, erased here so that
+    /// [`Ctx`] needs no type parameter).
+    sessions: Option<Sessions<Box<dyn Any + Send>>>,
 }
 
 impl std::fmt::Debug for State {
@@ -229,6 +262,9 @@ impl Ctx<'_> {
         self.state.sockets.get(&socket).map(|s| s.nsp.as_str())
     }
 
+    /// `recoverable`: an event (with no ack id) that, with recovery on,
+    /// carries an offset and is logged for the socket.
+    #[allow(clippy::too_many_arguments)] // one packet's parts, and how to keep it
     fn emit_packet<T: Serialize + ?Sized>(
         &mut self,
         socket: SocketId,
@@ -236,6 +272,7 @@ impl Ctx<'_> {
         id: Option<u64>,
         data: &T,
         attachments: &[Bytes],
+        recoverable: bool,
     ) -> bool {
         let Some(s) = self.state.sockets.get(&socket) else {
             return false;
@@ -245,9 +282,17 @@ impl Ctx<'_> {
             (PacketType::Ack, false) => PacketType::BinaryAck,
             (k, _) => k,
         };
-        let text = packet::encode(kind, &s.nsp, attachments.len(), id, Some(data));
+        let mut text = packet::encode(kind, &s.nsp, attachments.len(), id, Some(data));
         let name = matches!(kind, PacketType::Event | PacketType::BinaryEvent)
             .then(|| EventName::of(packet::event_name(&text).unwrap_or("")));
+        if let Some(log) = &mut self.state.log
+            && recoverable
+            && name.is_some()
+            && id.is_none()
+        {
+            let target = Target::Socket(s.sid.clone());
+            text = log.push(self.sh.now, &s.nsp, target, &text, attachments);
+        }
         send_packet(&mut self.sh, s.session, text, attachments);
         if let Some(name) = name {
             self.sh.stats.events_out[name as usize] += 1;
@@ -256,13 +301,27 @@ impl Ctx<'_> {
     }
 
     /// Emits an event; `data` serializes to the array `[name, ...args]`.
+    /// With recovery on, it carries an offset and is replayed to the socket
+    /// if it comes back having missed it.
     pub fn emit<T: Serialize + ?Sized>(
         &mut self,
         socket: SocketId,
         data: &T,
         attachments: &[Bytes],
     ) -> bool {
-        self.emit_packet(socket, PacketType::Event, None, data, attachments)
+        self.emit_packet(socket, PacketType::Event, None, data, attachments, true)
+    }
+
+    /// Emits an event that is never replayed (nor carries an offset) with
+    /// recovery on: socket.io's `volatile`, for what answers the client's
+    /// own event (an `error`, say), as an ack does.
+    pub fn emit_volatile<T: Serialize + ?Sized>(
+        &mut self,
+        socket: SocketId,
+        data: &T,
+        attachments: &[Bytes],
+    ) -> bool {
+        self.emit_packet(socket, PacketType::Event, None, data, attachments, false)
     }
 
     /// Emits an event and asks the client to acknowledge it; returns the ack
@@ -276,8 +335,15 @@ impl Ctx<'_> {
         let s = self.state.sockets.get_mut(&socket)?;
         let id = s.next_ack;
         s.next_ack += 1;
-        self.emit_packet(socket, PacketType::Event, Some(id), data, attachments)
-            .then_some(id)
+        self.emit_packet(
+            socket,
+            PacketType::Event,
+            Some(id),
+            data,
+            attachments,
+            false,
+        )
+        .then_some(id)
     }
 
     /// Answers a client's ack request; `args` serializes to an array.
@@ -288,7 +354,7 @@ impl Ctx<'_> {
         args: &T,
         attachments: &[Bytes],
     ) -> bool {
-        self.emit_packet(socket, PacketType::Ack, Some(id), args, attachments)
+        self.emit_packet(socket, PacketType::Ack, Some(id), args, attachments, false)
     }
 
     /// Puts a socket in a room of its namespace; false if it was in it
@@ -323,6 +389,15 @@ impl Ctx<'_> {
         true
     }
 
+    /// The rooms a socket is in, in no order.
+    pub fn rooms(&self, socket: SocketId) -> impl Iterator<Item = &str> {
+        self.state
+            .sockets
+            .get(&socket)
+            .into_iter()
+            .flat_map(|s| s.rooms.iter().map(String::as_str))
+    }
+
     /// Whether a socket is in a room.
     pub fn in_room(&self, socket: SocketId, room: &str) -> bool {
         self.state
@@ -341,24 +416,32 @@ impl Ctx<'_> {
         except: Option<SocketId>,
         data: &T,
     ) -> usize {
+        let mut text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
+        let name = EventName::of(packet::event_name(&text).unwrap_or(""));
+        let sockets = &self.state.sockets;
+        let except = except.and_then(|id| sockets.get(&id).map(|s| (id, s.sid.clone())));
+        // Logged even when no member is connected: a kept session in the
+        // room may come back for it.
+        if let Some(log) = &mut self.state.log {
+            let target = Target::Room {
+                room: room.to_owned(),
+                except: except.iter().map(|(_, sid)| sid.clone()).collect(),
+            };
+            text = log.push(self.sh.now, nsp, target, &text, &[]);
+        }
         let Some(members) = self.state.rooms.get(nsp).and_then(|r| r.get(room)) else {
             return 0;
         };
-        let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
-        let name = EventName::of(packet::event_name(&text).unwrap_or(""));
-        let sockets = &self.state.sockets;
         let keys: Vec<SessionKey> = members
             .iter()
-            .filter(|id| Some(**id) != except)
+            .filter(|id| Some(**id) != except.as_ref().map(|(id, _)| *id))
             .filter_map(|id| sockets.get(id).map(|s| s.session))
             .collect();
         let n = keys.len();
         if n == 0 {
             return 0;
         }
-        let except = except
-            .and_then(|id| sockets.get(&id))
-            .map(|s| s.sid.clone());
+        let except = except.map(|(_, sid)| sid);
         self.sh.push(Command::Broadcast {
             keys,
             name,
@@ -403,7 +486,7 @@ impl Ctx<'_> {
             let text = packet::encode::<Value>(PacketType::Disconnect, &s.nsp, 0, None, None);
             send_packet(&mut self.sh, s.session, text, &[]);
         }
-        remove_socket(self.state, socket);
+        remove_socket(self.state, socket, None);
     }
 
     /// Asks the host to run a store command; its reply comes to
@@ -440,16 +523,27 @@ fn connect_refused(sh: &mut Shared<'_>, session: SessionKey, reason: ConnectRefu
     sh.notice(Notice::ConnectRefused { session, reason });
 }
 
-/// Removes a socket from every table; returns it if it existed.
-fn remove_socket(state: &mut State, socket: SocketId) -> Option<Socket> {
-    let s = state.sockets.remove(&socket)?;
+/// Removes a socket from every table. `kept`: its transport ended at that
+/// time, and (with recovery on) its session is kept for it to come back to;
+/// otherwise it left for good.
+fn remove_socket(state: &mut State, socket: SocketId, kept: Option<Instant>) {
+    let Some(s) = state.sockets.remove(&socket) else {
+        return;
+    };
     for room in &s.rooms {
         leave_room(&mut state.rooms, &s.nsp, room, socket);
     }
     if let Some(c) = state.clients.get_mut(&s.session) {
         c.sockets.retain(|(_, id)| *id != socket);
     }
-    Some(s)
+    if let Some(sessions) = &mut state.sessions {
+        match kept {
+            Some(now) => sessions.keep(now, socket, s.sid, s.nsp, s.rooms),
+            None => {
+                sessions.forget(socket);
+            }
+        }
+    }
 }
 
 /// Socket.IO with an application on top; the [`Upper`] layer of a node.
@@ -471,11 +565,12 @@ impl<A: std::fmt::Debug> std::fmt::Debug for SocketIo<A> {
 impl<A: Application> SocketIo<A> {
     /// Socket.IO serving `app`.
     pub fn new(config: SocketIoConfig, app: A) -> Self {
-        SocketIo {
-            config,
-            app,
-            state: State::default(),
-        }
+        let state = State {
+            log: config.recovery.map(Log::new),
+            sessions: config.recovery.map(Sessions::new),
+            ..State::default()
+        };
+        SocketIo { config, app, state }
     }
 
     /// The application.
@@ -637,42 +732,11 @@ impl<A: Application> SocketIo<A> {
                         return;
                     }
                 };
-                self.state.next_socket += 1;
-                let socket = SocketId(self.state.next_socket);
-                let sid = new_sid(&mut *sh.ids);
-                let text = packet::encode(
-                    PacketType::Connect,
-                    nsp,
-                    0,
-                    None,
-                    Some(&serde_json::json!({"sid": sid})),
-                );
-                send_packet(sh, key, text, &[]);
-                sh.stats.connects += 1;
-                sh.notice(Notice::Connected { session: key });
-                let client = self
-                    .state
-                    .clients
-                    .get_mut(&key)
-                    .expect("a session's client lives until on_close");
-                client.sockets.push((nsp.to_owned(), socket));
-                client.connect_deadline = None;
-                self.state.sockets.insert(
-                    socket,
-                    Socket {
-                        session: key,
-                        nsp: nsp.to_owned(),
-                        sid,
-                        rooms: HashSet::new(),
-                        next_ack: 0,
-                    },
-                );
-                self.app
-                    .on_connect(&mut Self::ctx(sh, &mut self.state), socket, accepted);
+                self.connect(sh, key, nsp, auth.as_ref(), accepted);
             }
             PacketData::Disconnect => {
                 if let Some(socket) = socket {
-                    remove_socket(&mut self.state, socket);
+                    remove_socket(&mut self.state, socket, None);
                     let mut ctx = Self::ctx(sh, &mut self.state);
                     self.app.on_disconnect(
                         &mut ctx,
@@ -712,6 +776,147 @@ impl<A: Application> SocketIo<A> {
                     }
                 }
             }
+        }
+    }
+
+    /// Opens an accepted socket: as it was, if its CONNECT names a session
+    /// to recover that it may have back; else as new.
+    fn connect(
+        &mut self,
+        sh: &mut Shared<'_>,
+        key: SessionKey,
+        nsp: &str,
+        auth: Option<&Value>,
+        accepted: A::Socket,
+    ) {
+        let restored = self.restore(sh, nsp, auth, &accepted);
+        self.state.next_socket += 1;
+        let socket = SocketId(self.state.next_socket);
+        let (sid, pid, rooms, missed) = match restored {
+            Some((kept, pid, missed)) => (kept.sid, Some(pid), kept.rooms, Some(missed)),
+            None => {
+                let sid = new_sid(&mut *sh.ids);
+                let pid = self.state.sessions.is_some().then(|| new_sid(&mut *sh.ids));
+                (sid, pid, HashSet::new(), None)
+            }
+        };
+        let reply = match &pid {
+            Some(pid) => serde_json::json!({"sid": sid, "pid": pid}),
+            None => serde_json::json!({"sid": sid}),
+        };
+        let text = packet::encode(PacketType::Connect, nsp, 0, None, Some(&reply));
+        send_packet(sh, key, text, &[]);
+        sh.stats.connects += 1;
+        sh.notice(Notice::Connected { session: key });
+        for (text, attachments) in missed.iter().flatten() {
+            let name = EventName::of(packet::event_name(text).unwrap_or(""));
+            sh.stats.events_out[name as usize] += 1;
+            send_packet(sh, key, text.clone(), attachments);
+        }
+        let client = self
+            .state
+            .clients
+            .get_mut(&key)
+            .expect("a session's client lives until on_close");
+        client.sockets.push((nsp.to_owned(), socket));
+        client.connect_deadline = None;
+        let members = self.state.rooms.entry(nsp.to_owned()).or_default();
+        for room in &rooms {
+            members.entry(room.clone()).or_default().insert(socket);
+        }
+        self.state.sockets.insert(
+            socket,
+            Socket {
+                session: key,
+                nsp: nsp.to_owned(),
+                sid,
+                rooms,
+                next_ack: 0,
+            },
+        );
+        if let (Some(sessions), Some(log), Some(pid)) =
+            (&mut self.state.sessions, &self.state.log, pid)
+        {
+            let live = Live {
+                pid,
+                data: Box::new(accepted.clone()) as Box<dyn Any + Send>,
+                // Everything logged so far reached it, or was replayed.
+                from: log.next(),
+            };
+            sessions.connected(socket, live);
+        }
+        let mut ctx = Self::ctx(sh, &mut self.state);
+        match missed {
+            Some(_) => self.app.on_recover(&mut ctx, socket, accepted),
+            None => self.app.on_connect(&mut ctx, socket, accepted),
+        }
+    }
+
+    /// The session a CONNECT's auth asks back (`pid`, and the `offset` of
+    /// the last event the client got), with the events it missed; `None`
+    /// when recovery is off, or the session is unknown, out of its window,
+    /// of another namespace or application identity, or its offset is not
+    /// one the log holds all that followed of. A session still held by a
+    /// live socket (whose transport died unnoticed) is taken from it.
+    #[allow(clippy::type_complexity)] // a session and what it missed
+    fn restore(
+        &mut self,
+        sh: &mut Shared<'_>,
+        nsp: &str,
+        auth: Option<&Value>,
+        accepted: &A::Socket,
+    ) -> Option<(Kept<Box<dyn Any + Send>>, String, Vec<(Bytes, Vec<Bytes>)>)> {
+        let sessions = self.state.sessions.as_ref()?;
+        let pid = auth?.get("pid")?.as_str()?;
+        let same = |data: &Box<dyn Any + Send>| data.downcast_ref::<A::Socket>() == Some(accepted);
+        if let Some(&old) = sessions.live_pids.get(pid) {
+            let live = sessions.live.get(&old)?;
+            let in_nsp = self.state.sockets.get(&old).is_some_and(|s| s.nsp == nsp);
+            if !(same(&live.data) && in_nsp) {
+                return None;
+            }
+            self.take_over(sh, old);
+        }
+        let sessions = self.state.sessions.as_ref()?;
+        let log = self.state.log.as_ref()?;
+        let kept = sessions.get(sh.now, pid)?;
+        if kept.nsp != nsp || !same(&kept.data) {
+            return None;
+        }
+        let from = match auth?.get("offset") {
+            None | Some(Value::Null) => kept.from,
+            Some(Value::String(o)) => o.parse::<u64>().ok()?.checked_add(1)?,
+            Some(_) => return None,
+        };
+        let missed = log.since(from, nsp, &kept.sid, &kept.rooms)?;
+        let kept = self.state.sessions.as_mut()?.take(sh.now, pid)?;
+        Some((kept, pid.to_owned(), missed))
+    }
+
+    /// Ends a live socket whose client came back on another connection:
+    /// its session is kept (to be recovered at once), its own connection
+    /// told DISCONNECT, and closed if nothing else is on it.
+    fn take_over(&mut self, sh: &mut Shared<'_>, old: SocketId) {
+        let Some(s) = self.state.sockets.get(&old) else {
+            return;
+        };
+        let session = s.session;
+        let text = packet::encode::<Value>(PacketType::Disconnect, &s.nsp, 0, None, None);
+        send_packet(sh, session, text, &[]);
+        remove_socket(&mut self.state, old, Some(sh.now));
+        let mut ctx = Self::ctx(sh, &mut self.state);
+        self.app
+            .on_disconnect(&mut ctx, old, DisconnectReason::Recovered);
+        if self
+            .state
+            .clients
+            .get(&session)
+            .is_some_and(|c| c.sockets.is_empty())
+        {
+            sh.push(Command::Close {
+                key: session,
+                reason: CloseReason::ServerClose,
+            });
         }
     }
 
@@ -773,8 +978,11 @@ impl<A: Application> Upper for SocketIo<A> {
         let Some(client) = self.state.clients.remove(&key) else {
             return;
         };
+        // A socket whose client broke the protocol is not kept: it would
+        // come back to break it again.
+        let kept = (!matches!(reason, CloseReason::ProtocolError(_))).then_some(sh.now);
         for (_, socket) in client.sockets {
-            remove_socket(&mut self.state, socket);
+            remove_socket(&mut self.state, socket, kept);
             let mut ctx = Self::ctx(sh, &mut self.state);
             self.app
                 .on_disconnect(&mut ctx, socket, DisconnectReason::Transport(reason));
@@ -793,7 +1001,16 @@ impl<A: Application> Upper for SocketIo<A> {
                 .get(key)
                 .is_some_and(|c| c.connect_deadline == Some(t))
         });
-        [mine, self.app.poll_timeout()].into_iter().flatten().min()
+        let log = self.state.log.as_ref().and_then(Log::poll_timeout);
+        let kept = self
+            .state
+            .sessions
+            .as_ref()
+            .and_then(Sessions::poll_timeout);
+        [mine, log, kept, self.app.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle_timeout(&mut self, sh: &mut Shared<'_>) {
@@ -809,6 +1026,12 @@ impl<A: Application> Upper for SocketIo<A> {
                     reason: CloseReason::ServerClose,
                 });
             }
+        }
+        if let Some(log) = &mut self.state.log {
+            log.expire(sh.now);
+        }
+        if let Some(sessions) = &mut self.state.sessions {
+            sessions.expire(sh.now);
         }
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);

@@ -18,7 +18,8 @@ use crate::node::{Broadcast, ConnId, Frame, Input, Method, Node, Output, Request
 /// whose auth says `deny` is refused; `join` puts the socket in room `r`,
 /// `shout` sends its arguments to everyone else there, `echo` acks its
 /// arguments and attachments back, `ask` emits `question` asking for an
-/// ack, `bye` disconnects the socket. It records what it heard.
+/// ack, `tell` emits `told` to the socket and `oops` a volatile `error`,
+/// `bye` disconnects the socket. It records what it heard.
 #[derive(Default)]
 struct App {
     auths: Vec<Option<Value>>,
@@ -44,7 +45,14 @@ impl Application for App {
                 self.auths.push(req.auth.cloned());
                 Err(json!({"message": "no"}))
             }
-            None => Ok(req.auth.cloned()),
+            // What a socket is known by leaves out what asks to recover it.
+            None => Ok(req.auth.cloned().map(|mut a| {
+                if let Some(a) = a.as_object_mut() {
+                    a.remove("pid");
+                    a.remove("offset");
+                }
+                a
+            })),
         }
     }
 
@@ -76,6 +84,12 @@ impl Application for App {
             "ask" => {
                 ctx.emit_with_ack(socket, &["question"], &[]);
             }
+            "tell" => {
+                ctx.emit(socket, &["told"], &[]);
+            }
+            "oops" => {
+                ctx.emit_volatile(socket, &["error"], &[]);
+            }
             "bye" => ctx.disconnect(socket),
             _ => {}
         }
@@ -100,8 +114,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with(SocketIoConfig::default())
+    }
+
+    fn with(config: SocketIoConfig) -> Self {
         let now = Instant::now();
-        let sio = SocketIo::new(SocketIoConfig::default(), App::default());
+        let sio = SocketIo::new(config, App::default());
         Harness {
             node: Node::new(EngineConfig::default(), sio, CounterIds::default(), now),
             now,
@@ -220,6 +238,30 @@ impl Harness {
         self.outputs
             .iter()
             .any(|o| matches!(o, Output::WsClose { conn: c, .. } if c.0 == conn))
+    }
+
+    /// Every text a WebSocket connection was sent since the last call, its
+    /// own frames and the broadcasts naming it, in output order (taken).
+    fn received(&mut self, conn: u64) -> Vec<String> {
+        let conn = ConnId(conn);
+        let mut texts = Vec::new();
+        self.outputs.retain(|o| match o {
+            Output::WsFrame {
+                conn: c,
+                frame: Frame::Text(t),
+            } if *c == conn => {
+                texts.push(String::from_utf8(t.to_vec()).unwrap());
+                false
+            }
+            Output::Broadcast(b) if b.conns.contains(&conn) => {
+                if let Frame::Text(t) = &b.frame {
+                    texts.push(String::from_utf8(t.to_vec()).unwrap());
+                }
+                true
+            }
+            _ => true,
+        });
+        texts
     }
 
     fn app(&self) -> &App {
@@ -557,4 +599,179 @@ fn disconnects_from_either_side() {
             DisconnectReason::Transport(CloseReason::TransportClose)
         ]
     );
+}
+
+fn recovering(window: Duration) -> Harness {
+    Harness::with(SocketIoConfig {
+        recovery: Some(super::RecoveryConfig::new(window)),
+        ..SocketIoConfig::default()
+    })
+}
+
+/// Connects a WebSocket client with `auth`; returns its CONNECT reply.
+fn connect_as(h: &mut Harness, conn: u64, auth: &Value) -> Value {
+    h.ws_session(conn);
+    h.text(conn, &format!("40{auth}"));
+    let got = h.received(conn);
+    let reply = got.iter().find(|t| t.starts_with("40")).expect("connected");
+    serde_json::from_str(&reply[2..]).unwrap()
+}
+
+#[test]
+fn without_recovery_nothing_carries_a_pid_or_an_offset() {
+    let mut h = Harness::new();
+    let reply = connect_as(&mut h, 1, &json!({"u": 1}));
+    assert!(reply.get("pid").is_none(), "{reply}");
+    h.text(1, r#"42["tell"]"#);
+    assert_eq!(h.received(1), [r#"42["told"]"#]);
+}
+
+#[test]
+fn a_socket_whose_transport_ended_comes_back_with_its_sid_rooms_and_what_it_missed() {
+    let mut h = recovering(Duration::from_secs(60));
+    let first = connect_as(&mut h, 1, &json!({"u": 1}));
+    let (sid, pid) = (first["sid"].clone(), first["pid"].clone());
+    assert!(pid.is_string(), "{first}");
+    connect_as(&mut h, 2, &json!({"u": 2}));
+    h.text(1, r#"42["join"]"#);
+    h.text(2, r#"42["join"]"#);
+    h.text(2, r#"42["shout","a"]"#);
+    // A recoverable event carries its offset as its last argument.
+    assert_eq!(h.received(1), [r#"42["shout","a","1"]"#]);
+    h.input(Input::WsClosed(ConnId(1)));
+    assert_eq!(h.node.upper().socket_count(), 1);
+
+    // Missed while away: two shouts to its room, one to another socket.
+    h.text(2, r#"42["shout","b"]"#);
+    h.text(2, r#"42["tell"]"#);
+    h.text(2, r#"42["shout","c"]"#);
+    h.received(2);
+
+    let auth = json!({"u": 1, "pid": pid, "offset": "1"});
+    h.ws_session(3);
+    h.text(3, &format!("40{auth}"));
+    let got = h.received(3);
+    assert_eq!(
+        got,
+        [
+            format!(r#"40{{"sid":{sid},"pid":{pid}}}"#),
+            r#"42["shout","b","2"]"#.to_owned(),
+            r#"42["shout","c","4"]"#.to_owned(),
+        ]
+    );
+    // Back in its room: the next shout reaches it, once.
+    h.text(2, r#"42["shout","d"]"#);
+    assert_eq!(h.received(3), [r#"42["shout","d","5"]"#]);
+    // The application heard it come back as the same identity.
+    assert_eq!(h.app().auths.last().unwrap(), &Some(json!({"u": 1})));
+
+    // Dropped again: what it got is not replayed a second time.
+    h.input(Input::WsClosed(ConnId(3)));
+    let auth = json!({"u": 1, "pid": pid, "offset": "5"});
+    let again = connect_as(&mut h, 4, &auth);
+    assert_eq!(again["sid"], sid);
+    assert!(h.received(4).is_empty());
+}
+
+#[test]
+fn a_client_with_no_offset_gets_everything_since_it_connected() {
+    let mut h = recovering(Duration::from_secs(60));
+    connect_as(&mut h, 2, &json!({"u": 2}));
+    h.text(2, r#"42["join"]"#);
+    h.text(2, r#"42["shout","before"]"#);
+    // Connected after "before", then lost before hearing anything.
+    let first = connect_as(&mut h, 1, &json!({"u": 1}));
+    h.text(1, r#"42["join"]"#);
+    h.input(Input::WsClosed(ConnId(1)));
+    h.text(2, r#"42["shout","after"]"#);
+    h.ws_session(3);
+    h.text(3, &format!("40{}", json!({"u": 1, "pid": first["pid"]})));
+    let got = h.received(3);
+    assert_eq!(
+        got,
+        [format!("40{first}"), r#"42["shout","after","2"]"#.into()]
+    );
+}
+
+#[test]
+fn a_session_is_not_recovered_past_its_window_nor_by_another_identity_nor_from_an_unknown_offset() {
+    let mut h = recovering(Duration::from_secs(10));
+    let first = connect_as(&mut h, 1, &json!({"u": 1}));
+    let (sid, pid) = (first["sid"].clone(), first["pid"].clone());
+    h.input(Input::WsClosed(ConnId(1)));
+    // Another identity with the pid: connected as new.
+    let other = connect_as(&mut h, 2, &json!({"u": 2, "pid": pid, "offset": "0"}));
+    assert_ne!(other["sid"], sid);
+    assert_ne!(other["pid"], pid);
+    // An offset from the future, or not a number: connected as new.
+    for offset in [json!("99"), json!("x"), json!(7)] {
+        let r = connect_as(&mut h, 3, &json!({"u": 1, "pid": pid, "offset": offset}));
+        assert_ne!(r["sid"], sid, "{offset}");
+        h.input(Input::WsClosed(ConnId(3)));
+    }
+    // None of that used the session up: the right identity gets it back.
+    let back = connect_as(&mut h, 4, &json!({"u": 1, "pid": pid}));
+    assert_eq!(back["sid"], sid);
+    assert_eq!(back["pid"], pid);
+    // Past the window it is gone.
+    h.input(Input::WsClosed(ConnId(4)));
+    h.now += Duration::from_secs(11);
+    h.input(Input::Timeout);
+    let late = connect_as(&mut h, 5, &json!({"u": 1, "pid": pid}));
+    assert_ne!(late["sid"], sid);
+}
+
+#[test]
+fn a_client_back_before_its_dead_transport_was_noticed_takes_its_socket_over() {
+    let mut h = recovering(Duration::from_secs(60));
+    let first = connect_as(&mut h, 1, &json!({"u": 1}));
+    connect_as(&mut h, 2, &json!({"u": 2}));
+    h.text(1, r#"42["join"]"#);
+    h.text(2, r#"42["join"]"#);
+    h.text(2, r#"42["shout","lost"]"#);
+    // Conn 1 is dead but the server has not noticed; the client is back.
+    let auth = json!({"u": 1, "pid": first["pid"]});
+    h.ws_session(3);
+    h.text(3, &format!("40{auth}"));
+    let got = h.received(3);
+    assert_eq!(got[0], format!("40{first}"));
+    assert_eq!(got[1..], [r#"42["shout","lost","1"]"#]);
+    // The old connection was told and closed; one socket remains for it.
+    assert!(h.received(1).contains(&"41".to_owned()));
+    assert!(h.closed(1));
+    assert_eq!(h.node.upper().socket_count(), 2);
+    assert_eq!(h.app().disconnects, [DisconnectReason::Recovered]);
+}
+
+#[test]
+fn acked_and_volatile_emits_carry_no_offset_and_are_not_replayed() {
+    let mut h = recovering(Duration::from_secs(60));
+    let first = connect_as(&mut h, 1, &json!({"u": 1}));
+    h.text(1, r#"42["ask"]"#);
+    h.text(1, r#"42["oops"]"#);
+    h.text(1, r#"42["tell"]"#);
+    assert_eq!(
+        h.received(1),
+        [r#"420["question"]"#, r#"42["error"]"#, r#"42["told","1"]"#]
+    );
+    h.input(Input::WsClosed(ConnId(1)));
+    h.ws_session(2);
+    h.text(
+        2,
+        &format!("40{}", json!({"u": 1, "pid": first["pid"], "offset": "0"})),
+    );
+    assert_eq!(
+        h.received(2),
+        [format!("40{first}"), r#"42["told","1"]"#.into()]
+    );
+}
+
+#[test]
+fn a_client_that_broke_the_protocol_is_not_kept() {
+    let mut h = recovering(Duration::from_secs(60));
+    let first = connect_as(&mut h, 1, &json!({"u": 1}));
+    h.text(1, "4garbage");
+    assert!(h.closed(1));
+    let again = connect_as(&mut h, 2, &json!({"u": 1, "pid": first["pid"]}));
+    assert_ne!(again["sid"], first["sid"]);
 }
