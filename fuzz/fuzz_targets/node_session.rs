@@ -5,14 +5,16 @@
 //! Checked after every input: nothing panics; text frames are UTF-8 (the
 //! simulation checks as it drains) and start with an Engine.IO packet type;
 //! HTTP statuses are real and polling bodies are UTF-8 payloads; sessions,
-//! sockets, store operations and typing indicators stay bounded by the
-//! inputs that made them.
+//! sockets, kept sessions (connection state recovery is on), store
+//! operations and typing indicators stay bounded by the inputs that made
+//! them.
 #![no_main]
 
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use chatwire_protocol::ids::SeededIds;
+use chatwire_protocol::sio::{RecoveryConfig, SocketIoConfig};
 use chatwire_protocol::testing::{Sim, user_id};
 use chatwire_protocol::{ConnId, Input, Method, RequestId};
 use libfuzzer_sys::fuzz_target;
@@ -41,6 +43,14 @@ enum Op {
     WsOpenRaw { conn: u8, query: String },
     /// A CONNECT with a real token.
     WsConnect { conn: u8, user: u8 },
+    /// A CONNECT with a real token asking to recover a session (a pid some
+    /// CONNECT reply gave), from an offset or none.
+    WsRecover {
+        conn: u8,
+        user: u8,
+        pid: u8,
+        offset: Option<u16>,
+    },
     /// A chat event, well formed.
     WsChat {
         conn: u8,
@@ -67,9 +77,15 @@ enum Op {
 const MAX_OPS: usize = 64;
 
 fuzz_target!(|ops: Vec<Op>| {
-    // Seeded ids, as a production host has them.
-    let mut sim = Sim::with_ids(SeededIds::new([7; 32]));
+    // Seeded ids, as a production host has them; connection state
+    // recovery on, so that offsets, the log and kept sessions are fuzzed too.
+    let sio = SocketIoConfig {
+        recovery: Some(RecoveryConfig::new(Duration::from_secs(60))),
+        ..SocketIoConfig::default()
+    };
+    let mut sim = Sim::with(SeededIds::new([7; 32]), sio);
     let mut sids: Vec<String> = Vec::new();
+    let mut pids: Vec<String> = Vec::new();
     let mut next_req = 0u64;
     let mut open = std::collections::BTreeSet::new();
     let mut opened = 0usize;
@@ -161,6 +177,19 @@ fuzz_target!(|ops: Vec<Op>| {
                 let token = sim.token(user_id(usize::from(user % 3)), "fuzz");
                 sim.send(ws(conn), &format!("40{{\"token\":\"{token}\"}}"));
             }
+            Op::WsRecover {
+                conn,
+                user,
+                pid,
+                offset,
+            } => {
+                let token = sim.token(user_id(usize::from(user % 3)), "fuzz");
+                let pid = pids.get(pid as usize % pids.len().max(1)).cloned();
+                let auth = serde_json::json!({
+                    "token": token, "pid": pid, "offset": offset.map(|o| o.to_string()),
+                });
+                sim.send(ws(conn), &format!("40{auth}"));
+            }
             Op::WsChat {
                 conn,
                 event,
@@ -227,6 +256,11 @@ fuzz_target!(|ops: Vec<Op>| {
                         serde_json::from_str(&format!("{{{id}")).expect("the open packet is JSON");
                     sids.push(v["sid"].as_str().expect("a sid").to_owned());
                 }
+                if let Some(reply) = frame.strip_prefix("40{") {
+                    let v: serde_json::Value = serde_json::from_str(&format!("{{{reply}"))
+                        .expect("a CONNECT reply is JSON");
+                    pids.push(v["pid"].as_str().expect("recovery is on: a pid").to_owned());
+                }
             }
         }
         for (_, r) in std::mem::take(&mut sim.responses) {
@@ -248,6 +282,7 @@ fuzz_target!(|ops: Vec<Op>| {
             }
         }
         sids.truncate(64);
+        pids.truncate(64);
         // Memory stays bounded by what the inputs asked for.
         let engine = sim.node.engine();
         assert!(
@@ -256,6 +291,7 @@ fuzz_target!(|ops: Vec<Op>| {
             engine.session_count()
         );
         assert!(sim.node.upper().socket_count() <= inputs);
+        assert!(sim.node.upper().kept_sessions() <= inputs);
         assert!(
             sim.in_flight.len() <= 2 * inputs,
             "{} store ops",

@@ -156,7 +156,8 @@ impl Log {
     /// byte budget.
     pub(crate) fn expire(&mut self, now: Instant) {
         while let Some(front) = self.entries.front() {
-            let old = front.at + self.config.window < now;
+            // Due at the end of its window, as its deadline says.
+            let old = front.at + self.config.window <= now;
             if !old && self.bytes <= self.config.max_log_bytes {
                 break;
             }
@@ -213,6 +214,8 @@ pub(crate) struct Kept<D> {
     /// next offset when it connected (it had seen nothing logged since).
     pub(crate) from: u64,
     until: Instant,
+    /// The socket it was (what the application may still name it by).
+    socket: SocketId,
 }
 
 /// A live socket's recovery identity.
@@ -234,6 +237,10 @@ pub(crate) struct Sessions<D> {
     order: VecDeque<(Instant, String)>,
     pub(crate) live: HashMap<SocketId, Live<D>>,
     pub(crate) live_pids: HashMap<String, SocketId>,
+    /// The pid of each kept session by the socket it was: an answer the
+    /// application sends a socket after its transport ended (a `chat:ack`
+    /// whose store write finished late) is logged for it to come back to.
+    gone: HashMap<SocketId, String>,
 }
 
 impl<D> Sessions<D> {
@@ -244,6 +251,7 @@ impl<D> Sessions<D> {
             order: VecDeque::new(),
             live: HashMap::new(),
             live_pids: HashMap::new(),
+            gone: HashMap::new(),
         }
     }
 
@@ -274,6 +282,7 @@ impl<D> Sessions<D> {
         };
         let until = now + self.config.window;
         self.order.push_back((until, live.pid.clone()));
+        self.gone.insert(socket, live.pid.clone());
         self.kept.insert(
             live.pid,
             Kept {
@@ -283,36 +292,49 @@ impl<D> Sessions<D> {
                 data: live.data,
                 from: live.from,
                 until,
+                socket,
             },
         );
         while self.kept.len() > self.config.max_sessions {
             let Some((_, pid)) = self.order.pop_front() else {
                 break;
             };
-            self.kept.remove(&pid);
+            self.remove(&pid);
         }
+    }
+
+    fn remove(&mut self, pid: &str) -> Option<Kept<D>> {
+        let kept = self.kept.remove(pid)?;
+        self.gone.remove(&kept.socket);
+        Some(kept)
+    }
+
+    /// The namespace and sid of a socket whose session is kept.
+    pub(crate) fn gone(&self, socket: SocketId) -> Option<(&str, &str)> {
+        let kept = self.kept.get(self.gone.get(&socket)?)?;
+        Some((&kept.nsp, &kept.sid))
     }
 
     /// The kept session of `pid`, if it has not run out.
     pub(crate) fn get(&self, now: Instant, pid: &str) -> Option<&Kept<D>> {
-        self.kept.get(pid).filter(|k| now <= k.until)
+        self.kept.get(pid).filter(|k| now < k.until)
     }
 
     /// Takes the kept session of `pid`, if it has not run out.
     pub(crate) fn take(&mut self, now: Instant, pid: &str) -> Option<Kept<D>> {
         self.get(now, pid)?;
-        self.kept.remove(pid)
+        self.remove(pid)
     }
 
     /// Drops the sessions whose window ended.
     pub(crate) fn expire(&mut self, now: Instant) {
         while let Some((until, _)) = self.order.front() {
-            if *until >= now {
+            if *until > now {
                 break;
             }
             let (until, pid) = self.order.pop_front().expect("just seen");
             if self.kept.get(&pid).is_some_and(|k| k.until == until) {
-                self.kept.remove(&pid);
+                self.remove(&pid);
             }
         }
     }
@@ -323,7 +345,6 @@ impl<D> Sessions<D> {
     }
 
     /// How many sessions are kept.
-    #[cfg(test)]
     pub(crate) fn kept(&self) -> usize {
         self.kept.len()
     }
@@ -454,8 +475,40 @@ mod tests {
             },
         );
         s.keep(now, SocketId::new(9), "s9".into(), "/".into(), rooms(&[]));
+        assert_eq!(s.gone(SocketId::new(9)), Some(("/", "s9")));
         s.expire(now + Duration::from_secs(11));
         assert_eq!(s.kept(), 0);
-        assert!(s.live.is_empty() && s.live_pids.is_empty());
+        assert_eq!(s.gone(SocketId::new(9)), None);
+        assert!(s.live.is_empty() && s.live_pids.is_empty() && s.gone.is_empty());
+    }
+
+    /// What a deadline names is gone once that deadline is handled: a
+    /// host woken at exactly the deadline must not be woken again for it
+    /// (the fuzzer found the node spinning on such a deadline).
+    #[test]
+    fn a_deadline_handled_at_its_instant_is_spent() {
+        let now = Instant::now();
+        let window = Duration::from_secs(10);
+        let mut log = Log::new(RecoveryConfig::new(window));
+        log.push(now, "/", Target::Socket("me".into()), br#"42["a"]"#, &[]);
+        let due = log.poll_timeout().unwrap();
+        assert_eq!(due, now + window);
+        log.expire(due);
+        assert_eq!(log.poll_timeout(), None);
+
+        let mut s: Sessions<()> = Sessions::new(RecoveryConfig::new(window));
+        s.connected(
+            SocketId::new(1),
+            Live {
+                pid: "p".into(),
+                data: (),
+                from: 1,
+            },
+        );
+        s.keep(now, SocketId::new(1), "s".into(), "/".into(), rooms(&[]));
+        let due = s.poll_timeout().unwrap();
+        assert!(s.get(due, "p").is_none());
+        s.expire(due);
+        assert_eq!((s.poll_timeout(), s.kept()), (None, 0));
     }
 }

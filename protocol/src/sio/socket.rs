@@ -275,6 +275,7 @@ impl Ctx<'_> {
         recoverable: bool,
     ) -> bool {
         let Some(s) = self.state.sockets.get(&socket) else {
+            self.log_for_gone(socket, kind, id, data, attachments, recoverable);
             return false;
         };
         let kind = match (kind, attachments.is_empty()) {
@@ -298,6 +299,40 @@ impl Ctx<'_> {
             self.sh.stats.events_out[name as usize] += 1;
         }
         true
+    }
+
+    /// An event for a socket whose transport ended and whose session is
+    /// kept: logged, for it to come back to.
+    fn log_for_gone<T: Serialize + ?Sized>(
+        &mut self,
+        socket: SocketId,
+        kind: PacketType,
+        id: Option<u64>,
+        data: &T,
+        attachments: &[Bytes],
+        recoverable: bool,
+    ) {
+        let (Some(log), Some(sessions)) = (&mut self.state.log, &self.state.sessions) else {
+            return;
+        };
+        let Some((nsp, sid)) = sessions.gone(socket) else {
+            return;
+        };
+        if !(recoverable && kind == PacketType::Event && id.is_none()) {
+            return;
+        }
+        let kind = match attachments.is_empty() {
+            true => PacketType::Event,
+            false => PacketType::BinaryEvent,
+        };
+        let text = packet::encode(kind, nsp, attachments.len(), None, Some(data));
+        log.push(
+            self.sh.now,
+            nsp,
+            Target::Socket(sid.to_owned()),
+            &text,
+            attachments,
+        );
     }
 
     /// Emits an event; `data` serializes to the array `[name, ...args]`.
@@ -419,7 +454,14 @@ impl Ctx<'_> {
         let mut text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
         let name = EventName::of(packet::event_name(&text).unwrap_or(""));
         let sockets = &self.state.sockets;
-        let except = except.and_then(|id| sockets.get(&id).map(|s| (id, s.sid.clone())));
+        let except = except.and_then(|id| {
+            let sid = match sockets.get(&id) {
+                Some(s) => s.sid.clone(),
+                // Gone, but it may come back: it is still left out.
+                None => self.state.sessions.as_ref()?.gone(id)?.1.to_owned(),
+            };
+            Some((id, sid))
+        });
         // Logged even when no member is connected: a kept session in the
         // room may come back for it.
         if let Some(log) = &mut self.state.log {
@@ -581,6 +623,12 @@ impl<A: Application> SocketIo<A> {
     /// How many sockets are connected.
     pub fn socket_count(&self) -> usize {
         self.state.sockets.len()
+    }
+
+    /// How many sessions of sockets whose transport ended are kept for
+    /// connection state recovery.
+    pub fn kept_sessions(&self) -> usize {
+        self.state.sessions.as_ref().map_or(0, Sessions::kept)
     }
 
     fn ctx<'a>(sh: &'a mut Shared<'_>, state: &'a mut State) -> Ctx<'a> {

@@ -78,6 +78,12 @@ impl Sim {
 
     /// A node with the contract's defaults drawing its ids from `ids`.
     pub fn with_ids(ids: impl IdGenerator) -> Self {
+        Sim::with(ids, SocketIoConfig::default())
+    }
+
+    /// A node with these Socket.IO settings (recovery on, say) drawing its
+    /// ids from `ids`.
+    pub fn with(ids: impl IdGenerator, sio: SocketIoConfig) -> Self {
         let start = Instant::now();
         let jwt =
             JwtConfig::new(SECRET, "HS256", 60).expect("the simulation's secret is long enough");
@@ -92,7 +98,7 @@ impl Sim {
             WallClock::new(start, T0_MS),
             start,
         );
-        let sio = SocketIo::new(SocketIoConfig::default(), chat);
+        let sio = SocketIo::new(sio, chat);
         let node = Node::new(EngineConfig::default(), sio, ids, start);
         let mut sim = Sim {
             node,

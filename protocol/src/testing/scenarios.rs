@@ -1610,3 +1610,61 @@ mod shutdown {
         }
     }
 }
+
+/// A user's tab connecting with `auth` (its token added); returns the tab,
+/// its CONNECT reply (`sid`, `pid`) and the events that came after it.
+fn recovering_tab(sim: &mut Sim, user: u8, name: &str, auth: Value) -> (u64, Value, Vec<Value>) {
+    let mut auth = auth;
+    auth["token"] = json!(sim.token(uid(user), name));
+    let c = sim.connect(None);
+    sim.take(c);
+    sim.send(c, &format!("40{auth}"));
+    let inbox = sim.take(c);
+    let reply = inbox[0].strip_prefix("40").expect("connected");
+    let events = inbox[1..]
+        .iter()
+        .map(|f| serde_json::from_str(f.strip_prefix("42").expect("an event")).unwrap())
+        .collect();
+    (c, serde_json::from_str(reply).unwrap(), events)
+}
+
+#[test]
+fn recovery_replays_the_ack_of_a_send_whose_transport_ended_before_the_store_answered() {
+    let sio = crate::sio::SocketIoConfig {
+        recovery: Some(crate::sio::RecoveryConfig::new(Duration::from_secs(120))),
+        ..Default::default()
+    };
+    let mut sim = Sim::with(crate::ids::CounterIds::default(), sio);
+    let (ana, first, _) = recovering_tab(&mut sim, 1, "ana", json!({}));
+    let (bob, _, _) = recovering_tab(&mut sim, 2, "bob", json!({}));
+    send(&mut sim, ana, 1, json!({"text": "hi", "tempId": "t1"}));
+    // Ana's transport ends while the append is in flight.
+    sim.drop_client(ana);
+    assert!(sim.complete_oldest());
+    let to_bob = sim.events(bob);
+    assert_eq!(names(&to_bob), ["chat:new-message"]);
+    let id = to_bob[0].1["id"].clone();
+
+    // Back within the window: the ack and the delivery, not her own message.
+    let (back, again, replayed) = recovering_tab(&mut sim, 1, "ana", json!({"pid": first["pid"]}));
+    assert_eq!(again, first);
+    assert_eq!(replayed.len(), 2, "{replayed:?}");
+    assert_eq!(replayed[0][0], "chat:ack");
+    assert_eq!(replayed[0][1]["tempId"], "t1");
+    assert_eq!(replayed[0][1]["id"], id);
+    assert_eq!(replayed[1][0], "chat:delivered");
+    assert_eq!(replayed[1][1]["messageId"], id);
+    // Offsets as last arguments, increasing.
+    let offsets: Vec<u64> = replayed
+        .iter()
+        .map(|e| e[2].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(offsets[0] < offsets[1]);
+
+    // And she is in `general` again.
+    sim.settle();
+    send(&mut sim, bob, 2, json!({"text": "welcome back"}));
+    assert!(sim.complete_oldest());
+    let to_ana = sim.events(back);
+    assert_eq!(names(&to_ana), ["chat:new-message"]);
+}
