@@ -13,7 +13,7 @@ use protocol::chat::{
 use protocol::eio::EngineConfig;
 use protocol::ids::SeededIds;
 use protocol::model::ObjectId;
-use protocol::sio::{SocketIo, SocketIoConfig};
+use protocol::sio::{RecoveryConfig, SocketIo, SocketIoConfig};
 use protocol::store::{Append, StoreCommand, StoreReply};
 use protocol::testing::{Sim, T0_MS};
 use protocol::{ConnId, Frame, Input, Node, Output};
@@ -21,8 +21,8 @@ use std::hint::black_box;
 
 /// A simulation whose node has no effective rate limit, with `n` connected
 /// users (connection numbers 1..=n), inboxes emptied, ids from a seeded
-/// generator.
-fn sim_with(n: u64) -> Sim {
+/// generator; connection state recovery on when `recovery`.
+fn sim_with(n: u64, recovery: bool) -> Sim {
     let mut sim = Sim::new();
     let chat = Chat::new(
         ChatConfig {
@@ -41,7 +41,13 @@ fn sim_with(n: u64) -> Sim {
         WallClock::new(sim.now, T0_MS),
         sim.now,
     );
-    let sio = SocketIo::new(SocketIoConfig::default(), chat);
+    let sio = SocketIo::new(
+        SocketIoConfig {
+            recovery: recovery.then(|| RecoveryConfig::new(std::time::Duration::from_secs(120))),
+            ..SocketIoConfig::default()
+        },
+        chat,
+    );
     sim.node = Node::new(
         EngineConfig::default(),
         sio,
@@ -87,14 +93,19 @@ const SEND: &str =
 
 fn broadcast(c: &mut Criterion) {
     let mut g = c.benchmark_group("broadcast");
-    for n in [100u64, 1000] {
-        let mut sim = sim_with(n);
+    // With recovery on, every broadcast is also logged with its offset.
+    for (n, recovery) in [(100u64, false), (1000, false), (1000, true)] {
+        let mut sim = sim_with(n, recovery);
         let now = sim.now;
         let node = &mut sim.node;
         let mut store = Vec::new();
         let mut sender = 0u64;
         g.throughput(Throughput::Elements(n - 1));
-        g.bench_function(BenchmarkId::new("chat_send_to_room", n), |b| {
+        let name = match recovery {
+            false => "chat_send_to_room",
+            true => "chat_send_to_room_recovery",
+        };
+        g.bench_function(BenchmarkId::new(name, n), |b| {
             b.iter(|| {
                 // Rotate senders so the tempId never collides with one in flight.
                 sender = sender % n + 1;
@@ -128,7 +139,7 @@ fn broadcast(c: &mut Criterion) {
 fn chat_send(c: &mut Criterion) {
     let mut g = c.benchmark_group("chat_send");
     g.throughput(Throughput::Elements(1));
-    let mut sim = sim_with(2);
+    let mut sim = sim_with(2, false);
     let mut i = 0u64;
     g.bench_function("sim_send_release_drain", |b| {
         b.iter(|| {
