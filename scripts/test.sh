@@ -4,8 +4,10 @@
 # socket.io-client against `conformance`; REST, Socket.IO chat, durability
 # and configuration against `chatwire`) against the binaries of that build,
 # once per runtime (tokio: chatwire, conformance; smol: chatwire-smol,
-# conformance_smol), then schemathesis against `chatwire` (tokio) and the
-# API docs pages in headless Chromium (Debian's, installed with apt).
+# conformance_smol), among them three `chatwire` instances as one cluster
+# on Debian's redis-server and the MongoDB-wire server; then schemathesis
+# against `chatwire` (tokio) and the API docs pages in headless Chromium
+# (Debian's, installed with apt).
 #
 # Then the container test (scripts/container-test.sh): the Dockerfile's
 # runtime stage around the tokio debug binary, run with podman.
@@ -16,8 +18,9 @@
 #   CONTAINER_TEST=0     skip the container test
 #
 # Needs: the Rust toolchain, Python 3.11 + pip, Node 20 + npm; root (or
-# sudo) for the Debian packages it installs when missing (chromium; podman,
-# buildah, debootstrap, runc for the container test) and deb.debian.org.
+# sudo) for the Debian packages it installs when missing (redis-server;
+# chromium; podman, buildah, debootstrap, runc for the container test) and
+# deb.debian.org.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -114,6 +117,12 @@ venv_with() {
     echo "requirements unchanged, pip install skipped"
   fi
 }
+
+# The cluster tests (tests/e2e/python/test_cluster.py) start Debian's
+# redis-server themselves.
+section "redis-server (Debian)"
+"$ROOT/scripts/apt-install.sh" redis-server
+redis-server --version
 
 section "python e2e environment (tests/.venv)"
 VENV="$ROOT/tests/.venv"

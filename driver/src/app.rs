@@ -18,7 +18,7 @@ use protocol::eio::EngineConfig;
 use protocol::http::throttle::ThrottleConfig;
 use protocol::http::{Rest, RestConfig};
 use protocol::ids::{IdGenerator, SeededIds};
-use protocol::sio::{RecoveryConfig, SocketIo, SocketIoConfig};
+use protocol::sio::{ClusterConfig, RecoveryConfig, SocketIo, SocketIoConfig};
 use protocol::store::Store;
 
 use crate::edge::Cidr;
@@ -93,6 +93,11 @@ pub struct Config {
     /// recoverable event then carries its offset as an extra last argument.
     #[arg(long, env = "RECOVERY_WINDOW_MS", default_value_t = 0)]
     pub recovery_window_ms: u64,
+    /// `redis://...`: this instance is one of a cluster whose instances
+    /// share this Redis (and a MongoDB store): room emits, read and typing
+    /// events and the per-user rate limit cross instances through it.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
     /// The most connections open at once (HTTP and WebSocket); past it a
     /// new one is answered 503 and closed. 0: the open-file limit less a
     /// tenth of it (at least 64).
@@ -189,6 +194,15 @@ pub enum ConfigError {
     /// `TRUSTED_PROXIES` names something that is not an address or network.
     #[error("TRUSTED_PROXIES: {0}")]
     TrustedProxies(String),
+    /// A cluster on a store only one process can use.
+    #[error(
+        "REDIS_URL is set (a cluster), but DATABASE_URL {0:?} is not a store the instances can share: \
+         use mongodb:// (the embedded store and memory: belong to one process)"
+    )]
+    ClusterStore(String),
+    /// The Redis bus could not start.
+    #[error("{0}")]
+    Bus(#[from] crate::bus::BusError),
 }
 
 /// Opens the store `DATABASE_URL` names, and says (once, at info) which
@@ -301,6 +315,12 @@ impl<R: Runtime> Served<R> {
             &config.jwt_algorithm,
             config.jwt_expiration_minutes,
         )?;
+        let shared = ["mongodb://", "mongodb+srv://"]
+            .iter()
+            .any(|p| config.database_url.starts_with(p));
+        if config.redis_url.is_some() && !shared {
+            return Err(ConfigError::ClusterStore(config.database_url.clone()));
+        }
         let store = open_store(&config.database_url)?;
         let engine = EngineConfig {
             ping_interval: Duration::from_millis(config.ping_interval_ms),
@@ -326,21 +346,50 @@ impl<R: Runtime> Served<R> {
             clock,
             now,
         );
+        // In a cluster, this instance's name on the bus: random, never reused.
+        let cluster = config.redis_url.as_ref().map(|_| {
+            let mut raw = [0u8; 8];
+            seeds.fill(&mut raw);
+            ClusterConfig {
+                node: raw.iter().map(|b| format!("{b:02x}")).collect(),
+            }
+        });
         let sio = SocketIo::new(
             SocketIoConfig {
                 recovery: (config.recovery_window_ms > 0)
                     .then(|| RecoveryConfig::new(Duration::from_millis(config.recovery_window_ms))),
+                cluster: cluster.clone(),
                 ..SocketIoConfig::default()
             },
             chat,
         );
         let metrics = Arc::new(Metrics::new());
-        let node = crate::spawn_node(
-            rt,
-            Node::new(engine, sio, SeededIds::new(random_seed()), now),
-            Some(store.clone()),
-            Some(metrics.clone()),
-        );
+        let node = Node::new(engine, sio, SeededIds::new(random_seed()), now);
+        let (node, store) = match (&config.redis_url, cluster) {
+            (Some(url), Some(cluster)) => {
+                let (outbox, published) = async_channel::bounded(crate::bus::OUTBOX);
+                let node = crate::spawn_cluster_node(
+                    rt,
+                    node,
+                    Some(store.clone()),
+                    Some(metrics.clone()),
+                    outbox,
+                );
+                let bus = crate::bus::Bus::start(url, published, node.clone())?;
+                tracing::info!(
+                    "cluster: instance {} on Redis at {}",
+                    cluster.node,
+                    crate::bus::redact(url)
+                );
+                // `GET /ready` says 503 while Redis is away too.
+                let store: Arc<dyn Store> = Arc::new(crate::bus::WithBus::new(store, bus));
+                (node, store)
+            }
+            _ => {
+                let node = crate::spawn_node(rt, node, Some(store.clone()), Some(metrics.clone()));
+                (node, store)
+            }
+        };
         let (service, version) = ("chatwire", env!("CARGO_PKG_VERSION"));
         let rest = Rest::new(RestConfig {
             jwt,

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bus;
 pub mod conformance;
 mod docs;
 mod edge;
@@ -31,7 +32,7 @@ pub use docs::ApiDocs;
 pub use edge::{ConnSlot, Edge, EdgeConfig, default_max_connections};
 pub use host::{announce, listener, serve};
 pub use metrics::Metrics;
-pub use node_task::{NodeHandle, spawn_node};
+pub use node_task::{NodeHandle, spawn_cluster_node, spawn_node};
 pub use service::{Routes, serve_connection, unix_ms};
 
 /// A boxed, sendable future.

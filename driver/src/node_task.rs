@@ -56,6 +56,8 @@ pub(crate) enum Command {
     WsBinary(ConnId, Bytes),
     WsClosed(ConnId),
     StoreReply(OpId, StoreReply),
+    /// A message from the cluster's bus.
+    Cluster(Bytes),
     /// A scrape asks for the node's counters.
     Stats(oneshot::Sender<NodeSnapshot>),
     /// Drain ([`Input::Shutdown`]); the sender is told once the node is
@@ -118,9 +120,31 @@ impl Deliver for NodeReader {
 /// to feed it.
 pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
     rt: &R,
+    node: Node<U>,
+    store: Option<Arc<dyn Store>>,
+    metrics: Option<Arc<Metrics>>,
+) -> NodeHandle {
+    spawn(rt, node, store, metrics, None)
+}
+
+/// [`spawn_node`] for a node of a cluster: what it publishes goes to
+/// `outbox` (the bus's writer, [`crate::bus::Bus`]).
+pub fn spawn_cluster_node<R: Runtime, U: Upper + Send + 'static>(
+    rt: &R,
+    node: Node<U>,
+    store: Option<Arc<dyn Store>>,
+    metrics: Option<Arc<Metrics>>,
+    outbox: async_channel::Sender<Bytes>,
+) -> NodeHandle {
+    spawn(rt, node, store, metrics, Some(outbox))
+}
+
+fn spawn<R: Runtime, U: Upper + Send + 'static>(
+    rt: &R,
     mut node: Node<U>,
     store: Option<Arc<dyn Store>>,
     metrics: Option<Arc<Metrics>>,
+    outbox: Option<async_channel::Sender<Bytes>>,
 ) -> NodeHandle {
     // The core tells what happens only to a host that logs it.
     node.set_notices(tracing::enabled!(tracing::Level::DEBUG));
@@ -145,6 +169,7 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
         metrics,
         slow_consumers: 0,
         drained: None,
+        outbox,
     };
     rt.spawn(Box::pin(task.run()));
     handle
@@ -169,6 +194,8 @@ struct NodeTask<R, U> {
     slow_consumers: u64,
     /// Who waits for the node to be drained, once it shuts down.
     drained: Option<oneshot::Sender<()>>,
+    /// In a cluster: the bus's writer.
+    outbox: Option<async_channel::Sender<Bytes>>,
 }
 
 impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
@@ -291,6 +318,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 self.feed(now, Input::WsClosed(conn));
             }
             Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
+            Command::Cluster(message) => self.feed(now, Input::Cluster(message)),
             Command::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -364,7 +392,27 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     }));
                 }
                 Output::Notice(n) => log_notice(n),
+                Output::Publish(message) => self.publish(message),
                 other => tracing::warn!("unhandled output {other:?}"),
+            }
+        }
+    }
+
+    /// Hands a message to the bus's writer (in order; while Redis is away
+    /// it waits there, up to [`crate::bus::OUTBOX`] of them).
+    fn publish(&mut self, message: Bytes) {
+        let Some(outbox) = &self.outbox else {
+            tracing::error!("a message to publish without a bus");
+            return;
+        };
+        if outbox.try_send(message).is_err() {
+            static FULL: crate::quiet::Quiet =
+                crate::quiet::Quiet::new(std::time::Duration::from_secs(10));
+            if let Some(unlogged) = FULL.allow(Instant::now()) {
+                tracing::warn!(
+                    "the Redis bus's outbox is full (Redis away too long): a message \
+                     for the other instances was dropped ({unlogged} more not logged)"
+                );
             }
         }
     }

@@ -69,6 +69,9 @@ pub enum Input<'a> {
         /// Its result.
         reply: StoreReply,
     },
+    /// A message arrived from the cluster's bus (every message published
+    /// on it, this node's own included, in the bus's order).
+    Cluster(Bytes),
     /// Time passed; run what is due.
     Timeout,
     /// The host is shutting down: drain, then close every session.
@@ -125,6 +128,9 @@ pub enum Output {
         /// The command.
         command: StoreCommand,
     },
+    /// Publish a message on the cluster's bus, for every node (this one
+    /// too) to take back as [`Input::Cluster`]. Only in a cluster.
+    Publish(Bytes),
     /// Something happened that the host may log; only after
     /// [`Node::set_notices`].
     Notice(Notice),
@@ -147,6 +153,8 @@ pub trait Upper {
     fn on_close(&mut self, sh: &mut Shared<'_>, key: SessionKey, reason: CloseReason);
     /// A store command this layer issued finished.
     fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply);
+    /// A message from the cluster's bus.
+    fn on_cluster(&mut self, _sh: &mut Shared<'_>, _message: &[u8]) {}
     /// This layer's next deadline.
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Runs what is due in this layer.
@@ -196,6 +204,8 @@ pub enum Command {
         /// The command.
         command: StoreCommand,
     },
+    /// Publish on the cluster's bus.
+    Publish(Bytes),
 }
 
 /// What the node lends the layer above for one call: the time, the ids,
@@ -450,6 +460,9 @@ impl<U: Upper> Node<U> {
             Input::StoreReply { op, reply } => {
                 self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
             }
+            Input::Cluster(message) => {
+                self.with_upper(|u, sh| u.on_cluster(sh, &message));
+            }
             Input::Timeout => {
                 self.engine.handle_timeout(now);
                 self.route();
@@ -584,6 +597,7 @@ impl<U: Upper> Node<U> {
                 self.awaited.insert(op, command.kind());
                 self.outputs.push_back(Output::Store { op, command });
             }
+            Command::Publish(message) => self.outputs.push_back(Output::Publish(message)),
         }
     }
 

@@ -103,6 +103,28 @@ struct AckPayload<'a> {
     timestamp: i64,
 }
 
+/// What a node puts on the bus when a `chat:send` of a user's arrives:
+/// every node takes a token of its copy of the user's bucket as it reads
+/// it, so that all copies take in one order; the node it came from goes on
+/// with the send (`ticket`) by what its take said.
+#[derive(Serialize, serde::Deserialize)]
+struct Spend {
+    spend: ObjectId,
+    ticket: u64,
+}
+
+/// A `chat:send` waiting for its token's turn on the bus.
+#[derive(Debug)]
+struct Parked {
+    socket: SocketId,
+    user: User,
+    event: Event,
+}
+
+/// How long a `chat:send` waits for its turn on the cluster's bus before
+/// it is refused with `store_unavailable` (the bus is away).
+pub const BUS_WAIT: Duration = Duration::from_secs(5);
+
 /// An `error` event's payload.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -135,6 +157,14 @@ pub struct Chat {
     sockets_of_user: HashMap<ObjectId, Vec<SocketId>>,
     buckets: HashMap<ObjectId, TokenBucket>,
     pending: HashMap<OpId, Awaiting>,
+    /// `chat:send`s waiting for their token's turn on the bus, and when
+    /// each stops waiting (in that order: the wait is one length).
+    parked: HashMap<u64, Parked>,
+    parked_order: std::collections::VecDeque<(Instant, u64)>,
+    next_spend: u64,
+    /// Broadcast messages whose delivery is awaited (the ticket of
+    /// [`Ctx::broadcast_tracked`]): their sender, and id.
+    handing: HashMap<u64, (SocketId, ObjectId)>,
     in_flight: HashMap<(ObjectId, String), OpId>,
     /// The `error` payload and ack of an event over budget, rendered once:
     /// a flood is mostly these, so each costs a copy, not a serialization.
@@ -213,6 +243,10 @@ impl Chat {
             sockets_of_user: HashMap::new(),
             buckets: HashMap::new(),
             pending: HashMap::new(),
+            handing: HashMap::new(),
+            parked: HashMap::new(),
+            parked_order: std::collections::VecDeque::new(),
+            next_spend: 0,
             in_flight: HashMap::new(),
             over_budget: {
                 let error = ErrorPayload {
@@ -333,15 +367,52 @@ impl Chat {
         Self::reply(ctx, socket, event.ack, &payload);
     }
 
-    fn on_send(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User, event: Event) {
-        let now = ctx.now();
+    /// Takes a token of `user`'s bucket (this node's copy of it).
+    fn take_token(&mut self, now: Instant, user: ObjectId) -> bool {
         let limit = self.config.rate;
-        let bucket = self
-            .buckets
-            .entry(user.id)
-            .or_insert_with(|| TokenBucket::new(limit, now));
-        // The token is taken before any other work, accepted or not.
-        let checked = if bucket.take(limit, now) {
+        self.buckets
+            .entry(user)
+            .or_insert_with(|| TokenBucket::new(limit, now))
+            .take(limit, now)
+    }
+
+    fn on_send(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User, event: Event) {
+        // The token is taken before any other work, accepted or not. In a
+        // cluster every node keeps a copy of every user's bucket and takes
+        // tokens from it in the bus's one order: the send waits until its
+        // own take comes back from the bus, and that take decides.
+        self.next_spend += 1;
+        let spend = Spend {
+            spend: user.id,
+            ticket: self.next_spend,
+        };
+        if ctx.publish(&spend) {
+            self.parked.insert(
+                spend.ticket,
+                Parked {
+                    socket,
+                    user,
+                    event,
+                },
+            );
+            self.parked_order
+                .push_back((ctx.now() + BUS_WAIT, spend.ticket));
+            return;
+        }
+        let took = self.take_token(ctx.now(), user.id);
+        self.after_take(ctx, socket, user, event, took);
+    }
+
+    /// The rest of a `chat:send` once its token was taken (or not).
+    fn after_take(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        socket: SocketId,
+        user: User,
+        event: Event,
+        took: bool,
+    ) {
+        let checked = if took {
             validate::send(&event.args)
         } else {
             Err(Refusal {
@@ -387,7 +458,7 @@ impl Chat {
             );
         }
         let ids = self.ids.get_or_insert_with(|| MessageIds::new(ctx.ids()));
-        let (id, timestamp) = ids.next(self.clock.unix_ms(now));
+        let (id, timestamp) = ids.next(self.clock.unix_ms(ctx.now()));
         let message = Message {
             id,
             chat_id: req.chat_id,
@@ -462,24 +533,31 @@ impl Chat {
         if !fresh {
             return;
         }
-        let handed = ctx.broadcast(
+        let ticket = ctx.broadcast_tracked(
             "/",
             &room(&message.chat_id),
             Some(sender),
             &(ServerEvent::NewMessage.name(), &message),
         );
-        if handed > 0 {
-            ctx.emit(
-                sender,
-                &(
-                    ServerEvent::Delivered.name(),
-                    json!({"messageId": message.id}),
-                ),
-                &[],
-            );
-            let op = ctx.store(StoreCommand::MarkDelivered(message.id));
-            self.pending.insert(op, Awaiting::Fire);
+        self.handing.insert(ticket, (sender, message.id));
+    }
+
+    /// Whether a message's broadcast reached another socket: if it did,
+    /// `chat:delivered` to its sender and the status marked.
+    fn on_handed_message(&mut self, ctx: &mut Ctx<'_>, ticket: u64, handed: bool) {
+        let Some((sender, id)) = self.handing.remove(&ticket) else {
+            return;
+        };
+        if !handed {
+            return;
         }
+        ctx.emit(
+            sender,
+            &(ServerEvent::Delivered.name(), json!({"messageId": id})),
+            &[],
+        );
+        let op = ctx.store(StoreCommand::MarkDelivered(id));
+        self.pending.insert(op, Awaiting::Fire);
     }
 
     fn on_read(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: &User, event: Event) {
@@ -766,21 +844,66 @@ impl Application for Chat {
         }
     }
 
+    /// A `chat:send`'s token, in the bus's order: this node's copy of the
+    /// user's bucket spends it; if the send is this node's, it goes on.
+    fn on_cluster(&mut self, ctx: &mut Ctx<'_>, data: Value, here: bool) {
+        let Ok(Spend {
+            spend: user,
+            ticket,
+        }) = serde_json::from_value(data)
+        else {
+            return;
+        };
+        let took = self.take_token(ctx.now(), user);
+        if here && let Some(p) = self.parked.remove(&ticket) {
+            self.after_take(ctx, p.socket, p.user, p.event, took);
+        }
+    }
+
+    fn on_handed(&mut self, ctx: &mut Ctx<'_>, ticket: u64, handed: bool) {
+        self.on_handed_message(ctx, ticket, handed);
+    }
+
     fn drain(&mut self, _ctx: &mut Ctx<'_>) {
         self.draining = true;
     }
 
     fn busy(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.parked.is_empty()
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         let typing = self.typing.as_ref().and_then(Typing::poll_timeout);
-        Some(typing.map_or(self.next_sweep, |t| t.min(self.next_sweep)))
+        let parked = self.parked_order.front().map(|(t, _)| *t);
+        [typing, parked, Some(self.next_sweep)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now();
+        while let Some(&(until, ticket)) = self.parked_order.front() {
+            if until > now {
+                break;
+            }
+            self.parked_order.pop_front();
+            if let Some(p) = self.parked.remove(&ticket) {
+                let r = Refusal {
+                    message: "The cluster did not answer in time; try again".into(),
+                    code: ErrorCode::StoreUnavailable,
+                };
+                let temp_id = validate::temp_id(&p.event.args);
+                Self::refuse(
+                    ctx,
+                    p.socket,
+                    ClientEvent::Send.name(),
+                    p.event.ack,
+                    &r,
+                    temp_id.as_deref(),
+                );
+            }
+        }
         if let Some(typing) = &mut self.typing {
             for (socket, chat) in typing.expire(now) {
                 if let Some(Peer { user, .. }) = self.peers.get(&socket) {

@@ -1,10 +1,12 @@
 //! Socket.IO v5 over Engine.IO: packets, binary attachments, namespaces,
 //! rooms, acknowledgements, and the interface applications plug into.
 
+pub mod cluster;
 pub mod packet;
 mod recovery;
 pub mod socket;
 
+pub use cluster::ClusterConfig;
 pub use recovery::RecoveryConfig;
 pub use socket::{
     Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig,

@@ -10,6 +10,7 @@ use indexmap::IndexSet;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::cluster::{BusMessage, Cluster, ClusterConfig};
 use super::packet::{self, PacketData, PacketType, Partial};
 use super::recovery::{Kept, Live, Log, RecoveryConfig, Sessions, Target};
 use crate::deadlines::Deadlines;
@@ -40,6 +41,10 @@ pub struct SocketIoConfig {
     /// argument, which a handler with a fixed number of parameters may not
     /// expect).
     pub recovery: Option<RecoveryConfig>,
+    /// One node of several: room emits and what the application tells
+    /// the others go through the cluster's bus ([`crate::Output::Publish`],
+    /// [`crate::Input::Cluster`]).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for SocketIoConfig {
@@ -47,6 +52,7 @@ impl Default for SocketIoConfig {
         SocketIoConfig {
             connect_timeout: Duration::from_secs(45),
             recovery: None,
+            cluster: None,
         }
     }
 }
@@ -147,6 +153,15 @@ pub trait Application {
         _attachments: Vec<Bytes>,
     ) {
     }
+    /// Whether an emit made with [`Ctx::broadcast_tracked`] (the ticket it
+    /// returned) reached at least one socket, on any node; told once per
+    /// ticket, after the call that made it (in a cluster, once a node says
+    /// it handed it on, or [`HANDED_WITHIN`](super::cluster::HANDED_WITHIN)
+    /// later with `false`).
+    fn on_handed(&mut self, _ctx: &mut Ctx<'_>, _ticket: u64, _handed: bool) {}
+    /// What an application published ([`Ctx::publish`]), in the bus's
+    /// order; `here`: this node's own.
+    fn on_cluster(&mut self, _ctx: &mut Ctx<'_>, _data: Value, _here: bool) {}
     /// The socket left.
     fn on_disconnect(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId, _reason: DisconnectReason) {}
     /// A store command this application issued finished.
@@ -204,6 +219,11 @@ pub struct State {
     /// the application knew of each (its `Socket`, erased here so that
     /// [`Ctx`] needs no type parameter).
     sessions: Option<Sessions<Box<dyn Any + Send>>>,
+    /// In a cluster: this node's side of the bus.
+    cluster: Option<Cluster>,
+    /// Tracked emits' outcomes, for [`Application::on_handed`].
+    handed: Vec<(u64, bool)>,
+    next_ticket: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -443,59 +463,87 @@ impl Ctx<'_> {
 
     /// Emits an event to every socket in a room of a namespace but `except`,
     /// encoding it once: one [`Output::Broadcast`](crate::Output::Broadcast)
-    /// for the WebSocket ones. Returns how many sockets it is for.
+    /// for the WebSocket ones. In a cluster it goes through the bus and
+    /// reaches the room's members on every node, this one's included, as
+    /// it comes back.
     pub fn broadcast<T: Serialize + ?Sized>(
         &mut self,
         nsp: &str,
         room: &str,
         except: Option<SocketId>,
         data: &T,
-    ) -> usize {
-        let mut text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
-        let name = EventName::of(packet::event_name(&text).unwrap_or(""));
-        let sockets = &self.state.sockets;
-        let except = except.and_then(|id| {
-            let sid = match sockets.get(&id) {
-                Some(s) => s.sid.clone(),
+    ) {
+        self.emit_to_room(nsp, room, except, data, false);
+    }
+
+    /// [`Ctx::broadcast`], and [`Application::on_handed`] later says, under
+    /// the ticket returned, whether any socket got it.
+    pub fn broadcast_tracked<T: Serialize + ?Sized>(
+        &mut self,
+        nsp: &str,
+        room: &str,
+        except: Option<SocketId>,
+        data: &T,
+    ) -> u64 {
+        self.emit_to_room(nsp, room, except, data, true)
+    }
+
+    fn emit_to_room<T: Serialize + ?Sized>(
+        &mut self,
+        nsp: &str,
+        room: &str,
+        except: Option<SocketId>,
+        data: &T,
+        track: bool,
+    ) -> u64 {
+        let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
+        let except: Vec<String> = except
+            .and_then(|id| match self.state.sockets.get(&id) {
+                Some(s) => Some(s.sid.clone()),
                 // Gone, but it may come back: it is still left out.
-                None => self.state.sessions.as_ref()?.gone(id)?.1.to_owned(),
-            };
-            Some((id, sid))
-        });
-        // Logged even when no member is connected: a kept session in the
-        // room may come back for it.
-        if let Some(log) = &mut self.state.log {
-            let target = Target::Room {
-                room: room.to_owned(),
-                except: except.iter().map(|(_, sid)| sid.clone()).collect(),
-            };
-            text = log.push(self.sh.now, nsp, target, &text, &[]);
-        }
-        let Some(members) = self.state.rooms.get(nsp).and_then(|r| r.get(room)) else {
-            return 0;
-        };
-        let keys: Vec<SessionKey> = members
-            .iter()
-            .filter(|id| Some(**id) != except.as_ref().map(|(id, _)| *id))
-            .filter_map(|id| sockets.get(id).map(|s| s.session))
+                None => Some(self.state.sessions.as_ref()?.gone(id)?.1.to_owned()),
+            })
+            .into_iter()
             .collect();
-        let n = keys.len();
-        if n == 0 {
-            return 0;
-        }
-        let except = except.map(|(_, sid)| sid);
-        self.sh.push(Command::Broadcast {
-            keys,
-            name,
-            broadcast: Broadcast {
+        if let Some(cluster) = &mut self.state.cluster {
+            let seq = cluster.next(self.sh.now, track);
+            let message = BusMessage::Broadcast {
+                from: cluster.node.clone(),
+                seq,
                 nsp: nsp.to_owned(),
                 room: room.to_owned(),
-                except: except.into_iter().collect(),
-                frame: Frame::Text(text),
-                conns: Vec::new(),
-            },
-        });
-        n
+                except,
+                text: String::from_utf8(text.to_vec()).expect("packets are JSON text"),
+                track,
+            };
+            self.sh.push(Command::Publish(message.encode()));
+            return seq;
+        }
+        self.state.next_ticket += 1;
+        let ticket = self.state.next_ticket;
+        let n = deliver(&mut self.sh, self.state, nsp, room, except, text);
+        if track {
+            self.state.handed.push((ticket, n > 0));
+        }
+        ticket
+    }
+
+    /// Tells every node's application `data` (its
+    /// [`Application::on_cluster`], this node's too, in the bus's order);
+    /// false, and nothing sent, when this node is alone.
+    pub fn publish<T: Serialize + ?Sized>(&mut self, data: &T) -> bool {
+        let Some(cluster) = &self.state.cluster else {
+            return false;
+        };
+        let Ok(data) = serde_json::to_value(data) else {
+            return false;
+        };
+        let message = BusMessage::App {
+            from: cluster.node.clone(),
+            data,
+        };
+        self.sh.push(Command::Publish(message.encode()));
+        true
     }
 
     /// Counts an event the application refused with `code` (its `error`'s
@@ -539,6 +587,54 @@ impl Ctx<'_> {
         self.sh.push(Command::Store { op, command });
         op
     }
+}
+
+/// Hands a room emit to this node's members of the room but the sockets
+/// with sids in `except` (logged first, with its offset, when recovery is
+/// on: a kept session in the room may come back for it); returns how many
+/// it was for.
+fn deliver(
+    sh: &mut Shared<'_>,
+    state: &mut State,
+    nsp: &str,
+    room: &str,
+    except: Vec<String>,
+    mut text: Bytes,
+) -> usize {
+    let name = EventName::of(packet::event_name(&text).unwrap_or(""));
+    if let Some(log) = &mut state.log {
+        let target = Target::Room {
+            room: room.to_owned(),
+            except: except.clone(),
+        };
+        text = log.push(sh.now, nsp, target, &text, &[]);
+    }
+    let Some(members) = state.rooms.get(nsp).and_then(|r| r.get(room)) else {
+        return 0;
+    };
+    let sockets = &state.sockets;
+    let keys: Vec<SessionKey> = members
+        .iter()
+        .filter_map(|id| sockets.get(id))
+        .filter(|s| !except.contains(&s.sid))
+        .map(|s| s.session)
+        .collect();
+    let n = keys.len();
+    if n == 0 {
+        return 0;
+    }
+    sh.push(Command::Broadcast {
+        keys,
+        name,
+        broadcast: Broadcast {
+            nsp: nsp.to_owned(),
+            room: room.to_owned(),
+            except,
+            frame: Frame::Text(text),
+            conns: Vec::new(),
+        },
+    });
+    n
 }
 
 type Members = IndexSet<SocketId, std::hash::BuildHasherDefault<IntHasher>>;
@@ -610,6 +706,7 @@ impl<A: Application> SocketIo<A> {
         let state = State {
             log: config.recovery.map(Log::new),
             sessions: config.recovery.map(Sessions::new),
+            cluster: config.cluster.clone().map(Cluster::new),
             ..State::default()
         };
         SocketIo { config, app, state }
@@ -968,6 +1065,67 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
+    /// Tells the application the outcome of its tracked emits.
+    fn flush_handed(&mut self, sh: &mut Shared<'_>) {
+        while !self.state.handed.is_empty() {
+            for (ticket, handed) in std::mem::take(&mut self.state.handed) {
+                let mut ctx = Self::ctx(sh, &mut self.state);
+                self.app.on_handed(&mut ctx, ticket, handed);
+            }
+        }
+    }
+
+    /// A message from the bus: a room emit handed to this node's members,
+    /// word that one of this node's emits was handed on, or what another
+    /// node's application published.
+    fn bus(&mut self, sh: &mut Shared<'_>, message: &[u8]) {
+        let (Some(cluster), Some(message)) = (&self.state.cluster, BusMessage::decode(message))
+        else {
+            return;
+        };
+        let mine = |from: &str| from == cluster.node;
+        match message {
+            BusMessage::Broadcast {
+                from,
+                seq,
+                nsp,
+                room,
+                except,
+                text,
+                track,
+            } => {
+                let cluster = self.state.cluster.as_mut().expect("checked above");
+                if !cluster.fresh(&from, seq) {
+                    return;
+                }
+                let n = deliver(sh, &mut self.state, &nsp, &room, except, Bytes::from(text));
+                if !track || n == 0 {
+                    return;
+                }
+                let cluster = self.state.cluster.as_mut().expect("checked above");
+                if from == cluster.node {
+                    if cluster.handed(seq) {
+                        self.state.handed.push((seq, true));
+                    }
+                } else {
+                    let word = BusMessage::Handed { to: from, seq };
+                    sh.push(Command::Publish(word.encode()));
+                }
+            }
+            BusMessage::Handed { to, seq } => {
+                let cluster = self.state.cluster.as_mut().expect("checked above");
+                if to == cluster.node && cluster.handed(seq) {
+                    self.state.handed.push((seq, true));
+                }
+            }
+            BusMessage::App { from, data } => {
+                let here = mine(&from);
+                let mut ctx = Self::ctx(sh, &mut self.state);
+                self.app.on_cluster(&mut ctx, data, here);
+            }
+        }
+    }
+
     fn handle_binary(
         &mut self,
         sh: &mut Shared<'_>,
@@ -1020,6 +1178,7 @@ impl<A: Application> Upper for SocketIo<A> {
                 reason: CloseReason::ProtocolError(violation),
             });
         }
+        self.flush_handed(sh);
     }
 
     fn on_close(&mut self, sh: &mut Shared<'_>, key: SessionKey, reason: CloseReason) {
@@ -1035,11 +1194,18 @@ impl<A: Application> Upper for SocketIo<A> {
             self.app
                 .on_disconnect(&mut ctx, socket, DisconnectReason::Transport(reason));
         }
+        self.flush_handed(sh);
     }
 
     fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply) {
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.on_store_reply(&mut ctx, op, reply);
+        self.flush_handed(sh);
+    }
+
+    fn on_cluster(&mut self, sh: &mut Shared<'_>, message: &[u8]) {
+        self.bus(sh, message);
+        self.flush_handed(sh);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -1055,7 +1221,8 @@ impl<A: Application> Upper for SocketIo<A> {
             .sessions
             .as_ref()
             .and_then(Sessions::poll_timeout);
-        [mine, log, kept, self.app.poll_timeout()]
+        let cluster = self.state.cluster.as_mut().and_then(Cluster::poll_timeout);
+        [mine, log, kept, cluster, self.app.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -1081,13 +1248,21 @@ impl<A: Application> Upper for SocketIo<A> {
         if let Some(sessions) = &mut self.state.sessions {
             sessions.expire(sh.now);
         }
+        if let Some(cluster) = &mut self.state.cluster {
+            let unheard = cluster.expire(sh.now);
+            self.state
+                .handed
+                .extend(unheard.into_iter().map(|seq| (seq, false)));
+        }
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);
+        self.flush_handed(sh);
     }
 
     fn drain(&mut self, sh: &mut Shared<'_>) {
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.drain(&mut ctx);
+        self.flush_handed(sh);
     }
 
     fn busy(&self) -> bool {

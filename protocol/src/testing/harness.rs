@@ -64,6 +64,9 @@ pub struct Sim {
     pub replied: Vec<(OpId, StoreReply)>,
     /// The notices the node emitted (after [`Node::set_notices`]).
     pub notices: Vec<Notice>,
+    /// What the node published on the cluster's bus and no bus took yet,
+    /// oldest first.
+    pub published: Vec<Bytes>,
     start: Instant,
     next_conn: u64,
 }
@@ -111,6 +114,7 @@ impl Sim {
             jwt,
             replied: Vec::new(),
             notices: Vec::new(),
+            published: Vec::new(),
             start,
             next_conn: 0,
         };
@@ -160,6 +164,7 @@ impl Sim {
                 }
                 Output::Store { op, command } => self.in_flight.push((op, command)),
                 Output::Notice(n) => self.notices.push(n),
+                Output::Publish(message) => self.published.push(message),
             }
         }
     }
@@ -293,7 +298,7 @@ impl Sim {
         true
     }
 
-    fn reply(&mut self, op: OpId, reply: StoreReply) {
+    pub(crate) fn reply(&mut self, op: OpId, reply: StoreReply) {
         self.replied.push((op, reply.clone()));
         self.input(Input::StoreReply { op, reply });
     }

@@ -13,6 +13,10 @@
 #[cfg(any(test, feature = "sim"))]
 pub mod chaos;
 #[cfg(any(test, feature = "sim"))]
+pub mod cluster;
+#[cfg(test)]
+mod cluster_scenarios;
+#[cfg(any(test, feature = "sim"))]
 pub mod harness;
 #[cfg(test)]
 mod prop_tests;
@@ -26,5 +30,7 @@ pub use chaos::{
     CHATS, Chaos, ChaosStats, ChaosStep, MAX_TABS, Release, SendKind, SimRng, USERS, Weights,
     for_each_seed, seeds, user_id,
 };
+#[cfg(any(test, feature = "sim"))]
+pub use cluster::ClusterSim;
 #[cfg(any(test, feature = "sim"))]
 pub use harness::{Client, SECRET, Sim, T0_MS, error_codes, event, names, send, tab, uid};

@@ -1,0 +1,307 @@
+//! The cluster's bus on Redis: one stream (`chatwire:bus`) every instance
+//! appends its node's [`Output::Publish`](protocol::Output::Publish) to and
+//! reads, from where it stopped, into [`Input::Cluster`](protocol::Input).
+//!
+//! A stream, not pub/sub: every reader gets the entries in the one order
+//! Redis gave them (so a chat's events reach every socket in the same
+//! order, whatever instance it is on), and a reader that lost its
+//! connection reads on from its last entry once it is back, missing
+//! nothing the stream still holds (it keeps the newest ~100,000 entries).
+//! What a node publishes while Redis is away waits, in order, in a bounded
+//! queue and goes out once it is back.
+//!
+//! Like the MongoDB store, the bus runs on a small tokio runtime of its
+//! own, so the server's runtime (tokio or smol) does not matter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::model::ObjectId;
+use protocol::model::UserRecord;
+use protocol::store::{
+    Append, CreateUser, History, HistoryQuery, NewMessage, ReadReceipt, Store, StoreError,
+    StoreFuture,
+};
+use redis::AsyncCommands;
+use redis::streams::{StreamMaxlen, StreamRangeReply, StreamReadOptions, StreamReadReply};
+
+use crate::node_task::{Command, NodeHandle};
+use crate::quiet::Quiet;
+
+/// The stream's key.
+pub const STREAM: &str = "chatwire:bus";
+
+/// About how many entries the stream keeps (`XADD ... MAXLEN ~`): a reader
+/// away for longer than that many messages misses the older ones.
+pub const KEEP: usize = 100_000;
+
+/// The most messages waiting to be published while Redis is away; past it
+/// the newest are dropped (and logged).
+pub const OUTBOX: usize = 100_000;
+
+/// How long a reader's `XREAD` waits for new entries before asking again.
+const BLOCK_MS: usize = 2_000;
+
+/// An instance's bus: whether both of its connections are up.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    reading: Arc<AtomicBool>,
+    writing: Arc<AtomicBool>,
+    _runtime: Arc<RuntimeGuard>,
+}
+
+#[derive(Debug)]
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The URL is no Redis URL.
+    #[error("REDIS_URL is not a Redis URL: {0}")]
+    Url(String),
+    /// Its runtime would not start.
+    #[error("the Redis bus's runtime did not start: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// `url` with any password replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+static TROUBLE: Quiet = Quiet::new(Duration::from_secs(10));
+
+impl Bus {
+    /// Connects to Redis at `url` (in the background: the bus says it is
+    /// up once both connections are), publishes what comes on `outbox`,
+    /// and feeds what the stream holds from now on to `node`.
+    pub fn start(
+        url: &str,
+        outbox: async_channel::Receiver<Bytes>,
+        node: NodeHandle,
+    ) -> Result<Bus, BusError> {
+        let client = redis::Client::open(url).map_err(|e| BusError::Url(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("chatwire-redis")
+            .enable_all()
+            .build()
+            .map_err(BusError::Runtime)?;
+        let bus = Bus {
+            reading: Arc::new(AtomicBool::new(false)),
+            writing: Arc::new(AtomicBool::new(false)),
+            _runtime: Arc::new(RuntimeGuard(None)),
+        };
+        runtime.spawn(read(client.clone(), node, bus.reading.clone()));
+        runtime.spawn(write(client, outbox, bus.writing.clone()));
+        Ok(Bus {
+            _runtime: Arc::new(RuntimeGuard(Some(runtime))),
+            ..bus
+        })
+    }
+
+    /// Whether the instance can both publish and read.
+    pub fn is_up(&self) -> bool {
+        self.reading.load(Ordering::Acquire) && self.writing.load(Ordering::Acquire)
+    }
+}
+
+fn config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_millis(BLOCK_MS as u64 + 3_000)))
+}
+
+/// Waits before the next attempt: 100 ms, doubling to 2 s.
+async fn back_off(attempt: &mut u32) {
+    let ms = (100u64 << (*attempt).min(5)).min(2_000);
+    *attempt += 1;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn connect(client: &redis::Client, what: &str) -> redis::aio::MultiplexedConnection {
+    let mut attempt = 0;
+    loop {
+        match client
+            .get_multiplexed_async_connection_with_config(&config())
+            .await
+        {
+            Ok(c) => {
+                if attempt > 0 {
+                    tracing::info!("Redis bus: {what} connection back");
+                }
+                return c;
+            }
+            Err(e) => {
+                if let Some(unlogged) = TROUBLE.allow(std::time::Instant::now()) {
+                    tracing::warn!(
+                        "Redis bus: cannot connect ({what}): {e}; retrying \
+                         ({unlogged} more failures not logged)"
+                    );
+                }
+                back_off(&mut attempt).await;
+            }
+        }
+    }
+}
+
+/// Reads the stream from where this instance started (its end then), on
+/// and on, across reconnections.
+async fn read(client: redis::Client, node: NodeHandle, up: Arc<AtomicBool>) {
+    let mut last: Option<String> = None;
+    loop {
+        let mut conn = connect(&client, "reading").await;
+        if last.is_none() {
+            // What was published before this instance started is not for it.
+            let newest: redis::RedisResult<StreamRangeReply> =
+                conn.xrevrange_count(STREAM, "+", "-", 1).await;
+            match newest {
+                Ok(r) => {
+                    last = Some(
+                        r.ids
+                            .first()
+                            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!("Redis bus: cannot read the stream's end: {e}");
+                    continue;
+                }
+            }
+        }
+        up.store(true, Ordering::Release);
+        let opts = StreamReadOptions::default().block(BLOCK_MS).count(512);
+        loop {
+            let from = last.clone().expect("set above");
+            let got: redis::RedisResult<Option<StreamReadReply>> =
+                conn.xread_options(&[STREAM], &[from], &opts).await;
+            match got {
+                Ok(reply) => {
+                    for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                        if let Some(redis::Value::BulkString(data)) = entry.map.get("d") {
+                            node.send(Command::Cluster(Bytes::copy_from_slice(data)))
+                                .await;
+                        }
+                        last = Some(entry.id);
+                    }
+                }
+                Err(e) => {
+                    up.store(false, Ordering::Release);
+                    tracing::warn!("Redis bus: reading failed: {e}; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Appends what the node publishes, in order; keeps what failed and sends
+/// it first once reconnected.
+async fn write(client: redis::Client, outbox: async_channel::Receiver<Bytes>, up: Arc<AtomicBool>) {
+    let mut pending: Option<Bytes> = None;
+    loop {
+        let mut conn = connect(&client, "writing").await;
+        up.store(true, Ordering::Release);
+        loop {
+            let message = match pending.take() {
+                Some(m) => m,
+                None => match outbox.recv().await {
+                    Ok(m) => m,
+                    // The node is gone: so is the server.
+                    Err(_) => return,
+                },
+            };
+            let added: redis::RedisResult<Option<String>> = conn
+                .xadd_maxlen(
+                    STREAM,
+                    StreamMaxlen::Approx(KEEP),
+                    "*",
+                    &[("d", message.as_ref())],
+                )
+                .await;
+            if let Err(e) = added {
+                up.store(false, Ordering::Release);
+                tracing::warn!("Redis bus: publishing failed: {e}; reconnecting");
+                pending = Some(message);
+                break;
+            }
+        }
+    }
+}
+
+/// A store whose `ping` (what `GET /ready` asks) also fails while the bus
+/// is down; everything else goes to the store it wraps.
+pub struct WithBus {
+    store: Arc<dyn Store>,
+    bus: Bus,
+}
+
+impl std::fmt::Debug for WithBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithBus")
+            .field("up", &self.bus.is_up())
+            .finish()
+    }
+}
+
+impl WithBus {
+    /// `store`, ready only while `bus` is up too.
+    pub fn new(store: Arc<dyn Store>, bus: Bus) -> Self {
+        WithBus { store, bus }
+    }
+}
+
+impl Store for WithBus {
+    fn ping(&self) -> StoreFuture<()> {
+        if !self.bus.is_up() {
+            let e = StoreError::transient("the cluster's bus (Redis) is unreachable");
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.store.ping()
+    }
+    fn create_user(&self, user: UserRecord) -> StoreFuture<CreateUser> {
+        self.store.create_user(user)
+    }
+    fn find_user(&self, username: String) -> StoreFuture<Option<UserRecord>> {
+        self.store.find_user(username)
+    }
+    fn append_message(&self, message: NewMessage) -> StoreFuture<Append> {
+        self.store.append_message(message)
+    }
+    fn history(&self, query: HistoryQuery) -> StoreFuture<History> {
+        self.store.history(query)
+    }
+    fn mark_delivered(&self, id: ObjectId) -> StoreFuture<()> {
+        self.store.mark_delivered(id)
+    }
+    fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
+        self.store.mark_read(ids, reader)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_not_logged() {
+        assert_eq!(redact("redis://:hunter2@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
