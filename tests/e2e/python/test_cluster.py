@@ -263,3 +263,23 @@ def test_a_redis_restart_is_survived_and_what_was_sent_meanwhile_arrives_after(i
     finally:
         ca.close()
         cb.close()
+
+
+def test_a_retry_on_another_instance_stores_nothing_new(instances):
+    a, b, c = instances
+    ana, bob = register(a), register(c)
+    first = ChatClient(a, "websocket").connect(ana.token)
+    retry = ChatClient(b, "websocket").connect(ana.token)
+    watcher = ChatClient(c, "websocket").connect(bob.token)
+    try:
+        temp = f"t-{uuid.uuid4().hex[:8]}"
+        ack1 = first.call("chat:send", {"text": "once", "tempId": temp})
+        ack2 = retry.call("chat:send", {"text": "once", "tempId": temp})
+        assert ack2 == ack1
+        assert watcher.wait_where("chat:new-message", lambda m: m["id"] == ack1["id"])
+        # One message, broadcast once.
+        watcher.none("chat:new-message")
+        assert [m["id"] for m in bob.messages() if m["text"] == "once"] == [ack1["id"]]
+    finally:
+        for client in (first, retry, watcher):
+            client.close()
