@@ -36,7 +36,9 @@ type Ws =
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for chatwire (raw Engine.IO / Socket.IO over WebSocket)")]
 struct Cli {
-    /// The server's `host:port`.
+    /// The server's `host:port`; several, comma-separated, for the
+    /// instances of a cluster: connection `i` goes to the `i`th modulo
+    /// their number.
     #[arg(long, default_value = "127.0.0.1:3000", global = true)]
     addr: String,
     /// The server's JWT secret (HS256).
@@ -276,9 +278,12 @@ async fn open_many(
     concurrency: usize,
     small: bool,
 ) -> Result<Vec<Ws>, String> {
-    let tokens: Vec<String> = (0..n).map(|i| users.token(i)).collect();
+    let addrs: Vec<&str> = addr.split(',').map(str::trim).collect();
+    let tokens: Vec<(String, &str)> = (0..n)
+        .map(|i| (users.token(i), addrs[i % addrs.len()]))
+        .collect();
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(tokens)
-        .map(|t| async move { open(addr, &t, small).await })
+        .map(|(t, addr)| async move { open(addr, &t, small).await })
         .buffered(concurrency.max(1))
         .collect()
         .await;
