@@ -364,9 +364,12 @@ impl<R: Runtime> Served<R> {
             chat,
         );
         let metrics = Arc::new(Metrics::new());
-        let node = Node::new(engine, sio, SeededIds::new(random_seed()), now);
+        let mut node = Node::new(engine, sio, SeededIds::new(random_seed()), now);
         let (node, store) = match (&config.redis_url, cluster) {
             (Some(url), Some(cluster)) => {
+                // Session ids name this instance; polling requests for
+                // another's sessions go there over the bus.
+                node.join_cluster(&cluster.node);
                 let (outbox, published) = async_channel::bounded(crate::bus::OUTBOX);
                 let node = crate::spawn_cluster_node(
                     rt,

@@ -55,6 +55,7 @@ pub mod auth;
 pub mod chat;
 pub mod deadlines;
 pub mod eio;
+pub mod forward;
 pub mod host;
 pub mod http;
 pub mod ids;

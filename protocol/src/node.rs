@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
+use crate::forward::{Forward, Forwarding};
 use crate::ids::{IdGenerator, IntMap};
 use crate::stats::{EventName, Notice, Stats};
 use crate::store::{StoreCommand, StoreReply};
@@ -329,6 +330,9 @@ pub struct Node<U> {
     awaited: IntMap<OpId, &'static str>,
     now: Instant,
     phase: Phase,
+    /// In a cluster: polling requests sent to the nodes that hold their
+    /// sessions, and those run here for other nodes.
+    forwarding: Option<Forwarding>,
 }
 
 impl<U: std::fmt::Debug> std::fmt::Debug for Node<U> {
@@ -357,7 +361,18 @@ impl<U: Upper> Node<U> {
             awaited: IntMap::default(),
             now,
             phase: Phase::Serving,
+            forwarding: None,
         }
+    }
+
+    /// Makes this node `node` of a cluster: its session ids start with its
+    /// name, and a polling request for another node's session goes to that
+    /// node over the bus ([`Output::Publish`]), its answer coming back as
+    /// [`Input::Cluster`] (the layer above is told its cluster apart).
+    pub fn join_cluster(&mut self, node: &str) {
+        self.engine
+            .set_sid_prefix(format!("{node}{}", crate::forward::SEPARATOR));
+        self.forwarding = Some(Forwarding::new(node.to_owned()));
     }
 
     /// The layer above Engine.IO.
@@ -426,18 +441,22 @@ impl<U: Upper> Node<U> {
                 authorization,
                 body,
             } => {
-                let ids = &mut *self.ids;
-                let posted =
-                    self.engine
-                        .handle_http(req, method, query, authorization, body, now, ids);
-                self.route();
-                if let Some((key, packets)) = posted {
-                    for p in packets {
-                        self.packet(key, p);
-                    }
+                let elsewhere = self.forwarding.as_mut().and_then(|f| {
+                    let to = f.elsewhere(query)?.to_owned();
+                    let body = std::str::from_utf8(body).ok()?;
+                    Some(f.send(now, &to, req, method, query, authorization, body))
+                });
+                match elsewhere {
+                    Some(message) => self.outputs.push_back(Output::Publish(message)),
+                    None => self.http(req, method, query, authorization, body),
                 }
             }
-            Input::HttpAborted(req) => self.engine.handle_http_aborted(req),
+            Input::HttpAborted(req) => {
+                match self.forwarding.as_mut().and_then(|f| f.aborted(req)) {
+                    Some(message) => self.outputs.push_back(Output::Publish(message)),
+                    None => self.engine.handle_http_aborted(req),
+                }
+            }
             Input::WsOpen {
                 conn,
                 query,
@@ -461,9 +480,23 @@ impl<U: Upper> Node<U> {
                 self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
             }
             Input::Cluster(message) => {
-                self.with_upper(|u, sh| u.on_cluster(sh, &message));
+                if self.forwarding.is_some() && Forward::is_one(&message) {
+                    self.forwarded(&message);
+                } else {
+                    self.with_upper(|u, sh| u.on_cluster(sh, &message));
+                }
             }
             Input::Timeout => {
+                if let Some(f) = &mut self.forwarding {
+                    // The node that held these sessions is gone.
+                    for req in f.expire(now) {
+                        let e = crate::eio::RequestError::SessionIdUnknown;
+                        self.outputs.push_back(Output::HttpResponse {
+                            req,
+                            response: HttpResponse::json(400, Bytes::from(e.body())),
+                        });
+                    }
+                }
                 self.engine.handle_timeout(now);
                 self.route();
                 self.with_upper(|u, sh| u.handle_timeout(sh));
@@ -487,6 +520,76 @@ impl<U: Upper> Node<U> {
         Ok(())
     }
 
+    /// A polling request the engine runs here (the host's, or one another
+    /// node forwarded).
+    fn http(
+        &mut self,
+        req: RequestId,
+        method: Method,
+        query: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) {
+        let ids = &mut *self.ids;
+        let posted =
+            self.engine
+                .handle_http(req, method, query, authorization, body, self.now, ids);
+        self.route();
+        if let Some((key, packets)) = posted {
+            for p in packets {
+                self.packet(key, p);
+            }
+        }
+    }
+
+    /// A node-level message from the bus: a request for a session held
+    /// here, an answer to one of ours, or word that a client went away.
+    fn forwarded(&mut self, message: &[u8]) {
+        let (Some(f), Some(m)) = (self.forwarding.as_mut(), Forward::decode(message)) else {
+            return;
+        };
+        match m {
+            Forward::Request {
+                to,
+                from,
+                req,
+                get,
+                query,
+                authorization,
+                body,
+            } if to == f.node => {
+                let ours = f.run(from, req);
+                let method = if get { Method::Get } else { Method::Post };
+                self.http(
+                    ours,
+                    method,
+                    &query,
+                    authorization.as_deref(),
+                    body.as_bytes(),
+                );
+            }
+            Forward::Response {
+                to,
+                req,
+                status,
+                content_type,
+                body,
+            } if to == f.node => {
+                if let Some((req, response)) = f.response(req, status, &content_type, body) {
+                    self.outputs
+                        .push_back(Output::HttpResponse { req, response });
+                }
+            }
+            Forward::Aborted { to, from, req } if to == f.node => {
+                if let Some(ours) = f.running_as(&from, req) {
+                    f.forget(ours);
+                    self.engine.handle_http_aborted(ours);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The next thing to do. Drain it until it returns [`Output::Timeout`].
     #[must_use]
     pub fn poll_output(&mut self) -> Output {
@@ -498,10 +601,15 @@ impl<U: Upper> Node<U> {
         if let Some(o) = self.outputs.pop_front() {
             return o;
         }
-        let t = [self.engine.poll_timeout(), self.upper.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let forwarding = self.forwarding.as_mut().and_then(Forwarding::poll_timeout);
+        let t = [
+            self.engine.poll_timeout(),
+            self.upper.poll_timeout(),
+            forwarding,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         Output::Timeout(t.unwrap_or(self.now + IDLE))
     }
 
@@ -561,7 +669,17 @@ impl<U: Upper> Node<U> {
     fn transmits(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
             self.outputs.push_back(match t {
-                Transmit::Http { req, response } => Output::HttpResponse { req, response },
+                Transmit::Http { req, response } => {
+                    match self
+                        .forwarding
+                        .as_mut()
+                        .and_then(|f| f.answered(req, &response))
+                    {
+                        // It ran here for another node: the answer goes back.
+                        Some(message) => Output::Publish(message),
+                        None => Output::HttpResponse { req, response },
+                    }
+                }
                 Transmit::Frame { conn, frame } => Output::WsFrame { conn, frame },
                 Transmit::Close { conn, code } => Output::WsClose { conn, code },
             });

@@ -245,6 +245,9 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     /// The server is shutting down: no new session or upgrade.
     draining: bool,
+    /// What every new session id starts with (in a cluster, the node's
+    /// name and [`crate::forward::SEPARATOR`]).
+    sid_prefix: String,
 }
 
 impl std::fmt::Debug for Engine {
@@ -269,7 +272,13 @@ impl Engine {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             draining: false,
+            sid_prefix: String::new(),
         }
+    }
+
+    /// Every new session id starts with `prefix`.
+    pub fn set_sid_prefix(&mut self, prefix: String) {
+        self.sid_prefix = prefix;
     }
 
     /// The next thing that happened, oldest first.
@@ -333,7 +342,7 @@ impl Engine {
         self.next_key += 1;
         let mut tries = 0;
         let sid: Arc<str> = loop {
-            let s = new_sid(ids);
+            let s = format!("{}{}", self.sid_prefix, new_sid(ids));
             if !self.by_sid.contains_key(s.as_str()) {
                 break s.into();
             }

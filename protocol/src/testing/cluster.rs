@@ -48,7 +48,9 @@ impl ClusterSim {
                     }),
                     ..SocketIoConfig::default()
                 };
-                Sim::with(SeededIds::new([i as u8 + 1; 32]), sio)
+                let mut sim = Sim::with(SeededIds::new([i as u8 + 1; 32]), sio);
+                sim.node.join_cluster(&format!("n{i}"));
+                sim
             })
             .collect();
         ClusterSim {

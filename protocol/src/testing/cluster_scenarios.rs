@@ -282,3 +282,107 @@ fn a_send_on_a_node_cut_off_for_too_long_is_refused_and_never_stored() {
     assert!(c.nodes[1].events(bob).is_empty());
     assert_eq!(c.store.messages().count(), 0);
 }
+
+/// The body of node `node`'s answer to request `req`, once the bus is quiet.
+fn answer(c: &mut ClusterSim, rng: &mut SimRng, node: usize, req: u64) -> (u16, String) {
+    c.settle(rng);
+    let r = c.nodes[node]
+        .responses
+        .remove(&req)
+        .unwrap_or_else(|| panic!("node {node} did not answer request {req}"));
+    (r.status, String::from_utf8(r.body.to_vec()).unwrap())
+}
+
+#[test]
+fn a_polling_session_is_served_whichever_node_each_request_reaches() {
+    use crate::node::Method;
+    let mut rng = SimRng::new(5);
+    let mut c = ClusterSim::new(3);
+    let bob = tab(&mut c.nodes[1], 2, "bob");
+    // Ana's handshake reaches node 0: her session is held there.
+    c.nodes[0].http(1, Method::Get, "EIO=4&transport=polling", b"");
+    let (status, open) = answer(&mut c, &mut rng, 0, 1);
+    assert_eq!(status, 200);
+    let open: Value = serde_json::from_str(&open[1..]).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    assert!(sid.starts_with("n0."), "{sid}");
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    // Her CONNECT reaches node 1, her poll node 2: both answered there as
+    // if they had reached node 0.
+    let token = c.nodes[0].token(super::harness::uid(1), "ana");
+    let connect = format!("40{}", json!({"token": token}));
+    c.nodes[1].http(2, Method::Post, &q, connect.as_bytes());
+    assert_eq!(answer(&mut c, &mut rng, 1, 2), (200, "ok".into()));
+    c.nodes[2].http(3, Method::Get, &q, b"");
+    let (status, body) = answer(&mut c, &mut rng, 2, 3);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("40{\"sid\":"), "{body}");
+    // A long-poll parked through node 1 is answered when Bob speaks.
+    c.nodes[1].http(4, Method::Get, &q, b"");
+    c.settle(&mut rng);
+    assert!(c.nodes[1].responses.is_empty());
+    send(&mut c.nodes[1], bob, 1, json!({"text": "hello ana"}));
+    let (_, body) = answer(&mut c, &mut rng, 1, 4);
+    assert!(body.contains("hello ana"), "{body}");
+    // Her send through node 2 reaches Bob; she sees the ack through node 0.
+    let send_ = format!("42{}", json!(["chat:send", {"text": "hi bob"}]));
+    c.nodes[2].http(5, Method::Post, &q, send_.as_bytes());
+    assert_eq!(answer(&mut c, &mut rng, 2, 5).1, "ok");
+    c.nodes[0].http(6, Method::Get, &q, b"");
+    let (_, body) = answer(&mut c, &mut rng, 0, 6);
+    assert!(body.contains("chat:ack"), "{body}");
+    assert!(
+        c.nodes[1]
+            .events(bob)
+            .iter()
+            .any(|(n, m)| n == "chat:new-message" && m["text"] == "hi bob")
+    );
+
+    // A parked poll whose client went away is let go on the holding node:
+    // the next poll is not taken for a second one at once.
+    c.nodes[2].http(7, Method::Get, &q, b"");
+    c.settle(&mut rng);
+    c.nodes[2].input(crate::node::Input::HttpAborted(crate::node::RequestId(7)));
+    c.settle(&mut rng);
+    c.nodes[1].http(8, Method::Get, &q, b"");
+    c.settle(&mut rng);
+    assert!(
+        c.nodes[2].responses.is_empty() && c.nodes[1].responses.is_empty(),
+        "{:?} {:?}",
+        c.nodes[2].responses,
+        c.nodes[1].responses
+    );
+    send(&mut c.nodes[1], bob, 2, json!({"text": "still there?"}));
+    let (_, body) = answer(&mut c, &mut rng, 1, 8);
+    assert!(body.contains("still there?"), "{body}");
+
+    // A WebSocket upgrade reaching another node is refused as for an
+    // unknown session (the client goes on polling).
+    let conn = 900;
+    c.nodes[1].clients.insert(conn, Default::default());
+    c.nodes[1].input(crate::node::Input::WsOpen {
+        conn: crate::node::ConnId(conn),
+        query: &format!("EIO=4&transport=websocket&sid={sid}"),
+        authorization: None,
+    });
+    assert!(c.nodes[1].clients[&conn].closed);
+}
+
+#[test]
+fn a_request_for_a_node_that_is_gone_is_answered_as_an_unknown_session() {
+    use crate::node::Method;
+    let mut rng = SimRng::new(6);
+    let mut c = ClusterSim::new(2);
+    c.nodes[1].http(
+        1,
+        Method::Get,
+        "EIO=4&transport=polling&sid=n7.nothere",
+        b"",
+    );
+    c.settle(&mut rng);
+    assert!(c.nodes[1].responses.is_empty());
+    c.nodes[1].advance(crate::forward::FORWARD_WAIT);
+    let (status, body) = answer(&mut c, &mut rng, 1, 1);
+    assert_eq!(status, 400);
+    assert!(body.contains("Session ID unknown"), "{body}");
+}

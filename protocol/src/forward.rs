@@ -1,0 +1,299 @@
+//! No sticky sessions, without IO: in a cluster an Engine.IO session id
+//! starts with the name of the node that holds the session, and a polling
+//! request that reaches another node goes to the holder over the cluster's
+//! bus and its answer comes back the same way, answered as if it had
+//! arrived there.
+//!
+//! Only polling requests travel. A WebSocket upgrade that reaches another
+//! node is refused there as for an unknown session: the client goes on
+//! polling, as Engine.IO clients do when an upgrade fails.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::deadlines::Deadlines;
+use crate::host::{HttpResponse, Method, RequestId};
+
+/// What separates a node's name from the rest of a session id.
+pub const SEPARATOR: char = '.';
+
+/// How long a forwarded request waits for its answer (a long-poll is held
+/// at most a ping interval) before it is answered as for an unknown
+/// session: the node that held it is gone.
+pub const FORWARD_WAIT: Duration = Duration::from_secs(60);
+
+/// The node a session id names, if it names one.
+pub fn owner(sid: &str) -> Option<&str> {
+    sid.split_once(SEPARATOR).map(|(node, _)| node)
+}
+
+/// The node-level messages on the bus. Serialized with the tag first, so
+/// that a node tells them from the layer above's messages by their first
+/// bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub(crate) enum Forward {
+    /// A polling request for `to`'s session, from `from`'s request `req`.
+    #[serde(rename = "fq")]
+    Request {
+        to: String,
+        from: String,
+        req: u64,
+        get: bool,
+        query: String,
+        authorization: Option<String>,
+        body: String,
+    },
+    /// The answer to `to`'s request `req`.
+    #[serde(rename = "fr")]
+    Response {
+        to: String,
+        req: u64,
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+    /// `from`'s client of request `req` went away.
+    #[serde(rename = "fa")]
+    Aborted { to: String, from: String, req: u64 },
+}
+
+impl Forward {
+    /// Whether these bytes are one of these messages (the tag comes first).
+    pub(crate) fn is_one(bytes: &[u8]) -> bool {
+        bytes.starts_with(br#"{"t":"f"#)
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("a forward message always serializes"))
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// The content types the engine answers with, by name.
+fn content_type(name: &str) -> &'static str {
+    match name {
+        "application/json" => "application/json",
+        "text/html" => "text/html",
+        _ => "text/plain; charset=UTF-8",
+    }
+}
+
+/// The host's request numbers and the ones a node gives the requests it
+/// runs for other nodes live apart: these have the top bit set.
+const THEIRS: u64 = 1 << 63;
+
+/// A node's forwarding state.
+#[derive(Debug)]
+pub(crate) struct Forwarding {
+    pub(crate) node: String,
+    /// This node's requests sent to another node: when each gives up, and
+    /// the node it went to.
+    sent: HashMap<RequestId, (Instant, String)>,
+    deadlines: Deadlines<RequestId>,
+    /// Requests run here for other nodes: ours -> (their node, their number).
+    running: HashMap<RequestId, (String, u64)>,
+    next: u64,
+}
+
+impl Forwarding {
+    pub(crate) fn new(node: String) -> Self {
+        Forwarding {
+            node,
+            sent: HashMap::new(),
+            deadlines: Deadlines::new(),
+            running: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    /// The node a polling request should go to, when it is another one.
+    pub(crate) fn elsewhere<'q>(&self, query: &'q str) -> Option<&'q str> {
+        let q = crate::eio::parse_query(query).ok()?;
+        let node = owner(q.sid?)?;
+        (node != self.node).then_some(node)
+    }
+
+    /// Sends request `req` to `to`: the message to publish.
+    #[allow(clippy::too_many_arguments)] // one request's parts
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        to: &str,
+        req: RequestId,
+        method: Method,
+        query: &str,
+        authorization: Option<&str>,
+        body: &str,
+    ) -> Bytes {
+        let until = now + FORWARD_WAIT;
+        self.sent.insert(req, (until, to.to_owned()));
+        self.deadlines.push(until, req);
+        Forward::Request {
+            to: to.to_owned(),
+            from: self.node.clone(),
+            req: req.0,
+            get: method == Method::Get,
+            query: query.to_owned(),
+            authorization: authorization.map(str::to_owned),
+            body: body.to_owned(),
+        }
+        .encode()
+    }
+
+    /// The host's client of `req` went away: the message to publish, if
+    /// `req` was sent elsewhere.
+    pub(crate) fn aborted(&mut self, req: RequestId) -> Option<Bytes> {
+        let (_, to) = self.sent.remove(&req)?;
+        Some(
+            Forward::Aborted {
+                to,
+                from: self.node.clone(),
+                req: req.0,
+            }
+            .encode(),
+        )
+    }
+
+    /// Whether `req` was sent elsewhere and still waits.
+    #[cfg(test)]
+    pub(crate) fn is_sent(&self, req: RequestId) -> bool {
+        self.sent.contains_key(&req)
+    }
+
+    /// A request run here for another node that will not be answered (its
+    /// client went away): forgotten.
+    pub(crate) fn forget(&mut self, ours: RequestId) {
+        self.running.remove(&ours);
+    }
+
+    /// A request from another node to run here: the number it runs under.
+    pub(crate) fn run(&mut self, from: String, req: u64) -> RequestId {
+        self.next += 1;
+        let ours = RequestId(THEIRS | self.next);
+        self.running.insert(ours, (from, req));
+        ours
+    }
+
+    /// The number another node's aborted request runs under here.
+    pub(crate) fn running_as(&self, from: &str, req: u64) -> Option<RequestId> {
+        self.running
+            .iter()
+            .find(|(_, (f, r))| f == from && *r == req)
+            .map(|(ours, _)| *ours)
+    }
+
+    /// The engine answered a request: if it ran for another node, the
+    /// message that carries the answer back (and the request is done).
+    pub(crate) fn answered(&mut self, req: RequestId, response: &HttpResponse) -> Option<Bytes> {
+        let (to, theirs) = self.running.remove(&req)?;
+        Some(
+            Forward::Response {
+                to,
+                req: theirs,
+                status: response.status,
+                content_type: response.content_type.to_owned(),
+                body: String::from_utf8_lossy(&response.body).into_owned(),
+            }
+            .encode(),
+        )
+    }
+
+    /// An answer from another node to this node's request `req`: the
+    /// response for the host, if it still waits.
+    pub(crate) fn response(
+        &mut self,
+        req: u64,
+        status: u16,
+        content_type_name: &str,
+        body: String,
+    ) -> Option<(RequestId, HttpResponse)> {
+        let req = RequestId(req);
+        self.sent.remove(&req)?;
+        Some((
+            req,
+            HttpResponse {
+                status,
+                content_type: content_type(content_type_name),
+                body: Bytes::from(body),
+            },
+        ))
+    }
+
+    /// Requests sent elsewhere that no answer came back for in time.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<RequestId> {
+        let mut out = Vec::new();
+        while let Some((t, req)) = self.deadlines.pop_due(now) {
+            if self.sent.get(&req).is_some_and(|(until, _)| *until == t) {
+                self.sent.remove(&req);
+                out.push(req);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        let sent = &self.sent;
+        self.deadlines
+            .next(|t, req| sent.get(req).is_some_and(|(until, _)| *until == t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_id_names_its_node() {
+        assert_eq!(owner("ab12.XyZ"), Some("ab12"));
+        assert_eq!(owner("XyZ"), None);
+        let f = Forwarding::new("me".into());
+        assert_eq!(
+            f.elsewhere("EIO=4&transport=polling&sid=you.abc"),
+            Some("you")
+        );
+        assert_eq!(f.elsewhere("EIO=4&transport=polling&sid=me.abc"), None);
+        assert_eq!(f.elsewhere("EIO=4&transport=polling"), None);
+        assert_eq!(f.elsewhere("EIO=4&transport=polling&sid=plain"), None);
+    }
+
+    #[test]
+    fn messages_round_trip_and_are_told_apart_by_their_first_bytes() {
+        let m = Forward::Aborted {
+            to: "a".into(),
+            from: "b".into(),
+            req: 3,
+        };
+        let bytes = m.encode();
+        assert!(Forward::is_one(&bytes));
+        assert_eq!(Forward::decode(&bytes), Some(m));
+        assert!(!Forward::is_one(br#"{"t":"b","from":"x"}"#));
+    }
+
+    #[test]
+    fn a_request_sent_elsewhere_is_answered_once_or_given_up() {
+        let now = Instant::now();
+        let mut f = Forwarding::new("me".into());
+        f.send(now, "you", RequestId(1), Method::Get, "q", None, "");
+        f.send(now, "you", RequestId(2), Method::Get, "q", None, "");
+        let (req, r) = f.response(1, 200, "text/html", "ok".into()).unwrap();
+        assert_eq!(
+            (req, r.status, r.content_type),
+            (RequestId(1), 200, "text/html")
+        );
+        assert!(f.response(1, 200, "text/html", "ok".into()).is_none());
+        assert!(
+            f.expire(now + FORWARD_WAIT - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(f.expire(now + FORWARD_WAIT), vec![RequestId(2)]);
+        assert!(!f.is_sent(RequestId(2)));
+        assert_eq!(f.poll_timeout(), None);
+    }
+}
