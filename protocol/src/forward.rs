@@ -5,8 +5,9 @@
 //! arrived there.
 //!
 //! Only polling requests travel. A WebSocket upgrade that reaches another
-//! node is refused there as for an unknown session: the client goes on
-//! polling, as Engine.IO clients do when an upgrade fails.
+//! node is refused there as for an unknown session (by the host before it
+//! accepts it, see [`elsewhere`]; by the node if it gets that far): the
+//! client goes on polling, as Engine.IO clients do when an upgrade fails.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,6 +29,16 @@ pub const FORWARD_WAIT: Duration = Duration::from_secs(60);
 /// The node a session id names, if it names one.
 pub fn owner(sid: &str) -> Option<&str> {
     sid.split_once(SEPARATOR).map(|(node, _)| node)
+}
+
+/// The node other than `node` that holds the session an Engine.IO query
+/// names, if it names one: where a request with that query belongs. A host
+/// refuses a WebSocket upgrade for such a session before accepting it
+/// (`400`, as for an unknown session), so that the client goes on polling.
+pub fn elsewhere<'q>(node: &str, query: &'q str) -> Option<&'q str> {
+    let q = crate::eio::parse_query(query).ok()?;
+    let holder = owner(q.sid?)?;
+    (holder != node).then_some(holder)
 }
 
 /// The node-level messages on the bus. Serialized with the tag first, so
@@ -115,9 +126,7 @@ impl Forwarding {
 
     /// The node a polling request should go to, when it is another one.
     pub(crate) fn elsewhere<'q>(&self, query: &'q str) -> Option<&'q str> {
-        let q = crate::eio::parse_query(query).ok()?;
-        let node = owner(q.sid?)?;
-        (node != self.node).then_some(node)
+        elsewhere(&self.node, query)
     }
 
     /// Sends request `req` to `to`: the message to publish.

@@ -6,16 +6,20 @@ the instances, each client talking to one of them.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 
 import pytest
 import requests
+import websocket
 
 from chatlib import TIMEOUT, ChatClient, register
 from conftest import run_chatwire_to_exit, start_chatwire
@@ -162,13 +166,58 @@ def test_every_event_reaches_the_sockets_it_would_on_one_instance(instances, tra
             client.close()
 
 
+class OrderedListener:
+    """A Socket.IO client over a raw WebSocket (websocket-client), reading
+    frames in arrival order on one thread: python-socketio's client may run
+    event handlers on threads of their own, which can reorder what a test
+    records."""
+
+    def __init__(self, server, token: str, room: str) -> None:
+        self.ws = websocket.create_connection(
+            f"{server.ws_url}/socket.io/?EIO=4&transport=websocket", timeout=TIMEOUT)
+        assert self.ws.recv().startswith("0{")
+        self.ws.send("40" + json.dumps({"token": token}))
+        assert self.ws.recv().startswith("40{")
+        self.ws.send("421" + json.dumps(["chat:join", {"chatId": room}]))
+        self.room = room
+        self.ids: list[str] = []
+        self.joined = False
+
+    def read_until(self, n: int) -> list[str]:
+        """The ids of the room's new messages, in arrival order, once `n` came."""
+        deadline = time.monotonic() + 15
+        while len(self.ids) < n:
+            assert time.monotonic() < deadline, f"{len(self.ids)} of {n} messages"
+            frame = self.ws.recv()
+            if frame == "2":
+                self.ws.send("3")
+            elif frame.startswith("431"):
+                self.joined = True
+            elif frame.startswith("42"):
+                name, data = json.loads(frame[2:])[:2]
+                if name == "chat:new-message" and data["chatId"] == self.room:
+                    self.ids.append(data["id"])
+        return self.ids
+
+    def wait_joined(self) -> None:
+        while not self.joined:
+            frame = self.ws.recv()
+            if frame.startswith("431"):
+                self.joined = True
+
+    def close(self) -> None:
+        self.ws.close()
+
+
 def test_one_chats_messages_arrive_in_the_same_order_on_every_instance(instances):
     room = f"order-{uuid.uuid4().hex[:8]}"
     users = [register(s) for s in instances]
-    listeners = [ChatClient(s, "websocket").connect(u.token) for s, u in zip(instances, users)]
+    listeners = [OrderedListener(s, u.token, room) for s, u in zip(instances, users)]
     senders = [ChatClient(s, "websocket").connect(u.token) for s, u in zip(instances, users)]
     try:
-        for client in listeners + senders:
+        for listener in listeners:
+            listener.wait_joined()
+        for client in senders:
             client.call("chat:join", {"chatId": room})
 
         def send_all(client: ChatClient, k: int) -> None:
@@ -180,15 +229,13 @@ def test_one_chats_messages_arrive_in_the_same_order_on_every_instance(instances
             t.start()
         for t in threads:
             t.join()
-        seen = []
-        for listener in listeners:
-            got = [listener.wait_where("chat:new-message", lambda m: m["chatId"] == room)["id"]
-                   for _ in range(60)]
-            seen.append(got)
+        seen = [listener.read_until(60) for listener in listeners]
         assert len(set(seen[0])) == 60
         assert seen[0] == seen[1] == seen[2]
     finally:
-        for client in listeners + senders:
+        for listener in listeners:
+            listener.close()
+        for client in senders:
             client.close()
 
 
@@ -283,3 +330,133 @@ def test_a_retry_on_another_instance_stores_nothing_new(instances):
     finally:
         for client in (first, retry, watcher):
             client.close()
+
+
+class RoundRobinProxy:
+    """A load balancer with no affinity, in test code: each HTTP request goes
+    to the next instance in turn (over a fresh connection to it), and so does
+    each WebSocket (the upgrade request picks the instance, then the bytes
+    are carried both ways). It records which instance each Engine.IO
+    session's requests reached."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self.backends = backends
+        self.turn = 0
+        self.reached: dict[str, set[int]] = {}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(
+                asyncio.start_server(self.serve, "127.0.0.1", self.port))
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(5)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def next_backend(self, target: str) -> int:
+        backend = self.backends[self.turn % len(self.backends)]
+        self.turn += 1
+        query = urllib.parse.urlparse(target).query
+        sid = urllib.parse.parse_qs(query).get("sid", [None])[0]
+        if sid:
+            self.reached.setdefault(sid, set()).add(backend)
+        return backend
+
+    @staticmethod
+    async def read_message(reader) -> tuple[bytes, dict[str, str], bytes]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        assert "chunked" not in headers.get("transfer-encoding", ""), headers
+        length = int(headers.get("content-length", "0") or 0)
+        body = await reader.readexactly(length) if length else b""
+        return head, headers, body
+
+    @staticmethod
+    async def pipe(reader, writer) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(self, reader, writer) -> None:
+        try:
+            while True:
+                head, headers, body = await self.read_message(reader)
+                target = head.split(b" ", 2)[1].decode()
+                backend = self.next_backend(target)
+                br, bw = await asyncio.open_connection("127.0.0.1", backend)
+                bw.write(head + body)
+                await bw.drain()
+                if "upgrade" in headers.get("connection", "").lower():
+                    await asyncio.gather(self.pipe(reader, bw), self.pipe(br, writer))
+                    return
+                rhead, _, rbody = await self.read_message(br)
+                bw.close()
+                writer.write(rhead + rbody)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def proxy(instances):
+    p = RoundRobinProxy([s.port for s in instances])
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("mode", ["polling", "websocket", "upgrade"])
+def test_no_sticky_sessions_behind_a_round_robin_balancer(instances, proxy, mode):
+    transports = {"polling": ["polling"], "websocket": ["websocket"], "upgrade": None}[mode]
+    ana, bob = register(instances[0]), register(instances[1])
+
+    def client(user) -> ChatClient:
+        c = ChatClient(proxy, "websocket")
+        c.sio.connect(proxy.url, auth={"token": user.token}, transports=transports,
+                      wait_timeout=TIMEOUT)
+        return c
+
+    ca, cb = client(ana), client(bob)
+    try:
+        for k in range(6):
+            ack = ca.call("chat:send", {"text": f"a{k}"})
+            assert cb.wait_where("chat:new-message", lambda m: m["id"] == ack["id"])
+            back = cb.call("chat:send", {"text": f"b{k}"})
+            assert ca.wait_where("chat:new-message", lambda m: m["id"] == back["id"])
+        assert ca.wait_where("chat:delivered", lambda d: d["messageId"] == ack["id"])
+        if mode == "polling":
+            # Each session's requests reached more than one instance.
+            sids = [s for s in proxy.reached if len(proxy.reached[s]) > 1]
+            assert len(sids) >= 2, proxy.reached
+    finally:
+        ca.close()
+        cb.close()
