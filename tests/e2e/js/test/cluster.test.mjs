@@ -1,0 +1,155 @@
+// Three chatwire instances as one chat (REDIS_URL, one MongoDB-wire store at
+// $MONGODB_TEST_URL, Debian's redis-server started here) behind a
+// round-robin balancer written here (each HTTP request to the next
+// instance, no affinity), with the official socket.io-client over polling,
+// WebSocket and the upgrade (README, "Running a cluster").
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import http from "node:http";
+import net from "node:net";
+import { after, afterEach, before, describe, it } from "node:test";
+import { Chat, register, startChatwire } from "../lib/chat.mjs";
+import { sleep } from "../lib/util.mjs";
+
+let redis;
+let instances = [];
+let balancer;
+let open = [];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  child.once("error", (e) => {
+    throw new Error(`redis-server did not start (scripts/test.sh installs Debian's): ${e.message}`);
+  });
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise((resolve) => {
+      const c = net.connect(port, "127.0.0.1", () => {
+        c.end();
+        resolve(true);
+      });
+      c.once("error", () => resolve(false));
+    });
+    if (up) return { port, url: `redis://127.0.0.1:${port}`, stop: () => child.kill("SIGKILL") };
+    await sleep(50);
+  }
+  throw new Error("redis-server did not start");
+}
+
+function sharedStoreUrl() {
+  const base = process.env.MONGODB_TEST_URL;
+  if (!base) throw new Error("the cluster tests need MONGODB_TEST_URL (scripts/test.sh starts SecantusDB)");
+  const [head, query] = base.split("?");
+  const [scheme, rest] = head.split("://");
+  const url = `${scheme}://${rest.split("/")[0]}/cluster_js_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  return query ? `${url}?${query}` : url;
+}
+
+// The balancer: every request to the next instance in turn; a WebSocket
+// picks its instance with its upgrade request, then bytes go both ways.
+// It records which instances each Engine.IO session's requests reached.
+function startBalancer(ports) {
+  let turn = 0;
+  const reached = new Map();
+  const next = (url) => {
+    const port = ports[turn++ % ports.length];
+    const sid = new URL(url, "http://x").searchParams.get("sid");
+    if (sid) reached.set(sid, (reached.get(sid) ?? new Set()).add(port));
+    return port;
+  };
+  const server = http.createServer((req, res) => {
+    const port = next(req.url);
+    const up = http.request(
+      { host: "127.0.0.1", port, method: req.method, path: req.url, headers: req.headers, agent: false },
+      (r) => {
+        res.writeHead(r.statusCode, r.headers);
+        r.pipe(res);
+      },
+    );
+    up.once("error", () => res.destroy());
+    req.pipe(up);
+  });
+  server.on("upgrade", (req, socket, head) => {
+    const port = next(req.url);
+    const up = net.connect(port, "127.0.0.1", () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      up.write(`${lines.join("\r\n")}\r\n\r\n`);
+      if (head.length) up.write(head);
+      up.pipe(socket);
+      socket.pipe(up);
+    });
+    const end = () => {
+      up.destroy();
+      socket.destroy();
+    };
+    up.once("error", end);
+    socket.once("error", end);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      resolve({ url: `http://127.0.0.1:${port}`, reached, close: () => server.close() });
+    });
+  });
+}
+
+before(async () => {
+  redis = await startRedis();
+  const env = { REDIS_URL: redis.url, DATABASE_URL: sharedStoreUrl() };
+  instances = await Promise.all([0, 1, 2].map(() => startChatwire(env)));
+  balancer = await startBalancer(instances.map((s) => s.port));
+});
+
+afterEach(() => {
+  for (const c of open) c.close();
+  open = [];
+});
+
+after(async () => {
+  balancer?.close();
+  await Promise.all(instances.map((s) => s.stop()));
+  redis?.stop();
+});
+
+const MODES = { polling: ["polling"], websocket: ["websocket"], upgrade: ["polling", "websocket"] };
+
+for (const [mode, transports] of Object.entries(MODES)) {
+  describe(`a cluster behind a round-robin balancer, socket.io-client over ${mode}`, () => {
+    it("is one chat, with no sticky sessions", async () => {
+      const [u, w] = await Promise.all([register(instances[0]), register(instances[1])]);
+      const a = new Chat(balancer, "polling", { auth: { token: u.token }, transports });
+      const b = new Chat(balancer, "polling", { auth: { token: w.token }, transports });
+      open.push(a, b);
+      await Promise.all([a.connected(), b.connected()]);
+      for (let k = 0; k < 5; k++) {
+        const ack = await a.call("chat:send", { text: `a${k}` });
+        assert.equal((await b.next("chat:new-message")).id, ack.id);
+        assert.deepEqual(await a.next("chat:delivered"), { messageId: ack.id });
+        const back = await b.call("chat:send", { text: `b${k}` });
+        assert.equal((await a.next("chat:new-message")).id, back.id);
+      }
+      const typing = await b.call("chat:typing", { isTyping: true });
+      assert.equal((await a.next("chat:typing")).userId, typing.userId);
+      if (mode === "polling") {
+        // Each client's session was served through more than one instance.
+        const spread = [a, b].map((c) => balancer.reached.get(c.socket.io.engine.id)?.size ?? 0);
+        assert.ok(spread.every((n) => n > 1), `instances reached: ${spread}`);
+      }
+    });
+  });
+}
