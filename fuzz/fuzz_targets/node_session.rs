@@ -1,6 +1,8 @@
 //! Whole sessions: a chat node fed an arbitrary sequence of host inputs
 //! (polling handshakes, GETs and POSTs, WebSocket opens, frames and closes,
-//! store replies in any order, failed or repeated, and time passing).
+//! store replies in any order, failed or repeated, time passing, and, as
+//! one node of a cluster, any bytes from the bus besides its own messages
+//! handed back or held).
 //!
 //! Checked after every input: nothing panics; text frames are UTF-8 (the
 //! simulation checks as it drains) and start with an Engine.IO packet type;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use chatwire_protocol::ids::SeededIds;
-use chatwire_protocol::sio::{RecoveryConfig, SocketIoConfig};
+use chatwire_protocol::sio::{ClusterConfig, RecoveryConfig, SocketIoConfig};
 use chatwire_protocol::testing::{Sim, user_id};
 use chatwire_protocol::{ConnId, Input, Method, RequestId};
 use libfuzzer_sys::fuzz_target;
@@ -72,18 +74,37 @@ enum Op {
     Jump,
     /// The host shuts down.
     Shutdown,
+    /// Any bytes arrive from the cluster's bus.
+    Bus { bytes: Vec<u8> },
+    /// The bus holds back what the node published (until the next op
+    /// that is not this one).
+    BusHold,
+}
+
+/// A whole session: the node alone, or one node of a cluster whose bus
+/// hands everything it publishes back to it (a cluster of one), so that
+/// room emits, token takes and forwarded requests take the bus's path.
+#[derive(Debug, Arbitrary)]
+struct Session {
+    cluster: bool,
+    ops: Vec<Op>,
 }
 
 const MAX_OPS: usize = 64;
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|session: Session| {
+    let Session { cluster, ops } = session;
     // Seeded ids, as a production host has them; connection state
     // recovery on, so that offsets, the log and kept sessions are fuzzed too.
     let sio = SocketIoConfig {
         recovery: Some(RecoveryConfig::new(Duration::from_secs(60))),
+        cluster: cluster.then(|| ClusterConfig { node: "n0".into() }),
         ..SocketIoConfig::default()
     };
     let mut sim = Sim::with(SeededIds::new([7; 32]), sio);
+    if cluster {
+        sim.node.join_cluster("n0");
+    }
     let mut sids: Vec<String> = Vec::new();
     let mut pids: Vec<String> = Vec::new();
     let mut next_req = 0u64;
@@ -92,6 +113,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut inputs = 0usize;
     for op in ops.into_iter().take(MAX_OPS) {
         inputs += 1;
+        let hold = matches!(op, Op::BusHold);
         let sid = |i: u8| sids.get(i as usize % sids.len().max(1)).cloned();
         // Connection numbers far above those `Sim::connect` would pick.
         let ws = |c: u8| 1000 + u64::from(c % 8);
@@ -232,6 +254,22 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Wait { ms } => sim.advance(Duration::from_millis(u64::from(ms % 120_000))),
             Op::Jump => sim.jump_to_deadline(),
             Op::Shutdown => sim.input(Input::Shutdown),
+            Op::Bus { bytes } => sim.input(Input::Cluster(bytes::Bytes::from(bytes))),
+            Op::BusHold => {}
+        }
+        if !hold {
+            // The bus hands back what was published, as Redis would; what
+            // that makes the node publish goes round too, and must settle.
+            for _ in 0..64 {
+                let published = std::mem::take(&mut sim.published);
+                if published.is_empty() {
+                    break;
+                }
+                for m in published {
+                    sim.input(Input::Cluster(m));
+                }
+            }
+            assert!(sim.published.is_empty(), "the node keeps publishing");
         }
         // The host closes what the core closed, and says so.
         let closed: Vec<u64> = open
