@@ -460,3 +460,82 @@ def test_no_sticky_sessions_behind_a_round_robin_balancer(instances, proxy, mode
     finally:
         ca.close()
         cb.close()
+
+
+def test_an_instance_killed_under_load_loses_no_acked_message(redis):
+    env = {"REDIS_URL": redis.url, "DATABASE_URL": shared_store_url()}
+    servers = [start_chatwire(env) for _ in range(3)]
+    for s in servers:
+        wait_ready(s, 200)
+    users = [register(s) for s in servers]
+    acked: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list = []
+
+    def send_through(k: int) -> None:
+        """Sends with tempIds, one at a time; when its instance dies, it
+        connects to the next one alive and sends the unanswered one again."""
+        at = k
+        client = ChatClient(servers[at], "websocket").connect(users[k].token)
+        i = 0
+        try:
+            while not stop.is_set() and i < 400:
+                temp = f"{k}-{i}"
+                try:
+                    ack = client.call("chat:send", {"text": temp, "tempId": temp}, timeout=3)
+                except Exception:  # the instance died: the next one
+                    client.close()
+                    at = (at + 1) % 3
+                    while not servers[at].alive():
+                        at = (at + 1) % 3
+                    client = ChatClient(servers[at], "websocket").connect(users[k].token)
+                    continue
+                if "id" in ack:
+                    with lock:
+                        acked.add(ack["id"])
+                    i += 1
+                else:
+                    assert ack["error"]["code"] in ("rate_limited", "store_unavailable"), ack
+                    time.sleep(0.05)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=send_through, args=(k,)) for k in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        servers[2].kill()
+        time.sleep(2.0)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert len(acked) > 30, len(acked)
+        # Every acknowledged message is in the store the survivors share.
+        stored: set[str] = set()
+        before = None
+        while True:
+            params = {"limit": 100, **({"beforeId": before} if before else {})}
+            page = users[0].messages(**params)
+            if not page:
+                break
+            stored.update(m["id"] for m in page)
+            before = page[0]["id"]
+        assert acked <= stored, len(acked - stored)
+        # And the survivors still make one chat.
+        a = ChatClient(servers[0], "websocket").connect(users[0].token)
+        b = ChatClient(servers[1], "websocket").connect(users[1].token)
+        try:
+            ack = a.call("chat:send", {"text": "after the kill"})
+            assert b.wait_where("chat:new-message", lambda m: m["id"] == ack["id"])
+        finally:
+            a.close()
+            b.close()
+    finally:
+        stop.set()
+        for s in servers:
+            s.stop()
