@@ -9,8 +9,9 @@ import { randomUUID } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import { after, afterEach, before, describe, it } from "node:test";
+import { io } from "socket.io-client";
 import { Chat, register, startChatwire } from "../lib/chat.mjs";
-import { sleep } from "../lib/util.mjs";
+import { TIMEOUT, sleep, withTimeout } from "../lib/util.mjs";
 
 let redis;
 let instances = [];
@@ -110,7 +111,9 @@ function startBalancer(ports) {
 
 before(async () => {
   redis = await startRedis();
-  const env = { REDIS_URL: redis.url, DATABASE_URL: sharedStoreUrl() };
+  // Connection state recovery on too: it works on the instance that held
+  // the socket.
+  const env = { REDIS_URL: redis.url, DATABASE_URL: sharedStoreUrl(), RECOVERY_WINDOW_MS: "60000" };
   instances = await Promise.all([0, 1, 2].map(() => startChatwire(env)));
   balancer = await startBalancer(instances.map((s) => s.port));
 });
@@ -153,3 +156,36 @@ for (const [mode, transports] of Object.entries(MODES)) {
     });
   });
 }
+
+describe("connection state recovery in a cluster", () => {
+  it("brings a socket back on its instance with what other instances sent meanwhile", async () => {
+    const [u, w] = await Promise.all([register(instances[0]), register(instances[1])]);
+    const a = io(instances[0].url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
+    const got = [];
+    a.on("chat:new-message", (m) => got.push(m.text));
+    open.push({ close: () => a.disconnect() });
+    await withTimeout(new Promise((resolve) => a.once("connect", resolve)), "connect");
+    const b = new Chat(instances[1], "websocket", { auth: { token: w.token } });
+    open.push(b);
+    await b.connected();
+    await b.call("chat:send", { text: "before" });
+    await withTimeout((async () => { while (!got.includes("before")) await sleep(20); })(), "before");
+    const id = a.id;
+    const gone = new Promise((resolve) => a.once("disconnect", resolve));
+    a.io.engine.close();
+    await withTimeout(gone, "disconnect");
+    await b.call("chat:send", { text: "missed 1" });
+    await b.call("chat:send", { text: "missed 2" });
+    const back = new Promise((resolve, reject) => {
+      a.once("connect", resolve);
+      a.once("connect_error", reject);
+    });
+    a.connect();
+    await withTimeout(back, "reconnect", TIMEOUT);
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, id);
+    await withTimeout((async () => { while (got.length < 3) await sleep(20); })(), "the missed messages");
+    await sleep(200);
+    assert.deepEqual(got, ["before", "missed 1", "missed 2"]);
+  });
+});
