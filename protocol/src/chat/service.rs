@@ -52,7 +52,7 @@ pub const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CHATS: usize = 100;
 
 /// Whose a socket is: the user its token named when it connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     /// The user's id.
     pub id: ObjectId,

@@ -52,7 +52,33 @@ pub(crate) enum BusMessage {
         /// Whether `from` wants to hear that someone got it.
         #[serde(default)]
         track: bool,
+        /// For the one socket with this sid instead of a room (with
+        /// recovery on, every recoverable emit travels so that every node
+        /// logs it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
+    /// With recovery on: a socket's session as the node holding it has it
+    /// (it connected, came back, joined or left a room).
+    #[serde(rename = "s")]
+    Session {
+        node: String,
+        pid: String,
+        sid: String,
+        nsp: String,
+        rooms: Vec<String>,
+        data: Value,
+    },
+    /// A socket lost its transport (`kept`: it may come back) or left.
+    #[serde(rename = "g")]
+    Gone { pid: String, kept: bool },
+    /// Node `by` took the session of `pid` over (its client came back
+    /// there): whoever still holds it lets it go.
+    #[serde(rename = "o")]
+    TakenOver { by: String, pid: String },
+    /// Node `node` is alive.
+    #[serde(rename = "l")]
+    Alive { node: String },
     /// Node `by` handed `to`'s emit `seq` to at least one socket.
     #[serde(rename = "h")]
     Handed { to: String, seq: u64 },
@@ -171,6 +197,7 @@ mod tests {
             except: vec!["abc".into()],
             text: r#"42["chat:new-message",{"text":"hi"}]"#.into(),
             track: true,
+            to: None,
         };
         assert_eq!(BusMessage::decode(&m.encode()), Some(m));
         for garbage in [&b""[..], b"{}", b"[1]", br#"{"t":"b"}"#, b"\xff"] {

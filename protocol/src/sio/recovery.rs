@@ -63,6 +63,9 @@ struct Entry {
     /// The packet as sent, offset included.
     text: Bytes,
     attachments: Vec<Bytes>,
+    /// In a cluster: the bus message it came in (its node and number),
+    /// which is its offset on every node.
+    global: Option<(String, u64)>,
 }
 
 impl Entry {
@@ -100,16 +103,28 @@ pub(crate) struct Log {
     /// The offset of the front entry (of the next one when empty).
     first: u64,
     bytes: usize,
+    /// The local offset of each entry that came over the bus, by its
+    /// global one.
+    globals: HashMap<(String, u64), u64>,
+}
+
+/// The offset a client sees: the entry's global one in a cluster
+/// (`<node>:<number>`, the same on every node), else its number here.
+fn offset_text(local: u64, global: Option<&(String, u64)>) -> String {
+    match global {
+        Some((node, seq)) => format!("{node}:{seq}"),
+        None => local.to_string(),
+    }
 }
 
 /// Puts `,"<offset>"` before the closing `]` of an encoded event.
-fn with_offset(text: &[u8], offset: u64) -> Bytes {
+fn with_offset(text: &[u8], offset: &str) -> Bytes {
     let (body, close) = text.split_at(text.len().saturating_sub(1));
     debug_assert_eq!(close, b"]", "an event's data is an array");
     let mut out = BytesMut::with_capacity(text.len() + 24);
     out.put_slice(body);
     out.put_slice(b",\"");
-    out.put_slice(offset.to_string().as_bytes());
+    out.put_slice(offset.as_bytes());
     out.put_slice(b"\"]");
     out.freeze()
 }
@@ -121,6 +136,7 @@ impl Log {
             entries: VecDeque::new(),
             first: 1,
             bytes: 0,
+            globals: HashMap::new(),
         }
     }
 
@@ -138,13 +154,31 @@ impl Log {
         text: &[u8],
         attachments: &[Bytes],
     ) -> Bytes {
-        let text = with_offset(text, self.next());
+        self.push_global(now, nsp, target, text, attachments, None)
+    }
+
+    /// [`Log::push`] for an event that came over the bus as `global`.
+    pub(crate) fn push_global(
+        &mut self,
+        now: Instant,
+        nsp: &str,
+        target: Target,
+        text: &[u8],
+        attachments: &[Bytes],
+        global: Option<(String, u64)>,
+    ) -> Bytes {
+        let local = self.next();
+        let text = with_offset(text, &offset_text(local, global.as_ref()));
+        if let Some(g) = &global {
+            self.globals.insert(g.clone(), local);
+        }
         let entry = Entry {
             at: now,
             nsp: nsp.to_owned(),
             target,
             text: text.clone(),
             attachments: attachments.to_vec(),
+            global,
         };
         self.bytes += entry.size();
         self.entries.push_back(entry);
@@ -162,9 +196,23 @@ impl Log {
                 break;
             }
             self.bytes -= front.size();
+            if let Some(g) = &front.global {
+                self.globals.remove(g);
+            }
             self.entries.pop_front();
             self.first += 1;
         }
+    }
+
+    /// Where a replay after the event of offset `offset` (as a client saw
+    /// it) starts; `None` for an offset this log never gave or no longer
+    /// holds.
+    pub(crate) fn after(&self, offset: &str) -> Option<u64> {
+        let local = match offset.rsplit_once(':') {
+            Some((node, seq)) => *self.globals.get(&(node.to_owned(), seq.parse().ok()?))?,
+            None => offset.parse::<u64>().ok()?,
+        };
+        local.checked_add(1)
     }
 
     /// When the oldest entry runs out.
@@ -224,7 +272,31 @@ pub(crate) struct Live<D> {
     pub(crate) pid: String,
     pub(crate) data: D,
     pub(crate) from: u64,
+    /// In a cluster: what the application knew of it, as the other nodes
+    /// compare it.
+    pub(crate) json: Option<serde_json::Value>,
 }
+
+/// A socket's session as the node holding it published it on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Remote {
+    pub(crate) sid: String,
+    pub(crate) nsp: String,
+    pub(crate) rooms: HashSet<String>,
+    pub(crate) data: serde_json::Value,
+    pub(crate) node: String,
+    /// Until when it may come back, once its transport ended (or its node
+    /// fell silent); `None` while it is connected there.
+    pub(crate) until: Option<Instant>,
+}
+
+/// How long a node may stay silent on the bus (it says it is alive every
+/// [`ALIVE_EVERY`]) before its sockets are taken to have lost their
+/// transport when it was last heard.
+pub(crate) const SILENT: Duration = Duration::from_secs(15);
+
+/// How often a node of a cluster with recovery on says it is alive.
+pub(crate) const ALIVE_EVERY: Duration = Duration::from_secs(5);
 
 /// The sessions of sockets that may come back, and the pids of those
 /// still connected.
@@ -237,6 +309,10 @@ pub(crate) struct Sessions<D> {
     order: VecDeque<(Instant, String)>,
     pub(crate) live: HashMap<SocketId, Live<D>>,
     pub(crate) live_pids: HashMap<String, SocketId>,
+    /// In a cluster: the sessions other nodes hold or held, by pid, and
+    /// when each node was last heard.
+    pub(crate) remote: HashMap<String, Remote>,
+    heard: HashMap<String, Instant>,
     /// The pid of each kept session by the socket it was: an answer the
     /// application sends a socket after its transport ended (a `chat:ack`
     /// whose store write finished late) is logged for it to come back to.
@@ -252,6 +328,8 @@ impl<D> Sessions<D> {
             live: HashMap::new(),
             live_pids: HashMap::new(),
             gone: HashMap::new(),
+            remote: HashMap::new(),
+            heard: HashMap::new(),
         }
     }
 
@@ -344,6 +422,62 @@ impl<D> Sessions<D> {
         self.order.front().map(|(until, _)| *until)
     }
 
+    /// Another node published a session's state (it connected, joined or
+    /// left a room, or came back).
+    pub(crate) fn remote_state(&mut self, pid: String, remote: Remote) {
+        if self.remote.len() >= self.config.max_sessions && !self.remote.contains_key(&pid) {
+            // Full: the session that can come back for the least time goes.
+            let oldest = self
+                .remote
+                .iter()
+                .min_by_key(|(_, r)| r.until)
+                .map(|(p, _)| p.clone());
+            if let Some(p) = oldest {
+                self.remote.remove(&p);
+            }
+        }
+        self.remote.insert(pid, remote);
+    }
+
+    /// Another node's socket lost its transport (`kept`), or left for good.
+    pub(crate) fn remote_gone(&mut self, now: Instant, pid: &str, kept: bool) {
+        match self.remote.get_mut(pid) {
+            Some(r) if kept => r.until = Some(now + self.config.window),
+            Some(_) => {
+                self.remote.remove(pid);
+            }
+            None => {}
+        }
+    }
+
+    /// Node `node` said it is alive.
+    pub(crate) fn heard(&mut self, now: Instant, node: &str) {
+        self.heard.insert(node.to_owned(), now);
+    }
+
+    /// Sessions of nodes silent for [`SILENT`] lost their transport when
+    /// their node was last heard; sessions past their window go.
+    pub(crate) fn sweep_remote(&mut self, now: Instant) {
+        let window = self.config.window;
+        for r in self.remote.values_mut() {
+            if r.until.is_none()
+                && let Some(&last) = self.heard.get(&r.node)
+                && last + SILENT <= now
+            {
+                r.until = Some(last + window);
+            }
+        }
+        self.remote.retain(|_, r| r.until.is_none_or(|u| now < u));
+    }
+
+    /// The session of `pid` another node holds or held, if it may still
+    /// come back.
+    pub(crate) fn remote_get(&self, now: Instant, pid: &str) -> Option<&Remote> {
+        self.remote
+            .get(pid)
+            .filter(|r| r.until.is_none_or(|u| now < u))
+    }
+
     /// How many sessions are kept.
     pub(crate) fn kept(&self) -> usize {
         self.kept.len()
@@ -360,10 +494,10 @@ mod tests {
 
     #[test]
     fn offsets_go_before_the_closing_bracket() {
-        assert_eq!(&with_offset(br#"42["a",1]"#, 7)[..], br#"42["a",1,"7"]"#);
+        assert_eq!(&with_offset(br#"42["a",1]"#, "7")[..], br#"42["a",1,"7"]"#);
         assert_eq!(
-            &with_offset(br#"42/x,["a"]"#, 12)[..],
-            br#"42/x,["a","12"]"#
+            &with_offset(br#"42/x,["a"]"#, "n:12")[..],
+            br#"42/x,["a","n:12"]"#
         );
     }
 
@@ -448,6 +582,7 @@ mod tests {
                     pid: format!("p{i}"),
                     data: i as u32,
                     from: 1,
+                    json: None,
                 },
             );
             s.keep(
@@ -472,6 +607,7 @@ mod tests {
                 pid: "p9".into(),
                 data: 9,
                 from: 1,
+                json: None,
             },
         );
         s.keep(now, SocketId::new(9), "s9".into(), "/".into(), rooms(&[]));
@@ -503,6 +639,7 @@ mod tests {
                 pid: "p".into(),
                 data: (),
                 from: 1,
+                json: None,
             },
         );
         s.keep(now, SocketId::new(1), "s".into(), "/".into(), rooms(&[]));

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::cluster::{BusMessage, Cluster, ClusterConfig};
 use super::packet::{self, PacketData, PacketType, Partial};
-use super::recovery::{Kept, Live, Log, RecoveryConfig, Sessions, Target};
+use super::recovery::{ALIVE_EVERY, Live, Log, RecoveryConfig, Remote, Sessions, Target};
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
@@ -108,7 +108,7 @@ pub trait Application {
     /// stash in between. With recovery on, a socket's is kept with its
     /// session, and a client coming back as that socket must bring a
     /// CONNECT that authorizes to an equal one (the same user, say).
-    type Socket: Clone + PartialEq + Send + 'static;
+    type Socket: Clone + PartialEq + Serialize + Send + 'static;
     /// A client asks to join a namespace: `Ok(data)` accepts it, `data`
     /// going to [`Application::on_connect`] with the new socket;
     /// `Err(data)` refuses it with CONNECT_ERROR carrying `data`.
@@ -223,6 +223,10 @@ pub struct State {
     cluster: Option<Cluster>,
     /// Tracked emits' outcomes, for [`Application::on_handed`].
     handed: Vec<(u64, bool)>,
+    /// Each socket by its sid.
+    by_sid: HashMap<String, SocketId>,
+    /// In a cluster with recovery on: when this node next says it is alive.
+    next_alive: Option<Instant>,
     next_ticket: u64,
 }
 
@@ -306,10 +310,20 @@ impl Ctx<'_> {
         let mut text = packet::encode(kind, &s.nsp, attachments.len(), id, Some(data));
         let name = matches!(kind, PacketType::Event | PacketType::BinaryEvent)
             .then(|| EventName::of(packet::event_name(&text).unwrap_or("")));
+        let recoverable = recoverable && name.is_some() && id.is_none();
+        if recoverable
+            && attachments.is_empty()
+            && self.state.log.is_some()
+            && let Some(cluster) = &mut self.state.cluster
+        {
+            // Through the bus, so that every node logs it (the socket may
+            // come back to another): it reaches the socket from there.
+            let (sid, nsp) = (s.sid.clone(), s.nsp.clone());
+            publish_to_socket(&mut self.sh, cluster, &nsp, sid, text);
+            return true;
+        }
         if let Some(log) = &mut self.state.log
             && recoverable
-            && name.is_some()
-            && id.is_none()
         {
             let target = Target::Socket(s.sid.clone());
             text = log.push(self.sh.now, &s.nsp, target, &text, attachments);
@@ -346,13 +360,22 @@ impl Ctx<'_> {
             false => PacketType::BinaryEvent,
         };
         let text = packet::encode(kind, nsp, attachments.len(), None, Some(data));
-        log.push(
-            self.sh.now,
-            nsp,
-            Target::Socket(sid.to_owned()),
-            &text,
-            attachments,
-        );
+        match &mut self.state.cluster {
+            // Every node logs it: the socket may come back to any.
+            Some(cluster) if attachments.is_empty() => {
+                let (nsp, sid) = (nsp.to_owned(), sid.to_owned());
+                publish_to_socket(&mut self.sh, cluster, &nsp, sid, text);
+            }
+            _ => {
+                log.push(
+                    self.sh.now,
+                    nsp,
+                    Target::Socket(sid.to_owned()),
+                    &text,
+                    attachments,
+                );
+            }
+        }
     }
 
     /// Emits an event; `data` serializes to the array `[name, ...args]`.
@@ -429,6 +452,7 @@ impl Ctx<'_> {
             .entry(room.to_owned())
             .or_default()
             .insert(socket);
+        publish_session(&mut self.sh, self.state, socket);
         true
     }
 
@@ -441,6 +465,7 @@ impl Ctx<'_> {
             return false;
         }
         leave_room(&mut self.state.rooms, &s.nsp, room, socket);
+        publish_session(&mut self.sh, self.state, socket);
         true
     }
 
@@ -515,13 +540,14 @@ impl Ctx<'_> {
                 except,
                 text: String::from_utf8(text.to_vec()).expect("packets are JSON text"),
                 track,
+                to: None,
             };
             self.sh.push(Command::Publish(message.encode()));
             return seq;
         }
         self.state.next_ticket += 1;
         let ticket = self.state.next_ticket;
-        let n = deliver(&mut self.sh, self.state, nsp, room, except, text);
+        let n = deliver(&mut self.sh, self.state, nsp, room, except, text, None);
         if track {
             self.state.handed.push((ticket, n > 0));
         }
@@ -576,7 +602,7 @@ impl Ctx<'_> {
             let text = packet::encode::<Value>(PacketType::Disconnect, &s.nsp, 0, None, None);
             send_packet(&mut self.sh, s.session, text, &[]);
         }
-        remove_socket(self.state, socket, None);
+        remove_socket(&mut self.sh, self.state, socket, None);
     }
 
     /// Asks the host to run a store command; its reply comes to
@@ -600,6 +626,7 @@ fn deliver(
     room: &str,
     except: Vec<String>,
     mut text: Bytes,
+    global: Option<(String, u64)>,
 ) -> usize {
     let name = EventName::of(packet::event_name(&text).unwrap_or(""));
     if let Some(log) = &mut state.log {
@@ -607,7 +634,7 @@ fn deliver(
             room: room.to_owned(),
             except: except.clone(),
         };
-        text = log.push(sh.now, nsp, target, &text, &[]);
+        text = log.push_global(sh.now, nsp, target, &text, &[], global);
     }
     let Some(members) = state.rooms.get(nsp).and_then(|r| r.get(room)) else {
         return 0;
@@ -637,6 +664,58 @@ fn deliver(
     n
 }
 
+/// Publishes a recoverable emit to one socket on the bus (every node logs
+/// it; the one holding the socket hands it on).
+fn publish_to_socket(
+    sh: &mut Shared<'_>,
+    cluster: &mut Cluster,
+    nsp: &str,
+    sid: String,
+    text: Bytes,
+) {
+    let message = BusMessage::Broadcast {
+        from: cluster.node.clone(),
+        seq: cluster.next(sh.now, false),
+        nsp: nsp.to_owned(),
+        room: String::new(),
+        except: Vec::new(),
+        text: String::from_utf8(text.to_vec()).expect("packets are JSON text"),
+        track: false,
+        to: Some(sid),
+    };
+    sh.push(Command::Publish(message.encode()));
+}
+
+/// In a cluster with recovery on: tells the other nodes a socket's session
+/// as it is now, so that its client can come back to any of them, even if
+/// this node dies.
+fn publish_session(sh: &mut Shared<'_>, state: &State, socket: SocketId) {
+    let (Some(cluster), Some(sessions)) = (&state.cluster, &state.sessions) else {
+        return;
+    };
+    let (Some(s), Some(live)) = (state.sockets.get(&socket), sessions.live.get(&socket)) else {
+        return;
+    };
+    let message = BusMessage::Session {
+        node: cluster.node.clone(),
+        pid: live.pid.clone(),
+        sid: s.sid.clone(),
+        nsp: s.nsp.clone(),
+        rooms: s.rooms.iter().cloned().collect(),
+        data: live.json.clone().unwrap_or(Value::Null),
+    };
+    sh.push(Command::Publish(message.encode()));
+}
+
+/// What a recovered socket gets back: its sid, pid and rooms, and the
+/// events it missed.
+struct Restored {
+    sid: String,
+    pid: String,
+    rooms: HashSet<String>,
+    missed: Vec<(Bytes, Vec<Bytes>)>,
+}
+
 type Members = IndexSet<SocketId, std::hash::BuildHasherDefault<IntHasher>>;
 type Rooms = HashMap<String, HashMap<String, Members>>;
 
@@ -664,10 +743,22 @@ fn connect_refused(sh: &mut Shared<'_>, session: SessionKey, reason: ConnectRefu
 /// Removes a socket from every table. `kept`: its transport ended at that
 /// time, and (with recovery on) its session is kept for it to come back to;
 /// otherwise it left for good.
-fn remove_socket(state: &mut State, socket: SocketId, kept: Option<Instant>) {
+fn remove_socket(sh: &mut Shared<'_>, state: &mut State, socket: SocketId, kept: Option<Instant>) {
     let Some(s) = state.sockets.remove(&socket) else {
         return;
     };
+    if state.by_sid.get(&s.sid) == Some(&socket) {
+        state.by_sid.remove(&s.sid);
+    }
+    if state.cluster.is_some()
+        && let Some(live) = state.sessions.as_ref().and_then(|x| x.live.get(&socket))
+    {
+        let gone = BusMessage::Gone {
+            pid: live.pid.clone(),
+            kept: kept.is_some(),
+        };
+        sh.push(Command::Publish(gone.encode()));
+    }
     for room in &s.rooms {
         leave_room(&mut state.rooms, &s.nsp, room, socket);
     }
@@ -881,7 +972,7 @@ impl<A: Application> SocketIo<A> {
             }
             PacketData::Disconnect => {
                 if let Some(socket) = socket {
-                    remove_socket(&mut self.state, socket, None);
+                    remove_socket(sh, &mut self.state, socket, None);
                     let mut ctx = Self::ctx(sh, &mut self.state);
                     self.app.on_disconnect(
                         &mut ctx,
@@ -938,7 +1029,7 @@ impl<A: Application> SocketIo<A> {
         self.state.next_socket += 1;
         let socket = SocketId(self.state.next_socket);
         let (sid, pid, rooms, missed) = match restored {
-            Some((kept, pid, missed)) => (kept.sid, Some(pid), kept.rooms, Some(missed)),
+            Some(r) => (r.sid, Some(r.pid), r.rooms, Some(r.missed)),
             None => {
                 let sid = new_sid(&mut *sh.ids);
                 let pid = self.state.sessions.is_some().then(|| new_sid(&mut *sh.ids));
@@ -969,6 +1060,7 @@ impl<A: Application> SocketIo<A> {
         for room in &rooms {
             members.entry(room.clone()).or_default().insert(socket);
         }
+        self.state.by_sid.insert(sid.clone(), socket);
         self.state.sockets.insert(
             socket,
             Socket {
@@ -982,11 +1074,17 @@ impl<A: Application> SocketIo<A> {
         if let (Some(sessions), Some(log), Some(pid)) =
             (&mut self.state.sessions, &self.state.log, pid)
         {
+            let json = self
+                .state
+                .cluster
+                .is_some()
+                .then(|| serde_json::to_value(&accepted).unwrap_or(Value::Null));
             let live = Live {
                 pid,
                 data: Box::new(accepted.clone()) as Box<dyn Any + Send>,
                 // Everything logged so far reached it, or was replayed.
                 from: log.next(),
+                json,
             };
             sessions.connected(socket, live);
         }
@@ -995,6 +1093,8 @@ impl<A: Application> SocketIo<A> {
             Some(_) => self.app.on_recover(&mut ctx, socket, accepted),
             None => self.app.on_connect(&mut ctx, socket, accepted),
         }
+        // Its rooms as the application left them.
+        publish_session(sh, &self.state, socket);
     }
 
     /// The session a CONNECT's auth asks back (`pid`, and the `offset` of
@@ -1002,15 +1102,16 @@ impl<A: Application> SocketIo<A> {
     /// when recovery is off, or the session is unknown, out of its window,
     /// of another namespace or application identity, or its offset is not
     /// one the log holds all that followed of. A session still held by a
-    /// live socket (whose transport died unnoticed) is taken from it.
-    #[allow(clippy::type_complexity)] // a session and what it missed
+    /// live socket here (whose transport died unnoticed) is taken from it;
+    /// in a cluster, one another node holds or held is taken over from it
+    /// (which lets it go), if the client names an offset.
     fn restore(
         &mut self,
         sh: &mut Shared<'_>,
         nsp: &str,
         auth: Option<&Value>,
         accepted: &A::Socket,
-    ) -> Option<(Kept<Box<dyn Any + Send>>, String, Vec<(Bytes, Vec<Bytes>)>)> {
+    ) -> Option<Restored> {
         let sessions = self.state.sessions.as_ref()?;
         let pid = auth?.get("pid")?.as_str()?;
         let same = |data: &Box<dyn Any + Send>| data.downcast_ref::<A::Socket>() == Some(accepted);
@@ -1024,31 +1125,84 @@ impl<A: Application> SocketIo<A> {
         }
         let sessions = self.state.sessions.as_ref()?;
         let log = self.state.log.as_ref()?;
-        let kept = sessions.get(sh.now, pid)?;
+        let offset = match auth?.get("offset") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(o)) => Some(o.as_str()),
+            Some(_) => return None,
+        };
+        let Some(kept) = sessions.get(sh.now, pid) else {
+            return self.restore_remote(sh, nsp, pid, offset?, accepted);
+        };
         if kept.nsp != nsp || !same(&kept.data) {
             return None;
         }
-        let from = match auth?.get("offset") {
-            None | Some(Value::Null) => kept.from,
-            Some(Value::String(o)) => o.parse::<u64>().ok()?.checked_add(1)?,
-            Some(_) => return None,
+        let from = match offset {
+            None => kept.from,
+            Some(o) => log.after(o)?,
         };
         let missed = log.since(from, nsp, &kept.sid, &kept.rooms)?;
         let kept = self.state.sessions.as_mut()?.take(sh.now, pid)?;
-        Some((kept, pid.to_owned(), missed))
+        Some(Restored {
+            sid: kept.sid,
+            pid: pid.to_owned(),
+            rooms: kept.rooms,
+            missed,
+        })
+    }
+
+    /// [`Self::restore`] of a session another node of the cluster holds or
+    /// held (it may have died): from this node's log, which holds the same
+    /// events as every node's.
+    fn restore_remote(
+        &mut self,
+        sh: &mut Shared<'_>,
+        nsp: &str,
+        pid: &str,
+        offset: &str,
+        accepted: &A::Socket,
+    ) -> Option<Restored> {
+        let cluster = self.state.cluster.as_ref()?;
+        let sessions = self.state.sessions.as_ref()?;
+        let log = self.state.log.as_ref()?;
+        let r = sessions.remote_get(sh.now, pid)?;
+        if r.nsp != nsp || r.node == cluster.node {
+            return None;
+        }
+        if serde_json::to_value(accepted).ok()? != r.data {
+            return None;
+        }
+        let missed = log.since(log.after(offset)?, nsp, &r.sid, &r.rooms)?;
+        let restored = Restored {
+            sid: r.sid.clone(),
+            pid: pid.to_owned(),
+            rooms: r.rooms.clone(),
+            missed,
+        };
+        let word = BusMessage::TakenOver {
+            by: cluster.node.clone(),
+            pid: pid.to_owned(),
+        };
+        sh.push(Command::Publish(word.encode()));
+        self.state.sessions.as_mut()?.remote.remove(pid);
+        Some(restored)
     }
 
     /// Ends a live socket whose client came back on another connection:
-    /// its session is kept (to be recovered at once), its own connection
-    /// told DISCONNECT, and closed if nothing else is on it.
+    /// its session is kept (to be recovered at once) unless another node
+    /// took it over, its own connection told DISCONNECT, and closed if
+    /// nothing else is on it.
     fn take_over(&mut self, sh: &mut Shared<'_>, old: SocketId) {
+        self.let_go(sh, old, Some(sh.now));
+    }
+
+    fn let_go(&mut self, sh: &mut Shared<'_>, old: SocketId, kept: Option<Instant>) {
         let Some(s) = self.state.sockets.get(&old) else {
             return;
         };
         let session = s.session;
         let text = packet::encode::<Value>(PacketType::Disconnect, &s.nsp, 0, None, None);
         send_packet(sh, session, text, &[]);
-        remove_socket(&mut self.state, old, Some(sh.now));
+        remove_socket(sh, &mut self.state, old, kept);
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app
             .on_disconnect(&mut ctx, old, DisconnectReason::Recovered);
@@ -1065,6 +1219,26 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
+    /// In a cluster with recovery on, every [`ALIVE_EVERY`]: says this
+    /// node is alive (so that the others can tell when its sockets lost
+    /// their transport, should it die), and forgets the sessions of other
+    /// nodes that ran out.
+    fn alive(&mut self, sh: &mut Shared<'_>) {
+        let (Some(cluster), Some(sessions)) = (&self.state.cluster, &mut self.state.sessions)
+        else {
+            return;
+        };
+        if self.state.next_alive.is_some_and(|t| sh.now < t) {
+            return;
+        }
+        self.state.next_alive = Some(sh.now + ALIVE_EVERY);
+        let word = BusMessage::Alive {
+            node: cluster.node.clone(),
+        };
+        sh.push(Command::Publish(word.encode()));
+        sessions.sweep_remote(sh.now);
+    }
+
     /// Tells the application the outcome of its tracked emits.
     fn flush_handed(&mut self, sh: &mut Shared<'_>) {
         while !self.state.handed.is_empty() {
@@ -1075,15 +1249,16 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
-    /// A message from the bus: a room emit handed to this node's members,
-    /// word that one of this node's emits was handed on, or what another
-    /// node's application published.
+    /// A message from the bus: a room emit handed to this node's members
+    /// (or an emit to one of its sockets), word that one of this node's
+    /// emits was handed on, what an application published, or (with
+    /// recovery on) where other nodes' sessions stand.
     fn bus(&mut self, sh: &mut Shared<'_>, message: &[u8]) {
         let (Some(cluster), Some(message)) = (&self.state.cluster, BusMessage::decode(message))
         else {
             return;
         };
-        let mine = |from: &str| from == cluster.node;
+        let me = cluster.node.clone();
         match message {
             BusMessage::Broadcast {
                 from,
@@ -1093,12 +1268,26 @@ impl<A: Application> SocketIo<A> {
                 except,
                 text,
                 track,
+                to,
             } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 if !cluster.fresh(&from, seq) {
                     return;
                 }
-                let n = deliver(sh, &mut self.state, &nsp, &room, except, Bytes::from(text));
+                let global = Some((from.clone(), seq));
+                if let Some(sid) = to {
+                    self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), global);
+                    return;
+                }
+                let n = deliver(
+                    sh,
+                    &mut self.state,
+                    &nsp,
+                    &room,
+                    except,
+                    Bytes::from(text),
+                    global,
+                );
                 if !track || n == 0 {
                     return;
                 }
@@ -1119,11 +1308,93 @@ impl<A: Application> SocketIo<A> {
                 }
             }
             BusMessage::App { from, data } => {
-                let here = mine(&from);
+                let here = from == me;
                 let mut ctx = Self::ctx(sh, &mut self.state);
                 self.app.on_cluster(&mut ctx, data, here);
             }
+            BusMessage::Session {
+                node,
+                pid,
+                sid,
+                nsp,
+                rooms,
+                data,
+            } => {
+                if let Some(sessions) = &mut self.state.sessions
+                    && node != me
+                {
+                    let remote = Remote {
+                        sid,
+                        nsp,
+                        rooms: rooms.into_iter().collect(),
+                        data,
+                        node,
+                        until: None,
+                    };
+                    sessions.remote_state(pid, remote);
+                }
+            }
+            BusMessage::Gone { pid, kept } => {
+                if let Some(sessions) = &mut self.state.sessions {
+                    sessions.remote_gone(sh.now, &pid, kept);
+                }
+            }
+            BusMessage::TakenOver { by, pid } => {
+                let Some(sessions) = &mut self.state.sessions else {
+                    return;
+                };
+                if by == me {
+                    return;
+                }
+                sessions.remote.remove(&pid);
+                // Its client is back on `by`: this node lets it go for good.
+                if let Some(&old) = sessions.live_pids.get(&pid) {
+                    self.let_go(sh, old, None);
+                } else {
+                    // Kept here (its transport ended): it is not coming back here.
+                    sessions.take(sh.now, &pid);
+                }
+            }
+            BusMessage::Alive { node } => {
+                if let Some(sessions) = &mut self.state.sessions {
+                    sessions.heard(sh.now, &node);
+                }
+            }
         }
+    }
+
+    /// A recoverable emit to one socket, from the bus: logged (for the
+    /// socket to come back to, here or elsewhere) and handed to it if it is
+    /// here.
+    fn hand_to_socket(
+        &mut self,
+        sh: &mut Shared<'_>,
+        nsp: &str,
+        sid: String,
+        text: Bytes,
+        global: Option<(String, u64)>,
+    ) {
+        let text = match &mut self.state.log {
+            Some(log) => {
+                log.push_global(sh.now, nsp, Target::Socket(sid.clone()), &text, &[], global)
+            }
+            None => text,
+        };
+        let Some(s) = self
+            .state
+            .by_sid
+            .get(&sid)
+            .and_then(|id| self.state.sockets.get(id))
+        else {
+            return;
+        };
+        if s.nsp != nsp {
+            return;
+        }
+        let name = EventName::of(packet::event_name(&text).unwrap_or(""));
+        sh.stats.events_out[name as usize] += 1;
+        let session = s.session;
+        send_packet(sh, session, text, &[]);
     }
 
     fn handle_binary(
@@ -1154,6 +1425,9 @@ impl<A: Application> SocketIo<A> {
 
 impl<A: Application> Upper for SocketIo<A> {
     fn on_open(&mut self, sh: &mut Shared<'_>, key: SessionKey, handshake: Handshake) {
+        if self.state.next_alive.is_none() {
+            self.alive(sh);
+        }
         let deadline = sh.now + self.config.connect_timeout;
         self.state.clients.insert(
             key,
@@ -1189,7 +1463,7 @@ impl<A: Application> Upper for SocketIo<A> {
         // come back to break it again.
         let kept = (!matches!(reason, CloseReason::ProtocolError(_))).then_some(sh.now);
         for (_, socket) in client.sockets {
-            remove_socket(&mut self.state, socket, kept);
+            remove_socket(sh, &mut self.state, socket, kept);
             let mut ctx = Self::ctx(sh, &mut self.state);
             self.app
                 .on_disconnect(&mut ctx, socket, DisconnectReason::Transport(reason));
@@ -1204,6 +1478,9 @@ impl<A: Application> Upper for SocketIo<A> {
     }
 
     fn on_cluster(&mut self, sh: &mut Shared<'_>, message: &[u8]) {
+        if self.state.next_alive.is_none() {
+            self.alive(sh);
+        }
         self.bus(sh, message);
         self.flush_handed(sh);
     }
@@ -1222,10 +1499,17 @@ impl<A: Application> Upper for SocketIo<A> {
             .as_ref()
             .and_then(Sessions::poll_timeout);
         let cluster = self.state.cluster.as_mut().and_then(Cluster::poll_timeout);
-        [mine, log, kept, cluster, self.app.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            mine,
+            log,
+            kept,
+            cluster,
+            self.state.next_alive,
+            self.app.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_timeout(&mut self, sh: &mut Shared<'_>) {
@@ -1248,6 +1532,7 @@ impl<A: Application> Upper for SocketIo<A> {
         if let Some(sessions) = &mut self.state.sessions {
             sessions.expire(sh.now);
         }
+        self.alive(sh);
         if let Some(cluster) = &mut self.state.cluster {
             let unheard = cluster.expire(sh.now);
             self.state

@@ -40,13 +40,19 @@ impl ClusterSim {
     /// (so that sids and message ids differ across nodes, as with random
     /// ones), on one bus and one store.
     pub fn new(n: usize) -> Self {
+        ClusterSim::with(n, SocketIoConfig::default())
+    }
+
+    /// [`ClusterSim::new`] with these Socket.IO settings (recovery on, say;
+    /// the cluster's are set here).
+    pub fn with(n: usize, sio: SocketIoConfig) -> Self {
         let nodes = (0..n)
             .map(|i| {
                 let sio = SocketIoConfig {
                     cluster: Some(ClusterConfig {
                         node: format!("n{i}"),
                     }),
-                    ..SocketIoConfig::default()
+                    ..sio.clone()
                 };
                 let mut sim = Sim::with(SeededIds::new([i as u8 + 1; 32]), sio);
                 sim.node.join_cluster(&format!("n{i}"));

@@ -386,3 +386,130 @@ fn a_request_for_a_node_that_is_gone_is_answered_as_an_unknown_session() {
     assert_eq!(status, 400);
     assert!(body.contains("Session ID unknown"), "{body}");
 }
+
+/// Connects a tab of `user` to node `node` with `auth` (its token added);
+/// returns the tab, its CONNECT reply and the events after it (all their
+/// arguments).
+fn connect_with(
+    c: &mut ClusterSim,
+    node: usize,
+    user: u8,
+    auth: Value,
+) -> (u64, Value, Vec<Value>) {
+    let mut auth = auth;
+    auth["token"] = json!(c.nodes[node].token(super::harness::uid(user), &format!("u{user}")));
+    let conn = c.nodes[node].connect(None);
+    c.nodes[node].take(conn);
+    c.nodes[node].send(conn, &format!("40{auth}"));
+    let inbox = c.nodes[node].take(conn);
+    let reply = serde_json::from_str(inbox[0].strip_prefix("40").expect("connected")).unwrap();
+    let events = inbox[1..]
+        .iter()
+        .map(|f| serde_json::from_str(f.strip_prefix("42").unwrap()).unwrap())
+        .collect();
+    (conn, reply, events)
+}
+
+/// Every event a tab got since the last call, all arguments.
+fn all_events(c: &mut ClusterSim, node: usize, conn: u64) -> Vec<Value> {
+    c.nodes[node]
+        .take(conn)
+        .iter()
+        .filter_map(|f| serde_json::from_str(f.strip_prefix("42")?).ok())
+        .collect()
+}
+
+#[test]
+fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
+    let sio = crate::sio::SocketIoConfig {
+        recovery: Some(crate::sio::RecoveryConfig::new(
+            std::time::Duration::from_secs(120),
+        )),
+        ..Default::default()
+    };
+    let mut rng = SimRng::new(7);
+    let mut c = ClusterSim::with(3, sio);
+    let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
+    let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
+    c.settle(&mut rng);
+    all_events(&mut c, 0, ana);
+    super::harness::event(
+        &mut c.nodes[0],
+        ana,
+        1,
+        "chat:join",
+        json!({"chatId": "side"}),
+    );
+    super::harness::event(
+        &mut c.nodes[1],
+        bob,
+        1,
+        "chat:join",
+        json!({"chatId": "side"}),
+    );
+    send(
+        &mut c.nodes[1],
+        bob,
+        2,
+        json!({"text": "m1", "chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    let got = all_events(&mut c, 0, ana);
+    let m1 = got.iter().find(|e| e[0] == "chat:new-message").unwrap();
+    // In a cluster an offset names the bus message: the same on every node.
+    let offset = m1[2].as_str().unwrap().to_owned();
+    assert!(offset.starts_with("n1:"), "{offset}");
+
+    // Node 0 dies: it says nothing more, ever.
+    c.cut(0);
+    send(
+        &mut c.nodes[1],
+        bob,
+        3,
+        json!({"text": "m2", "chatId": "side"}),
+    );
+    send(&mut c.nodes[1], bob, 4, json!({"text": "m3"}));
+    c.settle(&mut rng);
+
+    // Another user with her pid gets a new socket, and takes nothing.
+    let (_, other, _) = connect_with(&mut c, 2, 3, json!({"pid": first["pid"], "offset": offset}));
+    assert_ne!(other["sid"], first["sid"]);
+    // She comes back on node 2: same sid and pid, her chats, what she
+    // missed, once, in order.
+    let (back, again, replayed) =
+        connect_with(&mut c, 2, 1, json!({"pid": first["pid"], "offset": offset}));
+    assert_eq!(again, first);
+    let texts: Vec<&str> = replayed
+        .iter()
+        .filter(|e| e[0] == "chat:new-message")
+        .map(|e| e[1]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m2", "m3"]);
+    c.settle(&mut rng);
+    all_events(&mut c, 2, back);
+    send(
+        &mut c.nodes[1],
+        bob,
+        5,
+        json!({"text": "m4", "chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    let now: Vec<Value> = all_events(&mut c, 2, back);
+    assert_eq!(
+        now.iter()
+            .filter(|e| e[0] == "chat:new-message")
+            .map(|e| e[1]["text"].clone())
+            .collect::<Vec<_>>(),
+        [json!("m4")]
+    );
+    // It can move again: node 1 takes the session over from node 2, which
+    // lets its socket go (DISCONNECT, closed) once it hears of it.
+    let last = now.last().unwrap()[2].as_str().unwrap().to_owned();
+    let (_, moved, replayed) =
+        connect_with(&mut c, 1, 1, json!({"pid": first["pid"], "offset": last}));
+    assert_eq!(moved["sid"], first["sid"]);
+    assert!(replayed.is_empty(), "{replayed:?}");
+    c.settle(&mut rng);
+    assert!(c.nodes[2].take(back).contains(&"41".to_owned()));
+    assert!(c.nodes[2].clients[&back].closed);
+}

@@ -189,3 +189,44 @@ describe("connection state recovery in a cluster", () => {
     assert.deepEqual(got, ["before", "missed 1", "missed 2"]);
   });
 });
+
+describe("connection state recovery when an instance dies", () => {
+  // Last in this file: it kills one of the three instances.
+  it("brings a socket back on another instance, with every event it missed, once", async () => {
+    const [u, w] = await Promise.all([register(instances[0]), register(instances[0])]);
+    const a = io(instances[2].url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
+    const got = [];
+    a.on("chat:new-message", (m, offset) => got.push([m.text, offset]));
+    open.push({ close: () => a.disconnect() });
+    await withTimeout(new Promise((resolve) => a.once("connect", resolve)), "connect");
+    const b = new Chat(instances[0], "websocket", { auth: { token: w.token } });
+    open.push(b);
+    await b.connected();
+    await b.call("chat:send", { text: "before" });
+    await withTimeout((async () => { while (got.length < 1) await sleep(20); })(), "before");
+    const id = a.id;
+    const gone = new Promise((resolve) => a.once("disconnect", resolve));
+    instances[2].child.kill("SIGKILL");
+    await withTimeout(gone, "disconnect");
+    await b.call("chat:send", { text: "missed 1" });
+    await b.call("chat:send", { text: "missed 2" });
+    // Back through another instance, as a client behind a balancer would be.
+    a.io.uri = instances[1].url;
+    const back = new Promise((resolve, reject) => {
+      a.once("connect", resolve);
+      a.once("connect_error", reject);
+    });
+    a.connect();
+    await withTimeout(back, "reconnect", TIMEOUT);
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, id);
+    await withTimeout((async () => { while (got.length < 3) await sleep(20); })(), "the missed messages");
+    const after = await b.call("chat:send", { text: "after" });
+    await withTimeout((async () => { while (got.length < 4) await sleep(20); })(), "after");
+    await sleep(200);
+    assert.deepEqual(got.map(([t]) => t), ["before", "missed 1", "missed 2", "after"]);
+    assert.ok(after.id);
+    // Offsets name bus messages, the same on every instance, and never repeat.
+    assert.equal(new Set(got.map(([, o]) => o)).size, 4);
+  });
+});
