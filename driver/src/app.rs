@@ -365,7 +365,6 @@ impl<R: Runtime> Served<R> {
         );
         let metrics = Arc::new(Metrics::new());
         let mut node = Node::new(engine, sio, SeededIds::new(random_seed()), now);
-        let node_name = cluster.as_ref().map(|c| c.node.clone());
         let (node, store) = match (&config.redis_url, cluster) {
             (Some(url), Some(cluster)) => {
                 // Session ids name this instance; polling requests for
@@ -418,7 +417,7 @@ impl<R: Runtime> Served<R> {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .collect();
-        let mut routes = Routes::new(rt.clone(), config.max_payload, cors)
+        let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
             .docs(ApiDocs::new(service, version))
             .rest(rest, store, Box::new(seeds), clock)
@@ -437,9 +436,6 @@ impl<R: Runtime> Served<R> {
                 body_timeout: Duration::from_millis(config.http_body_timeout_ms.max(1)),
                 max_header_bytes: config.max_header_bytes,
             });
-        if let Some(name) = &node_name {
-            routes = routes.cluster_node(name);
-        }
         Ok(Served { routes, node })
     }
 

@@ -40,8 +40,6 @@ pub struct Routes<R> {
     bcrypt_max: usize,
     echo: Option<Arc<str>>,
     metrics: Option<Arc<Metrics>>,
-    /// In a cluster: this instance's name (what its session ids start with).
-    cluster_node: Option<Arc<str>>,
     /// Every connection these routes serve.
     pub(crate) connections: Connections,
 }
@@ -59,7 +57,6 @@ impl<R: Clone> Clone for Routes<R> {
             peer: self.peer,
             trusted_proxies: self.trusted_proxies.clone(),
             bcrypt_max: self.bcrypt_max,
-            cluster_node: self.cluster_node.clone(),
             echo: self.echo.clone(),
             metrics: self.metrics.clone(),
             connections: self.connections.clone(),
@@ -126,16 +123,8 @@ impl<R: Runtime> Routes<R> {
             bcrypt_max: default_bcrypt_max(),
             echo: None,
             metrics: None,
-            cluster_node: None,
             connections: Connections::new(EdgeConfig::default().max_connections),
         }
-    }
-
-    /// This instance is `node` of a cluster: a WebSocket upgrade for a
-    /// session another instance holds is refused before it is accepted.
-    pub fn cluster_node(mut self, node: &str) -> Self {
-        self.cluster_node = Some(node.into());
-        self
     }
 
     /// Sets the limits of the edge: connections, timeouts, header size.
@@ -370,13 +359,6 @@ impl<R: Runtime> Routes<R> {
             .map(str::to_owned);
         if is_upgrade(&req) {
             if let Err(e) = protocol::eio::parse_query(&query) {
-                return json(400, Bytes::from(e.body()));
-            }
-            if let Some(me) = &self.cluster_node
-                && protocol::forward::elsewhere(me, &query).is_some()
-            {
-                // Another instance holds the session: the client keeps polling.
-                let e = protocol::eio::RequestError::SessionIdUnknown;
                 return json(400, Bytes::from(e.body()));
             }
             let (switching, upgrade) = match accept_upgrade(&mut req) {

@@ -4,10 +4,10 @@
 //! bus and its answer comes back the same way, answered as if it had
 //! arrived there.
 //!
-//! Only polling requests travel. A WebSocket upgrade that reaches another
-//! node is refused there as for an unknown session (by the host before it
-//! accepts it, see [`elsewhere`]; by the node if it gets that far): the
-//! client goes on polling, as Engine.IO clients do when an upgrade fails.
+//! A WebSocket upgrade that reaches another node is relayed: that node
+//! keeps the client's connection and carries its frames to the holder over
+//! the bus, and the holder's frames (and close) back, so the session is
+//! upgraded as if the connection had reached the holder.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::deadlines::Deadlines;
-use crate::host::{HttpResponse, Method, RequestId};
+use crate::host::{ConnId, HttpResponse, Method, RequestId};
 
 /// What separates a node's name from the rest of a session id.
 pub const SEPARATOR: char = '.';
@@ -32,9 +32,7 @@ pub fn owner(sid: &str) -> Option<&str> {
 }
 
 /// The node other than `node` that holds the session an Engine.IO query
-/// names, if it names one: where a request with that query belongs. A host
-/// refuses a WebSocket upgrade for such a session before accepting it
-/// (`400`, as for an unknown session), so that the client goes on polling.
+/// names, if it names one: where a request with that query belongs.
 pub fn elsewhere<'q>(node: &str, query: &'q str) -> Option<&'q str> {
     let q = crate::eio::parse_query(query).ok()?;
     let holder = owner(q.sid?)?;
@@ -70,6 +68,68 @@ pub(crate) enum Forward {
     /// `from`'s client of request `req` went away.
     #[serde(rename = "fa")]
     Aborted { to: String, from: String, req: u64 },
+    /// A WebSocket for `to`'s session reached `from` (its connection `conn`).
+    #[serde(rename = "fo")]
+    WsOpen {
+        to: String,
+        from: String,
+        conn: u64,
+        query: String,
+        authorization: Option<String>,
+    },
+    /// A frame from the client of `from`'s connection `conn`, for `to`.
+    #[serde(rename = "fi")]
+    WsIn {
+        to: String,
+        from: String,
+        conn: u64,
+        frame: WireFrame,
+    },
+    /// The client of `from`'s connection `conn` went away.
+    #[serde(rename = "fe")]
+    WsGone { to: String, from: String, conn: u64 },
+    /// A frame the holder writes to `to`'s connection `conn`.
+    #[serde(rename = "ft")]
+    WsOut {
+        to: String,
+        conn: u64,
+        frame: WireFrame,
+    },
+    /// The holder closes `to`'s connection `conn` with `code`.
+    #[serde(rename = "fc")]
+    WsClose { to: String, conn: u64, code: u16 },
+}
+
+/// A WebSocket frame on the bus: text as it is, binary in base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum WireFrame {
+    #[serde(rename = "t")]
+    Text(String),
+    #[serde(rename = "b")]
+    Binary(String),
+}
+
+impl WireFrame {
+    pub(crate) fn of(frame: &crate::host::Frame) -> Self {
+        use base64::Engine as _;
+        match frame {
+            crate::host::Frame::Text(b) => WireFrame::Text(String::from_utf8_lossy(b).into_owned()),
+            crate::host::Frame::Binary(b) => {
+                WireFrame::Binary(base64::engine::general_purpose::STANDARD.encode(b))
+            }
+        }
+    }
+
+    /// The frame, `None` for base64 that is not.
+    pub(crate) fn frame(self) -> Option<crate::host::Frame> {
+        use base64::Engine as _;
+        Some(match self {
+            WireFrame::Text(t) => crate::host::Frame::Text(Bytes::from(t)),
+            WireFrame::Binary(b) => crate::host::Frame::Binary(Bytes::from(
+                base64::engine::general_purpose::STANDARD.decode(b).ok()?,
+            )),
+        })
+    }
 }
 
 impl Forward {
@@ -111,6 +171,13 @@ pub(crate) struct Forwarding {
     /// Requests run here for other nodes: ours -> (their node, their number).
     running: HashMap<RequestId, (String, u64)>,
     next: u64,
+    /// This node's WebSocket connections relayed to the node holding their
+    /// session.
+    relays: HashMap<ConnId, String>,
+    /// Connections of other nodes relayed here: ours -> (their node, their
+    /// connection), and back.
+    hosted: HashMap<ConnId, (String, u64)>,
+    hosts: HashMap<(String, u64), ConnId>,
 }
 
 impl Forwarding {
@@ -121,6 +188,9 @@ impl Forwarding {
             deadlines: Deadlines::new(),
             running: HashMap::new(),
             next: 0,
+            relays: HashMap::new(),
+            hosted: HashMap::new(),
+            hosts: HashMap::new(),
         }
     }
 
@@ -233,6 +303,115 @@ impl Forwarding {
                 body: Bytes::from(body),
             },
         ))
+    }
+
+    /// A WebSocket of this node's for `to`'s session: relayed from now on;
+    /// the message that opens it there.
+    pub(crate) fn relay(
+        &mut self,
+        conn: ConnId,
+        to: &str,
+        query: &str,
+        authorization: Option<&str>,
+    ) -> Bytes {
+        self.relays.insert(conn, to.to_owned());
+        Forward::WsOpen {
+            to: to.to_owned(),
+            from: self.node.clone(),
+            conn: conn.0,
+            query: query.to_owned(),
+            authorization: authorization.map(str::to_owned),
+        }
+        .encode()
+    }
+
+    /// A frame from the client of a relayed connection: the message that
+    /// carries it to the holder.
+    pub(crate) fn relayed_in(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Bytes> {
+        let to = self.relays.get(&conn)?;
+        Some(
+            Forward::WsIn {
+                to: to.clone(),
+                from: self.node.clone(),
+                conn: conn.0,
+                frame: WireFrame::of(frame),
+            }
+            .encode(),
+        )
+    }
+
+    /// The client of a relayed connection went away: the message that
+    /// tells the holder.
+    pub(crate) fn relay_gone(&mut self, conn: ConnId) -> Option<Bytes> {
+        let to = self.relays.remove(&conn)?;
+        Some(
+            Forward::WsGone {
+                to,
+                from: self.node.clone(),
+                conn: conn.0,
+            }
+            .encode(),
+        )
+    }
+
+    /// Whether this node relays `conn`.
+    pub(crate) fn relays(&self, conn: ConnId) -> bool {
+        self.relays.contains_key(&conn)
+    }
+
+    /// The holder closed a relayed connection.
+    pub(crate) fn relay_closed(&mut self, conn: ConnId) -> bool {
+        self.relays.remove(&conn).is_some()
+    }
+
+    /// Another node's connection relayed here: the connection it is here.
+    pub(crate) fn host(&mut self, from: String, conn: u64) -> ConnId {
+        self.next += 1;
+        let ours = ConnId(THEIRS | self.next);
+        self.hosts.insert((from.clone(), conn), ours);
+        self.hosted.insert(ours, (from, conn));
+        ours
+    }
+
+    /// The connection here of another node's relayed connection.
+    pub(crate) fn hosted_as(&self, from: &str, conn: u64) -> Option<ConnId> {
+        self.hosts.get(&(from.to_owned(), conn)).copied()
+    }
+
+    /// A frame the engine writes to a connection: if it is relayed here,
+    /// the message that carries it to the relaying node.
+    pub(crate) fn hosted_out(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Bytes> {
+        let (to, theirs) = self.hosted.get(&conn)?;
+        Some(
+            Forward::WsOut {
+                to: to.clone(),
+                conn: *theirs,
+                frame: WireFrame::of(frame),
+            }
+            .encode(),
+        )
+    }
+
+    /// The engine closes a connection: if it is relayed here, the message
+    /// that closes it at the relaying node (and it is forgotten here).
+    pub(crate) fn hosted_close(&mut self, conn: ConnId, code: u16) -> Option<Bytes> {
+        let (to, theirs) = self.hosted.remove(&conn)?;
+        self.hosts.remove(&(to.clone(), theirs));
+        Some(
+            Forward::WsClose {
+                to,
+                conn: theirs,
+                code,
+            }
+            .encode(),
+        )
+    }
+
+    /// A relayed connection's client went away: forgotten here.
+    pub(crate) fn unhost(&mut self, ours: ConnId) {
+        if let Some(k) = self.hosted.remove(&ours) {
+            self.hosts.remove(&k);
+        }
     }
 
     /// Requests sent elsewhere that no answer came back for in time.

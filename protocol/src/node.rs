@@ -433,6 +433,7 @@ impl<U: Upper> Node<U> {
             self.engine.handle_timeout(now);
             self.route();
         }
+        let input_reason_backlog = matches!(input, Input::WsTooSlow(_));
         match input {
             Input::Http {
                 req,
@@ -462,19 +463,39 @@ impl<U: Upper> Node<U> {
                 query,
                 authorization,
             } => {
-                let ids = &mut *self.ids;
-                self.engine
-                    .handle_ws_open(conn, query, authorization, now, ids);
+                // A WebSocket for another node's session: relayed there.
+                let relayed = self.forwarding.as_mut().and_then(|f| {
+                    let to = f.elsewhere(query)?.to_owned();
+                    Some(f.relay(conn, &to, query, authorization))
+                });
+                match relayed {
+                    Some(message) => self.outputs.push_back(Output::Publish(message)),
+                    None => {
+                        let ids = &mut *self.ids;
+                        self.engine
+                            .handle_ws_open(conn, query, authorization, now, ids);
+                    }
+                }
             }
-            Input::WsText { conn, text } => self.frame(conn, Data::Text(text)),
-            Input::WsBinary { conn, data } => self.frame(conn, Data::Binary(data)),
-            Input::WsClosed(conn) => {
-                self.engine
-                    .handle_ws_closed(conn, CloseReason::TransportClose, now);
+            Input::WsText { conn, text } => {
+                if !self.relay_in(conn, &Frame::Text(Bytes::copy_from_slice(text.as_bytes()))) {
+                    self.frame(conn, Data::Text(text));
+                }
             }
-            Input::WsTooSlow(conn) => {
-                self.engine
-                    .handle_ws_closed(conn, CloseReason::Backlog, now);
+            Input::WsBinary { conn, data } => {
+                if !self.relay_in(conn, &Frame::Binary(data.clone())) {
+                    self.frame(conn, Data::Binary(data));
+                }
+            }
+            Input::WsClosed(conn) | Input::WsTooSlow(conn) => {
+                let reason = match input_reason_backlog {
+                    true => CloseReason::Backlog,
+                    false => CloseReason::TransportClose,
+                };
+                match self.forwarding.as_mut().and_then(|f| f.relay_gone(conn)) {
+                    Some(message) => self.outputs.push_back(Output::Publish(message)),
+                    None => self.engine.handle_ws_closed(conn, reason, now),
+                }
             }
             Input::StoreReply { op, reply } => {
                 self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
@@ -542,6 +563,22 @@ impl<U: Upper> Node<U> {
         }
     }
 
+    /// A frame from the client of a connection this node relays to the
+    /// holder of its session: carried there (true), else false.
+    fn relay_in(&mut self, conn: ConnId, frame: &Frame) -> bool {
+        match self
+            .forwarding
+            .as_ref()
+            .and_then(|f| f.relayed_in(conn, frame))
+        {
+            Some(message) => {
+                self.outputs.push_back(Output::Publish(message));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A node-level message from the bus: a request for a session held
     /// here, an answer to one of ours, or word that a client went away.
     fn forwarded(&mut self, message: &[u8]) {
@@ -584,6 +621,60 @@ impl<U: Upper> Node<U> {
                 if let Some(ours) = f.running_as(&from, req) {
                     f.forget(ours);
                     self.engine.handle_http_aborted(ours);
+                }
+            }
+            Forward::WsOpen {
+                to,
+                from,
+                conn,
+                query,
+                authorization,
+            } if to == f.node => {
+                let ours = f.host(from, conn);
+                let ids = &mut *self.ids;
+                self.engine
+                    .handle_ws_open(ours, &query, authorization.as_deref(), self.now, ids);
+                self.route();
+            }
+            Forward::WsIn {
+                to,
+                from,
+                conn,
+                frame,
+            } if to == f.node => {
+                let (Some(ours), Some(frame)) = (f.hosted_as(&from, conn), frame.frame()) else {
+                    return;
+                };
+                match frame {
+                    // Text frames reached the relaying node as UTF-8.
+                    Frame::Text(t) => {
+                        if let Ok(text) = std::str::from_utf8(&t) {
+                            self.frame(ours, Data::Text(text));
+                        }
+                    }
+                    Frame::Binary(b) => self.frame(ours, Data::Binary(b)),
+                }
+            }
+            Forward::WsGone { to, from, conn } if to == f.node => {
+                if let Some(ours) = f.hosted_as(&from, conn) {
+                    f.unhost(ours);
+                    self.engine
+                        .handle_ws_closed(ours, CloseReason::TransportClose, self.now);
+                    self.route();
+                }
+            }
+            Forward::WsOut { to, conn, frame } if to == f.node => {
+                let conn = ConnId(conn);
+                if f.relays(conn)
+                    && let Some(frame) = frame.frame()
+                {
+                    self.outputs.push_back(Output::WsFrame { conn, frame });
+                }
+            }
+            Forward::WsClose { to, conn, code } if to == f.node => {
+                let conn = ConnId(conn);
+                if f.relay_closed(conn) {
+                    self.outputs.push_back(Output::WsClose { conn, code });
                 }
             }
             _ => {}
@@ -680,8 +771,27 @@ impl<U: Upper> Node<U> {
                         None => Output::HttpResponse { req, response },
                     }
                 }
-                Transmit::Frame { conn, frame } => Output::WsFrame { conn, frame },
-                Transmit::Close { conn, code } => Output::WsClose { conn, code },
+                Transmit::Frame { conn, frame } => {
+                    match self
+                        .forwarding
+                        .as_ref()
+                        .and_then(|f| f.hosted_out(conn, &frame))
+                    {
+                        // Relayed here: it goes back to the node that has the client.
+                        Some(message) => Output::Publish(message),
+                        None => Output::WsFrame { conn, frame },
+                    }
+                }
+                Transmit::Close { conn, code } => {
+                    match self
+                        .forwarding
+                        .as_mut()
+                        .and_then(|f| f.hosted_close(conn, code))
+                    {
+                        Some(message) => Output::Publish(message),
+                        None => Output::WsClose { conn, code },
+                    }
+                }
             });
         }
     }
@@ -705,6 +815,17 @@ impl<U: Upper> Node<U> {
                 self.stats.events_out[name as usize] += n as u64;
                 // `route` moved what the engine wrote before this command
                 // to the outputs already, so the broadcast keeps its place.
+                let mut conns = conns;
+                if let Some(f) = &self.forwarding {
+                    // Connections relayed here get it through the bus.
+                    conns.retain(|&c| match f.hosted_out(c, &broadcast.frame) {
+                        Some(message) => {
+                            self.outputs.push_back(Output::Publish(message));
+                            false
+                        }
+                        None => true,
+                    });
+                }
                 if !conns.is_empty() {
                     broadcast.conns = conns;
                     self.outputs.push_back(Output::Broadcast(broadcast));

@@ -356,8 +356,9 @@ fn a_polling_session_is_served_whichever_node_each_request_reaches() {
     let (_, body) = answer(&mut c, &mut rng, 1, 8);
     assert!(body.contains("still there?"), "{body}");
 
-    // A WebSocket upgrade reaching another node is refused as for an
-    // unknown session (the client goes on polling).
+    // Her upgrade reaches node 1: the connection stays there, relayed to
+    // node 0 over the bus, and the session is upgraded as if it had reached
+    // node 0.
     let conn = 900;
     c.nodes[1].clients.insert(conn, Default::default());
     c.nodes[1].input(crate::node::Input::WsOpen {
@@ -365,7 +366,30 @@ fn a_polling_session_is_served_whichever_node_each_request_reaches() {
         query: &format!("EIO=4&transport=websocket&sid={sid}"),
         authorization: None,
     });
-    assert!(c.nodes[1].clients[&conn].closed);
+    c.nodes[1].send(conn, "2probe");
+    c.settle(&mut rng);
+    assert_eq!(c.nodes[1].take(conn), ["3probe"]);
+    c.nodes[1].send(conn, "5");
+    c.settle(&mut rng);
+    assert!(!c.nodes[1].clients[&conn].closed);
+    send(&mut c.nodes[1], bob, 3, json!({"text": "over the relay"}));
+    c.settle(&mut rng);
+    let got = c.nodes[1].take(conn);
+    assert!(got.iter().any(|f| f.contains("over the relay")), "{got:?}");
+    // Her events go the other way too.
+    let send_ = format!("42{}", json!(["chat:send", {"text": "back over it"}]));
+    c.nodes[1].send(conn, &send_);
+    c.settle(&mut rng);
+    assert!(
+        c.nodes[1]
+            .events(bob)
+            .iter()
+            .any(|(n, m)| n == "chat:new-message" && m["text"] == "back over it")
+    );
+    // Her connection drops: the session on node 0 closes.
+    c.nodes[1].drop_client(conn);
+    c.settle(&mut rng);
+    assert_eq!(c.nodes[0].node.engine().session_count(), 0);
 }
 
 #[test]

@@ -139,6 +139,15 @@ for (const [mode, transports] of Object.entries(MODES)) {
       const b = new Chat(balancer, "polling", { auth: { token: w.token }, transports });
       open.push(a, b);
       await Promise.all([a.connected(), b.connected()]);
+      if (mode === "upgrade") {
+        // The upgrade reached any instance: relayed to the holder, it goes through.
+        for (const c of [a, b]) {
+          if (c.socket.io.engine.transport.name !== "websocket") {
+            await withTimeout(new Promise((resolve) => c.socket.io.engine.once("upgrade", resolve)), "upgrade");
+          }
+          assert.equal(c.socket.io.engine.transport.name, "websocket");
+        }
+      }
       for (let k = 0; k < 5; k++) {
         const ack = await a.call("chat:send", { text: `a${k}` });
         assert.equal((await b.next("chat:new-message")).id, ack.id);
