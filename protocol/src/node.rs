@@ -366,9 +366,10 @@ impl<U: Upper> Node<U> {
     }
 
     /// Makes this node `node` of a cluster: its session ids start with its
-    /// name, and a polling request for another node's session goes to that
-    /// node over the bus ([`Output::Publish`]), its answer coming back as
-    /// [`Input::Cluster`] (the layer above is told its cluster apart).
+    /// name, and a polling request (or a WebSocket, relayed frame by frame)
+    /// for another node's session goes to that node over the bus
+    /// ([`Output::Publish`]), the answers coming back as [`Input::Cluster`]
+    /// (the layer above is told its cluster apart).
     pub fn join_cluster(&mut self, node: &str) {
         self.engine
             .set_sid_prefix(format!("{node}{}", crate::forward::SEPARATOR));
