@@ -129,6 +129,11 @@ after(async () => {
   redis?.stop();
 });
 
+// Resolves once `done()` holds (checked every 20 ms), or fails naming `what`.
+function until(done, what) {
+  return withTimeout((async () => { while (!done()) await sleep(20); })(), what);
+}
+
 const MODES = { polling: ["polling"], websocket: ["websocket"], upgrade: ["polling", "websocket"] };
 
 for (const [mode, transports] of Object.entries(MODES)) {
@@ -178,7 +183,7 @@ describe("connection state recovery in a cluster", () => {
     open.push(b);
     await b.connected();
     await b.call("chat:send", { text: "before" });
-    await withTimeout((async () => { while (!got.includes("before")) await sleep(20); })(), "before");
+    await until(() => got.includes("before"), "before");
     const id = a.id;
     const gone = new Promise((resolve) => a.once("disconnect", resolve));
     a.io.engine.close();
@@ -193,7 +198,7 @@ describe("connection state recovery in a cluster", () => {
     await withTimeout(back, "reconnect", TIMEOUT);
     assert.equal(a.recovered, true);
     assert.equal(a.id, id);
-    await withTimeout((async () => { while (got.length < 3) await sleep(20); })(), "the missed messages");
+    await until(() => got.length >= 3, "the missed messages");
     await sleep(200);
     assert.deepEqual(got, ["before", "missed 1", "missed 2"]);
   });
@@ -212,7 +217,7 @@ describe("connection state recovery when an instance dies", () => {
     open.push(b);
     await b.connected();
     await b.call("chat:send", { text: "before" });
-    await withTimeout((async () => { while (got.length < 1) await sleep(20); })(), "before");
+    await until(() => got.length >= 1, "before");
     const id = a.id;
     const gone = new Promise((resolve) => a.once("disconnect", resolve));
     instances[2].child.kill("SIGKILL");
@@ -229,9 +234,9 @@ describe("connection state recovery when an instance dies", () => {
     await withTimeout(back, "reconnect", TIMEOUT);
     assert.equal(a.recovered, true);
     assert.equal(a.id, id);
-    await withTimeout((async () => { while (got.length < 3) await sleep(20); })(), "the missed messages");
+    await until(() => got.length >= 3, "the missed messages");
     const after = await b.call("chat:send", { text: "after" });
-    await withTimeout((async () => { while (got.length < 4) await sleep(20); })(), "after");
+    await until(() => got.length >= 4, "after");
     await sleep(200);
     assert.deepEqual(got.map(([t]) => t), ["before", "missed 1", "missed 2", "after"]);
     assert.ok(after.id);
