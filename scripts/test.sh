@@ -43,16 +43,27 @@ section() {
 }
 
 FAILED=()
+FAILED_LOGS=()
 PASSED=()
+# Each step's output is kept in target/test-logs (printed once the step
+# ends), so that the end of a failed step's output is shown again after
+# the summary, where the tail of a CI log shows it.
+LOG_DIR="$ROOT/target/test-logs"
+mkdir -p "$LOG_DIR"
 run_step() {
   local name="$1"
   shift
   section "$name"
-  if "$@"; then
+  local log rc=0
+  log="$LOG_DIR/step-$((${#PASSED[@]} + ${#FAILED[@]} + 1)).log"
+  "$@" >"$log" 2>&1 || rc=$?
+  cat "$log"
+  if [ "$rc" -eq 0 ]; then
     PASSED+=("$name")
   else
-    echo "!!! $name FAILED (exit $?)"
+    echo "!!! $name FAILED (exit $rc)"
     FAILED+=("$name")
+    FAILED_LOGS+=("$log")
   fi
 }
 
@@ -200,5 +211,9 @@ fi
 section "summary"
 for s in "${PASSED[@]}"; do echo "ok      $s"; done
 for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "FAILED  $s"; done
+for i in "${!FAILED_LOGS[@]}"; do
+  section "the end of the failed step: ${FAILED[$i]} (all of it: ${FAILED_LOGS[$i]})"
+  tail -n 60 "${FAILED_LOGS[$i]}"
+done
 echo "steps: ${#PASSED[@]} passed, ${#FAILED[@]} failed"
 [ "${#FAILED[@]}" -eq 0 ]
