@@ -90,11 +90,14 @@ static TROUBLE: Quiet = Quiet::new(Duration::from_secs(10));
 impl Bus {
     /// Connects to Redis at `url` (in the background: the bus says it is
     /// up once both connections are), publishes what comes on `outbox`,
-    /// and feeds what the stream holds from now on to `node`.
+    /// and feeds what the stream holds from now on to `node`; with
+    /// `replay`, what it holds of that long ago first (as the past), and
+    /// the bus is up once that is fed.
     pub fn start(
         url: &str,
         outbox: async_channel::Receiver<Bytes>,
         node: NodeHandle,
+        replay: Option<Duration>,
     ) -> Result<Bus, BusError> {
         let client = redis::Client::open(url).map_err(|e| BusError::Url(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -108,7 +111,7 @@ impl Bus {
             writing: Arc::new(AtomicBool::new(false)),
             _runtime: Arc::new(RuntimeGuard(None)),
         };
-        runtime.spawn(read(client.clone(), node, bus.reading.clone()));
+        runtime.spawn(read(client.clone(), node, bus.reading.clone(), replay));
         runtime.spawn(write(client, outbox, bus.writing.clone()));
         Ok(Bus {
             _runtime: Arc::new(RuntimeGuard(Some(runtime))),
@@ -161,23 +164,69 @@ async fn connect(client: &redis::Client, what: &str) -> redis::aio::MultiplexedC
     }
 }
 
-/// Reads the stream from where this instance started (its end then), on
-/// and on, across reconnections.
-async fn read(client: redis::Client, node: NodeHandle, up: Arc<AtomicBool>) {
+/// A stream entry's id, `<milliseconds>-<sequence>`, as numbers (so that
+/// ids compare in the stream's order).
+fn entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Where the first read starts: the stream's newest entry, or with
+/// `replay` the first entry of that long ago (by Redis's clock), the
+/// entries up to the newest one then being the past.
+struct Start {
+    from: String,
+    /// The newest entry when this instance started; `None`: no past.
+    past_until: Option<(u64, u64)>,
+    /// Redis's clock then, in milliseconds, and this host's.
+    clock: (u64, tokio::time::Instant),
+}
+
+async fn start(
+    conn: &mut redis::aio::MultiplexedConnection,
+    replay: Option<Duration>,
+) -> redis::RedisResult<Start> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    let clock = (secs * 1000 + micros / 1000, tokio::time::Instant::now());
+    let newest: StreamRangeReply = conn.xrevrange_count(STREAM, "+", "-", 1).await?;
+    let newest = newest.ids.first().map(|e| e.id.clone());
+    let since = replay.map(|window| clock.0.saturating_sub(window.as_millis() as u64));
+    Ok(match (since, newest) {
+        // The newest entry is within the window: there is a past to read.
+        (Some(since), Some(newest)) if entry_id(&newest).is_some_and(|(ms, _)| ms >= since) => {
+            Start {
+                from: format!("{since}-0"),
+                past_until: entry_id(&newest),
+                clock,
+            }
+        }
+        (_, newest) => Start {
+            from: newest.unwrap_or_else(|| "0-0".to_owned()),
+            past_until: None,
+            clock,
+        },
+    })
+}
+
+/// Reads the stream from where this instance started (its end then, or
+/// with `replay` that long before), on and on, across reconnections.
+async fn read(
+    client: redis::Client,
+    node: NodeHandle,
+    up: Arc<AtomicBool>,
+    replay: Option<Duration>,
+) {
     let mut last: Option<String> = None;
+    let mut past_until = None;
+    let mut clock = (0, tokio::time::Instant::now());
     loop {
         let mut conn = connect(&client, "reading").await;
         if last.is_none() {
-            // What was published before this instance started is not for it.
-            let newest: redis::RedisResult<StreamRangeReply> =
-                conn.xrevrange_count(STREAM, "+", "-", 1).await;
-            match newest {
-                Ok(r) => {
-                    last = Some(
-                        r.ids
-                            .first()
-                            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
-                    );
+            match start(&mut conn, replay).await {
+                Ok(s) => {
+                    last = Some(s.from);
+                    past_until = s.past_until;
+                    clock = s.clock;
                 }
                 Err(e) => {
                     tracing::warn!("Redis bus: cannot read the stream's end: {e}");
@@ -185,27 +234,56 @@ async fn read(client: redis::Client, node: NodeHandle, up: Arc<AtomicBool>) {
                 }
             }
         }
-        up.store(true, Ordering::Release);
+        if past_until.is_none() {
+            up.store(true, Ordering::Release);
+        }
         let opts = StreamReadOptions::default().block(BLOCK_MS).count(512);
         loop {
             let from = last.clone().expect("set above");
             let got: redis::RedisResult<Option<StreamReadReply>> =
                 conn.xread_options(&[STREAM], &[from], &opts).await;
-            match got {
-                Ok(reply) => {
-                    for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                        if let Some(redis::Value::BulkString(data)) = entry.map.get("d") {
-                            node.send(Command::Cluster(Bytes::copy_from_slice(data)))
-                                .await;
-                        }
-                        last = Some(entry.id);
-                    }
-                }
+            let entries = match got {
+                Ok(reply) => reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids),
                 Err(e) => {
                     up.store(false, Ordering::Release);
                     tracing::warn!("Redis bus: reading failed: {e}; reconnecting");
                     break;
                 }
+            };
+            let mut read_any = false;
+            for entry in entries {
+                read_any = true;
+                let id = entry_id(&entry.id);
+                if let Some(until) = past_until
+                    && id.is_none_or(|id| id > until)
+                {
+                    past_until = None;
+                    node.send(Command::ClusterCaughtUp).await;
+                    up.store(true, Ordering::Release);
+                }
+                if let Some(redis::Value::BulkString(data)) = entry.map.get("d") {
+                    let data = Bytes::copy_from_slice(data);
+                    let command = match (past_until, id) {
+                        (Some(_), Some((ms, _))) => {
+                            // Its age by Redis's clock when this instance
+                            // started, plus the time since.
+                            let then = clock.0.saturating_sub(ms);
+                            let age = Duration::from_millis(then) + clock.1.elapsed();
+                            Command::ClusterPast(data, age)
+                        }
+                        _ => Command::Cluster(data),
+                    };
+                    node.send(command).await;
+                }
+                last = Some(entry.id);
+            }
+            // Caught up once the newest entry of the start was read, or
+            // nothing follows (the rest of the past was trimmed away).
+            let read_past = last.as_deref().and_then(entry_id) >= past_until;
+            if past_until.is_some() && (read_past || !read_any) {
+                past_until = None;
+                node.send(Command::ClusterCaughtUp).await;
+                up.store(true, Ordering::Release);
             }
         }
     }

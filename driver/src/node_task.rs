@@ -58,6 +58,11 @@ pub(crate) enum Command {
     StoreReply(OpId, StoreReply),
     /// A message from the cluster's bus.
     Cluster(Bytes),
+    /// A message the bus held from before this instance started, published
+    /// that long ago ([`Input::ClusterPast`]).
+    ClusterPast(Bytes, std::time::Duration),
+    /// Every message of the bus's past was fed.
+    ClusterCaughtUp,
     /// A scrape asks for the node's counters.
     Stats(oneshot::Sender<NodeSnapshot>),
     /// Drain ([`Input::Shutdown`]); the sender is told once the node is
@@ -319,6 +324,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             }
             Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
             Command::Cluster(message) => self.feed(now, Input::Cluster(message)),
+            Command::ClusterPast(message, age) => {
+                self.feed(now, Input::ClusterPast { message, age })
+            }
+            Command::ClusterCaughtUp => self.feed(now, Input::ClusterCaughtUp),
             Command::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }

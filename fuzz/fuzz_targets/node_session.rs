@@ -79,6 +79,10 @@ enum Op {
     /// The bus holds back what the node published (until the next op
     /// that is not this one).
     BusHold,
+    /// Any bytes from the bus's past (published before the node started).
+    BusPast { bytes: Vec<u8>, age_ms: u32 },
+    /// The host read all of the bus's past.
+    CaughtUp,
 }
 
 /// A whole session: the node alone, or one node of a cluster whose bus
@@ -256,6 +260,11 @@ fuzz_target!(|session: Session| {
             Op::Shutdown => sim.input(Input::Shutdown),
             Op::Bus { bytes } => sim.input(Input::Cluster(bytes::Bytes::from(bytes))),
             Op::BusHold => {}
+            Op::BusPast { bytes, age_ms } => sim.input(Input::ClusterPast {
+                message: bytes::Bytes::from(bytes),
+                age: Duration::from_millis(u64::from(age_ms)),
+            }),
+            Op::CaughtUp => sim.input(Input::ClusterCaughtUp),
         }
         if !hold {
             // The bus hands back what was published, as Redis would; what

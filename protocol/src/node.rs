@@ -73,6 +73,23 @@ pub enum Input<'a> {
     /// A message arrived from the cluster's bus (every message published
     /// on it, this node's own included, in the bus's order).
     Cluster(Bytes),
+    /// A message published on the bus before this node joined it, `age`
+    /// ago (by the bus's clock), fed in the bus's order before any
+    /// [`Input::Cluster`]. A node that starts with recovery on reads the
+    /// bus's recent past (the recovery window) so that the sessions and
+    /// events it learns survive the death of the nodes that held them, a
+    /// restart of every node included. Remembered, never delivered: this
+    /// node's sockets are newer than it.
+    ClusterPast {
+        /// The message, as published.
+        message: Bytes,
+        /// How long ago it was published.
+        age: Duration,
+    },
+    /// Every [`Input::ClusterPast`] was fed. Between the first of them and
+    /// this, a client that comes back to recover a session another node
+    /// held connects afresh (what it missed may not all be known yet).
+    ClusterCaughtUp,
     /// Time passed; run what is due.
     Timeout,
     /// The host is shutting down: drain, then close every session.
@@ -156,6 +173,11 @@ pub trait Upper {
     fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply);
     /// A message from the cluster's bus.
     fn on_cluster(&mut self, _sh: &mut Shared<'_>, _message: &[u8]) {}
+    /// A message published on the bus `age` before this node joined it
+    /// ([`Input::ClusterPast`]).
+    fn on_cluster_past(&mut self, _sh: &mut Shared<'_>, _message: &[u8], _age: Duration) {}
+    /// Every message of the bus's past was fed ([`Input::ClusterCaughtUp`]).
+    fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {}
     /// This layer's next deadline.
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Runs what is due in this layer.
@@ -508,6 +530,13 @@ impl<U: Upper> Node<U> {
                     self.with_upper(|u, sh| u.on_cluster(sh, &message));
                 }
             }
+            Input::ClusterPast { message, age } => {
+                // A forwarded request or frame of the past is for no one now.
+                if !Forward::is_one(&message) {
+                    self.with_upper(|u, sh| u.on_cluster_past(sh, &message, age));
+                }
+            }
+            Input::ClusterCaughtUp => self.with_upper(|u, sh| u.on_cluster_caught_up(sh)),
             Input::Timeout => {
                 if let Some(f) = &mut self.forwarding {
                     // The node that held these sessions is gone.

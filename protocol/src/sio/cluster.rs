@@ -112,6 +112,9 @@ pub(crate) struct Cluster {
     /// per node that ever published (a few per restart of an instance).
     newest: HashMap<String, u64>,
     deadlines: Deadlines<u64>,
+    /// Between the first message of the bus's past and word that all of it
+    /// came: sessions of other nodes are not recovered meanwhile.
+    pub(crate) catching_up: bool,
 }
 
 impl Cluster {
@@ -122,6 +125,7 @@ impl Cluster {
             tracked: HashMap::new(),
             newest: HashMap::new(),
             deadlines: Deadlines::new(),
+            catching_up: false,
         }
     }
 

@@ -288,6 +288,10 @@ pub(crate) struct Remote {
     /// Until when it may come back, once its transport ended (or its node
     /// fell silent); `None` while it is connected there.
     pub(crate) until: Option<Instant>,
+    /// Where its replay starts when the client names no offset: this
+    /// node's next log offset when it first heard of the session (every
+    /// event for it came on the bus after that).
+    pub(crate) from: u64,
 }
 
 /// How long a node may stay silent on the bus (it says it is alive every
@@ -436,7 +440,11 @@ impl<D> Sessions<D> {
                 self.remote.remove(&p);
             }
         }
-        self.remote.insert(pid, remote);
+        let from = match self.remote.get(&pid) {
+            Some(known) if known.sid == remote.sid => known.from,
+            _ => remote.from,
+        };
+        self.remote.insert(pid, Remote { from, ..remote });
     }
 
     /// Another node's socket lost its transport (`kept`), or left for good.
@@ -451,8 +459,13 @@ impl<D> Sessions<D> {
     }
 
     /// Node `node` said it is alive.
-    pub(crate) fn heard(&mut self, now: Instant, node: &str) {
-        self.heard.insert(node.to_owned(), now);
+    pub(crate) fn heard(&mut self, at: Instant, node: &str) {
+        match self.heard.get_mut(node) {
+            Some(last) => *last = (*last).max(at),
+            None => {
+                self.heard.insert(node.to_owned(), at);
+            }
+        }
     }
 
     /// Sessions of nodes silent for [`SILENT`] lost their transport when

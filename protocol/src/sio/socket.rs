@@ -1104,7 +1104,7 @@ impl<A: Application> SocketIo<A> {
     /// one the log holds all that followed of. A session still held by a
     /// live socket here (whose transport died unnoticed) is taken from it;
     /// in a cluster, one another node holds or held is taken over from it
-    /// (which lets it go), if the client names an offset.
+    /// (which lets it go).
     fn restore(
         &mut self,
         sh: &mut Shared<'_>,
@@ -1131,7 +1131,7 @@ impl<A: Application> SocketIo<A> {
             Some(_) => return None,
         };
         let Some(kept) = sessions.get(sh.now, pid) else {
-            return self.restore_remote(sh, nsp, pid, offset?, accepted);
+            return self.restore_remote(sh, nsp, pid, offset, accepted);
         };
         if kept.nsp != nsp || !same(&kept.data) {
             return None;
@@ -1158,10 +1158,13 @@ impl<A: Application> SocketIo<A> {
         sh: &mut Shared<'_>,
         nsp: &str,
         pid: &str,
-        offset: &str,
+        offset: Option<&str>,
         accepted: &A::Socket,
     ) -> Option<Restored> {
         let cluster = self.state.cluster.as_ref()?;
+        if cluster.catching_up {
+            return None;
+        }
         let sessions = self.state.sessions.as_ref()?;
         let log = self.state.log.as_ref()?;
         let r = sessions.remote_get(sh.now, pid)?;
@@ -1171,7 +1174,11 @@ impl<A: Application> SocketIo<A> {
         if serde_json::to_value(accepted).ok()? != r.data {
             return None;
         }
-        let missed = log.since(log.after(offset)?, nsp, &r.sid, &r.rooms)?;
+        let from = match offset {
+            Some(o) => log.after(o)?,
+            None => r.from,
+        };
+        let missed = log.since(from, nsp, &r.sid, &r.rooms)?;
         let restored = Restored {
             sid: r.sid.clone(),
             pid: pid.to_owned(),
@@ -1253,12 +1260,19 @@ impl<A: Application> SocketIo<A> {
     /// (or an emit to one of its sockets), word that one of this node's
     /// emits was handed on, what an application published, or (with
     /// recovery on) where other nodes' sessions stand.
-    fn bus(&mut self, sh: &mut Shared<'_>, message: &[u8]) {
+    ///
+    /// One published `past` ago, before this node joined, only tells what
+    /// to remember: its emits are logged (for sessions to recover), never
+    /// handed to a socket; words of delivery and the application's
+    /// messages were for the nodes of then.
+    fn bus(&mut self, sh: &mut Shared<'_>, message: &[u8], past: Option<Duration>) {
         let (Some(cluster), Some(message)) = (&self.state.cluster, BusMessage::decode(message))
         else {
             return;
         };
         let me = cluster.node.clone();
+        // When it was published, on this node's clock.
+        let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
         match message {
             BusMessage::Broadcast {
                 from,
@@ -1275,6 +1289,16 @@ impl<A: Application> SocketIo<A> {
                     return;
                 }
                 let global = Some((from.clone(), seq));
+                if past.is_some() {
+                    if let Some(log) = &mut self.state.log {
+                        let target = match to {
+                            Some(sid) => Target::Socket(sid),
+                            None => Target::Room { room, except },
+                        };
+                        log.push_global(at, &nsp, target, text.as_bytes(), &[], global);
+                    }
+                    return;
+                }
                 if let Some(sid) = to {
                     self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), global);
                     return;
@@ -1301,6 +1325,7 @@ impl<A: Application> SocketIo<A> {
                     sh.push(Command::Publish(word.encode()));
                 }
             }
+            BusMessage::Handed { .. } | BusMessage::App { .. } if past.is_some() => {}
             BusMessage::Handed { to, seq } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 if to == cluster.node && cluster.handed(seq) {
@@ -1323,6 +1348,8 @@ impl<A: Application> SocketIo<A> {
                 if let Some(sessions) = &mut self.state.sessions
                     && node != me
                 {
+                    // It was alive then.
+                    sessions.heard(at, &node);
                     let remote = Remote {
                         sid,
                         nsp,
@@ -1330,13 +1357,14 @@ impl<A: Application> SocketIo<A> {
                         data,
                         node,
                         until: None,
+                        from: self.state.log.as_ref().map_or(0, Log::next),
                     };
                     sessions.remote_state(pid, remote);
                 }
             }
             BusMessage::Gone { pid, kept } => {
                 if let Some(sessions) = &mut self.state.sessions {
-                    sessions.remote_gone(sh.now, &pid, kept);
+                    sessions.remote_gone(at, &pid, kept);
                 }
             }
             BusMessage::TakenOver { by, pid } => {
@@ -1357,7 +1385,7 @@ impl<A: Application> SocketIo<A> {
             }
             BusMessage::Alive { node } => {
                 if let Some(sessions) = &mut self.state.sessions {
-                    sessions.heard(sh.now, &node);
+                    sessions.heard(at, &node);
                 }
             }
         }
@@ -1481,8 +1509,21 @@ impl<A: Application> Upper for SocketIo<A> {
         if self.state.next_alive.is_none() {
             self.alive(sh);
         }
-        self.bus(sh, message);
+        self.bus(sh, message, None);
         self.flush_handed(sh);
+    }
+
+    fn on_cluster_past(&mut self, sh: &mut Shared<'_>, message: &[u8], age: Duration) {
+        if let Some(cluster) = &mut self.state.cluster {
+            cluster.catching_up = true;
+        }
+        self.bus(sh, message, Some(age));
+    }
+
+    fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {
+        if let Some(cluster) = &mut self.state.cluster {
+            cluster.catching_up = false;
+        }
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

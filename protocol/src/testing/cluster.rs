@@ -4,10 +4,12 @@
 //! the same order, each at its own pace, from where it stopped. The test
 //! picks who reads next (so deliveries interleave across nodes in any
 //! order), cuts a node off the bus and heals it (what it publishes waits,
-//! what it missed is read after), or trims the log (what a cut-off node
-//! had not read is lost to it).
+//! what it missed is read after), trims the log (what a cut-off node had
+//! not read is lost to it), or restarts a node (a new process that reads
+//! the bus's past first).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -33,6 +35,12 @@ pub struct ClusterSim {
     cursors: Vec<usize>,
     /// Nodes cut off the bus, with what they published meanwhile.
     cut: BTreeMap<usize, Vec<Bytes>>,
+    /// Restarted nodes still reading the bus's past: where it ends, and
+    /// how old it is.
+    past: BTreeMap<usize, (usize, Duration)>,
+    /// The Socket.IO settings every node starts with.
+    sio: SocketIoConfig,
+    restarts: usize,
 }
 
 impl ClusterSim {
@@ -47,17 +55,7 @@ impl ClusterSim {
     /// the cluster's are set here).
     pub fn with(n: usize, sio: SocketIoConfig) -> Self {
         let nodes = (0..n)
-            .map(|i| {
-                let sio = SocketIoConfig {
-                    cluster: Some(ClusterConfig {
-                        node: format!("n{i}"),
-                    }),
-                    ..sio.clone()
-                };
-                let mut sim = Sim::with(SeededIds::new([i as u8 + 1; 32]), sio);
-                sim.node.join_cluster(&format!("n{i}"));
-                sim
-            })
+            .map(|i| node(&format!("n{i}"), [i as u8 + 1; 32], &sio))
             .collect();
         ClusterSim {
             nodes,
@@ -66,7 +64,27 @@ impl ClusterSim {
             trimmed: 0,
             cursors: vec![0; n],
             cut: BTreeMap::new(),
+            past: BTreeMap::new(),
+            sio,
+            restarts: 0,
         }
+    }
+
+    /// Node `i` dies and a new process takes its place: a new name on the
+    /// bus, no sockets, and, as chatwire's host does with recovery on, the
+    /// bus's past read first (all that it still holds, as
+    /// [`Input::ClusterPast`], then [`Input::ClusterCaughtUp`]), at the
+    /// pace [`ClusterSim::read`] is called. Every message of the past is
+    /// `age` old.
+    pub fn restart(&mut self, i: usize, age: Duration) {
+        self.collect();
+        self.restarts += 1;
+        let name = format!("n{i}r{}", self.restarts);
+        let seed = [(i + 16 * self.restarts) as u8 + 1; 32];
+        self.nodes[i] = node(&name, seed, &self.sio);
+        self.cut.remove(&i);
+        self.cursors[i] = self.trimmed;
+        self.past.insert(i, (self.trimmed + self.log.len(), age));
     }
 
     /// Moves what the nodes published onto the bus (a cut-off node's
@@ -110,7 +128,22 @@ impl ClusterSim {
         let at = self.cursors[i].max(self.trimmed);
         let message = self.log[at - self.trimmed].clone();
         self.cursors[i] = at + 1;
-        self.nodes[i].input(Input::Cluster(message));
+        match self.past.get(&i).copied() {
+            Some((end, age)) if at < end => {
+                self.nodes[i].input(Input::ClusterPast { message, age });
+                if at + 1 == end {
+                    self.past.remove(&i);
+                    self.nodes[i].input(Input::ClusterCaughtUp);
+                }
+            }
+            Some(_) => {
+                // The rest of its past was trimmed away.
+                self.past.remove(&i);
+                self.nodes[i].input(Input::ClusterCaughtUp);
+                self.nodes[i].input(Input::Cluster(message));
+            }
+            None => self.nodes[i].input(Input::Cluster(message)),
+        }
         self.collect();
         true
     }
@@ -147,6 +180,14 @@ impl ClusterSim {
         self.collect();
     }
 
+    /// How many messages of the bus's past restarted node `i` has yet to
+    /// read.
+    pub fn past_left(&self, i: usize) -> usize {
+        self.past.get(&i).map_or(0, |&(end, _)| {
+            end.saturating_sub(self.cursors[i].max(self.trimmed))
+        })
+    }
+
     /// What is on the bus (what was trimmed aside), oldest first.
     pub fn bus(&self) -> &[Bytes] {
         &self.log
@@ -159,4 +200,17 @@ impl ClusterSim {
         self.log.drain(..drop);
         self.trimmed += drop;
     }
+}
+
+/// A chat node named `name` on the bus, its ids seeded with `seed`.
+fn node(name: &str, seed: [u8; 32], sio: &SocketIoConfig) -> Sim {
+    let sio = SocketIoConfig {
+        cluster: Some(ClusterConfig {
+            node: name.to_owned(),
+        }),
+        ..sio.clone()
+    };
+    let mut sim = Sim::with(SeededIds::new(seed), sio);
+    sim.node.join_cluster(name);
+    sim
 }

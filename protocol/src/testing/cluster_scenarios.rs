@@ -2,6 +2,8 @@
 //! on one fake bus (a Redis stream's semantics) and one store, deliveries
 //! interleaved across nodes by seed.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::chaos::{SimRng, for_each_seed};
@@ -536,4 +538,132 @@ fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
     c.settle(&mut rng);
     assert!(c.nodes[2].take(back).contains(&"41".to_owned()));
     assert!(c.nodes[2].clients[&back].closed);
+}
+
+/// The texts of the `chat:new-message` events among `events`.
+fn texts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e[0] == "chat:new-message")
+        .map(|e| e[1]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn after_every_node_restarted_sockets_come_back_with_what_they_missed() {
+    let sio = crate::sio::SocketIoConfig {
+        recovery: Some(crate::sio::RecoveryConfig::new(
+            std::time::Duration::from_secs(120),
+        )),
+        ..Default::default()
+    };
+    let mut rng = SimRng::new(11);
+    let mut c = ClusterSim::with(3, sio);
+    let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
+    let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
+    c.settle(&mut rng);
+    let (cleo, cleos, _) = connect_with(&mut c, 2, 3, json!({}));
+    c.settle(&mut rng);
+    for (node, tab) in [(0, ana), (1, bob), (2, cleo)] {
+        super::harness::event(
+            &mut c.nodes[node],
+            tab,
+            1,
+            "chat:join",
+            json!({"chatId": "side"}),
+        );
+    }
+    c.settle(&mut rng);
+    send(
+        &mut c.nodes[1],
+        bob,
+        2,
+        json!({"text": "m1", "chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    let got = all_events(&mut c, 0, ana);
+    let m1 = got.iter().find(|e| e[0] == "chat:new-message").unwrap();
+    let offset = m1[2].as_str().unwrap().to_owned();
+
+    // Ana's transport ends; Bob sends on; then every node dies and a new
+    // process takes each one's place.
+    c.nodes[0].drop_client(ana);
+    c.settle(&mut rng);
+    send(
+        &mut c.nodes[1],
+        bob,
+        3,
+        json!({"text": "m2", "chatId": "side"}),
+    );
+    send(&mut c.nodes[1], bob, 4, json!({"text": "m3"}));
+    c.settle(&mut rng);
+    for i in 0..3 {
+        c.restart(i, Duration::from_secs(1));
+    }
+
+    // Node 2 has read all of the bus's past but its last message: Ana
+    // connects afresh there, her session untouched.
+    while c.past_left(2) > 1 {
+        assert!(c.read(2));
+    }
+    let (early, fresh, _) =
+        connect_with(&mut c, 2, 1, json!({"pid": first["pid"], "offset": offset}));
+    assert_ne!(fresh["sid"], first["sid"]);
+    c.nodes[2].drop_client(early);
+    c.settle(&mut rng);
+
+    // Caught up, it gives her back her session: same sid and pid, her
+    // chats, what she missed, once, in order.
+    let (back, again, replayed) =
+        connect_with(&mut c, 2, 1, json!({"pid": first["pid"], "offset": offset}));
+    assert_eq!(again, first);
+    assert_eq!(texts(&replayed), ["m2", "m3"]);
+    // Cleo's client names no offset (it saw no event): she gets every
+    // event for her since she connected, on another node.
+    let (_, cleo_again, cleo_missed) = connect_with(&mut c, 0, 3, json!({"pid": cleos["pid"]}));
+    assert_eq!(cleo_again, cleos);
+    assert_eq!(texts(&cleo_missed), ["m1", "m2", "m3"]);
+    // The chats are hers again: a new message reaches her on node 2.
+    c.settle(&mut rng);
+    all_events(&mut c, 2, back);
+    let (dan, _, _) = connect_with(&mut c, 1, 4, json!({}));
+    super::harness::event(
+        &mut c.nodes[1],
+        dan,
+        1,
+        "chat:join",
+        json!({"chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    send(
+        &mut c.nodes[1],
+        dan,
+        2,
+        json!({"text": "m4", "chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    assert_eq!(texts(&all_events(&mut c, 2, back)), ["m4"]);
+}
+
+#[test]
+fn after_a_restart_a_session_gone_for_longer_than_the_window_does_not_come_back() {
+    let window = Duration::from_secs(60);
+    let sio = crate::sio::SocketIoConfig {
+        recovery: Some(crate::sio::RecoveryConfig::new(window)),
+        ..Default::default()
+    };
+    for (age, back) in [(window - Duration::from_secs(1), true), (window, false)] {
+        let mut rng = SimRng::new(5);
+        let mut c = ClusterSim::with(2, sio.clone());
+        let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
+        c.settle(&mut rng);
+        c.nodes[0].drop_client(ana);
+        c.settle(&mut rng);
+        // Both nodes restart, the bus's past `age` old by then.
+        c.restart(0, age);
+        c.restart(1, age);
+        c.settle(&mut rng);
+        let (_, again, _) = connect_with(&mut c, 1, 1, json!({"pid": first["pid"]}));
+        assert_eq!(again == first, back, "{age:?}: {again} {first}");
+    }
 }

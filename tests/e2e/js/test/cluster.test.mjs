@@ -14,6 +14,7 @@ import { Chat, register, startChatwire } from "../lib/chat.mjs";
 import { TIMEOUT, sleep, withTimeout } from "../lib/util.mjs";
 
 let redis;
+let env;
 let instances = [];
 let balancer;
 let open = [];
@@ -113,7 +114,7 @@ before(async () => {
   redis = await startRedis();
   // Connection state recovery on too: it works on the instance that held
   // the socket.
-  const env = { REDIS_URL: redis.url, DATABASE_URL: sharedStoreUrl(), RECOVERY_WINDOW_MS: "60000" };
+  env = { REDIS_URL: redis.url, DATABASE_URL: sharedStoreUrl(), RECOVERY_WINDOW_MS: "60000" };
   instances = await Promise.all([0, 1, 2].map(() => startChatwire(env)));
   balancer = await startBalancer(instances.map((s) => s.port));
 });
@@ -205,7 +206,7 @@ describe("connection state recovery in a cluster", () => {
 });
 
 describe("connection state recovery when an instance dies", () => {
-  // Last in this file: it kills one of the three instances.
+  // It kills one of the three instances (the test after it, all of them).
   it("brings a socket back on another instance, with every event it missed, once", async () => {
     const [u, w] = await Promise.all([register(instances[0]), register(instances[0])]);
     const a = io(instances[2].url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
@@ -242,5 +243,63 @@ describe("connection state recovery when an instance dies", () => {
     assert.ok(after.id);
     // Offsets name bus messages, the same on every instance, and never repeat.
     assert.equal(new Set(got.map(([, o]) => o)).size, 4);
+  });
+});
+
+// Resolves once GET /ready answers 200 (the instance has read the bus's past).
+function ready(server) {
+  const ok = () => new Promise((resolve) => {
+    http.get(`${server.url}/ready`, (r) => {
+      r.resume();
+      resolve(r.statusCode === 200);
+    }).once("error", () => resolve(false));
+  });
+  return withTimeout((async () => { while (!(await ok())) await sleep(50); })(), "ready", TIMEOUT);
+}
+
+describe("connection state recovery after every instance restarted", () => {
+  // Last in this file: it kills every instance and starts three new ones.
+  it("brings a socket back on a new instance, with every event it missed, once", async () => {
+    const [u, w] = await Promise.all([register(instances[0]), register(instances[0])]);
+    const a = io(instances[0].url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
+    const got = [];
+    a.on("chat:new-message", (m, offset) => got.push([m.text, offset]));
+    open.push({ close: () => a.disconnect() });
+    await withTimeout(new Promise((resolve) => a.once("connect", resolve)), "connect");
+    const b = new Chat(instances[1], "websocket", { auth: { token: w.token } });
+    open.push(b);
+    await b.connected();
+    await b.call("chat:send", { text: "before" });
+    await until(() => got.length >= 1, "before");
+    const id = a.id;
+    const gone = new Promise((resolve) => a.once("disconnect", resolve));
+    a.io.engine.close();
+    await withTimeout(gone, "disconnect");
+    const missed = [await b.call("chat:send", { text: "missed 1" }), await b.call("chat:send", { text: "missed 2" })];
+    // Every instance dies at once; three new processes take their places.
+    for (const s of instances) s.child.kill("SIGKILL");
+    await Promise.all(instances.map((s) => s.stop()));
+    instances = await Promise.all([0, 1, 2].map(() => startChatwire(env)));
+    await Promise.all(instances.map(ready));
+    a.io.uri = instances[2].url;
+    const back = new Promise((resolve, reject) => {
+      a.once("connect", resolve);
+      a.once("connect_error", reject);
+    });
+    a.connect();
+    await withTimeout(back, "reconnect", TIMEOUT);
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, id);
+    await until(() => got.length >= 3, "the missed messages");
+    await sleep(200);
+    assert.deepEqual(got.map(([t]) => t), ["before", "missed 1", "missed 2"]);
+    // The messages are the stored ones, and the chats are hers again.
+    const after = new Chat(instances[0], "websocket", { auth: { token: w.token } });
+    open.push(after);
+    await after.connected();
+    const sent = await after.call("chat:send", { text: "after" });
+    await until(() => got.length >= 4, "after");
+    assert.deepEqual(got.map(([t]) => t), ["before", "missed 1", "missed 2", "after"]);
+    assert.ok(missed.every((m) => m.id) && sent.id);
   });
 });
