@@ -72,7 +72,31 @@ case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 
 # MongoDB-wire server for the store-mongo tests (and the Mongo e2e run):
 # SecantusDB from PyPI in tests/.venv-mongo, unless MONGODB_TEST_URL already
-# names a server (a real mongod, say).
+# names a server (a real mongod, say). SecantusDB (one Python process) slows
+# down as data piles up in it, so each e2e step gets a fresh one
+# (fresh_mongo below).
+MONGO_PID=""
+trap '[ -z "$MONGO_PID" ] || kill "$MONGO_PID" 2>/dev/null || true' EXIT
+start_secantusd() {
+  [ -z "$MONGO_PID" ] || { kill "$MONGO_PID" 2>/dev/null || true; wait "$MONGO_PID" 2>/dev/null || true; }
+  local port
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  "$SECANTUSD_BIN" --host 127.0.0.1 --port "$port" --storage-path ':memory:' \
+    --log-level WARNING >>"$MONGO_VENV/secantusd.log" 2>&1 &
+  MONGO_PID=$!
+  for _ in $(seq 1 150); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then
+      break
+    fi
+    kill -0 "$MONGO_PID" 2>/dev/null || { cat "$MONGO_VENV/secantusd.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  export MONGODB_TEST_URL="mongodb://127.0.0.1:$port/chatwire_test"
+  echo "MONGODB_TEST_URL=$MONGODB_TEST_URL"
+}
+fresh_mongo() {
+  [ -z "$MONGO_PID" ] || start_secantusd
+}
 if [ -z "${MONGODB_TEST_URL:-}" ]; then
   section "SecantusDB (tests/.venv-mongo)"
   MONGO_VENV="$ROOT/tests/.venv-mongo"
@@ -83,20 +107,8 @@ if [ -z "${MONGODB_TEST_URL:-}" ]; then
     echo "$MONGO_PIN" >"$MONGO_VENV/.pin"
   fi
   export SECANTUSD_BIN="$MONGO_VENV/bin/secantusd-py"
-  MONGO_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  "$SECANTUSD_BIN" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path ':memory:' \
-    --log-level WARNING >"$MONGO_VENV/secantusd.log" 2>&1 &
-  MONGO_PID=$!
-  trap 'kill "$MONGO_PID" 2>/dev/null || true' EXIT
-  for _ in $(seq 1 150); do
-    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $MONGO_PORT), 1)" 2>/dev/null; then
-      break
-    fi
-    kill -0 "$MONGO_PID" 2>/dev/null || { cat "$MONGO_VENV/secantusd.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  export MONGODB_TEST_URL="mongodb://127.0.0.1:$MONGO_PORT/chatwire_test"
-  echo "MONGODB_TEST_URL=$MONGODB_TEST_URL"
+  : >"$MONGO_VENV/secantusd.log"
+  start_secantusd
 fi
 
 if [ "$E2E_ONLY" -eq 0 ]; then
@@ -164,19 +176,23 @@ for RT in $E2E_RUNTIMES; do
   done
   echo "runtime $RT: CONFORMANCE_BIN=$CONFORMANCE_BIN CHATWIRE_BIN=$CHATWIRE_BIN"
 
+  fresh_mongo
   # Every e2e run is bounded: a hung server must fail the run, not stall it.
   run_step "python e2e ($RT): raw protocol + python-socketio + chatwire (REST, chat, process)" \
     timeout 600 "$VENV/bin/python" -m pytest -p no:cacheprovider "$ROOT/tests/e2e/python"
 
+  fresh_mongo
   run_step "js e2e ($RT): socket.io-client (conformance + chatwire chat)" \
     bash -c 'cd "$1/tests/e2e/js" && timeout 600 node --test --test-concurrency=1 test/' _ "$ROOT"
 
+  fresh_mongo
   # The chat suites again with chatwire on the MongoDB-wire server.
   run_step "python e2e ($RT, MongoDB store): chatwire REST + chat + crash consistency" \
     env E2E_CHAT_STORE=mongo timeout 600 "$VENV/bin/python" -m pytest -p no:cacheprovider \
       "$ROOT/tests/e2e/python/test_chat_rest.py" "$ROOT/tests/e2e/python/test_chat_socketio.py" \
       "$ROOT/tests/e2e/python/test_crash_consistency.py"
 
+  fresh_mongo
   run_step "js e2e ($RT, MongoDB store): chatwire chat" \
     bash -c 'cd "$1/tests/e2e/js" && E2E_CHAT_STORE=mongo timeout 600 node --test --test-concurrency=1 test/chat.test.mjs' _ "$ROOT"
 done
