@@ -521,6 +521,17 @@ impl Chat {
                 return;
             }
         };
+        if fresh {
+            let ticket = ctx.broadcast_tracked(
+                "/",
+                &room(&message.chat_id),
+                Some(sender),
+                &(ServerEvent::NewMessage.name(), &message),
+            );
+            self.handing.insert(ticket, (sender, message.id));
+        }
+        // After the broadcast: in a cluster the acks follow it on the bus,
+        // so an acked message's event is there even if this node dies now.
         let ack = AckPayload {
             temp_id: temp_id.as_deref(),
             id,
@@ -528,18 +539,10 @@ impl Chat {
         };
         for w in &waiters {
             ctx.emit(w.socket, &(ServerEvent::Ack.name(), &ack), &[]);
-            Self::reply(ctx, w.socket, w.ack, &ack);
+            if let Some(id) = w.ack {
+                ctx.ack_after_published(w.socket, id, &[&ack]);
+            }
         }
-        if !fresh {
-            return;
-        }
-        let ticket = ctx.broadcast_tracked(
-            "/",
-            &room(&message.chat_id),
-            Some(sender),
-            &(ServerEvent::NewMessage.name(), &message),
-        );
-        self.handing.insert(ticket, (sender, message.id));
     }
 
     /// Whether a message's broadcast reached another socket: if it did,

@@ -57,6 +57,9 @@ pub(crate) enum BusMessage {
         /// logs it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
+        /// For `to`: not logged, never replayed (an ack).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        volatile: bool,
     },
     /// With recovery on: a socket's session as the node holding it has it
     /// (it connected, came back, joined or left a room).
@@ -202,6 +205,7 @@ mod tests {
             text: r#"42["chat:new-message",{"text":"hi"}]"#.into(),
             track: true,
             to: None,
+            volatile: false,
         };
         assert_eq!(BusMessage::decode(&m.encode()), Some(m));
         for garbage in [&b""[..], b"{}", b"[1]", br#"{"t":"b"}"#, b"\xff"] {

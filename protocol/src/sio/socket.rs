@@ -319,7 +319,7 @@ impl Ctx<'_> {
             // Through the bus, so that every node logs it (the socket may
             // come back to another): it reaches the socket from there.
             let (sid, nsp) = (s.sid.clone(), s.nsp.clone());
-            publish_to_socket(&mut self.sh, cluster, &nsp, sid, text);
+            publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, false);
             return true;
         }
         if let Some(log) = &mut self.state.log
@@ -364,7 +364,7 @@ impl Ctx<'_> {
             // Every node logs it: the socket may come back to any.
             Some(cluster) if attachments.is_empty() => {
                 let (nsp, sid) = (nsp.to_owned(), sid.to_owned());
-                publish_to_socket(&mut self.sh, cluster, &nsp, sid, text);
+                publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, false);
             }
             _ => {
                 log.push(
@@ -433,6 +433,28 @@ impl Ctx<'_> {
         attachments: &[Bytes],
     ) -> bool {
         self.emit_packet(socket, PacketType::Ack, Some(id), args, attachments, false)
+    }
+
+    /// [`Ctx::ack`], but in a cluster through the bus, after everything this
+    /// node published before it: the client hears the ack only once those
+    /// are on the bus, where a node that dies after the ack cannot lose
+    /// them (a `chat:send`'s ack after its message's broadcast). It reaches
+    /// the socket wherever the bus finds it. Alone, the same as
+    /// [`Ctx::ack`].
+    pub fn ack_after_published<T: Serialize + ?Sized>(
+        &mut self,
+        socket: SocketId,
+        id: u64,
+        args: &T,
+    ) -> bool {
+        let (Some(s), Some(cluster)) = (self.state.sockets.get(&socket), &mut self.state.cluster)
+        else {
+            return self.ack(socket, id, args, &[]);
+        };
+        let text = packet::encode(PacketType::Ack, &s.nsp, 0, Some(id), Some(args));
+        let (sid, nsp) = (s.sid.clone(), s.nsp.clone());
+        publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, true);
+        true
     }
 
     /// Puts a socket in a room of its namespace; false if it was in it
@@ -541,6 +563,7 @@ impl Ctx<'_> {
                 text: String::from_utf8(text.to_vec()).expect("packets are JSON text"),
                 track,
                 to: None,
+                volatile: false,
             };
             self.sh.push(Command::Publish(message.encode()));
             return seq;
@@ -672,6 +695,7 @@ fn publish_to_socket(
     nsp: &str,
     sid: String,
     text: Bytes,
+    volatile: bool,
 ) {
     let message = BusMessage::Broadcast {
         from: cluster.node.clone(),
@@ -682,6 +706,7 @@ fn publish_to_socket(
         text: String::from_utf8(text.to_vec()).expect("packets are JSON text"),
         track: false,
         to: Some(sid),
+        volatile,
     };
     sh.push(Command::Publish(message.encode()));
 }
@@ -1283,6 +1308,7 @@ impl<A: Application> SocketIo<A> {
                 text,
                 track,
                 to,
+                volatile,
             } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 if !cluster.fresh(&from, seq) {
@@ -1290,7 +1316,9 @@ impl<A: Application> SocketIo<A> {
                 }
                 let global = Some((from.clone(), seq));
                 if past.is_some() {
-                    if let Some(log) = &mut self.state.log {
+                    if let Some(log) = &mut self.state.log
+                        && !volatile
+                    {
                         let target = match to {
                             Some(sid) => Target::Socket(sid),
                             None => Target::Room { room, except },
@@ -1300,6 +1328,7 @@ impl<A: Application> SocketIo<A> {
                     return;
                 }
                 if let Some(sid) = to {
+                    let global = global.filter(|_| !volatile);
                     self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), global);
                     return;
                 }
@@ -1391,9 +1420,9 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
-    /// A recoverable emit to one socket, from the bus: logged (for the
-    /// socket to come back to, here or elsewhere) and handed to it if it is
-    /// here.
+    /// An emit (or an ack) to one socket, from the bus: logged when it is
+    /// recoverable (`global`, its place on the bus: for the socket to come
+    /// back to, here or elsewhere), and handed to the socket if it is here.
     fn hand_to_socket(
         &mut self,
         sh: &mut Shared<'_>,
@@ -1402,11 +1431,13 @@ impl<A: Application> SocketIo<A> {
         text: Bytes,
         global: Option<(String, u64)>,
     ) {
-        let text = match &mut self.state.log {
-            Some(log) => {
-                log.push_global(sh.now, nsp, Target::Socket(sid.clone()), &text, &[], global)
+        let text = match (&mut self.state.log, global) {
+            (Some(log), Some(global)) => {
+                let target = Target::Socket(sid.clone());
+                log.push_global(sh.now, nsp, target, &text, &[], Some(global))
             }
-            None => text,
+            // Volatile (an ack), or recovery is off.
+            _ => text,
         };
         let Some(s) = self
             .state
@@ -1419,8 +1450,9 @@ impl<A: Application> SocketIo<A> {
         if s.nsp != nsp {
             return;
         }
-        let name = EventName::of(packet::event_name(&text).unwrap_or(""));
-        sh.stats.events_out[name as usize] += 1;
+        if let Some(name) = packet::event_name(&text) {
+            sh.stats.events_out[EventName::of(name) as usize] += 1;
+        }
         let session = s.session;
         send_packet(sh, session, text, &[]);
     }

@@ -667,3 +667,34 @@ fn after_a_restart_a_session_gone_for_longer_than_the_window_does_not_come_back(
         assert_eq!(again == first, back, "{age:?}: {again} {first}");
     }
 }
+
+#[test]
+fn a_send_is_acked_through_the_bus_after_its_message() {
+    let mut rng = SimRng::new(3);
+    let mut c = ClusterSim::new(2);
+    let (bob, bobs, _) = connect_with(&mut c, 1, 2, json!({}));
+    let (ana, _, _) = connect_with(&mut c, 0, 1, json!({}));
+    c.settle(&mut rng);
+    all_events(&mut c, 0, ana);
+    c.nodes[1].take(bob);
+    send(&mut c.nodes[1], bob, 7, json!({"text": "m", "tempId": "t"}));
+    c.settle(&mut rng);
+    // The ack reached Bob, and Ana the message.
+    assert!(
+        c.nodes[1].take(bob).iter().any(|f| f.starts_with("437[")),
+        "no ack"
+    );
+    assert_eq!(texts(&all_events(&mut c, 0, ana)), ["m"]);
+    // On the bus, the ack comes after the message's broadcast: a node that
+    // dies once the ack is out cannot take the message's event with it.
+    let bus: Vec<Value> = c
+        .bus()
+        .iter()
+        .map(|m| serde_json::from_slice(m).unwrap())
+        .collect();
+    let at = |what: &dyn Fn(&Value) -> bool| bus.iter().position(what);
+    let message = at(&|m| m["t"] == "b" && m["text"].as_str().unwrap().contains("new-message"));
+    let ack = at(&|m| m["t"] == "b" && m["to"] == bobs["sid"] && m["volatile"] == true);
+    assert!(message.is_some() && ack.is_some(), "{bus:?}");
+    assert!(message < ack, "{bus:?}");
+}

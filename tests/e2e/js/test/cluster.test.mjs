@@ -276,7 +276,8 @@ describe("connection state recovery after every instance restarted", () => {
     a.io.engine.close();
     await withTimeout(gone, "disconnect");
     const missed = [await b.call("chat:send", { text: "missed 1" }), await b.call("chat:send", { text: "missed 2" })];
-    // Every instance dies at once; three new processes take their places.
+    // Every instance dies at once, right after the acks (an acked message's
+    // event is on the stream by then); three new processes take their places.
     for (const s of instances) s.child.kill("SIGKILL");
     await Promise.all(instances.map((s) => s.stop()));
     instances = await Promise.all([0, 1, 2].map(() => startChatwire(env)));
