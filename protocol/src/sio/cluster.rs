@@ -118,6 +118,10 @@ pub(crate) struct Cluster {
     /// Between the first message of the bus's past and word that all of it
     /// came: sessions of other nodes are not recovered meanwhile.
     pub(crate) catching_up: bool,
+    /// How many of this node's emits and acks to one socket are on their
+    /// way through the bus: a draining node closes its sessions only once
+    /// they came back (and reached their sockets).
+    pub(crate) to_sockets_unread: usize,
 }
 
 impl Cluster {
@@ -129,6 +133,7 @@ impl Cluster {
             newest: HashMap::new(),
             deadlines: Deadlines::new(),
             catching_up: false,
+            to_sockets_unread: 0,
         }
     }
 

@@ -708,6 +708,7 @@ fn publish_to_socket(
         to: Some(sid),
         volatile,
     };
+    cluster.to_sockets_unread += 1;
     sh.push(Command::Publish(message.encode()));
 }
 
@@ -1328,6 +1329,9 @@ impl<A: Application> SocketIo<A> {
                     return;
                 }
                 if let Some(sid) = to {
+                    if from == me {
+                        cluster.to_sockets_unread = cluster.to_sockets_unread.saturating_sub(1);
+                    }
                     let global = global.filter(|_| !volatile);
                     self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), global);
                     return;
@@ -1624,6 +1628,11 @@ impl<A: Application> Upper for SocketIo<A> {
     }
 
     fn busy(&self) -> bool {
-        self.app.busy()
+        let on_the_bus = self
+            .state
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.to_sockets_unread > 0);
+        self.app.busy() || on_the_bus
     }
 }

@@ -698,3 +698,30 @@ fn a_send_is_acked_through_the_bus_after_its_message() {
     assert!(message.is_some() && ack.is_some(), "{bus:?}");
     assert!(message < ack, "{bus:?}");
 }
+
+#[test]
+fn a_draining_node_closes_its_sessions_once_its_acks_came_back_from_the_bus() {
+    let mut rng = SimRng::new(9);
+    let mut c = ClusterSim::new(2);
+    let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
+    c.settle(&mut rng);
+    c.nodes[1].take(bob);
+    send(&mut c.nodes[1], bob, 7, json!({"text": "m", "tempId": "t"}));
+    // Node 1 reads until its message is stored and its ack is on the bus,
+    // not yet read back.
+    let acked = |c: &ClusterSim| {
+        c.bus()
+            .iter()
+            .any(|m| serde_json::from_slice::<Value>(m).unwrap()["volatile"] == true)
+    };
+    while !acked(&c) {
+        assert!(c.read(1), "the ack never went out");
+    }
+    c.nodes[1].input(crate::node::Input::Shutdown);
+    assert!(!c.nodes[1].node.is_drained());
+    assert!(!c.nodes[1].clients[&bob].closed, "closed before its ack");
+    c.settle(&mut rng);
+    let frames = c.nodes[1].take(bob);
+    assert!(frames.iter().any(|f| f.starts_with("437[")), "{frames:?}");
+    assert!(c.nodes[1].clients[&bob].closed);
+}
