@@ -45,19 +45,22 @@ section() {
 FAILED=()
 FAILED_LOGS=()
 PASSED=()
-# Each step's output is kept in target/test-logs (printed once the step
-# ends), so that the end of a failed step's output is shown again after
-# the summary, where the tail of a CI log shows it.
+# Each step's output goes to target/test-logs (and, as it comes, here), so
+# that the end of a failed step's output is shown again after the summary,
+# where the tail of a CI log shows it. A file, not a pipe: a server a test
+# leaves behind cannot hold the step open.
 LOG_DIR="$ROOT/target/test-logs"
 mkdir -p "$LOG_DIR"
 run_step() {
   local name="$1"
   shift
   section "$name"
-  local log rc=0
+  local log pid rc=0
   log="$LOG_DIR/step-$((${#PASSED[@]} + ${#FAILED[@]} + 1)).log"
-  "$@" >"$log" 2>&1 || rc=$?
-  cat "$log"
+  "$@" >"$log" 2>&1 &
+  pid=$!
+  tail -n +1 -f --pid="$pid" "$log" 2>/dev/null || true
+  wait "$pid" || rc=$?
   if [ "$rc" -eq 0 ]; then
     PASSED+=("$name")
   else
@@ -78,7 +81,8 @@ case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 MONGO_PID=""
 trap '[ -z "$MONGO_PID" ] || kill "$MONGO_PID" 2>/dev/null || true' EXIT
 start_secantusd() {
-  [ -z "$MONGO_PID" ] || { kill "$MONGO_PID" 2>/dev/null || true; wait "$MONGO_PID" 2>/dev/null || true; }
+  # An in-memory test server: killed outright.
+  [ -z "$MONGO_PID" ] || { kill -9 "$MONGO_PID" 2>/dev/null || true; wait "$MONGO_PID" 2>/dev/null || true; }
   local port
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   "$SECANTUSD_BIN" --host 127.0.0.1 --port "$port" --storage-path ':memory:' \
@@ -88,14 +92,15 @@ start_secantusd() {
     if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then
       break
     fi
-    kill -0 "$MONGO_PID" 2>/dev/null || { cat "$MONGO_VENV/secantusd.log" >&2; exit 1; }
+    kill -0 "$MONGO_PID" 2>/dev/null || { tail -n 30 "$MONGO_VENV/secantusd.log" >&2; return 1; }
     sleep 0.2
   done
   export MONGODB_TEST_URL="mongodb://127.0.0.1:$port/chatwire_test"
   echo "MONGODB_TEST_URL=$MONGODB_TEST_URL"
 }
+# Between steps: a failure to restart shows in the steps that need it.
 fresh_mongo() {
-  [ -z "$MONGO_PID" ] || start_secantusd
+  [ -z "$MONGO_PID" ] || start_secantusd || echo "!!! SecantusDB did not restart"
 }
 if [ -z "${MONGODB_TEST_URL:-}" ]; then
   section "SecantusDB (tests/.venv-mongo)"
@@ -108,7 +113,7 @@ if [ -z "${MONGODB_TEST_URL:-}" ]; then
   fi
   export SECANTUSD_BIN="$MONGO_VENV/bin/secantusd-py"
   : >"$MONGO_VENV/secantusd.log"
-  start_secantusd
+  start_secantusd || exit 1
 fi
 
 if [ "$E2E_ONLY" -eq 0 ]; then

@@ -380,8 +380,10 @@ impl<R: Runtime> Served<R> {
                 );
                 // With recovery on, the bus's recent past is read first: the
                 // sessions and events of the window outlive their instances.
-                let replay = (config.recovery_window_ms > 0)
-                    .then(|| Duration::from_millis(config.recovery_window_ms));
+                let replay = (config.recovery_window_ms > 0).then(|| {
+                    RecoveryConfig::new(Duration::from_millis(config.recovery_window_ms))
+                        .past_to_read()
+                });
                 let bus = crate::bus::Bus::start(url, published, node.clone(), replay)?;
                 tracing::info!(
                     "cluster: instance {} on Redis at {}",

@@ -178,7 +178,7 @@ struct Start {
     from: String,
     /// The newest entry when this instance started; `None`: no past.
     past_until: Option<(u64, u64)>,
-    /// Redis's clock then, in milliseconds, and this host's.
+    /// Redis's clock then, in milliseconds, and this host's (with `replay`).
     clock: (u64, tokio::time::Instant),
 }
 
@@ -186,8 +186,11 @@ async fn start(
     conn: &mut redis::aio::MultiplexedConnection,
     replay: Option<Duration>,
 ) -> redis::RedisResult<Start> {
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
-    let clock = (secs * 1000 + micros / 1000, tokio::time::Instant::now());
+    let mut clock = (0, tokio::time::Instant::now());
+    if replay.is_some() {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+        clock = (secs * 1000 + micros / 1000, tokio::time::Instant::now());
+    }
     let newest: StreamRangeReply = conn.xrevrange_count(STREAM, "+", "-", 1).await?;
     let newest = newest.ids.first().map(|e| e.id.clone());
     let since = replay.map(|window| clock.0.saturating_sub(window.as_millis() as u64));
@@ -219,6 +222,7 @@ async fn read(
     let mut last: Option<String> = None;
     let mut past_until = None;
     let mut clock = (0, tokio::time::Instant::now());
+    let mut attempt = 0;
     loop {
         let mut conn = connect(&client, "reading").await;
         if last.is_none() {
@@ -230,6 +234,7 @@ async fn read(
                 }
                 Err(e) => {
                     tracing::warn!("Redis bus: cannot read the stream's end: {e}");
+                    back_off(&mut attempt).await;
                     continue;
                 }
             }

@@ -531,8 +531,13 @@ impl<U: Upper> Node<U> {
                 }
             }
             Input::ClusterPast { message, age } => {
-                // A forwarded request or frame of the past is for no one now.
-                if !Forward::is_one(&message) {
+                if Forward::is_one(&message) {
+                    // Addressed: only what is for this node is taken, and
+                    // that is of its own time.
+                    if self.forwarding.is_some() {
+                        self.forwarded(&message);
+                    }
+                } else {
                     self.with_upper(|u, sh| u.on_cluster_past(sh, &message, age));
                 }
             }

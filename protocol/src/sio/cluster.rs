@@ -95,6 +95,17 @@ impl BusMessage {
         Bytes::from(serde_json::to_vec(self).expect("a bus message always serializes"))
     }
 
+    /// Whether node `node` published it, or it is addressed to `node`.
+    pub(crate) fn concerns(&self, node: &str) -> bool {
+        match self {
+            BusMessage::Broadcast { from, .. } | BusMessage::App { from, .. } => from == node,
+            BusMessage::Handed { to, .. } => to == node,
+            BusMessage::Session { node: n, .. } | BusMessage::Alive { node: n } => n == node,
+            BusMessage::TakenOver { by, .. } => by == node,
+            BusMessage::Gone { .. } => false,
+        }
+    }
+
     /// `None` for bytes that are no bus message (of another version, say):
     /// they are dropped.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
@@ -118,10 +129,13 @@ pub(crate) struct Cluster {
     /// Between the first message of the bus's past and word that all of it
     /// came: sessions of other nodes are not recovered meanwhile.
     pub(crate) catching_up: bool,
-    /// How many of this node's emits and acks to one socket are on their
-    /// way through the bus: a draining node closes its sessions only once
-    /// they came back (and reached their sockets).
-    pub(crate) to_sockets_unread: usize,
+    /// The number of this node's last emit or ack to one socket, and of
+    /// its newest emit read back from the bus: while the first is ahead, a
+    /// draining node keeps its sessions open (they have something on its
+    /// way). One lost on the way (trimmed, or dropped by a full outbox) is
+    /// passed over once a later one comes back.
+    pub(crate) last_to_socket: u64,
+    pub(crate) read_back: u64,
 }
 
 impl Cluster {
@@ -133,7 +147,8 @@ impl Cluster {
             newest: HashMap::new(),
             deadlines: Deadlines::new(),
             catching_up: false,
-            to_sockets_unread: 0,
+            last_to_socket: 0,
+            read_back: 0,
         }
     }
 

@@ -36,6 +36,14 @@ pub struct RecoveryConfig {
 }
 
 impl RecoveryConfig {
+    /// How much of the bus's past a node of a cluster reads when it starts:
+    /// the window, and the time within which every live session's state
+    /// goes on the bus again, so that it learns of every session that may
+    /// still come back.
+    pub fn past_to_read(&self) -> Duration {
+        self.window + republish_every(self.window)
+    }
+
     /// Recovery within `window`, with the default bounds.
     pub fn new(window: Duration) -> Self {
         RecoveryConfig {
@@ -275,6 +283,8 @@ pub(crate) struct Live<D> {
     /// In a cluster: what the application knew of it, as the other nodes
     /// compare it.
     pub(crate) json: Option<serde_json::Value>,
+    /// In a cluster: when its state last went on the bus.
+    pub(crate) published: Option<Instant>,
 }
 
 /// A socket's session as the node holding it published it on the bus.
@@ -302,11 +312,19 @@ pub(crate) const SILENT: Duration = Duration::from_secs(15);
 /// How often a node of a cluster with recovery on says it is alive.
 pub(crate) const ALIVE_EVERY: Duration = Duration::from_secs(5);
 
+/// How often a live session's state goes on the bus again, for a recovery
+/// window of `window`: every half window, so that the last window and a
+/// half of the bus (what a starting node reads) holds every session that
+/// may still come back, however long ago it connected.
+pub(crate) fn republish_every(window: Duration) -> Duration {
+    (window / 2).max(ALIVE_EVERY)
+}
+
 /// The sessions of sockets that may come back, and the pids of those
 /// still connected.
 #[derive(Debug)]
 pub(crate) struct Sessions<D> {
-    config: RecoveryConfig,
+    pub(crate) config: RecoveryConfig,
     kept: HashMap<String, Kept<D>>,
     /// Pids in the order they were kept (their expiry order, the window
     /// being one length); a pid recovered since is stale here.
@@ -596,6 +614,7 @@ mod tests {
                     data: i as u32,
                     from: 1,
                     json: None,
+                    published: None,
                 },
             );
             s.keep(
@@ -621,6 +640,7 @@ mod tests {
                 data: 9,
                 from: 1,
                 json: None,
+                published: None,
             },
         );
         s.keep(now, SocketId::new(9), "s9".into(), "/".into(), rooms(&[]));
@@ -653,6 +673,7 @@ mod tests {
                 data: (),
                 from: 1,
                 json: None,
+                published: None,
             },
         );
         s.keep(now, SocketId::new(1), "s".into(), "/".into(), rooms(&[]));

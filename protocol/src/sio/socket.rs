@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use super::cluster::{BusMessage, Cluster, ClusterConfig};
 use super::packet::{self, PacketData, PacketType, Partial};
-use super::recovery::{ALIVE_EVERY, Live, Log, RecoveryConfig, Remote, Sessions, Target};
+use super::recovery::{
+    ALIVE_EVERY, Live, Log, RecoveryConfig, Remote, Sessions, Target, republish_every,
+};
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
@@ -697,9 +699,10 @@ fn publish_to_socket(
     text: Bytes,
     volatile: bool,
 ) {
+    let seq = cluster.next(sh.now, false);
     let message = BusMessage::Broadcast {
         from: cluster.node.clone(),
-        seq: cluster.next(sh.now, false),
+        seq,
         nsp: nsp.to_owned(),
         room: String::new(),
         except: Vec::new(),
@@ -708,20 +711,21 @@ fn publish_to_socket(
         to: Some(sid),
         volatile,
     };
-    cluster.to_sockets_unread += 1;
+    cluster.last_to_socket = seq;
     sh.push(Command::Publish(message.encode()));
 }
 
 /// In a cluster with recovery on: tells the other nodes a socket's session
 /// as it is now, so that its client can come back to any of them, even if
 /// this node dies.
-fn publish_session(sh: &mut Shared<'_>, state: &State, socket: SocketId) {
-    let (Some(cluster), Some(sessions)) = (&state.cluster, &state.sessions) else {
+fn publish_session(sh: &mut Shared<'_>, state: &mut State, socket: SocketId) {
+    let (Some(cluster), Some(sessions)) = (&state.cluster, &mut state.sessions) else {
         return;
     };
-    let (Some(s), Some(live)) = (state.sockets.get(&socket), sessions.live.get(&socket)) else {
+    let (Some(s), Some(live)) = (state.sockets.get(&socket), sessions.live.get_mut(&socket)) else {
         return;
     };
+    live.published = Some(sh.now);
     let message = BusMessage::Session {
         node: cluster.node.clone(),
         pid: live.pid.clone(),
@@ -1111,6 +1115,7 @@ impl<A: Application> SocketIo<A> {
                 // Everything logged so far reached it, or was replayed.
                 from: log.next(),
                 json,
+                published: None,
             };
             sessions.connected(socket, live);
         }
@@ -1120,7 +1125,7 @@ impl<A: Application> SocketIo<A> {
             None => self.app.on_connect(&mut ctx, socket, accepted),
         }
         // Its rooms as the application left them.
-        publish_session(sh, &self.state, socket);
+        publish_session(sh, &mut self.state, socket);
     }
 
     /// The session a CONNECT's auth asks back (`pid`, and the `offset` of
@@ -1270,6 +1275,18 @@ impl<A: Application> SocketIo<A> {
         };
         sh.push(Command::Publish(word.encode()));
         sessions.sweep_remote(sh.now);
+        // Sessions whose state has not been on the bus for a while go on it
+        // again: a node that starts reads only the bus's recent past.
+        let every = republish_every(sessions.config.window);
+        let due: Vec<SocketId> = sessions
+            .live
+            .iter()
+            .filter(|(_, l)| l.published.is_some_and(|t| t + every <= sh.now))
+            .map(|(&id, _)| id)
+            .collect();
+        for socket in due {
+            publish_session(sh, &mut self.state, socket);
+        }
     }
 
     /// Tells the application the outcome of its tracked emits.
@@ -1297,6 +1314,9 @@ impl<A: Application> SocketIo<A> {
             return;
         };
         let me = cluster.node.clone();
+        // What this node published, or what is for it, is of its own time
+        // even if it came before the end of the past its host read.
+        let past = past.filter(|_| !message.concerns(&me));
         // When it was published, on this node's clock.
         let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
         match message {
@@ -1315,6 +1335,9 @@ impl<A: Application> SocketIo<A> {
                 if !cluster.fresh(&from, seq) {
                     return;
                 }
+                if from == me {
+                    cluster.read_back = cluster.read_back.max(seq);
+                }
                 let global = Some((from.clone(), seq));
                 if past.is_some() {
                     if let Some(log) = &mut self.state.log
@@ -1329,9 +1352,6 @@ impl<A: Application> SocketIo<A> {
                     return;
                 }
                 if let Some(sid) = to {
-                    if from == me {
-                        cluster.to_sockets_unread = cluster.to_sockets_unread.saturating_sub(1);
-                    }
                     let global = global.filter(|_| !volatile);
                     self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), global);
                     return;
@@ -1632,7 +1652,7 @@ impl<A: Application> Upper for SocketIo<A> {
             .state
             .cluster
             .as_ref()
-            .is_some_and(|c| c.to_sockets_unread > 0);
+            .is_some_and(|c| c.last_to_socket > c.read_back);
         self.app.busy() || on_the_bus
     }
 }

@@ -725,3 +725,50 @@ fn a_draining_node_closes_its_sessions_once_its_acks_came_back_from_the_bus() {
     assert!(frames.iter().any(|f| f.starts_with("437[")), "{frames:?}");
     assert!(c.nodes[1].clients[&bob].closed);
 }
+
+#[test]
+fn a_session_older_than_the_window_comes_back_after_every_node_restarted() {
+    let window = Duration::from_secs(60);
+    let sio = crate::sio::SocketIoConfig {
+        recovery: Some(crate::sio::RecoveryConfig::new(window)),
+        ..Default::default()
+    };
+    let mut rng = SimRng::new(13);
+    let mut c = ClusterSim::with(2, sio);
+    let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
+    let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
+    c.settle(&mut rng);
+    // Where the bus stood when they connected: a node that starts now
+    // reads only what came after (the rest is older than it reads).
+    let mark = c.bus().len();
+    // Two windows pass, the clients answering every ping.
+    for _ in 0..24 {
+        for (node, tab) in [(0, ana), (1, bob)] {
+            c.nodes[node].advance(Duration::from_secs(5));
+            if c.nodes[node].take(tab).iter().any(|f| f == "2") {
+                c.nodes[node].send(tab, "3");
+            }
+        }
+        c.settle(&mut rng);
+    }
+    send(&mut c.nodes[1], bob, 1, json!({"text": "m1"}));
+    c.settle(&mut rng);
+    let got = all_events(&mut c, 0, ana);
+    let m1 = got.iter().find(|e| e[0] == "chat:new-message").unwrap();
+    let offset = m1[2].as_str().unwrap().to_owned();
+    c.nodes[0].drop_client(ana);
+    c.settle(&mut rng);
+    send(&mut c.nodes[1], bob, 2, json!({"text": "m2"}));
+    c.settle(&mut rng);
+    let recent = c.bus().len() - mark;
+    c.trim(recent);
+    c.restart(0, Duration::from_secs(1));
+    c.restart(1, Duration::from_secs(1));
+    c.settle(&mut rng);
+    // Her state went on the bus again while she was connected: the new
+    // node knows her.
+    let (_, again, missed) =
+        connect_with(&mut c, 1, 1, json!({"pid": first["pid"], "offset": offset}));
+    assert_eq!(again, first);
+    assert_eq!(texts(&missed), ["m2"]);
+}
