@@ -445,34 +445,51 @@ fn all_events(c: &mut ClusterSim, node: usize, conn: u64) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
+/// The texts of the `chat:new-message` events among `events`.
+fn texts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e[0] == "chat:new-message")
+        .map(|e| e[1]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The offset (last argument) of the first `chat:new-message` among `events`.
+fn first_message_offset(events: &[Value]) -> String {
+    let m = events.iter().find(|e| e[0] == "chat:new-message").unwrap();
+    m[2].as_str().unwrap().to_owned()
+}
+
+/// `n` nodes with connection state recovery on, within `window`.
+fn recovering(n: usize, window: Duration) -> ClusterSim {
     let sio = crate::sio::SocketIoConfig {
-        recovery: Some(crate::sio::RecoveryConfig::new(
-            std::time::Duration::from_secs(120),
-        )),
+        recovery: Some(crate::sio::RecoveryConfig::new(window)),
         ..Default::default()
     };
+    ClusterSim::with(n, sio)
+}
+
+/// Tab `tab` on node `node` joins chat `chat` (ack `ack`).
+fn join(c: &mut ClusterSim, node: usize, tab: u64, ack: u64, chat: &str) {
+    super::harness::event(
+        &mut c.nodes[node],
+        tab,
+        ack,
+        "chat:join",
+        json!({"chatId": chat}),
+    );
+}
+
+#[test]
+fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
     let mut rng = SimRng::new(7);
-    let mut c = ClusterSim::with(3, sio);
+    let mut c = recovering(3, Duration::from_secs(120));
     let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
     let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
     c.settle(&mut rng);
     all_events(&mut c, 0, ana);
-    super::harness::event(
-        &mut c.nodes[0],
-        ana,
-        1,
-        "chat:join",
-        json!({"chatId": "side"}),
-    );
-    super::harness::event(
-        &mut c.nodes[1],
-        bob,
-        1,
-        "chat:join",
-        json!({"chatId": "side"}),
-    );
+    join(&mut c, 0, ana, 1, "side");
+    join(&mut c, 1, bob, 1, "side");
     send(
         &mut c.nodes[1],
         bob,
@@ -481,9 +498,8 @@ fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
     );
     c.settle(&mut rng);
     let got = all_events(&mut c, 0, ana);
-    let m1 = got.iter().find(|e| e[0] == "chat:new-message").unwrap();
     // In a cluster an offset names the bus message: the same on every node.
-    let offset = m1[2].as_str().unwrap().to_owned();
+    let offset = first_message_offset(&got);
     assert!(offset.starts_with("n1:"), "{offset}");
 
     // Node 0 dies: it says nothing more, ever.
@@ -505,12 +521,7 @@ fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
     let (back, again, replayed) =
         connect_with(&mut c, 2, 1, json!({"pid": first["pid"], "offset": offset}));
     assert_eq!(again, first);
-    let texts: Vec<&str> = replayed
-        .iter()
-        .filter(|e| e[0] == "chat:new-message")
-        .map(|e| e[1]["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["m2", "m3"]);
+    assert_eq!(texts(&replayed), ["m2", "m3"]);
     c.settle(&mut rng);
     all_events(&mut c, 2, back);
     send(
@@ -521,13 +532,7 @@ fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
     );
     c.settle(&mut rng);
     let now: Vec<Value> = all_events(&mut c, 2, back);
-    assert_eq!(
-        now.iter()
-            .filter(|e| e[0] == "chat:new-message")
-            .map(|e| e[1]["text"].clone())
-            .collect::<Vec<_>>(),
-        [json!("m4")]
-    );
+    assert_eq!(texts(&now), ["m4"]);
     // It can move again: node 1 takes the session over from node 2, which
     // lets its socket go (DISCONNECT, closed) once it hears of it.
     let last = now.last().unwrap()[2].as_str().unwrap().to_owned();
@@ -540,38 +545,17 @@ fn a_socket_whose_node_died_comes_back_on_another_with_what_it_missed() {
     assert!(c.nodes[2].clients[&back].closed);
 }
 
-/// The texts of the `chat:new-message` events among `events`.
-fn texts(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e[0] == "chat:new-message")
-        .map(|e| e[1]["text"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn after_every_node_restarted_sockets_come_back_with_what_they_missed() {
-    let sio = crate::sio::SocketIoConfig {
-        recovery: Some(crate::sio::RecoveryConfig::new(
-            std::time::Duration::from_secs(120),
-        )),
-        ..Default::default()
-    };
     let mut rng = SimRng::new(11);
-    let mut c = ClusterSim::with(3, sio);
+    let mut c = recovering(3, Duration::from_secs(120));
     let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
     let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
     c.settle(&mut rng);
     let (cleo, cleos, _) = connect_with(&mut c, 2, 3, json!({}));
     c.settle(&mut rng);
     for (node, tab) in [(0, ana), (1, bob), (2, cleo)] {
-        super::harness::event(
-            &mut c.nodes[node],
-            tab,
-            1,
-            "chat:join",
-            json!({"chatId": "side"}),
-        );
+        join(&mut c, node, tab, 1, "side");
     }
     c.settle(&mut rng);
     send(
@@ -582,8 +566,7 @@ fn after_every_node_restarted_sockets_come_back_with_what_they_missed() {
     );
     c.settle(&mut rng);
     let got = all_events(&mut c, 0, ana);
-    let m1 = got.iter().find(|e| e[0] == "chat:new-message").unwrap();
-    let offset = m1[2].as_str().unwrap().to_owned();
+    let offset = first_message_offset(&got);
 
     // Ana's transport ends; Bob sends on; then every node dies and a new
     // process takes each one's place.
@@ -627,13 +610,7 @@ fn after_every_node_restarted_sockets_come_back_with_what_they_missed() {
     c.settle(&mut rng);
     all_events(&mut c, 2, back);
     let (dan, _, _) = connect_with(&mut c, 1, 4, json!({}));
-    super::harness::event(
-        &mut c.nodes[1],
-        dan,
-        1,
-        "chat:join",
-        json!({"chatId": "side"}),
-    );
+    join(&mut c, 1, dan, 1, "side");
     c.settle(&mut rng);
     send(
         &mut c.nodes[1],
@@ -648,13 +625,9 @@ fn after_every_node_restarted_sockets_come_back_with_what_they_missed() {
 #[test]
 fn after_a_restart_a_session_gone_for_longer_than_the_window_does_not_come_back() {
     let window = Duration::from_secs(60);
-    let sio = crate::sio::SocketIoConfig {
-        recovery: Some(crate::sio::RecoveryConfig::new(window)),
-        ..Default::default()
-    };
     for (age, back) in [(window - Duration::from_secs(1), true), (window, false)] {
         let mut rng = SimRng::new(5);
-        let mut c = ClusterSim::with(2, sio.clone());
+        let mut c = recovering(2, window);
         let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
         c.settle(&mut rng);
         c.nodes[0].drop_client(ana);
@@ -729,12 +702,8 @@ fn a_draining_node_closes_its_sessions_once_its_acks_came_back_from_the_bus() {
 #[test]
 fn a_session_older_than_the_window_comes_back_after_every_node_restarted() {
     let window = Duration::from_secs(60);
-    let sio = crate::sio::SocketIoConfig {
-        recovery: Some(crate::sio::RecoveryConfig::new(window)),
-        ..Default::default()
-    };
     let mut rng = SimRng::new(13);
-    let mut c = ClusterSim::with(2, sio);
+    let mut c = recovering(2, window);
     let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
     let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
     c.settle(&mut rng);
@@ -754,8 +723,7 @@ fn a_session_older_than_the_window_comes_back_after_every_node_restarted() {
     send(&mut c.nodes[1], bob, 1, json!({"text": "m1"}));
     c.settle(&mut rng);
     let got = all_events(&mut c, 0, ana);
-    let m1 = got.iter().find(|e| e[0] == "chat:new-message").unwrap();
-    let offset = m1[2].as_str().unwrap().to_owned();
+    let offset = first_message_offset(&got);
     c.nodes[0].drop_client(ana);
     c.settle(&mut rng);
     send(&mut c.nodes[1], bob, 2, json!({"text": "m2"}));

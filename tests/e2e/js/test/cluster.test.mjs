@@ -172,67 +172,64 @@ for (const [mode, transports] of Object.entries(MODES)) {
   });
 }
 
+// A recovering client `a` on instance `holder` (its `chat:new-message`
+// texts and offsets in `got`) and a sender `b` on instance `sender`, once
+// `a` got b's message "before".
+async function recoveringPair(holder, sender) {
+  const [u, w] = await Promise.all([register(holder), register(sender)]);
+  const a = io(holder.url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
+  const got = [];
+  a.on("chat:new-message", (m, offset) => got.push([m.text, offset]));
+  open.push({ close: () => a.disconnect() });
+  await withTimeout(new Promise((resolve) => a.once("connect", resolve)), "connect");
+  const b = new Chat(sender, "websocket", { auth: { token: w.token } });
+  open.push(b);
+  await b.connected();
+  await b.call("chat:send", { text: "before" });
+  await until(() => got.length >= 1, "before");
+  return { a, b, w, got, id: a.id };
+}
+
+// `a` connects again (to `url` if given, as behind a balancer); resolves
+// once it is connected.
+async function reconnect(a, url) {
+  if (url) a.io.uri = url;
+  const back = new Promise((resolve, reject) => {
+    a.once("connect", resolve);
+    a.once("connect_error", reject);
+  });
+  a.connect();
+  await withTimeout(back, "reconnect", TIMEOUT);
+}
+
 describe("connection state recovery in a cluster", () => {
   it("brings a socket back on its instance with what other instances sent meanwhile", async () => {
-    const [u, w] = await Promise.all([register(instances[0]), register(instances[1])]);
-    const a = io(instances[0].url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
-    const got = [];
-    a.on("chat:new-message", (m) => got.push(m.text));
-    open.push({ close: () => a.disconnect() });
-    await withTimeout(new Promise((resolve) => a.once("connect", resolve)), "connect");
-    const b = new Chat(instances[1], "websocket", { auth: { token: w.token } });
-    open.push(b);
-    await b.connected();
-    await b.call("chat:send", { text: "before" });
-    await until(() => got.includes("before"), "before");
-    const id = a.id;
+    const { a, b, got, id } = await recoveringPair(instances[0], instances[1]);
     const gone = new Promise((resolve) => a.once("disconnect", resolve));
     a.io.engine.close();
     await withTimeout(gone, "disconnect");
     await b.call("chat:send", { text: "missed 1" });
     await b.call("chat:send", { text: "missed 2" });
-    const back = new Promise((resolve, reject) => {
-      a.once("connect", resolve);
-      a.once("connect_error", reject);
-    });
-    a.connect();
-    await withTimeout(back, "reconnect", TIMEOUT);
+    await reconnect(a);
     assert.equal(a.recovered, true);
     assert.equal(a.id, id);
     await until(() => got.length >= 3, "the missed messages");
     await sleep(200);
-    assert.deepEqual(got, ["before", "missed 1", "missed 2"]);
+    assert.deepEqual(got.map(([t]) => t), ["before", "missed 1", "missed 2"]);
   });
 });
 
 describe("connection state recovery when an instance dies", () => {
   // It kills one of the three instances (the test after it, all of them).
   it("brings a socket back on another instance, with every event it missed, once", async () => {
-    const [u, w] = await Promise.all([register(instances[0]), register(instances[0])]);
-    const a = io(instances[2].url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
-    const got = [];
-    a.on("chat:new-message", (m, offset) => got.push([m.text, offset]));
-    open.push({ close: () => a.disconnect() });
-    await withTimeout(new Promise((resolve) => a.once("connect", resolve)), "connect");
-    const b = new Chat(instances[0], "websocket", { auth: { token: w.token } });
-    open.push(b);
-    await b.connected();
-    await b.call("chat:send", { text: "before" });
-    await until(() => got.length >= 1, "before");
-    const id = a.id;
+    const { a, b, got, id } = await recoveringPair(instances[2], instances[0]);
     const gone = new Promise((resolve) => a.once("disconnect", resolve));
     instances[2].child.kill("SIGKILL");
     await withTimeout(gone, "disconnect");
     await b.call("chat:send", { text: "missed 1" });
     await b.call("chat:send", { text: "missed 2" });
     // Back through another instance, as a client behind a balancer would be.
-    a.io.uri = instances[1].url;
-    const back = new Promise((resolve, reject) => {
-      a.once("connect", resolve);
-      a.once("connect_error", reject);
-    });
-    a.connect();
-    await withTimeout(back, "reconnect", TIMEOUT);
+    await reconnect(a, instances[1].url);
     assert.equal(a.recovered, true);
     assert.equal(a.id, id);
     await until(() => got.length >= 3, "the missed messages");
@@ -260,18 +257,7 @@ function ready(server) {
 describe("connection state recovery after every instance restarted", () => {
   // Last in this file: it kills every instance and starts three new ones.
   it("brings a socket back on a new instance, with every event it missed, once", async () => {
-    const [u, w] = await Promise.all([register(instances[0]), register(instances[0])]);
-    const a = io(instances[0].url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { token: u.token } });
-    const got = [];
-    a.on("chat:new-message", (m, offset) => got.push([m.text, offset]));
-    open.push({ close: () => a.disconnect() });
-    await withTimeout(new Promise((resolve) => a.once("connect", resolve)), "connect");
-    const b = new Chat(instances[1], "websocket", { auth: { token: w.token } });
-    open.push(b);
-    await b.connected();
-    await b.call("chat:send", { text: "before" });
-    await until(() => got.length >= 1, "before");
-    const id = a.id;
+    const { a, b, w, got, id } = await recoveringPair(instances[0], instances[1]);
     const gone = new Promise((resolve) => a.once("disconnect", resolve));
     a.io.engine.close();
     await withTimeout(gone, "disconnect");
@@ -282,13 +268,7 @@ describe("connection state recovery after every instance restarted", () => {
     await Promise.all(instances.map((s) => s.stop()));
     instances = await Promise.all([0, 1, 2].map(() => startChatwire(env)));
     await Promise.all(instances.map(ready));
-    a.io.uri = instances[2].url;
-    const back = new Promise((resolve, reject) => {
-      a.once("connect", resolve);
-      a.once("connect_error", reject);
-    });
-    a.connect();
-    await withTimeout(back, "reconnect", TIMEOUT);
+    await reconnect(a, instances[2].url);
     assert.equal(a.recovered, true);
     assert.equal(a.id, id);
     await until(() => got.length >= 3, "the missed messages");
