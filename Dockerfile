@@ -1,8 +1,12 @@
 # The chatwire server (tokio), with the embedded store in a volume.
 #
 #   docker build -t chatwire .
-#   docker run -d --name chatwire -p 3000:3000 -v chatwire-data:/var/lib/chatwire \
-#     -e JWT_SECRET=<at least 32 bytes> chatwire
+#   (umask 077 && openssl rand -hex 32 > chatwire-jwt-secret)   # once; keep it
+#   docker run -d --name chatwire -p 127.0.0.1:3000:3000 -v chatwire-data:/var/lib/chatwire \
+#     -e JWT_SECRET="$(cat chatwire-jwt-secret)" chatwire
+#
+# The same JWT_SECRET at every start keeps tokens valid across restarts
+# (docs/OPERATING.md, "The container image").
 #
 # The runtime stage takes /usr/local/bin/chatwire from the `build` stage. A
 # build context named `build` replaces that stage (BuildKit and buildah), so
@@ -40,6 +44,8 @@ EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/chatwire", "--healthcheck"]
 # chatwire handles SIGTERM itself (it runs as PID 1): it stops accepting,
-# closes every session, waits up to 5 s for store writes, exits 0.
+# finishes the store writes under way and closes every session, all within
+# SHUTDOWN_TIMEOUT_MS (8 s by default, inside the 10 s `docker stop` waits
+# before SIGKILL), then exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/chatwire"]

@@ -8,7 +8,9 @@ use chatwire_protocol::auth::JwtConfig;
 use chatwire_protocol::http::{EffectResult, Request, Rest, RestConfig, Step};
 use chatwire_protocol::ids::CounterIds;
 use chatwire_protocol::model::{Message, ObjectId, Status, UserRecord};
-use chatwire_protocol::store::{Append, CreateUser, History, ReadReceipt, StoreError, StoreReply};
+use chatwire_protocol::store::{
+    Append, CreateUser, History, ReadReceipt, Side, StoreError, StoreReply,
+};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &[u8] = b"fuzzing-secret-fuzzing-secret-fuzz";
@@ -75,7 +77,7 @@ fn result(r: FuzzResult) -> EffectResult {
             Some(timestamp) => Append::Duplicate { id, timestamp },
         })),
         FuzzResult::History(h) => store(StoreReply::History(match h {
-            None => History::UnknownAnchor,
+            None => History::UnknownAnchor(Side::Before),
             Some(v) => History::Messages(
                 v.into_iter()
                     .map(|(chat_id, text, timestamp, s)| Message {

@@ -94,24 +94,138 @@ pub enum CreateUser {
     Taken,
 }
 
-/// A point in a chat's history, in (timestamp, id) order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cursor {
+/// One side of a history window: a time, a message of the chat, or both,
+/// in which case the tighter of the two bounds the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bound {
     /// A time in milliseconds: the bound is on the timestamp alone.
-    Time(i64),
+    pub time: Option<i64>,
     /// The id of a message in the chat: the bound is that message's (timestamp, id).
-    Id(ObjectId),
+    pub id: Option<ObjectId>,
 }
 
-/// Which slice of a chat's history to read.
+impl Bound {
+    /// A bound at a time.
+    pub fn time(ms: i64) -> Self {
+        Bound {
+            time: Some(ms),
+            id: None,
+        }
+    }
+
+    /// A bound at a message.
+    pub fn id(id: ObjectId) -> Self {
+        Bound {
+            time: None,
+            id: Some(id),
+        }
+    }
+
+    /// Whether it bounds anything.
+    pub fn is_set(&self) -> bool {
+        self.time.is_some() || self.id.is_some()
+    }
+
+    /// This bound as a point of the chat's (timestamp, id) order, given the
+    /// timestamp of the message its `id` names (`anchor`; the store looks it
+    /// up): the window holds what lies strictly on `side`'s side of it.
+    /// `None` when it bounds nothing.
+    pub fn edge(&self, side: Side, anchor: Option<i64>) -> Option<Edge> {
+        let time = self.time.map(|timestamp| Edge {
+            timestamp,
+            id: None,
+        });
+        let message = self.id.zip(anchor).map(|(id, timestamp)| Edge {
+            timestamp,
+            id: Some(id),
+        });
+        match (time, message) {
+            (Some(a), Some(b)) => Some(match side {
+                Side::Before => std::cmp::min_by_key(a, b, |e| e.key(side)),
+                Side::After => std::cmp::max_by_key(a, b, |e| e.key(side)),
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Which side of a window a bound is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// The newest `limit` messages.
-    Latest,
-    /// The newest `limit` messages strictly before the cursor.
-    Before(Cursor),
-    /// The oldest `limit` messages strictly after the cursor.
-    After(Cursor),
+pub enum Side {
+    /// `before`/`beforeId`: the window holds what is older.
+    Before,
+    /// `after`/`afterId`: the window holds what is newer.
+    After,
+}
+
+/// A bound resolved to a point of a chat's (timestamp, id) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    /// The timestamp, in milliseconds.
+    pub timestamp: i64,
+    /// The message at the edge; `None` for a time, which takes the whole
+    /// millisecond out of the window.
+    pub id: Option<ObjectId>,
+}
+
+impl Edge {
+    /// The edge as a (timestamp, id) key: a time stands below every id of its
+    /// millisecond on the before side and above every one on the after side,
+    /// so that the window excludes the whole millisecond.
+    pub fn key(&self, side: Side) -> (i64, ObjectId) {
+        let id = self.id.unwrap_or(match side {
+            Side::Before => ObjectId([0; 12]),
+            Side::After => ObjectId([0xff; 12]),
+        });
+        (self.timestamp, id)
+    }
+}
+
+/// Which slice of a chat's history to read: what lies strictly between its
+/// bounds. With an after-bound the oldest `limit` of them (catching up);
+/// otherwise the newest `limit` (paging back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The newer side's bound.
+    pub before: Bound,
+    /// The older side's bound.
+    pub after: Bound,
+}
+
+impl Window {
+    /// The newest messages of the chat.
+    pub const LATEST: Window = Window {
+        before: Bound {
+            time: None,
+            id: None,
+        },
+        after: Bound {
+            time: None,
+            id: None,
+        },
+    };
+
+    /// What lies before `bound`.
+    pub fn before(bound: Bound) -> Self {
+        Window {
+            before: bound,
+            ..Window::LATEST
+        }
+    }
+
+    /// What lies after `bound`.
+    pub fn after(bound: Bound) -> Self {
+        Window {
+            after: bound,
+            ..Window::LATEST
+        }
+    }
+
+    /// Whether the page is the oldest `limit` of the window (it has an
+    /// after-bound) rather than the newest.
+    pub fn oldest_first(&self) -> bool {
+        self.after.is_set()
+    }
 }
 
 /// A history read.
@@ -130,8 +244,8 @@ pub struct HistoryQuery {
 pub enum History {
     /// The messages, oldest first.
     Messages(Vec<Message>),
-    /// A `Cursor::Id` that names no message of that chat.
-    UnknownAnchor,
+    /// The `id` of the bound on this side names no message of that chat.
+    UnknownAnchor(Side),
 }
 
 /// One read receipt that the store recorded.

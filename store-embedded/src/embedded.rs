@@ -21,10 +21,13 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use protocol::model::{Message, ObjectId, Status, UserRecord};
 use protocol::store::{
-    Append, CreateUser, Cursor, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
-    Store, StoreError, StoreFuture, Window,
+    Append, Bound, CreateUser, DEDUPE_WINDOW_MS, Edge, History, HistoryQuery, NewMessage,
+    ReadReceipt, Side, Store, StoreError, StoreFuture,
 };
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::types::Value;
+use rusqlite::{
+    Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params, params_from_iter,
+};
 
 /// The most writes one transaction takes, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 1024;
@@ -469,55 +472,49 @@ fn append(conn: &Connection, new: &NewMessage) -> rusqlite::Result<Append> {
 fn history(conn: &mut Connection, q: &HistoryQuery) -> rusqlite::Result<History> {
     // One read transaction, so the anchor and the page see the same snapshot.
     let txn = conn.transaction()?;
-    let anchor = |c: Cursor, time_bound: &[u8]| -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
-        match c {
-            Cursor::Time(t) => Ok(Some((t, time_bound.to_vec()))),
-            Cursor::Id(id) => txn
+    // Each side's edge, its message looked up in this chat.
+    let edge = |bound: Bound, side: Side| -> rusqlite::Result<Result<Option<Edge>, Side>> {
+        let anchor = match bound.id {
+            None => None,
+            Some(id) => match txn
                 .prepare_cached("SELECT timestamp FROM messages WHERE id = ?1 AND chat_id = ?2")?
                 .query_row(params![&id.0[..], q.chat_id], |r| r.get::<_, i64>(0))
-                .optional()
-                .map(|t| t.map(|t| (t, id.0.to_vec()))),
+                .optional()?
+            {
+                Some(t) => Some(t),
+                None => return Ok(Err(side)),
+            },
+        };
+        Ok(Ok(bound.edge(side, anchor)))
+    };
+    let (after, before) = match (
+        edge(q.window.after, Side::After)?,
+        edge(q.window.before, Side::Before)?,
+    ) {
+        (Ok(after), Ok(before)) => (after, before),
+        (Err(side), _) | (_, Err(side)) => return Ok(History::UnknownAnchor(side)),
+    };
+    let newest_first = !q.window.oldest_first();
+    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1");
+    let mut args: Vec<Value> = vec![q.chat_id.clone().into(), i64::from(q.limit).into()];
+    for (edge, side, op) in [(after, Side::After, '>'), (before, Side::Before, '<')] {
+        if let Some(edge) = edge {
+            let (t, id) = edge.key(side);
+            sql.push_str(&format!(
+                " AND (timestamp, id) {op} (?{}, ?{})",
+                args.len() + 1,
+                args.len() + 2
+            ));
+            args.push(t.into());
+            args.push(id.0.to_vec().into());
         }
-    };
-    let limit = i64::from(q.limit);
-    let (sql, key, newest_first) = match q.window {
-        Window::Latest => (
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY timestamp DESC, id DESC LIMIT ?2"),
-            None,
-            true,
-        ),
-        // Before a time: below the smallest (empty) id of that millisecond.
-        Window::Before(c) => match anchor(c, &[])? {
-            Some(key) => (
-                format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND (timestamp, id) < (?3, ?4)
-                     ORDER BY timestamp DESC, id DESC LIMIT ?2"
-                ),
-                Some(key),
-                true,
-            ),
-            None => return Ok(History::UnknownAnchor),
-        },
-        // After a time: above the largest id of that millisecond.
-        Window::After(c) => match anchor(c, &[0xff; 12])? {
-            Some(key) => (
-                format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND (timestamp, id) > (?3, ?4)
-                     ORDER BY timestamp ASC, id ASC LIMIT ?2"
-                ),
-                Some(key),
-                false,
-            ),
-            None => return Ok(History::UnknownAnchor),
-        },
-    };
+    }
+    let dir = if newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY timestamp {dir}, id {dir} LIMIT ?2"));
     let mut page = {
         let mut stmt = txn.prepare_cached(&sql)?;
-        let rows = match &key {
-            Some((t, id)) => stmt.query_map(params![q.chat_id, limit, t, id], message_from_row)?,
-            None => stmt.query_map(params![q.chat_id, limit], message_from_row)?,
-        };
-        rows.collect::<rusqlite::Result<Vec<Message>>>()?
+        stmt.query_map(params_from_iter(args), message_from_row)?
+            .collect::<rusqlite::Result<Vec<Message>>>()?
     };
     txn.commit()?;
     if newest_first {

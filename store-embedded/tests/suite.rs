@@ -9,7 +9,7 @@ use chatwire_store_embedded::{EmbeddedStore, MemoryStore};
 use futures_executor::block_on;
 use protocol::model::{Message, ObjectId, Status, UserRecord};
 use protocol::store::{
-    Append, CreateUser, Cursor, History, HistoryQuery, NewMessage, ReadReceipt, Store, StoreFuture,
+    Append, Bound, CreateUser, History, HistoryQuery, NewMessage, ReadReceipt, Store, StoreFuture,
     Window,
 };
 use protocol::testing::store_suite;
@@ -83,7 +83,7 @@ fn message(n: u32, timestamp: i64) -> NewMessage {
 fn latest(store: &dyn Store) -> Vec<Message> {
     let q = HistoryQuery {
         chat_id: "general".to_owned(),
-        window: Window::Latest,
+        window: Window::LATEST,
         limit: 100,
     };
     match block_on(store.history(q)) {
@@ -165,7 +165,7 @@ fn embedded_store_group_commits_concurrent_appends() {
 
     let total = THREADS * PER_THREAD;
     let mut stored = Vec::new();
-    let mut window = Window::Latest;
+    let mut window = Window::LATEST;
     // Two pages and an empty one; more means the store repeats messages.
     for _ in 0..4 {
         let q = HistoryQuery {
@@ -178,7 +178,7 @@ fn embedded_store_group_commits_concurrent_appends() {
             other => panic!("history failed: {other:?}"),
         };
         let Some(first) = page.first() else { break };
-        window = Window::Before(Cursor::Id(first.id));
+        window = Window::before(Bound::id(first.id));
         stored.splice(0..0, page.into_iter().map(|m| m.id));
     }
     let want: Vec<ObjectId> = (0..total).map(|n| message(n, 0).message.id).collect();

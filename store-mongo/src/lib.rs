@@ -41,8 +41,8 @@ use mongodb::options::{
 use mongodb::{Client, Collection, Database, IndexModel};
 use protocol::model::{DEFAULT_CHAT, Message, ObjectId, Status, UserRecord};
 use protocol::store::{
-    Append, CreateUser, Cursor, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
-    Store, StoreError, StoreFuture, Window,
+    Append, CreateUser, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt, Side,
+    Store, StoreError, StoreFuture,
 };
 
 /// The database used when the URL names none.
@@ -185,10 +185,10 @@ impl MongoStore {
 
     /// Runs `explain` (verbosity `queryPlanner`) on the exact `find` that
     /// [`Store::history`] would run for `query`, and returns the server's
-    /// answer; an `Id` cursor that names no message answers `None`.
+    /// answer; a bound's id that names no message of the chat answers `None`.
     pub fn explain_history(&self, query: HistoryQuery) -> StoreFuture<Option<Document>> {
         self.run(move |c| async move {
-            let Some(plan) = plan_history(&c, &query).await? else {
+            let Ok(plan) = plan_history(&c, &query).await? else {
                 return Ok(None);
             };
             let command = doc! {
@@ -545,42 +545,48 @@ async fn anchor(c: &Collections, chat: &str, id: ObjectId) -> Result<Option<Bson
 const FIRST_DATE_MS: i64 = -62_135_596_800_000;
 const LAST_DATE_MS: i64 = 253_402_300_799_999;
 
-/// The `find` for a history query; `None` for an unknown anchor. The filter
-/// bounds the index range on `timestamp` and splits ties by `_id`, and the
-/// sort follows the index, so the server reads only the page.
-async fn plan_history(c: &Collections, q: &HistoryQuery) -> Result<Option<Plan>, StoreError> {
-    let mut filter = chat_filter(&q.chat_id);
-    let newest_first = !matches!(q.window, Window::After(_));
-    let (op, strict, tie) = if newest_first {
-        ("$lte", "$lt", "$lt")
-    } else {
-        ("$gte", "$gt", "$gt")
-    };
-    match q.window {
-        Window::Latest => {}
-        Window::Before(Cursor::Time(t)) | Window::After(Cursor::Time(t)) => {
+/// The `find` for a history query, or the side whose id names no message of
+/// the chat. The filter bounds the index range on `timestamp` and splits
+/// ties by `_id`, and the sort follows the index, so the server reads only
+/// the page. A time and an id on one side are both applied: together they
+/// select what the tighter of them does.
+async fn plan_history(c: &Collections, q: &HistoryQuery) -> Result<Result<Plan, Side>, StoreError> {
+    let mut bounds: Vec<Bson> = Vec::new();
+    for (bound, side) in [
+        (q.window.before, Side::Before),
+        (q.window.after, Side::After),
+    ] {
+        let (op, strict) = match side {
+            Side::Before => ("$lte", "$lt"),
+            Side::After => ("$gte", "$gt"),
+        };
+        if let Some(t) = bound.time {
             // Past the years 1 to 9999 a bound selects what the nearest
             // end of them does (the server stamps every message within
             // them); some servers refuse such dates, so they are not sent.
             let t = t.clamp(FIRST_DATE_MS, LAST_DATE_MS);
-            filter.insert("timestamp", doc! {strict: DateTime::from_millis(t)});
+            bounds.push(Bson::Document(
+                doc! {"timestamp": {strict: DateTime::from_millis(t)}},
+            ));
         }
-        Window::Before(Cursor::Id(id)) | Window::After(Cursor::Id(id)) => {
+        if let Some(id) = bound.id {
             let Some(ts) = anchor(c, &q.chat_id, id).await? else {
-                return Ok(None);
+                return Ok(Err(side));
             };
-            filter.insert("timestamp", doc! {op: ts.clone()});
-            filter.insert(
-                "$or",
-                vec![
-                    Bson::Document(doc! {"timestamp": {strict: ts}}),
-                    Bson::Document(doc! {"_id": {tie: oid(id)}}),
-                ],
-            );
+            bounds.push(Bson::Document(doc! {"timestamp": {op: ts.clone()}}));
+            bounds.push(Bson::Document(doc! {"$or": [
+                {"timestamp": {strict: ts}},
+                {"_id": {strict: oid(id)}},
+            ]}));
         }
     }
+    let mut filter = chat_filter(&q.chat_id);
+    if !bounds.is_empty() {
+        filter.insert("$and", bounds);
+    }
+    let newest_first = !q.window.oldest_first();
     let dir = if newest_first { -1 } else { 1 };
-    Ok(Some(Plan {
+    Ok(Ok(Plan {
         filter,
         sort: doc! {"timestamp": dir, "_id": dir},
         newest_first,
@@ -588,8 +594,9 @@ async fn plan_history(c: &Collections, q: &HistoryQuery) -> Result<Option<Plan>,
 }
 
 async fn history(c: Collections, q: HistoryQuery) -> Result<History, StoreError> {
-    let Some(plan) = plan_history(&c, &q).await? else {
-        return Ok(History::UnknownAnchor);
+    let plan = match plan_history(&c, &q).await? {
+        Ok(plan) => plan,
+        Err(side) => return Ok(History::UnknownAnchor(side)),
     };
     let options = FindOptions::builder()
         .sort(plan.sort)

@@ -14,7 +14,7 @@ use futures_executor::block_on;
 use mongodb::bson::{Bson, DateTime, Document, doc, oid};
 use mongodb::options::Acknowledgment;
 use protocol::model::{Message, ObjectId, UserRecord};
-use protocol::store::{Append, Cursor, History, HistoryQuery, NewMessage, Store, Window};
+use protocol::store::{Append, Bound, History, HistoryQuery, NewMessage, Store, Window};
 use protocol::testing::store_suite;
 
 /// `MONGODB_TEST_URL` with its database replaced by a fresh one for `tag`.
@@ -68,11 +68,11 @@ fn page(store: &dyn Store, q: HistoryQuery) -> Vec<Message> {
 /// Pages back from the newest with `Before(Id(first of the previous page))`.
 fn page_back(store: &dyn Store, chat: &str, limit: u32) -> Vec<Message> {
     let mut all = Vec::new();
-    let mut window = Window::Latest;
+    let mut window = Window::LATEST;
     loop {
         let p = page(store, query(chat, window, limit));
         let Some(first) = p.first() else { break };
-        window = Window::Before(Cursor::Id(first.id));
+        window = Window::before(Bound::id(first.id));
         all.splice(0..0, p);
     }
     all
@@ -200,7 +200,7 @@ fn documents_the_python_service_wrote_stay_readable() {
         &store,
         query(
             "general",
-            Window::After(Cursor::Id(got[got.len() - 2].id)),
+            Window::after(Bound::id(got[got.len() - 2].id)),
             10,
         ),
     );
@@ -256,11 +256,18 @@ fn history_queries_scan_the_history_index() {
     }
     let anchor = new_message(20, "general", 0, None).message.id;
     for (chat, window) in [
-        ("general", Window::Latest),
-        ("general", Window::Before(Cursor::Id(anchor))),
-        ("general", Window::After(Cursor::Id(anchor))),
-        ("other", Window::Before(Cursor::Time(1_732_540_800_010))),
-        ("other", Window::After(Cursor::Time(1_732_540_800_001))),
+        ("general", Window::LATEST),
+        ("general", Window::before(Bound::id(anchor))),
+        ("general", Window::after(Bound::id(anchor))),
+        ("other", Window::before(Bound::time(1_732_540_800_010))),
+        ("other", Window::after(Bound::time(1_732_540_800_001))),
+        (
+            "general",
+            Window {
+                before: Bound::id(anchor),
+                after: Bound::time(1_732_540_800_001),
+            },
+        ),
     ] {
         let explained = block_on(store.explain_history(query(chat, window, 10)))
             .expect("the server answers explain")
@@ -348,7 +355,7 @@ fn racing_retries_store_one_message() {
             );
         }
     }
-    let all = page(&*store, query("general", Window::Latest, 100));
+    let all = page(&*store, query("general", Window::LATEST, 100));
     assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), stored);
 }
 
@@ -494,7 +501,7 @@ fn operations_fail_while_the_server_is_down_and_recover_when_it_returns() {
         during.is_err(),
         "append answered with the server down: {during:?}"
     );
-    assert!(block_on(store.history(query("general", Window::Latest, 10))).is_err());
+    assert!(block_on(store.history(query("general", Window::LATEST, 10))).is_err());
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",
@@ -512,7 +519,7 @@ fn operations_fail_while_the_server_is_down_and_recover_when_it_returns() {
         block_on(store.append_message(after.clone())),
         Ok(Append::Stored)
     );
-    let ids: Vec<ObjectId> = page(&store, query("general", Window::Latest, 10))
+    let ids: Vec<ObjectId> = page(&store, query("general", Window::LATEST, 10))
         .iter()
         .map(|m| m.id)
         .collect();

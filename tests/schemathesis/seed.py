@@ -1,8 +1,8 @@
-"""Registers the user schemathesis authenticates as, and stores one message
-in chat `general` over Socket.IO (Engine.IO long-polling, with requests), so
-that GET /messages has an id to page from.
+"""Registers the user schemathesis authenticates as, and stores three
+messages in chat `general` over Socket.IO (Engine.IO long-polling, with
+requests), so that GET /messages has ids to page from and ranges between.
 
-Prints two lines: the access token, then the message id.
+Prints two lines: the access token, then the message ids, space-separated.
 Usage: seed.py BASE_URL
 """
 
@@ -39,23 +39,24 @@ def poll() -> list[str]:
     return r.text.split("\x1e")
 
 
+SEEDS = 3
 post("40" + json.dumps({"token": token}))
 deadline = time.monotonic() + 20
-connected = False
-message_id = None
-while message_id is None:
+ids: list[str] = []
+while len(ids) < SEEDS:
     if time.monotonic() > deadline:
         sys.exit("seed.py: no chat:ack from the server")
     for packet in poll():
         if packet.startswith("40"):
-            connected = True
-            post("421" + json.dumps(["chat:send", {"text": "seed for schemathesis", "tempId": "seed"}]))
+            for n in range(SEEDS):
+                send = ["chat:send", {"text": f"seed {n} for schemathesis", "tempId": f"seed-{n}"}]
+                post(f"42{n}" + json.dumps(send))
         elif packet.startswith("44"):
             sys.exit(f"seed.py: connect refused: {packet}")
-        elif packet.startswith("431"):
-            message_id = json.loads(packet[3:])[0]["id"]
+        elif packet.startswith("43"):
+            ids.append(json.loads(packet[3:])[0]["id"])
         elif packet == "2":
             post("3")
 post("41")
 print(token)
-print(message_id)
+print(" ".join(ids))

@@ -47,7 +47,7 @@ use crate::ids::{IdGenerator, new_object_id};
 use crate::model::{PublicUser, UserRecord};
 use crate::rate::UnixMs;
 use crate::stats::AuthFailure;
-use crate::store::{CreateUser, Cursor, History, StoreCommand, StoreReply, Window};
+use crate::store::{CreateUser, History, Side, StoreCommand, StoreReply};
 use schema::{ErrorBody, Health, Readiness, Ready, ServiceInfo, TokenAnswer, TokenType};
 
 /// The largest request body accepted; larger ones get 413.
@@ -212,7 +212,7 @@ impl fmt::Debug for Pending {
             Waiting::Created { .. } => "Created",
             Waiting::Found { .. } => "Found",
             Waiting::Verified { .. } => "Verified",
-            Waiting::History { .. } => "History",
+            Waiting::History => "History",
         };
         f.debug_tuple("Pending").field(&state).finish()
     }
@@ -236,8 +236,8 @@ enum Waiting {
         user: Option<UserRecord>,
         attempt: Option<Box<Attempt>>,
     },
-    /// `GET /messages`: the read; `anchor` names the id parameter, if one was given.
-    History { anchor: Option<&'static str> },
+    /// `GET /messages`: the read.
+    History,
 }
 
 /// A login attempt, as the throttle records its outcome.
@@ -418,18 +418,19 @@ impl Rest {
                     _ => respond(bad_credentials()),
                 }
             }
-            (Waiting::History { anchor }, R::Store(StoreReply::History(history))) => {
-                match history {
-                    History::Messages(messages) => respond(Response::json(200, &messages)),
-                    History::UnknownAnchor => respond(Response::error(
+            (Waiting::History, R::Store(StoreReply::History(history))) => match history {
+                History::Messages(messages) => respond(Response::json(200, &messages)),
+                History::UnknownAnchor(side) => {
+                    let param = match side {
+                        Side::Before => "beforeId",
+                        Side::After => "afterId",
+                    };
+                    respond(Response::error(
                         422,
-                        &format!(
-                            "{}: not the id of a message in this chat",
-                            anchor.unwrap_or("cursor")
-                        ),
-                    )),
+                        &format!("{param}: not the id of a message in this chat"),
+                    ))
                 }
-            }
+            },
             _ => respond(Response::internal()),
         }
     }
@@ -509,14 +510,9 @@ impl Rest {
             Ok(q) => q,
             Err(detail) => return respond(Response::error(422, &detail)),
         };
-        let anchor = match query.window {
-            Window::Before(Cursor::Id(_)) => Some("beforeId"),
-            Window::After(Cursor::Id(_)) => Some("afterId"),
-            _ => None,
-        };
         Step::Run(
             Effect::Store(StoreCommand::History(query)),
-            Pending(Waiting::History { anchor }),
+            Pending(Waiting::History),
         )
     }
 

@@ -144,28 +144,28 @@ impl IntoParams for HistoryParams {
             ),
             param(
                 "before",
-                "The newest `limit` messages strictly before this time (ms since the Unix \
-                 epoch). Not with `beforeId`, `after` or `afterId` (422).",
+                "Only messages strictly before this time (ms since the Unix epoch). With \
+                 `beforeId` as well, both bounds apply.",
                 ms(),
             ),
             param(
                 "beforeId",
-                "The newest `limit` messages strictly before this message of the chat (page \
-                 back with the first id of the previous page). Not with `before`, `after` or \
-                 `afterId`; an id that names no message of this chat gets 422.",
+                "Only messages strictly before this message of the chat (page back with the \
+                 first id of the previous page); an id that names no message of this chat \
+                 gets 422.",
                 id(),
             ),
             param(
                 "after",
-                "The oldest `limit` messages strictly after this time (ms since the Unix \
-                 epoch). Not with `afterId`, `before` or `beforeId` (422).",
+                "Only messages strictly after this time (ms since the Unix epoch); the page is \
+                 then the oldest `limit` of them. With `afterId` as well, both bounds apply.",
                 ms(),
             ),
             param(
                 "afterId",
-                "The oldest `limit` messages strictly after this message of the chat (catch up \
-                 after a reconnect with the last id seen). Not with `after`, `before` or \
-                 `beforeId`; an id that names no message of this chat gets 422.",
+                "Only messages strictly after this message of the chat (catch up after a \
+                 reconnect with the last id seen); the page is then the oldest `limit` of \
+                 them. An id that names no message of this chat gets 422.",
                 id(),
             ),
         ]
@@ -256,9 +256,14 @@ fn register() {}
 #[allow(dead_code)]
 fn login() {}
 
-/// A page of a chat's history, oldest first: with neither bound the newest
-/// `limit` messages; with a before-bound the newest `limit` before it; with
-/// an after-bound the oldest `limit` after it.
+/// A page of a chat's history, oldest first.
+///
+/// A before-bound (`before`, `beforeId`) keeps the messages strictly older
+/// than it, an after-bound (`after`, `afterId`) those strictly newer; with
+/// both, what lies between them. A time and an id on one side both apply.
+/// With an after-bound the page is the oldest `limit` of what they keep
+/// (catching up); otherwise the newest `limit` (with no bound, the newest of
+/// the chat).
 #[utoipa::path(
     get, path = "/messages", tag = "messages", operation_id = "messages",
     params(HistoryParams),
@@ -269,8 +274,8 @@ fn login() {}
             body = ErrorBody, example = json!({"detail": "Not authenticated"})),
         (status = 413, description = "The request had a body over 1,000,000 bytes.",
             body = ErrorBody, example = json!({"detail": "Request body too large"})),
-        (status = 422, description = "A parameter is out of bounds, bounds are combined, or an \
-            id names no message of the chat.",
+        (status = 422, description = "A parameter is out of bounds, or an id names no message \
+            of the chat.",
             body = ErrorBody, example = json!({"detail": "limit: must be an integer from 1 to 100"})),
         (status = 503, description = "The store did not answer.",
             body = ErrorBody, example = json!({"detail": "Store unavailable"})),

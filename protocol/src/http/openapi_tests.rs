@@ -145,7 +145,8 @@ fn results_for(effect: &Effect) -> Vec<EffectResult> {
                     ..message(2)
                 },
             ]))),
-            EffectResult::Store(StoreReply::History(History::UnknownAnchor)),
+            EffectResult::Store(StoreReply::History(History::UnknownAnchor(Side::Before))),
+            EffectResult::Store(StoreReply::History(History::UnknownAnchor(Side::After))),
             failed(),
         ],
         // A host whose bcrypt pool is full answers `Busy`.

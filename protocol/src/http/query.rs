@@ -1,14 +1,12 @@
 //! The `/messages` query string: decoding, the parameters' rules, and the window they select.
 
 use crate::model::{DEFAULT_CHAT, MAX_CHAT_ID_LEN, ObjectId};
-use crate::store::{Cursor, HistoryQuery, Window};
+use crate::store::{Bound, HistoryQuery, Window};
 
 /// `limit` when the query has none.
 pub(super) const DEFAULT_LIMIT: i64 = 30;
 /// The values `limit` may take.
 pub(super) const LIMIT: std::ops::RangeInclusive<i64> = 1..=100;
-const MIXED_BOUNDS: &str =
-    "a before-bound (before, beforeId) and an after-bound (after, afterId) cannot be combined";
 
 #[derive(Default)]
 struct Raw {
@@ -62,19 +60,17 @@ pub(super) fn history(raw: &str) -> Result<HistoryQuery, String> {
     let before_id = id(q.before_id.as_deref(), "beforeId")?;
     let after_id = id(q.after_id.as_deref(), "afterId")?;
 
-    let before = match (before, before_id) {
-        (Some(_), Some(_)) => return Err("before and beforeId cannot be combined".into()),
-        (t, i) => t.map(Cursor::Time).or(i.map(Cursor::Id)),
-    };
-    let after = match (after, after_id) {
-        (Some(_), Some(_)) => return Err("after and afterId cannot be combined".into()),
-        (t, i) => t.map(Cursor::Time).or(i.map(Cursor::Id)),
-    };
-    let window = match (before, after) {
-        (Some(_), Some(_)) => return Err(MIXED_BOUNDS.into()),
-        (Some(c), None) => Window::Before(c),
-        (None, Some(c)) => Window::After(c),
-        (None, None) => Window::Latest,
+    // Any combination: both sides make a range, a time and an id on one
+    // side both bound it.
+    let window = Window {
+        before: Bound {
+            time: before,
+            id: before_id,
+        },
+        after: Bound {
+            time: after,
+            id: after_id,
+        },
     };
     Ok(HistoryQuery {
         chat_id,

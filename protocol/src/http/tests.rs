@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::ids::CounterIds;
 use crate::model::{Message, ObjectId, Status};
-use crate::store::{HistoryQuery, StoreError};
+use crate::store::{Bound, HistoryQuery, StoreError, Window};
 
 const NOW: i64 = 1_732_540_800_123;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -602,38 +602,65 @@ fn messages_query_defaults_and_windows() {
         limit,
     };
     let id: ObjectId = "665f1c2e9b1e8a3f4c2d1a0b".parse().unwrap();
-    assert_eq!(history_query(""), q("general", Window::Latest, 30));
-    assert_eq!(history_query("limit=1"), q("general", Window::Latest, 1));
+    assert_eq!(history_query(""), q("general", Window::LATEST, 30));
+    assert_eq!(history_query("limit=1"), q("general", Window::LATEST, 1));
     assert_eq!(
         history_query("limit=100&unknown=x"),
-        q("general", Window::Latest, 100)
+        q("general", Window::LATEST, 100)
     );
     assert_eq!(
         history_query("before=1732540800123"),
         q(
             "general",
-            Window::Before(Cursor::Time(1_732_540_800_123)),
+            Window::before(Bound::time(1_732_540_800_123)),
             30
         )
     );
     assert_eq!(
         history_query("after=5&limit=7&chatId=room-1"),
-        q("room-1", Window::After(Cursor::Time(5)), 7)
+        q("room-1", Window::after(Bound::time(5)), 7)
     );
     assert_eq!(
         history_query("beforeId=665f1c2e9b1e8a3f4c2d1a0b"),
-        q("general", Window::Before(Cursor::Id(id)), 30)
+        q("general", Window::before(Bound::id(id)), 30)
     );
     assert_eq!(
         history_query("afterId=665f1c2e9b1e8a3f4c2d1a0b&chatId=a"),
-        q("a", Window::After(Cursor::Id(id)), 30)
+        q("a", Window::after(Bound::id(id)), 30)
     );
     // Percent-decoding, `+` as a space, and the last of repeated values.
     assert_eq!(
         history_query("chat%49d=team%3Aops&limit=%2B5&limit=+6+"),
-        q("team:ops", Window::Latest, 6)
+        q("team:ops", Window::LATEST, 6)
     );
-    assert_eq!(history_query("&&limit=2&"), q("general", Window::Latest, 2));
+    assert_eq!(history_query("&&limit=2&"), q("general", Window::LATEST, 2));
+    // Any combination: a range, and a time with an id on one side.
+    let both = |time, id| Bound {
+        time: Some(time),
+        id: Some(id),
+    };
+    assert_eq!(
+        history_query(&format!("after=5&beforeId={id}")),
+        q(
+            "general",
+            Window {
+                before: Bound::id(id),
+                after: Bound::time(5),
+            },
+            30
+        )
+    );
+    assert_eq!(
+        history_query(&format!("before=9&beforeId={id}&after=1&afterId={id}")),
+        q(
+            "general",
+            Window {
+                before: both(9, id),
+                after: both(1, id),
+            },
+            30
+        )
+    );
 }
 
 #[test]
@@ -641,8 +668,6 @@ fn messages_query_errors() {
     let mut rest = rest();
     let limit = "limit: must be an integer from 1 to 100";
     let chat = "chatId: must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
-    let mixed =
-        "a before-bound (before, beforeId) and an after-bound (after, afterId) cannot be combined";
     let id = "665f1c2e9b1e8a3f4c2d1a0b";
     let cases = [
         ("limit=0".to_owned(), limit),
@@ -674,18 +699,6 @@ fn messages_query_errors() {
         ("chatId=a+b".to_owned(), chat),
         ("chatId=%E2%82%AC".to_owned(), chat),
         (format!("chatId={}", "a".repeat(65)), chat),
-        (
-            format!("before=1&beforeId={id}"),
-            "before and beforeId cannot be combined",
-        ),
-        (
-            format!("after=1&afterId={id}"),
-            "after and afterId cannot be combined",
-        ),
-        ("before=1&after=1".to_owned(), mixed),
-        (format!("before=1&afterId={id}"), mixed),
-        (format!("beforeId={id}&after=1"), mixed),
-        (format!("beforeId={id}&afterId={id}"), mixed),
     ];
     for (query, detail) in &cases {
         refused(handle(&mut rest, &authorized(query)), 422, detail);
@@ -719,7 +732,7 @@ fn messages_answers() {
     let empty = EffectResult::Store(StoreReply::History(History::Messages(vec![])));
     assert_eq!(answered(resume(&mut rest, p, empty)), (200, json!([])));
 
-    let unknown = || EffectResult::Store(StoreReply::History(History::UnknownAnchor));
+    let unknown = || EffectResult::Store(StoreReply::History(History::UnknownAnchor(Side::Before)));
     let (_, p) = effect(handle(
         &mut rest,
         &authorized("beforeId=665f1c2e9b1e8a3f4c2d1a0b"),
@@ -729,12 +742,15 @@ fn messages_answers() {
         422,
         "beforeId: not the id of a message in this chat",
     );
+    // The store names the side whose id it did not find.
     let (_, p) = effect(handle(
         &mut rest,
-        &authorized("afterId=665f1c2e9b1e8a3f4c2d1a0b"),
+        &authorized("afterId=665f1c2e9b1e8a3f4c2d1a0b&beforeId=665f1c2e9b1e8a3f4c2d1a0c"),
     ));
+    let unknown_after =
+        EffectResult::Store(StoreReply::History(History::UnknownAnchor(Side::After)));
     refused(
-        resume(&mut rest, p, unknown()),
+        resume(&mut rest, p, unknown_after),
         422,
         "afterId: not the id of a message in this chat",
     );

@@ -4,13 +4,13 @@
 //! the process. It passes the store suite like the durable stores.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::model::{Message, ObjectId, Status, UserRecord};
 use crate::store::{
-    Append, CreateUser, Cursor, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
-    Store, StoreCommand, StoreError, StoreFuture, StoreReply, Window,
+    Append, Bound, CreateUser, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
+    Side, Store, StoreCommand, StoreError, StoreFuture, StoreReply,
 };
 
 /// A message's place in its chat: (timestamp, id).
@@ -147,34 +147,41 @@ impl MemoryModel {
         let empty = BTreeMap::new();
         let chat = self.chats.get(&q.chat_id).unwrap_or(&empty);
         let limit = q.limit as usize;
-        let anchor = |c: Cursor, time_bound: ObjectId| match c {
-            Cursor::Time(t) => Some((t, time_bound)),
-            Cursor::Id(id) => match self.by_id.get(&id) {
-                Some((chat_id, key)) if *chat_id == q.chat_id => Some(*key),
-                _ => None,
-            },
+        // Each side's edge as a key of the chat's map; an id from another
+        // chat (or none) is an unknown anchor.
+        let edge = |bound: Bound, side: Side| -> Result<std::ops::Bound<Key>, Side> {
+            let anchor = match bound.id {
+                None => None,
+                Some(id) => match self.by_id.get(&id) {
+                    Some((chat_id, (timestamp, _))) if *chat_id == q.chat_id => Some(*timestamp),
+                    _ => return Err(side),
+                },
+            };
+            Ok(match bound.edge(side, anchor) {
+                Some(e) => Excluded(e.key(side)),
+                None => Unbounded,
+            })
         };
-        let newest = |range: std::collections::btree_map::Range<'_, Key, Message>| {
-            let mut page: Vec<Message> = range.rev().take(limit).map(|(_, m)| m.clone()).collect();
+        let range = match (
+            edge(q.window.after, Side::After),
+            edge(q.window.before, Side::Before),
+        ) {
+            (Ok(lo), Ok(hi)) => (lo, hi),
+            (Err(side), _) | (_, Err(side)) => return History::UnknownAnchor(side),
+        };
+        // An empty or inverted range holds nothing (BTreeMap::range panics on one).
+        if let (Excluded(lo), Excluded(hi)) = range
+            && lo >= hi
+        {
+            return History::Messages(Vec::new());
+        }
+        let found = chat.range(range).map(|(_, m)| m.clone());
+        let page = if q.window.oldest_first() {
+            found.take(limit).collect()
+        } else {
+            let mut page: Vec<Message> = found.rev().take(limit).collect();
             page.reverse();
             page
-        };
-        let page = match q.window {
-            Window::Latest => newest(chat.range(..)),
-            // Before a time: below the smallest key of that millisecond.
-            Window::Before(c) => match anchor(c, ObjectId([0; 12])) {
-                Some(key) => newest(chat.range(..key)),
-                None => return History::UnknownAnchor,
-            },
-            // After a time: above the largest key of that millisecond.
-            Window::After(c) => match anchor(c, ObjectId([0xff; 12])) {
-                Some(key) => chat
-                    .range((Bound::Excluded(key), Bound::Unbounded))
-                    .take(limit)
-                    .map(|(_, m)| m.clone())
-                    .collect(),
-                None => return History::UnknownAnchor,
-            },
         };
         History::Messages(page)
     }

@@ -17,8 +17,8 @@
 
 use crate::model::{Message, ObjectId, Status, UserRecord};
 use crate::store::{
-    Append, CreateUser, Cursor, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
-    Store, StoreError, Window,
+    Append, Bound, CreateUser, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
+    Side, Store, StoreError, Window,
 };
 
 /// Runs every case, each against a fresh store from `make`.
@@ -31,6 +31,7 @@ pub async fn run_all<S: Store>(make: impl Fn() -> S) {
     id_cursors_are_exclusive(&make()).await;
     paging_visits_every_message_once_within_one_millisecond(&make()).await;
     id_cursor_outside_the_chat_is_an_unknown_anchor(&make()).await;
+    both_sides_and_both_kinds_of_bound_combine(&make()).await;
     chats_are_separate(&make()).await;
     retry_key_returns_the_first_message(&make()).await;
     retry_key_is_per_author(&make()).await;
@@ -126,7 +127,7 @@ async fn history(store: &dyn Store, chat: &str, window: Window, limit: u32) -> H
 async fn read(store: &dyn Store, chat: &str, window: Window, limit: u32) -> Vec<Message> {
     match history(store, chat, window, limit).await {
         History::Messages(m) => m,
-        History::UnknownAnchor => panic!("{window:?} in {chat:?} answered UnknownAnchor"),
+        History::UnknownAnchor(_) => panic!("{window:?} in {chat:?} answered UnknownAnchor"),
     }
 }
 
@@ -135,7 +136,7 @@ fn ids(messages: &[Message]) -> Vec<ObjectId> {
 }
 
 async fn status_of(store: &dyn Store, chat: &str, id: ObjectId) -> Status {
-    let all = read(store, chat, Window::Latest, 100).await;
+    let all = read(store, chat, Window::LATEST, 100).await;
     match all.iter().find(|m| m.id == id) {
         Some(m) => m.status,
         None => panic!("{id:?} missing from the history of {chat:?}"),
@@ -190,7 +191,7 @@ pub async fn history_is_in_timestamp_id_order(store: &dyn Store) {
     let m2 = put(store, 2, "general", T0 + 1000).await;
     let m3 = put(store, 3, "general", T0 + 2000).await;
 
-    let all = read(store, "general", Window::Latest, 100).await;
+    let all = read(store, "general", Window::LATEST, 100).await;
     assert_eq!(all, vec![m2, m3, m4, m5, m1]);
 }
 
@@ -201,18 +202,18 @@ pub async fn latest_returns_the_newest_oldest_first(store: &dyn Store) {
         all.push(put(store, n, "general", T0 + i64::from(n) * 10).await);
     }
     assert_eq!(
-        ids(&read(store, "general", Window::Latest, 3).await),
+        ids(&read(store, "general", Window::LATEST, 3).await),
         ids(&all[7..])
     );
     assert_eq!(
-        ids(&read(store, "general", Window::Latest, 1).await),
+        ids(&read(store, "general", Window::LATEST, 1).await),
         ids(&all[9..])
     );
     assert_eq!(
-        ids(&read(store, "general", Window::Latest, 100).await),
+        ids(&read(store, "general", Window::LATEST, 100).await),
         ids(&all)
     );
-    assert!(read(store, "empty", Window::Latest, 100).await.is_empty());
+    assert!(read(store, "empty", Window::LATEST, 100).await.is_empty());
 }
 
 /// A time bound excludes every message at that millisecond; `Before` takes
@@ -224,8 +225,8 @@ pub async fn time_cursors_are_exclusive(store: &dyn Store) {
     let d = put(store, 4, "general", T0 + 3000).await;
     let e = put(store, 5, "general", T0 + 4000).await;
 
-    let before = |t: i64| Window::Before(Cursor::Time(t));
-    let after = |t: i64| Window::After(Cursor::Time(t));
+    let before = |t: i64| Window::before(Bound::time(t));
+    let after = |t: i64| Window::after(Bound::time(t));
     assert_eq!(
         ids(&read(store, "general", before(T0 + 3000), 100).await),
         vec![a.id, b.id, c.id]
@@ -291,8 +292,8 @@ pub async fn id_cursors_are_exclusive(store: &dyn Store) {
     let d = put(store, 4, "general", T0 + 2000).await;
     let e = put(store, 5, "general", T0 + 3000).await;
 
-    let before = |m: &Message| Window::Before(Cursor::Id(m.id));
-    let after = |m: &Message| Window::After(Cursor::Id(m.id));
+    let before = |m: &Message| Window::before(Bound::id(m.id));
+    let after = |m: &Message| Window::after(Bound::id(m.id));
     assert_eq!(
         ids(&read(store, "general", before(&c), 100).await),
         vec![a.id, b.id]
@@ -332,21 +333,21 @@ pub async fn paging_visits_every_message_once_within_one_millisecond(store: &dyn
     let want = ids(&all);
 
     let mut back: Vec<ObjectId> = Vec::new();
-    let mut window = Window::Latest;
+    let mut window = Window::LATEST;
     for _ in 0..10 {
         let page = read(store, "general", window, 7 * 13).await;
         let Some(first) = page.first() else { break };
-        window = Window::Before(Cursor::Id(first.id));
+        window = Window::before(Bound::id(first.id));
         back.splice(0..0, ids(&page));
     }
     assert_eq!(back, want, "paging back");
 
     let mut forward: Vec<ObjectId> = Vec::new();
-    let mut window = Window::After(Cursor::Time(T0 - 2));
+    let mut window = Window::after(Bound::time(T0 - 2));
     for _ in 0..10 {
         let page = read(store, "general", window, 100).await;
         let Some(last) = page.last() else { break };
-        window = Window::After(Cursor::Id(last.id));
+        window = Window::after(Bound::id(last.id));
         forward.extend(ids(&page));
     }
     assert_eq!(forward, want, "paging forward");
@@ -357,26 +358,111 @@ pub async fn paging_visits_every_message_once_within_one_millisecond(store: &dyn
 pub async fn id_cursor_outside_the_chat_is_an_unknown_anchor(store: &dyn Store) {
     put(store, 1, "general", T0).await;
     let other = put(store, 2, "other", T0 + 1).await;
-    for window in [
-        Window::Before(Cursor::Id(other.id)),
-        Window::After(Cursor::Id(other.id)),
-        Window::Before(Cursor::Id(mid(99))),
-        Window::After(Cursor::Id(mid(99))),
+    for (window, side) in [
+        (Window::before(Bound::id(other.id)), Side::Before),
+        (Window::after(Bound::id(other.id)), Side::After),
+        (Window::before(Bound::id(mid(99))), Side::Before),
+        (Window::after(Bound::id(mid(99))), Side::After),
+        // The side whose id is unknown is named, whatever the other holds.
+        (
+            Window {
+                before: Bound::id(mid(99)),
+                after: Bound::id(mid(1)),
+            },
+            Side::Before,
+        ),
+        (
+            Window {
+                before: Bound::id(mid(1)),
+                after: Bound::id(other.id),
+            },
+            Side::After,
+        ),
     ] {
         assert_eq!(
             history(store, "general", window, 100).await,
-            History::UnknownAnchor,
+            History::UnknownAnchor(side),
             "{window:?}"
         );
     }
     assert_eq!(
-        history(store, "other", Window::After(Cursor::Id(mid(1))), 100).await,
-        History::UnknownAnchor
+        history(store, "other", Window::after(Bound::id(mid(1))), 100).await,
+        History::UnknownAnchor(Side::After)
     );
     assert_eq!(
-        history(store, "nowhere", Window::Before(Cursor::Id(mid(1))), 100).await,
-        History::UnknownAnchor
+        history(store, "nowhere", Window::before(Bound::id(mid(1))), 100).await,
+        History::UnknownAnchor(Side::Before)
     );
+}
+
+/// Bounds on both sides select what lies strictly between them, the oldest
+/// `limit` first; a time and an id on one side select what the tighter of
+/// them does; bounds that cross select nothing.
+pub async fn both_sides_and_both_kinds_of_bound_combine(store: &dyn Store) {
+    let a = put(store, 1, "general", T0 + 1000).await;
+    let b = put(store, 2, "general", T0 + 2000).await;
+    let c = put(store, 3, "general", T0 + 2000).await;
+    let d = put(store, 4, "general", T0 + 3000).await;
+    let e = put(store, 5, "general", T0 + 4000).await;
+    let both = |time: i64, m: &Message| Bound {
+        time: Some(time),
+        id: Some(m.id),
+    };
+    let range = |after: Bound, before: Bound| Window { before, after };
+    let cases = [
+        // A range: ids, times, and one of each.
+        (
+            range(Bound::id(a.id), Bound::id(e.id)),
+            100,
+            vec![b.id, c.id, d.id],
+        ),
+        (range(Bound::id(a.id), Bound::id(e.id)), 2, vec![b.id, c.id]),
+        (range(Bound::id(b.id), Bound::id(d.id)), 100, vec![c.id]),
+        (
+            range(Bound::time(T0 + 1000), Bound::time(T0 + 3000)),
+            100,
+            vec![b.id, c.id],
+        ),
+        (
+            range(Bound::time(T0 + 1999), Bound::id(c.id)),
+            100,
+            vec![b.id],
+        ),
+        (
+            range(Bound::id(b.id), Bound::time(T0 + 4000)),
+            100,
+            vec![c.id, d.id],
+        ),
+        // Empty and crossed ranges.
+        (range(Bound::id(b.id), Bound::id(c.id)), 100, vec![]),
+        (range(Bound::id(d.id), Bound::id(b.id)), 100, vec![]),
+        (range(Bound::id(c.id), Bound::id(c.id)), 100, vec![]),
+        (range(Bound::time(T0 + 5000), Bound::time(T0)), 100, vec![]),
+        // A time and an id on one side: the tighter wins, either way round.
+        (
+            Window::before(both(T0 + 3000, &e)),
+            100,
+            vec![a.id, b.id, c.id],
+        ),
+        (Window::before(both(T0 + 9000, &c)), 100, vec![a.id, b.id]),
+        (Window::before(both(T0 + 2000, &c)), 100, vec![a.id]),
+        (Window::after(both(T0 + 2000, &a)), 100, vec![d.id, e.id]),
+        (Window::after(both(T0, &c)), 100, vec![d.id, e.id]),
+        (Window::after(both(T0 + 1999, &b)), 1, vec![c.id]),
+        // All four at once.
+        (
+            range(both(T0 + 1000, &a), both(T0 + 4000, &d)),
+            100,
+            vec![b.id, c.id],
+        ),
+    ];
+    for (window, limit, want) in cases {
+        assert_eq!(
+            ids(&read(store, "general", window, limit).await),
+            want,
+            "{window:?} limit {limit}"
+        );
+    }
 }
 
 /// Each chat has its own history, whatever the window.
@@ -387,31 +473,31 @@ pub async fn chats_are_separate(store: &dyn Store) {
     let o2 = put(store, 4, "other", T0 + 3).await;
 
     assert_eq!(
-        read(store, "general", Window::Latest, 100).await,
+        read(store, "general", Window::LATEST, 100).await,
         vec![g1.clone(), g2.clone()]
     );
     assert_eq!(
-        read(store, "other", Window::Latest, 100).await,
+        read(store, "other", Window::LATEST, 100).await,
         vec![o1.clone(), o2.clone()]
     );
     assert_eq!(
-        ids(&read(store, "general", Window::Latest, 1).await),
+        ids(&read(store, "general", Window::LATEST, 1).await),
         vec![g2.id]
     );
     assert_eq!(
-        ids(&read(store, "general", Window::After(Cursor::Time(T0)), 100).await),
+        ids(&read(store, "general", Window::after(Bound::time(T0)), 100).await),
         vec![g2.id]
     );
     assert_eq!(
-        ids(&read(store, "other", Window::Before(Cursor::Time(T0 + 3)), 100).await),
+        ids(&read(store, "other", Window::before(Bound::time(T0 + 3)), 100).await),
         vec![o1.id]
     );
     assert_eq!(
-        ids(&read(store, "other", Window::Before(Cursor::Id(o2.id)), 1).await),
+        ids(&read(store, "other", Window::before(Bound::id(o2.id)), 1).await),
         vec![mid(2)]
     );
     assert_eq!(
-        ids(&read(store, "general", Window::After(Cursor::Id(g1.id)), 100).await),
+        ids(&read(store, "general", Window::after(Bound::id(g1.id)), 100).await),
         vec![mid(3)]
     );
 }
@@ -431,14 +517,14 @@ pub async fn retry_key_returns_the_first_message(store: &dyn Store) {
     assert_eq!(ok(store.append_message(late_retry).await), first_ack);
 
     assert_eq!(
-        read(store, "general", Window::Latest, 100).await,
+        read(store, "general", Window::LATEST, 100).await,
         vec![first]
     );
-    assert!(read(store, "other", Window::Latest, 100).await.is_empty());
+    assert!(read(store, "other", Window::LATEST, 100).await.is_empty());
     for n in [2, 3] {
         assert_eq!(
-            history(store, "general", Window::Before(Cursor::Id(mid(n))), 100).await,
-            History::UnknownAnchor,
+            history(store, "general", Window::before(Bound::id(mid(n))), 100).await,
+            History::UnknownAnchor(Side::Before),
             "the duplicate {n} was stored"
         );
     }
@@ -453,7 +539,7 @@ pub async fn retry_key_is_per_author(store: &dyn Store) {
     let d = stored(store, new_message(4, "general", 1, T0 + 3, None)).await;
     let e = stored(store, new_message(5, "general", 1, T0 + 4, Some("other"))).await;
     assert_eq!(
-        read(store, "general", Window::Latest, 100).await,
+        read(store, "general", Window::LATEST, 100).await,
         vec![a, b, c, d, e]
     );
 }
@@ -476,7 +562,7 @@ pub async fn retry_key_expires_after_the_window(store: &dyn Store) {
         }
     );
     assert_eq!(
-        read(store, "general", Window::Latest, 100).await,
+        read(store, "general", Window::LATEST, 100).await,
         vec![first, second]
     );
 }
@@ -498,7 +584,7 @@ pub async fn mark_delivered_moves_sent_forward_only(store: &dyn Store) {
     ok(store.mark_delivered(m2.id).await);
     assert_eq!(status_of(store, "general", m2.id).await, Status::Read);
 
-    let page = read(store, "general", Window::After(Cursor::Time(T0 - 1)), 100).await;
+    let page = read(store, "general", Window::after(Bound::time(T0 - 1)), 100).await;
     let statuses: Vec<Status> = page.iter().map(|m| m.status).collect();
     assert_eq!(statuses, [Status::Delivered, Status::Read, Status::Sent]);
 }

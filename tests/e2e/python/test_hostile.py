@@ -539,10 +539,14 @@ def rest_cases(rng: random.Random, alice, tokens: Tokens, chat, other_chat, take
         add(f"{key} unknown", "GET", f"/messages?chatId={chat_id}&{key}={'0' * 24}", auth, b"", 422)
         add(f"{key} of another chat", "GET", f"/messages?chatId={chat_id}&{key}={other_ids[0]}", auth, b"", 422)
         add(f"{key} of a chat, asked in general", "GET", f"/messages?{key}={ids[0]}", auth, b"", 422)
+    # Bounds combine (a range, two bounds on a side); an unknown id on either side is still refused.
     for params in [f"before={now_ms}&after=1", f"before={now_ms}&beforeId={ids[0]}", f"after=1&afterId={ids[0]}",
                    f"beforeId={ids[0]}&afterId={ids[1]}", f"before={now_ms}&afterId={ids[0]}",
                    f"beforeId={ids[0]}&after=1", f"before=1&after=1&beforeId={ids[0]}&afterId={ids[0]}"]:
-        add("conflicting cursors", "GET", f"/messages?chatId={chat_id}&{params}", auth, b"", 422)
+        add("combined bounds", "GET", f"/messages?chatId={chat_id}&{params}", auth, b"", 200)
+        if ids[0] in params:
+            add("combined bounds, an id unknown", "GET",
+                f"/messages?chatId={chat_id}&{params.replace(ids[0], '0' * 24)}", auth, b"", 422)
     for cid in ["", "bad%20chat", "bad+chat", "x" * 65, "caf%C3%A9", "a%2Fb", "%00", "a%23b", "%zz", "%ff",
                 "%E2%82%AC", "a%0Ab", "*", "a,b", "%7B%7D", "a%09b"]:
         add("bad chatId", "GET", f"/messages?chatId={cid}", auth, b"", 422)
@@ -667,9 +671,11 @@ def gen_bad_query(rng, auth, chat, other_chat) -> RestCase:
         good["chatId"] = rng.choice(["x" * rng.randint(65, 300), _q("".join(rng.choices(BAD_CHAT_CHARS, k=3))),
                                      chat_id + rng.choice(["%20", "%2F", "%C3%A9", "%00", "+"])])
     elif k == 4:
+        # a range whose bounds are fine but for one id that names no message
         a, b = rng.sample([("before", str(int(time.time() * 1000))), ("after", "1"), ("beforeId", ids[0]),
                            ("afterId", ids[-1])], 2)
         good[a[0]], good[b[0]] = a[1], b[1]
+        good[rng.choice(["beforeId", "afterId"])] = "0" * 24
     elif k == 5:
         good[rng.choice(["beforeId", "afterId"])] = other_chat[1][0]
     else:
