@@ -68,7 +68,7 @@ pub enum ConnectError {
     #[error("cannot start the MongoDB store's runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// No server answered within the time allowed.
-    #[error("MongoDB unreachable after {attempts} attempts in {waited:?}: {last}")]
+    #[error("MongoDB unreachable after {attempts} attempts in {:.1} s: {last}", waited.as_secs_f64())]
     Unreachable {
         /// How many times it tried.
         attempts: u32,
@@ -275,15 +275,17 @@ async fn connect_inner(
             Ok(_) => break,
             Err(e) => {
                 let waited = started.elapsed();
+                let reason = brief(&e);
                 if waited + backoff >= options.give_up_after {
-                    tracing::error!(attempts, ?waited, error = %e, "MongoDB unreachable, giving up");
                     return Err(ConnectError::Unreachable {
                         attempts,
                         waited,
-                        last: e.to_string(),
+                        last: reason,
                     });
                 }
-                tracing::warn!(attempt = attempts, ?backoff, error = %e, "MongoDB not reachable yet, retrying");
+                tracing::warn!(
+                    "MongoDB not reachable yet (attempt {attempts}, next in {backoff:?}): {reason}"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(options.max_backoff);
             }
@@ -373,11 +375,46 @@ async fn setup(c: &Collections) -> mongodb::error::Result<()> {
 /// the server is out of reach or changing hands (network, server selection,
 /// a failover, a shutdown, a time limit), permanent otherwise.
 fn failed(e: mongodb::error::Error) -> StoreError {
-    tracing::warn!(error = %e, "MongoDB operation failed");
+    let reason = brief(&e);
+    tracing::warn!(error = %reason, "MongoDB operation failed");
     if is_transient(&e) {
-        StoreError::transient(e.to_string())
+        StoreError::transient(reason)
     } else {
-        StoreError::permanent(e.to_string())
+        StoreError::permanent(reason)
+    }
+}
+
+/// A driver error in one line, for a person: the driver's own text dumps
+/// the whole topology for a server selection timeout, and its labels and
+/// sources for every error.
+fn brief(e: &mongodb::error::Error) -> String {
+    match e.kind.as_ref() {
+        ErrorKind::ServerSelection { message, .. } => servers_unanswered(message),
+        kind => kind.to_string(),
+    }
+}
+
+/// A server selection timeout's message as each server's address and last
+/// error (`no MongoDB server answered: 127.0.0.1:27017: I/O error: ...`).
+fn servers_unanswered(message: &str) -> String {
+    let servers: Vec<String> = message
+        .split("{ Address: ")
+        .skip(1)
+        .map(|server| {
+            let address = server.split(',').next().unwrap_or_default().trim();
+            match server.split_once("Error: Kind: ") {
+                Some((_, error)) => {
+                    let error = error.split(", labels:").next().unwrap_or(error).trim();
+                    format!("{address}: {error}")
+                }
+                None => address.to_owned(),
+            }
+        })
+        .collect();
+    if servers.is_empty() {
+        format!("no MongoDB server answered ({message})")
+    } else {
+        format!("no MongoDB server answered: {}", servers.join("; "))
     }
 }
 
@@ -788,6 +825,27 @@ impl Store for MongoStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_selection_timeout_reads_as_its_servers_errors() {
+        // As the driver words it, for two servers.
+        let message = "No available servers. Topology: { Type: Unknown, Servers: [ { Address: \
+            127.0.0.1:1, Type: Unknown, Error: Kind: I/O error: Connection refused (os error \
+            111), labels: {\"RetryableError\"}, source: None, server response: None }, { \
+            Address: db2:27017, Type: Unknown, Error: Kind: I/O error: failed to lookup \
+            address information: Name or service not known, labels: {}, source: None, server \
+            response: None } ] }, labels: {}";
+        assert_eq!(
+            super::servers_unanswered(message),
+            "no MongoDB server answered: 127.0.0.1:1: I/O error: Connection refused (os error \
+             111); db2:27017: I/O error: failed to lookup address information: Name or service \
+             not known"
+        );
+        assert_eq!(
+            super::servers_unanswered("something else"),
+            "no MongoDB server answered (something else)"
+        );
+    }
+
     use super::*;
 
     #[test]
