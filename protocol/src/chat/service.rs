@@ -3,7 +3,7 @@
 //! delivery and read receipts, typing, rooms, retries, the rate limit and
 //! the per-socket bounds (an event budget, a most chats).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -86,6 +86,9 @@ enum Awaiting {
         temp_id: Option<String>,
         waiters: Vec<Waiter>,
         sender: SocketId,
+        /// The store's reply, held until every earlier send of the chat
+        /// had its own (see `Chat::sends`).
+        reply: Option<Box<StoreReply>>,
     },
     Read {
         socket: SocketId,
@@ -157,10 +160,16 @@ pub struct Chat {
     sockets_of_user: HashMap<ObjectId, Vec<SocketId>>,
     buckets: HashMap<ObjectId, TokenBucket>,
     pending: HashMap<OpId, Awaiting>,
+    /// Each chat's `chat:send` appends in the order their (timestamp, id)
+    /// were given, which is the chat's history order: a reply is applied
+    /// (broadcast, acks) only once every earlier one of its chat was, so
+    /// that sockets receive a chat's messages live in history's order
+    /// whatever order the store answers in.
+    sends: HashMap<String, VecDeque<OpId>>,
     /// `chat:send`s waiting for their token's turn on the bus, and when
     /// each stops waiting (in that order: the wait is one length).
     parked: HashMap<u64, Parked>,
-    parked_order: std::collections::VecDeque<(Instant, u64)>,
+    parked_order: VecDeque<(Instant, u64)>,
     next_spend: u64,
     /// Broadcast messages whose delivery is awaited (the ticket of
     /// [`Ctx::broadcast_tracked`]): their sender, and id.
@@ -243,9 +252,10 @@ impl Chat {
             sockets_of_user: HashMap::new(),
             buckets: HashMap::new(),
             pending: HashMap::new(),
+            sends: HashMap::new(),
             handing: HashMap::new(),
             parked: HashMap::new(),
-            parked_order: std::collections::VecDeque::new(),
+            parked_order: VecDeque::new(),
             next_spend: 0,
             in_flight: HashMap::new(),
             over_budget: {
@@ -476,6 +486,10 @@ impl Chat {
         if let Some(t) = &req.temp_id {
             self.in_flight.insert((user.id, t.clone()), op);
         }
+        self.sends
+            .entry(message.chat_id.clone())
+            .or_default()
+            .push_back(op);
         self.pending.insert(
             op,
             Awaiting::Send {
@@ -483,8 +497,35 @@ impl Chat {
                 temp_id: req.temp_id,
                 waiters: vec![waiter],
                 sender: socket,
+                reply: None,
             },
         );
+    }
+
+    /// Applies the replies at the front of `chat`'s sends, in order, up to
+    /// the first one still awaited.
+    fn release_sends(&mut self, ctx: &mut Ctx<'_>, chat: &str) {
+        while let Some(&op) = self.sends.get(chat).and_then(VecDeque::front) {
+            let Some(Awaiting::Send { reply: Some(_), .. }) = self.pending.get(&op) else {
+                break;
+            };
+            if let Some(queue) = self.sends.get_mut(chat) {
+                queue.pop_front();
+            }
+            if let Some(Awaiting::Send {
+                message,
+                temp_id,
+                waiters,
+                sender,
+                reply: Some(reply),
+            }) = self.pending.remove(&op)
+            {
+                self.on_appended(ctx, message, temp_id, waiters, sender, *reply);
+            }
+        }
+        if self.sends.get(chat).is_some_and(VecDeque::is_empty) {
+            self.sends.remove(chat);
+        }
     }
 
     fn on_appended(
@@ -833,13 +874,18 @@ impl Application for Chat {
     }
 
     fn on_store_reply(&mut self, ctx: &mut Ctx<'_>, op: OpId, reply: StoreReply) {
+        if let Some(Awaiting::Send {
+            message,
+            reply: held,
+            ..
+        }) = self.pending.get_mut(&op)
+        {
+            *held = Some(Box::new(reply));
+            let chat = message.chat_id.clone();
+            return self.release_sends(ctx, &chat);
+        }
         match self.pending.remove(&op) {
-            Some(Awaiting::Send {
-                message,
-                temp_id,
-                waiters,
-                sender,
-            }) => self.on_appended(ctx, message, temp_id, waiters, sender, reply),
+            Some(Awaiting::Send { .. }) => unreachable!("sends are handled above"),
             Some(Awaiting::Read { socket, ack, user }) => {
                 Self::on_read_recorded(ctx, socket, ack, user, reply)
             }

@@ -169,6 +169,53 @@ fn reordered_store_replies_keep_history_in_order() {
 }
 
 #[test]
+fn sockets_receive_a_chat_live_in_history_order_whatever_order_the_store_answers() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    let cy = tab(&mut sim, 3, "cy");
+    event(&mut sim, bob, 90, "chat:join", json!({"chatId": "side"}));
+    event(&mut sim, ana, 91, "chat:join", json!({"chatId": "side"}));
+    sim.settle();
+    sim.take(ana);
+    sim.take(bob);
+    sim.take(cy);
+    // Two senders, two chats, interleaved; the store answers newest first
+    // and fails one send in the middle.
+    for i in 0..6 {
+        let chat = if i % 3 == 2 { "side" } else { "general" };
+        send(
+            &mut sim,
+            ana,
+            i,
+            json!({"text": format!("a{i}"), "chatId": chat}),
+        );
+        send(&mut sim, cy, i, json!({"text": format!("c{i}")}));
+    }
+    assert!(sim.fail_at(2));
+    while sim.complete_newest() {}
+    sim.settle();
+    let received = sim.events(bob);
+    let live = |chat: &str| -> Vec<String> {
+        received
+            .iter()
+            .filter(|(n, v)| n == "chat:new-message" && v["chatId"] == chat)
+            .map(|(_, v)| v["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for chat in ["general", "side"] {
+        let history: Vec<String> = sim
+            .store
+            .chat(chat)
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        assert!(history.len() >= 2, "{chat}: {history:?}");
+        assert_eq!(live(chat), history, "{chat}");
+    }
+}
+
+#[test]
 fn the_rate_limit_refuses_beyond_the_burst_and_refills() {
     let mut sim = Sim::new();
     let ana = tab(&mut sim, 1, "ana");

@@ -10,6 +10,7 @@ import pytest
 
 from chatlib import (
     HEX24,
+    OrderedListener,
     TIMEOUT,
     TRANSPORTS,
     ChatClient,
@@ -160,6 +161,40 @@ def test_fan_out_to_many_sockets_keeps_every_message_in_order(chat_server, make)
         assert got == want
         other.none("chat:new-message", 0.05)
     sender.none("chat:new-message", 0.05)
+
+
+def test_a_chat_arrives_live_in_history_order_and_after_id_catches_up_exactly(chat_server, make):
+    """Six users sending at once into one chat: a socket receives its
+    messages live in the order GET /messages lists them, so `afterId` of any
+    message it saw returns exactly what came after it live."""
+    room = unique("order")
+    users = [register(chat_server) for _ in range(7)]
+    listener = OrderedListener(chat_server, users[6].token, room)
+    senders = [make().connect(u.token) for u in users[:6]]
+    try:
+        listener.wait_joined()
+        for client in senders:
+            client.call("chat:join", {"chatId": room})
+
+        def send_all(client: ChatClient, k: int) -> None:
+            for i in range(25):
+                client.sio.emit("chat:send", {"text": f"{k}-{i}", "chatId": room, "tempId": f"{k}-{i}"})
+
+        threads = [threading.Thread(target=send_all, args=(c, k)) for k, c in enumerate(senders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        live = listener.read_until(150)
+        history = [m["id"] for m in users[6].messages(chatId=room, limit=100, after=0)]
+        history += [m["id"] for m in users[6].messages(chatId=room, limit=100, afterId=history[-1])]
+        assert len(set(live)) == 150
+        assert live == history
+        for i in range(0, 150, 7):
+            caught = [m["id"] for m in users[6].messages(chatId=room, limit=100, afterId=live[i])]
+            assert caught == live[i + 1:i + 101], i
+    finally:
+        listener.close()
 
 
 def test_send_defaults_to_general_and_event_without_ack(chat_server, tabs):

@@ -19,9 +19,8 @@ import uuid
 
 import pytest
 import requests
-import websocket
 
-from chatlib import TIMEOUT, ChatClient, register
+from chatlib import TIMEOUT, ChatClient, OrderedListener, register
 from conftest import run_chatwire_to_exit, start_chatwire
 
 
@@ -164,49 +163,6 @@ def test_every_event_reaches_the_sockets_it_would_on_one_instance(instances, tra
     finally:
         for client in (ca, cb, cc):
             client.close()
-
-
-class OrderedListener:
-    """A Socket.IO client over a raw WebSocket (websocket-client), reading
-    frames in arrival order on one thread: python-socketio's client may run
-    event handlers on threads of their own, which can reorder what a test
-    records."""
-
-    def __init__(self, server, token: str, room: str) -> None:
-        self.ws = websocket.create_connection(
-            f"{server.ws_url}/socket.io/?EIO=4&transport=websocket", timeout=TIMEOUT)
-        assert self.ws.recv().startswith("0{")
-        self.ws.send("40" + json.dumps({"token": token}))
-        assert self.ws.recv().startswith("40{")
-        self.ws.send("421" + json.dumps(["chat:join", {"chatId": room}]))
-        self.room = room
-        self.ids: list[str] = []
-        self.joined = False
-
-    def read_until(self, n: int) -> list[str]:
-        """The ids of the room's new messages, in arrival order, once `n` came."""
-        deadline = time.monotonic() + 15
-        while len(self.ids) < n:
-            assert time.monotonic() < deadline, f"{len(self.ids)} of {n} messages"
-            frame = self.ws.recv()
-            if frame == "2":
-                self.ws.send("3")
-            elif frame.startswith("431"):
-                self.joined = True
-            elif frame.startswith("42"):
-                name, data = json.loads(frame[2:])[:2]
-                if name == "chat:new-message" and data["chatId"] == self.room:
-                    self.ids.append(data["id"])
-        return self.ids
-
-    def wait_joined(self) -> None:
-        while not self.joined:
-            frame = self.ws.recv()
-            if frame.startswith("431"):
-                self.joined = True
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 def test_one_chats_messages_arrive_in_the_same_order_on_every_instance(instances):
