@@ -221,6 +221,9 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 })
                 .await
             };
+            // The wall clock with every batch: a step of the system clock
+            // reaches message timestamps and token checks at once.
+            self.node.set_wall_clock(Instant::now(), crate::unix_ms());
             match next {
                 Some(Ok(c)) => {
                     self.input(c);

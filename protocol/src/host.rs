@@ -3,6 +3,8 @@
 //! names for store operations, and the HTTP answers and WebSocket frames
 //! the host writes. Every layer uses these; they use no layer.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 /// Names an HTTP request; chosen by the host, unique among its open requests.
@@ -96,4 +98,27 @@ pub struct Broadcast {
     pub frame: Frame,
     /// This node's WebSocket connections to write `frame` to.
     pub conns: Vec<ConnId>,
+}
+
+/// Wall-clock time carried forward on the host's monotonic time from one
+/// reading of the host's clock (an instant and the Unix milliseconds then).
+/// The core never reads a clock: a host hands it a fresh reading as often as
+/// it likes ([`crate::Node::set_wall_clock`]), so that a step of the
+/// system clock reaches the core with the next inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    base: Instant,
+    base_ms: i64,
+}
+
+impl WallClock {
+    /// Anchors `base` to `base_ms` milliseconds since the Unix epoch.
+    pub fn new(base: Instant, base_ms: i64) -> Self {
+        WallClock { base, base_ms }
+    }
+
+    /// Milliseconds since the Unix epoch at `now`.
+    pub fn unix_ms(&self, now: Instant) -> i64 {
+        self.base_ms + now.saturating_duration_since(self.base).as_millis() as i64
+    }
 }

@@ -14,7 +14,7 @@ use crate::ids::{IdGenerator, IntMap};
 use crate::stats::{EventName, Notice, Stats};
 use crate::store::{StoreCommand, StoreReply};
 
-pub use crate::host::{Broadcast, ConnId, Frame, HttpResponse, Method, OpId, RequestId};
+pub use crate::host::{Broadcast, ConnId, Frame, HttpResponse, Method, OpId, RequestId, WallClock};
 
 /// Something that happened, fed to [`Node::handle_input`].
 #[derive(Debug)]
@@ -236,6 +236,9 @@ pub enum Command {
 pub struct Shared<'a> {
     /// The time of the input being handled.
     pub now: Instant,
+    /// The host's wall clock at `now`, if the host reads it for the node
+    /// ([`Node::set_wall_clock`]).
+    pub unix_ms: Option<i64>,
     /// Every random id comes from here.
     pub ids: &'a mut dyn IdGenerator,
     /// The node's counters.
@@ -258,6 +261,7 @@ impl Shared<'_> {
     pub fn reborrow(&mut self) -> Shared<'_> {
         Shared {
             now: self.now,
+            unix_ms: self.unix_ms,
             ids: &mut *self.ids,
             stats: &mut *self.stats,
             max_payload: self.max_payload,
@@ -351,6 +355,8 @@ pub struct Node<U> {
     /// commands' kinds.
     awaited: IntMap<OpId, &'static str>,
     now: Instant,
+    /// The host's last reading of its wall clock ([`Node::set_wall_clock`]).
+    wall: Option<WallClock>,
     phase: Phase,
     /// In a cluster: polling requests sent to the nodes that hold their
     /// sessions, and those run here for other nodes.
@@ -382,9 +388,20 @@ impl<U: Upper> Node<U> {
             commands: VecDeque::new(),
             awaited: IntMap::default(),
             now,
+            wall: None,
             phase: Phase::Serving,
             forwarding: None,
         }
+    }
+
+    /// The host's wall clock read at `now` (milliseconds since the Unix
+    /// epoch): the layers take wall time (message timestamps, token
+    /// expiry) from the last reading, carried forward on the inputs'
+    /// instants. A host that reads its clock with each batch of inputs
+    /// makes a step of the system clock reach the core at once; one that
+    /// never does leaves the layers to the anchor they were built with.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: i64) {
+        self.wall = Some(WallClock::new(now, unix_ms));
     }
 
     /// Makes this node `node` of a cluster: its session ids start with its
@@ -763,6 +780,7 @@ impl<U: Upper> Node<U> {
     fn with_upper(&mut self, f: impl FnOnce(&mut U, &mut Shared<'_>)) {
         let mut sh = Shared {
             now: self.now,
+            unix_ms: self.wall.map(|w| w.unix_ms(self.now)),
             ids: &mut *self.ids,
             stats: &mut self.stats,
             max_payload: self.engine.config().max_payload,

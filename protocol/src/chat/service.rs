@@ -279,6 +279,14 @@ impl Chat {
         }
     }
 
+    /// Wall time now: the host's clock as the node last read it, else the
+    /// anchor this service was built with. Message timestamps never go back
+    /// whatever it does ([`MessageIds`]).
+    fn wall_ms(&self, ctx: &Ctx<'_>) -> i64 {
+        ctx.unix_ms()
+            .unwrap_or_else(|| self.clock.unix_ms(ctx.now()))
+    }
+
     /// How many typing indicators stand (those the service will end).
     pub fn typing_indicators(&self) -> usize {
         self.typing.as_ref().map_or(0, Typing::standing)
@@ -467,8 +475,9 @@ impl Chat {
                 req.temp_id.as_deref(),
             );
         }
+        let wall_ms = self.wall_ms(ctx);
         let ids = self.ids.get_or_insert_with(|| MessageIds::new(ctx.ids()));
-        let (id, timestamp) = ids.next(self.clock.unix_ms(ctx.now()));
+        let (id, timestamp) = ids.next(wall_ms);
         let message = Message {
             id,
             chat_id: req.chat_id,
@@ -779,11 +788,7 @@ impl Application for Chat {
             ctx.auth_failed(AuthFailure::MissingToken);
             return Err(json!({ "message": UNAUTHORIZED }));
         };
-        match self
-            .config
-            .jwt
-            .verify(&token, self.clock.unix_ms(ctx.now()))
-        {
+        match self.config.jwt.verify(&token, self.wall_ms(ctx)) {
             Ok(c) => Ok(User {
                 id: c.user_id,
                 name: c.username,

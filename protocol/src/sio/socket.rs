@@ -273,6 +273,13 @@ impl Ctx<'_> {
         self.sh.now
     }
 
+    /// The host's wall clock at [`Ctx::now`] (milliseconds since the Unix
+    /// epoch), if the host reads it for the node
+    /// ([`crate::Node::set_wall_clock`]).
+    pub fn unix_ms(&self) -> Option<i64> {
+        self.sh.unix_ms
+    }
+
     /// The id generator.
     pub fn ids(&mut self) -> &mut dyn IdGenerator {
         &mut *self.sh.ids

@@ -494,6 +494,34 @@ fn one_polling_post_of_thousands_of_events_is_held_by_both_limits() {
 }
 
 #[test]
+fn a_step_of_the_hosts_wall_clock_reaches_timestamps_and_token_checks_at_once() {
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let token = sim.token(uid(2), "bob");
+    let ack_timestamp = |sim: &mut Sim| -> i64 {
+        let ev = sim.events(ana);
+        let (_, ack) = ev.iter().find(|(n, _)| n == "chat:ack").expect("an ack");
+        ack["timestamp"].as_i64().unwrap()
+    };
+    // The host's clock jumps two hours ahead while its monotonic time
+    // barely moves (a suspended VM, a corrected clock).
+    let jumped = sim.unix_ms() + 2 * 3_600_000;
+    sim.node.set_wall_clock(sim.now, jumped);
+    sim.advance(Duration::from_millis(5));
+    send(&mut sim, ana, 1, json!({"text": "after the jump"}));
+    sim.settle();
+    assert_eq!(ack_timestamp(&mut sim), jumped + 5);
+    // A token issued before the jump, valid an hour: expired by the clock.
+    let c = sim.connect(Some(&token));
+    assert_eq!(sim.take(c)[1], r#"44{"message":"Token expired"}"#);
+    // The clock steps back an hour: a message's timestamp does not.
+    sim.node.set_wall_clock(sim.now, jumped - 3_600_000);
+    send(&mut sim, ana, 2, json!({"text": "after the step back"}));
+    sim.settle();
+    assert_eq!(ack_timestamp(&mut sim), jumped + 5);
+}
+
+#[test]
 fn connect_needs_a_valid_token() {
     let mut sim = Sim::new();
     let c = sim.connect(None);

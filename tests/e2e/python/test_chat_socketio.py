@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import pytest
 
@@ -195,6 +196,19 @@ def test_a_chat_arrives_live_in_history_order_and_after_id_catches_up_exactly(ch
             assert caught == live[i + 1:i + 101], i
     finally:
         listener.close()
+
+
+def test_a_message_is_stamped_with_the_machines_clock(chat_server, make):
+    """The timestamp comes from the host's wall clock as the send is handled,
+    not from a reading at start carried forward."""
+    user = register(chat_server)
+    client = make().connect(user.token)
+    time.sleep(1.5)  # the server has been up a while
+    for i in range(5):
+        before = int(time.time() * 1000)
+        ack = client.call("chat:send", {"text": f"clock {i}"})
+        after = int(time.time() * 1000)
+        assert before - 1 <= ack["timestamp"] <= after + 1, (before, ack["timestamp"], after)
 
 
 def test_send_defaults_to_general_and_event_without_ack(chat_server, tabs):
