@@ -354,6 +354,21 @@ impl Forwarding {
         )
     }
 
+    /// Every connection this node relays, let go (a draining node closes
+    /// them): each with the message that tells its holder.
+    pub(crate) fn relays_gone(&mut self) -> Vec<(ConnId, Bytes)> {
+        let conns: Vec<ConnId> = self.relays.keys().copied().collect();
+        conns
+            .into_iter()
+            .filter_map(|conn| Some((conn, self.relay_gone(conn)?)))
+            .collect()
+    }
+
+    /// Whether this node relays any connection.
+    pub(crate) fn relaying(&self) -> bool {
+        !self.relays.is_empty()
+    }
+
     /// Whether this node relays `conn`.
     pub(crate) fn relays(&self, conn: ConnId) -> bool {
         self.relays.contains_key(&conn)

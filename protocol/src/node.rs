@@ -440,7 +440,10 @@ impl<U: Upper> Node<U> {
     /// the host has written what [`Node::poll_output`] gave it, nothing
     /// is left to do.
     pub fn is_drained(&self) -> bool {
-        self.phase == Phase::Closed && self.engine.session_count() == 0 && !self.upper.busy()
+        self.phase == Phase::Closed
+            && self.engine.session_count() == 0
+            && !self.upper.busy()
+            && self.forwarding.as_ref().is_none_or(|f| !f.relaying())
     }
 
     /// Whether to emit [`Output::Notice`]s (off by default): a host turns
@@ -503,13 +506,20 @@ impl<U: Upper> Node<U> {
                 query,
                 authorization,
             } => {
-                // A WebSocket for another node's session: relayed there.
+                // A WebSocket for another node's session: relayed there,
+                // unless this node is going away (as the engine refuses an
+                // upgrade then, the client goes on polling).
+                let serving = self.phase == Phase::Serving;
                 let relayed = self.forwarding.as_mut().and_then(|f| {
                     let to = f.elsewhere(query)?.to_owned();
-                    Some(f.relay(conn, &to, query, authorization))
+                    Some(serving.then(|| f.relay(conn, &to, query, authorization)))
                 });
                 match relayed {
-                    Some(message) => self.outputs.push_back(Output::Publish(message)),
+                    Some(Some(message)) => self.outputs.push_back(Output::Publish(message)),
+                    Some(None) => self.outputs.push_back(Output::WsClose {
+                        conn,
+                        code: crate::ws::GOING_AWAY,
+                    }),
                     None => {
                         let ids = &mut *self.ids;
                         self.engine
@@ -588,6 +598,21 @@ impl<U: Upper> Node<U> {
         if self.phase == Phase::Draining && !self.upper.busy() {
             self.phase = Phase::Closed;
             self.engine.go_away(now);
+            // The connections relayed from here to other nodes' sessions
+            // close too (their clients reconnect elsewhere); the holders
+            // are told, as when a client goes.
+            for (conn, gone) in self
+                .forwarding
+                .as_mut()
+                .map(Forwarding::relays_gone)
+                .unwrap_or_default()
+            {
+                self.outputs.push_back(Output::WsClose {
+                    conn,
+                    code: crate::ws::GOING_AWAY,
+                });
+                self.outputs.push_back(Output::Publish(gone));
+            }
             self.route();
         }
         Ok(())

@@ -362,12 +362,7 @@ fn a_polling_session_is_served_whichever_node_each_request_reaches() {
     // node 0 over the bus, and the session is upgraded as if it had reached
     // node 0.
     let conn = 900;
-    c.nodes[1].clients.insert(conn, Default::default());
-    c.nodes[1].input(crate::node::Input::WsOpen {
-        conn: crate::node::ConnId(conn),
-        query: &format!("EIO=4&transport=websocket&sid={sid}"),
-        authorization: None,
-    });
+    upgrade(&mut c, 1, conn, &q);
     c.nodes[1].send(conn, "2probe");
     c.settle(&mut rng);
     assert_eq!(c.nodes[1].take(conn), ["3probe"]);
@@ -392,6 +387,67 @@ fn a_polling_session_is_served_whichever_node_each_request_reaches() {
     c.nodes[1].drop_client(conn);
     c.settle(&mut rng);
     assert_eq!(c.nodes[0].node.engine().session_count(), 0);
+}
+
+/// A polling session of user `n` held by node 0 (its handshake and
+/// CONNECT reached node 0): its query string.
+fn polling_session(c: &mut ClusterSim, rng: &mut SimRng, req: u64, n: u8, name: &str) -> String {
+    use crate::node::Method;
+    c.nodes[0].http(req, Method::Get, "EIO=4&transport=polling", b"");
+    let (_, open) = answer(c, rng, 0, req);
+    let open: Value = serde_json::from_str(&open[1..]).unwrap();
+    let q = format!(
+        "EIO=4&transport=polling&sid={}",
+        open["sid"].as_str().unwrap()
+    );
+    let token = c.nodes[0].token(super::harness::uid(n), name);
+    let connect = format!("40{}", json!({"token": token}));
+    c.nodes[0].http(req + 1, Method::Post, &q, connect.as_bytes());
+    assert_eq!(answer(c, rng, 0, req + 1), (200, "ok".into()));
+    q
+}
+
+/// Opens a WebSocket upgrade of the polling session `q` on `node`.
+fn upgrade(c: &mut ClusterSim, node: usize, conn: u64, q: &str) {
+    c.nodes[node].clients.insert(conn, Default::default());
+    c.nodes[node].input(crate::node::Input::WsOpen {
+        conn: crate::node::ConnId(conn),
+        query: &q.replace("transport=polling", "transport=websocket"),
+        authorization: None,
+    });
+}
+
+#[test]
+fn a_draining_node_closes_what_it_relays_and_relays_nothing_new() {
+    let mut rng = SimRng::new(8);
+    let mut c = ClusterSim::new(2);
+    let ana = polling_session(&mut c, &mut rng, 1, 1, "ana");
+    upgrade(&mut c, 1, 900, &ana);
+    c.nodes[1].send(900, "2probe");
+    c.settle(&mut rng);
+    assert_eq!(c.nodes[1].take(900), ["3probe"]);
+    c.nodes[1].send(900, "5");
+    c.settle(&mut rng);
+    assert_eq!(c.nodes[0].node.engine().session_count(), 1);
+
+    c.nodes[1].input(crate::node::Input::Shutdown);
+    c.settle(&mut rng);
+    // The relayed connection closed as going away, its holder told: the
+    // client reconnects elsewhere.
+    assert_eq!(c.nodes[1].clients[&900].close_code, Some(1001));
+    assert_eq!(c.nodes[0].node.engine().session_count(), 0);
+    assert!(c.nodes[1].node.is_drained());
+
+    // An upgrade reaching the draining node is refused, not relayed: the
+    // session stays on polling at its holder.
+    let cy = polling_session(&mut c, &mut rng, 3, 3, "cy");
+    let published = c.bus().len();
+    upgrade(&mut c, 1, 901, &cy);
+    c.settle(&mut rng);
+    assert_eq!(c.nodes[1].clients[&901].close_code, Some(1001));
+    assert_eq!(c.bus().len(), published, "nothing went on the bus");
+    assert_eq!(c.nodes[0].node.engine().session_count(), 1);
+    assert!(c.nodes[1].node.is_drained());
 }
 
 #[test]
