@@ -60,6 +60,9 @@ pub(crate) enum BusMessage {
         /// For `to`: not logged, never replayed (an ack).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         volatile: bool,
+        /// The packet's binary attachments, base64 (standard, padded).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     /// With recovery on: a socket's session as the node holding it has it
     /// (it connected, came back, joined or left a room).
@@ -226,6 +229,7 @@ mod tests {
             track: true,
             to: None,
             volatile: false,
+            attachments: vec!["AQID".into()],
         };
         assert_eq!(BusMessage::decode(&m.encode()), Some(m));
         for garbage in [&b""[..], b"{}", b"[1]", br#"{"t":"b"}"#, b"\xff"] {

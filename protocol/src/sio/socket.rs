@@ -321,14 +321,13 @@ impl Ctx<'_> {
             .then(|| EventName::of(packet::event_name(&text).unwrap_or("")));
         let recoverable = recoverable && name.is_some() && id.is_none();
         if recoverable
-            && attachments.is_empty()
             && self.state.log.is_some()
             && let Some(cluster) = &mut self.state.cluster
         {
             // Through the bus, so that every node logs it (the socket may
             // come back to another): it reaches the socket from there.
             let (sid, nsp) = (s.sid.clone(), s.nsp.clone());
-            publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, false);
+            publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, attachments, false);
             return true;
         }
         if let Some(log) = &mut self.state.log
@@ -371,9 +370,9 @@ impl Ctx<'_> {
         let text = packet::encode(kind, nsp, attachments.len(), None, Some(data));
         match &mut self.state.cluster {
             // Every node logs it: the socket may come back to any.
-            Some(cluster) if attachments.is_empty() => {
+            Some(cluster) => {
                 let (nsp, sid) = (nsp.to_owned(), sid.to_owned());
-                publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, false);
+                publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, attachments, false);
             }
             _ => {
                 log.push(
@@ -462,7 +461,7 @@ impl Ctx<'_> {
         };
         let text = packet::encode(PacketType::Ack, &s.nsp, 0, Some(id), Some(args));
         let (sid, nsp) = (s.sid.clone(), s.nsp.clone());
-        publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, true);
+        publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, &[], true);
         true
     }
 
@@ -573,6 +572,7 @@ impl Ctx<'_> {
                 track,
                 to: None,
                 volatile: false,
+                attachments: Vec::new(),
             };
             self.sh.push(Command::Publish(message.encode()));
             return seq;
@@ -704,8 +704,10 @@ fn publish_to_socket(
     nsp: &str,
     sid: String,
     text: Bytes,
+    attachments: &[Bytes],
     volatile: bool,
 ) {
+    use base64::Engine as _;
     let seq = cluster.next(sh.now, false);
     let message = BusMessage::Broadcast {
         from: cluster.node.clone(),
@@ -717,9 +719,28 @@ fn publish_to_socket(
         track: false,
         to: Some(sid),
         volatile,
+        attachments: attachments
+            .iter()
+            .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
+            .collect(),
     };
     cluster.last_to_socket = seq;
     sh.push(Command::Publish(message.encode()));
+}
+
+/// A bus message's attachments, from base64; `None` if one is not base64
+/// (the message is not ours to deliver).
+fn decode_attachments(encoded: &[String]) -> Option<Vec<Bytes>> {
+    use base64::Engine as _;
+    encoded
+        .iter()
+        .map(|a| {
+            base64::engine::general_purpose::STANDARD
+                .decode(a)
+                .ok()
+                .map(Bytes::from)
+        })
+        .collect()
 }
 
 /// In a cluster with recovery on: tells the other nodes a socket's session
@@ -1337,11 +1358,15 @@ impl<A: Application> SocketIo<A> {
                 track,
                 to,
                 volatile,
+                attachments,
             } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 if !cluster.fresh(&from, seq) {
                     return;
                 }
+                let Some(attachments) = decode_attachments(&attachments) else {
+                    return;
+                };
                 if from == me {
                     cluster.read_back = cluster.read_back.max(seq);
                 }
@@ -1354,13 +1379,13 @@ impl<A: Application> SocketIo<A> {
                             Some(sid) => Target::Socket(sid),
                             None => Target::Room { room, except },
                         };
-                        log.push_global(at, &nsp, target, text.as_bytes(), &[], global);
+                        log.push_global(at, &nsp, target, text.as_bytes(), &attachments, global);
                     }
                     return;
                 }
                 if let Some(sid) = to {
                     let global = global.filter(|_| !volatile);
-                    self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), global);
+                    self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), &attachments, global);
                     return;
                 }
                 let n = deliver(
@@ -1460,12 +1485,13 @@ impl<A: Application> SocketIo<A> {
         nsp: &str,
         sid: String,
         text: Bytes,
+        attachments: &[Bytes],
         global: Option<(String, u64)>,
     ) {
         let text = match (&mut self.state.log, global) {
             (Some(log), Some(global)) => {
                 let target = Target::Socket(sid.clone());
-                log.push_global(sh.now, nsp, target, &text, &[], Some(global))
+                log.push_global(sh.now, nsp, target, &text, attachments, Some(global))
             }
             // Volatile (an ack), or recovery is off.
             _ => text,
@@ -1485,7 +1511,7 @@ impl<A: Application> SocketIo<A> {
             sh.stats.events_out[EventName::of(name) as usize] += 1;
         }
         let session = s.session;
-        send_packet(sh, session, text, &[]);
+        send_packet(sh, session, text, attachments);
     }
 
     fn handle_binary(

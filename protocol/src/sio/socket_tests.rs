@@ -18,8 +18,9 @@ use crate::node::{Broadcast, ConnId, Frame, Input, Method, Node, Output, Request
 /// whose auth says `deny` is refused; `join` puts the socket in room `r`,
 /// `shout` sends its arguments to everyone else there, `echo` acks its
 /// arguments and attachments back, `ask` emits `question` asking for an
-/// ack, `tell` emits `told` to the socket and `oops` a volatile `error`,
-/// `bye` disconnects the socket. It records what it heard.
+/// ack, `tell` emits `told` to the socket, `gift` emits `gift` with one
+/// binary attachment, `oops` a volatile `error`, `bye` disconnects the
+/// socket. It records what it heard.
 #[derive(Default)]
 struct App {
     auths: Vec<Option<Value>>,
@@ -86,6 +87,14 @@ impl Application for App {
             }
             "tell" => {
                 ctx.emit(socket, &["told"], &[]);
+            }
+            "gift" => {
+                let bytes = Bytes::from_static(&[1, 2, 3]);
+                ctx.emit(
+                    socket,
+                    &json!(["gift", {"_placeholder": true, "num": 0}]),
+                    &[bytes],
+                );
             }
             "oops" => {
                 ctx.emit_volatile(socket, &["error"], &[]);
@@ -774,4 +783,77 @@ fn a_client_that_broke_the_protocol_is_not_kept() {
     assert!(h.closed(1));
     let again = connect_as(&mut h, 2, &json!({"u": 1, "pid": first["pid"]}));
     assert_ne!(again["sid"], first["sid"]);
+}
+
+/// With recovery on in a cluster, an emit with attachments goes through
+/// the bus like any other (every node logs it, its offset names its bus
+/// message): a client back on another node gets it, attachment and all.
+#[test]
+fn a_binary_emit_in_a_cluster_reaches_its_socket_through_the_bus_and_is_replayed_elsewhere() {
+    let node = |name: &str| {
+        Harness::with(SocketIoConfig {
+            recovery: Some(super::RecoveryConfig::new(Duration::from_secs(60))),
+            cluster: Some(super::ClusterConfig { node: name.into() }),
+            ..SocketIoConfig::default()
+        })
+    };
+    let (mut n1, mut n2) = (node("n1"), node("n2"));
+    // Everything either publishes reaches both, in one order.
+    let exchange = |n1: &mut Harness, n2: &mut Harness| {
+        for _ in 0..4 {
+            let mut bus = Vec::new();
+            for h in [&mut *n1, &mut *n2] {
+                h.outputs.retain(|o| match o {
+                    Output::Publish(m) => {
+                        bus.push(m.clone());
+                        false
+                    }
+                    _ => true,
+                });
+            }
+            for m in &bus {
+                n1.input(Input::Cluster(m.clone()));
+                n2.input(Input::Cluster(m.clone()));
+            }
+        }
+    };
+    let first = connect_as(&mut n1, 1, &json!({"u": 1}));
+    exchange(&mut n1, &mut n2);
+    n1.received(1);
+    n1.text(1, r#"42["gift"]"#);
+    assert!(n1.received(1).is_empty(), "not sent before the bus had it");
+    exchange(&mut n1, &mut n2);
+    let got = n1.received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let offset = got[0].rsplit('"').nth(1).unwrap().to_owned();
+    assert!(offset.starts_with("n1:"), "{got:?}");
+    assert_eq!(
+        got[0],
+        format!(r#"451-["gift",{{"_placeholder":true,"num":0}},"{offset}"]"#)
+    );
+    assert!(n1.outputs.iter().any(|o| matches!(
+        o,
+        Output::WsFrame { conn: ConnId(1), frame: Frame::Binary(b) } if b[..] == [1, 2, 3]
+    )));
+
+    // Its transport ends with the gift unseen; it comes back on node 2.
+    n1.input(Input::WsClosed(ConnId(1)));
+    exchange(&mut n1, &mut n2);
+    n2.outputs.clear();
+    let auth = json!({"u": 1, "pid": first["pid"]});
+    n2.ws_session(7);
+    n2.text(7, &format!("40{auth}"));
+    exchange(&mut n1, &mut n2);
+    let got = n2.received(7);
+    assert_eq!(
+        got,
+        [
+            format!(r#"40{{"sid":{},"pid":{}}}"#, first["sid"], first["pid"]),
+            format!(r#"451-["gift",{{"_placeholder":true,"num":0}},"{offset}"]"#)
+        ]
+    );
+    assert!(n2.outputs.iter().any(|o| matches!(
+        o,
+        Output::WsFrame { conn: ConnId(7), frame: Frame::Binary(b) } if b[..] == [1, 2, 3]
+    )));
 }
