@@ -6,8 +6,8 @@
 # once per runtime (tokio: chatwire, conformance; smol: chatwire-smol,
 # conformance_smol), among them three `chatwire` instances as one cluster
 # on Debian's redis-server and the MongoDB-wire server; then schemathesis
-# against `chatwire` (tokio) and the API docs pages in headless Chromium
-# (Debian's, installed with apt).
+# against `chatwire` (tokio), the API docs pages and the web chat (/app,
+# both runtimes) in headless Chromium (Debian's, installed with apt).
 #
 # Then the container test (scripts/container-test.sh): the Dockerfile's
 # runtime stage around the tokio debug binary, run with podman.
@@ -204,9 +204,18 @@ done
 
 # /docs and /redoc in headless Chromium, every request outside chatwire
 # blocked; Swagger UI's "Try it out" registers, logs in, authorizes and reads.
-run_step "browser e2e (tokio): /docs and /redoc in Chromium" \
+# And the web chat at /app (app.test.mjs): several users in Chromium over
+# WebSocket and polling, with and without recovery, on both runtimes.
+run_step "browser e2e (tokio): /docs, /redoc and the web chat /app in Chromium" \
   bash -c 'cd "$1/tests/e2e/browser" && CHATWIRE_BIN="$2" timeout 300 node --test --test-concurrency=1 .' \
     _ "$ROOT" "$TARGET_DIR/debug/chatwire"
+case " $E2E_RUNTIMES " in
+  *" smol "*)
+    run_step "browser e2e (smol): the web chat /app in Chromium" \
+      bash -c 'cd "$1/tests/e2e/browser" && CHATWIRE_BIN="$2" timeout 300 node --test --test-concurrency=1 app.test.mjs' \
+        _ "$ROOT" "$TARGET_DIR/debug/chatwire-smol"
+    ;;
+esac
 
 # The container image (scripts/container-test.sh: podman, ~50 s cold, ~8 s
 # warm; CONTAINER_TEST=0 skips it) around the tokio debug binary.

@@ -24,7 +24,8 @@ use protocol::store::Store;
 use crate::edge::Cidr;
 use crate::node_task::Command;
 use crate::{
-    ApiDocs, EdgeConfig, Metrics, NodeHandle, Routes, Runtime, Server, random_seed, unix_ms,
+    ApiDocs, BoxFuture, EdgeConfig, Metrics, NodeHandle, Routes, Runtime, Server, WebApp,
+    random_seed, unix_ms,
 };
 
 /// The server's settings: each an environment variable and a flag.
@@ -243,6 +244,33 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, ConfigError> {
     Ok(Arc::new(store))
 }
 
+/// Opens the store on a thread of its own, so that `stop` is heard while a
+/// MongoDB server is being waited for; `None` when `stop` came first (the
+/// thread is left to end with the process).
+async fn open_store_or_stop(
+    url: &str,
+    stop: &mut BoxFuture<()>,
+) -> Option<Result<Arc<dyn Store>, ConfigError>> {
+    let (tx, opened) = futures_channel::oneshot::channel();
+    let owned = url.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("chatwire-open-store".into())
+        .spawn(move || {
+            // The receiver is gone only when a stop came first.
+            let _ = tx.send(open_store(&owned));
+        });
+    if spawned.is_err() {
+        // No thread to spare: open it here, deaf to `stop` meanwhile.
+        return Some(open_store(url));
+    }
+    match select(opened, stop).await {
+        Either::Left((store, _)) => {
+            Some(store.expect("the opening thread sends its result: open_store does not panic"))
+        }
+        Either::Right(_) => None,
+    }
+}
+
 /// A running chat server's parts.
 #[derive(Debug)]
 pub struct Served<R> {
@@ -252,8 +280,15 @@ pub struct Served<R> {
 }
 
 impl<R: Runtime> Served<R> {
-    /// Checks the settings, opens the store, and starts the node.
-    pub fn build(rt: &R, config: &Config, now: Instant) -> Result<Self, ConfigError> {
+    /// Checks the settings, opens the store, and starts the node; `None`
+    /// when `stop` came first (a MongoDB server that does not answer is
+    /// tried for 20 s, and a stop meanwhile ends the start at once).
+    pub async fn build(
+        rt: &R,
+        config: &Config,
+        now: Instant,
+        stop: &mut BoxFuture<()>,
+    ) -> Result<Option<Self>, ConfigError> {
         if !(4..=31).contains(&config.bcrypt_cost) {
             return Err(ConfigError::BcryptCost(config.bcrypt_cost));
         }
@@ -321,15 +356,22 @@ impl<R: Runtime> Served<R> {
         if config.redis_url.is_some() && !shared {
             return Err(ConfigError::ClusterStore(config.database_url.clone()));
         }
-        let store = open_store(&config.database_url)?;
+        if let Some(url) = &config.redis_url {
+            // Before the store, which may take seconds to answer.
+            crate::bus::check_url(url)?;
+        }
+        let Some(store) = open_store_or_stop(&config.database_url, stop).await else {
+            return Ok(None);
+        };
+        let store = store?;
         let engine = EngineConfig {
             ping_interval: Duration::from_millis(config.ping_interval_ms),
             ping_timeout: Duration::from_millis(config.ping_timeout_ms),
             max_payload: config.max_payload,
             ..EngineConfig::default()
         };
-        // One wall clock, anchored once, for the chat service and the REST
-        // routes alike.
+        // The chat service's anchor until the node task's first reading of
+        // the clock (it reads it with every batch of inputs).
         let clock = WallClock::new(now, unix_ms());
         let chat = Chat::new(
             ChatConfig {
@@ -426,7 +468,8 @@ impl<R: Runtime> Served<R> {
         let routes = Routes::new(rt.clone(), config.max_payload, cors)
             .engine("/socket.io/", node.clone())
             .docs(ApiDocs::new(service, version))
-            .rest(rest, store, Box::new(seeds), clock)
+            .web(WebApp)
+            .rest(rest, store, Box::new(seeds))
             .metrics(metrics)
             .trusted_proxies(trusted_proxies)
             .bcrypt_max_pending(match config.bcrypt_max_pending {
@@ -442,7 +485,7 @@ impl<R: Runtime> Served<R> {
                 body_timeout: Duration::from_millis(config.http_body_timeout_ms.max(1)),
                 max_header_bytes: config.max_header_bytes,
             });
-        Ok(Served { routes, node })
+        Ok(Some(Served { routes, node }))
     }
 
     /// Drains, within `timeout`: the node refuses new work, finishes the
@@ -516,10 +559,14 @@ pub async fn main<S: Server>(rt: S) -> ExitCode {
         };
     }
     // Before the store opens (a MongoDB connect may take seconds): a stop
-    // asked for meanwhile ends the server as soon as it serves.
-    let stop = rt.stop_signal();
-    let served = match Served::build(&rt, &config, Instant::now()) {
-        Ok(s) => s,
+    // asked for meanwhile ends the start at once.
+    let mut stop = rt.stop_signal();
+    let served = match Served::build(&rt, &config, Instant::now(), &mut stop).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!("chatwire: stopped before the store was open");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("chatwire: {e}");
             return ExitCode::from(2);

@@ -74,6 +74,16 @@ pub enum BusError {
     Runtime(#[source] std::io::Error),
 }
 
+/// Whether `url` is a Redis URL (nothing is connected to): a start checks
+/// it before the store, which may take seconds to answer.
+pub fn check_url(url: &str) -> Result<(), BusError> {
+    client(url).map(drop)
+}
+
+fn client(url: &str) -> Result<redis::Client, BusError> {
+    redis::Client::open(url).map_err(|e| BusError::Url(e.to_string()))
+}
+
 /// `url` with any password replaced, for logs.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
@@ -99,7 +109,7 @@ impl Bus {
         node: NodeHandle,
         replay: Option<Duration>,
     ) -> Result<Bus, BusError> {
-        let client = redis::Client::open(url).map_err(|e| BusError::Url(e.to_string()))?;
+        let client = client(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("chatwire-redis")

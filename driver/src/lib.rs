@@ -20,6 +20,7 @@ mod node_task;
 mod quiet;
 mod service;
 mod storage;
+mod web;
 mod ws;
 
 use std::future::Future;
@@ -34,6 +35,7 @@ pub use host::{announce, listener, serve};
 pub use metrics::Metrics;
 pub use node_task::{NodeHandle, spawn_cluster_node, spawn_node};
 pub use service::{Routes, serve_connection, unix_ms};
+pub use web::WebApp;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

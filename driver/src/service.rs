@@ -12,7 +12,6 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use protocol::chat::WallClock;
 use protocol::http::{Effect, EffectResult, Rest, Step};
 use protocol::ids::IdGenerator;
 use protocol::store::Store;
@@ -23,6 +22,7 @@ use crate::docs::ApiDocs;
 use crate::edge::{Cidr, Connections, EdgeConfig};
 use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle, NodeReader};
+use crate::web::WebApp;
 use crate::ws::WsConn;
 
 /// Where each request goes; cheap to clone, one per connection.
@@ -31,6 +31,7 @@ pub struct Routes<R> {
     engines: Arc<Vec<(String, NodeHandle)>>,
     rest: Option<Arc<RestHost>>,
     docs: Option<ApiDocs>,
+    web: Option<WebApp>,
     cors: Arc<Vec<String>>,
     max_payload: usize,
     edge: EdgeConfig,
@@ -51,6 +52,7 @@ impl<R: Clone> Clone for Routes<R> {
             engines: self.engines.clone(),
             rest: self.rest.clone(),
             docs: self.docs.clone(),
+            web: self.web,
             cors: self.cors.clone(),
             max_payload: self.max_payload,
             edge: self.edge,
@@ -83,8 +85,6 @@ struct RestHost {
     store: Arc<dyn Store>,
     /// bcrypt checks under way or waiting for a thread.
     bcrypt: Arc<AtomicUsize>,
-    /// Wall-clock time, as the node's chat service reads it.
-    clock: WallClock,
 }
 
 /// Milliseconds since the Unix epoch, from the host's clock.
@@ -115,6 +115,7 @@ impl<R: Runtime> Routes<R> {
             engines: Arc::new(Vec::new()),
             rest: None,
             docs: None,
+            web: None,
             cors: Arc::new(cors),
             max_payload,
             edge: EdgeConfig::default(),
@@ -178,20 +179,14 @@ impl<R: Runtime> Routes<R> {
     }
 
     /// Serves the REST routes for every other path, their time read from
-    /// `clock` (the one the chat service reads, so a token expires at the
-    /// same instant over REST and Socket.IO).
-    pub fn rest(
-        mut self,
-        rest: Rest,
-        store: Arc<dyn Store>,
-        ids: Box<dyn IdGenerator>,
-        clock: WallClock,
-    ) -> Self {
+    /// the host's clock at each request (as the node reads it with each
+    /// batch of inputs, so a token expires at the same instant over REST
+    /// and Socket.IO).
+    pub fn rest(mut self, rest: Rest, store: Arc<dyn Store>, ids: Box<dyn IdGenerator>) -> Self {
         self.rest = Some(Arc::new(RestHost {
             core: Mutex::new((rest, ids)),
             store,
             bcrypt: Arc::default(),
-            clock,
         }));
         self
     }
@@ -200,6 +195,13 @@ impl<R: Runtime> Routes<R> {
     /// `/asyncapi.json`, `/docs`, `/redoc`) ahead of the REST routes.
     pub fn docs(mut self, docs: ApiDocs) -> Self {
         self.docs = Some(docs);
+        self
+    }
+
+    /// Serves the web chat page (`/app` and its files) ahead of the REST
+    /// routes.
+    pub fn web(mut self, web: WebApp) -> Self {
+        self.web = Some(web);
         self
     }
 
@@ -274,6 +276,10 @@ impl<R: Runtime> Routes<R> {
             .docs
             .as_ref()
             .and_then(|d| d.answer(req.method(), req.uri().path()))
+            .or_else(|| {
+                self.web
+                    .and_then(|w| w.answer(req.method(), req.uri().path()))
+            })
         {
             r
         } else if self.echo.as_deref() == Some(req.uri().path()) {
@@ -517,7 +523,7 @@ impl<R: Runtime> Routes<R> {
         let mut step = {
             let mut core = host.core.lock().unwrap_or_else(|p| p.into_inner());
             let (rest, ids) = &mut *core;
-            rest.handle(&request, host.clock.unix_ms(Instant::now()), &mut **ids)
+            rest.handle(&request, unix_ms(), &mut **ids)
         };
         loop {
             match step {
@@ -543,8 +549,7 @@ impl<R: Runtime> Routes<R> {
                     let result = self.run_effect(host, effect).await;
                     let mut core = host.core.lock().unwrap_or_else(|p| p.into_inner());
                     let (rest, ids) = &mut *core;
-                    let now = host.clock.unix_ms(Instant::now());
-                    step = rest.resume(pending, result, now, &mut **ids);
+                    step = rest.resume(pending, result, unix_ms(), &mut **ids);
                 }
             }
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import resource
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -148,6 +149,66 @@ def test_bad_config_refused(env, words):
         # the message names the setting (as variable or flag)
         flag = "--" + word.lower().replace("_", "-")
         assert word in err or flag in err, err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Nothing listens there: chatwire retries MongoDB for about 20 s at start.
+def _unreachable_mongo() -> str:
+    return f"mongodb://127.0.0.1:{_free_port()}/chatdb?serverSelectionTimeoutMS=300"
+
+
+def test_a_bad_redis_url_is_refused_before_mongodb_is_tried():
+    started = time.monotonic()
+    done = run_chatwire_to_exit(chatwire_env(DATABASE_URL=_unreachable_mongo(), REDIS_URL="bogus://x"))
+    assert done.returncode == 2, done
+    assert "REDIS_URL" in done.stderr, done.stderr
+    assert "MongoDB" not in done.stderr, done.stderr
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_while_mongodb_is_retried_at_start_ends_it_at_once(sig):
+    proc = subprocess.Popen([str(chatwire_bin()), "--host", "127.0.0.1", "--port", "0"],
+                            env=merged_env(chatwire_env(DATABASE_URL=_unreachable_mongo(), RUST_LOG="info")),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait for the first failed attempt: the server is inside the retries.
+        lines = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if "MongoDB not reachable yet" in line:
+                break
+        else:
+            pytest.fail("no retry logged: " + "".join(lines))
+        # One short line per attempt: the address and the cause, not the driver's dump.
+        assert "Connection refused" in line and "Topology" not in line and len(line) < 300, line
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=5)
+        assert time.monotonic() - sent < 2, "the stop waited for the retries"
+        assert proc.returncode == 0, (proc.returncode, err)
+        assert "stopped before the store was open" in err, err
+        assert "listening on" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_mongodb_unreachable_at_start_is_one_clear_line():
+    done = run_chatwire_to_exit(chatwire_env(DATABASE_URL=_unreachable_mongo()), timeout=40)
+    assert done.returncode == 2, done
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("chatwire: DATABASE_URL"), last
+    assert "MongoDB unreachable after" in last and "Connection refused" in last, last
+    assert "Topology" not in done.stderr and "labels" not in done.stderr, done.stderr
 
 
 def test_a_second_process_on_the_same_data_directory_is_refused(tmp_path):
