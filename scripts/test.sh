@@ -191,6 +191,12 @@ for RT in $E2E_RUNTIMES; do
     bash -c 'cd "$1/tests/e2e/js" && timeout 600 node --test --test-concurrency=1 test/' _ "$ROOT"
 
   fresh_mongo
+  # The cluster suite again on a three-primary Redis Cluster (the python
+  # cluster suite runs on both by itself).
+  run_step "js e2e ($RT, Redis Cluster): socket.io-client cluster suite" \
+    bash -c 'cd "$1/tests/e2e/js" && REDIS_KIND=redis-cluster timeout 600 node --test --test-concurrency=1 test/cluster.test.mjs' _ "$ROOT"
+
+  fresh_mongo
   # The chat suites again with chatwire on the MongoDB-wire server.
   run_step "python e2e ($RT, MongoDB store): chatwire REST + chat + crash consistency" \
     env E2E_CHAT_STORE=mongo timeout 600 "$VENV/bin/python" -m pytest -p no:cacheprovider \

@@ -96,7 +96,8 @@ pub struct Config {
     pub recovery_window_ms: u64,
     /// `redis://...`: this instance is one of a cluster whose instances
     /// share this Redis (and a MongoDB store): room emits, read and typing
-    /// events and the per-user rate limit cross instances through it.
+    /// events and the per-user rate limit cross instances through it. Any
+    /// node of a Redis Cluster, or a comma-separated list of its nodes.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The most connections open at once (HTTP and WebSocket); past it a

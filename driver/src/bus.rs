@@ -1,6 +1,8 @@
-//! The cluster's bus on Redis: one stream (`chatwire:bus`) every instance
-//! appends its node's [`Output::Publish`](protocol::Output::Publish) to and
-//! reads, from where it stopped, into [`Input::Cluster`](protocol::Input).
+//! The cluster's bus on Redis (one server, or a Redis Cluster): one stream
+//! (`chatwire:bus`) every instance appends its node's
+//! [`Output::Publish`](protocol::Output::Publish) to, as many entries per
+//! round trip as are waiting, and reads, from where it stopped, into
+//! [`Input::Cluster`](protocol::Input).
 //!
 //! A stream, not pub/sub: every reader gets the entries in the one order
 //! Redis gave them (so a chat's events reach every socket in the same
@@ -25,7 +27,7 @@ use protocol::store::{
     StoreFuture,
 };
 use redis::AsyncCommands;
-use redis::streams::{StreamMaxlen, StreamRangeReply, StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 
 use crate::node_task::{Command, NodeHandle};
 use crate::quiet::Quiet;
@@ -74,24 +76,116 @@ pub enum BusError {
     Runtime(#[source] std::io::Error),
 }
 
-/// Whether `url` is a Redis URL (nothing is connected to): a start checks
-/// it before the store, which may take seconds to answer.
+/// Whether `url` is a Redis URL, or a comma-separated list of them
+/// (nothing is connected to): a start checks it before the store, which
+/// may take seconds to answer.
 pub fn check_url(url: &str) -> Result<(), BusError> {
-    client(url).map(drop)
+    Servers::parse(url).map(drop)
 }
 
-fn client(url: &str) -> Result<redis::Client, BusError> {
-    redis::Client::open(url).map_err(|e| BusError::Url(e.to_string()))
-}
-
-/// `url` with any password replaced, for logs.
+/// `url` (or each URL of a comma-separated list) with any password
+/// replaced, for logs.
 pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
+    url.split(',')
+        .map(|url| match url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => url.to_owned(),
+            },
             None => url.to_owned(),
-        },
-        None => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The Redis that `REDIS_URL` names: one server, or a Redis Cluster, either
+/// named by a comma-separated list of its nodes or found by asking the one
+/// node named (`INFO cluster`). In a cluster, everything the bus does is on
+/// one key, so it lands on one slot; the cluster client follows that slot
+/// across failovers and resharding.
+#[derive(Debug, Clone)]
+struct Servers {
+    urls: Vec<String>,
+}
+
+/// A connection to either.
+enum Conn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Servers {
+    fn parse(url: &str) -> Result<Servers, BusError> {
+        let urls: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            return Err(BusError::Url("no URL".into()));
+        }
+        for u in &urls {
+            redis::Client::open(u.as_str()).map_err(|e| BusError::Url(e.to_string()))?;
+        }
+        Ok(Servers { urls })
+    }
+
+    async fn open(&self) -> redis::RedisResult<Conn> {
+        if self.urls.len() > 1 {
+            return self.cluster().await;
+        }
+        let client = redis::Client::open(self.urls[0].as_str())?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config())
+            .await?;
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut conn)
+            .await?;
+        if info.contains("cluster_enabled:1") {
+            return self.cluster().await;
+        }
+        Ok(Conn::Single(conn))
+    }
+
+    async fn cluster(&self) -> redis::RedisResult<Conn> {
+        let client = redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .build()?;
+        Ok(Conn::Cluster(client.get_async_connection().await?))
     }
 }
 
@@ -109,7 +203,7 @@ impl Bus {
         node: NodeHandle,
         replay: Option<Duration>,
     ) -> Result<Bus, BusError> {
-        let client = client(url)?;
+        let servers = Servers::parse(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("chatwire-redis")
@@ -121,8 +215,8 @@ impl Bus {
             writing: Arc::new(AtomicBool::new(false)),
             _runtime: Arc::new(RuntimeGuard(None)),
         };
-        runtime.spawn(read(client.clone(), node, bus.reading.clone(), replay));
-        runtime.spawn(write(client, outbox, bus.writing.clone()));
+        runtime.spawn(read(servers.clone(), node, bus.reading.clone(), replay));
+        runtime.spawn(write(servers, outbox, bus.writing.clone()));
         Ok(Bus {
             _runtime: Arc::new(RuntimeGuard(Some(runtime))),
             ..bus
@@ -135,10 +229,16 @@ impl Bus {
     }
 }
 
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long an answer may take: a blocking read's wait, and then some.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(BLOCK_MS as u64 + 3_000);
+
 fn config() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_millis(BLOCK_MS as u64 + 3_000)))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
 }
 
 /// Waits before the next attempt: 100 ms, doubling to 2 s.
@@ -148,13 +248,10 @@ async fn back_off(attempt: &mut u32) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-async fn connect(client: &redis::Client, what: &str) -> redis::aio::MultiplexedConnection {
+async fn connect(servers: &Servers, what: &str) -> Conn {
     let mut attempt = 0;
     loop {
-        match client
-            .get_multiplexed_async_connection_with_config(&config())
-            .await
-        {
+        match servers.open().await {
             Ok(c) => {
                 if attempt > 0 {
                     tracing::info!("Redis bus: {what} connection back");
@@ -192,10 +289,7 @@ struct Start {
     clock: (u64, tokio::time::Instant),
 }
 
-async fn start(
-    conn: &mut redis::aio::MultiplexedConnection,
-    replay: Option<Duration>,
-) -> redis::RedisResult<Start> {
+async fn start(conn: &mut Conn, replay: Option<Duration>) -> redis::RedisResult<Start> {
     let mut clock = (0, tokio::time::Instant::now());
     if replay.is_some() {
         let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
@@ -223,18 +317,13 @@ async fn start(
 
 /// Reads the stream from where this instance started (its end then, or
 /// with `replay` that long before), on and on, across reconnections.
-async fn read(
-    client: redis::Client,
-    node: NodeHandle,
-    up: Arc<AtomicBool>,
-    replay: Option<Duration>,
-) {
+async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: Option<Duration>) {
     let mut last: Option<String> = None;
     let mut past_until = None;
     let mut clock = (0, tokio::time::Instant::now());
     let mut attempt = 0;
     loop {
-        let mut conn = connect(&client, "reading").await;
+        let mut conn = connect(&servers, "reading").await;
         if last.is_none() {
             match start(&mut conn, replay).await {
                 Ok(s) => {
@@ -248,6 +337,10 @@ async fn read(
                     continue;
                 }
             }
+        } else if let Err(e) = reaches_the_stream(&mut conn).await {
+            tracing::warn!("Redis bus: cannot reach the stream (reading): {e}");
+            back_off(&mut attempt).await;
+            continue;
         }
         if past_until.is_none() {
             up.store(true, Ordering::Release);
@@ -304,36 +397,61 @@ async fn read(
     }
 }
 
-/// Appends what the node publishes, in order; keeps what failed and sends
-/// it first once reconnected.
-async fn write(client: redis::Client, outbox: async_channel::Receiver<Bytes>, up: Arc<AtomicBool>) {
-    let mut pending: Option<Bytes> = None;
+/// Whether the server that holds the stream answers: a connection to a
+/// Redis Cluster opens while the node holding the stream's slot is down,
+/// so the bus is up only once a command on the stream's key went through.
+async fn reaches_the_stream(conn: &mut Conn) -> redis::RedisResult<()> {
+    conn.xlen::<_, u64>(STREAM).await.map(drop)
+}
+
+/// The most entries one round trip appends.
+const PIPELINE: usize = 256;
+
+/// Appends what the node publishes, in order, as many entries as are
+/// waiting in one round trip (a pipeline of `XADD`s); keeps a batch that
+/// failed and sends it first once reconnected.
+async fn write(servers: Servers, outbox: async_channel::Receiver<Bytes>, up: Arc<AtomicBool>) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut attempt = 0;
     loop {
-        let mut conn = connect(&client, "writing").await;
+        let mut conn = connect(&servers, "writing").await;
+        if let Err(e) = reaches_the_stream(&mut conn).await {
+            tracing::warn!("Redis bus: cannot reach the stream (writing): {e}");
+            back_off(&mut attempt).await;
+            continue;
+        }
         up.store(true, Ordering::Release);
         loop {
-            let message = match pending.take() {
-                Some(m) => m,
-                None => match outbox.recv().await {
-                    Ok(m) => m,
+            if batch.is_empty() {
+                match outbox.recv().await {
+                    Ok(m) => batch.push(m),
                     // The node is gone: so is the server.
                     Err(_) => return,
-                },
-            };
-            let added: redis::RedisResult<Option<String>> = conn
-                .xadd_maxlen(
-                    STREAM,
-                    StreamMaxlen::Approx(KEEP),
-                    "*",
-                    &[("d", message.as_ref())],
-                )
-                .await;
-            if let Err(e) = added {
+                }
+            }
+            while batch.len() < PIPELINE
+                && let Ok(m) = outbox.try_recv()
+            {
+                batch.push(m);
+            }
+            let mut pipe = redis::pipe();
+            for message in &batch {
+                pipe.cmd("XADD")
+                    .arg(STREAM)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(KEEP)
+                    .arg("*")
+                    .arg("d")
+                    .arg(message.as_ref())
+                    .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                 up.store(false, Ordering::Release);
                 tracing::warn!("Redis bus: publishing failed: {e}; reconnecting");
-                pending = Some(message);
                 break;
             }
+            batch.clear();
         }
     }
 }
@@ -390,11 +508,27 @@ impl Store for WithBus {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{Servers, redact};
 
     #[test]
     fn passwords_are_not_logged() {
         assert_eq!(redact("redis://:hunter2@h:6379/0"), "redis://***@h:6379/0");
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact("redis://:a@h1:1,redis://h2:2"),
+            "redis://***@h1:1,redis://h2:2"
+        );
+    }
+
+    #[test]
+    fn redis_url_is_one_url_or_a_list_of_them() {
+        assert_eq!(Servers::parse("redis://h:1").unwrap().urls, ["redis://h:1"]);
+        assert_eq!(
+            Servers::parse("redis://h:1, redis://h:2,").unwrap().urls,
+            ["redis://h:1", "redis://h:2"]
+        );
+        for bad in ["", ",", "bogus://x", "redis://h:1,http://h:2"] {
+            assert!(Servers::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

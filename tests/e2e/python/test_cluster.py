@@ -1,5 +1,6 @@
 """Three chatwire instances as one chat: REDIS_URL, one MongoDB-wire store
-(SecantusDB, $MONGODB_TEST_URL) and Debian's redis-server, started here.
+(SecantusDB, $MONGODB_TEST_URL) and Debian's redis-server, started here: one
+server, and again a three-primary Redis Cluster (every test runs on both).
 Clients (python-socketio, over WebSocket and over polling) are spread over
 the instances, each client talking to one of them.
 """
@@ -41,6 +42,7 @@ class Redis:
         self.binary = binary
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
+        self.seeds = [self.url]
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -67,6 +69,96 @@ class Redis:
             self.proc.wait(5)
 
 
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisCluster:
+    """A Redis Cluster of three primaries (no replicas), each a redis-server
+    of its own without persistence, made with `redis-cli --cluster create`.
+    `url` names one node: chatwire finds the others. `stop` and `start` kill
+    and bring back the primary that holds the bus's key (it rejoins with
+    its slots, empty), as `Redis` does with its one server."""
+
+    KEY = "chatwire:bus"
+
+    def __init__(self, workdir) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None or shutil.which("redis-cli") is None:
+            pytest.fail("redis-server/redis-cli not found (scripts/test.sh installs Debian's redis-server)")
+        self.binary = binary
+        self.dir = workdir
+        self.ports = [free_port() for _ in range(3)]
+        self.procs: dict[int, subprocess.Popen] = {}
+        for port in self.ports:
+            self._start_node(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )
+        self._wait_ok()
+        self.url = f"redis://127.0.0.1:{self.ports[0]}"
+        self.seeds = [f"redis://127.0.0.1:{p}" for p in self.ports]
+        self.holder = self._holder()
+
+    def _cli(self, port: int, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True,
+                              timeout=10).stdout
+
+    def _start_node(self, port: int) -> None:
+        self.procs[port] = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+             "--cluster-node-timeout", "2000", "--dir", str(self.dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _ping(port):
+            if time.monotonic() > deadline:
+                pytest.fail("redis-server (cluster node) did not start")
+            time.sleep(0.05)
+
+    def _wait_ok(self) -> None:
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in self._cli(p, "CLUSTER", "INFO") for p in self.ports):
+            if time.monotonic() > deadline:
+                pytest.fail("the Redis Cluster did not become ok")
+            time.sleep(0.1)
+
+    def _holder(self) -> int:
+        slot = self._cli(self.ports[0], "CLUSTER", "KEYSLOT", self.KEY).strip()
+        for line in self._cli(self.ports[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for r in fields[8:]:
+                lo, _, hi = r.partition("-")
+                if lo.isdigit() and int(lo) <= int(slot) <= int(hi or lo):
+                    return port
+        pytest.fail(f"no node holds slot {slot}")
+
+    def stop(self) -> None:
+        proc = self.procs[self.holder]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def start(self) -> None:
+        self._start_node(self.holder)
+        self._wait_ok()
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
 def shared_store_url() -> str:
     base = os.environ.get("MONGODB_TEST_URL")
     if not base:
@@ -77,11 +169,18 @@ def shared_store_url() -> str:
     return f"{url}?{query}" if query else url
 
 
-@pytest.fixture(scope="module")
-def redis():
-    r = Redis()
-    yield r
-    r.stop()
+@pytest.fixture(scope="module", params=["standalone", "redis-cluster"])
+def redis(request, tmp_path_factory):
+    """Every test of this file runs on one Redis server and again on a
+    three-primary Redis Cluster."""
+    if request.param == "standalone":
+        r = Redis()
+        yield r
+        r.stop()
+    else:
+        c = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+        yield c
+        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +292,30 @@ def test_one_chats_messages_arrive_in_the_same_order_on_every_instance(instances
             listener.close()
         for client in senders:
             client.close()
+
+
+def test_redis_url_may_list_seed_nodes(redis):
+    """REDIS_URL as a comma-separated list of nodes (a cluster's seeds; one
+    server's one URL) makes one chat as well."""
+    env = {"REDIS_URL": ",".join(redis.seeds), "DATABASE_URL": shared_store_url()}
+    a, b = start_chatwire(env), start_chatwire(env)
+    try:
+        for s in (a, b):
+            wait_ready(s, 200)
+        ana, bob = register(a), register(b)
+        ca = ChatClient(a, "websocket").connect(ana.token)
+        cb = ChatClient(b, "websocket").connect(bob.token)
+        try:
+            sent = ca.call("chat:send", {"text": "to the seeds"})
+            assert cb.wait_where("chat:new-message", lambda m: m["id"] == sent["id"])["text"] == "to the seeds"
+            back = cb.call("chat:send", {"text": "and back"})
+            assert ca.wait_where("chat:new-message", lambda m: m["id"] == back["id"])
+        finally:
+            ca.close()
+            cb.close()
+    finally:
+        a.stop()
+        b.stop()
 
 
 def test_the_rate_limit_holds_across_instances(instances):

@@ -1,10 +1,14 @@
 // Three chatwire instances as one chat (REDIS_URL, one MongoDB-wire store at
-// $MONGODB_TEST_URL, Debian's redis-server started here) behind a
+// $MONGODB_TEST_URL, Debian's redis-server started here: one server, or with
+// REDIS_KIND=redis-cluster a three-primary Redis Cluster) behind a
 // round-robin balancer written here (each HTTP request to the next
 // instance, no affinity), with the official socket.io-client over polling,
 // WebSocket and the upgrade (README, "Running a cluster").
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
@@ -30,11 +34,13 @@ function freePort() {
   });
 }
 
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-    stdio: "ignore",
-  });
+// A redis-server without persistence on `port` (more `args` added); its process.
+async function startRedisServer(port, args = []) {
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...args],
+    { stdio: "ignore" },
+  );
   child.once("error", (e) => {
     throw new Error(`redis-server did not start (scripts/test.sh installs Debian's): ${e.message}`);
   });
@@ -46,10 +52,53 @@ async function startRedis() {
       });
       c.once("error", () => resolve(false));
     });
-    if (up) return { port, url: `redis://127.0.0.1:${port}`, stop: () => child.kill("SIGKILL") };
+    if (up) return child;
     await sleep(50);
   }
   throw new Error("redis-server did not start");
+}
+
+async function startRedis() {
+  const port = await freePort();
+  const child = await startRedisServer(port);
+  return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill("SIGKILL") };
+}
+
+// Three primaries, no replicas, made one cluster by redis-cli; the URL names
+// one node (chatwire finds the others).
+async function startRedisCluster() {
+  const dir = mkdtempSync(path.join(tmpdir(), "chatwire-redis-cluster-"));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const children = [];
+  for (const port of ports) {
+    children.push(
+      await startRedisServer(port, [
+        "--cluster-enabled", "yes", "--cluster-config-file", `nodes-${port}.conf`,
+        "--cluster-node-timeout", "2000", "--dir", dir,
+      ]),
+    );
+  }
+  const nodes = ports.map((p) => `127.0.0.1:${p}`);
+  const made = spawnSync("redis-cli", ["--cluster", "create", ...nodes, "--cluster-replicas", "0", "--cluster-yes"], {
+    encoding: "utf8",
+  });
+  assert.equal(made.status, 0, made.stderr || made.stdout);
+  for (let i = 0; i < 300; i++) {
+    const ok = ports.every((p) =>
+      spawnSync("redis-cli", ["-p", String(p), "CLUSTER", "INFO"], { encoding: "utf8" }).stdout.includes("cluster_state:ok"),
+    );
+    if (ok) {
+      return {
+        url: `redis://127.0.0.1:${ports[0]}`,
+        stop: () => {
+          for (const c of children) c.kill("SIGKILL");
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    }
+    await sleep(100);
+  }
+  throw new Error("the Redis Cluster did not become ok");
 }
 
 function sharedStoreUrl() {
@@ -111,7 +160,7 @@ function startBalancer(ports) {
 }
 
 before(async () => {
-  redis = await startRedis();
+  redis = process.env.REDIS_KIND === "redis-cluster" ? await startRedisCluster() : await startRedis();
   // Connection state recovery on too: it works on the instance that held
   // the socket.
   env = { REDIS_URL: redis.url, DATABASE_URL: sharedStoreUrl(), RECOVERY_WINDOW_MS: "60000" };
