@@ -413,6 +413,11 @@ impl<R: Runtime> Served<R> {
                 // Session ids name this instance; polling requests for
                 // another's sessions go there over the bus.
                 node.join_cluster(&cluster.node);
+                // The store the node and the REST routes use: `GET /ready`
+                // says 503 while Redis is away too, and the per-user
+                // buckets are the cluster's, in Redis.
+                let bus = crate::bus::Bus::new(url)?;
+                let store: Arc<dyn Store> = Arc::new(crate::bus::WithBus::new(store, bus.clone()));
                 let (outbox, published) = async_channel::bounded(crate::bus::OUTBOX);
                 let node = crate::spawn_cluster_node(
                     rt,
@@ -427,14 +432,12 @@ impl<R: Runtime> Served<R> {
                     RecoveryConfig::new(Duration::from_millis(config.recovery_window_ms))
                         .past_to_read()
                 });
-                let bus = crate::bus::Bus::start(url, published, node.clone(), replay)?;
+                bus.run(published, node.clone(), replay);
                 tracing::info!(
                     "cluster: instance {} on Redis at {}",
                     cluster.node,
                     crate::bus::redact(url)
                 );
-                // `GET /ready` says 503 while Redis is away too.
-                let store: Arc<dyn Store> = Arc::new(crate::bus::WithBus::new(store, bus));
                 (node, store)
             }
             _ => {

@@ -24,7 +24,7 @@ use protocol::model::ObjectId;
 use protocol::model::UserRecord;
 use protocol::store::{
     Append, CreateUser, History, HistoryQuery, NewMessage, ReadReceipt, Store, StoreError,
-    StoreFuture,
+    StoreFuture, TakeToken,
 };
 use redis::AsyncCommands;
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -46,12 +46,22 @@ pub const OUTBOX: usize = 100_000;
 /// How long a reader's `XREAD` waits for new entries before asking again.
 const BLOCK_MS: usize = 2_000;
 
-/// An instance's bus: whether both of its connections are up.
-#[derive(Debug, Clone)]
+/// An instance's bus: whether both of its connections are up, and a third
+/// for the rate limit's takes (opened when first needed).
+#[derive(Clone)]
 pub struct Bus {
     reading: Arc<AtomicBool>,
     writing: Arc<AtomicBool>,
+    servers: Servers,
+    commands: Arc<tokio::sync::Mutex<Option<Conn>>>,
+    handle: tokio::runtime::Handle,
     _runtime: Arc<RuntimeGuard>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("up", &self.is_up()).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -108,7 +118,8 @@ struct Servers {
     urls: Vec<String>,
 }
 
-/// A connection to either.
+/// A connection to either (both multiplex: a clone shares it).
+#[derive(Clone)]
 enum Conn {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
@@ -192,17 +203,9 @@ impl Servers {
 static TROUBLE: Quiet = Quiet::new(Duration::from_secs(10));
 
 impl Bus {
-    /// Connects to Redis at `url` (in the background: the bus says it is
-    /// up once both connections are), publishes what comes on `outbox`,
-    /// and feeds what the stream holds from now on to `node`; with
-    /// `replay`, what it holds of that long ago first (as the past), and
-    /// the bus is up once that is fed.
-    pub fn start(
-        url: &str,
-        outbox: async_channel::Receiver<Bytes>,
-        node: NodeHandle,
-        replay: Option<Duration>,
-    ) -> Result<Bus, BusError> {
+    /// The bus of the Redis `url` names, on a small runtime of its own;
+    /// nothing is connected until [`Bus::run`] (or a first take).
+    pub fn new(url: &str) -> Result<Bus, BusError> {
         let servers = Servers::parse(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -210,24 +213,145 @@ impl Bus {
             .enable_all()
             .build()
             .map_err(BusError::Runtime)?;
-        let bus = Bus {
+        Ok(Bus {
             reading: Arc::new(AtomicBool::new(false)),
             writing: Arc::new(AtomicBool::new(false)),
-            _runtime: Arc::new(RuntimeGuard(None)),
-        };
-        runtime.spawn(read(servers.clone(), node, bus.reading.clone(), replay));
-        runtime.spawn(write(servers, outbox, bus.writing.clone()));
-        Ok(Bus {
+            servers,
+            commands: Arc::default(),
+            handle: runtime.handle().clone(),
             _runtime: Arc::new(RuntimeGuard(Some(runtime))),
-            ..bus
         })
+    }
+
+    /// Connects (in the background: the bus says it is up once both
+    /// connections are), publishes what comes on `outbox`, and feeds what
+    /// the stream holds from now on to `node`; with `replay`, what it holds
+    /// of that long ago first (as the past), and the bus is up once that is
+    /// fed.
+    pub fn run(
+        &self,
+        outbox: async_channel::Receiver<Bytes>,
+        node: NodeHandle,
+        replay: Option<Duration>,
+    ) {
+        let (servers, reading, writing) = (
+            self.servers.clone(),
+            self.reading.clone(),
+            self.writing.clone(),
+        );
+        self.handle
+            .spawn(read(servers.clone(), node, reading, replay));
+        self.handle.spawn(write(servers, outbox, writing));
     }
 
     /// Whether the instance can both publish and read.
     pub fn is_up(&self) -> bool {
         self.reading.load(Ordering::Acquire) && self.writing.load(Ordering::Acquire)
     }
+
+    /// Takes a token of a user's bucket, kept in Redis and shared by every
+    /// instance: one atomic script, one round trip (the core bounds the
+    /// wait). A connection that failed is opened again on the next take.
+    pub fn take_token(&self, take: TakeToken) -> StoreFuture<bool> {
+        let (servers, commands) = (self.servers.clone(), self.commands.clone());
+        let task = self.handle.spawn(async move {
+            // Redis away: tried again (the same ticket takes once) until the
+            // core stops waiting for it.
+            let give_up = tokio::time::Instant::now() + protocol::chat::BUS_WAIT;
+            let mut attempt = 0;
+            loop {
+                let took = take_once(&servers, &commands, &take).await;
+                match took {
+                    Ok(took) => return Ok(took),
+                    Err(e) if passing(&e) && tokio::time::Instant::now() < give_up => {
+                        back_off(&mut attempt).await;
+                    }
+                    Err(e) => return Err(bus_failed(e)),
+                }
+            }
+        });
+        Box::pin(async move {
+            task.await
+                .map_err(|e| StoreError::transient(format!("the rate limit's task failed: {e}")))?
+        })
+    }
 }
+
+/// One take, on the shared connection (opened if there is none; let go
+/// if it failed, so that the next take opens another).
+async fn take_once(
+    servers: &Servers,
+    commands: &tokio::sync::Mutex<Option<Conn>>,
+    take: &TakeToken,
+) -> redis::RedisResult<bool> {
+    // The connection multiplexes: takes run at once on clones of it.
+    let mut conn = {
+        let mut slot = commands.lock().await;
+        match &*slot {
+            Some(c) => c.clone(),
+            None => {
+                let c = servers.open().await?;
+                *slot = Some(c.clone());
+                c
+            }
+        }
+    };
+    let took: redis::RedisResult<i64> = TAKE_TOKEN
+        .key(bucket_key(take.user))
+        .arg(take.limit.per_second)
+        .arg(take.limit.burst)
+        .arg(&take.ticket)
+        .invoke_async(&mut conn)
+        .await;
+    if took.as_ref().is_err_and(passing) {
+        *commands.lock().await = None;
+    }
+    took.map(|t| t == 1)
+}
+
+/// Whether an error is Redis being away or slow (worth another try on
+/// another connection), not a refusal.
+fn passing(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+}
+
+fn bus_failed(e: redis::RedisError) -> StoreError {
+    StoreError::transient(format!("the cluster's rate limit (Redis): {e}"))
+}
+
+/// A user's bucket's key: one key per user, so that in a Redis Cluster the
+/// script runs on that key's slot alone.
+fn bucket_key(user: ObjectId) -> String {
+    format!("chatwire:bucket:{user}")
+}
+
+/// A token bucket in a Redis hash (`tokens`, `at` in milliseconds by
+/// Redis's clock, and the last take's `ticket` and answer): refilled at
+/// `ARGV[1]` tokens a second up to `ARGV[2]`, one token taken if there is
+/// one; the same ticket again answers as before and takes nothing. The key
+/// expires once a full bucket would have refilled.
+static TAKE_TOKEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local rate, burst, ticket = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'ticket', 'took')
+if b[3] == ticket then return tonumber(b[4]) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tokens, at = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000) end
+local took = 0
+if tokens >= 1 then tokens = tokens - 1; took = 1 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', math.max(now, at), 'ticket', ticket, 'took', took)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)
+return took
+",
+    )
+});
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -457,7 +581,8 @@ async fn write(servers: Servers, outbox: async_channel::Receiver<Bytes>, up: Arc
 }
 
 /// A store whose `ping` (what `GET /ready` asks) also fails while the bus
-/// is down; everything else goes to the store it wraps.
+/// is down, and whose per-user buckets are the cluster's (in Redis);
+/// everything else goes to the store it wraps.
 pub struct WithBus {
     store: Arc<dyn Store>,
     bus: Bus,
@@ -503,6 +628,9 @@ impl Store for WithBus {
     }
     fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
         self.store.mark_read(ids, reader)
+    }
+    fn take_token(&self, take: TakeToken) -> StoreFuture<bool> {
+        self.bus.take_token(take)
     }
 }
 

@@ -279,10 +279,37 @@ pub trait Store: Send + Sync + 'static {
     /// Records that `reader` read these messages; moves each one not written
     /// by `reader` to `read`, and returns those with their chats.
     fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>>;
+    /// Takes a token of a user's bucket shared by every instance of a
+    /// cluster (the per-user `chat:send` limit); true if there was one. The
+    /// same `ticket` again (a retry) answers as the first take did and
+    /// takes nothing. A store that instances do not share has no such
+    /// bucket: it refuses, and the core never asks it (it keeps the
+    /// buckets of one instance itself).
+    fn take_token(&self, take: TakeToken) -> StoreFuture<bool> {
+        let _ = take;
+        Box::pin(std::future::ready(Err(StoreError::permanent(
+            "this store keeps no rate limit shared by instances",
+        ))))
+    }
+}
+
+/// A take of a token of a user's bucket shared by a cluster's instances
+/// ([`Store::take_token`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TakeToken {
+    /// Whose bucket.
+    pub user: ObjectId,
+    /// Its rate and size.
+    pub limit: crate::rate::RateLimit,
+    /// Names this take, so that a retry of it takes nothing more.
+    pub ticket: String,
+    /// The asking instance's wall clock, for a store with no clock of its
+    /// own (Redis uses its own).
+    pub at_ms: i64,
 }
 
 /// A command the core asks its host to run against the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum StoreCommand {
     /// [`Store::ping`].
@@ -304,11 +331,13 @@ pub enum StoreCommand {
         /// Who read them.
         reader: ObjectId,
     },
+    /// [`Store::take_token`].
+    TakeToken(TakeToken),
 }
 
 impl StoreCommand {
     /// Every value [`StoreCommand::kind`] returns.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 8] = [
         "ping",
         "create_user",
         "find_user",
@@ -316,6 +345,7 @@ impl StoreCommand {
         "history",
         "mark_delivered",
         "mark_read",
+        "take_token",
     ];
 
     /// What kind of command this is, without its data: a host's metric
@@ -329,6 +359,7 @@ impl StoreCommand {
             StoreCommand::History(_) => 4,
             StoreCommand::MarkDelivered(_) => 5,
             StoreCommand::MarkRead { .. } => 6,
+            StoreCommand::TakeToken(_) => 7,
         };
         Self::KINDS[i]
     }
@@ -354,6 +385,8 @@ pub enum StoreReply {
     Delivered,
     /// [`Store::mark_read`] answered.
     Read(Vec<ReadReceipt>),
+    /// [`Store::take_token`] answered: whether there was a token.
+    Took(bool),
 }
 
 impl StoreReply {
@@ -370,6 +403,7 @@ impl StoreReply {
             StoreReply::History(_) => 4,
             StoreReply::Delivered => 5,
             StoreReply::Read(_) => 6,
+            StoreReply::Took(_) => 7,
         };
         StoreCommand::KINDS[own] == kind
     }
@@ -391,6 +425,7 @@ pub async fn execute(store: &dyn Store, command: StoreCommand) -> StoreReply {
         StoreCommand::MarkRead { ids, reader } => {
             store.mark_read(ids, reader).await.map(StoreReply::Read)
         }
+        StoreCommand::TakeToken(take) => store.take_token(take).await.map(StoreReply::Took),
     };
     r.unwrap_or_else(StoreReply::Failed)
 }

@@ -20,7 +20,7 @@ use crate::node::OpId;
 use crate::rate::{RateLimit, TokenBucket};
 use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
 use crate::stats::AuthFailure;
-use crate::store::{Append, NewMessage, StoreCommand, StoreReply};
+use crate::store::{Append, NewMessage, StoreCommand, StoreReply, TakeToken};
 
 /// The chat service's settings.
 #[derive(Debug, Clone)]
@@ -96,6 +96,9 @@ enum Awaiting {
         user: ObjectId,
     },
     Fire,
+    /// In a cluster: a `chat:send` waiting for its token of the user's
+    /// bucket that the instances share.
+    Token(Box<Parked>),
 }
 
 #[derive(Serialize)]
@@ -106,17 +109,7 @@ struct AckPayload<'a> {
     timestamp: i64,
 }
 
-/// What a node puts on the bus when a `chat:send` of a user's arrives:
-/// every node takes a token of its copy of the user's bucket as it reads
-/// it, so that all copies take in one order; the node it came from goes on
-/// with the send (`ticket`) by what its take said.
-#[derive(Serialize, serde::Deserialize)]
-struct Spend {
-    spend: ObjectId,
-    ticket: u64,
-}
-
-/// A `chat:send` waiting for its token's turn on the bus.
+/// A `chat:send` waiting for its token of the cluster's bucket.
 #[derive(Debug)]
 struct Parked {
     socket: SocketId,
@@ -124,8 +117,9 @@ struct Parked {
     event: Event,
 }
 
-/// How long a `chat:send` waits for its turn on the cluster's bus before
-/// it is refused with `store_unavailable` (the bus is away).
+/// How long a `chat:send` in a cluster waits for its token of the bucket
+/// the instances share (one round trip to Redis) before it is refused with
+/// `store_unavailable`: Redis away or slow, the send waits no longer.
 pub const BUS_WAIT: Duration = Duration::from_secs(5);
 
 /// An `error` event's payload.
@@ -166,11 +160,9 @@ pub struct Chat {
     /// that sockets receive a chat's messages live in history's order
     /// whatever order the store answers in.
     sends: HashMap<String, VecDeque<OpId>>,
-    /// `chat:send`s waiting for their token's turn on the bus, and when
-    /// each stops waiting (in that order: the wait is one length).
-    parked: HashMap<u64, Parked>,
-    parked_order: VecDeque<(Instant, u64)>,
-    next_spend: u64,
+    /// In a cluster: when each `chat:send` waiting for its token stops
+    /// waiting (in that order: the wait is one length).
+    token_waits: VecDeque<(Instant, OpId)>,
     /// Broadcast messages whose delivery is awaited (the ticket of
     /// [`Ctx::broadcast_tracked`]): their sender, and id.
     handing: HashMap<u64, (SocketId, ObjectId)>,
@@ -254,9 +246,7 @@ impl Chat {
             pending: HashMap::new(),
             sends: HashMap::new(),
             handing: HashMap::new(),
-            parked: HashMap::new(),
-            parked_order: VecDeque::new(),
-            next_spend: 0,
+            token_waits: VecDeque::new(),
             in_flight: HashMap::new(),
             over_budget: {
                 let error = ErrorPayload {
@@ -322,6 +312,24 @@ impl Chat {
             };
             ctx.ack(socket, id, &[AckError { error }], &[]);
         }
+    }
+
+    /// A `chat:send` whose token the cluster's store did not give in time
+    /// (or at all): nothing was stored; the client sends it again.
+    fn refuse_untaken(ctx: &mut Ctx<'_>, p: &Parked) {
+        let r = Refusal {
+            message: "The cluster did not answer in time; try again".into(),
+            code: ErrorCode::StoreUnavailable,
+        };
+        let temp_id = validate::temp_id(&p.event.args);
+        Self::refuse(
+            ctx,
+            p.socket,
+            ClientEvent::Send.name(),
+            p.event.ack,
+            &r,
+            temp_id.as_deref(),
+        );
     }
 
     /// The refusal of an event that would start a store write while the
@@ -396,25 +404,26 @@ impl Chat {
 
     fn on_send(&mut self, ctx: &mut Ctx<'_>, socket: SocketId, user: User, event: Event) {
         // The token is taken before any other work, accepted or not. In a
-        // cluster every node keeps a copy of every user's bucket and takes
-        // tokens from it in the bus's one order: the send waits until its
-        // own take comes back from the bus, and that take decides.
-        self.next_spend += 1;
-        let spend = Spend {
-            spend: user.id,
-            ticket: self.next_spend,
-        };
-        if ctx.publish(&spend) {
-            self.parked.insert(
-                spend.ticket,
-                Parked {
-                    socket,
-                    user,
-                    event,
-                },
-            );
-            self.parked_order
-                .push_back((ctx.now() + BUS_WAIT, spend.ticket));
+        // cluster the bucket is the instances' own, kept by the store they
+        // share (Redis): the send waits for that one round trip, and that
+        // take decides.
+        if ctx.in_cluster() {
+            let mut raw = [0u8; 12];
+            ctx.ids().fill(&mut raw);
+            let take = TakeToken {
+                user: user.id,
+                limit: self.config.rate,
+                ticket: ObjectId(raw).to_string(),
+                at_ms: self.wall_ms(ctx),
+            };
+            let op = ctx.store(StoreCommand::TakeToken(take));
+            let parked = Parked {
+                socket,
+                user,
+                event,
+            };
+            self.pending.insert(op, Awaiting::Token(Box::new(parked)));
+            self.token_waits.push_back((ctx.now() + BUS_WAIT, op));
             return;
         }
         let took = self.take_token(ctx.now(), user.id);
@@ -894,23 +903,11 @@ impl Application for Chat {
             Some(Awaiting::Read { socket, ack, user }) => {
                 Self::on_read_recorded(ctx, socket, ack, user, reply)
             }
+            Some(Awaiting::Token(p)) => match reply {
+                StoreReply::Took(took) => self.after_take(ctx, p.socket, p.user, p.event, took),
+                _ => Self::refuse_untaken(ctx, &p),
+            },
             Some(Awaiting::Fire) | None => {}
-        }
-    }
-
-    /// A `chat:send`'s token, in the bus's order: this node's copy of the
-    /// user's bucket spends it; if the send is this node's, it goes on.
-    fn on_cluster(&mut self, ctx: &mut Ctx<'_>, data: Value, here: bool) {
-        let Ok(Spend {
-            spend: user,
-            ticket,
-        }) = serde_json::from_value(data)
-        else {
-            return;
-        };
-        let took = self.take_token(ctx.now(), user);
-        if here && let Some(p) = self.parked.remove(&ticket) {
-            self.after_take(ctx, p.socket, p.user, p.event, took);
         }
     }
 
@@ -923,13 +920,13 @@ impl Application for Chat {
     }
 
     fn busy(&self) -> bool {
-        !self.pending.is_empty() || !self.parked.is_empty()
+        !self.pending.is_empty()
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         let typing = self.typing.as_ref().and_then(Typing::poll_timeout);
-        let parked = self.parked_order.front().map(|(t, _)| *t);
-        [typing, parked, Some(self.next_sweep)]
+        let token = self.token_waits.front().map(|(t, _)| *t);
+        [typing, token, Some(self.next_sweep)]
             .into_iter()
             .flatten()
             .min()
@@ -937,25 +934,14 @@ impl Application for Chat {
 
     fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now();
-        while let Some(&(until, ticket)) = self.parked_order.front() {
+        while let Some(&(until, op)) = self.token_waits.front() {
             if until > now {
                 break;
             }
-            self.parked_order.pop_front();
-            if let Some(p) = self.parked.remove(&ticket) {
-                let r = Refusal {
-                    message: "The cluster did not answer in time; try again".into(),
-                    code: ErrorCode::StoreUnavailable,
-                };
-                let temp_id = validate::temp_id(&p.event.args);
-                Self::refuse(
-                    ctx,
-                    p.socket,
-                    ClientEvent::Send.name(),
-                    p.event.ack,
-                    &r,
-                    temp_id.as_deref(),
-                );
+            self.token_waits.pop_front();
+            if let Some(Awaiting::Token(p)) = self.pending.remove(&op) {
+                // Its answer, if it ever comes, finds nothing waiting.
+                Self::refuse_untaken(ctx, &p);
             }
         }
         if let Some(typing) = &mut self.typing {

@@ -149,7 +149,7 @@ pub enum Step {
 }
 
 /// Work the host does on the core's behalf.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub enum Effect {
     /// Run a store command; answer with [`EffectResult::Store`].
     Store(StoreCommand),

@@ -88,9 +88,6 @@ pub(crate) enum BusMessage {
     /// Node `by` handed `to`'s emit `seq` to at least one socket.
     #[serde(rename = "h")]
     Handed { to: String, seq: u64 },
-    /// Something the application tells the other nodes.
-    #[serde(rename = "a")]
-    App { from: String, data: Value },
 }
 
 impl BusMessage {
@@ -101,7 +98,7 @@ impl BusMessage {
     /// Whether node `node` published it, or it is addressed to `node`.
     pub(crate) fn concerns(&self, node: &str) -> bool {
         match self {
-            BusMessage::Broadcast { from, .. } | BusMessage::App { from, .. } => from == node,
+            BusMessage::Broadcast { from, .. } => from == node,
             BusMessage::Handed { to, .. } => to == node,
             BusMessage::Session { node: n, .. } | BusMessage::Alive { node: n } => n == node,
             BusMessage::TakenOver { by, .. } => by == node,

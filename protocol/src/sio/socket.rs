@@ -161,9 +161,6 @@ pub trait Application {
     /// it handed it on, or [`HANDED_WITHIN`](super::cluster::HANDED_WITHIN)
     /// later with `false`).
     fn on_handed(&mut self, _ctx: &mut Ctx<'_>, _ticket: u64, _handed: bool) {}
-    /// What an application published ([`Ctx::publish`]), in the bus's
-    /// order; `here`: this node's own.
-    fn on_cluster(&mut self, _ctx: &mut Ctx<'_>, _data: Value, _here: bool) {}
     /// The socket left.
     fn on_disconnect(&mut self, _ctx: &mut Ctx<'_>, _socket: SocketId, _reason: DisconnectReason) {}
     /// A store command this application issued finished.
@@ -278,6 +275,11 @@ impl Ctx<'_> {
     /// ([`crate::Node::set_wall_clock`]).
     pub fn unix_ms(&self) -> Option<i64> {
         self.sh.unix_ms
+    }
+
+    /// Whether this node is one of a cluster.
+    pub fn in_cluster(&self) -> bool {
+        self.state.cluster.is_some()
     }
 
     /// The id generator.
@@ -584,24 +586,6 @@ impl Ctx<'_> {
             self.state.handed.push((ticket, n > 0));
         }
         ticket
-    }
-
-    /// Tells every node's application `data` (its
-    /// [`Application::on_cluster`], this node's too, in the bus's order);
-    /// false, and nothing sent, when this node is alone.
-    pub fn publish<T: Serialize + ?Sized>(&mut self, data: &T) -> bool {
-        let Some(cluster) = &self.state.cluster else {
-            return false;
-        };
-        let Ok(data) = serde_json::to_value(data) else {
-            return false;
-        };
-        let message = BusMessage::App {
-            from: cluster.node.clone(),
-            data,
-        };
-        self.sh.push(Command::Publish(message.encode()));
-        true
     }
 
     /// Counts an event the application refused with `code` (its `error`'s
@@ -1329,13 +1313,12 @@ impl<A: Application> SocketIo<A> {
 
     /// A message from the bus: a room emit handed to this node's members
     /// (or an emit to one of its sockets), word that one of this node's
-    /// emits was handed on, what an application published, or (with
-    /// recovery on) where other nodes' sessions stand.
+    /// emits was handed on, or (with recovery on) where other nodes'
+    /// sessions stand.
     ///
     /// One published `past` ago, before this node joined, only tells what
     /// to remember: its emits are logged (for sessions to recover), never
-    /// handed to a socket; words of delivery and the application's
-    /// messages were for the nodes of then.
+    /// handed to a socket; words of delivery were for the nodes of then.
     fn bus(&mut self, sh: &mut Shared<'_>, message: &[u8], past: Option<Duration>) {
         let (Some(cluster), Some(message)) = (&self.state.cluster, BusMessage::decode(message))
         else {
@@ -1410,17 +1393,12 @@ impl<A: Application> SocketIo<A> {
                     sh.push(Command::Publish(word.encode()));
                 }
             }
-            BusMessage::Handed { .. } | BusMessage::App { .. } if past.is_some() => {}
+            BusMessage::Handed { .. } if past.is_some() => {}
             BusMessage::Handed { to, seq } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 if to == cluster.node && cluster.handed(seq) {
                     self.state.handed.push((seq, true));
                 }
-            }
-            BusMessage::App { from, data } => {
-                let here = from == me;
-                let mut ctx = Self::ctx(sh, &mut self.state);
-                self.app.on_cluster(&mut ctx, data, here);
             }
             BusMessage::Session {
                 node,

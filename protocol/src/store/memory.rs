@@ -8,9 +8,10 @@ use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::model::{Message, ObjectId, Status, UserRecord};
+use crate::rate::{TokenBucket, UnixMs};
 use crate::store::{
     Append, Bound, CreateUser, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
-    Side, Store, StoreCommand, StoreError, StoreFuture, StoreReply,
+    Side, Store, StoreCommand, StoreError, StoreFuture, StoreReply, TakeToken,
 };
 
 /// A message's place in its chat: (timestamp, id).
@@ -37,6 +38,11 @@ pub struct MemoryModel {
     receipts: BTreeSet<(ObjectId, ObjectId)>,
     /// How many appends were stored (not deduplicated).
     pub appends: usize,
+    /// The per-user buckets a cluster's instances share
+    /// ([`StoreCommand::TakeToken`], which the simulation's shared store
+    /// answers as Redis does for chatwire's hosts), with each one's last
+    /// take: its ticket and what it answered.
+    shared_buckets: BTreeMap<ObjectId, (TokenBucket<UnixMs>, String, bool)>,
 }
 
 impl MemoryStore {
@@ -80,7 +86,23 @@ impl MemoryModel {
                 StoreReply::Delivered
             }
             StoreCommand::MarkRead { ids, reader } => StoreReply::Read(self.mark_read(ids, reader)),
+            StoreCommand::TakeToken(take) => StoreReply::Took(self.take_token(take)),
         }
+    }
+
+    /// A take of a shared bucket's token; the same ticket again answers as
+    /// it did and takes nothing.
+    fn take_token(&mut self, take: TakeToken) -> bool {
+        let now = UnixMs(take.at_ms);
+        let (bucket, ticket, took) = self
+            .shared_buckets
+            .entry(take.user)
+            .or_insert_with(|| (TokenBucket::new(take.limit, now), String::new(), false));
+        if *ticket != take.ticket {
+            *took = bucket.take(take.limit, now);
+            *ticket = take.ticket;
+        }
+        *took
     }
 
     /// A stored message.

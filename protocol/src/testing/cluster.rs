@@ -1,5 +1,6 @@
 //! A whole cluster in one thread: several chat nodes ([`Sim`]s), one
-//! shared store (the in-memory model), and a fake bus with the semantics
+//! shared store (the in-memory model, which also keeps the per-user
+//! buckets the nodes share, as Redis does), and a fake bus with the semantics
 //! chatwire's hosts get from a Redis stream: one log every node reads in
 //! the same order, each at its own pace, from where it stopped. The test
 //! picks who reads next (so deliveries interleave across nodes in any
@@ -18,6 +19,7 @@ use super::harness::Sim;
 use crate::ids::SeededIds;
 use crate::node::Input;
 use crate::sio::{ClusterConfig, SocketIoConfig};
+use crate::store::StoreCommand;
 use crate::store::memory::MemoryModel;
 
 /// The fake bus and the nodes on it.
@@ -100,9 +102,18 @@ impl ClusterSim {
                     Some(waiting) => waiting.extend(published),
                     None => self.log.extend(published),
                 }
+                // A cut-off node cannot reach Redis at all: the bucket the
+                // nodes share is there too, so its takes wait with its
+                // messages (the rest of the store, MongoDB, it reaches).
+                let cut = self.cut.contains_key(&i);
                 let sim = &mut self.nodes[i];
-                while !sim.in_flight.is_empty() {
-                    let (op, command) = sim.in_flight.remove(0);
+                let mut k = 0;
+                while k < sim.in_flight.len() {
+                    if cut && matches!(sim.in_flight[k].1, StoreCommand::TakeToken(_)) {
+                        k += 1;
+                        continue;
+                    }
+                    let (op, command) = sim.in_flight.remove(k);
                     let reply = self.store.apply(command);
                     sim.reply(op, reply);
                     moved = true;

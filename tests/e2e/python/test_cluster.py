@@ -69,6 +69,21 @@ class Redis:
             self.proc.wait(5)
 
 
+def cluster_port() -> int:
+    """A free port for a cluster node whose cluster bus port (10000 above
+    it) is a port too, and free."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
 def _ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), 0.5) as s:
@@ -93,7 +108,7 @@ class RedisCluster:
             pytest.fail("redis-server/redis-cli not found (scripts/test.sh installs Debian's redis-server)")
         self.binary = binary
         self.dir = workdir
-        self.ports = [free_port() for _ in range(3)]
+        self.ports = [cluster_port() for _ in range(3)]
         self.procs: dict[int, subprocess.Popen] = {}
         for port in self.ports:
             self._start_node(port)

@@ -68,7 +68,13 @@ async function startRedis() {
 // one node (chatwire finds the others).
 async function startRedisCluster() {
   const dir = mkdtempSync(path.join(tmpdir(), "chatwire-redis-cluster-"));
-  const ports = [await freePort(), await freePort(), await freePort()];
+  // A node's cluster bus listens 10000 above its port: that one must be a
+  // port too.
+  const ports = [];
+  while (ports.length < 3) {
+    const port = await freePort();
+    if (port + 10000 <= 65535) ports.push(port);
+  }
   const children = [];
   for (const port of ports) {
     children.push(
