@@ -35,6 +35,45 @@ const REDOC_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; 
     connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; \
     form-action 'self'; frame-ancestors 'self'";
 
+/// Whether `method` reads a file served from the binary (GET, HEAD).
+pub(crate) fn readable(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
+}
+
+/// The answer to another method on a path that serves a file.
+pub(crate) fn method_not_allowed() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(
+        br#"{"detail":"Method Not Allowed"}"#,
+    )));
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A file served from the binary: its type, never sniffed, and its page's
+/// Content-Security-Policy if it has one.
+pub(crate) fn file(body: Bytes, content_type: HeaderValue, csp: Option<&'static str>) -> Resp {
+    let mut r = Response::new(Full::new(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(csp) = csp {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        );
+    }
+    r
+}
+
 /// The documents and pages, built once at start.
 #[derive(Clone)]
 pub struct ApiDocs {
@@ -92,36 +131,12 @@ impl ApiDocs {
                 (body, content_type, Some(SWAGGER_CSP))
             }
         };
-        if *method != Method::GET && *method != Method::HEAD {
-            let mut r = Response::new(Full::new(Bytes::from_static(
-                br#"{"detail":"Method Not Allowed"}"#,
-            )));
-            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            let h = r.headers_mut();
-            h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            return Some(r);
+        if !readable(method) {
+            return Some(method_not_allowed());
         }
-        let mut r = Response::new(Full::new(body));
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_str(&content_type).expect("a media type is a valid header value"),
-        );
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        if let Some(csp) = csp {
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(csp),
-            );
-        }
-        Some(r)
+        let content_type =
+            HeaderValue::from_str(&content_type).expect("a media type is a valid header value");
+        Some(file(body, content_type, csp))
     }
 
     /// A file of Swagger UI; the page gets a `<base>` so that its relative

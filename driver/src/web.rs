@@ -7,13 +7,10 @@
 //! only, run no inline script, and be framed by no one.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, header};
 use http_body_util::Full;
 
 type Resp = Response<Full<Bytes>>;
-
-/// The methods every page path answers.
-const ALLOW: &str = "GET, HEAD";
 
 /// Scripts, styles and connections (HTTP and the WebSocket: `'self'` covers
 /// `ws:` to the same host and port) to this server only; everything else,
@@ -48,30 +45,12 @@ impl WebApp {
     pub fn answer(&self, method: &Method, path: &str) -> Option<Resp> {
         let path = if path == "/app/" { "/app" } else { path };
         let &(_, content_type, body) = ASSETS.iter().find(|(p, _, _)| *p == path)?;
-        if *method != Method::GET && *method != Method::HEAD {
-            let mut r = Response::new(Full::new(Bytes::from_static(
-                br#"{"detail":"Method Not Allowed"}"#,
-            )));
-            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            let h = r.headers_mut();
-            h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            return Some(r);
+        if !crate::docs::readable(method) {
+            return Some(crate::docs::method_not_allowed());
         }
-        let mut r = Response::new(Full::new(Bytes::from_static(body)));
+        let body = Bytes::from_static(body);
+        let mut r = crate::docs::file(body, HeaderValue::from_static(content_type), Some(CSP));
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
         // The files change with the binary: a browser asks again each time
         // rather than keep a page that no longer matches its server.
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -87,6 +66,7 @@ impl WebApp {
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
     use http_body_util::BodyExt;
 
     use super::*;

@@ -14,7 +14,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { io } from "socket.io-client";
 import { chatwireBin, startServer } from "../js/lib/server.mjs";
 
@@ -23,7 +23,6 @@ const REPO = path.resolve(HERE, "../../..");
 const SHOTS = process.env.APP_SCREENSHOTS === "1" ? path.join(REPO, "docs/img") : path.join(HERE, "artifacts");
 const BUNDLE = path.join(HERE, "node_modules/socket.io-client/dist/socket.io.min.js");
 const HOST = "chatwire.test";
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const WAIT = 15000;
 // Names unique to this run.
 const TAG = Date.now().toString(36).slice(-6);
@@ -46,19 +45,7 @@ before(async () => {
   [plain, recovering, browser] = await Promise.all([
     startServer([], { bin: chatwireBin(), env: { ...env, RECOVERY_WINDOW_MS: undefined } }),
     startServer([], { bin: chatwireBin(), env: { ...env, RECOVERY_WINDOW_MS: "120000" } }),
-    chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        `--host-resolver-rules=MAP ${HOST} 127.0.0.1`,
-      ],
-    }),
+    launchChromium(HOST),
   ]);
 });
 
