@@ -589,6 +589,9 @@ fn input_kind(input: &Input<'_>) -> &'static str {
         Input::StoreReply { .. } => "store_reply",
         Input::Timeout => "timeout",
         Input::Shutdown => "shutdown",
+        Input::Cluster(_) => "cluster",
+        Input::ClusterPast { .. } => "cluster_past",
+        Input::ClusterCaughtUp => "cluster_caught_up",
         _ => "other",
     }
 }

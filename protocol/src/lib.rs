@@ -12,6 +12,16 @@
 //! the other. What the host must do after each output is written on
 //! [`Node`].
 //!
+//! Several nodes make one cluster when their hosts carry what each
+//! publishes ([`Output::Publish`]) to the others, in one order for all
+//! (chatwire's host: a Redis stream), and feed it back as
+//! [`Input::Cluster`]: room events cross instances there
+//! ([`sio::cluster`]), polling requests and relayed WebSockets reach the
+//! node holding their session ([`forward`], [`Node::join_cluster`]), and
+//! sessions recover on any node ([`sio::RecoveryConfig`]). The per-user
+//! rate limit is then the store's ([`store::Store::take_token`]). Wall time
+//! comes from the host with the inputs ([`Node::set_wall_clock`]).
+//!
 //! A host's run loop, in six steps:
 //!
 //! ```no_run

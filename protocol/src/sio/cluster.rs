@@ -1,6 +1,6 @@
 //! What crosses instances in a cluster, without IO: the messages every
 //! node publishes on one shared bus and takes back from it (the host
-//! carries the bytes; on Redis, one pub/sub channel).
+//! carries the bytes; on Redis, one stream every instance reads).
 //!
 //! A room emit is not delivered where it was made: it is published, and
 //! every node (the one that made it too) hands it to its own members of
