@@ -21,7 +21,8 @@ port=${PORT:-3917}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123}
 DATABASE_URL=$db RUST_LOG=warn PORT=$port taskset -c 0 "${CHATWIRE_BIN:-$bin/chatwire}" >/tmp/chatwire-load-$port.log 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+# Wait for it to exit, so that the next run's server gets the port.
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
   sleep 0.1

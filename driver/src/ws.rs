@@ -27,8 +27,9 @@ use protocol::ws::{self as wsframe, Decoder, Received};
 /// by its socket, before it is dropped as too slow.
 const QUEUE_BYTES: usize = 4 << 20;
 
-/// Sweeps of the flusher shorter than this are not paced.
-const PACE_FROM: Duration = Duration::from_micros(200);
+/// Connections a sweep writes between two yields to the runtime (about
+/// 0.3 ms of writes on loopback).
+const SWEEP_CHUNK: usize = 64;
 
 /// Frames handed to one `writev`.
 const IOVECS: usize = 64;
@@ -295,9 +296,20 @@ impl WsConn {
 /// Writes the connections that the node task queued frames for, after the
 /// node's turn: a task of its own, so that the writes (a system call per
 /// connection, and on loopback the receiver's TCP work as well) wait behind
-/// whatever else is ready to run. Under load the node meanwhile takes more
-/// input, so one write carries several messages; when the server is idle it
-/// runs at once.
+/// whatever else is ready to run.
+///
+/// It never waits on a clock. Woken by the node, it first yields to the
+/// runtime (tokio's `yield_now`: whatever is ready runs, and the IO driver
+/// is polled, before the sweep goes on), then writes each connection
+/// everything queued for it, yielding again after every [`SWEEP_CHUNK`]
+/// connections. So what arrives while a sweep runs is taken in by the node
+/// within a fraction of a millisecond: its frames join the queues of the
+/// connections this sweep has not reached yet (one write carries both),
+/// and the connections already written are handed over again for the next
+/// sweep. Writes gather messages only while the core is behind, and as
+/// many as the backlog holds; on an idle server nothing else is ready and
+/// the writes start at once. (On another runtime the yield only puts the
+/// task at the back of the run queue.)
 #[derive(Debug, Clone)]
 pub(crate) struct Flusher {
     pending: Arc<Mutex<Vec<Arc<WsConn>>>>,
@@ -310,22 +322,19 @@ impl Flusher {
         let (wake, woken) = async_channel::bounded(1);
         let pending: Arc<Mutex<Vec<Arc<WsConn>>>> = Arc::default();
         let list = pending.clone();
-        let timer = rt.clone();
         rt.spawn(Box::pin(async move {
             let mut conns = Vec::new();
             while woken.recv().await.is_ok() {
-                let start = Instant::now();
+                // Behind whatever is ready or arrived: its frames join this
+                // sweep (BENCHMARKS.md, 2026-12-06: the runs against the
+                // earlier wait of half a sweep on a timer).
+                tokio::task::yield_now().await;
                 std::mem::swap(&mut conns, &mut *lock(&list));
-                for ws in conns.drain(..) {
+                for (i, ws) in conns.drain(..).enumerate() {
                     ws.flush();
-                }
-                // Pace the sweeps: after one that took a while, let the node
-                // gather frames for half as long again, so that writes use at
-                // most about two thirds of the thread and each carries more
-                // messages (BENCHMARKS.md has the runs that chose the factor).
-                let took = start.elapsed();
-                if took > PACE_FROM {
-                    timer.sleep_until(Instant::now() + took / 2).await;
+                    if i % SWEEP_CHUNK == SWEEP_CHUNK - 1 {
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
         }));

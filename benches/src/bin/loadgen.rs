@@ -16,6 +16,11 @@
 //! - `conns`: N idle connections opened as fast as possible and held; the
 //!   server's RSS before and after gives KB per connection.
 //!
+//! With `--sio-ack` every `chat:send` asks for a Socket.IO ack (`42<n>[...]`)
+//! and only the ack's answer (`43<n>[...]`) counts as the message's ack, not
+//! the `chat:ack` event: what a socket.io-client callback waits for, and how
+//! the socketioxide peer of `benches/side-by-side.sh` is measured.
+//!
 //! One current-thread tokio runtime; each connection is a task that reads
 //! up to 32 KiB per read (many frames per syscall) and answers pings.
 
@@ -51,6 +56,10 @@ struct Cli {
     /// server's listen backlog (128) or SYNs are dropped and retried after 1 s.
     #[arg(long, default_value_t = 100, global = true)]
     connect_concurrency: usize,
+    /// Ask for a Socket.IO ack on every `chat:send` and count its answer
+    /// as the ack (instead of the `chat:ack` event).
+    #[arg(long, global = true)]
+    sio_ack: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -92,6 +101,11 @@ enum Scenario {
         /// Messages in flight at once.
         #[arg(long, default_value_t = 50)]
         window: usize,
+        /// Only the first this many users send (default: all of them); with
+        /// `--window` equal to it, each sender has one message in flight and
+        /// sends the next as soon as it is acked.
+        #[arg(long)]
+        senders: Option<usize>,
         /// Send to a private chat per user (no fanout) instead of `general`.
         #[arg(long)]
         private: bool,
@@ -301,6 +315,11 @@ struct Role {
     acked: Option<(usize, mpsc::UnboundedSender<usize>)>,
     /// The chat its messages go to.
     chat: String,
+    /// Ask for Socket.IO acks and count those (`--sio-ack`).
+    sio_ack: bool,
+    /// Send the next message as soon as the last one is acked (or
+    /// refused), until the run stops sending.
+    own_pace: bool,
 }
 
 /// The number after `key` in `text`, e.g. the send time in `"text":"123"`.
@@ -329,6 +348,7 @@ async fn client(
         t
     });
     let mut sending = true;
+    let mut ack_id = 0u64;
     loop {
         let send = tokio::select! {
             biased;
@@ -344,6 +364,7 @@ async fn client(
                     _ => break,
                 };
                 let s = t.as_str();
+                let mut answered = false;
                 if s == "2" {
                     if ws.send(Message::text("3")).await.is_err() { break }
                 } else if let Some(rest) = s.strip_prefix("42[\"chat:new-message\"") {
@@ -351,17 +372,31 @@ async fn client(
                     if let Some(ns) = number_after(rest, "\"text\":\"") {
                         st.delivery_us.push(micros_since(base, ns));
                     }
-                } else if let Some(rest) = s.strip_prefix("42[\"chat:ack\"") {
+                } else if let Some(rest) = s.strip_prefix("43").filter(|_| role.sio_ack) {
+                    // A refused event's ack is `{"error": {...}}`.
+                    if rest.contains("\"error\":") {
+                        st.errors += 1;
+                    } else {
+                        st.acks += 1;
+                        if let Some(ns) = number_after(rest, "\"tempId\":\"") {
+                            st.ack_us.push(micros_since(base, ns));
+                        }
+                    }
+                    answered = true;
+                } else if let Some(rest) = s.strip_prefix("42[\"chat:ack\"").filter(|_| !role.sio_ack) {
                     st.acks += 1;
                     if let Some(ns) = number_after(rest, "\"tempId\":\"") {
                         st.ack_us.push(micros_since(base, ns));
                     }
-                    if let Some((i, tx)) = &role.acked { let _ = tx.send(*i); }
-                } else if s.starts_with("42[\"error\"") {
+                    answered = true;
+                } else if s.starts_with("42[\"error\"") && !role.sio_ack {
                     st.errors += 1;
-                    if let Some((i, tx)) = &role.acked { let _ = tx.send(*i); }
+                    answered = true;
                 }
-                false
+                if answered && let Some((i, tx)) = &role.acked {
+                    let _ = tx.send(*i);
+                }
+                answered && role.own_pace && sending
             }
             _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && sending => true,
             c = async { role.commands.as_mut().unwrap().recv().await }, if role.commands.is_some() => {
@@ -370,8 +405,14 @@ async fn client(
         };
         if send {
             let ns = base.elapsed().as_nanos() as u64;
+            let id = if role.sio_ack {
+                ack_id += 1;
+                ack_id.to_string()
+            } else {
+                String::new()
+            };
             let m = format!(
-                "42[\"chat:send\",{{\"text\":\"{ns}\",\"tempId\":\"{ns}\",\"chatId\":\"{}\"}}]",
+                "42{id}[\"chat:send\",{{\"text\":\"{ns}\",\"tempId\":\"{ns}\",\"chatId\":\"{}\"}}]",
                 role.chat
             );
             if ws.send(Message::text(m)).await.is_err() {
@@ -426,6 +467,8 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
                     commands: None,
                     acked: None,
                     chat: "general".into(),
+                    sio_ack: cli.sio_ack,
+                    own_pace: false,
                 };
                 tasks.push(tokio::spawn(client(ws, base, role, stop.clone())));
             }
@@ -440,6 +483,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             Ok(json!({
                 "scenario": "fanout",
                 "clients": clients, "senders": senders, "rate_per_sender": rate,
+                "sio_ack": cli.sio_ack,
                 "duration_s": duration, "drain_s": drain,
                 "offered_deliveries_per_s": senders as f64 * rate * (clients as f64 - 1.0),
                 "sent": st.sent, "acked": st.acks, "refused": st.errors,
@@ -456,8 +500,12 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             closed_loop(
                 conns,
                 base,
-                1,
-                true,
+                Flow {
+                    window: 1,
+                    senders: n,
+                    private: true,
+                    sio_ack: cli.sio_ack,
+                },
                 duration,
                 0.5,
                 stop_tx,
@@ -470,6 +518,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
         Scenario::Saturate {
             users: n,
             window,
+            senders,
             private,
             duration,
             drain,
@@ -478,8 +527,12 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             closed_loop(
                 conns,
                 base,
-                window,
-                private,
+                Flow {
+                    window,
+                    senders: senders.unwrap_or(n).clamp(1, n),
+                    private,
+                    sio_ack: cli.sio_ack,
+                },
                 duration,
                 drain,
                 stop_tx,
@@ -508,6 +561,8 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
                         commands: None,
                         acked: None,
                         chat: String::new(),
+                        sio_ack: false,
+                        own_pace: false,
                     };
                     tokio::spawn(client(ws, base, role, stop.clone()))
                 })
@@ -534,14 +589,27 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
     }
 }
 
-/// `window` messages in flight over the connections, round-robin, each sent
-/// right after an earlier one is acked (or refused).
+/// The shape of a closed-loop run.
+struct Flow {
+    /// Messages in flight at once.
+    window: usize,
+    /// The first this many connections send, round-robin.
+    senders: usize,
+    /// Each sender to a chat of its own (no fanout) instead of `general`.
+    private: bool,
+    /// `--sio-ack`.
+    sio_ack: bool,
+}
+
+/// `window` messages in flight over the first `senders` connections,
+/// round-robin, each sent right after an earlier one is acked (or refused).
+/// When every sender has one in flight (`window >= senders`), each sends
+/// its next message itself on its ack, without a turn through this loop.
 #[allow(clippy::too_many_arguments)]
 async fn closed_loop(
     conns: Vec<Ws>,
     base: Instant,
-    window: usize,
-    private: bool,
+    flow: Flow,
     duration: f64,
     drain: f64,
     stop_tx: watch::Sender<Phase>,
@@ -549,7 +617,14 @@ async fn closed_loop(
     server_pid: Option<u32>,
     name: &str,
 ) -> Result<serde_json::Value, String> {
+    let Flow {
+        window,
+        senders,
+        private,
+        sio_ack,
+    } = flow;
     let n = conns.len();
+    let own_pace = window >= senders;
     let usage = Usage::start(server_pid);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut cmds = Vec::new();
@@ -560,21 +635,23 @@ async fn closed_loop(
         let role = Role {
             every: None,
             commands: Some(rx),
-            acked: Some((i, ack_tx.clone())),
+            acked: (!own_pace).then(|| (i, ack_tx.clone())),
             chat: if private {
                 format!("bench-{i}")
             } else {
                 "general".into()
             },
+            sio_ack,
+            own_pace,
         };
         tasks.push(tokio::spawn(client(ws, base, role, stop.clone())));
     }
-    let mut busy = vec![false; n];
+    let mut busy = vec![false; senders];
     let mut next = 0usize;
     let mut pick = |busy: &mut Vec<bool>| -> Option<usize> {
-        for _ in 0..n {
+        for _ in 0..senders {
             let i = next;
-            next = (next + 1) % n;
+            next = (next + 1) % senders;
             if !busy[i] {
                 busy[i] = true;
                 return Some(i);
@@ -582,7 +659,7 @@ async fn closed_loop(
         }
         None
     };
-    for _ in 0..window.min(n) {
+    for _ in 0..window.min(senders) {
         if let Some(i) = pick(&mut busy) {
             let _ = cmds[i].send(());
         }
@@ -591,12 +668,13 @@ async fn closed_loop(
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(end) => break,
-            Some(i) = ack_rx.recv() => {
+            Some(i) = ack_rx.recv(), if !own_pace => {
                 busy[i] = false;
                 if let Some(j) = pick(&mut busy) { let _ = cmds[j].send(()); }
             }
         }
     }
+    let _ = stop_tx.send(Phase::Drain);
     let send_end = usage.at.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(drain)).await;
     let _ = stop_tx.send(Phase::Stop);
@@ -604,7 +682,8 @@ async fn closed_loop(
     let mut st = gather(tasks).await;
     let expected = if private { 0 } else { st.acks * (n as u64 - 1) };
     Ok(json!({
-        "scenario": name, "users": n, "window": window, "private": private,
+        "scenario": name, "users": n, "senders": senders, "window": window,
+        "private": private, "sio_ack": sio_ack, "own_pace": own_pace,
         "duration_s": duration,
         "sent": st.sent, "acked": st.acks, "refused": st.errors,
         "acks_per_s": st.acks as f64 / send_end,

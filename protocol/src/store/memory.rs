@@ -2,8 +2,17 @@
 //! set of ordered maps ([`MemoryModel`], which applies a command at once,
 //! as the simulation does) behind a mutex ([`MemoryStore`]), and dies with
 //! the process. It passes the store suite like the durable stores.
+//!
+//! [`MemoryStore::new`] keeps the last [`MEMORY_KEEP`] messages in all
+//! (10,000, whatever their chats): a message past that bound is dropped
+//! with its retry key and read receipts, so its id is then an unknown
+//! anchor for history and a retry of it is stored anew. Every map is a
+//! B-tree and the order of appends a ring allocated once, so no append
+//! pays for a resize of what came before (a hash map's rehash, a vector's
+//! copy): a send's latency does not step as the store grows.
+//! [`MemoryModel::new`] (the simulation's) keeps everything.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Mutex, MutexGuard};
 
@@ -17,6 +26,20 @@ use crate::store::{
 /// A message's place in its chat: (timestamp, id).
 type Key = (i64, ObjectId);
 
+/// How many messages [`MemoryStore::new`] keeps, in all chats together.
+pub const MEMORY_KEEP: usize = 10_000;
+
+/// Where a stored message is, and what hangs on it.
+#[derive(Debug)]
+struct Entry {
+    chat: String,
+    key: Key,
+    /// Its retry key's tempId, if it had one.
+    temp_id: Option<String>,
+    /// Who read it (recorded, as the durable stores do).
+    readers: Vec<ObjectId>,
+}
+
 /// A [`Store`] kept in memory; every future it returns is already ready.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -27,15 +50,17 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 pub struct MemoryModel {
     /// Users by lower-cased name.
-    users: HashMap<String, UserRecord>,
+    users: BTreeMap<String, UserRecord>,
     /// Each chat's messages in (timestamp, id) order.
-    chats: HashMap<String, BTreeMap<Key, Message>>,
-    /// Where each message is: its chat and key.
-    by_id: HashMap<ObjectId, (String, Key)>,
+    chats: BTreeMap<String, BTreeMap<Key, Message>>,
+    /// Where each message is: its chat and key, its retry key, its readers.
+    by_id: BTreeMap<ObjectId, Entry>,
     /// (author id, tempId) -> the message the key names.
-    retry_keys: HashMap<(ObjectId, String), (ObjectId, i64)>,
-    /// (message id, reader id) of every read recorded.
-    receipts: BTreeSet<(ObjectId, ObjectId)>,
+    retry_keys: BTreeMap<(ObjectId, String), (ObjectId, i64)>,
+    /// With a bound: the stored messages' ids, oldest append first.
+    order: VecDeque<ObjectId>,
+    /// The most messages kept (`None`: all of them).
+    keep: Option<usize>,
     /// How many appends were stored (not deduplicated).
     pub appends: usize,
     /// The per-user buckets a cluster's instances share
@@ -46,9 +71,16 @@ pub struct MemoryModel {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store that keeps the last [`MEMORY_KEEP`] messages.
     pub fn new() -> Self {
-        Self::default()
+        Self::keeping(MEMORY_KEEP)
+    }
+
+    /// An empty store that keeps the last `keep` messages (at least one).
+    pub fn keeping(keep: usize) -> Self {
+        MemoryStore {
+            inner: Mutex::new(MemoryModel::keeping(keep)),
+        }
     }
 
     fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut MemoryModel) -> T) -> StoreFuture<T> {
@@ -66,9 +98,18 @@ impl MemoryStore {
 }
 
 impl MemoryModel {
-    /// An empty store.
+    /// An empty store that keeps every message.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps the last `keep` messages (at least one),
+    /// in all chats together.
+    pub fn keeping(keep: usize) -> Self {
+        MemoryModel {
+            keep: Some(keep.max(1)),
+            ..Self::default()
+        }
     }
 
     /// Runs one command at once.
@@ -107,8 +148,8 @@ impl MemoryModel {
 
     /// A stored message.
     pub fn message(&self, id: ObjectId) -> Option<&Message> {
-        let (chat, key) = self.by_id.get(&id)?;
-        self.chats.get(chat)?.get(key)
+        let e = self.by_id.get(&id)?;
+        self.chats.get(&e.chat)?.get(&e.key)
     }
 
     /// Every stored message, chat by chat.
@@ -140,29 +181,92 @@ impl MemoryModel {
     }
 
     fn message_mut(&mut self, id: &ObjectId) -> Option<&mut Message> {
-        let (chat, key) = self.by_id.get(id)?;
-        self.chats.get_mut(chat)?.get_mut(key)
+        let e = self.by_id.get(id)?;
+        self.chats.get_mut(&e.chat)?.get_mut(&e.key)
     }
 
     fn append(&mut self, new: NewMessage) -> Append {
         let m = new.message;
-        if let Some(temp_id) = new.temp_id {
-            let slot = (m.author_id, temp_id);
+        if let Some(temp_id) = &new.temp_id {
+            let slot = (m.author_id, temp_id.clone());
             if let Some(&(id, timestamp)) = self.retry_keys.get(&slot)
                 && m.timestamp - timestamp < DEDUPE_WINDOW_MS
             {
                 return Append::Duplicate { id, timestamp };
             }
-            self.retry_keys.insert(slot, (m.id, m.timestamp));
+        }
+        // The same id again (never from chatwire's ids): the new message
+        // replaces the old one, in its place among the appends.
+        let again = self.by_id.remove(&m.id);
+        if let Some(old) = &again {
+            self.unlink(m.id, old);
+        }
+        if let Some(temp_id) = &new.temp_id {
+            self.retry_keys
+                .insert((m.author_id, temp_id.clone()), (m.id, m.timestamp));
         }
         let key = (m.timestamp, m.id);
         self.appends += 1;
-        self.by_id.insert(m.id, (m.chat_id.clone(), key));
-        self.chats
-            .entry(m.chat_id.clone())
-            .or_default()
-            .insert(key, m);
+        let entry = Entry {
+            chat: m.chat_id.clone(),
+            key,
+            temp_id: new.temp_id,
+            readers: Vec::new(),
+        };
+        self.by_id.insert(m.id, entry);
+        if let Some(chat) = self.chats.get_mut(&m.chat_id) {
+            chat.insert(key, m);
+        } else {
+            self.chats
+                .insert(m.chat_id.clone(), BTreeMap::from([(key, m)]));
+        }
+        if let Some(keep) = self.keep {
+            if self.order.capacity() == 0 {
+                // Once, so that the ring never grows (and copies) later.
+                self.order = VecDeque::with_capacity(keep + 1);
+            }
+            if again.is_none() {
+                self.order.push_back(key.1);
+            }
+            while self.by_id.len() > keep {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                self.drop_message(oldest);
+            }
+        }
         Append::Stored
+    }
+
+    /// Forgets a message with its retry key and receipts (past the bound).
+    fn drop_message(&mut self, id: ObjectId) {
+        if let Some(e) = self.by_id.remove(&id) {
+            self.unlink(id, &e);
+        }
+    }
+
+    /// Removes what `e` (the entry of message `id`, out of `by_id`) points
+    /// at: the message in its chat, and its retry key if that still names it.
+    fn unlink(&mut self, id: ObjectId, e: &Entry) {
+        let Some(chat) = self.chats.get_mut(&e.chat) else {
+            return;
+        };
+        let Some(m) = chat.remove(&e.key) else {
+            return;
+        };
+        if chat.is_empty() {
+            self.chats.remove(&e.chat);
+        }
+        if let Some(t) = &e.temp_id {
+            let slot = (m.author_id, t.clone());
+            if self
+                .retry_keys
+                .get(&slot)
+                .is_some_and(|&(named, _)| named == id)
+            {
+                self.retry_keys.remove(&slot);
+            }
+        }
     }
 
     fn history(&self, q: HistoryQuery) -> History {
@@ -175,7 +279,7 @@ impl MemoryModel {
             let anchor = match bound.id {
                 None => None,
                 Some(id) => match self.by_id.get(&id) {
-                    Some((chat_id, (timestamp, _))) if *chat_id == q.chat_id => Some(*timestamp),
+                    Some(e) if e.chat == q.chat_id => Some(e.key.0),
                     _ => return Err(side),
                 },
             };
@@ -222,7 +326,11 @@ impl MemoryModel {
                 id,
                 chat_id: m.chat_id.clone(),
             });
-            self.receipts.insert((id, reader));
+            if let Some(e) = self.by_id.get_mut(&id)
+                && !e.readers.contains(&reader)
+            {
+                e.readers.push(reader);
+            }
         }
         out
     }
@@ -255,5 +363,107 @@ impl Store for MemoryStore {
 
     fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
         self.with(|inner| inner.mark_read(ids, reader))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Window;
+
+    fn msg(n: u32, chat: &str) -> NewMessage {
+        NewMessage {
+            message: Message {
+                id: ObjectId::from_parts(1, [0; 5], n),
+                chat_id: chat.into(),
+                author: "ana".into(),
+                author_id: ObjectId::from_parts(0, [1; 5], 0),
+                text: format!("m{n}"),
+                timestamp: 1_000 + i64::from(n),
+                status: Status::Sent,
+                kind: "text".into(),
+            },
+            temp_id: Some(format!("t{n}")),
+        }
+    }
+
+    fn texts(m: &MemoryModel, chat: &str, window: Window) -> Result<Vec<String>, Side> {
+        match m.history(HistoryQuery {
+            chat_id: chat.into(),
+            window,
+            limit: 100,
+        }) {
+            History::Messages(page) => Ok(page.into_iter().map(|m| m.text).collect()),
+            History::UnknownAnchor(side) => Err(side),
+        }
+    }
+
+    #[test]
+    fn keeps_the_last_messages_of_all_chats_together() {
+        let mut m = MemoryModel::keeping(3);
+        for n in 0..5 {
+            let chat = if n % 2 == 0 { "a" } else { "b" };
+            assert_eq!(m.append(msg(n, chat)), Append::Stored);
+        }
+        // 0 (a) and 1 (b) went; 2 and 4 in a, 3 in b.
+        assert_eq!(m.messages().count(), 3);
+        assert_eq!(
+            texts(&m, "a", Window::LATEST),
+            Ok(vec!["m2".into(), "m4".into()])
+        );
+        assert_eq!(texts(&m, "b", Window::LATEST), Ok(vec!["m3".into()]));
+        // A dropped message is an unknown anchor, and its retry key went
+        // with it: the same tempId is stored anew.
+        let gone = ObjectId::from_parts(1, [0; 5], 0);
+        assert!(m.message(gone).is_none());
+        assert_eq!(
+            texts(&m, "a", Window::after(Bound::id(gone))),
+            Err(Side::After)
+        );
+        let mut again = msg(9, "a");
+        again.message.text = "retry".into();
+        again.temp_id = Some("t0".into());
+        assert_eq!(m.append(again), Append::Stored);
+        // A kept message's retry key still answers the first ack.
+        let kept = msg(4, "a");
+        let mut retry = msg(10, "a");
+        retry.temp_id = kept.temp_id.clone();
+        assert_eq!(
+            m.append(retry),
+            Append::Duplicate {
+                id: kept.message.id,
+                timestamp: kept.message.timestamp
+            }
+        );
+        // Chat b loses its last message: it is gone, not an empty map.
+        assert_eq!(m.chats.len(), 2);
+        m.append(msg(11, "a"));
+        assert_eq!(m.chats.len(), 1);
+        assert_eq!(m.by_id.len(), 3);
+        assert_eq!(m.order.len(), 3);
+    }
+
+    #[test]
+    fn reads_are_recorded_once_and_dropped_with_their_message() {
+        let mut m = MemoryModel::keeping(1);
+        m.append(msg(0, "a"));
+        let id = ObjectId::from_parts(1, [0; 5], 0);
+        let reader = ObjectId::from_parts(0, [2; 5], 0);
+        assert_eq!(m.mark_read(vec![id, id], reader).len(), 1);
+        assert_eq!(m.mark_read(vec![id], reader).len(), 1);
+        assert_eq!(m.by_id[&id].readers, vec![reader]);
+        m.append(msg(1, "a"));
+        assert!(!m.by_id.contains_key(&id));
+        assert!(m.mark_read(vec![id], reader).is_empty());
+    }
+
+    #[test]
+    fn the_model_of_the_simulation_keeps_everything() {
+        let mut m = MemoryModel::new();
+        for n in 0..20_000 {
+            m.append(msg(n, "a"));
+        }
+        assert_eq!(m.messages().count(), 20_000);
+        assert_eq!(m.order.capacity(), 0);
     }
 }
