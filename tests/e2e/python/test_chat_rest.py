@@ -333,23 +333,40 @@ def test_bounds_combine(chat_server, alice, filled):
         assert r.status_code == 200, (params, r.status_code, r.text)
         return [m["id"] for m in r.json()]
 
-    assert window(afterId=ids[10], beforeId=ids[20]) == ids[11:20]
-    assert window(afterId=ids[10], beforeId=ids[200]) == ids[11:111]  # the oldest 100
-    assert window(afterId=ids[20], beforeId=ids[10]) == []
-    assert window(afterId=ids[20], beforeId=ids[21]) == []
-    # times: strict, the whole millisecond out
+    at = dict(zip(ids, key))
+
+    def model(after=None, afterId=None, before=None, beforeId=None):
+        """What the contract says the window holds: strictly inside every
+        bound given (a time takes its whole millisecond out), the oldest 100
+        with an after-bound, else the newest 100."""
+        kept = [i for (t, i) in key
+                if (after is None or t > after) and (afterId is None or (t, i) > at[afterId])
+                and (before is None or t < before) and (beforeId is None or (t, i) < at[beforeId])]
+        return kept[:100] if after is not None or afterId is not None else kept[-100:]
+
     t_lo, t_hi = history[30]["timestamp"], history[60]["timestamp"]
-    want = [i for (t, i) in key if t_lo < t < t_hi][:100]
-    assert window(after=t_lo, before=t_hi) == want
-    assert window(after=t_lo, beforeId=ids[60]) == [i for (t, i) in key if t > t_lo and (t, i) < key[60]]
-    # a time and an id on one side: the tighter wins
-    assert window(before=t_hi, beforeId=ids[40])[-1] == ids[39]
-    assert window(before=history[40]["timestamp"], beforeId=ids[60]) == \
-        [i for (t, i) in key if t < history[40]["timestamp"]][-100:]
-    assert window(after=1, afterId=ids[200]) == ids[201:]
-    assert window(after=t_hi, afterId=ids[5]) == [i for (t, i) in key if t > t_hi][:100]
-    # all four
-    assert window(after=1, afterId=ids[100], before=2**53, beforeId=ids[110]) == ids[101:110]
+    cases = [
+        # ranges: ids, times, one of each; crossed and empty ones
+        {"afterId": ids[10], "beforeId": ids[20]},
+        {"afterId": ids[10], "beforeId": ids[200]},
+        {"afterId": ids[20], "beforeId": ids[10]},
+        {"afterId": ids[20], "beforeId": ids[21]},
+        {"after": t_lo, "before": t_hi},
+        {"after": t_lo, "beforeId": ids[60]},
+        {"afterId": ids[5], "before": t_hi},
+        # a time and an id on one side: the tighter of the two
+        {"before": t_hi, "beforeId": ids[40]},
+        {"before": history[40]["timestamp"], "beforeId": ids[60]},
+        {"after": 1, "afterId": ids[200]},
+        {"after": t_hi, "afterId": ids[5]},
+        # all four
+        {"after": 1, "afterId": ids[100], "before": 2**53, "beforeId": ids[110]},
+    ]
+    for params in cases:
+        assert window(**params) == model(**params), params
+    # and the model is not vacuous: a range is exactly what lies between
+    assert window(afterId=ids[10], beforeId=ids[20]) == ids[11:20]
+    assert window(afterId=ids[100], beforeId=ids[110], after=1, before=2**53) == ids[101:110]
 
 
 def test_unknown_and_foreign_cursor_422(chat_server, alice, filled):
