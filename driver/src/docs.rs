@@ -164,7 +164,7 @@ impl ApiDocs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
@@ -182,8 +182,8 @@ mod tests {
         h[header::CONTENT_TYPE].to_str().unwrap()
     }
 
-    /// The `src` and `href` values of a page.
-    fn links(page: &str) -> Vec<String> {
+    /// The `src` and `href` values of a page (the web page's tests too).
+    pub(crate) fn links(page: &str) -> Vec<String> {
         let mut out = Vec::new();
         for attr in ["src=\"", "href=\""] {
             for part in page.split(attr).skip(1) {

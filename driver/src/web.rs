@@ -70,6 +70,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+    use crate::docs::tests::links;
 
     fn get(path: &str) -> Option<(StatusCode, http::HeaderMap, Bytes)> {
         let r = WebApp.answer(&Method::GET, path)?;
@@ -82,17 +83,6 @@ mod tests {
 
     fn header(h: &http::HeaderMap, name: header::HeaderName) -> &str {
         h[name].to_str().unwrap()
-    }
-
-    /// The `src` and `href` values of a page.
-    fn links(page: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for attr in ["src=\"", "href=\""] {
-            for part in page.split(attr).skip(1) {
-                out.push(part.split('"').next().unwrap().to_owned());
-            }
-        }
-        out
     }
 
     /// Whether a page has an event handler attribute (` onclick=`...).
