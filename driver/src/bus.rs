@@ -23,8 +23,8 @@ use bytes::Bytes;
 use protocol::model::ObjectId;
 use protocol::model::UserRecord;
 use protocol::store::{
-    Append, CreateUser, History, HistoryQuery, NewMessage, ReadReceipt, Store, StoreError,
-    StoreFuture, TakeToken,
+    Append, CreateUser, History, HistoryQuery, NewMessage, Place, ReadReceipt, Store, StoreError,
+    StoreFuture, TakeToken, Taken,
 };
 use redis::AsyncCommands;
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -252,7 +252,7 @@ impl Bus {
     /// Takes a token of a user's bucket, kept in Redis and shared by every
     /// instance: one atomic script, one round trip (the core bounds the
     /// wait). A connection that failed is opened again on the next take.
-    pub fn take_token(&self, take: TakeToken) -> StoreFuture<bool> {
+    pub fn take_token(&self, take: TakeToken) -> StoreFuture<Taken> {
         let (servers, commands) = (self.servers.clone(), self.commands.clone());
         let task = self.handle.spawn(async move {
             // Redis away: tried again (the same ticket takes once) until the
@@ -283,7 +283,7 @@ async fn take_once(
     servers: &Servers,
     commands: &tokio::sync::Mutex<Option<Conn>>,
     take: &TakeToken,
-) -> redis::RedisResult<bool> {
+) -> redis::RedisResult<Taken> {
     // The connection multiplexes: takes run at once on clones of it.
     let mut conn = {
         let mut slot = commands.lock().await;
@@ -296,17 +296,24 @@ async fn take_once(
             }
         }
     };
-    let took: redis::RedisResult<i64> = TAKE_TOKEN
+    let took: redis::RedisResult<(i64, String)> = TAKE_TOKEN
         .key(bucket_key(take.user))
+        .key(STREAM)
         .arg(take.limit.per_second)
         .arg(take.limit.burst)
         .arg(&take.ticket)
+        .arg(take.place.as_deref().unwrap_or_default())
+        .arg(KEEP)
         .invoke_async(&mut conn)
         .await;
     if took.as_ref().is_err_and(passing) {
         *commands.lock().await = None;
     }
-    took.map(|t| t == 1)
+    let (took, place) = took?;
+    Ok(Taken {
+        took: took == 1,
+        place: entry_id(&place).map(|(ms, n)| Place { ms, n }),
+    })
 }
 
 /// Whether an error is Redis being away or slow (worth another try on
@@ -323,32 +330,42 @@ fn bus_failed(e: redis::RedisError) -> StoreError {
     StoreError::transient(format!("the cluster's rate limit (Redis): {e}"))
 }
 
-/// A user's bucket's key: one key per user, so that in a Redis Cluster the
-/// script runs on that key's slot alone.
+/// A user's bucket's key: one key per user, hash-tagged with the stream's
+/// key (`{chatwire:bus}` hashes as `chatwire:bus` does), so that in a Redis
+/// Cluster the take and the place it appends run on one slot, in one
+/// script.
 fn bucket_key(user: ObjectId) -> String {
-    format!("chatwire:bucket:{user}")
+    format!("{{{STREAM}}}:bucket:{user}")
 }
 
 /// A token bucket in a Redis hash (`tokens`, `at` in milliseconds by
-/// Redis's clock, and the last take's `ticket` and answer): refilled at
-/// `ARGV[1]` tokens a second up to `ARGV[2]`, one token taken if there is
-/// one; the same ticket again answers as before and takes nothing. The key
-/// expires once a full bucket would have refilled.
+/// Redis's clock, and the last take's `ticket`, answer and place): refilled
+/// at `ARGV[1]` tokens a second up to `ARGV[2]`, one token taken if there
+/// is one, and then the place entry `ARGV[4]` (if not empty) appended to
+/// the stream `KEYS[2]` in the same step; answers whether it took and the
+/// place's entry id (empty if none). The same ticket again answers as
+/// before and takes and appends nothing. The key expires once a full
+/// bucket would have refilled.
 static TAKE_TOKEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-local rate, burst, ticket = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'ticket', 'took')
-if b[3] == ticket then return tonumber(b[4]) end
+local rate, burst, ticket, entry = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'ticket', 'took', 'place')
+if b[3] == ticket then return {tonumber(b[4]), b[5] or ''} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tokens, at = tonumber(b[1]) or burst, tonumber(b[2]) or now
 if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000) end
-local took = 0
-if tokens >= 1 then tokens = tokens - 1; took = 1 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', math.max(now, at), 'ticket', ticket, 'took', took)
+local took, place = 0, ''
+if tokens >= 1 then
+  tokens = tokens - 1; took = 1
+  if entry ~= '' then
+    place = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', entry)
+  end
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', math.max(now, at), 'ticket', ticket, 'took', took, 'place', place)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)
-return took
+return {took, place}
 ",
     )
 });
@@ -629,7 +646,7 @@ impl Store for WithBus {
     fn mark_read(&self, ids: Vec<ObjectId>, reader: ObjectId) -> StoreFuture<Vec<ReadReceipt>> {
         self.store.mark_read(ids, reader)
     }
-    fn take_token(&self, take: TakeToken) -> StoreFuture<bool> {
+    fn take_token(&self, take: TakeToken) -> StoreFuture<Taken> {
         self.bus.take_token(take)
     }
 }

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::model::{Message, ObjectId, UserRecord};
+use bytes::Bytes;
 
 /// A boxed future a store returns; `'static` so that hosts can spawn it.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
@@ -285,7 +286,7 @@ pub trait Store: Send + Sync + 'static {
     /// takes nothing. A store that instances do not share has no such
     /// bucket: it refuses, and the core never asks it (it keeps the
     /// buckets of one instance itself).
-    fn take_token(&self, take: TakeToken) -> StoreFuture<bool> {
+    fn take_token(&self, take: TakeToken) -> StoreFuture<Taken> {
         let _ = take;
         Box::pin(std::future::ready(Err(StoreError::permanent(
             "this store keeps no rate limit shared by instances",
@@ -306,6 +307,31 @@ pub struct TakeToken {
     /// The asking instance's wall clock, for a store with no clock of its
     /// own (Redis uses its own).
     pub at_ms: i64,
+    /// A bus entry that holds the send's place in its chat's order: put on
+    /// the cluster's bus in the same atomic step as the take, and only if a
+    /// token was taken (a retried take puts nothing more).
+    pub place: Option<Bytes>,
+}
+
+/// What a [`TakeToken`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Whether there was a token.
+    pub took: bool,
+    /// Where the take's [`TakeToken::place`] went on the bus, if it went.
+    pub place: Option<Place>,
+}
+
+/// A position on the cluster's bus: the entry's time by the bus's clock
+/// (milliseconds since the Unix epoch) and its number within that
+/// millisecond. Positions grow in the bus's one order (a Redis stream
+/// entry's id, `<ms>-<n>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Place {
+    /// Milliseconds since the Unix epoch.
+    pub ms: u64,
+    /// Its number within that millisecond.
+    pub n: u64,
 }
 
 /// A command the core asks its host to run against the store.
@@ -385,8 +411,8 @@ pub enum StoreReply {
     Delivered,
     /// [`Store::mark_read`] answered.
     Read(Vec<ReadReceipt>),
-    /// [`Store::take_token`] answered: whether there was a token.
-    Took(bool),
+    /// [`Store::take_token`] answered.
+    Took(Taken),
 }
 
 impl StoreReply {

@@ -1,7 +1,9 @@
-//! Message ids: ObjectIds that grow within one process.
+//! Message ids: ObjectIds that grow within one process, or follow the
+//! cluster's bus.
 
 use crate::ids::IdGenerator;
 use crate::model::ObjectId;
+use crate::store::Place;
 
 /// Makes message ids that are strictly increasing for the life of the
 /// generator, and timestamps that never go back, whatever the clock does.
@@ -51,6 +53,25 @@ impl MessageIds {
     }
 }
 
+/// The (id, timestamp) of a message whose place in its chat's order the
+/// cluster's bus gave ([`Place`]): the timestamp is the place's time, and the
+/// id orders messages of one millisecond by their number there (its
+/// seconds, the millisecond within them, the number, then random bytes), so
+/// that history's order, by (timestamp, id), is the bus's.
+pub fn placed(place: Place, ids: &mut dyn IdGenerator) -> (ObjectId, i64) {
+    let ms = i64::try_from(place.ms).unwrap_or(i64::MAX);
+    let secs = u32::try_from(place.ms / 1000).unwrap_or(u32::MAX);
+    let within = u16::try_from(place.ms % 1000).expect("below 1000");
+    // A millisecond holds far fewer than 2^24 entries of one stream.
+    let n = u32::try_from(place.n.min(0x00ff_ffff)).expect("clamped");
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&secs.to_be_bytes());
+    b[4..6].copy_from_slice(&within.to_be_bytes());
+    b[6..9].copy_from_slice(&n.to_be_bytes()[1..]);
+    ids.fill(&mut b[9..]);
+    (ObjectId(b), ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +88,28 @@ mod tests {
                 assert!(ts >= lts);
             }
             last = Some((id, ts));
+        }
+    }
+
+    #[test]
+    fn placed_ids_sort_as_their_places() {
+        let mut ids = CounterIds::default();
+        let places = [
+            (1_700_000_000_999, 0),
+            (1_700_000_000_999, 7),
+            (1_700_000_001_000, 0),
+            (1_700_000_001_000, 300),
+            (1_700_000_001_001, 0),
+        ];
+        let mut last = None;
+        for (ms, n) in places {
+            let (id, ts) = placed(Place { ms, n }, &mut ids);
+            assert_eq!(ts, ms as i64);
+            assert_eq!(u64::from(id.seconds()), ms / 1000);
+            if let Some((lts, lid)) = last {
+                assert!((ts, id) > (lts, lid), "{ms}-{n}");
+            }
+            last = Some((ts, id));
         }
     }
 

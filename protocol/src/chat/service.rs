@@ -12,15 +12,15 @@ use serde_json::{Value, json};
 
 use super::events::{ClientEvent, ErrorCode, ServerEvent, TOKEN_EXPIRED, UNAUTHORIZED};
 use super::typing::{Started, Typing};
-use super::validate::{self, Refusal};
-use super::{MessageIds, WallClock};
+use super::validate::{self, Refusal, SendRequest};
+use super::{MessageIds, WallClock, placed};
 use crate::auth::{JwtConfig, TokenError, bearer};
 use crate::model::{DEFAULT_CHAT, Message, ObjectId, Status};
 use crate::node::OpId;
 use crate::rate::{RateLimit, TokenBucket};
 use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
 use crate::stats::AuthFailure;
-use crate::store::{Append, NewMessage, StoreCommand, StoreReply, TakeToken};
+use crate::store::{Append, NewMessage, Place, StoreCommand, StoreReply, TakeToken, Taken};
 
 /// The chat service's settings.
 #[derive(Debug, Clone)]
@@ -89,6 +89,8 @@ enum Awaiting {
         /// The store's reply, held until every earlier send of the chat
         /// had its own (see `Chat::sends`).
         reply: Option<Box<StoreReply>>,
+        /// In a cluster: the ticket of its place in the chat's order.
+        place: Option<String>,
     },
     Read {
         socket: SocketId,
@@ -109,12 +111,24 @@ struct AckPayload<'a> {
     timestamp: i64,
 }
 
-/// A `chat:send` waiting for its token of the cluster's bucket.
+/// A `chat:send` waiting for its token of the cluster's bucket (and its
+/// place in its chat's order).
 #[derive(Debug)]
 struct Parked {
     socket: SocketId,
     user: User,
     event: Event,
+    checked: Result<SendRequest, Refusal>,
+    ticket: String,
+}
+
+/// A send whose store write answered: what it stored, and who waits.
+struct Appended {
+    message: Message,
+    temp_id: Option<String>,
+    waiters: Vec<Waiter>,
+    sender: SocketId,
+    place: Option<String>,
 }
 
 /// How long a `chat:send` in a cluster waits for its token of the bucket
@@ -163,6 +177,9 @@ pub struct Chat {
     /// In a cluster: when each `chat:send` waiting for its token stops
     /// waiting (in that order: the wait is one length).
     token_waits: VecDeque<(Instant, OpId)>,
+    /// Takes no longer waited for: the room and ticket of the place each
+    /// asked for, to be abandoned should the take's answer say it went.
+    given_up: HashMap<OpId, (String, String)>,
     /// Broadcast messages whose delivery is awaited (the ticket of
     /// [`Ctx::broadcast_tracked`]): their sender, and id.
     handing: HashMap<u64, (SocketId, ObjectId)>,
@@ -247,6 +264,7 @@ impl Chat {
             sends: HashMap::new(),
             handing: HashMap::new(),
             token_waits: VecDeque::new(),
+            given_up: HashMap::new(),
             in_flight: HashMap::new(),
             over_budget: {
                 let error = ErrorPayload {
@@ -407,46 +425,63 @@ impl Chat {
         // cluster the bucket is the instances' own, kept by the store they
         // share (Redis): the send waits for that one round trip, and that
         // take decides.
+        // The same step puts the send's place in its chat's order on the
+        // bus, so that every node hands the chat its messages in the order
+        // of their places, which is history's order.
         if ctx.in_cluster() {
             let mut raw = [0u8; 12];
             ctx.ids().fill(&mut raw);
+            let ticket = ObjectId(raw).to_string();
+            let checked = validate::send(&event.args);
+            let place = checked
+                .as_ref()
+                .ok()
+                .and_then(|r| ctx.place_entry("/", &room(&r.chat_id), &ticket));
             let take = TakeToken {
                 user: user.id,
                 limit: self.config.rate,
-                ticket: ObjectId(raw).to_string(),
+                ticket: ticket.clone(),
                 at_ms: self.wall_ms(ctx),
+                place,
             };
             let op = ctx.store(StoreCommand::TakeToken(take));
             let parked = Parked {
                 socket,
                 user,
                 event,
+                checked,
+                ticket,
             };
             self.pending.insert(op, Awaiting::Token(Box::new(parked)));
             self.token_waits.push_back((ctx.now() + BUS_WAIT, op));
             return;
         }
-        let took = self.take_token(ctx.now(), user.id);
-        self.after_take(ctx, socket, user, event, took);
+        let checked = match self.take_token(ctx.now(), user.id) {
+            true => validate::send(&event.args),
+            false => Err(Self::over_rate()),
+        };
+        self.after_take(ctx, socket, user, event, checked, None);
     }
 
-    /// The rest of a `chat:send` once its token was taken (or not).
+    fn over_rate() -> Refusal {
+        Refusal {
+            message: "Too many messages; slow down".into(),
+            code: ErrorCode::RateLimited,
+        }
+    }
+
+    /// The rest of a `chat:send` once its token was taken (`checked`: its
+    /// request, or why it is refused), with its place in its chat's order
+    /// when the cluster's bus gave one (its ticket, and where it is).
     fn after_take(
         &mut self,
         ctx: &mut Ctx<'_>,
         socket: SocketId,
         user: User,
         event: Event,
-        took: bool,
+        checked: Result<SendRequest, Refusal>,
+        place: Option<(String, Place)>,
     ) {
-        let checked = if took {
-            validate::send(&event.args)
-        } else {
-            Err(Refusal {
-                message: "Too many messages; slow down".into(),
-                code: ErrorCode::RateLimited,
-            })
-        };
         let req = match checked {
             Ok(r) => r,
             Err(r) => {
@@ -471,9 +506,15 @@ impl Chat {
         {
             // A retry racing the first send: it gets the first one's outcome.
             waiters.push(waiter);
+            if let Some((ticket, _)) = &place {
+                ctx.abandon_place("/", &room(&req.chat_id), ticket);
+            }
             return;
         }
         if self.draining {
+            if let Some((ticket, _)) = &place {
+                ctx.abandon_place("/", &room(&req.chat_id), ticket);
+            }
             let r = Self::shutting_down();
             return Self::refuse(
                 ctx,
@@ -484,9 +525,14 @@ impl Chat {
                 req.temp_id.as_deref(),
             );
         }
-        let wall_ms = self.wall_ms(ctx);
-        let ids = self.ids.get_or_insert_with(|| MessageIds::new(ctx.ids()));
-        let (id, timestamp) = ids.next(wall_ms);
+        let (id, timestamp) = match &place {
+            Some((_, place)) => placed(*place, ctx.ids()),
+            None => {
+                let wall_ms = self.wall_ms(ctx);
+                let ids = self.ids.get_or_insert_with(|| MessageIds::new(ctx.ids()));
+                ids.next(wall_ms)
+            }
+        };
         let message = Message {
             id,
             chat_id: req.chat_id,
@@ -516,6 +562,7 @@ impl Chat {
                 waiters: vec![waiter],
                 sender: socket,
                 reply: None,
+                place: place.map(|(ticket, _)| ticket),
             },
         );
     }
@@ -536,9 +583,17 @@ impl Chat {
                 waiters,
                 sender,
                 reply: Some(reply),
+                place,
             }) = self.pending.remove(&op)
             {
-                self.on_appended(ctx, message, temp_id, waiters, sender, *reply);
+                let send = Appended {
+                    message,
+                    temp_id,
+                    waiters,
+                    sender,
+                    place,
+                };
+                self.on_appended(ctx, send, *reply);
             }
         }
         if self.sends.get(chat).is_some_and(VecDeque::is_empty) {
@@ -546,23 +601,33 @@ impl Chat {
         }
     }
 
-    fn on_appended(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        message: Message,
-        temp_id: Option<String>,
-        waiters: Vec<Waiter>,
-        sender: SocketId,
-        reply: StoreReply,
-    ) {
+    fn on_appended(&mut self, ctx: &mut Ctx<'_>, send: Appended, reply: StoreReply) {
+        let Appended {
+            mut message,
+            temp_id,
+            waiters,
+            sender,
+            place,
+        } = send;
         if let Some(t) = &temp_id {
             self.in_flight.remove(&(message.author_id, t.clone()));
         }
-        let (id, timestamp, fresh) = match reply {
-            StoreReply::Appended(Append::Stored) => (message.id, message.timestamp, true),
-            StoreReply::Appended(Append::Duplicate { id, timestamp }) => (id, timestamp, false),
+        let room = room(&message.chat_id);
+        match reply {
+            StoreReply::Appended(Append::Stored) => {}
+            // A retry of a message stored before: it goes out again as it
+            // was stored, for nothing tells whether its first publish did
+            // (its node may have died between the store and the bus); a
+            // node that handed it on already hands it to no one.
+            StoreReply::Appended(Append::Duplicate { id, timestamp }) => {
+                message.id = id;
+                message.timestamp = timestamp;
+            }
             // A failure, or (a host bug) a reply of another kind: nothing is acked.
             _ => {
+                if let Some(ticket) = &place {
+                    ctx.abandon_place("/", &room, ticket);
+                }
                 let r = Refusal {
                     message: "The message could not be stored; try again".into(),
                     code: ErrorCode::StoreUnavailable,
@@ -580,21 +645,21 @@ impl Chat {
                 return;
             }
         };
-        if fresh {
-            let ticket = ctx.broadcast_tracked(
-                "/",
-                &room(&message.chat_id),
-                Some(sender),
-                &(ServerEvent::NewMessage.name(), &message),
-            );
-            self.handing.insert(ticket, (sender, message.id));
-        }
+        let ticket = ctx.broadcast_keyed(
+            "/",
+            &room,
+            Some(sender),
+            &(ServerEvent::NewMessage.name(), &message),
+            &message.id.to_string(),
+            place.as_deref(),
+        );
+        self.handing.insert(ticket, (sender, message.id));
         // After the broadcast: in a cluster the acks follow it on the bus,
         // so an acked message's event is there even if this node dies now.
         let ack = AckPayload {
             temp_id: temp_id.as_deref(),
-            id,
-            timestamp,
+            id: message.id,
+            timestamp: message.timestamp,
         };
         for w in &waiters {
             ctx.emit(w.socket, &(ServerEvent::Ack.name(), &ack), &[]);
@@ -904,10 +969,34 @@ impl Application for Chat {
                 Self::on_read_recorded(ctx, socket, ack, user, reply)
             }
             Some(Awaiting::Token(p)) => match reply {
-                StoreReply::Took(took) => self.after_take(ctx, p.socket, p.user, p.event, took),
+                StoreReply::Took(taken) => {
+                    let Parked {
+                        socket,
+                        user,
+                        event,
+                        checked,
+                        ticket,
+                    } = *p;
+                    let checked = if taken.took {
+                        checked
+                    } else {
+                        Err(Self::over_rate())
+                    };
+                    let place = taken.place.map(|place| (ticket, place));
+                    self.after_take(ctx, socket, user, event, checked, place);
+                }
                 _ => Self::refuse_untaken(ctx, &p),
             },
-            Some(Awaiting::Fire) | None => {}
+            Some(Awaiting::Fire) => {}
+            // A take given up on: the place it may have put on the bus has
+            // no message.
+            None => {
+                if let (Some((room, ticket)), StoreReply::Took(Taken { place: Some(_), .. })) =
+                    (self.given_up.remove(&op), &reply)
+                {
+                    ctx.abandon_place("/", &room, &ticket);
+                }
+            }
         }
     }
 
@@ -940,8 +1029,13 @@ impl Application for Chat {
             }
             self.token_waits.pop_front();
             if let Some(Awaiting::Token(p)) = self.pending.remove(&op) {
-                // Its answer, if it ever comes, finds nothing waiting.
+                // Its answer, if it ever comes, finds nothing waiting but
+                // the place to abandon.
                 Self::refuse_untaken(ctx, &p);
+                if let Ok(req) = &p.checked {
+                    self.given_up
+                        .insert(op, (room(&req.chat_id), p.ticket.clone()));
+                }
             }
         }
         if let Some(typing) = &mut self.typing {

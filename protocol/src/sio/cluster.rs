@@ -34,6 +34,35 @@ pub struct ClusterConfig {
 /// socket before it takes it that none did.
 pub const HANDED_WITHIN: Duration = Duration::from_secs(10);
 
+/// How long a room's placed broadcasts wait behind an earlier place whose
+/// broadcast has not come (its node died between its take and its
+/// publish, say): past it, that place is passed over, and its broadcast,
+/// should it come, reaches the room when it comes.
+pub const HOLD: Duration = Duration::from_secs(5);
+
+/// A room: its namespace and name.
+type RoomKey = (String, String);
+
+/// A place in a room's order and what came for it.
+#[derive(Debug)]
+struct Slot {
+    ticket: String,
+    until: Instant,
+    came: Option<Came>,
+}
+
+/// What came for a place: its broadcast (and how old it was when read,
+/// for one of the bus's past), or word that none will.
+#[derive(Debug)]
+enum Came {
+    Broadcast(Box<BusMessage>, Option<Duration>),
+    Abandoned,
+}
+
+/// Placed broadcasts that may reach their rooms now, in order, each with
+/// how old it was when read (for one of the bus's past).
+pub(crate) type Released = Vec<(BusMessage, Option<Duration>)>;
+
 /// One message on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t")]
@@ -63,6 +92,34 @@ pub(crate) enum BusMessage {
         /// The packet's binary attachments, base64 (standard, padded).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         attachments: Vec<String>,
+        /// The ticket of its [`BusMessage::Place`]: it reaches the room in
+        /// that place's order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        placed: Option<String>,
+        /// Names what it carries (a message's id): a node that handed one
+        /// with this key to the room lately drops it (a retry of a send
+        /// publishes its message again when it cannot tell it went out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// A send's place in its room's order, put on the bus in the same step
+    /// as its token's take ([`crate::store::TakeToken::place`]): the
+    /// room's later placed broadcasts wait for the one with this ticket
+    /// (or its [`BusMessage::Abandon`]) up to [`HOLD`].
+    #[serde(rename = "p")]
+    Place {
+        from: String,
+        nsp: String,
+        room: String,
+        ticket: String,
+    },
+    /// The send holding the place `ticket` publishes nothing (its store
+    /// write failed, or it stopped waiting for its take).
+    #[serde(rename = "x")]
+    Abandon {
+        nsp: String,
+        room: String,
+        ticket: String,
     },
     /// With recovery on: a socket's session as the node holding it has it
     /// (it connected, came back, joined or left a room).
@@ -100,9 +157,11 @@ impl BusMessage {
         match self {
             BusMessage::Broadcast { from, .. } => from == node,
             BusMessage::Handed { to, .. } => to == node,
-            BusMessage::Session { node: n, .. } | BusMessage::Alive { node: n } => n == node,
+            BusMessage::Session { node: n, .. }
+            | BusMessage::Alive { node: n }
+            | BusMessage::Place { from: n, .. } => n == node,
             BusMessage::TakenOver { by, .. } => by == node,
-            BusMessage::Gone { .. } => false,
+            BusMessage::Gone { .. } | BusMessage::Abandon { .. } => false,
         }
     }
 
@@ -136,6 +195,9 @@ pub(crate) struct Cluster {
     /// passed over once a later one comes back.
     pub(crate) last_to_socket: u64,
     pub(crate) read_back: u64,
+    /// Each room's places whose broadcasts may not reach it yet, in the
+    /// bus's order.
+    held: HashMap<RoomKey, std::collections::VecDeque<Slot>>,
 }
 
 impl Cluster {
@@ -149,7 +211,106 @@ impl Cluster {
             catching_up: false,
             last_to_socket: 0,
             read_back: 0,
+            held: HashMap::new(),
         }
+    }
+
+    /// A place in `room`'s order, read from the bus: its broadcast and the
+    /// room's later ones wait for it until `until`.
+    pub(crate) fn hold(&mut self, nsp: String, room: String, ticket: String, until: Instant) {
+        let slots = self.held.entry((nsp, room)).or_default();
+        if slots.iter().all(|s| s.ticket != ticket) {
+            slots.push_back(Slot {
+                ticket,
+                until,
+                came: None,
+            });
+        }
+    }
+
+    /// A placed broadcast read from the bus: kept in its place if that
+    /// place is held (`None`), else given back to reach its room now (its
+    /// place was passed over, or read before this node joined).
+    pub(crate) fn arrive(
+        &mut self,
+        ticket: &str,
+        message: BusMessage,
+        past: Option<Duration>,
+    ) -> Option<(BusMessage, Option<Duration>)> {
+        let BusMessage::Broadcast { nsp, room, .. } = &message else {
+            return Some((message, past));
+        };
+        let slot = self
+            .held
+            .get_mut(&(nsp.clone(), room.clone()))
+            .and_then(|slots| {
+                slots
+                    .iter_mut()
+                    .find(|s| s.ticket == ticket && s.came.is_none())
+            });
+        match slot {
+            Some(slot) => {
+                slot.came = Some(Came::Broadcast(Box::new(message), past));
+                None
+            }
+            None => Some((message, past)),
+        }
+    }
+
+    /// The send of place `ticket` publishes nothing.
+    pub(crate) fn abandon(&mut self, nsp: &str, room: &str, ticket: &str) {
+        let key = (nsp.to_owned(), room.to_owned());
+        if let Some(slot) = self
+            .held
+            .get_mut(&key)
+            .and_then(|slots| slots.iter_mut().find(|s| s.ticket == ticket))
+        {
+            slot.came.get_or_insert(Came::Abandoned);
+        }
+    }
+
+    /// The broadcasts of `room` that may go now: those at the front of its
+    /// order whose place was filled, passing over places abandoned or held
+    /// past their time.
+    pub(crate) fn release(&mut self, nsp: &str, room: &str, now: Instant) -> Released {
+        let key = (nsp.to_owned(), room.to_owned());
+        let mut out = Vec::new();
+        let Some(slots) = self.held.get_mut(&key) else {
+            return out;
+        };
+        while let Some(front) = slots.front() {
+            if front.came.is_none() && front.until > now {
+                break;
+            }
+            if let Some(Came::Broadcast(m, past)) = slots.pop_front().and_then(|s| s.came) {
+                out.push((*m, past));
+            }
+        }
+        if slots.is_empty() {
+            self.held.remove(&key);
+        }
+        out
+    }
+
+    /// What every room may release now that places ran out of time.
+    pub(crate) fn release_due(&mut self, now: Instant) -> Released {
+        let due: Vec<RoomKey> = self
+            .held
+            .iter()
+            .filter(|(_, slots)| slots.front().is_some_and(|s| s.until <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        due.iter()
+            .flat_map(|(nsp, room)| self.release(nsp, room, now))
+            .collect()
+    }
+
+    /// How many places are held, in every room.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+            .values()
+            .map(std::collections::VecDeque::len)
+            .sum()
     }
 
     /// The next emit's number; tracked (awaiting [`Cluster::handed`]) when
@@ -200,7 +361,13 @@ impl Cluster {
 
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         let tracked = &self.tracked;
-        self.deadlines.next(|t, seq| tracked.get(seq) == Some(&t))
+        let handed = self.deadlines.next(|t, seq| tracked.get(seq) == Some(&t));
+        let held = self
+            .held
+            .values()
+            .filter_map(|slots| slots.front().map(|s| s.until))
+            .min();
+        handed.into_iter().chain(held).min()
     }
 
     /// How many emits await word of their delivery.
@@ -227,6 +394,8 @@ mod tests {
             to: None,
             volatile: false,
             attachments: vec!["AQID".into()],
+            placed: Some("t1".into()),
+            key: Some("m1".into()),
         };
         assert_eq!(BusMessage::decode(&m.encode()), Some(m));
         for garbage in [&b""[..], b"{}", b"[1]", br#"{"t":"b"}"#, b"\xff"] {
@@ -252,6 +421,57 @@ mod tests {
         assert_eq!(c.expire(now + HANDED_WITHIN), vec![b]);
         assert!(!c.handed(b));
         assert_eq!((c.tracked(), c.poll_timeout()), (0, None));
+    }
+
+    fn placed(ticket: &str, text: &str) -> BusMessage {
+        BusMessage::Broadcast {
+            from: "n".into(),
+            seq: 1,
+            nsp: "/".into(),
+            room: "r".into(),
+            except: Vec::new(),
+            text: text.into(),
+            track: false,
+            to: None,
+            volatile: false,
+            attachments: Vec::new(),
+            placed: Some(ticket.into()),
+            key: None,
+        }
+    }
+
+    fn texts(released: Released) -> Vec<String> {
+        released
+            .into_iter()
+            .map(|(m, _)| match m {
+                BusMessage::Broadcast { text, .. } => text,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placed_broadcasts_go_in_their_places_order_passing_over_abandoned_and_late_ones() {
+        let now = Instant::now();
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        for t in ["a", "b", "c", "d"] {
+            c.hold("/".into(), "r".into(), t.into(), now + HOLD);
+        }
+        assert!(c.arrive("c", placed("c", "C"), None).is_none());
+        assert!(texts(c.release("/", "r", now)).is_empty(), "a is awaited");
+        c.abandon("/", "r", "a");
+        assert!(c.arrive("b", placed("b", "B"), None).is_none());
+        assert_eq!(texts(c.release("/", "r", now)), ["B", "C"]);
+        // Unknown (passed over, or before this node joined): at once.
+        assert!(c.arrive("z", placed("z", "Z"), None).is_some());
+        assert_eq!(c.poll_timeout(), Some(now + HOLD));
+        assert!(texts(c.release_due(now + HOLD - Duration::from_millis(1))).is_empty());
+        assert!(texts(c.release_due(now + HOLD)).is_empty(), "d never came");
+        assert_eq!((c.held(), c.poll_timeout()), (0, None));
+        assert!(
+            c.arrive("d", placed("d", "D"), None).is_some(),
+            "late: at once"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod packet;
 mod recovery;
+mod seen;
 pub mod socket;
 
 pub use cluster::ClusterConfig;

@@ -10,11 +10,12 @@ use indexmap::IndexSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cluster::{BusMessage, Cluster, ClusterConfig};
+use super::cluster::{BusMessage, Cluster, ClusterConfig, HOLD, Released};
 use super::packet::{self, PacketData, PacketType, Partial};
 use super::recovery::{
     ALIVE_EVERY, Live, Log, RecoveryConfig, Remote, Sessions, Target, republish_every,
 };
+use super::seen::Seen;
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
@@ -227,6 +228,8 @@ pub struct State {
     /// In a cluster with recovery on: when this node next says it is alive.
     next_alive: Option<Instant>,
     next_ticket: u64,
+    /// The keys of the keyed room emits handed on lately.
+    seen: Seen,
 }
 
 impl std::fmt::Debug for State {
@@ -530,7 +533,7 @@ impl Ctx<'_> {
         except: Option<SocketId>,
         data: &T,
     ) {
-        self.emit_to_room(nsp, room, except, data, false);
+        self.emit_to_room(nsp, room, except, data, false, Keyed::default());
     }
 
     /// [`Ctx::broadcast`], and [`Application::on_handed`] later says, under
@@ -542,7 +545,58 @@ impl Ctx<'_> {
         except: Option<SocketId>,
         data: &T,
     ) -> u64 {
-        self.emit_to_room(nsp, room, except, data, true)
+        self.emit_to_room(nsp, room, except, data, true, Keyed::default())
+    }
+
+    /// [`Ctx::broadcast_tracked`] of what `key` names (a message's id): a
+    /// node that handed an emit with this key to the room lately hands
+    /// this one to no one, so it may be published again when it cannot be
+    /// told that it went out. In a cluster, with `place` (the ticket of a
+    /// [`Ctx::place_entry`] the bus took), it reaches the room in that
+    /// place's order on every node.
+    pub fn broadcast_keyed<T: Serialize + ?Sized>(
+        &mut self,
+        nsp: &str,
+        room: &str,
+        except: Option<SocketId>,
+        data: &T,
+        key: &str,
+        place: Option<&str>,
+    ) -> u64 {
+        let keyed = Keyed {
+            key: Some(key.to_owned()),
+            placed: place.map(str::to_owned),
+        };
+        self.emit_to_room(nsp, room, except, data, true, keyed)
+    }
+
+    /// In a cluster: a bus entry that, once on the bus, holds a place in
+    /// `room`'s order under `ticket` (a [`crate::store::TakeToken::place`]),
+    /// for the [`Ctx::broadcast_keyed`] with that place (or
+    /// [`Ctx::abandon_place`]). `None` alone.
+    pub fn place_entry(&self, nsp: &str, room: &str, ticket: &str) -> Option<Bytes> {
+        let cluster = self.state.cluster.as_ref()?;
+        let place = BusMessage::Place {
+            from: cluster.node.clone(),
+            nsp: nsp.to_owned(),
+            room: room.to_owned(),
+            ticket: ticket.to_owned(),
+        };
+        Some(place.encode())
+    }
+
+    /// The place `ticket` that the bus took will have no broadcast: the
+    /// room's later ones need not wait for it.
+    pub fn abandon_place(&mut self, nsp: &str, room: &str, ticket: &str) {
+        if self.state.cluster.is_none() {
+            return;
+        }
+        let word = BusMessage::Abandon {
+            nsp: nsp.to_owned(),
+            room: room.to_owned(),
+            ticket: ticket.to_owned(),
+        };
+        self.sh.push(Command::Publish(word.encode()));
     }
 
     fn emit_to_room<T: Serialize + ?Sized>(
@@ -552,6 +606,7 @@ impl Ctx<'_> {
         except: Option<SocketId>,
         data: &T,
         track: bool,
+        keyed: Keyed,
     ) -> u64 {
         let text = packet::encode(PacketType::Event, nsp, 0, None, Some(data));
         let except: Vec<String> = except
@@ -575,13 +630,18 @@ impl Ctx<'_> {
                 to: None,
                 volatile: false,
                 attachments: Vec::new(),
+                placed: keyed.placed,
+                key: keyed.key,
             };
             self.sh.push(Command::Publish(message.encode()));
             return seq;
         }
         self.state.next_ticket += 1;
         let ticket = self.state.next_ticket;
-        let n = deliver(&mut self.sh, self.state, nsp, room, except, text, None);
+        let n = match keyed.key {
+            Some(key) if !self.state.seen.first(&key) => 0,
+            _ => deliver(&mut self.sh, self.state, nsp, room, except, text, None),
+        };
         if track {
             self.state.handed.push((ticket, n > 0));
         }
@@ -629,6 +689,13 @@ impl Ctx<'_> {
         self.sh.push(Command::Store { op, command });
         op
     }
+}
+
+/// What names a room emit, and its place in its room's order.
+#[derive(Debug, Default)]
+struct Keyed {
+    key: Option<String>,
+    placed: Option<String>,
 }
 
 /// Hands a room emit to this node's members of the room but the sockets
@@ -703,6 +770,8 @@ fn publish_to_socket(
         track: false,
         to: Some(sid),
         volatile,
+        placed: None,
+        key: None,
         attachments: attachments
             .iter()
             .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
@@ -859,6 +928,12 @@ impl<A: Application> SocketIo<A> {
     /// connection state recovery.
     pub fn kept_sessions(&self) -> usize {
         self.state.sessions.as_ref().map_or(0, Sessions::kept)
+    }
+
+    /// In a cluster: how many places in rooms' orders are held, waiting
+    /// for their broadcasts.
+    pub fn held_places(&self) -> usize {
+        self.state.cluster.as_ref().map_or(0, Cluster::held)
     }
 
     fn ctx<'a>(sh: &'a mut Shared<'_>, state: &'a mut State) -> Ctx<'a> {
@@ -1331,66 +1406,48 @@ impl<A: Application> SocketIo<A> {
         // When it was published, on this node's clock.
         let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
         match message {
-            BusMessage::Broadcast {
-                from,
-                seq,
-                nsp,
-                room,
-                except,
-                text,
-                track,
-                to,
-                volatile,
-                attachments,
+            BusMessage::Place {
+                nsp, room, ticket, ..
             } => {
-                let cluster = self.state.cluster.as_mut().expect("checked above");
-                if !cluster.fresh(&from, seq) {
-                    return;
+                let until = at + HOLD;
+                if until > sh.now {
+                    let cluster = self.state.cluster.as_mut().expect("checked above");
+                    cluster.hold(nsp, room, ticket, until);
                 }
-                let Some(attachments) = decode_attachments(&attachments) else {
-                    return;
+            }
+            BusMessage::Abandon { nsp, room, ticket } => {
+                let cluster = self.state.cluster.as_mut().expect("checked above");
+                cluster.abandon(&nsp, &room, &ticket);
+                let released = cluster.release(&nsp, &room, sh.now);
+                self.apply_released(sh, released);
+            }
+            message @ BusMessage::Broadcast { .. } => {
+                let cluster = self.state.cluster.as_mut().expect("checked above");
+                let BusMessage::Broadcast {
+                    from,
+                    seq,
+                    nsp,
+                    room,
+                    placed,
+                    ..
+                } = &message
+                else {
+                    unreachable!("matched above");
                 };
-                if from == me {
-                    cluster.read_back = cluster.read_back.max(seq);
+                if !cluster.fresh(from, *seq) {
+                    return;
                 }
-                let global = Some((from.clone(), seq));
-                if past.is_some() {
-                    if let Some(log) = &mut self.state.log
-                        && !volatile
-                    {
-                        let target = match to {
-                            Some(sid) => Target::Socket(sid),
-                            None => Target::Room { room, except },
-                        };
-                        log.push_global(at, &nsp, target, text.as_bytes(), &attachments, global);
+                let Some(ticket) = placed.clone() else {
+                    return self.broadcast_from_bus(sh, message, past);
+                };
+                let (nsp, room) = (nsp.clone(), room.clone());
+                match cluster.arrive(&ticket, message, past) {
+                    // In its place: it goes with what it let go.
+                    None => {
+                        let released = cluster.release(&nsp, &room, sh.now);
+                        self.apply_released(sh, released);
                     }
-                    return;
-                }
-                if let Some(sid) = to {
-                    let global = global.filter(|_| !volatile);
-                    self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), &attachments, global);
-                    return;
-                }
-                let n = deliver(
-                    sh,
-                    &mut self.state,
-                    &nsp,
-                    &room,
-                    except,
-                    Bytes::from(text),
-                    global,
-                );
-                if !track || n == 0 {
-                    return;
-                }
-                let cluster = self.state.cluster.as_mut().expect("checked above");
-                if from == cluster.node {
-                    if cluster.handed(seq) {
-                        self.state.handed.push((seq, true));
-                    }
-                } else {
-                    let word = BusMessage::Handed { to: from, seq };
-                    sh.push(Command::Publish(word.encode()));
+                    Some((message, past)) => self.broadcast_from_bus(sh, message, past),
                 }
             }
             BusMessage::Handed { .. } if past.is_some() => {}
@@ -1451,6 +1508,94 @@ impl<A: Application> SocketIo<A> {
                     sessions.heard(at, &node);
                 }
             }
+        }
+    }
+
+    /// Placed broadcasts let go, each handed on as it would have been read.
+    fn apply_released(&mut self, sh: &mut Shared<'_>, released: Released) {
+        for (message, past) in released {
+            self.broadcast_from_bus(sh, message, past);
+        }
+    }
+
+    /// A room emit (or an emit to one socket) read from the bus, fresh and
+    /// in its place: logged, handed to this node's sockets, and its
+    /// delivery told to its node when it asked. One of the bus's `past`
+    /// (read before this node joined) is only logged.
+    fn broadcast_from_bus(
+        &mut self,
+        sh: &mut Shared<'_>,
+        message: BusMessage,
+        past: Option<Duration>,
+    ) {
+        let BusMessage::Broadcast {
+            from,
+            seq,
+            nsp,
+            room,
+            except,
+            text,
+            track,
+            to,
+            volatile,
+            attachments,
+            placed: _,
+            key,
+        } = message
+        else {
+            return;
+        };
+        let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
+        let Some(attachments) = decode_attachments(&attachments) else {
+            return;
+        };
+        if let Some(key) = &key
+            && !self.state.seen.first(key)
+        {
+            return;
+        }
+        let cluster = self.state.cluster.as_mut().expect("in a cluster");
+        if from == cluster.node {
+            cluster.read_back = cluster.read_back.max(seq);
+        }
+        let global = Some((from.clone(), seq));
+        if past.is_some() {
+            if let Some(log) = &mut self.state.log
+                && !volatile
+            {
+                let target = match to {
+                    Some(sid) => Target::Socket(sid),
+                    None => Target::Room { room, except },
+                };
+                log.push_global(at, &nsp, target, text.as_bytes(), &attachments, global);
+            }
+            return;
+        }
+        if let Some(sid) = to {
+            let global = global.filter(|_| !volatile);
+            self.hand_to_socket(sh, &nsp, sid, Bytes::from(text), &attachments, global);
+            return;
+        }
+        let n = deliver(
+            sh,
+            &mut self.state,
+            &nsp,
+            &room,
+            except,
+            Bytes::from(text),
+            global,
+        );
+        if !track || n == 0 {
+            return;
+        }
+        let cluster = self.state.cluster.as_mut().expect("in a cluster");
+        if from == cluster.node {
+            if cluster.handed(seq) {
+                self.state.handed.push((seq, true));
+            }
+        } else {
+            let word = BusMessage::Handed { to: from, seq };
+            sh.push(Command::Publish(word.encode()));
         }
     }
 
@@ -1646,6 +1791,8 @@ impl<A: Application> Upper for SocketIo<A> {
             self.state
                 .handed
                 .extend(unheard.into_iter().map(|seq| (seq, false)));
+            let released = cluster.release_due(sh.now);
+            self.apply_released(sh, released);
         }
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);

@@ -12,6 +12,7 @@
 //! copy): a send's latency does not step as the store grows.
 //! [`MemoryModel::new`] (the simulation's) keeps everything.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Mutex, MutexGuard};
@@ -19,8 +20,8 @@ use std::sync::{Mutex, MutexGuard};
 use crate::model::{Message, ObjectId, Status, UserRecord};
 use crate::rate::{TokenBucket, UnixMs};
 use crate::store::{
-    Append, Bound, CreateUser, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, ReadReceipt,
-    Side, Store, StoreCommand, StoreError, StoreFuture, StoreReply, TakeToken,
+    Append, Bound, CreateUser, DEDUPE_WINDOW_MS, History, HistoryQuery, NewMessage, Place,
+    ReadReceipt, Side, Store, StoreCommand, StoreError, StoreFuture, StoreReply, TakeToken, Taken,
 };
 
 /// A message's place in its chat: (timestamp, id).
@@ -67,7 +68,10 @@ pub struct MemoryModel {
     /// ([`StoreCommand::TakeToken`], which the simulation's shared store
     /// answers as Redis does for chatwire's hosts), with each one's last
     /// take: its ticket and what it answered.
-    shared_buckets: BTreeMap<ObjectId, (TokenBucket<UnixMs>, String, bool)>,
+    shared_buckets: BTreeMap<ObjectId, (TokenBucket<UnixMs>, String, Taken)>,
+    /// The newest place given, and the place entries not yet on the bus.
+    last_place: Option<Place>,
+    placed: Vec<Bytes>,
 }
 
 impl MemoryStore {
@@ -132,18 +136,47 @@ impl MemoryModel {
     }
 
     /// A take of a shared bucket's token; the same ticket again answers as
-    /// it did and takes nothing.
-    fn take_token(&mut self, take: TakeToken) -> bool {
+    /// it did and takes nothing. A taken one's place entry goes to
+    /// [`MemoryModel::take_placed`], at the next position of a bus whose
+    /// clock is the takers' (never going back).
+    fn take_token(&mut self, take: TakeToken) -> Taken {
         let now = UnixMs(take.at_ms);
-        let (bucket, ticket, took) = self
+        let refused = Taken {
+            took: false,
+            place: None,
+        };
+        let (bucket, ticket, taken) = self
             .shared_buckets
             .entry(take.user)
-            .or_insert_with(|| (TokenBucket::new(take.limit, now), String::new(), false));
-        if *ticket != take.ticket {
-            *took = bucket.take(take.limit, now);
-            *ticket = take.ticket;
+            .or_insert_with(|| (TokenBucket::new(take.limit, now), String::new(), refused));
+        if *ticket == take.ticket {
+            return *taken;
         }
-        *took
+        *ticket = take.ticket;
+        *taken = refused;
+        if bucket.take(take.limit, now) {
+            taken.took = true;
+            if let Some(entry) = take.place {
+                let ms = u64::try_from(take.at_ms).unwrap_or(0);
+                let place = match self.last_place {
+                    Some(last) if last.ms >= ms => Place {
+                        ms: last.ms,
+                        n: last.n + 1,
+                    },
+                    _ => Place { ms, n: 0 },
+                };
+                self.last_place = Some(place);
+                taken.place = Some(place);
+                self.placed.push(entry);
+            }
+        }
+        *taken
+    }
+
+    /// The place entries of the takes since the last call, in their order
+    /// (what a simulated bus appends, as Redis does in the take's step).
+    pub fn take_placed(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.placed)
     }
 
     /// A stored message.

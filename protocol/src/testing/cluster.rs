@@ -9,7 +9,7 @@
 //! not read is lost to it), or restarts a node (a new process that reads
 //! the bus's past first).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +43,8 @@ pub struct ClusterSim {
     /// The Socket.IO settings every node starts with.
     sio: SocketIoConfig,
     restarts: usize,
+    /// Nodes whose message appends wait for [`ClusterSim::answer_appends`].
+    slow: BTreeSet<usize>,
 }
 
 impl ClusterSim {
@@ -69,6 +71,7 @@ impl ClusterSim {
             past: BTreeMap::new(),
             sio,
             restarts: 0,
+            slow: BTreeSet::new(),
         }
     }
 
@@ -85,6 +88,7 @@ impl ClusterSim {
         let seed = [(i + 16 * self.restarts) as u8 + 1; 32];
         self.nodes[i] = node(&name, seed, &self.sio);
         self.cut.remove(&i);
+        self.slow.remove(&i);
         self.cursors[i] = self.trimmed;
         self.past.insert(i, (self.trimmed + self.log.len(), age));
     }
@@ -106,15 +110,23 @@ impl ClusterSim {
                 // nodes share is there too, so its takes wait with its
                 // messages (the rest of the store, MongoDB, it reaches).
                 let cut = self.cut.contains_key(&i);
+                let slow = self.slow.contains(&i);
                 let sim = &mut self.nodes[i];
                 let mut k = 0;
                 while k < sim.in_flight.len() {
-                    if cut && matches!(sim.in_flight[k].1, StoreCommand::TakeToken(_)) {
+                    let waits = match sim.in_flight[k].1 {
+                        StoreCommand::TakeToken(_) => cut,
+                        StoreCommand::AppendMessage(_) => slow,
+                        _ => false,
+                    };
+                    if waits {
                         k += 1;
                         continue;
                     }
                     let (op, command) = sim.in_flight.remove(k);
                     let reply = self.store.apply(command);
+                    // A take's place goes on the bus in the take's step.
+                    self.log.extend(self.store.take_placed());
                     sim.reply(op, reply);
                     moved = true;
                 }
@@ -123,6 +135,20 @@ impl ClusterSim {
                 return;
             }
         }
+    }
+
+    /// Node `i`'s message appends wait (its store is slow) until
+    /// [`ClusterSim::answer_appends`].
+    pub fn slow(&mut self, i: usize) {
+        self.collect();
+        self.slow.insert(i);
+    }
+
+    /// Node `i`'s waiting appends are answered, in order, and later ones
+    /// at once again.
+    pub fn answer_appends(&mut self, i: usize) {
+        self.slow.remove(&i);
+        self.collect();
     }
 
     /// Whether node `i` has something on the bus to read.

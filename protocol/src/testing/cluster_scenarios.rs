@@ -65,6 +65,7 @@ fn every_socket_on_every_node_gets_a_chats_messages_once_in_one_order() {
         c.settle(&mut rng);
         let order = bus_message_ids(&c);
         assert_eq!(order.len(), 24);
+        assert_eq!(order, history(&c, "general"));
         for &(node, conn) in &tabs {
             let events = c.nodes[node].events(conn);
             let own = ids_of(&events, "chat:ack", "id");
@@ -198,6 +199,7 @@ fn a_retried_take_of_the_shared_bucket_spends_one_token() {
             },
             ticket: ticket.into(),
             at_ms: 0,
+            place: None,
         })
     };
     for (ticket, took) in [
@@ -209,7 +211,7 @@ fn a_retried_take_of_the_shared_bucket_spends_one_token() {
     ] {
         assert_eq!(
             store.apply(take(ticket)),
-            StoreReply::Took(took),
+            StoreReply::Took(crate::store::Taken { took, place: None }),
             "{ticket}"
         );
     }
@@ -823,4 +825,154 @@ fn a_session_older_than_the_window_comes_back_after_every_node_restarted() {
         connect_with(&mut c, 1, 1, json!({"pid": first["pid"], "offset": offset}));
     assert_eq!(again, first);
     assert_eq!(texts(&missed), ["m2"]);
+}
+
+/// The ids of a chat's messages in history's order.
+fn history(c: &ClusterSim, chat: &str) -> Vec<String> {
+    c.store
+        .chat(chat)
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect()
+}
+
+/// Where the order is decided (the send's place, taken with its token),
+/// not where the store answers first: every socket gets a chat's messages
+/// in history's order, on every node, even when an earlier send's store
+/// write answers after a later one's on another node, and whatever the
+/// nodes' clocks say.
+#[test]
+fn a_chats_messages_reach_every_socket_in_history_order_whatever_the_store_and_clocks_do() {
+    let mut rng = SimRng::new(5);
+    let mut c = ClusterSim::new(2);
+    let ana = tab(&mut c.nodes[0], 1, "ana");
+    let dan = tab(&mut c.nodes[0], 4, "dan");
+    let bob = tab(&mut c.nodes[1], 2, "bob");
+    let cid = tab(&mut c.nodes[1], 3, "cid");
+    // Node 0's clock is a second behind node 1's.
+    c.nodes[1].advance(Duration::from_secs(1));
+    c.slow(0);
+    send(&mut c.nodes[0], ana, 1, json!({"text": "first"}));
+    c.settle(&mut rng);
+    send(&mut c.nodes[1], bob, 1, json!({"text": "second"}));
+    c.settle(&mut rng);
+    // The second is stored and published; it waits for the first's place.
+    assert_eq!(c.store.chat("general").len(), 1);
+    assert!(ids_of(&c.nodes[1].events(cid), "chat:new-message", "id").is_empty());
+    c.answer_appends(0);
+    c.settle(&mut rng);
+    let order = history(&c, "general");
+    let texts: Vec<String> = c
+        .store
+        .chat("general")
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    for (node, conn) in [(0, dan), (1, cid)] {
+        let got = ids_of(&c.nodes[node].events(conn), "chat:new-message", "id");
+        assert_eq!(got, order, "tab {conn} on node {node}");
+    }
+    assert_eq!(
+        ids_of(&c.nodes[0].events(ana), "chat:new-message", "id"),
+        order[1..]
+    );
+    assert_eq!(
+        ids_of(&c.nodes[1].events(bob), "chat:new-message", "id"),
+        order[..1]
+    );
+}
+
+/// A place whose send never publishes (its node died between its take and
+/// its store write) holds the chat's later messages for [`HOLD`], no
+/// longer.
+#[test]
+fn a_place_whose_node_died_is_passed_over_after_the_hold() {
+    use crate::sio::cluster::HOLD;
+    let mut rng = SimRng::new(6);
+    let mut c = ClusterSim::new(2);
+    let ana = tab(&mut c.nodes[0], 1, "ana");
+    let bob = tab(&mut c.nodes[1], 2, "bob");
+    let cid = tab(&mut c.nodes[1], 3, "cid");
+    c.slow(0);
+    send(&mut c.nodes[0], ana, 1, json!({"text": "lost"}));
+    c.settle(&mut rng);
+    c.restart(0, Duration::ZERO);
+    c.settle(&mut rng);
+    send(&mut c.nodes[1], bob, 1, json!({"text": "after"}));
+    c.settle(&mut rng);
+    c.nodes[1].advance(HOLD - Duration::from_millis(1));
+    assert!(c.nodes[1].events(cid).is_empty());
+    c.nodes[1].advance(Duration::from_millis(1));
+    let events = c.nodes[1].events(cid);
+    assert_eq!(
+        ids_of(&events, "chat:new-message", "id"),
+        history(&c, "general")
+    );
+    assert_eq!(events.len(), 1);
+    assert_eq!(c.nodes[1].node.upper().held_places(), 0);
+}
+
+/// A message stored by a node that died before publishing it goes out
+/// when its client sends it again (same `tempId`) through another node,
+/// and the ack means it went out; a retry of a message that did go out
+/// reaches no socket twice.
+#[test]
+fn a_retry_publishes_what_its_first_send_may_not_have_and_no_socket_gets_it_twice() {
+    use crate::sio::cluster::HOLD;
+    use crate::store::StoreCommand;
+    let mut rng = SimRng::new(7);
+    let mut c = ClusterSim::new(3);
+    let ana = tab(&mut c.nodes[0], 1, "ana");
+    let bob = tab(&mut c.nodes[2], 2, "bob");
+    c.slow(0);
+    send(
+        &mut c.nodes[0],
+        ana,
+        1,
+        json!({"text": "hi", "tempId": "x1"}),
+    );
+    c.settle(&mut rng);
+    // The store commits it; node 0 dies before hearing so.
+    let at = c.nodes[0]
+        .in_flight
+        .iter()
+        .position(|(_, cmd)| matches!(cmd, StoreCommand::AppendMessage(_)))
+        .expect("the append waits");
+    let (_, append) = c.nodes[0].in_flight.remove(at);
+    c.store.apply(append);
+    c.restart(0, Duration::ZERO);
+    c.settle(&mut rng);
+    let ana_again = tab(&mut c.nodes[1], 1, "ana");
+    send(
+        &mut c.nodes[1],
+        ana_again,
+        2,
+        json!({"text": "hi", "tempId": "x1"}),
+    );
+    c.settle(&mut rng);
+    c.nodes[2].advance(HOLD);
+    c.nodes[1].advance(HOLD);
+    c.settle(&mut rng);
+    let stored = history(&c, "general");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        ids_of(&c.nodes[2].events(bob), "chat:new-message", "id"),
+        stored
+    );
+    let acked = ids_of(&c.nodes[1].events(ana_again), "chat:ack", "id");
+    assert_eq!(acked, stored);
+    // Once more, though it went out: Bob does not get it again.
+    send(
+        &mut c.nodes[1],
+        ana_again,
+        3,
+        json!({"text": "hi", "tempId": "x1"}),
+    );
+    c.settle(&mut rng);
+    assert!(c.nodes[2].events(bob).is_empty());
+    assert_eq!(
+        ids_of(&c.nodes[1].events(ana_again), "chat:ack", "id"),
+        stored
+    );
 }

@@ -1743,3 +1743,37 @@ fn recovery_replays_the_ack_of_a_send_whose_transport_ended_before_the_store_ans
     let to_ana = sim.events(back);
     assert_eq!(names(&to_ana), ["chat:new-message"]);
 }
+
+/// A send whose store write went through but whose answer was lost is
+/// refused; its retry (same `tempId`) is acked with the stored message and
+/// publishes it, for nothing told the chat before: an ack always means the
+/// chat got the message.
+#[test]
+fn a_retry_after_a_lost_store_answer_publishes_the_message() {
+    use crate::store::StoreError;
+    let mut sim = Sim::new();
+    let ana = tab(&mut sim, 1, "ana");
+    let bob = tab(&mut sim, 2, "bob");
+    send(&mut sim, ana, 1, json!({"text": "hi", "tempId": "x1"}));
+    let (op, append) = sim.in_flight.remove(0);
+    sim.store.apply(append);
+    sim.reply(op, StoreReply::Failed(StoreError::transient("timed out")));
+    sim.settle();
+    assert_eq!(error_codes(&sim.events(ana)), ["store_unavailable"]);
+    assert!(sim.events(bob).is_empty());
+    send(&mut sim, ana, 2, json!({"text": "hi", "tempId": "x1"}));
+    sim.settle();
+    let stored = sim.store.chat("general");
+    assert_eq!(stored.len(), 1);
+    let to_bob = sim.events(bob);
+    assert_eq!(names(&to_bob), ["chat:new-message"]);
+    assert_eq!(to_bob[0].1["id"], stored[0].id.to_string());
+    // Sent again, though it went out: Bob does not get it twice.
+    send(&mut sim, ana, 3, json!({"text": "hi", "tempId": "x1"}));
+    sim.settle();
+    assert!(sim.events(bob).is_empty());
+    assert_eq!(
+        names(&sim.events(ana)),
+        ["chat:ack", "chat:delivered", "chat:ack"]
+    );
+}
