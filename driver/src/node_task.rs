@@ -224,6 +224,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             // The wall clock with every batch: a step of the system clock
             // reaches message timestamps and token checks at once.
             self.node.set_wall_clock(Instant::now(), crate::unix_ms());
+            if let Some(outbox) = &self.outbox {
+                self.node
+                    .set_bus_backlog(outbox.len() >= crate::bus::REFUSE_SENDS_AT);
+            }
             match next {
                 Some(Ok(c)) => {
                     self.input(c);

@@ -239,6 +239,9 @@ pub struct Shared<'a> {
     /// The host's wall clock at `now`, if the host reads it for the node
     /// ([`Node::set_wall_clock`]).
     pub unix_ms: Option<i64>,
+    /// In a cluster: what this node publishes is backed up in its host
+    /// ([`Node::set_bus_backlog`]).
+    pub bus_backlogged: bool,
     /// Every random id comes from here.
     pub ids: &'a mut dyn IdGenerator,
     /// The node's counters.
@@ -262,6 +265,7 @@ impl Shared<'_> {
         Shared {
             now: self.now,
             unix_ms: self.unix_ms,
+            bus_backlogged: self.bus_backlogged,
             ids: &mut *self.ids,
             stats: &mut *self.stats,
             max_payload: self.max_payload,
@@ -357,6 +361,8 @@ pub struct Node<U> {
     now: Instant,
     /// The host's last reading of its wall clock ([`Node::set_wall_clock`]).
     wall: Option<WallClock>,
+    /// [`Node::set_bus_backlog`].
+    bus_backlogged: bool,
     phase: Phase,
     /// In a cluster: polling requests sent to the nodes that hold their
     /// sessions, and those run here for other nodes.
@@ -389,6 +395,7 @@ impl<U: Upper> Node<U> {
             awaited: IntMap::default(),
             now,
             wall: None,
+            bus_backlogged: false,
             phase: Phase::Serving,
             forwarding: None,
         }
@@ -402,6 +409,15 @@ impl<U: Upper> Node<U> {
     /// never does leaves the layers to the anchor they were built with.
     pub fn set_wall_clock(&mut self, now: Instant, unix_ms: i64) {
         self.wall = Some(WallClock::new(now, unix_ms));
+    }
+
+    /// In a cluster: whether what this node publishes is backed up in the
+    /// host (its queue for the bus nearly full, Redis away or slow). While
+    /// it is, the chat refuses new `chat:send`s (`store_unavailable`), so
+    /// that an accepted one's event and ack find room; the host says so
+    /// with each batch of inputs.
+    pub fn set_bus_backlog(&mut self, backlogged: bool) {
+        self.bus_backlogged = backlogged;
     }
 
     /// Makes this node `node` of a cluster: its session ids start with its
@@ -806,6 +822,7 @@ impl<U: Upper> Node<U> {
         let mut sh = Shared {
             now: self.now,
             unix_ms: self.wall.map(|w| w.unix_ms(self.now)),
+            bus_backlogged: self.bus_backlogged,
             ids: &mut *self.ids,
             stats: &mut self.stats,
             max_payload: self.engine.config().max_payload,

@@ -429,6 +429,17 @@ impl Chat {
         // bus, so that every node hands the chat its messages in the order
         // of their places, which is history's order.
         if ctx.in_cluster() {
+            if ctx.bus_backlogged() {
+                // Nothing accepted whose event might find no room on the
+                // way to the bus: the client sends it again.
+                let r = Refusal {
+                    message: "The cluster's bus is backed up; try again".into(),
+                    code: ErrorCode::StoreUnavailable,
+                };
+                let temp_id = validate::temp_id(&event.args);
+                let name = ClientEvent::Send.name();
+                return Self::refuse(ctx, socket, name, event.ack, &r, temp_id.as_deref());
+            }
             let mut raw = [0u8; 12];
             ctx.ids().fill(&mut raw);
             let ticket = ObjectId(raw).to_string();

@@ -280,6 +280,12 @@ impl Ctx<'_> {
         self.sh.unix_ms
     }
 
+    /// In a cluster: whether what this node publishes is backed up in its
+    /// host ([`crate::Node::set_bus_backlog`]).
+    pub fn bus_backlogged(&self) -> bool {
+        self.sh.bus_backlogged
+    }
+
     /// Whether this node is one of a cluster.
     pub fn in_cluster(&self) -> bool {
         self.state.cluster.is_some()

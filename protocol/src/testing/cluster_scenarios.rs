@@ -976,3 +976,41 @@ fn a_retry_publishes_what_its_first_send_may_not_have_and_no_socket_gets_it_twic
         stored
     );
 }
+
+/// While the host's queue for the bus is backed up, a send is refused
+/// before anything is taken or stored (its event might find no room on the
+/// way to the bus); once the queue drains, sends go through again.
+#[test]
+fn a_send_is_refused_while_the_bus_is_backed_up() {
+    let mut rng = SimRng::new(8);
+    let mut c = ClusterSim::new(2);
+    let ana = tab(&mut c.nodes[0], 1, "ana");
+    let bob = tab(&mut c.nodes[1], 2, "bob");
+    c.settle(&mut rng);
+    let on_bus = c.bus().len();
+    c.nodes[0].node.set_bus_backlog(true);
+    send(
+        &mut c.nodes[0],
+        ana,
+        1,
+        json!({"text": "no room", "tempId": "t"}),
+    );
+    c.settle(&mut rng);
+    let to_ana = c.nodes[0].events(ana);
+    assert_eq!(super::harness::error_codes(&to_ana), ["store_unavailable"]);
+    assert_eq!(to_ana[0].1["tempId"], "t");
+    assert_eq!((c.store.messages().count(), c.bus().len()), (0, on_bus));
+    c.nodes[0].node.set_bus_backlog(false);
+    send(
+        &mut c.nodes[0],
+        ana,
+        2,
+        json!({"text": "room", "tempId": "t"}),
+    );
+    c.settle(&mut rng);
+    assert_eq!(
+        ids_of(&c.nodes[1].events(bob), "chat:new-message", "id"),
+        history(&c, "general")
+    );
+    assert_eq!(c.store.messages().count(), 1);
+}
