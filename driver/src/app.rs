@@ -432,7 +432,7 @@ impl<R: Runtime> Served<R> {
                     RecoveryConfig::new(Duration::from_millis(config.recovery_window_ms))
                         .past_to_read()
                 });
-                bus.run(published, node.clone(), replay);
+                bus.run(published, node.clone(), replay, metrics.bus_publish());
                 tracing::info!(
                     "cluster: instance {} on Redis at {}",
                     cluster.node,

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use protocol::model::ObjectId;
 use protocol::model::UserRecord;
 use protocol::store::{
@@ -240,6 +241,7 @@ impl Bus {
         outbox: async_channel::Receiver<Bytes>,
         node: NodeHandle,
         replay: Option<Duration>,
+        publish_latency: Histogram,
     ) {
         let (servers, reading, writing) = (
             self.servers.clone(),
@@ -248,7 +250,8 @@ impl Bus {
         );
         self.handle
             .spawn(read(servers.clone(), node, reading, replay));
-        self.handle.spawn(write(servers, outbox, writing));
+        self.handle
+            .spawn(write(servers, outbox, writing, publish_latency));
     }
 
     /// Whether the instance can both publish and read.
@@ -558,7 +561,12 @@ const PIPELINE: usize = 256;
 /// Appends what the node publishes, in order, as many entries as are
 /// waiting in one round trip (a pipeline of `XADD`s); keeps a batch that
 /// failed and sends it first once reconnected.
-async fn write(servers: Servers, outbox: async_channel::Receiver<Bytes>, up: Arc<AtomicBool>) {
+async fn write(
+    servers: Servers,
+    outbox: async_channel::Receiver<Bytes>,
+    up: Arc<AtomicBool>,
+    latency: Histogram,
+) {
     let mut batch: Vec<Bytes> = Vec::new();
     let mut attempt = 0;
     loop {
@@ -594,11 +602,13 @@ async fn write(servers: Servers, outbox: async_channel::Receiver<Bytes>, up: Arc
                     .arg(message.as_ref())
                     .ignore();
             }
+            let began = std::time::Instant::now();
             if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                 up.store(false, Ordering::Release);
                 tracing::warn!("Redis bus: publishing failed: {e}; reconnecting");
                 break;
             }
+            latency.observe(began.elapsed().as_secs_f64());
             batch.clear();
         }
     }

@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use protocol::stats::{
-    self, AuthFailure, CLOSE_REASONS, ConnectRefusal, EioRefusal, EventName, RefusalCode, Stats,
-    TRANSPORTS,
+    self, AuthFailure, BusKind, CLOSE_REASONS, ConnectRefusal, EioRefusal, EventName, RefusalCode,
+    Stats, TRANSPORTS,
 };
 use protocol::store::StoreCommand;
 
@@ -33,6 +33,8 @@ pub(crate) struct NodeSnapshot {
     pub(crate) queued_frames: u64,
     /// Connections dropped because their client fell too far behind.
     pub(crate) slow_consumers: u64,
+    /// In a cluster: entries waiting to be published on the bus.
+    pub(crate) outbox: u64,
 }
 
 type L1 = [(&'static str, &'static str); 1];
@@ -78,6 +80,12 @@ pub struct Metrics {
     /// By [`StoreCommand::KINDS`].
     store: Vec<Histogram>,
     http: Family<L2, Counter>,
+    bus_entries: Family<L2, Counter>,
+    bus_bytes: Family<L2, Counter>,
+    bus_undecodable: Counter,
+    bus_held_places: Gauge,
+    bus_outbox: Gauge,
+    bus_publish: Histogram,
     /// Resident memory, where `/proc/self/status` tells it.
     memory: Option<Gauge>,
 }
@@ -119,6 +127,12 @@ impl Metrics {
             slow_consumers: Counter::default(),
             store: Vec::new(),
             http: Family::default(),
+            bus_entries: Family::default(),
+            bus_bytes: Family::default(),
+            bus_undecodable: Counter::default(),
+            bus_held_places: Gauge::default(),
+            bus_outbox: Gauge::default(),
+            bus_publish: Histogram::new(STORE_BUCKETS.iter().copied()),
             memory: resident_bytes().map(|_| Gauge::default()),
         };
         r.register(
@@ -213,6 +227,36 @@ impl Metrics {
             "HTTP requests, by route and status class",
             m.http.clone(),
         );
+        r.register(
+            "chatwire_bus_entries",
+            "In a cluster: entries read from (in) and published on (out) the Redis bus, by kind",
+            m.bus_entries.clone(),
+        );
+        r.register(
+            "chatwire_bus_bytes",
+            "In a cluster: bytes of the entries read from (in) and published on (out) the bus, by kind",
+            m.bus_bytes.clone(),
+        );
+        r.register(
+            "chatwire_bus_undecodable",
+            "In a cluster: entries read from the bus that could not be read (another version's, or garbage)",
+            m.bus_undecodable.clone(),
+        );
+        r.register(
+            "chatwire_bus_held_places",
+            "In a cluster: sends' places in their chats' order held, waiting for their events",
+            m.bus_held_places.clone(),
+        );
+        r.register(
+            "chatwire_bus_outbox",
+            "In a cluster: entries waiting to be published on the bus",
+            m.bus_outbox.clone(),
+        );
+        r.register(
+            "chatwire_bus_publish_duration_seconds",
+            "In a cluster: round trips that published waiting entries on the bus (one pipeline each)",
+            m.bus_publish.clone(),
+        );
         if let Some(g) = &m.memory {
             r.register(
                 "process_resident_memory_bytes",
@@ -245,6 +289,11 @@ impl Metrics {
             .position(|k| *k == command.kind())
             .expect("KINDS lists every kind");
         &self.store[i]
+    }
+
+    /// The histogram of the bus's publishing round trips.
+    pub fn bus_publish(&self) -> Histogram {
+        self.bus_publish.clone()
     }
 
     /// Counts an HTTP request.
@@ -346,6 +395,28 @@ impl Metrics {
         gauge(&self.queued_bytes, sum(&|n| n.queued_bytes));
         gauge(&self.queued_frames, sum(&|n| n.queued_frames));
         set(&self.slow_consumers, sum(&|n| n.slow_consumers));
+        for k in BusKind::ALL {
+            let i = *k as usize;
+            for (way, entries, bytes) in [
+                (
+                    "in",
+                    sum(&|n| n.core.bus_in[i]),
+                    sum(&|n| n.core.bus_in_bytes[i]),
+                ),
+                (
+                    "out",
+                    sum(&|n| n.core.bus_out[i]),
+                    sum(&|n| n.core.bus_out_bytes[i]),
+                ),
+            ] {
+                let l = [("way", way), ("kind", k.as_str())];
+                set(&self.bus_entries.get_or_create(&l), entries);
+                set(&self.bus_bytes.get_or_create(&l), bytes);
+            }
+        }
+        set(&self.bus_undecodable, sum(&|n| n.core.bus_undecodable));
+        gauge(&self.bus_held_places, sum(&|n| n.core.bus_held_places));
+        gauge(&self.bus_outbox, sum(&|n| n.outbox));
     }
 }
 

@@ -330,9 +330,15 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 self.feed(now, Input::WsClosed(conn));
             }
             Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
-            Command::Cluster(message) => self.feed(now, Input::Cluster(message)),
+            Command::Cluster(message) => {
+                let before = self.node.stats().bus_undecodable;
+                self.feed(now, Input::Cluster(message));
+                self.undecodable_since(before);
+            }
             Command::ClusterPast(message, age) => {
-                self.feed(now, Input::ClusterPast { message, age })
+                let before = self.node.stats().bus_undecodable;
+                self.feed(now, Input::ClusterPast { message, age });
+                self.undecodable_since(before);
             }
             Command::ClusterCaughtUp => self.feed(now, Input::ClusterCaughtUp),
             Command::Stats(reply) => {
@@ -433,6 +439,25 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
         }
     }
 
+    /// Logs (at most every 10 s) that entries of the bus could not be read
+    /// since the count was `before`: another release's instances on the
+    /// same Redis, or something else writing to the stream.
+    fn undecodable_since(&self, before: u64) {
+        static UNREAD: crate::quiet::Quiet =
+            crate::quiet::Quiet::new(std::time::Duration::from_secs(10));
+        let now = self.node.stats().bus_undecodable;
+        if now > before
+            && let Some(unlogged) = UNREAD.allow(Instant::now())
+        {
+            tracing::warn!(
+                "an entry of the Redis bus could not be read (another version's, or not \
+                 chatwire's; bus version {}): passed over ({unlogged} more not logged; \
+                 chatwire_bus_undecodable_total counts them)",
+                protocol::bus::VERSION as char
+            );
+        }
+    }
+
     /// Tells a connection's reader that its message was taken in.
     fn consumed(&self, conn: ConnId, bytes: usize) {
         if let Some(link) = self.conns.get(&conn) {
@@ -513,6 +538,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             queued_bytes,
             queued_frames,
             slow_consumers: self.slow_consumers,
+            outbox: self.outbox.as_ref().map_or(0, |o| o.len() as u64),
         }
     }
 }

@@ -62,6 +62,7 @@
 mod labels;
 
 pub mod auth;
+pub mod bus;
 pub mod chat;
 pub mod deadlines;
 pub mod eio;

@@ -11,7 +11,7 @@ use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::forward::{Forward, Forwarding};
 use crate::ids::{IdGenerator, IntMap};
-use crate::stats::{EventName, Notice, Stats};
+use crate::stats::{BusKind, EventName, Notice, Stats};
 use crate::store::{StoreCommand, StoreReply};
 
 pub use crate::host::{Broadcast, ConnId, Frame, HttpResponse, Method, OpId, RequestId, WallClock};
@@ -566,22 +566,31 @@ impl<U: Upper> Node<U> {
             Input::StoreReply { op, reply } => {
                 self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
             }
-            Input::Cluster(message) => {
-                if self.forwarding.is_some() && Forward::is_one(&message) {
-                    self.forwarded(&message);
+            Input::Cluster(entry) => {
+                let Some(message) = self.bus_in(&entry) else {
+                    return Ok(());
+                };
+                if self.forwarding.is_some() && Forward::is_one(message) {
+                    self.forwarded(message);
                 } else {
-                    self.with_upper(|u, sh| u.on_cluster(sh, &message));
+                    self.with_upper(|u, sh| u.on_cluster(sh, message));
                 }
             }
-            Input::ClusterPast { message, age } => {
-                if Forward::is_one(&message) {
+            Input::ClusterPast {
+                message: entry,
+                age,
+            } => {
+                let Some(message) = self.bus_in(&entry) else {
+                    return Ok(());
+                };
+                if Forward::is_one(message) {
                     // Addressed: only what is for this node is taken, and
                     // that is of its own time.
                     if self.forwarding.is_some() {
-                        self.forwarded(&message);
+                        self.forwarded(message);
                     }
                 } else {
-                    self.with_upper(|u, sh| u.on_cluster_past(sh, &message, age));
+                    self.with_upper(|u, sh| u.on_cluster_past(sh, message, age));
                 }
             }
             Input::ClusterCaughtUp => self.with_upper(|u, sh| u.on_cluster_caught_up(sh)),
@@ -675,7 +684,11 @@ impl<U: Upper> Node<U> {
     /// A node-level message from the bus: a request for a session held
     /// here, an answer to one of ours, or word that a client went away.
     fn forwarded(&mut self, message: &[u8]) {
-        let (Some(f), Some(m)) = (self.forwarding.as_mut(), Forward::decode(message)) else {
+        let Some(f) = self.forwarding.as_mut() else {
+            return;
+        };
+        let Some(m) = Forward::decode(message) else {
+            self.stats.bus_undecodable += 1;
             return;
         };
         match m {
@@ -777,12 +790,12 @@ impl<U: Upper> Node<U> {
     /// The next thing to do. Drain it until it returns [`Output::Timeout`].
     #[must_use]
     pub fn poll_output(&mut self) -> Output {
-        if let Some(o) = self.outputs.pop_front() {
+        if let Some(o) = self.next_output() {
             return o;
         }
         self.engine.flush(self.now);
         self.route();
-        if let Some(o) = self.outputs.pop_front() {
+        if let Some(o) = self.next_output() {
             return o;
         }
         let forwarding = self.forwarding.as_mut().and_then(Forwarding::poll_timeout);
@@ -795,6 +808,30 @@ impl<U: Upper> Node<U> {
         .flatten()
         .min();
         Output::Timeout(t.unwrap_or(self.now + IDLE))
+    }
+
+    /// The next output, an entry for the bus counted.
+    fn next_output(&mut self) -> Option<Output> {
+        let o = self.outputs.pop_front()?;
+        if let Output::Publish(entry) = &o {
+            let kind = BusKind::of(crate::bus::open(entry).unwrap_or_default()) as usize;
+            self.stats.bus_out[kind] += 1;
+            self.stats.bus_out_bytes[kind] += entry.len() as u64;
+        }
+        Some(o)
+    }
+
+    /// An entry read from the bus, counted: its JSON if it is of this
+    /// node's version (else it is counted as undecodable too).
+    fn bus_in<'e>(&mut self, entry: &'e [u8]) -> Option<&'e [u8]> {
+        let message = crate::bus::open(entry);
+        let kind = BusKind::of(message.unwrap_or_default()) as usize;
+        self.stats.bus_in[kind] += 1;
+        self.stats.bus_in_bytes[kind] += entry.len() as u64;
+        if message.is_none() {
+            self.stats.bus_undecodable += 1;
+        }
+        message
     }
 
     /// A WebSocket frame: the engine reads it; a message in it goes up.

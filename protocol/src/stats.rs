@@ -111,6 +111,56 @@ impl From<crate::auth::TokenError> for AuthFailure {
     }
 }
 
+labels! {
+    /// What an entry of the cluster's bus is (the tag that begins it).
+    BusKind {
+        /// A room emit, or an emit to one socket.
+        Broadcast = "broadcast",
+        /// A send's place in its room's order.
+        Place = "place",
+        /// A place given up.
+        Abandon = "abandon",
+        /// Word that a node's emit reached a socket.
+        Handed = "handed",
+        /// A socket's session, for recovery elsewhere.
+        Session = "session",
+        /// A socket lost its transport, or left.
+        Gone = "gone",
+        /// A session taken over by another node.
+        TakenOver = "taken_over",
+        /// A node is alive.
+        Alive = "alive",
+        /// A polling request, its answer, or a relayed WebSocket's frame,
+        /// between two nodes.
+        Forward = "forward",
+        /// Anything else (another version's, or garbage).
+        Other = "other",
+    }
+}
+
+impl BusKind {
+    /// The kind of an entry's JSON, from the tag it begins with
+    /// (`{"t":"b",...`): a look at its first bytes, no parse.
+    pub fn of(entry: &[u8]) -> BusKind {
+        let Some(rest) = entry.strip_prefix(br#"{"t":""#) else {
+            return BusKind::Other;
+        };
+        let tag = rest.split(|&b| b == b'"').next().unwrap_or_default();
+        match tag {
+            b"b" => BusKind::Broadcast,
+            b"p" => BusKind::Place,
+            b"x" => BusKind::Abandon,
+            b"h" => BusKind::Handed,
+            b"s" => BusKind::Session,
+            b"g" => BusKind::Gone,
+            b"o" => BusKind::TakenOver,
+            b"l" => BusKind::Alive,
+            [b'f', _] => BusKind::Forward,
+            _ => BusKind::Other,
+        }
+    }
+}
+
 /// The label of a transport.
 pub fn transport_label(t: Transport) -> &'static str {
     match t {
@@ -190,6 +240,19 @@ pub struct Stats {
     pub deliveries: u64,
     /// Events refused, by [`EventName`] then [`RefusalCode`].
     pub refusals: [[u64; RefusalCode::N]; EventName::N],
+    /// In a cluster: entries read from the bus, by [`BusKind`].
+    pub bus_in: [u64; BusKind::N],
+    /// Their bytes, by [`BusKind`].
+    pub bus_in_bytes: [u64; BusKind::N],
+    /// Entries published on the bus, by [`BusKind`].
+    pub bus_out: [u64; BusKind::N],
+    /// Their bytes, by [`BusKind`].
+    pub bus_out_bytes: [u64; BusKind::N],
+    /// Entries read that could not be read: another version's, or not an
+    /// entry at all (each also counted in `bus_in`).
+    pub bus_undecodable: u64,
+    /// Places in rooms' orders held now, waiting for their broadcasts.
+    pub bus_held_places: u64,
 }
 
 impl Stats {

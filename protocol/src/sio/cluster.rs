@@ -149,7 +149,7 @@ pub(crate) enum BusMessage {
 
 impl BusMessage {
     pub(crate) fn encode(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).expect("a bus message always serializes"))
+        crate::bus::seal(&serde_json::to_vec(self).expect("a bus message always serializes"))
     }
 
     /// Whether node `node` published it, or it is addressed to `node`.
@@ -397,7 +397,11 @@ mod tests {
             placed: Some("t1".into()),
             key: Some("m1".into()),
         };
-        assert_eq!(BusMessage::decode(&m.encode()), Some(m));
+        let entry = m.encode();
+        assert_eq!(
+            BusMessage::decode(crate::bus::open(&entry).unwrap()),
+            Some(m)
+        );
         for garbage in [&b""[..], b"{}", b"[1]", br#"{"t":"b"}"#, b"\xff"] {
             assert_eq!(BusMessage::decode(garbage), None);
         }

@@ -1401,8 +1401,11 @@ impl<A: Application> SocketIo<A> {
     /// to remember: its emits are logged (for sessions to recover), never
     /// handed to a socket; words of delivery were for the nodes of then.
     fn bus(&mut self, sh: &mut Shared<'_>, message: &[u8], past: Option<Duration>) {
-        let (Some(cluster), Some(message)) = (&self.state.cluster, BusMessage::decode(message))
-        else {
+        let Some(cluster) = &self.state.cluster else {
+            return;
+        };
+        let Some(message) = BusMessage::decode(message) else {
+            sh.stats.bus_undecodable += 1;
             return;
         };
         let me = cluster.node.clone();
@@ -1553,6 +1556,7 @@ impl<A: Application> SocketIo<A> {
         };
         let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
         let Some(attachments) = decode_attachments(&attachments) else {
+            sh.stats.bus_undecodable += 1;
             return;
         };
         if let Some(key) = &key
@@ -1729,6 +1733,7 @@ impl<A: Application> Upper for SocketIo<A> {
         }
         self.bus(sh, message, None);
         self.flush_handed(sh);
+        sh.stats.bus_held_places = self.held_places() as u64;
     }
 
     fn on_cluster_past(&mut self, sh: &mut Shared<'_>, message: &[u8], age: Duration) {
@@ -1736,6 +1741,7 @@ impl<A: Application> Upper for SocketIo<A> {
             cluster.catching_up = true;
         }
         self.bus(sh, message, Some(age));
+        sh.stats.bus_held_places = self.held_places() as u64;
     }
 
     fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {
@@ -1799,6 +1805,7 @@ impl<A: Application> Upper for SocketIo<A> {
                 .extend(unheard.into_iter().map(|seq| (seq, false)));
             let released = cluster.release_due(sh.now);
             self.apply_released(sh, released);
+            sh.stats.bus_held_places = self.held_places() as u64;
         }
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);

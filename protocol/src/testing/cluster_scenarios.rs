@@ -17,7 +17,7 @@ fn bus_message_ids(c: &ClusterSim) -> Vec<String> {
     c.bus()
         .iter()
         .filter_map(|m| {
-            let m: Value = serde_json::from_slice(m).ok()?;
+            let m: Value = serde_json::from_slice(crate::bus::open(m)?).ok()?;
             let text = m["text"].as_str()?;
             let event: Value = serde_json::from_str(text.strip_prefix("42")?).ok()?;
             (event[0] == "chat:new-message").then(|| event[1]["id"].as_str().unwrap().to_owned())
@@ -749,7 +749,7 @@ fn a_send_is_acked_through_the_bus_after_its_message() {
     let bus: Vec<Value> = c
         .bus()
         .iter()
-        .map(|m| serde_json::from_slice(m).unwrap())
+        .map(|m| serde_json::from_slice(crate::bus::open(m).unwrap()).unwrap())
         .collect();
     let at = |what: &dyn Fn(&Value) -> bool| bus.iter().position(what);
     let message = at(&|m| m["t"] == "b" && m["text"].as_str().unwrap().contains("new-message"));
@@ -769,9 +769,10 @@ fn a_draining_node_closes_its_sessions_once_its_acks_came_back_from_the_bus() {
     // Node 1 reads until its message is stored and its ack is on the bus,
     // not yet read back.
     let acked = |c: &ClusterSim| {
-        c.bus()
-            .iter()
-            .any(|m| serde_json::from_slice::<Value>(m).unwrap()["volatile"] == true)
+        c.bus().iter().any(|m| {
+            serde_json::from_slice::<Value>(crate::bus::open(m).unwrap()).unwrap()["volatile"]
+                == true
+        })
     };
     while !acked(&c) {
         assert!(c.read(1), "the ack never went out");

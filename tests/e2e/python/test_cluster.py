@@ -324,6 +324,48 @@ def test_one_chats_messages_arrive_in_history_order_on_every_instance(instances)
             client.close()
 
 
+def test_the_bus_is_counted_and_an_entry_it_cannot_read_is_passed_over(instances, redis):
+    """`/metrics` counts what each instance reads from and publishes on the
+    bus, by kind; an entry of another version (or not chatwire's at all)
+    on the stream is counted as undecodable on every instance, and the
+    chat goes on."""
+    from test_metrics import Scrape
+
+    a, b, _ = instances
+    ana, bob = register(a), register(b)
+    ca = ChatClient(a, "websocket").connect(ana.token)
+    cb = ChatClient(b, "websocket").connect(bob.token)
+    try:
+        before = [Scrape(s) for s in instances]
+        port = str(urllib.parse.urlparse(redis.url).port)
+        for data in ['2{"t":"b","from":"a newer release"}', "not an entry"]:
+            done = subprocess.run(["redis-cli", "-c", "-p", port, "XADD", "chatwire:bus", "*", "d", data],
+                                  capture_output=True, text=True, timeout=10)
+            assert done.returncode == 0 and "-" in done.stdout, (done.stdout, done.stderr)
+        ack = ca.call("chat:send", {"text": "counted"})
+        assert cb.wait_where("chat:new-message", lambda m: m["id"] == ack["id"])
+        after = [Scrape(s) for s in instances]
+        for i, (was, now) in enumerate(zip(before, after)):
+            def grew(name: str, **labels: str) -> float:
+                return now.get(name, **labels) - was.get(name, **labels)  # noqa: B023
+
+            assert grew("chatwire_bus_undecodable_total") == 2, i
+            assert grew("chatwire_bus_entries_total", way="in", kind="other") == 2, i
+            # The send's place and its event came back to every instance.
+            for kind in ("place", "broadcast"):
+                assert grew("chatwire_bus_entries_total", way="in", kind=kind) >= 1, (i, kind)
+                assert grew("chatwire_bus_bytes_total", way="in", kind=kind) > 0, (i, kind)
+        # The sender's instance published the event (its place went with the
+        # token's take, in Redis) and timed the round trip.
+        assert after[0].get("chatwire_bus_entries_total", way="out", kind="broadcast") > \
+            before[0].get("chatwire_bus_entries_total", way="out", kind="broadcast")
+        assert after[0].get("chatwire_bus_publish_duration_seconds_count") > 0
+        assert after[0].get("chatwire_bus_held_places") == 0
+    finally:
+        ca.close()
+        cb.close()
+
+
 def test_redis_url_may_list_seed_nodes(redis):
     """REDIS_URL as a comma-separated list of nodes (a cluster's seeds; one
     server's one URL) makes one chat as well."""
