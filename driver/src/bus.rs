@@ -488,15 +488,26 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
                     continue;
                 }
             }
-        } else if let Err(e) = reaches_the_stream(&mut conn).await {
-            tracing::warn!("Redis bus: cannot reach the stream (reading): {e}");
-            back_off(&mut attempt).await;
-            continue;
+        } else {
+            match lost_since(&mut conn, last.as_deref().unwrap_or("0-0")).await {
+                Ok(None) => {}
+                Ok(Some(from)) => {
+                    gap(&node, &from).await;
+                    last = Some(from);
+                }
+                Err(e) => {
+                    tracing::warn!("Redis bus: cannot reach the stream (reading): {e}");
+                    back_off(&mut attempt).await;
+                    continue;
+                }
+            }
         }
         if past_until.is_none() {
             up.store(true, Ordering::Release);
         }
-        let opts = StreamReadOptions::default().block(BLOCK_MS).count(512);
+        let opts = StreamReadOptions::default()
+            .block(BLOCK_MS)
+            .count(READ_COUNT);
         loop {
             let from = last.clone().expect("set above");
             let got: redis::RedisResult<Option<StreamReadReply>> =
@@ -509,9 +520,9 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
                     break;
                 }
             };
-            let mut read_any = false;
+            let mut read = 0;
             for entry in entries {
-                read_any = true;
+                read += 1;
                 let id = entry_id(&entry.id);
                 if let Some(until) = past_until
                     && id.is_none_or(|id| id > until)
@@ -539,13 +550,88 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
             // Caught up once the newest entry of the start was read, or
             // nothing follows (the rest of the past was trimmed away).
             let read_past = last.as_deref().and_then(entry_id) >= past_until;
-            if past_until.is_some() && (read_past || !read_any) {
+            if past_until.is_some() && (read_past || read == 0) {
                 past_until = None;
                 node.send(Command::ClusterCaughtUp).await;
                 up.store(true, Ordering::Release);
             }
+            // A full read: this reader is behind, and the stream's trimming
+            // may have passed it.
+            if read == READ_COUNT {
+                match lost_since(&mut conn, last.as_deref().unwrap_or("0-0")).await {
+                    Ok(None) => {}
+                    Ok(Some(from)) => {
+                        gap(&node, &from).await;
+                        last = Some(from);
+                    }
+                    Err(e) => {
+                        up.store(false, Ordering::Release);
+                        tracing::warn!("Redis bus: reading failed: {e}; reconnecting");
+                        break;
+                    }
+                }
+            }
         }
     }
+}
+
+/// The most entries one `XREAD` returns.
+const READ_COUNT: usize = 512;
+
+/// Tells the node that the bus lost entries it had not read; it reads on
+/// from `from`.
+async fn gap(node: &NodeHandle, from: &str) {
+    static LOST: Quiet = Quiet::new(Duration::from_secs(10));
+    if let Some(unlogged) = LOST.allow(std::time::Instant::now()) {
+        tracing::warn!(
+            "Redis bus: entries this instance had not read are gone (trimmed, or Redis came \
+             back without them); reading on from {from}; sessions cannot recover from before \
+             now ({unlogged} more not logged)"
+        );
+    }
+    node.send(Command::ClusterGap).await;
+}
+
+/// Whether the stream lost entries after `last`, the newest one this
+/// reader read ("0-0": none yet), and if so where to read on from: the
+/// stream is gone (Redis came back empty), went back (a replica that had
+/// not got them took over), or was trimmed past it.
+async fn lost_since(conn: &mut Conn, last: &str) -> redis::RedisResult<Option<String>> {
+    let last = entry_id(last).unwrap_or((0, 0));
+    let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(STREAM)
+            .query_async(conn)
+            .await;
+    let info = match info {
+        Ok(info) => info,
+        // No stream: nothing was lost if nothing was read.
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            return Ok((last > (0, 0)).then(|| "0-0".to_owned()));
+        }
+        Err(e) => return Err(e),
+    };
+    let id_of = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(entry_id),
+        redis::Value::SimpleString(s) => entry_id(s),
+        redis::Value::Array(a) => a.first().and_then(|v| match v {
+            redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(entry_id),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let newest = info
+        .get("last-generated-id")
+        .and_then(id_of)
+        .unwrap_or((0, 0));
+    if newest < last {
+        return Ok(Some(format!("{}-{}", newest.0, newest.1)));
+    }
+    let first = info.get("first-entry").and_then(id_of);
+    Ok(first
+        .is_some_and(|first| first > last && last > (0, 0))
+        .then(|| format!("{}-{}", last.0, last.1)))
 }
 
 /// Whether the server that holds the stream answers: a connection to a

@@ -83,6 +83,7 @@ pub struct Metrics {
     bus_entries: Family<L2, Counter>,
     bus_bytes: Family<L2, Counter>,
     bus_undecodable: Counter,
+    bus_gaps: Counter,
     bus_held_places: Gauge,
     bus_outbox: Gauge,
     bus_publish: Histogram,
@@ -130,6 +131,7 @@ impl Metrics {
             bus_entries: Family::default(),
             bus_bytes: Family::default(),
             bus_undecodable: Counter::default(),
+            bus_gaps: Counter::default(),
             bus_held_places: Gauge::default(),
             bus_outbox: Gauge::default(),
             bus_publish: Histogram::new(STORE_BUCKETS.iter().copied()),
@@ -241,6 +243,11 @@ impl Metrics {
             "chatwire_bus_undecodable",
             "In a cluster: entries read from the bus that could not be read (another version's, or garbage)",
             m.bus_undecodable.clone(),
+        );
+        r.register(
+            "chatwire_bus_gaps",
+            "In a cluster: times the bus was found to have lost entries not yet read (trimmed, or Redis back without them)",
+            m.bus_gaps.clone(),
         );
         r.register(
             "chatwire_bus_held_places",
@@ -415,6 +422,7 @@ impl Metrics {
             }
         }
         set(&self.bus_undecodable, sum(&|n| n.core.bus_undecodable));
+        set(&self.bus_gaps, sum(&|n| n.core.bus_gaps));
         gauge(&self.bus_held_places, sum(&|n| n.core.bus_held_places));
         gauge(&self.bus_outbox, sum(&|n| n.outbox));
     }

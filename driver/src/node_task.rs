@@ -63,6 +63,8 @@ pub(crate) enum Command {
     ClusterPast(Bytes, std::time::Duration),
     /// Every message of the bus's past was fed.
     ClusterCaughtUp,
+    /// The bus lost entries this node had not read ([`Input::ClusterGap`]).
+    ClusterGap,
     /// A scrape asks for the node's counters.
     Stats(oneshot::Sender<NodeSnapshot>),
     /// Drain ([`Input::Shutdown`]); the sender is told once the node is
@@ -341,6 +343,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 self.undecodable_since(before);
             }
             Command::ClusterCaughtUp => self.feed(now, Input::ClusterCaughtUp),
+            Command::ClusterGap => self.feed(now, Input::ClusterGap),
             Command::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -622,6 +625,7 @@ fn input_kind(input: &Input<'_>) -> &'static str {
         Input::Cluster(_) => "cluster",
         Input::ClusterPast { .. } => "cluster_past",
         Input::ClusterCaughtUp => "cluster_caught_up",
+        Input::ClusterGap => "cluster_gap",
         _ => "other",
     }
 }

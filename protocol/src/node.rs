@@ -90,6 +90,12 @@ pub enum Input<'a> {
     /// this, a client that comes back to recover a session another node
     /// held connects afresh (what it missed may not all be known yet).
     ClusterCaughtUp,
+    /// The bus lost entries this node had not read (trimmed before it read
+    /// them, or Redis came back without them: restarted empty, or a
+    /// replica that had not got them took over). What this node knows of
+    /// the bus's past may have holes: no session recovers from before it
+    /// (its client connects afresh and catches up from history).
+    ClusterGap,
     /// Time passed; run what is due.
     Timeout,
     /// The host is shutting down: drain, then close every session.
@@ -178,6 +184,8 @@ pub trait Upper {
     fn on_cluster_past(&mut self, _sh: &mut Shared<'_>, _message: &[u8], _age: Duration) {}
     /// Every message of the bus's past was fed ([`Input::ClusterCaughtUp`]).
     fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {}
+    /// The bus lost entries this node had not read ([`Input::ClusterGap`]).
+    fn on_cluster_gap(&mut self, _sh: &mut Shared<'_>) {}
     /// This layer's next deadline.
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// Runs what is due in this layer.
@@ -594,6 +602,10 @@ impl<U: Upper> Node<U> {
                 }
             }
             Input::ClusterCaughtUp => self.with_upper(|u, sh| u.on_cluster_caught_up(sh)),
+            Input::ClusterGap => {
+                self.stats.bus_gaps += 1;
+                self.with_upper(|u, sh| u.on_cluster_gap(sh));
+            }
             Input::Timeout => {
                 if let Some(f) = &mut self.forwarding {
                     // The node that held these sessions is gone.

@@ -253,6 +253,9 @@ pub struct Stats {
     pub bus_undecodable: u64,
     /// Places in rooms' orders held now, waiting for their broadcasts.
     pub bus_held_places: u64,
+    /// Times the host found that the bus lost entries this node had not
+    /// read ([`crate::Input::ClusterGap`]).
+    pub bus_gaps: u64,
 }
 
 impl Stats {

@@ -212,6 +212,16 @@ impl Log {
         }
     }
 
+    /// Forgets every logged event (the bus lost some this node never read,
+    /// so what it holds may have holes): no replay starts before what is
+    /// logged next.
+    pub(crate) fn lose_all(&mut self) {
+        self.first = self.next();
+        self.entries.clear();
+        self.globals.clear();
+        self.bytes = 0;
+    }
+
     /// Where a replay after the event of offset `offset` (as a client saw
     /// it) starts; `None` for an offset this log never gave or no longer
     /// holds.

@@ -1744,6 +1744,15 @@ impl<A: Application> Upper for SocketIo<A> {
         sh.stats.bus_held_places = self.held_places() as u64;
     }
 
+    /// What the log holds may have holes: no session recovers from before
+    /// now (its client is told `recovered: false` and catches up from
+    /// history), rather than come back with events missing.
+    fn on_cluster_gap(&mut self, _sh: &mut Shared<'_>) {
+        if let Some(log) = &mut self.state.log {
+            log.lose_all();
+        }
+    }
+
     fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {
         if let Some(cluster) = &mut self.state.cluster {
             cluster.catching_up = false;

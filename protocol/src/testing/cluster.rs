@@ -162,6 +162,15 @@ impl ClusterSim {
         if !self.can_read(i) {
             return false;
         }
+        if self.cursors[i] < self.trimmed && !self.past.contains_key(&i) {
+            // What it had not read was trimmed: its host tells it so.
+            self.cursors[i] = self.trimmed;
+            self.nodes[i].input(Input::ClusterGap);
+            self.collect();
+            if !self.can_read(i) {
+                return true;
+            }
+        }
         let at = self.cursors[i].max(self.trimmed);
         let message = self.log[at - self.trimmed].clone();
         self.cursors[i] = at + 1;

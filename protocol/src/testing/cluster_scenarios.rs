@@ -1015,3 +1015,43 @@ fn a_send_is_refused_while_the_bus_is_backed_up() {
     );
     assert_eq!(c.store.messages().count(), 1);
 }
+
+/// A node that lost entries of the bus it had not read (trimmed while it
+/// was cut off; Redis back without them) knows it: a session recovering
+/// there from before the gap is told it did not recover (a new sid; the
+/// client catches up from history), rather than come back with holes.
+#[test]
+fn after_a_gap_in_the_bus_a_session_does_not_recover_with_holes() {
+    let mut rng = SimRng::new(9);
+    let mut c = recovering(3, Duration::from_secs(120));
+    let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
+    let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
+    c.settle(&mut rng);
+    all_events(&mut c, 0, ana);
+    send(&mut c.nodes[1], bob, 1, json!({"text": "m1"}));
+    c.settle(&mut rng);
+    let offset = first_message_offset(&all_events(&mut c, 0, ana));
+    // Node 0 dies; node 2 is cut off while m2 and m3 go by, and they are
+    // trimmed before it reads them.
+    c.cut(0);
+    c.cut(2);
+    send(&mut c.nodes[1], bob, 2, json!({"text": "m2"}));
+    send(&mut c.nodes[1], bob, 3, json!({"text": "m3"}));
+    c.settle(&mut rng);
+    c.trim(0);
+    c.heal(2);
+    c.settle(&mut rng);
+    assert_eq!(c.nodes[2].node.stats().bus_gaps, 1);
+    let (_, again, replayed) =
+        connect_with(&mut c, 2, 1, json!({"pid": first["pid"], "offset": offset}));
+    assert_ne!(
+        again["sid"], first["sid"],
+        "recovered with m2 and m3 missing"
+    );
+    assert!(texts(&replayed).is_empty());
+    // Where nothing was lost, the same offset recovers.
+    let (_, on_1, replayed) =
+        connect_with(&mut c, 1, 1, json!({"pid": first["pid"], "offset": offset}));
+    assert_eq!(on_1["sid"], first["sid"]);
+    assert_eq!(texts(&replayed), ["m2", "m3"]);
+}

@@ -428,11 +428,18 @@ def test_the_rate_limit_holds_across_instances(instances):
 
 
 def test_a_redis_restart_is_survived_and_what_was_sent_meanwhile_arrives_after(instances, redis):
+    from test_metrics import Scrape
+
     a, b, _ = instances
     ana, bob = register(a), register(b)
     ca = ChatClient(a, "websocket").connect(ana.token)
     cb = ChatClient(b, "websocket").connect(bob.token)
     try:
+        # Every instance has read something of the stream before it goes.
+        first = ca.call("chat:send", {"text": "before"})
+        cb.wait_where("chat:new-message", lambda m: m["id"] == first["id"])
+        time.sleep(0.3)
+        gaps = [Scrape(s).get("chatwire_bus_gaps_total") for s in instances]
         redis.stop()
         for s in instances:
             wait_ready(s, 503)
@@ -458,6 +465,10 @@ def test_a_redis_restart_is_survived_and_what_was_sent_meanwhile_arrives_after(i
         # And the bus works as before.
         again = cb.call("chat:send", {"text": "after"})
         assert ca.wait_where("chat:new-message", lambda m: m["id"] == again["id"])
+        # The stream came back empty: every instance knows that entries it
+        # had not read may be gone (no session recovers from before it).
+        for s, was in zip(instances, gaps):
+            assert Scrape(s).get("chatwire_bus_gaps_total") == was + 1, s.url
     finally:
         ca.close()
         cb.close()
