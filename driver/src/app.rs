@@ -416,7 +416,13 @@ impl<R: Runtime> Served<R> {
                 // The store the node and the REST routes use: `GET /ready`
                 // says 503 while Redis is away too, and the per-user
                 // buckets are the cluster's, in Redis.
-                let bus = crate::bus::Bus::new(url)?;
+                // With recovery on, the bus's recent past is read first: the
+                // sessions and events of the window outlive their instances.
+                let replay = (config.recovery_window_ms > 0).then(|| {
+                    RecoveryConfig::new(Duration::from_millis(config.recovery_window_ms))
+                        .past_to_read()
+                });
+                let bus = crate::bus::Bus::new(url, crate::bus::keep_for(replay))?;
                 let store: Arc<dyn Store> = Arc::new(crate::bus::WithBus::new(store, bus.clone()));
                 let (outbox, published) = async_channel::bounded(crate::bus::OUTBOX);
                 let node = crate::spawn_cluster_node(
@@ -426,12 +432,6 @@ impl<R: Runtime> Served<R> {
                     Some(metrics.clone()),
                     outbox,
                 );
-                // With recovery on, the bus's recent past is read first: the
-                // sessions and events of the window outlive their instances.
-                let replay = (config.recovery_window_ms > 0).then(|| {
-                    RecoveryConfig::new(Duration::from_millis(config.recovery_window_ms))
-                        .past_to_read()
-                });
                 bus.run(published, node.clone(), replay, metrics.bus_publish());
                 tracing::info!(
                     "cluster: instance {} on Redis at {}",

@@ -36,9 +36,24 @@ use crate::quiet::Quiet;
 /// The stream's key.
 pub const STREAM: &str = "chatwire:bus";
 
-/// About how many entries the stream keeps (`XADD ... MAXLEN ~`): a reader
-/// away for longer than that many messages misses the older ones.
-pub const KEEP: usize = 100_000;
+/// The least time the stream keeps its entries (`XADD ... MINID ~`, by
+/// time, not by count): with recovery on, the past a starting instance
+/// reads (a window and a half) if that is longer. A reader away for longer
+/// misses the older entries, and knows it (a gap).
+pub const MIN_KEEP: Duration = Duration::from_secs(60);
+
+/// How long the stream keeps its entries: [`MIN_KEEP`], or `replay` (the
+/// past a starting instance reads) if longer.
+pub fn keep_for(replay: Option<Duration>) -> Duration {
+    replay.map_or(MIN_KEEP, |r| r.max(MIN_KEEP))
+}
+
+/// The oldest entry id the stream keeps now (`<ms>`), for `MINID ~`:
+/// trimming is by the instances' clocks, which Redis's is close to.
+fn keep_since(keep: Duration) -> String {
+    let now = u64::try_from(crate::unix_ms()).unwrap_or(0);
+    now.saturating_sub(keep.as_millis() as u64).to_string()
+}
 
 /// The most messages waiting to be published while Redis is away; past it
 /// the newest are dropped (and logged).
@@ -58,6 +73,8 @@ const BLOCK_MS: usize = 2_000;
 /// for the rate limit's takes (opened when first needed).
 #[derive(Clone)]
 pub struct Bus {
+    /// How long the stream keeps its entries.
+    keep: Duration,
     reading: Arc<AtomicBool>,
     writing: Arc<AtomicBool>,
     servers: Servers,
@@ -213,7 +230,7 @@ static TROUBLE: Quiet = Quiet::new(Duration::from_secs(10));
 impl Bus {
     /// The bus of the Redis `url` names, on a small runtime of its own;
     /// nothing is connected until [`Bus::run`] (or a first take).
-    pub fn new(url: &str) -> Result<Bus, BusError> {
+    pub fn new(url: &str, keep: Duration) -> Result<Bus, BusError> {
         let servers = Servers::parse(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -222,6 +239,7 @@ impl Bus {
             .build()
             .map_err(BusError::Runtime)?;
         Ok(Bus {
+            keep,
             reading: Arc::new(AtomicBool::new(false)),
             writing: Arc::new(AtomicBool::new(false)),
             servers,
@@ -250,8 +268,9 @@ impl Bus {
         );
         self.handle
             .spawn(read(servers.clone(), node, reading, replay));
+        let keep = self.keep;
         self.handle
-            .spawn(write(servers, outbox, writing, publish_latency));
+            .spawn(write(servers, outbox, writing, publish_latency, keep));
     }
 
     /// Whether the instance can both publish and read.
@@ -263,14 +282,14 @@ impl Bus {
     /// instance: one atomic script, one round trip (the core bounds the
     /// wait). A connection that failed is opened again on the next take.
     pub fn take_token(&self, take: TakeToken) -> StoreFuture<Taken> {
-        let (servers, commands) = (self.servers.clone(), self.commands.clone());
+        let (servers, commands, keep) = (self.servers.clone(), self.commands.clone(), self.keep);
         let task = self.handle.spawn(async move {
             // Redis away: tried again (the same ticket takes once) until the
             // core stops waiting for it.
             let give_up = tokio::time::Instant::now() + protocol::chat::BUS_WAIT;
             let mut attempt = 0;
             loop {
-                let took = take_once(&servers, &commands, &take).await;
+                let took = take_once(&servers, &commands, &take, keep).await;
                 match took {
                     Ok(took) => return Ok(took),
                     Err(e) if passing(&e) && tokio::time::Instant::now() < give_up => {
@@ -293,6 +312,7 @@ async fn take_once(
     servers: &Servers,
     commands: &tokio::sync::Mutex<Option<Conn>>,
     take: &TakeToken,
+    keep: Duration,
 ) -> redis::RedisResult<Taken> {
     // The connection multiplexes: takes run at once on clones of it.
     let mut conn = {
@@ -313,7 +333,7 @@ async fn take_once(
         .arg(take.limit.burst)
         .arg(&take.ticket)
         .arg(take.place.as_deref().unwrap_or_default())
-        .arg(KEEP)
+        .arg(keep_since(keep))
         .invoke_async(&mut conn)
         .await;
     if took.as_ref().is_err_and(passing) {
@@ -353,7 +373,8 @@ fn bucket_key(user: ObjectId) -> String {
 /// at `ARGV[1]` tokens a second up to `ARGV[2]`, one token taken if there
 /// is one, and then the place entry `ARGV[4]` (if not empty) appended to
 /// the stream `KEYS[2]` in the same step; answers whether it took and the
-/// place's entry id (empty if none). The same ticket again answers as
+/// place's entry id (empty if none; the stream trimmed to ids from
+/// `ARGV[5]` on). The same ticket again answers as
 /// before and takes and appends nothing. The key expires once a full
 /// bucket would have refilled.
 static TAKE_TOKEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -370,7 +391,7 @@ local took, place = 0, ''
 if tokens >= 1 then
   tokens = tokens - 1; took = 1
   if entry ~= '' then
-    place = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', entry)
+    place = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[5], '*', 'd', entry)
   end
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', math.max(now, at), 'ticket', ticket, 'took', took, 'place', place)
@@ -652,6 +673,7 @@ async fn write(
     outbox: async_channel::Receiver<Bytes>,
     up: Arc<AtomicBool>,
     latency: Histogram,
+    keep: Duration,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
     let mut attempt = 0;
@@ -677,12 +699,13 @@ async fn write(
                 batch.push(m);
             }
             let mut pipe = redis::pipe();
+            let since = keep_since(keep);
             for message in &batch {
                 pipe.cmd("XADD")
                     .arg(STREAM)
-                    .arg("MAXLEN")
+                    .arg("MINID")
                     .arg("~")
-                    .arg(KEEP)
+                    .arg(&since)
                     .arg("*")
                     .arg("d")
                     .arg(message.as_ref())
@@ -757,6 +780,24 @@ impl Store for WithBus {
 #[cfg(test)]
 mod tests {
     use super::{Servers, redact};
+
+    #[test]
+    fn the_stream_keeps_a_minute_or_the_past_a_starting_instance_reads() {
+        use super::{MIN_KEEP, keep_for, keep_since};
+        use std::time::Duration;
+        assert_eq!(keep_for(None), MIN_KEEP);
+        assert_eq!(keep_for(Some(Duration::from_secs(5))), MIN_KEEP);
+        assert_eq!(
+            keep_for(Some(Duration::from_secs(180))),
+            Duration::from_secs(180)
+        );
+        let since: u64 = keep_since(Duration::from_secs(60)).parse().unwrap();
+        let now = crate::unix_ms() as u64;
+        assert!(
+            (now - 61_000..=now - 60_000).contains(&since),
+            "{since} {now}"
+        );
+    }
 
     #[test]
     fn passwords_are_not_logged() {
