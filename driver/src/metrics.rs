@@ -84,6 +84,7 @@ pub struct Metrics {
     bus_bytes: Family<L2, Counter>,
     bus_undecodable: Counter,
     bus_gaps: Counter,
+    bus_duplicates: Counter,
     bus_held_places: Gauge,
     bus_outbox: Gauge,
     bus_publish: Histogram,
@@ -132,6 +133,7 @@ impl Metrics {
             bus_bytes: Family::default(),
             bus_undecodable: Counter::default(),
             bus_gaps: Counter::default(),
+            bus_duplicates: Counter::default(),
             bus_held_places: Gauge::default(),
             bus_outbox: Gauge::default(),
             bus_publish: Histogram::new(STORE_BUCKETS.iter().copied()),
@@ -248,6 +250,11 @@ impl Metrics {
             "chatwire_bus_gaps",
             "In a cluster: times the bus was found to have lost entries not yet read (trimmed, or Redis back without them)",
             m.bus_gaps.clone(),
+        );
+        r.register(
+            "chatwire_bus_duplicates",
+            "In a cluster: entries read a second time (published twice after a write retry) and passed over",
+            m.bus_duplicates.clone(),
         );
         r.register(
             "chatwire_bus_held_places",
@@ -423,6 +430,7 @@ impl Metrics {
         }
         set(&self.bus_undecodable, sum(&|n| n.core.bus_undecodable));
         set(&self.bus_gaps, sum(&|n| n.core.bus_gaps));
+        set(&self.bus_duplicates, sum(&|n| n.core.bus_duplicates));
         gauge(&self.bus_held_places, sum(&|n| n.core.bus_held_places));
         gauge(&self.bus_outbox, sum(&|n| n.outbox));
     }

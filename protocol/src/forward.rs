@@ -474,7 +474,7 @@ mod tests {
             req: 3,
         };
         let entry = m.encode();
-        let bytes = crate::bus::open(&entry).expect("this version's");
+        let bytes = crate::bus::open(&entry).expect("this version's").json;
         assert!(Forward::is_one(bytes));
         assert_eq!(Forward::decode(bytes), Some(m));
         assert!(!Forward::is_one(br#"{"t":"b","from":"x"}"#));

@@ -371,6 +371,10 @@ pub struct Node<U> {
     wall: Option<WallClock>,
     /// [`Node::set_bus_backlog`].
     bus_backlogged: bool,
+    /// In a cluster: how many entries this node published (each numbered),
+    /// and the newest number read from each node.
+    bus_published: u64,
+    bus_newest: crate::bus::Newest,
     phase: Phase,
     /// In a cluster: polling requests sent to the nodes that hold their
     /// sessions, and those run here for other nodes.
@@ -404,6 +408,8 @@ impl<U: Upper> Node<U> {
             now,
             wall: None,
             bus_backlogged: false,
+            bus_published: 0,
+            bus_newest: crate::bus::Newest::default(),
             phase: Phase::Serving,
             forwarding: None,
         }
@@ -822,11 +828,17 @@ impl<U: Upper> Node<U> {
         Output::Timeout(t.unwrap_or(self.now + IDLE))
     }
 
-    /// The next output, an entry for the bus counted.
+    /// The next output; an entry for the bus numbered (see [`crate::bus`])
+    /// and counted.
     fn next_output(&mut self) -> Option<Output> {
-        let o = self.outputs.pop_front()?;
-        if let Output::Publish(entry) = &o {
-            let kind = BusKind::of(crate::bus::open(entry).unwrap_or_default()) as usize;
+        let mut o = self.outputs.pop_front()?;
+        if let Output::Publish(entry) = &mut o {
+            if let Some(f) = &self.forwarding {
+                self.bus_published += 1;
+                *entry = crate::bus::number(entry, &f.node, self.bus_published);
+            }
+            let json = crate::bus::open(entry).map_or(&[][..], |o| o.json);
+            let kind = BusKind::of(json) as usize;
             self.stats.bus_out[kind] += 1;
             self.stats.bus_out_bytes[kind] += entry.len() as u64;
         }
@@ -834,16 +846,24 @@ impl<U: Upper> Node<U> {
     }
 
     /// An entry read from the bus, counted: its JSON if it is of this
-    /// node's version (else it is counted as undecodable too).
+    /// node's version (else it is counted as undecodable too) and read for
+    /// the first time (else it is counted as a duplicate).
     fn bus_in<'e>(&mut self, entry: &'e [u8]) -> Option<&'e [u8]> {
-        let message = crate::bus::open(entry);
-        let kind = BusKind::of(message.unwrap_or_default()) as usize;
+        let opened = crate::bus::open(entry);
+        let kind = BusKind::of(opened.map_or(&[][..], |o| o.json)) as usize;
         self.stats.bus_in[kind] += 1;
         self.stats.bus_in_bytes[kind] += entry.len() as u64;
-        if message.is_none() {
+        let Some(opened) = opened else {
             self.stats.bus_undecodable += 1;
+            return None;
+        };
+        if let Some((node, n)) = opened.from
+            && !self.bus_newest.fresh(node, n)
+        {
+            self.stats.bus_duplicates += 1;
+            return None;
         }
-        message
+        Some(opened.json)
     }
 
     /// A WebSocket frame: the engine reads it; a message in it goes up.

@@ -251,6 +251,9 @@ pub struct Stats {
     /// Entries read that could not be read: another version's, or not an
     /// entry at all (each also counted in `bus_in`).
     pub bus_undecodable: u64,
+    /// Entries read a second time (their host published them twice) and
+    /// passed over (each also counted in `bus_in`).
+    pub bus_duplicates: u64,
     /// Places in rooms' orders held now, waiting for their broadcasts.
     pub bus_held_places: u64,
     /// Times the host found that the bus lost entries this node had not

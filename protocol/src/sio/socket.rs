@@ -1433,19 +1433,11 @@ impl<A: Application> SocketIo<A> {
             message @ BusMessage::Broadcast { .. } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 let BusMessage::Broadcast {
-                    from,
-                    seq,
-                    nsp,
-                    room,
-                    placed,
-                    ..
+                    nsp, room, placed, ..
                 } = &message
                 else {
                     unreachable!("matched above");
                 };
-                if !cluster.fresh(from, *seq) {
-                    return;
-                }
                 let Some(ticket) = placed.clone() else {
                     return self.broadcast_from_bus(sh, message, past);
                 };

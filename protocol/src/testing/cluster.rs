@@ -239,6 +239,16 @@ impl ClusterSim {
         &self.log
     }
 
+    /// The last `k` entries on the bus are appended again, as a host does
+    /// that publishes again a batch whose write timed out after Redis took
+    /// it.
+    pub fn publish_again(&mut self, k: usize) {
+        self.collect();
+        let from = self.log.len().saturating_sub(k);
+        let again: Vec<Bytes> = self.log[from..].to_vec();
+        self.log.extend(again);
+    }
+
     /// The bus keeps only its newest `keep` messages.
     pub fn trim(&mut self, keep: usize) {
         self.collect();

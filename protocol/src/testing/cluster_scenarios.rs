@@ -17,7 +17,7 @@ fn bus_message_ids(c: &ClusterSim) -> Vec<String> {
     c.bus()
         .iter()
         .filter_map(|m| {
-            let m: Value = serde_json::from_slice(crate::bus::open(m)?).ok()?;
+            let m: Value = serde_json::from_slice(crate::bus::open(m)?.json).ok()?;
             let text = m["text"].as_str()?;
             let event: Value = serde_json::from_str(text.strip_prefix("42")?).ok()?;
             (event[0] == "chat:new-message").then(|| event[1]["id"].as_str().unwrap().to_owned())
@@ -749,7 +749,7 @@ fn a_send_is_acked_through_the_bus_after_its_message() {
     let bus: Vec<Value> = c
         .bus()
         .iter()
-        .map(|m| serde_json::from_slice(crate::bus::open(m).unwrap()).unwrap())
+        .map(|m| serde_json::from_slice(crate::bus::open(m).unwrap().json).unwrap())
         .collect();
     let at = |what: &dyn Fn(&Value) -> bool| bus.iter().position(what);
     let message = at(&|m| m["t"] == "b" && m["text"].as_str().unwrap().contains("new-message"));
@@ -770,7 +770,7 @@ fn a_draining_node_closes_its_sessions_once_its_acks_came_back_from_the_bus() {
     // not yet read back.
     let acked = |c: &ClusterSim| {
         c.bus().iter().any(|m| {
-            serde_json::from_slice::<Value>(crate::bus::open(m).unwrap()).unwrap()["volatile"]
+            serde_json::from_slice::<Value>(crate::bus::open(m).unwrap().json).unwrap()["volatile"]
                 == true
         })
     };
@@ -1054,4 +1054,34 @@ fn after_a_gap_in_the_bus_a_session_does_not_recover_with_holes() {
         connect_with(&mut c, 1, 1, json!({"pid": first["pid"], "offset": offset}));
     assert_eq!(on_1["sid"], first["sid"]);
     assert_eq!(texts(&replayed), ["m2", "m3"]);
+}
+
+/// A host that publishes a batch again (its write timed out after Redis
+/// took it) puts entries on the bus twice: each is read once. A polling
+/// request forwarded to the session's node runs once (one message stored),
+/// its answer comes once, and the room hears the message once.
+#[test]
+fn an_entry_published_twice_is_read_once() {
+    use crate::node::Method;
+    let mut rng = SimRng::new(10);
+    let mut c = ClusterSim::new(2);
+    let bob = tab(&mut c.nodes[1], 2, "bob");
+    let q = polling_session(&mut c, &mut rng, 1, 1, "ana");
+    c.settle(&mut rng);
+    c.nodes[1].take(bob);
+    // Her send reaches node 1, which forwards it to node 0 over the bus.
+    let send_ = format!("42{}", json!(["chat:send", {"text": "once"}]));
+    c.nodes[1].http(5, Method::Post, &q, send_.as_bytes());
+    c.publish_again(1);
+    c.settle(&mut rng);
+    assert_eq!(c.store.messages().count(), 1);
+    // Node 0's broadcast of it, published again too.
+    c.publish_again(3);
+    c.settle(&mut rng);
+    assert_eq!(c.store.messages().count(), 1);
+    let got = ids_of(&c.nodes[1].events(bob), "chat:new-message", "id");
+    assert_eq!(got, history(&c, "general"));
+    assert_eq!(c.nodes[1].responses.len(), 1);
+    let duplicates: u64 = c.nodes.iter().map(|n| n.node.stats().bus_duplicates).sum();
+    assert!(duplicates >= 2, "{duplicates}");
 }
