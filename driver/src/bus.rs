@@ -554,15 +554,16 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
                 }
                 if let Some(redis::Value::BulkString(data)) = entry.map.get("d") {
                     let data = Bytes::copy_from_slice(data);
+                    let at = id.map(|(ms, n)| Place { ms, n });
                     let command = match (past_until, id) {
                         (Some(_), Some((ms, _))) => {
                             // Its age by Redis's clock when this instance
                             // started, plus the time since.
                             let then = clock.0.saturating_sub(ms);
                             let age = Duration::from_millis(then) + clock.1.elapsed();
-                            Command::ClusterPast(data, age)
+                            Command::ClusterPast(data, age, at)
                         }
-                        _ => Command::Cluster(data),
+                        _ => Command::Cluster(data, at),
                     };
                     node.send(command).await;
                 }

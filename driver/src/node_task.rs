@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use protocol::ids::IntMap;
-use protocol::store::{Store, StoreReply};
+use protocol::store::{Place, Store, StoreReply};
 use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId, Upper};
 use tungstenite::Utf8Bytes;
 
@@ -56,11 +56,11 @@ pub(crate) enum Command {
     WsBinary(ConnId, Bytes),
     WsClosed(ConnId),
     StoreReply(OpId, StoreReply),
-    /// A message from the cluster's bus.
-    Cluster(Bytes),
+    /// A message from the cluster's bus, at its position there.
+    Cluster(Bytes, Option<Place>),
     /// A message the bus held from before this instance started, published
     /// that long ago ([`Input::ClusterPast`]).
-    ClusterPast(Bytes, std::time::Duration),
+    ClusterPast(Bytes, std::time::Duration, Option<Place>),
     /// Every message of the bus's past was fed.
     ClusterCaughtUp,
     /// The bus lost entries this node had not read ([`Input::ClusterGap`]).
@@ -332,14 +332,14 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 self.feed(now, Input::WsClosed(conn));
             }
             Command::StoreReply(op, reply) => self.feed(now, Input::StoreReply { op, reply }),
-            Command::Cluster(message) => {
+            Command::Cluster(message, at) => {
                 let before = self.node.stats().bus_undecodable;
-                self.feed(now, Input::Cluster(message));
+                self.feed(now, Input::Cluster { message, at });
                 self.undecodable_since(before);
             }
-            Command::ClusterPast(message, age) => {
+            Command::ClusterPast(message, age, at) => {
                 let before = self.node.stats().bus_undecodable;
-                self.feed(now, Input::ClusterPast { message, age });
+                self.feed(now, Input::ClusterPast { message, age, at });
                 self.undecodable_since(before);
             }
             Command::ClusterCaughtUp => self.feed(now, Input::ClusterCaughtUp),
@@ -622,7 +622,7 @@ fn input_kind(input: &Input<'_>) -> &'static str {
         Input::StoreReply { .. } => "store_reply",
         Input::Timeout => "timeout",
         Input::Shutdown => "shutdown",
-        Input::Cluster(_) => "cluster",
+        Input::Cluster { .. } => "cluster",
         Input::ClusterPast { .. } => "cluster_past",
         Input::ClusterCaughtUp => "cluster_caught_up",
         Input::ClusterGap => "cluster_gap",

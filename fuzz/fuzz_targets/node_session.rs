@@ -258,11 +258,15 @@ fuzz_target!(|session: Session| {
             Op::Wait { ms } => sim.advance(Duration::from_millis(u64::from(ms % 120_000))),
             Op::Jump => sim.jump_to_deadline(),
             Op::Shutdown => sim.input(Input::Shutdown),
-            Op::Bus { bytes } => sim.input(Input::Cluster(this_version(bytes))),
+            Op::Bus { bytes } => sim.input(Input::Cluster {
+                message: this_version(bytes),
+                at: None,
+            }),
             Op::BusHold => {}
             Op::BusPast { bytes, age_ms } => sim.input(Input::ClusterPast {
                 message: this_version(bytes),
                 age: Duration::from_millis(u64::from(age_ms)),
+                at: None,
             }),
             Op::CaughtUp => sim.input(Input::ClusterCaughtUp),
         }
@@ -275,7 +279,10 @@ fuzz_target!(|session: Session| {
                     break;
                 }
                 for m in published {
-                    sim.input(Input::Cluster(m));
+                    sim.input(Input::Cluster {
+                        message: m,
+                        at: None,
+                    });
                 }
             }
             assert!(sim.published.is_empty(), "the node keeps publishing");

@@ -12,7 +12,7 @@ use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey
 use crate::forward::{Forward, Forwarding};
 use crate::ids::{IdGenerator, IntMap};
 use crate::stats::{BusKind, EventName, Notice, Stats};
-use crate::store::{StoreCommand, StoreReply};
+use crate::store::{Place, StoreCommand, StoreReply};
 
 pub use crate::host::{Broadcast, ConnId, Frame, HttpResponse, Method, OpId, RequestId, WallClock};
 
@@ -72,7 +72,13 @@ pub enum Input<'a> {
     },
     /// A message arrived from the cluster's bus (every message published
     /// on it, this node's own included, in the bus's order).
-    Cluster(Bytes),
+    Cluster {
+        /// The entry, as published.
+        message: Bytes,
+        /// Its position on the bus (a Redis stream entry's id), if the host
+        /// knows it: a send's place is matched by it.
+        at: Option<Place>,
+    },
     /// A message published on the bus before this node joined it, `age`
     /// ago (by the bus's clock), fed in the bus's order before any
     /// [`Input::Cluster`]. A node that starts with recovery on reads the
@@ -85,6 +91,8 @@ pub enum Input<'a> {
         message: Bytes,
         /// How long ago it was published.
         age: Duration,
+        /// Its position on the bus, if the host knows it.
+        at: Option<Place>,
     },
     /// Every [`Input::ClusterPast`] was fed. Between the first of them and
     /// this, a client that comes back to recover a session another node
@@ -177,11 +185,18 @@ pub trait Upper {
     fn on_close(&mut self, sh: &mut Shared<'_>, key: SessionKey, reason: CloseReason);
     /// A store command this layer issued finished.
     fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply);
-    /// A message from the cluster's bus.
-    fn on_cluster(&mut self, _sh: &mut Shared<'_>, _message: &[u8]) {}
+    /// A message from the cluster's bus, at its position there if known.
+    fn on_cluster(&mut self, _sh: &mut Shared<'_>, _message: &[u8], _at: Option<Place>) {}
     /// A message published on the bus `age` before this node joined it
     /// ([`Input::ClusterPast`]).
-    fn on_cluster_past(&mut self, _sh: &mut Shared<'_>, _message: &[u8], _age: Duration) {}
+    fn on_cluster_past(
+        &mut self,
+        _sh: &mut Shared<'_>,
+        _message: &[u8],
+        _age: Duration,
+        _at: Option<Place>,
+    ) {
+    }
     /// Every message of the bus's past was fed ([`Input::ClusterCaughtUp`]).
     fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {}
     /// The bus lost entries this node had not read ([`Input::ClusterGap`]).
@@ -580,19 +595,20 @@ impl<U: Upper> Node<U> {
             Input::StoreReply { op, reply } => {
                 self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
             }
-            Input::Cluster(entry) => {
+            Input::Cluster { message: entry, at } => {
                 let Some(message) = self.bus_in(&entry) else {
                     return Ok(());
                 };
                 if self.forwarding.is_some() && Forward::is_one(message) {
                     self.forwarded(message);
                 } else {
-                    self.with_upper(|u, sh| u.on_cluster(sh, message));
+                    self.with_upper(|u, sh| u.on_cluster(sh, message, at));
                 }
             }
             Input::ClusterPast {
                 message: entry,
                 age,
+                at,
             } => {
                 let Some(message) = self.bus_in(&entry) else {
                     return Ok(());
@@ -604,7 +620,7 @@ impl<U: Upper> Node<U> {
                         self.forwarded(message);
                     }
                 } else {
-                    self.with_upper(|u, sh| u.on_cluster_past(sh, message, age));
+                    self.with_upper(|u, sh| u.on_cluster_past(sh, message, age, at));
                 }
             }
             Input::ClusterCaughtUp => self.with_upper(|u, sh| u.on_cluster_caught_up(sh)),

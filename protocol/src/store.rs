@@ -326,7 +326,9 @@ pub struct Taken {
 /// (milliseconds since the Unix epoch) and its number within that
 /// millisecond. Positions grow in the bus's one order (a Redis stream
 /// entry's id, `<ms>-<n>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Place {
     /// Milliseconds since the Unix epoch.
     pub ms: u64,

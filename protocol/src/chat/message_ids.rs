@@ -72,6 +72,15 @@ pub fn placed(place: Place, ids: &mut dyn IdGenerator) -> (ObjectId, i64) {
     (ObjectId(b), ms)
 }
 
+/// The place a [`placed`] message was given, from its id and timestamp.
+pub fn place_of(id: ObjectId, timestamp: i64) -> Place {
+    let b = id.0;
+    Place {
+        ms: u64::try_from(timestamp).unwrap_or(0),
+        n: u64::from(u32::from_be_bytes([0, b[6], b[7], b[8]])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +114,7 @@ mod tests {
         for (ms, n) in places {
             let (id, ts) = placed(Place { ms, n }, &mut ids);
             assert_eq!(ts, ms as i64);
+            assert_eq!(place_of(id, ts), Place { ms, n });
             assert_eq!(u64::from(id.seconds()), ms / 1000);
             if let Some((lts, lid)) = last {
                 assert!((ts, id) > (lts, lid), "{ms}-{n}");

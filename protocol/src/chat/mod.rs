@@ -16,7 +16,7 @@ mod validate;
 
 pub use crate::rate::{Moment, RateLimit, TokenBucket, UnixMs};
 pub use events::{ClientEvent, ErrorCode, ServerEvent};
-pub use message_ids::{MessageIds, placed};
+pub use message_ids::{MessageIds, place_of, placed};
 pub use service::{BUS_WAIT, Chat, ChatConfig, DEFAULT_MAX_CHATS, DEFAULT_TYPING_TIMEOUT};
 pub use typing::MAX_TYPING_CHATS;
 pub use validate::{MAX_READ_IDS, MAX_TEMP_ID_CHARS, MAX_TYPE_CHARS, Refusal, SendRequest};

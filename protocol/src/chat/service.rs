@@ -13,11 +13,12 @@ use serde_json::{Value, json};
 use super::events::{ClientEvent, ErrorCode, ServerEvent, TOKEN_EXPIRED, UNAUTHORIZED};
 use super::typing::{Started, Typing};
 use super::validate::{self, Refusal, SendRequest};
-use super::{MessageIds, WallClock, placed};
+use super::{MessageIds, WallClock, place_of, placed};
 use crate::auth::{JwtConfig, TokenError, bearer};
 use crate::model::{DEFAULT_CHAT, Message, ObjectId, Status};
 use crate::node::OpId;
 use crate::rate::{RateLimit, TokenBucket};
+use crate::sio::socket::Placed;
 use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
 use crate::stats::AuthFailure;
 use crate::store::{Append, NewMessage, Place, StoreCommand, StoreReply, TakeToken, Taken};
@@ -624,15 +625,20 @@ impl Chat {
             self.in_flight.remove(&(message.author_id, t.clone()));
         }
         let room = room(&message.chat_id);
+        let mut belongs = None;
         match reply {
             StoreReply::Appended(Append::Stored) => {}
             // A retry of a message stored before: it goes out again as it
             // was stored, for nothing tells whether its first publish did
             // (its node may have died between the store and the bus); a
             // node that handed it on already hands it to no one.
+            // In a cluster it goes in the place of the send that stored it,
+            // if the chat still holds that place (its node died before
+            // publishing).
             StoreReply::Appended(Append::Duplicate { id, timestamp }) => {
                 message.id = id;
                 message.timestamp = timestamp;
+                belongs = place.is_some().then(|| place_of(id, timestamp));
             }
             // A failure, or (a host bug) a reply of another kind: nothing is acked.
             _ => {
@@ -662,7 +668,7 @@ impl Chat {
             Some(sender),
             &(ServerEvent::NewMessage.name(), &message),
             &message.id.to_string(),
-            place.as_deref(),
+            place.as_deref().map(|ticket| Placed { ticket, belongs }),
         );
         self.handing.insert(ticket, (sender, message.id));
         // After the broadcast: in a cluster the acks follow it on the bus,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::deadlines::Deadlines;
+use crate::store::Place;
 
 /// Cluster settings: present when the node is one of several.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,8 @@ type RoomKey = (String, String);
 #[derive(Debug)]
 struct Slot {
     ticket: String,
+    /// Its position on the bus, if the host told it.
+    at: Option<Place>,
     until: Instant,
     came: Option<Came>,
 }
@@ -101,6 +104,11 @@ pub(crate) enum BusMessage {
         /// publishes its message again when it cannot tell it went out).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// Where on the bus an earlier place of the same message is (a
+        /// retry's broadcast of what its first send stored): it fills that
+        /// place, if held, instead of its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        belongs: Option<Place>,
     },
     /// A send's place in its room's order, put on the bus in the same step
     /// as its token's take ([`crate::store::TakeToken::place`]): the
@@ -211,11 +219,19 @@ impl Cluster {
 
     /// A place in `room`'s order, read from the bus: its broadcast and the
     /// room's later ones wait for it until `until`.
-    pub(crate) fn hold(&mut self, nsp: String, room: String, ticket: String, until: Instant) {
+    pub(crate) fn hold(
+        &mut self,
+        nsp: String,
+        room: String,
+        ticket: String,
+        until: Instant,
+        at: Option<Place>,
+    ) {
         let slots = self.held.entry((nsp, room)).or_default();
         if slots.iter().all(|s| s.ticket != ticket) {
             slots.push_back(Slot {
                 ticket,
+                at,
                 until,
                 came: None,
             });
@@ -231,17 +247,32 @@ impl Cluster {
         message: BusMessage,
         past: Option<Duration>,
     ) -> Option<(BusMessage, Option<Duration>)> {
-        let BusMessage::Broadcast { nsp, room, .. } = &message else {
+        let BusMessage::Broadcast {
+            nsp, room, belongs, ..
+        } = &message
+        else {
             return Some((message, past));
         };
-        let slot = self
-            .held
-            .get_mut(&(nsp.clone(), room.clone()))
-            .and_then(|slots| {
-                slots
-                    .iter_mut()
-                    .find(|s| s.ticket == ticket && s.came.is_none())
-            });
+        let belongs = *belongs;
+        let Some(slots) = self.held.get_mut(&(nsp.clone(), room.clone())) else {
+            return Some((message, past));
+        };
+        // A retry's broadcast of what its first send stored: in that send's
+        // place, if still held, and its own place is given up.
+        if let Some(at) = belongs
+            && let Some(first) = slots
+                .iter()
+                .position(|s| s.at == Some(at) && s.came.is_none() && s.ticket != ticket)
+        {
+            if let Some(own) = slots.iter_mut().find(|s| s.ticket == ticket) {
+                own.came.get_or_insert(Came::Abandoned);
+            }
+            slots[first].came = Some(Came::Broadcast(Box::new(message), past));
+            return None;
+        }
+        let slot = slots
+            .iter_mut()
+            .find(|s| s.ticket == ticket && s.came.is_none());
         match slot {
             Some(slot) => {
                 slot.came = Some(Came::Broadcast(Box::new(message), past));
@@ -374,6 +405,7 @@ mod tests {
             attachments: vec!["AQID".into()],
             placed: Some("t1".into()),
             key: Some("m1".into()),
+            belongs: Some(Place { ms: 5, n: 1 }),
         };
         let entry = m.encode();
         assert_eq!(
@@ -419,6 +451,7 @@ mod tests {
             attachments: Vec::new(),
             placed: Some(ticket.into()),
             key: None,
+            belongs: None,
         }
     }
 
@@ -437,7 +470,7 @@ mod tests {
         let now = Instant::now();
         let mut c = Cluster::new(ClusterConfig { node: "n".into() });
         for t in ["a", "b", "c", "d"] {
-            c.hold("/".into(), "r".into(), t.into(), now + HOLD);
+            c.hold("/".into(), "r".into(), t.into(), now + HOLD, None);
         }
         assert!(c.arrive("c", placed("c", "C"), None).is_none());
         assert!(texts(c.release("/", "r", now)).is_empty(), "a is awaited");

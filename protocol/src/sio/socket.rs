@@ -21,7 +21,7 @@ use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
 use crate::node::{Broadcast, Command, Frame, OpId, Shared, Upper};
 use crate::stats::{AuthFailure, ConnectRefusal, EventName, Notice, RefusalCode};
-use crate::store::{StoreCommand, StoreReply};
+use crate::store::{Place, StoreCommand, StoreReply};
 
 /// Names one socket (one client in one namespace); never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -557,9 +557,8 @@ impl Ctx<'_> {
     /// [`Ctx::broadcast_tracked`] of what `key` names (a message's id): a
     /// node that handed an emit with this key to the room lately hands
     /// this one to no one, so it may be published again when it cannot be
-    /// told that it went out. In a cluster, with `place` (the ticket of a
-    /// [`Ctx::place_entry`] the bus took), it reaches the room in that
-    /// place's order on every node.
+    /// told that it went out. In a cluster, with `place`, it reaches the
+    /// room in that place's order on every node.
     pub fn broadcast_keyed<T: Serialize + ?Sized>(
         &mut self,
         nsp: &str,
@@ -567,11 +566,12 @@ impl Ctx<'_> {
         except: Option<SocketId>,
         data: &T,
         key: &str,
-        place: Option<&str>,
+        place: Option<Placed<'_>>,
     ) -> u64 {
         let keyed = Keyed {
             key: Some(key.to_owned()),
-            placed: place.map(str::to_owned),
+            placed: place.map(|p| p.ticket.to_owned()),
+            belongs: place.and_then(|p| p.belongs),
         };
         self.emit_to_room(nsp, room, except, data, true, keyed)
     }
@@ -638,6 +638,7 @@ impl Ctx<'_> {
                 attachments: Vec::new(),
                 placed: keyed.placed,
                 key: keyed.key,
+                belongs: keyed.belongs,
             };
             self.sh.push(Command::Publish(message.encode()));
             return seq;
@@ -702,6 +703,18 @@ impl Ctx<'_> {
 struct Keyed {
     key: Option<String>,
     placed: Option<String>,
+    belongs: Option<Place>,
+}
+
+/// A broadcast's place in its room's order ([`Ctx::broadcast_keyed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Placed<'a> {
+    /// The ticket of the [`Ctx::place_entry`] the bus took for it.
+    pub ticket: &'a str,
+    /// Where on the bus an earlier place of the same message is (its first
+    /// send's, whose store write it is, when this is a retry of it): the
+    /// broadcast fills that place if the room still holds it.
+    pub belongs: Option<Place>,
 }
 
 /// Hands a room emit to this node's members of the room but the sockets
@@ -778,6 +791,7 @@ fn publish_to_socket(
         volatile,
         placed: None,
         key: None,
+        belongs: None,
         attachments: attachments
             .iter()
             .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
@@ -1400,7 +1414,13 @@ impl<A: Application> SocketIo<A> {
     /// One published `past` ago, before this node joined, only tells what
     /// to remember: its emits are logged (for sessions to recover), never
     /// handed to a socket; words of delivery were for the nodes of then.
-    fn bus(&mut self, sh: &mut Shared<'_>, message: &[u8], past: Option<Duration>) {
+    fn bus(
+        &mut self,
+        sh: &mut Shared<'_>,
+        message: &[u8],
+        past: Option<Duration>,
+        position: Option<Place>,
+    ) {
         let Some(cluster) = &self.state.cluster else {
             return;
         };
@@ -1421,7 +1441,7 @@ impl<A: Application> SocketIo<A> {
                 let until = at + HOLD;
                 if until > sh.now {
                     let cluster = self.state.cluster.as_mut().expect("checked above");
-                    cluster.hold(nsp, room, ticket, until);
+                    cluster.hold(nsp, room, ticket, until, position);
                 }
             }
             BusMessage::Abandon { nsp, room, ticket } => {
@@ -1542,6 +1562,7 @@ impl<A: Application> SocketIo<A> {
             attachments,
             placed: _,
             key,
+            belongs: _,
         } = message
         else {
             return;
@@ -1719,20 +1740,26 @@ impl<A: Application> Upper for SocketIo<A> {
         self.flush_handed(sh);
     }
 
-    fn on_cluster(&mut self, sh: &mut Shared<'_>, message: &[u8]) {
+    fn on_cluster(&mut self, sh: &mut Shared<'_>, message: &[u8], at: Option<Place>) {
         if self.state.next_alive.is_none() {
             self.alive(sh);
         }
-        self.bus(sh, message, None);
+        self.bus(sh, message, None, at);
         self.flush_handed(sh);
         sh.stats.bus_held_places = self.held_places() as u64;
     }
 
-    fn on_cluster_past(&mut self, sh: &mut Shared<'_>, message: &[u8], age: Duration) {
+    fn on_cluster_past(
+        &mut self,
+        sh: &mut Shared<'_>,
+        message: &[u8],
+        age: Duration,
+        at: Option<Place>,
+    ) {
         if let Some(cluster) = &mut self.state.cluster {
             cluster.catching_up = true;
         }
-        self.bus(sh, message, Some(age));
+        self.bus(sh, message, Some(age), at);
         sh.stats.bus_held_places = self.held_places() as u64;
     }
 

@@ -71,7 +71,7 @@ pub struct MemoryModel {
     shared_buckets: BTreeMap<ObjectId, (TokenBucket<UnixMs>, String, Taken)>,
     /// The newest place given, and the place entries not yet on the bus.
     last_place: Option<Place>,
-    placed: Vec<Bytes>,
+    placed: Vec<(Bytes, Place)>,
 }
 
 impl MemoryStore {
@@ -167,15 +167,16 @@ impl MemoryModel {
                 };
                 self.last_place = Some(place);
                 taken.place = Some(place);
-                self.placed.push(entry);
+                self.placed.push((entry, place));
             }
         }
         *taken
     }
 
-    /// The place entries of the takes since the last call, in their order
-    /// (what a simulated bus appends, as Redis does in the take's step).
-    pub fn take_placed(&mut self) -> Vec<Bytes> {
+    /// The place entries of the takes since the last call, in their order,
+    /// with their places (what a simulated bus appends, as Redis does in
+    /// the take's step).
+    pub fn take_placed(&mut self) -> Vec<(Bytes, Place)> {
         std::mem::take(&mut self.placed)
     }
 

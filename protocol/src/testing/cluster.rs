@@ -19,8 +19,8 @@ use super::harness::Sim;
 use crate::ids::SeededIds;
 use crate::node::Input;
 use crate::sio::{ClusterConfig, SocketIoConfig};
-use crate::store::StoreCommand;
 use crate::store::memory::MemoryModel;
+use crate::store::{Place, StoreCommand};
 
 /// The fake bus and the nodes on it.
 #[derive(Debug)]
@@ -33,6 +33,9 @@ pub struct ClusterSim {
     /// first kept.
     log: Vec<Bytes>,
     trimmed: usize,
+    /// The positions Redis gave the sends' places (by index into the
+    /// whole history): what the host tells a node with such an entry.
+    places: BTreeMap<usize, Place>,
     /// Where each node reads next (an index into the whole history).
     cursors: Vec<usize>,
     /// Nodes cut off the bus, with what they published meanwhile.
@@ -66,6 +69,7 @@ impl ClusterSim {
             store: MemoryModel::new(),
             log: Vec::new(),
             trimmed: 0,
+            places: BTreeMap::new(),
             cursors: vec![0; n],
             cut: BTreeMap::new(),
             past: BTreeMap::new(),
@@ -126,7 +130,10 @@ impl ClusterSim {
                     let (op, command) = sim.in_flight.remove(k);
                     let reply = self.store.apply(command);
                     // A take's place goes on the bus in the take's step.
-                    self.log.extend(self.store.take_placed());
+                    for (entry, place) in self.store.take_placed() {
+                        self.places.insert(self.trimmed + self.log.len(), place);
+                        self.log.push(entry);
+                    }
                     sim.reply(op, reply);
                     moved = true;
                 }
@@ -173,10 +180,15 @@ impl ClusterSim {
         }
         let at = self.cursors[i].max(self.trimmed);
         let message = self.log[at - self.trimmed].clone();
+        let position = self.places.get(&at).copied();
         self.cursors[i] = at + 1;
         match self.past.get(&i).copied() {
             Some((end, age)) if at < end => {
-                self.nodes[i].input(Input::ClusterPast { message, age });
+                self.nodes[i].input(Input::ClusterPast {
+                    message,
+                    age,
+                    at: position,
+                });
                 if at + 1 == end {
                     self.past.remove(&i);
                     self.nodes[i].input(Input::ClusterCaughtUp);
@@ -186,9 +198,15 @@ impl ClusterSim {
                 // The rest of its past was trimmed away.
                 self.past.remove(&i);
                 self.nodes[i].input(Input::ClusterCaughtUp);
-                self.nodes[i].input(Input::Cluster(message));
+                self.nodes[i].input(Input::Cluster {
+                    message,
+                    at: position,
+                });
             }
-            None => self.nodes[i].input(Input::Cluster(message)),
+            None => self.nodes[i].input(Input::Cluster {
+                message,
+                at: position,
+            }),
         }
         self.collect();
         true
