@@ -4,9 +4,18 @@
 # redis-server pinned to core 0, the generator to core 1, the clients
 # spread round-robin over the instances. Prints loadgen's JSON line, then
 # one line with the instances' CPU time (user + system, all of them),
-# redis-server's, and the Redis commands the run took (XADD, XREAD).
+# redis-server's, and what Redis did in the run: the XADD and XREAD calls,
+# the calls of every command called (`redis_calls`, from INFO commandstats;
+# a script's own commands, such as its HMGET and XADD, count there too),
+# the calls that failed (`redis_failed_calls`: an EVALSHA of a script Redis
+# does not hold yet is one, and the client then sends EVAL), and the bytes
+# Redis received from and sent to all its clients (INFO stats).
 #
 #   MONGODB_URL=mongodb://127.0.0.1:27017 benches/cluster.sh 2 fanout --clients 1000 --senders 10 --rate 20
+#
+# ONE_ADDR=1: loadgen gets the first instance's address only, so every
+# client (and every member of the chat) is on instance 1 while all N run;
+# the others only read the stream.
 #
 # Needs `cargo build --release -p chatwire -p chatwire-benches`, Debian's
 # redis-server (and redis-cli), and a MongoDB-wire server at MONGODB_URL
@@ -62,15 +71,31 @@ done
 for a in "${addrs[@]}"; do wait_port "${a#*:}"; done
 [ "$n" -gt 0 ] && redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null
 
-taskset -c 1 "$bin/loadgen" --addr "$(IFS=,; echo "${addrs[*]}")" "$@"
+one_addr=${ONE_ADDR:-0}
+if [ "$one_addr" = 1 ]; then
+  taskset -c 1 "$bin/loadgen" --addr "${addrs[0]}" "$@"
+else
+  taskset -c 1 "$bin/loadgen" --addr "$(IFS=,; echo "${addrs[*]}")" "$@"
+fi
 
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 total=0
 for p in "${servers[@]}"; do total=$((total + $(ticks "$p"))); done
 if [ "$n" -gt 0 ]; then
-  stats=$(redis-cli -p "$redis_port" INFO commandstats | tr -d '\r')
-  calls() { echo "$stats" | sed -n "s/^cmdstat_$1:calls=\([0-9]*\).*/\1/p" | head -1; }
-  echo "{\"instances\":$n,\"instances_cpu_s\":${total}e-2,\"redis_cpu_s\":$(ticks "$redis_pid")e-2,\"redis_xadd\":$(calls xadd),\"redis_xread\":$(calls xread)}"
+  # One INFO for both sections, so that the byte counts stop before its
+  # own reply (which is counted only once written).
+  stats=$(redis-cli -p "$redis_port" INFO stats commandstats | tr -d '\r')
+  calls() {
+    local c
+    c=$(echo "$stats" | sed -n "s/^cmdstat_$1:calls=\([0-9]*\).*/\1/p" | head -1)
+    echo "${c:-0}"
+  }
+  # {"command":calls,...} for every cmdstat_<command> line (subcommands
+  # as "xinfo|stream"), and for failed_calls the non-zero ones.
+  all_calls=$(echo "$stats" | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\).*/"\1":\2/p' | paste -sd, -)
+  failed=$(echo "$stats" | sed -n 's/^cmdstat_\([^:]*\):.*failed_calls=\([1-9][0-9]*\).*/"\1":\2/p' | paste -sd, -)
+  field() { echo "$stats" | sed -n "s/^$1:\([0-9]*\)$/\1/p"; }
+  echo "{\"instances\":$n,\"one_addr\":$([ "$one_addr" = 1 ] && echo true || echo false),\"instances_cpu_s\":${total}e-2,\"redis_cpu_s\":$(ticks "$redis_pid")e-2,\"redis_xadd\":$(calls xadd),\"redis_xread\":$(calls xread),\"redis_calls\":{$all_calls},\"redis_failed_calls\":{$failed},\"redis_net_input_bytes\":$(field total_net_input_bytes),\"redis_net_output_bytes\":$(field total_net_output_bytes)}"
 else
   echo "{\"instances\":1,\"redis\":false,\"instances_cpu_s\":${total}e-2}"
 fi

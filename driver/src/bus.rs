@@ -56,15 +56,9 @@ fn keep_since(keep: Duration) -> String {
 }
 
 /// The most messages waiting to be published while Redis is away; past it
-/// the newest are dropped (and logged).
+/// the newest are dropped (and logged). The node refuses new `chat:send`s
+/// while fewer than 10,000 places are left (see `node_task`).
 pub const OUTBOX: usize = 100_000;
-
-/// How many messages waiting to be published make the node refuse new
-/// `chat:send`s ([`protocol::Node::set_bus_backlog`]): the rest of the
-/// outbox is room for the events and acks of the sends already accepted,
-/// so that a full outbox drops no acknowledged message's event (typing,
-/// reads and delivery words may still be dropped past it).
-pub const REFUSE_SENDS_AT: usize = OUTBOX - 10_000;
 
 /// How long a reader's `XREAD` waits for new entries before asking again.
 const BLOCK_MS: usize = 2_000;

@@ -22,6 +22,13 @@ use protocol::eio::CloseReason;
 use protocol::stats::{Notice, close_label, transport_label};
 use protocol::ws as wsframe;
 
+/// The places of the bus's outbox kept for the events and acks of the
+/// `chat:send`s already accepted: with fewer left, the node refuses new
+/// ones ([`protocol::Node::set_bus_backlog`]), so that a full outbox drops
+/// no acknowledged message's event (typing, reads and delivery words may
+/// still be dropped past it).
+const ROOM_FOR_ACCEPTED: usize = 10_000;
+
 /// A WebSocket connection as the node task holds it: the shared
 /// connection, and the frames for it gathered in this drain of the core.
 struct WsLink {
@@ -135,7 +142,7 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
 }
 
 /// [`spawn_node`] for a node of a cluster: what it publishes goes to
-/// `outbox` (the bus's writer, [`crate::bus::Bus`]).
+/// `outbox` (what the bus's writer drains).
 pub fn spawn_cluster_node<R: Runtime, U: Upper + Send + 'static>(
     rt: &R,
     node: Node<U>,
@@ -227,8 +234,8 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             // reaches message timestamps and token checks at once.
             self.node.set_wall_clock(Instant::now(), crate::unix_ms());
             if let Some(outbox) = &self.outbox {
-                self.node
-                    .set_bus_backlog(outbox.len() >= crate::bus::REFUSE_SENDS_AT);
+                let room = outbox.capacity().map_or(usize::MAX, |c| c - outbox.len());
+                self.node.set_bus_backlog(room <= ROOM_FOR_ACCEPTED);
             }
             match next {
                 Some(Ok(c)) => {
@@ -424,7 +431,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
     }
 
     /// Hands a message to the bus's writer (in order; while Redis is away
-    /// it waits there, up to [`crate::bus::OUTBOX`] of them).
+    /// it waits there, as many as the outbox holds).
     fn publish(&mut self, message: Bytes) {
         let Some(outbox) = &self.outbox else {
             tracing::error!("a message to publish without a bus");

@@ -1,8 +1,9 @@
 //! The envelope of every entry on the cluster's bus: one version byte; then,
 //! for what a node publishes itself, its name and the entry's number
-//! (`<node>/<n> `); then the entry's JSON (a [`crate::forward::Forward`]
-//! between two nodes, or a Socket.IO layer's [`crate::sio::cluster`]
-//! message), whose `t` tag comes first ([`crate::stats::BusKind::of`]).
+//! (`<node>/<n> `); then the entry's JSON (a node-to-node forward of a
+//! polling request or a relayed frame, or a message of the Socket.IO
+//! layer's cluster), whose `t` tag comes first
+//! ([`crate::stats::BusKind::of`]).
 //!
 //! A node reads only entries of its own version: another's (an instance of
 //! another release on the same Redis) is counted and passed over, never

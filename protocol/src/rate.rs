@@ -25,7 +25,7 @@ impl RateLimit {
     /// bursts of 200. No honest client comes near it: typing on every
     /// keystroke is about 10 a second, reads are batched (500 ids an
     /// event), sends are held to 20 a second by their own limit; and the
-    /// burst is twice [`DEFAULT_MAX_CHATS`](crate::chat::DEFAULT_MAX_CHATS), so
+    /// burst is twice the most chats a socket may be in (100 by default), so
     /// a client reconnecting can rejoin every chat it may be in at once and
     /// still read, type and send right after. A flood, though, gets 50
     /// events a second through, each O(1) or O(log n), and the rest is

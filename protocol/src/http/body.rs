@@ -18,7 +18,7 @@ pub(super) struct Credentials {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::model::schemas::username))]
     pub(super) username: String,
     /// 6 to 72 bytes (bcrypt's limit): longer ones are refused, never cut.
-    #[cfg_attr(feature = "openapi", schema(schema_with = super::openapi::password))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = password))]
     pub(super) password: String,
 }
 
@@ -64,4 +64,22 @@ pub(super) fn check_new_credentials(c: &Credentials) -> Result<(), &'static str>
 fn is_json(content_type: &str) -> bool {
     let media = content_type.split(';').next().unwrap_or_default();
     media.trim().eq_ignore_ascii_case("application/json")
+}
+
+/// A password: its bounds are in bytes (bcrypt's), JSON Schema's in
+/// characters, which agree for ASCII.
+#[cfg(feature = "openapi")]
+fn password() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(Some(MIN_PASSWORD_BYTES))
+        .max_length(Some(MAX_PASSWORD_BYTES))
+        .description(Some(format!(
+            "{MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes of UTF-8 (bcrypt's limit): \
+             a longer one is refused, never cut."
+        )))
+        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+            utoipa::openapi::schema::KnownFormat::Password,
+        )))
+        .examples(["secret1"])
 }

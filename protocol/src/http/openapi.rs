@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Required};
 use utoipa::{IntoParams, Modify, OpenApi};
 
-use super::body::{Credentials, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+use super::body::Credentials;
 use super::query::{DEFAULT_LIMIT, LIMIT};
 use super::schema::{ErrorBody, Health, Readiness, Ready, ServiceInfo, TokenAnswer, TokenType};
 use crate::model::{
@@ -71,23 +71,6 @@ impl Modify for BearerScheme {
             ),
         );
     }
-}
-
-/// A password: its bounds are in bytes (bcrypt's), JSON Schema's in
-/// characters, which agree for ASCII.
-pub(super) fn password() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(MIN_PASSWORD_BYTES))
-        .max_length(Some(MAX_PASSWORD_BYTES))
-        .description(Some(format!(
-            "{MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes of UTF-8 (bcrypt's limit): \
-             a longer one is refused, never cut."
-        )))
-        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
-            utoipa::openapi::schema::KnownFormat::Password,
-        )))
-        .examples(["secret1"])
 }
 
 /// The query parameters of `GET /messages`, from the rules `query.rs` applies.

@@ -2,6 +2,7 @@
 //! rooms, acknowledgements, and the interface applications plug into.
 
 pub mod cluster;
+mod id;
 pub mod packet;
 mod recovery;
 mod seen;

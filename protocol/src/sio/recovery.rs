@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::socket::SocketId;
+use super::id::SocketId;
 
 /// The recovery settings: off unless given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

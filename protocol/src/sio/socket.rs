@@ -23,16 +23,7 @@ use crate::node::{Broadcast, Command, Frame, OpId, Shared, Upper};
 use crate::stats::{AuthFailure, ConnectRefusal, EventName, Notice, RefusalCode};
 use crate::store::{Place, StoreCommand, StoreReply};
 
-/// Names one socket (one client in one namespace); never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SocketId(u64);
-
-impl SocketId {
-    #[cfg(test)]
-    pub(crate) const fn new(n: u64) -> Self {
-        SocketId(n)
-    }
-}
+pub use super::id::SocketId;
 
 /// Socket.IO settings.
 #[derive(Debug, Clone)]
@@ -1164,7 +1155,7 @@ impl<A: Application> SocketIo<A> {
     ) {
         let restored = self.restore(sh, nsp, auth, &accepted);
         self.state.next_socket += 1;
-        let socket = SocketId(self.state.next_socket);
+        let socket = SocketId::new(self.state.next_socket);
         let (sid, pid, rooms, missed) = match restored {
             Some(r) => (r.sid, Some(r.pid), r.rooms, Some(r.missed)),
             None => {
