@@ -15,7 +15,8 @@
 #
 # ONE_ADDR=1: loadgen gets the first instance's address only, so every
 # client (and every member of the chat) is on instance 1 while all N run;
-# the others only read the stream.
+# the others only read the stream. FIRST_ADDRS=k: the first k instances'
+# addresses (ONE_ADDR=1 is FIRST_ADDRS=1), the members on k of the N.
 #
 # Needs `cargo build --release -p chatwire -p chatwire-benches`, Debian's
 # redis-server (and redis-cli), and a MongoDB-wire server at MONGODB_URL
@@ -72,11 +73,9 @@ for a in "${addrs[@]}"; do wait_port "${a#*:}"; done
 [ "$n" -gt 0 ] && redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null
 
 one_addr=${ONE_ADDR:-0}
-if [ "$one_addr" = 1 ]; then
-  taskset -c 1 "$bin/loadgen" --addr "${addrs[0]}" "$@"
-else
-  taskset -c 1 "$bin/loadgen" --addr "$(IFS=,; echo "${addrs[*]}")" "$@"
-fi
+k=${FIRST_ADDRS:-${#addrs[@]}}
+[ "$one_addr" = 1 ] && k=1
+taskset -c 1 "$bin/loadgen" --addr "$(IFS=,; echo "${addrs[*]:0:k}")" "$@"
 
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 total=0
@@ -95,7 +94,7 @@ if [ "$n" -gt 0 ]; then
   all_calls=$(echo "$stats" | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\).*/"\1":\2/p' | paste -sd, -)
   failed=$(echo "$stats" | sed -n 's/^cmdstat_\([^:]*\):.*failed_calls=\([1-9][0-9]*\).*/"\1":\2/p' | paste -sd, -)
   field() { echo "$stats" | sed -n "s/^$1:\([0-9]*\)$/\1/p"; }
-  echo "{\"instances\":$n,\"one_addr\":$([ "$one_addr" = 1 ] && echo true || echo false),\"instances_cpu_s\":${total}e-2,\"redis_cpu_s\":$(ticks "$redis_pid")e-2,\"redis_xadd\":$(calls xadd),\"redis_xread\":$(calls xread),\"redis_calls\":{$all_calls},\"redis_failed_calls\":{$failed},\"redis_net_input_bytes\":$(field total_net_input_bytes),\"redis_net_output_bytes\":$(field total_net_output_bytes)}"
+  echo "{\"instances\":$n,\"one_addr\":$([ "$k" = 1 ] && echo true || echo false),\"client_instances\":$k,\"instances_cpu_s\":${total}e-2,\"redis_cpu_s\":$(ticks "$redis_pid")e-2,\"redis_xadd\":$(calls xadd),\"redis_xread\":$(calls xread),\"redis_calls\":{$all_calls},\"redis_failed_calls\":{$failed},\"redis_net_input_bytes\":$(field total_net_input_bytes),\"redis_net_output_bytes\":$(field total_net_output_bytes)}"
 else
   echo "{\"instances\":1,\"redis\":false,\"instances_cpu_s\":${total}e-2}"
 fi

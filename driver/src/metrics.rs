@@ -85,6 +85,8 @@ pub struct Metrics {
     bus_undecodable: Counter,
     bus_gaps: Counter,
     bus_duplicates: Counter,
+    bus_places_passed: Counter,
+    bus_unplaced: Counter,
     bus_held_places: Gauge,
     bus_outbox: Gauge,
     bus_publish: Histogram,
@@ -134,6 +136,8 @@ impl Metrics {
             bus_undecodable: Counter::default(),
             bus_gaps: Counter::default(),
             bus_duplicates: Counter::default(),
+            bus_places_passed: Counter::default(),
+            bus_unplaced: Counter::default(),
             bus_held_places: Gauge::default(),
             bus_outbox: Gauge::default(),
             bus_publish: Histogram::new(STORE_BUCKETS.iter().copied()),
@@ -255,6 +259,16 @@ impl Metrics {
             "chatwire_bus_duplicates",
             "In a cluster: entries read a second time (published twice after a write retry) and passed over",
             m.bus_duplicates.clone(),
+        );
+        r.register(
+            "chatwire_bus_places_passed",
+            "In a cluster: sends' places passed over before their events came (their instance silent, or held 30 s)",
+            m.bus_places_passed.clone(),
+        );
+        r.register(
+            "chatwire_bus_unplaced",
+            "In a cluster: message events whose place this instance did not hold (passed over, lost, or before it started)",
+            m.bus_unplaced.clone(),
         );
         r.register(
             "chatwire_bus_held_places",
@@ -431,6 +445,8 @@ impl Metrics {
         set(&self.bus_undecodable, sum(&|n| n.core.bus_undecodable));
         set(&self.bus_gaps, sum(&|n| n.core.bus_gaps));
         set(&self.bus_duplicates, sum(&|n| n.core.bus_duplicates));
+        set(&self.bus_places_passed, sum(&|n| n.core.bus_places_passed));
+        set(&self.bus_unplaced, sum(&|n| n.core.bus_unplaced));
         gauge(&self.bus_held_places, sum(&|n| n.core.bus_held_places));
         gauge(&self.bus_outbox, sum(&|n| n.outbox));
     }

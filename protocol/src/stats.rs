@@ -256,6 +256,12 @@ pub struct Stats {
     pub bus_duplicates: u64,
     /// Places in rooms' orders held now, waiting for their broadcasts.
     pub bus_held_places: u64,
+    /// Places passed over before their broadcast came (their node silent
+    /// on the bus, or held too long).
+    pub bus_places_passed: u64,
+    /// Placed broadcasts whose place this node did not hold (passed over,
+    /// lost with the stream, or from before it joined).
+    pub bus_unplaced: u64,
     /// Times the host found that the bus lost entries this node had not
     /// read ([`crate::Input::ClusterGap`]).
     pub bus_gaps: u64,

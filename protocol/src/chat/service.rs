@@ -21,7 +21,7 @@ use crate::rate::{RateLimit, TokenBucket};
 use crate::sio::socket::Placed;
 use crate::sio::{Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId};
 use crate::stats::AuthFailure;
-use crate::store::{Append, NewMessage, Place, StoreCommand, StoreReply, TakeToken, Taken};
+use crate::store::{Append, NewMessage, Place, StoreCommand, StoreReply, TakeToken};
 
 /// The chat service's settings.
 #[derive(Debug, Clone)]
@@ -90,8 +90,9 @@ enum Awaiting {
         /// The store's reply, held until every earlier send of the chat
         /// had its own (see `Chat::sends`).
         reply: Option<Box<StoreReply>>,
-        /// In a cluster: the ticket of its place in the chat's order.
-        place: Option<String>,
+        /// In a cluster: the ticket of its place in the chat's order, and
+        /// where the bus put it (boxed: alone, sends carry none).
+        place: Option<Box<(String, Place)>>,
     },
     Read {
         socket: SocketId,
@@ -129,7 +130,7 @@ struct Appended {
     temp_id: Option<String>,
     waiters: Vec<Waiter>,
     sender: SocketId,
-    place: Option<String>,
+    place: Option<(String, Place)>,
 }
 
 /// How long a `chat:send` in a cluster waits for its token of the bucket
@@ -178,9 +179,6 @@ pub struct Chat {
     /// In a cluster: when each `chat:send` waiting for its token stops
     /// waiting (in that order: the wait is one length).
     token_waits: VecDeque<(Instant, OpId)>,
-    /// Takes no longer waited for: the room and ticket of the place each
-    /// asked for, to be abandoned should the take's answer say it went.
-    given_up: HashMap<OpId, (String, String)>,
     /// Broadcast messages whose delivery is awaited (the ticket of
     /// [`Ctx::broadcast_tracked`]): their sender, and id.
     handing: HashMap<u64, (SocketId, ObjectId)>,
@@ -265,7 +263,6 @@ impl Chat {
             sends: HashMap::new(),
             handing: HashMap::new(),
             token_waits: VecDeque::new(),
-            given_up: HashMap::new(),
             in_flight: HashMap::new(),
             over_budget: {
                 let error = ErrorPayload {
@@ -334,8 +331,13 @@ impl Chat {
     }
 
     /// A `chat:send` whose token the cluster's store did not give in time
-    /// (or at all): nothing was stored; the client sends it again.
+    /// (or at all): nothing was stored; the client sends it again. The
+    /// place its take may have put on the bus (Redis may have run it) is
+    /// given up.
     fn refuse_untaken(ctx: &mut Ctx<'_>, p: &Parked) {
+        if let Ok(req) = &p.checked {
+            ctx.abandon_place("/", &room(&req.chat_id), &p.ticket);
+        }
         let r = Refusal {
             message: "The cluster did not answer in time; try again".into(),
             code: ErrorCode::StoreUnavailable,
@@ -574,7 +576,7 @@ impl Chat {
                 waiters: vec![waiter],
                 sender: socket,
                 reply: None,
-                place: place.map(|(ticket, _)| ticket),
+                place: place.map(Box::new),
             },
         );
     }
@@ -603,7 +605,7 @@ impl Chat {
                     temp_id,
                     waiters,
                     sender,
-                    place,
+                    place: place.map(|p| *p),
                 };
                 self.on_appended(ctx, send, *reply);
             }
@@ -625,7 +627,8 @@ impl Chat {
             self.in_flight.remove(&(message.author_id, t.clone()));
         }
         let room = room(&message.chat_id);
-        let mut belongs = None;
+        // In a cluster it goes in its place in the chat's order.
+        let mut belongs = place.as_ref().map(|(_, at)| *at);
         match reply {
             StoreReply::Appended(Append::Stored) => {}
             // A retry of a message stored before: it goes out again as it
@@ -642,7 +645,7 @@ impl Chat {
             }
             // A failure, or (a host bug) a reply of another kind: nothing is acked.
             _ => {
-                if let Some(ticket) = &place {
+                if let Some((ticket, _)) = &place {
                     ctx.abandon_place("/", &room, ticket);
                 }
                 let r = Refusal {
@@ -668,7 +671,7 @@ impl Chat {
             Some(sender),
             &(ServerEvent::NewMessage.name(), &message),
             &message.id.to_string(),
-            place.as_deref().map(|ticket| Placed { ticket, belongs }),
+            place.as_ref().map(|(ticket, _)| Placed { ticket, belongs }),
         );
         self.handing.insert(ticket, (sender, message.id));
         // After the broadcast: in a cluster the acks follow it on the bus,
@@ -1004,16 +1007,9 @@ impl Application for Chat {
                 }
                 _ => Self::refuse_untaken(ctx, &p),
             },
-            Some(Awaiting::Fire) => {}
-            // A take given up on: the place it may have put on the bus has
-            // no message.
-            None => {
-                if let (Some((room, ticket)), StoreReply::Took(Taken { place: Some(_), .. })) =
-                    (self.given_up.remove(&op), &reply)
-                {
-                    ctx.abandon_place("/", &room, &ticket);
-                }
-            }
+            // A take given up on (its place, if it has one, was given up
+            // then), or what no one waits for.
+            Some(Awaiting::Fire) | None => {}
         }
     }
 
@@ -1046,13 +1042,8 @@ impl Application for Chat {
             }
             self.token_waits.pop_front();
             if let Some(Awaiting::Token(p)) = self.pending.remove(&op) {
-                // Its answer, if it ever comes, finds nothing waiting but
-                // the place to abandon.
+                // Its answer, if it ever comes, finds nothing waiting.
                 Self::refuse_untaken(ctx, &p);
-                if let Ok(req) = &p.checked {
-                    self.given_up
-                        .insert(op, (room(&req.chat_id), p.ticket.clone()));
-                }
             }
         }
         if let Some(typing) = &mut self.typing {

@@ -947,6 +947,15 @@ impl<A: Application> SocketIo<A> {
         self.state.cluster.as_ref().map_or(0, Cluster::held)
     }
 
+    /// Copies the held places' counts into the node's counters.
+    fn count_places(&self, sh: &mut Shared<'_>) {
+        if let Some(cluster) = &self.state.cluster {
+            sh.stats.bus_held_places = cluster.held() as u64;
+            sh.stats.bus_places_passed = cluster.passed;
+            sh.stats.bus_unplaced = cluster.unplaced;
+        }
+    }
+
     fn ctx<'a>(sh: &'a mut Shared<'_>, state: &'a mut State) -> Ctx<'a> {
         Ctx {
             sh: sh.reborrow(),
@@ -1360,8 +1369,7 @@ impl<A: Application> SocketIo<A> {
     /// their transport, should it die), and forgets the sessions of other
     /// nodes that ran out.
     fn alive(&mut self, sh: &mut Shared<'_>) {
-        let (Some(cluster), Some(sessions)) = (&self.state.cluster, &mut self.state.sessions)
-        else {
+        let Some(cluster) = &self.state.cluster else {
             return;
         };
         if self.state.next_alive.is_some_and(|t| sh.now < t) {
@@ -1372,6 +1380,9 @@ impl<A: Application> SocketIo<A> {
             node: cluster.node.clone(),
         };
         sh.push(Command::Publish(word.encode()));
+        let Some(sessions) = &mut self.state.sessions else {
+            return;
+        };
         sessions.sweep_remote(sh.now);
         // Sessions whose state has not been on the bus for a while go on it
         // again: a node that starts reads only the bus's recent past.
@@ -1412,13 +1423,14 @@ impl<A: Application> SocketIo<A> {
         past: Option<Duration>,
         position: Option<Place>,
     ) {
-        let Some(cluster) = &self.state.cluster else {
+        let Some(cluster) = &mut self.state.cluster else {
             return;
         };
         let Some(message) = BusMessage::decode(message) else {
             sh.stats.bus_undecodable += 1;
             return;
         };
+        cluster.heard_from(message.node(), position);
         let me = cluster.node.clone();
         // What this node published, or what is for it, is of its own time
         // even if it came before the end of the past its host read.
@@ -1427,12 +1439,15 @@ impl<A: Application> SocketIo<A> {
         let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
         match message {
             BusMessage::Place {
-                nsp, room, ticket, ..
+                from,
+                nsp,
+                room,
+                ticket,
             } => {
                 let until = at + HOLD;
                 if until > sh.now {
                     let cluster = self.state.cluster.as_mut().expect("checked above");
-                    cluster.hold(nsp, room, ticket, until, position);
+                    cluster.hold((nsp, room), ticket, from, until, position);
                 }
             }
             BusMessage::Abandon { nsp, room, ticket } => {
@@ -1453,7 +1468,7 @@ impl<A: Application> SocketIo<A> {
                     return self.broadcast_from_bus(sh, message, past);
                 };
                 let (nsp, room) = (nsp.clone(), room.clone());
-                match cluster.arrive(&ticket, message, past) {
+                match cluster.arrive(&ticket, message, past, sh.now) {
                     // In its place: it goes with what it let go.
                     None => {
                         let released = cluster.release(&nsp, &room, sh.now);
@@ -1520,6 +1535,13 @@ impl<A: Application> SocketIo<A> {
                     sessions.heard(at, &node);
                 }
             }
+        }
+        // The bus's clock moved: places of nodes silent for too long go.
+        if let Some(cluster) = &mut self.state.cluster
+            && cluster.held() > 0
+        {
+            let released = cluster.release_due(sh.now);
+            self.apply_released(sh, released);
         }
     }
 
@@ -1737,7 +1759,7 @@ impl<A: Application> Upper for SocketIo<A> {
         }
         self.bus(sh, message, None, at);
         self.flush_handed(sh);
-        sh.stats.bus_held_places = self.held_places() as u64;
+        self.count_places(sh);
     }
 
     fn on_cluster_past(
@@ -1751,15 +1773,19 @@ impl<A: Application> Upper for SocketIo<A> {
             cluster.catching_up = true;
         }
         self.bus(sh, message, Some(age), at);
-        sh.stats.bus_held_places = self.held_places() as u64;
+        self.count_places(sh);
     }
 
     /// What the log holds may have holes: no session recovers from before
     /// now (its client is told `recovered: false` and catches up from
     /// history), rather than come back with events missing.
-    fn on_cluster_gap(&mut self, _sh: &mut Shared<'_>) {
+    fn on_cluster_gap(&mut self, sh: &mut Shared<'_>) {
         if let Some(log) = &mut self.state.log {
             log.lose_all();
+        }
+        // What the held places await may have been lost with the entries.
+        if let Some(cluster) = &mut self.state.cluster {
+            cluster.lost(sh.now);
         }
     }
 
@@ -1824,7 +1850,7 @@ impl<A: Application> Upper for SocketIo<A> {
                 .extend(unheard.into_iter().map(|seq| (seq, false)));
             let released = cluster.release_due(sh.now);
             self.apply_released(sh, released);
-            sh.stats.bus_held_places = self.held_places() as u64;
+            self.count_places(sh);
         }
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);

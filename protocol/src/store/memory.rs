@@ -154,23 +154,38 @@ impl MemoryModel {
         }
         *ticket = take.ticket;
         *taken = refused;
-        if bucket.take(take.limit, now) {
-            taken.took = true;
-            if let Some(entry) = take.place {
-                let ms = u64::try_from(take.at_ms).unwrap_or(0);
-                let place = match self.last_place {
-                    Some(last) if last.ms >= ms => Place {
-                        ms: last.ms,
-                        n: last.n + 1,
-                    },
-                    _ => Place { ms, n: 0 },
-                };
-                self.last_place = Some(place);
-                taken.place = Some(place);
-                self.placed.push((entry, place));
-            }
+        if !bucket.take(take.limit, now) {
+            return refused;
         }
-        *taken
+        taken.took = true;
+        let Some(entry) = take.place else {
+            return *taken;
+        };
+        let place = self.position(take.at_ms);
+        self.placed.push((entry, place));
+        let answer = Taken {
+            took: true,
+            place: Some(place),
+        };
+        if let Some((_, _, taken)) = self.shared_buckets.get_mut(&take.user) {
+            *taken = answer;
+        }
+        answer
+    }
+
+    /// The next position on a simulated bus whose clock is its writers'
+    /// (`ms`), never going back: what Redis gives a stream entry.
+    pub fn position(&mut self, ms: i64) -> Place {
+        let ms = u64::try_from(ms).unwrap_or(0);
+        let place = match self.last_place {
+            Some(last) if last.ms >= ms => Place {
+                ms: last.ms,
+                n: last.n + 1,
+            },
+            _ => Place { ms, n: 0 },
+        };
+        self.last_place = Some(place);
+        place
     }
 
     /// The place entries of the takes since the last call, in their order,

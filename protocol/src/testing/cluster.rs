@@ -33,9 +33,9 @@ pub struct ClusterSim {
     /// first kept.
     log: Vec<Bytes>,
     trimmed: usize,
-    /// The positions Redis gave the sends' places (by index into the
-    /// whole history): what the host tells a node with such an entry.
-    places: BTreeMap<usize, Place>,
+    /// The position Redis gave each entry (by index into the whole
+    /// history): what the host tells a node with it.
+    positions: BTreeMap<usize, Place>,
     /// Where each node reads next (an index into the whole history).
     cursors: Vec<usize>,
     /// Nodes cut off the bus, with what they published meanwhile.
@@ -69,7 +69,7 @@ impl ClusterSim {
             store: MemoryModel::new(),
             log: Vec::new(),
             trimmed: 0,
-            places: BTreeMap::new(),
+            positions: BTreeMap::new(),
             cursors: vec![0; n],
             cut: BTreeMap::new(),
             past: BTreeMap::new(),
@@ -108,7 +108,10 @@ impl ClusterSim {
                 moved |= !published.is_empty();
                 match self.cut.get_mut(&i) {
                     Some(waiting) => waiting.extend(published),
-                    None => self.log.extend(published),
+                    None => {
+                        let ms = self.nodes[i].unix_ms();
+                        self.append(published, ms);
+                    }
                 }
                 // A cut-off node cannot reach Redis at all: the bucket the
                 // nodes share is there too, so its takes wait with its
@@ -131,7 +134,7 @@ impl ClusterSim {
                     let reply = self.store.apply(command);
                     // A take's place goes on the bus in the take's step.
                     for (entry, place) in self.store.take_placed() {
-                        self.places.insert(self.trimmed + self.log.len(), place);
+                        self.positions.insert(self.trimmed + self.log.len(), place);
                         self.log.push(entry);
                     }
                     sim.reply(op, reply);
@@ -158,6 +161,16 @@ impl ClusterSim {
         self.collect();
     }
 
+    /// Appends entries published at `ms` (by their node's clock), each at
+    /// the bus's next position.
+    fn append(&mut self, entries: Vec<Bytes>, ms: i64) {
+        for entry in entries {
+            let at = self.store.position(ms);
+            self.positions.insert(self.trimmed + self.log.len(), at);
+            self.log.push(entry);
+        }
+    }
+
     /// Whether node `i` has something on the bus to read.
     fn can_read(&self, i: usize) -> bool {
         !self.cut.contains_key(&i) && self.cursors[i] < self.trimmed + self.log.len()
@@ -180,7 +193,7 @@ impl ClusterSim {
         }
         let at = self.cursors[i].max(self.trimmed);
         let message = self.log[at - self.trimmed].clone();
-        let position = self.places.get(&at).copied();
+        let position = self.positions.get(&at).copied();
         self.cursors[i] = at + 1;
         match self.past.get(&i).copied() {
             Some((end, age)) if at < end => {
@@ -239,7 +252,8 @@ impl ClusterSim {
     /// and it reads on from where it stopped.
     pub fn heal(&mut self, i: usize) {
         if let Some(waiting) = self.cut.remove(&i) {
-            self.log.extend(waiting);
+            let ms = self.nodes[i].unix_ms();
+            self.append(waiting, ms);
         }
         self.collect();
     }
@@ -264,7 +278,8 @@ impl ClusterSim {
         self.collect();
         let from = self.log.len().saturating_sub(k);
         let again: Vec<Bytes> = self.log[from..].to_vec();
-        self.log.extend(again);
+        let ms = self.nodes[0].unix_ms();
+        self.append(again, ms);
     }
 
     /// The bus keeps only its newest `keep` messages.
