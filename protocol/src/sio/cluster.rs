@@ -52,8 +52,13 @@ pub const HOLD: Duration = Duration::from_secs(30);
 /// whose place was unknown here goes (see [`Cluster::arrive`]).
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// The same by this node's clock, for a bus that stands still.
-pub const SETTLE_HERE: Duration = Duration::from_secs(5);
+/// How long (by the bus's clock, from the first entry read after it) the
+/// places held across a gap wait for what the instances still publish.
+pub const AFTER_GAP: Duration = Duration::from_secs(5);
+
+/// A place held across a gap whose deadline waits for the first entry
+/// after it.
+const AFTER_GAP_PENDING: u64 = u64::MAX;
 
 /// How many tickets given up before their places came are remembered.
 const ABANDONED_KEPT: usize = 4096;
@@ -72,8 +77,9 @@ struct Slot {
     /// When this node stops holding it, whatever the bus says ([`HOLD`]).
     until: Instant,
     came: Option<Came>,
-    /// For a broadcast whose place was unknown here: the bus's time after
-    /// which it may go ([`SETTLE`]).
+    /// The bus's time after which it goes whatever: for a broadcast whose
+    /// place was unknown here, [`SETTLE`] past its position; for a place
+    /// held across a gap, [`AFTER_GAP`] past the first entry after it.
     settles: Option<u64>,
 }
 
@@ -238,6 +244,8 @@ pub(crate) struct Cluster {
     held: HashMap<RoomKey, std::collections::VecDeque<Slot>>,
     /// The bus's clock: the newest position read (milliseconds).
     bus_ms: u64,
+    /// A gap was found and no entry has been read since.
+    gap_pending: bool,
     /// Tickets given up before their places were read (the newest
     /// [`ABANDONED_KEPT`]).
     abandoned: std::collections::VecDeque<String>,
@@ -262,6 +270,7 @@ impl Cluster {
             read_back: 0,
             held: HashMap::new(),
             bus_ms: 0,
+            gap_pending: false,
             abandoned: std::collections::VecDeque::new(),
             abandoned_set: std::collections::HashSet::new(),
             passed: 0,
@@ -275,6 +284,17 @@ impl Cluster {
     pub(crate) fn heard_from(&mut self, node: Option<&str>, at: Option<Place>) {
         if let Some(at) = at {
             self.bus_ms = self.bus_ms.max(at.ms);
+            if self.gap_pending {
+                // The first entry after a gap: what was held across it
+                // waits AFTER_GAP of the bus's time from here.
+                self.gap_pending = false;
+                let by = at.ms.saturating_add(AFTER_GAP.as_millis() as u64);
+                for slot in self.held.values_mut().flatten() {
+                    if slot.came.is_none() && slot.settles == Some(AFTER_GAP_PENDING) {
+                        slot.settles = Some(by);
+                    }
+                }
+            }
         }
         if let Some(node) = node {
             match self.heard.get_mut(node) {
@@ -305,7 +325,9 @@ impl Cluster {
         }
         let silent = SILENT_FOR.as_millis() as u64;
         let last = self.heard.get(&slot.from).copied().unwrap_or(0);
-        slot.until <= now || self.bus_ms > last.saturating_add(silent)
+        slot.until <= now
+            || self.bus_ms > last.saturating_add(silent)
+            || slot.settles.is_some_and(|t| self.bus_ms > t)
     }
 
     /// A place in `room`'s order, read from the bus: its broadcast and the
@@ -342,9 +364,9 @@ impl Cluster {
     /// with the stream, read before this node joined) takes a place of its
     /// own at its position among those held, and goes once the bus's clock
     /// is [`SETTLE`] past it (others whose places were lost with it come
-    /// by then, in any order, and go in theirs), or after [`SETTLE_HERE`]
-    /// by this node's clock if the bus stands still; one with no position
-    /// goes at once (`Some`).
+    /// by then, in any order, and go in theirs; every node says it is alive
+    /// every 5 s, so the clock moves), or after [`HOLD`] by this node's
+    /// clock; one with no position goes at once (`Some`).
     pub(crate) fn arrive(
         &mut self,
         ticket: &str,
@@ -380,6 +402,7 @@ impl Cluster {
                 slots[own].came = Some(Came::Abandoned);
             }
             slots[i].came = Some(Came::Broadcast(Box::new(message), past));
+            slots[i].settles = None;
             return None;
         }
         let Some(at) = belongs else {
@@ -401,7 +424,7 @@ impl Cluster {
                 ticket: ticket.to_owned(),
                 from,
                 at: Some(at),
-                until: now + SETTLE_HERE,
+                until: now + HOLD,
                 came: Some(Came::Broadcast(Box::new(message), past)),
                 settles: Some(at.ms.saturating_add(SETTLE.as_millis() as u64)),
             },
@@ -475,16 +498,18 @@ impl Cluster {
 
     /// The bus lost entries this node had not read: the places it holds
     /// may wait for broadcasts that went with them, so each waits no more
-    /// than [`SETTLE_HERE`] from now (long enough for what the instances
-    /// still had to publish once Redis is back), and then it is passed
-    /// over; what came stays in its place.
-    pub(crate) fn lost(&mut self, now: Instant) {
-        let until = now + SETTLE_HERE;
+    /// than [`AFTER_GAP`] of the bus's time from the first entry read after
+    /// the gap (long enough for what the instances still had to publish
+    /// once Redis is back), and then it is passed over; what came stays in
+    /// its place. By the bus's clock, so that every node lets go at the
+    /// same point of the stream.
+    pub(crate) fn lost(&mut self) {
         for slot in self.held.values_mut().flatten() {
             if slot.came.is_none() {
-                slot.until = slot.until.min(until);
+                slot.settles = Some(AFTER_GAP_PENDING);
             }
         }
+        self.gap_pending = true;
     }
 
     /// How many places are held, in every room.
@@ -701,21 +726,25 @@ mod tests {
             c.arrive("b", placed("b", "B", Some(2000)), None, now)
                 .is_none()
         );
-        c.lost(now);
+        c.lost();
+        // The first entry after the gap, at 4500: places wait until 9500.
+        c.heard_from(Some("x"), Some(Place { ms: 4500, n: 0 }));
         // a's broadcast, published once Redis is back, still goes first.
         assert!(
             c.arrive("a", placed("a", "A", Some(1000)), None, now)
                 .is_none()
         );
         assert_eq!(texts(c.release("/", "r", now)), ["A", "B"]);
-        // c's never comes: passed over SETTLE_HERE after the gap, and d's
-        // goes after it.
+        // c's never comes: passed over once the bus is AFTER_GAP past the
+        // first entry after the gap, and d's goes after it.
         assert!(
             c.arrive("d", placed("d", "D", Some(4000)), None, now)
                 .is_none()
         );
-        assert!(texts(c.release_due(now + SETTLE_HERE - Duration::from_millis(1))).is_empty());
-        assert_eq!(texts(c.release_due(now + SETTLE_HERE)), ["D"]);
+        c.heard_from(Some("x"), Some(Place { ms: 9500, n: 0 }));
+        assert!(texts(c.release_due(now)).is_empty());
+        c.heard_from(Some("x"), Some(Place { ms: 9501, n: 0 }));
+        assert_eq!(texts(c.release_due(now)), ["D"]);
         assert_eq!(c.held(), 0);
     }
 
@@ -749,9 +778,9 @@ mod tests {
         );
         c.heard_from(Some("x"), Some(Place { ms: 10_750, n: 0 }));
         assert_eq!(texts(c.release_due(now)), ["P", "Q"]);
-        // A bus that stands still: by this node's clock.
-        assert_eq!(c.poll_timeout(), Some(now + SETTLE_HERE));
-        assert_eq!(texts(c.release_due(now + SETTLE_HERE)), ["R"]);
+        // A bus that stands still: by this node's clock, after HOLD.
+        assert_eq!(c.poll_timeout(), Some(now + HOLD));
+        assert_eq!(texts(c.release_due(now + HOLD)), ["R"]);
     }
 
     #[test]

@@ -1779,13 +1779,13 @@ impl<A: Application> Upper for SocketIo<A> {
     /// What the log holds may have holes: no session recovers from before
     /// now (its client is told `recovered: false` and catches up from
     /// history), rather than come back with events missing.
-    fn on_cluster_gap(&mut self, sh: &mut Shared<'_>) {
+    fn on_cluster_gap(&mut self, _sh: &mut Shared<'_>) {
         if let Some(log) = &mut self.state.log {
             log.lose_all();
         }
         // What the held places await may have been lost with the entries.
         if let Some(cluster) = &mut self.state.cluster {
-            cluster.lost(sh.now);
+            cluster.lost();
         }
     }
 

@@ -170,6 +170,8 @@ class Watcher(threading.Thread):
         self.sessions: list[list[str]] = []
         self.sid = self.pid = self.offset = None
         self.recovered = self.fresh = 0
+        # Where in its session each recovery happened, and through what.
+        self.recovered_at: list = []
         self.violations: list[str] = []
         self.ready = threading.Event()
 
@@ -219,6 +221,7 @@ class Watcher(threading.Thread):
     def connected(self, server, reply: dict) -> None:
         if self.sid is not None and reply["sid"] == self.sid:
             self.recovered += 1
+            self.recovered_at.append((len(self.sessions[-1]), server.url))
         else:
             if self.sid is not None:
                 # Not recovered: catch up from history, as a client does.
@@ -369,7 +372,7 @@ def test_a_seeded_fault_run_keeps_every_invariant(tmp_path):
                 at = [position[mid] for mid in session]
                 wrong = next((i for i in range(1, len(at)) if at[i] < at[i - 1]), None)
                 if wrong is not None:
-                    print("OUT OF ORDER", w.name, json.dumps(
+                    print("OUT OF ORDER at", wrong, "recoveries", w.recovered_at, w.name, json.dumps(
                         [(session[i], stored[at[i]]["text"], stored[at[i]]["timestamp"], at[i])
                          for i in range(max(0, wrong - 3), min(len(at), wrong + 3))]))
                 assert wrong is None, (w.name, "live order is not history's order",
