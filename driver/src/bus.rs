@@ -503,19 +503,10 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
                     continue;
                 }
             }
-        } else {
-            match lost_since(&mut conn, last.as_deref().unwrap_or("0-0")).await {
-                Ok(None) => {}
-                Ok(Some(from)) => {
-                    gap(&node, &from).await;
-                    last = Some(from);
-                }
-                Err(e) => {
-                    tracing::warn!("Redis bus: cannot reach the stream (reading): {e}");
-                    back_off(&mut attempt).await;
-                    continue;
-                }
-            }
+        } else if let Err(e) = check_gap(&mut conn, &node, &mut last).await {
+            tracing::warn!("Redis bus: cannot reach the stream (reading): {e}");
+            back_off(&mut attempt).await;
+            continue;
         }
         if past_until.is_none() {
             up.store(true, Ordering::Release);
@@ -573,19 +564,12 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
             }
             // A full read: this reader is behind, and the stream's trimming
             // may have passed it.
-            if read == READ_COUNT {
-                match lost_since(&mut conn, last.as_deref().unwrap_or("0-0")).await {
-                    Ok(None) => {}
-                    Ok(Some(from)) => {
-                        gap(&node, &from).await;
-                        last = Some(from);
-                    }
-                    Err(e) => {
-                        up.store(false, Ordering::Release);
-                        tracing::warn!("Redis bus: reading failed: {e}; reconnecting");
-                        break;
-                    }
-                }
+            if read == READ_COUNT
+                && let Err(e) = check_gap(&mut conn, &node, &mut last).await
+            {
+                up.store(false, Ordering::Release);
+                tracing::warn!("Redis bus: reading failed: {e}; reconnecting");
+                break;
             }
         }
     }
@@ -593,6 +577,20 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
 
 /// The most entries one `XREAD` returns.
 const READ_COUNT: usize = 512;
+
+/// Whether the stream lost entries after `last` (what this reader read
+/// last); if so, the node is told and `last` moves to where to read on.
+async fn check_gap(
+    conn: &mut Conn,
+    node: &NodeHandle,
+    last: &mut Option<String>,
+) -> redis::RedisResult<()> {
+    if let Some(from) = lost_since(conn, last.as_deref().unwrap_or("0-0")).await? {
+        gap(node, &from).await;
+        *last = Some(from);
+    }
+    Ok(())
+}
 
 /// Tells the node that the bus lost entries it had not read; it reads on
 /// from `from`.

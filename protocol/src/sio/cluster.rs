@@ -20,6 +20,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::recovery::ALIVE_EVERY;
 use crate::deadlines::Deadlines;
 use crate::store::Place;
 
@@ -35,13 +36,12 @@ pub struct ClusterConfig {
 /// socket before it takes it that none did.
 pub const HANDED_WITHIN: Duration = Duration::from_secs(10);
 
-/// How long the bus may run (by its own clock: the positions of what is
-/// read) with no word from a node before the places that node holds are
-/// passed over: it died between a send's take and its publish. Every node
-/// says it is alive every 5 s, so a live one is not taken for dead unless
-/// two of its words in a row are late, and a bus that stands still (Redis
-/// paused) ages nothing; after a pause of more than this, a place held
-/// across it may be passed over before its broadcast comes.
+/// How long the bus may run (by its age: its clock, the positions of what
+/// is read, each step counted up to 5 s) with no word from a node before
+/// the places that node holds are passed over: it died between a send's
+/// take and its publish. Every node says it is alive every 5 s, so a live
+/// one is not taken for dead unless two of its words in a row are late,
+/// and a Redis paused ages the bus by 5 s at most.
 pub const SILENT_FOR: Duration = Duration::from_secs(10);
 
 /// The longest a place is held by this node's own clock, whatever the bus
@@ -52,7 +52,7 @@ pub const HOLD: Duration = Duration::from_secs(30);
 /// whose place was unknown here goes (see [`Cluster::arrive`]).
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// How long (by the bus's clock, from the first entry read after it) the
+/// How long (by the bus's age, from the first entry read after it) the
 /// places held across a gap wait for what the instances still publish.
 pub const AFTER_GAP: Duration = Duration::from_secs(5);
 
@@ -244,6 +244,11 @@ pub(crate) struct Cluster {
     held: HashMap<RoomKey, std::collections::VecDeque<Slot>>,
     /// The bus's clock: the newest position read (milliseconds).
     bus_ms: u64,
+    /// The bus's age: how far its clock went (milliseconds), counting no
+    /// step between two entries as more than the 5 s within which every
+    /// live node speaks, so that a Redis paused (its clock runs on, nothing
+    /// is read) does not age the places held across the pause.
+    aged: u64,
     /// A gap was found and no entry has been read since.
     gap_pending: bool,
     /// Tickets given up before their places were read (the newest
@@ -270,6 +275,7 @@ impl Cluster {
             read_back: 0,
             held: HashMap::new(),
             bus_ms: 0,
+            aged: 0,
             gap_pending: false,
             abandoned: std::collections::VecDeque::new(),
             abandoned_set: std::collections::HashSet::new(),
@@ -283,12 +289,16 @@ impl Cluster {
     /// bus's clock moves on, and `node` is alive then.
     pub(crate) fn heard_from(&mut self, node: Option<&str>, at: Option<Place>) {
         if let Some(at) = at {
+            if self.bus_ms > 0 && at.ms > self.bus_ms {
+                let step = ALIVE_EVERY.as_millis() as u64;
+                self.aged += (at.ms - self.bus_ms).min(step);
+            }
             self.bus_ms = self.bus_ms.max(at.ms);
             if self.gap_pending {
                 // The first entry after a gap: what was held across it
-                // waits AFTER_GAP of the bus's time from here.
+                // waits AFTER_GAP of the bus's age from here.
                 self.gap_pending = false;
-                let by = at.ms.saturating_add(AFTER_GAP.as_millis() as u64);
+                let by = self.aged.saturating_add(AFTER_GAP.as_millis() as u64);
                 for slot in self.held.values_mut().flatten() {
                     if slot.came.is_none() && slot.settles == Some(AFTER_GAP_PENDING) {
                         slot.settles = Some(by);
@@ -298,9 +308,9 @@ impl Cluster {
         }
         if let Some(node) = node {
             match self.heard.get_mut(node) {
-                Some(t) => *t = self.bus_ms,
+                Some(t) => *t = self.aged,
                 None => {
-                    self.heard.insert(node.to_owned(), self.bus_ms);
+                    self.heard.insert(node.to_owned(), self.aged);
                 }
             }
         }
@@ -317,8 +327,8 @@ impl Cluster {
     }
 
     /// Whether a place no longer holds its room: its node has been silent
-    /// for [`SILENT_FOR`] of the bus's time, or this node held it for
-    /// [`HOLD`].
+    /// for [`SILENT_FOR`] of the bus's age, it was held across a gap for
+    /// [`AFTER_GAP`] of it, or this node held it for [`HOLD`].
     fn passed_over(&self, slot: &Slot, now: Instant) -> bool {
         if slot.came.is_some() {
             return false;
@@ -326,8 +336,8 @@ impl Cluster {
         let silent = SILENT_FOR.as_millis() as u64;
         let last = self.heard.get(&slot.from).copied().unwrap_or(0);
         slot.until <= now
-            || self.bus_ms > last.saturating_add(silent)
-            || slot.settles.is_some_and(|t| self.bus_ms > t)
+            || self.aged > last.saturating_add(silent)
+            || slot.settles.is_some_and(|t| self.aged > t)
     }
 
     /// A place in `room`'s order, read from the bus: its broadcast and the
@@ -794,8 +804,8 @@ mod tests {
         // The bus stands still (Redis paused): nothing ages.
         assert!(texts(c.release_due(now + HOLD - Duration::from_millis(1))).is_empty());
         assert_eq!(c.held(), 1, "a, b and c gave up, d is awaited");
-        // Another node speaks, SILENT_FOR after x was last heard: x's
-        // place d goes (and what waited behind it with it).
+        // Another node speaks until x has been silent for SILENT_FOR of the
+        // bus's age: x's place d goes (and what waited behind it with it).
         let silent = SILENT_FOR.as_millis() as u64;
         c.hold(
             room(),
@@ -805,21 +815,15 @@ mod tests {
             Some(Place { ms: 4001, n: 0 }),
         );
         assert!(c.arrive("e", placed("e", "E", None), None, now).is_none());
-        c.heard_from(
-            Some("y"),
-            Some(Place {
-                ms: 4000 + silent,
-                n: 0,
-            }),
-        );
-        assert!(texts(c.release_due(now)).is_empty(), "x was heard at 4000");
-        c.heard_from(
-            Some("y"),
-            Some(Place {
-                ms: 4001 + silent,
-                n: 0,
-            }),
-        );
+        // A Redis paused for 8 s: the bus ages 5 s, no more.
+        let y = |ms| Some(Place { ms, n: 0 });
+        c.heard_from(Some("y"), y(12_000));
+        assert!(texts(c.release_due(now)).is_empty(), "x was heard 5 s ago");
+        for ms in (13_000..=12_000 + silent - 5_000).step_by(1_000) {
+            c.heard_from(Some("y"), y(ms));
+        }
+        assert!(texts(c.release_due(now)).is_empty(), "x was heard 10 s ago");
+        c.heard_from(Some("y"), y(12_001 + silent - 5_000));
         assert_eq!(texts(c.release_due(now)), ["E"]);
         // By this node's clock: HOLD at most, whatever the bus says.
         c.hold(room(), "f".into(), "y".into(), now + HOLD, None);
