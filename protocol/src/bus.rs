@@ -29,10 +29,9 @@ pub(crate) fn seal(json: &[u8]) -> Bytes {
     Bytes::from(entry)
 }
 
-/// A sealed entry, numbered `n` by node `node` (whose name holds no space
-/// or `/`).
-pub(crate) fn number(sealed: &[u8], node: &str, n: u64) -> Bytes {
-    let json = open(sealed).map_or(&[][..], |o| o.json);
+/// An entry for the bus, numbered `n` by node `node` (whose name holds no
+/// space or `/`): the version, the number, then `json`.
+pub(crate) fn number(json: &[u8], node: &str, n: u64) -> Bytes {
     let head = format!("{node}/{n} ");
     let mut entry = Vec::with_capacity(1 + head.len() + json.len());
     entry.push(VERSION);
@@ -100,7 +99,7 @@ mod tests {
         let json = br#"{"t":"l","node":"n"}"#;
         let e = seal(json);
         assert_eq!(open(&e), Some(Opened { from: None, json }));
-        let numbered = number(&e, "n1", 42);
+        let numbered = number(json, "n1", 42);
         assert_eq!(&numbered[..], br#"1n1/42 {"t":"l","node":"n"}"#);
         assert_eq!(
             open(&numbered),

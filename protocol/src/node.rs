@@ -250,7 +250,7 @@ pub enum Command {
         /// The command.
         command: StoreCommand,
     },
-    /// Publish on the cluster's bus.
+    /// Publish a message (its JSON) on the cluster's bus; the node seals it.
     Publish(Bytes),
 }
 
@@ -848,15 +848,18 @@ impl<U: Upper> Node<U> {
     /// and counted.
     fn next_output(&mut self) -> Option<Output> {
         let mut o = self.outputs.pop_front()?;
-        if let Output::Publish(entry) = &mut o {
-            if let Some(f) = &self.forwarding {
-                self.bus_published += 1;
-                *entry = crate::bus::number(entry, &f.node, self.bus_published);
-            }
-            let json = crate::bus::open(entry).map_or(&[][..], |o| o.json);
+        if let Output::Publish(json) = &mut o {
             let kind = BusKind::of(json) as usize;
+            // Sealed once, here (the layers publish bare JSON).
+            *json = match &self.forwarding {
+                Some(f) => {
+                    self.bus_published += 1;
+                    crate::bus::number(json, &f.node, self.bus_published)
+                }
+                None => crate::bus::seal(json),
+            };
             self.stats.bus_out[kind] += 1;
-            self.stats.bus_out_bytes[kind] += entry.len() as u64;
+            self.stats.bus_out_bytes[kind] += json.len() as u64;
         }
         Some(o)
     }

@@ -83,16 +83,10 @@ struct Waiter {
 #[derive(Debug)]
 enum Awaiting {
     Send {
-        message: Message,
-        temp_id: Option<String>,
-        waiters: Vec<Waiter>,
-        sender: SocketId,
+        send: Sending,
         /// The store's reply, held until every earlier send of the chat
         /// had its own (see `Chat::sends`).
         reply: Option<Box<StoreReply>>,
-        /// In a cluster: the ticket of its place in the chat's order, and
-        /// where the bus put it (boxed: alone, sends carry none).
-        place: Option<Box<(String, Place)>>,
     },
     Read {
         socket: SocketId,
@@ -124,13 +118,16 @@ struct Parked {
     ticket: String,
 }
 
-/// A send whose store write answered: what it stored, and who waits.
-struct Appended {
+/// A send whose store write is under way: what it stores, and who waits.
+#[derive(Debug)]
+struct Sending {
     message: Message,
     temp_id: Option<String>,
     waiters: Vec<Waiter>,
     sender: SocketId,
-    place: Option<(String, Place)>,
+    /// In a cluster: the ticket of its place in the chat's order, and
+    /// where the bus put it (boxed: alone, sends carry none).
+    place: Option<Box<(String, Place)>>,
 }
 
 /// How long a `chat:send` in a cluster waits for its token of the bucket
@@ -342,15 +339,23 @@ impl Chat {
             message: "The cluster did not answer in time; try again".into(),
             code: ErrorCode::StoreUnavailable,
         };
-        let temp_id = validate::temp_id(&p.event.args);
-        Self::refuse(
-            ctx,
-            p.socket,
-            ClientEvent::Send.name(),
-            p.event.ack,
-            &r,
-            temp_id.as_deref(),
-        );
+        Self::refuse_send(ctx, p.socket, &p.event, &r);
+    }
+
+    /// Refuses a `chat:send` before its store write, its `tempId` (if it
+    /// has one that reads) echoed in the `error`.
+    fn refuse_send(ctx: &mut Ctx<'_>, socket: SocketId, event: &Event, r: &Refusal) {
+        let temp_id = validate::temp_id(&event.args);
+        let name = ClientEvent::Send.name();
+        Self::refuse(ctx, socket, name, event.ack, r, temp_id.as_deref());
+    }
+
+    /// In a cluster: the place a send took in `chat`'s order will have no
+    /// message (the send stopped before its store write).
+    fn give_up_place(ctx: &mut Ctx<'_>, chat: &str, place: Option<&(String, Place)>) {
+        if let Some((ticket, _)) = place {
+            ctx.abandon_place("/", &room(chat), ticket);
+        }
     }
 
     /// The refusal of an event that would start a store write while the
@@ -439,9 +444,7 @@ impl Chat {
                     message: "The cluster's bus is backed up; try again".into(),
                     code: ErrorCode::StoreUnavailable,
                 };
-                let temp_id = validate::temp_id(&event.args);
-                let name = ClientEvent::Send.name();
-                return Self::refuse(ctx, socket, name, event.ack, &r, temp_id.as_deref());
+                return Self::refuse_send(ctx, socket, &event, &r);
             }
             let mut raw = [0u8; 12];
             ctx.ids().fill(&mut raw);
@@ -498,17 +501,7 @@ impl Chat {
     ) {
         let req = match checked {
             Ok(r) => r,
-            Err(r) => {
-                let temp_id = validate::temp_id(&event.args);
-                return Self::refuse(
-                    ctx,
-                    socket,
-                    ClientEvent::Send.name(),
-                    event.ack,
-                    &r,
-                    temp_id.as_deref(),
-                );
-            }
+            Err(r) => return Self::refuse_send(ctx, socket, &event, &r),
         };
         let waiter = Waiter {
             socket,
@@ -516,19 +509,15 @@ impl Chat {
         };
         if let Some(t) = &req.temp_id
             && let Some(op) = self.in_flight.get(&(user.id, t.clone()))
-            && let Some(Awaiting::Send { waiters, .. }) = self.pending.get_mut(op)
+            && let Some(Awaiting::Send { send, .. }) = self.pending.get_mut(op)
         {
             // A retry racing the first send: it gets the first one's outcome.
-            waiters.push(waiter);
-            if let Some((ticket, _)) = &place {
-                ctx.abandon_place("/", &room(&req.chat_id), ticket);
-            }
+            send.waiters.push(waiter);
+            Self::give_up_place(ctx, &req.chat_id, place.as_ref());
             return;
         }
         if self.draining {
-            if let Some((ticket, _)) = &place {
-                ctx.abandon_place("/", &room(&req.chat_id), ticket);
-            }
+            Self::give_up_place(ctx, &req.chat_id, place.as_ref());
             let r = Self::shutting_down();
             return Self::refuse(
                 ctx,
@@ -571,12 +560,14 @@ impl Chat {
         self.pending.insert(
             op,
             Awaiting::Send {
-                message,
-                temp_id: req.temp_id,
-                waiters: vec![waiter],
-                sender: socket,
+                send: Sending {
+                    message,
+                    temp_id: req.temp_id,
+                    waiters: vec![waiter],
+                    sender: socket,
+                    place: place.map(Box::new),
+                },
                 reply: None,
-                place: place.map(Box::new),
             },
         );
     }
@@ -592,21 +583,10 @@ impl Chat {
                 queue.pop_front();
             }
             if let Some(Awaiting::Send {
-                message,
-                temp_id,
-                waiters,
-                sender,
+                send,
                 reply: Some(reply),
-                place,
             }) = self.pending.remove(&op)
             {
-                let send = Appended {
-                    message,
-                    temp_id,
-                    waiters,
-                    sender,
-                    place: place.map(|p| *p),
-                };
                 self.on_appended(ctx, send, *reply);
             }
         }
@@ -615,20 +595,21 @@ impl Chat {
         }
     }
 
-    fn on_appended(&mut self, ctx: &mut Ctx<'_>, send: Appended, reply: StoreReply) {
-        let Appended {
+    fn on_appended(&mut self, ctx: &mut Ctx<'_>, send: Sending, reply: StoreReply) {
+        let Sending {
             mut message,
             temp_id,
             waiters,
             sender,
             place,
         } = send;
+        let place = place.as_deref();
         if let Some(t) = &temp_id {
             self.in_flight.remove(&(message.author_id, t.clone()));
         }
         let room = room(&message.chat_id);
         // In a cluster it goes in its place in the chat's order.
-        let mut belongs = place.as_ref().map(|(_, at)| *at);
+        let mut belongs = place.map(|(_, at)| *at);
         match reply {
             StoreReply::Appended(Append::Stored) => {}
             // A retry of a message stored before: it goes out again as it
@@ -645,9 +626,7 @@ impl Chat {
             }
             // A failure, or (a host bug) a reply of another kind: nothing is acked.
             _ => {
-                if let Some((ticket, _)) = &place {
-                    ctx.abandon_place("/", &room, ticket);
-                }
+                Self::give_up_place(ctx, &message.chat_id, place);
                 let r = Refusal {
                     message: "The message could not be stored; try again".into(),
                     code: ErrorCode::StoreUnavailable,
@@ -671,7 +650,7 @@ impl Chat {
             Some(sender),
             &(ServerEvent::NewMessage.name(), &message),
             &message.id.to_string(),
-            place.as_ref().map(|(ticket, _)| Placed { ticket, belongs }),
+            place.map(|(ticket, _)| Placed { ticket, belongs }),
         );
         self.handing.insert(ticket, (sender, message.id));
         // After the broadcast: in a cluster the acks follow it on the bus,
@@ -973,14 +952,9 @@ impl Application for Chat {
     }
 
     fn on_store_reply(&mut self, ctx: &mut Ctx<'_>, op: OpId, reply: StoreReply) {
-        if let Some(Awaiting::Send {
-            message,
-            reply: held,
-            ..
-        }) = self.pending.get_mut(&op)
-        {
+        if let Some(Awaiting::Send { send, reply: held }) = self.pending.get_mut(&op) {
             *held = Some(Box::new(reply));
-            let chat = message.chat_id.clone();
+            let chat = send.message.chat_id.clone();
             return self.release_sends(ctx, &chat);
         }
         match self.pending.remove(&op) {

@@ -3,15 +3,17 @@
 //! publish happened) reaches no socket twice.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 /// How many keys a node remembers: the newest this many keyed emits.
 pub const SEEN_KEYS: usize = 65_536;
 
-/// The newest [`SEEN_KEYS`] keys, forgotten oldest first.
+/// The newest [`SEEN_KEYS`] keys, forgotten oldest first (each key one
+/// allocation, shared by the set and the order).
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    keys: HashSet<String>,
-    order: VecDeque<String>,
+    keys: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl Seen {
@@ -25,8 +27,9 @@ impl Seen {
         {
             self.keys.remove(&old);
         }
-        self.keys.insert(key.to_owned());
-        self.order.push_back(key.to_owned());
+        let key: Arc<str> = Arc::from(key);
+        self.keys.insert(key.clone());
+        self.order.push_back(key);
         true
     }
 }

@@ -579,7 +579,9 @@ impl Ctx<'_> {
             room: room.to_owned(),
             ticket: ticket.to_owned(),
         };
-        Some(place.encode())
+        // Appended by Redis with the take, not published by this node: an
+        // entry of no node's numbering.
+        Some(crate::bus::seal(&place.encode()))
     }
 
     /// The place `ticket` that the bus took will have no broadcast: the
