@@ -425,14 +425,23 @@ impl<R: Runtime> Served<R> {
                 let bus = crate::bus::Bus::new(url, crate::bus::keep_for(replay))?;
                 let store: Arc<dyn Store> = Arc::new(crate::bus::WithBus::new(store, bus.clone()));
                 let (outbox, published) = async_channel::bounded(crate::bus::OUTBOX);
+                let listen = Arc::new(crate::bus::Listen::default());
                 let node = crate::spawn_cluster_node(
                     rt,
                     node,
                     Some(store.clone()),
                     Some(metrics.clone()),
                     outbox,
+                    listen.clone(),
                 );
-                bus.run(published, node.clone(), replay, metrics.bus_publish());
+                bus.run(
+                    &cluster.node,
+                    published,
+                    node.clone(),
+                    listen,
+                    replay,
+                    metrics.bus_publish(),
+                );
                 tracing::info!(
                     "cluster: instance {} on Redis at {}",
                     cluster.node,

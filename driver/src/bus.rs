@@ -1,14 +1,21 @@
-//! The cluster's bus on Redis (one server, or a Redis Cluster): one stream
-//! (`chatwire:bus`) every instance appends its node's
+//! The cluster's bus on Redis (one server, or a Redis Cluster): streams
+//! every instance appends its node's
 //! [`Output::Publish`](protocol::Output::Publish) to, as many entries per
-//! round trip as are waiting, and reads, from where it stopped, into
-//! [`Input::Cluster`](protocol::Input).
+//! round trip as are waiting (one script call), and reads, from where it
+//! stopped, into [`Input::Cluster`](protocol::Input). One stream per
+//! [`Topic`]: `chatwire:bus` that every instance reads; an inbox per
+//! instance (`{chatwire:bus}:node:<name>`), read by it alone; and one per
+//! room (`{chatwire:bus}:room:<namespace>#<room>`), read by the instances
+//! whose node subscribed to it ([`Output::Subscribe`](protocol::Output)),
+//! those with members in the room. Every key has the tag `{chatwire:bus}`,
+//! so that in a Redis Cluster they share one slot: one `XREAD` reads them
+//! all, and one script appends a batch to several.
 //!
-//! A stream, not pub/sub: every reader gets the entries in the one order
-//! Redis gave them (so a chat's events reach every socket in the same
+//! Streams, not pub/sub: every reader gets a stream's entries in the one
+//! order Redis gave them (so a chat's events reach every socket in the same
 //! order, whatever instance it is on), and a reader that lost its
 //! connection reads on from its last entry once it is back, missing
-//! nothing the stream still holds (it keeps the newest ~100,000 entries).
+//! nothing the stream still holds (they keep their entries by time).
 //! What a node publishes while Redis is away waits, in order, in a bounded
 //! queue and goes out once it is back.
 //!
@@ -21,6 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
+use protocol::bus::{Entry, Topic};
 use protocol::model::ObjectId;
 use protocol::model::UserRecord;
 use protocol::store::{
@@ -33,8 +41,137 @@ use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 use crate::node_task::{Command, NodeHandle};
 use crate::quiet::Quiet;
 
-/// The stream's key.
+/// The key of the stream every instance reads ([`Topic::All`]).
 pub const STREAM: &str = "chatwire:bus";
+
+/// A topic's stream's key: tagged `{chatwire:bus}`, so that every key of
+/// the bus hashes to `chatwire:bus`'s slot.
+pub fn key(topic: &Topic) -> String {
+    match topic {
+        Topic::All => STREAM.to_owned(),
+        Topic::Node(name) => format!("{{{STREAM}}}:node:{name}"),
+        Topic::Room { nsp, room } => format!("{{{STREAM}}}:room:{nsp}#{room}"),
+    }
+}
+
+/// What goes to the bus's writer.
+#[derive(Debug)]
+pub enum Out {
+    /// An entry to append.
+    Entry(Entry),
+    /// A word to this instance's own inbox that its reader passes over:
+    /// it returns from its blocking read and reads its new subscriptions.
+    Wake,
+}
+
+/// How every room stream's key starts.
+const ROOM_PREFIX: &str = "{chatwire:bus}:room:";
+
+/// The rooms' streams an instance reads, shared by its node's task (which
+/// subscribes and unsubscribes as the node says) and its bus's reader.
+#[derive(Debug, Default)]
+pub struct Listen(std::sync::Mutex<Listening>);
+
+#[derive(Debug, Default)]
+struct Listening {
+    /// Each room stream's key, with the id its reading starts after.
+    rooms: std::collections::HashMap<String, String>,
+    /// Redis's clock, as the newest entry read tells it (its id's
+    /// milliseconds), and when that was read here.
+    clock: Option<(u64, std::time::Instant)>,
+}
+
+/// How far before the moment a room is subscribed to, by Redis's clock as
+/// this instance reckons it, its stream is read: the reckoning is a lower
+/// bound (what was read since was appended earlier), and this covers a
+/// Redis clock stepped back by that much.
+const SUBSCRIBE_MARGIN: Duration = Duration::from_millis(500);
+
+impl Listen {
+    /// Reads `topic`'s stream from about now on (a little before: see
+    /// [`SUBSCRIBE_MARGIN`]); false if it was read already.
+    pub fn subscribe(&self, topic: &Topic) -> bool {
+        let mut l = self.0.lock().expect("never poisoned");
+        let now_ms = match l.clock {
+            Some((ms, at)) => ms + at.elapsed().as_millis() as u64,
+            // Nothing read yet: this host's clock, which Redis's is close to.
+            None => u64::try_from(crate::unix_ms()).unwrap_or(0),
+        };
+        let from = now_ms.saturating_sub(SUBSCRIBE_MARGIN.as_millis() as u64);
+        let key = key(topic);
+        if l.rooms.contains_key(&key) {
+            return false;
+        }
+        l.rooms.insert(key, format!("{from}-0"));
+        true
+    }
+
+    /// Stops reading `topic`'s stream.
+    pub fn unsubscribe(&self, topic: &Topic) {
+        self.0
+            .lock()
+            .expect("never poisoned")
+            .rooms
+            .remove(&key(topic));
+    }
+
+    /// How many rooms' streams are read.
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("never poisoned").rooms.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An entry at `ms` by Redis's clock was read now.
+    fn saw(&self, ms: u64) {
+        let mut l = self.0.lock().expect("never poisoned");
+        let ahead = l
+            .clock
+            .is_none_or(|(then, at)| ms > then + at.elapsed().as_millis() as u64);
+        if ahead {
+            l.clock = Some((ms, std::time::Instant::now()));
+        }
+    }
+
+    /// The rooms' streams to read: those read already, as they are; new
+    /// ones from where they start, or from where this reader stopped
+    /// reading them if that is later (`left`: a room left and joined again
+    /// within moments is not read twice); those no longer subscribed to,
+    /// gone (into `left`).
+    fn update(
+        &self,
+        reading: &mut std::collections::BTreeMap<String, String>,
+        left: &mut std::collections::HashMap<String, String>,
+    ) {
+        let l = self.0.lock().expect("never poisoned");
+        reading.retain(|k, last| {
+            let keep = !k.starts_with(ROOM_PREFIX) || l.rooms.contains_key(k);
+            if !keep {
+                left.insert(k.clone(), last.clone());
+            }
+            keep
+        });
+        for (k, from) in &l.rooms {
+            if reading.contains_key(k) {
+                continue;
+            }
+            let last = left
+                .remove(k)
+                .filter(|last| entry_id(last) > entry_id(from));
+            reading.insert(k.clone(), last.unwrap_or_else(|| from.clone()));
+        }
+        // What was left before the margin no subscription starts before
+        // any more is of no use.
+        if let Some((ms, at)) = l.clock {
+            let oldest = (ms + at.elapsed().as_millis() as u64)
+                .saturating_sub(2 * SUBSCRIBE_MARGIN.as_millis() as u64);
+            left.retain(|_, last| entry_id(last).is_some_and(|(ms, _)| ms >= oldest));
+        }
+    }
+}
 
 /// The least time the stream keeps its entries (`XADD ... MINID ~`, by
 /// time, not by count): with recovery on, the past a starting instance
@@ -248,10 +385,13 @@ impl Bus {
     /// the stream holds from now on to `node`; with `replay`, what it holds
     /// of that long ago first (as the past), and the bus is up once that is
     /// fed.
+    #[allow(clippy::too_many_arguments)] // what the reader and the writer each need
     pub fn run(
         &self,
-        outbox: async_channel::Receiver<Bytes>,
+        name: &str,
+        outbox: async_channel::Receiver<Out>,
         node: NodeHandle,
+        listen: Arc<Listen>,
         replay: Option<Duration>,
         publish_latency: Histogram,
     ) {
@@ -260,11 +400,24 @@ impl Bus {
             self.reading.clone(),
             self.writing.clone(),
         );
-        self.handle
-            .spawn(read(servers.clone(), node, reading, replay));
+        let inbox = key(&Topic::Node(name.to_owned()));
+        self.handle.spawn(read(
+            servers.clone(),
+            node,
+            reading,
+            replay,
+            inbox.clone(),
+            listen,
+        ));
         let keep = self.keep;
-        self.handle
-            .spawn(write(servers, outbox, writing, publish_latency, keep));
+        self.handle.spawn(write(
+            servers,
+            outbox,
+            writing,
+            publish_latency,
+            keep,
+            inbox,
+        ));
     }
 
     /// Whether the instance can both publish and read.
@@ -320,14 +473,19 @@ async fn take_once(
             }
         }
     };
+    let (stream, entry) = match &take.place {
+        Some(place) => (key(&place.topic), place.bytes.as_ref()),
+        None => (STREAM.to_owned(), &b""[..]),
+    };
     let took: redis::RedisResult<(i64, String)> = TAKE_TOKEN
         .key(bucket_key(take.user))
-        .key(STREAM)
+        .key(&stream)
         .arg(take.limit.per_second)
         .arg(take.limit.burst)
         .arg(&take.ticket)
-        .arg(take.place.as_deref().unwrap_or_default())
+        .arg(entry)
         .arg(keep_since(keep))
+        .arg(ttl_ms(&stream, keep))
         .invoke_async(&mut conn)
         .await;
     if took.as_ref().is_err_and(passing) {
@@ -368,7 +526,7 @@ fn bucket_key(user: ObjectId) -> String {
 /// is one, and then the place entry `ARGV[4]` (if not empty) appended to
 /// the stream `KEYS[2]` in the same step; answers whether it took and the
 /// place's entry id (empty if none; the stream trimmed to ids from
-/// `ARGV[5]` on). The same ticket again answers as
+/// `ARGV[5]` on, and kept `ARGV[6]` ms if that is not 0). The same ticket again answers as
 /// before and takes and appends nothing. The key expires once a full
 /// bucket would have refilled.
 static TAKE_TOKEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -386,11 +544,45 @@ if tokens >= 1 then
   tokens = tokens - 1; took = 1
   if entry ~= '' then
     place = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[5], '*', 'd', entry)
+    if ARGV[6] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
   end
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', math.max(now, at), 'ticket', ticket, 'took', took, 'place', place)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)
 return {took, place}
+",
+    )
+});
+
+/// How long a stream other than [`STREAM`] lives after its last append
+/// (`0` for [`STREAM`], which lives on): longer than it keeps its
+/// entries, so that one expires once all of its would be trimmed.
+fn ttl_ms(stream: &str, keep: Duration) -> String {
+    if stream == STREAM {
+        return "0".to_owned();
+    }
+    (keep + Duration::from_secs(60)).as_millis().to_string()
+}
+
+/// Appends a batch to the bus's streams, in order, in one step: `KEYS[1]`
+/// is [`STREAM`], `ARGV[1]` the oldest id the streams keep (`MINID ~`),
+/// `ARGV[2]` how long every other stream named lives on (ms); then pairs of
+/// a key's index and an entry (empty: a wake, field `w`, that readers pass
+/// over).
+static PUBLISH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local since, ttl = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 2 do
+  local k = KEYS[tonumber(ARGV[i])]
+  if ARGV[i + 1] == '' then
+    redis.call('XADD', k, 'MINID', '~', since, '*', 'w', '1')
+  else
+    redis.call('XADD', k, 'MINID', '~', since, '*', 'd', ARGV[i + 1])
+  end
+end
+for k = 2, #KEYS do redis.call('PEXPIRE', KEYS[k], ttl) end
+return #ARGV
 ",
     )
 });
@@ -481,19 +673,34 @@ async fn start(conn: &mut Conn, replay: Option<Duration>) -> redis::RedisResult<
     })
 }
 
-/// Reads the stream from where this instance started (its end then, or
-/// with `replay` that long before), on and on, across reconnections.
-async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: Option<Duration>) {
-    let mut last: Option<String> = None;
+/// Reads the bus from where this instance started (the end of
+/// [`STREAM`] then, or with `replay` that long before; its inbox from its
+/// start; each room's stream from when its node subscribed to it), on and
+/// on, across reconnections: one `XREAD` of every stream it reads, their
+/// entries handed to the node in the order of their ids.
+async fn read(
+    servers: Servers,
+    node: NodeHandle,
+    up: Arc<AtomicBool>,
+    replay: Option<Duration>,
+    inbox: String,
+    listen: Arc<Listen>,
+) {
+    // Each stream read, and the id of what was read of it last.
+    let mut reading: std::collections::BTreeMap<String, String> = Default::default();
+    // Rooms' streams no longer read, and what was read of them last.
+    let mut left = std::collections::HashMap::new();
     let mut past_until = None;
     let mut clock = (0, tokio::time::Instant::now());
     let mut attempt = 0;
     loop {
         let mut conn = connect(&servers, "reading").await;
-        if last.is_none() {
+        if reading.is_empty() {
             match start(&mut conn, replay).await {
                 Ok(s) => {
-                    last = Some(s.from);
+                    reading.insert(STREAM.to_owned(), s.from);
+                    // A new name each start: its inbox holds nothing older.
+                    reading.insert(inbox.clone(), "0-0".to_owned());
                     past_until = s.past_until;
                     clock = s.clock;
                 }
@@ -503,10 +710,13 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
                     continue;
                 }
             }
-        } else if let Err(e) = check_gap(&mut conn, &node, &mut last).await {
-            tracing::warn!("Redis bus: cannot reach the stream (reading): {e}");
-            back_off(&mut attempt).await;
-            continue;
+        } else {
+            let every: Vec<String> = reading.keys().cloned().collect();
+            if let Err(e) = check_gaps(&mut conn, &node, &mut reading, &every).await {
+                tracing::warn!("Redis bus: cannot reach the stream (reading): {e}");
+                back_off(&mut attempt).await;
+                continue;
+            }
         }
         if past_until.is_none() {
             up.store(true, Ordering::Release);
@@ -515,21 +725,26 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
             .block(BLOCK_MS)
             .count(READ_COUNT);
         loop {
-            let from = last.clone().expect("set above");
+            listen.update(&mut reading, &mut left);
+            let (keys, ids): (Vec<&String>, Vec<&String>) = reading.iter().unzip();
             let got: redis::RedisResult<Option<StreamReadReply>> =
-                conn.xread_options(&[STREAM], &[from], &opts).await;
-            let entries = match got {
-                Ok(reply) => reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids),
+                conn.xread_options(&keys, &ids, &opts).await;
+            let reply = match got {
+                Ok(reply) => reply,
                 Err(e) => {
                     up.store(false, Ordering::Release);
                     tracing::warn!("Redis bus: reading failed: {e}; reconnecting");
                     break;
                 }
             };
+            let (entries, full) = merged(reply);
             let mut read = 0;
-            for entry in entries {
+            for (stream, entry) in entries {
                 read += 1;
                 let id = entry_id(&entry.id);
+                if let Some((ms, _)) = id {
+                    listen.saw(ms);
+                }
                 if let Some(until) = past_until
                     && id.is_none_or(|id| id > until)
                 {
@@ -552,20 +767,20 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
                     };
                     node.send(command).await;
                 }
-                last = Some(entry.id);
+                reading.insert(stream, entry.id);
             }
             // Caught up once the newest entry of the start was read, or
             // nothing follows (the rest of the past was trimmed away).
-            let read_past = last.as_deref().and_then(entry_id) >= past_until;
+            let read_past = reading.get(STREAM).and_then(|id| entry_id(id)) >= past_until;
             if past_until.is_some() && (read_past || read == 0) {
                 past_until = None;
                 node.send(Command::ClusterCaughtUp).await;
                 up.store(true, Ordering::Release);
             }
-            // A full read: this reader is behind, and the stream's trimming
-            // may have passed it.
-            if read == READ_COUNT
-                && let Err(e) = check_gap(&mut conn, &node, &mut last).await
+            // A full read: this reader is behind on those streams, and
+            // their trimming may have passed it.
+            if !full.is_empty()
+                && let Err(e) = check_gaps(&mut conn, &node, &mut reading, &full).await
             {
                 up.store(false, Ordering::Release);
                 tracing::warn!("Redis bus: reading failed: {e}; reconnecting");
@@ -575,19 +790,61 @@ async fn read(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, replay: O
     }
 }
 
+/// The entries of one `XREAD` of several streams, each with its stream's
+/// key, in the order of their ids (Redis's clock: the order they were
+/// appended in, across streams, but for entries of one millisecond), and
+/// the streams that gave a full batch. A full stream may hold more before
+/// what the others gave: their entries after its last are left for the
+/// next read, so that none is handed on out of order.
+fn merged(
+    reply: Option<StreamReadReply>,
+) -> (Vec<(String, redis::streams::StreamId)>, Vec<String>) {
+    let mut full = Vec::new();
+    let mut until: Option<(u64, u64)> = None;
+    let mut entries = Vec::new();
+    for stream in reply.into_iter().flat_map(|r| r.keys) {
+        if stream.ids.len() >= READ_COUNT {
+            full.push(stream.key.clone());
+            if let Some(last) = stream.ids.last().and_then(|e| entry_id(&e.id)) {
+                until = Some(until.map_or(last, |u| u.min(last)));
+            }
+        }
+        for entry in stream.ids {
+            entries.push((entry_id(&entry.id), stream.key.clone(), entry));
+        }
+    }
+    entries.sort_by_key(|(id, _, _)| *id);
+    let entries = entries
+        .into_iter()
+        .filter(|(id, _, _)| until.is_none_or(|u| id.is_none_or(|id| id <= u)))
+        .map(|(_, key, entry)| (key, entry))
+        .collect();
+    (entries, full)
+}
+
 /// The most entries one `XREAD` returns.
 const READ_COUNT: usize = 512;
 
-/// Whether the stream lost entries after `last` (what this reader read
-/// last); if so, the node is told and `last` moves to where to read on.
-async fn check_gap(
+/// Whether the streams `keys` lost entries after what this reader read
+/// of them last; if so, each moves to where to read it on, and for
+/// [`STREAM`] (which every instance writes to every few seconds: it is
+/// what tells a Redis that lost data) the node is told.
+async fn check_gaps(
     conn: &mut Conn,
     node: &NodeHandle,
-    last: &mut Option<String>,
+    reading: &mut std::collections::BTreeMap<String, String>,
+    keys: &[String],
 ) -> redis::RedisResult<()> {
-    if let Some(from) = lost_since(conn, last.as_deref().unwrap_or("0-0")).await? {
-        gap(node, &from).await;
-        *last = Some(from);
+    for key in keys {
+        let Some(last) = reading.get(key) else {
+            continue;
+        };
+        if let Some(from) = lost_since(conn, key, last).await? {
+            if key == STREAM {
+                gap(node, &from).await;
+            }
+            reading.insert(key.clone(), from);
+        }
     }
     Ok(())
 }
@@ -610,12 +867,16 @@ async fn gap(node: &NodeHandle, from: &str) {
 /// reader read ("0-0": none yet), and if so where to read on from: the
 /// stream is gone (Redis came back empty), went back (a replica that had
 /// not got them took over), or was trimmed past it.
-async fn lost_since(conn: &mut Conn, last: &str) -> redis::RedisResult<Option<String>> {
+async fn lost_since(
+    conn: &mut Conn,
+    stream: &str,
+    last: &str,
+) -> redis::RedisResult<Option<String>> {
     let last = entry_id(last).unwrap_or((0, 0));
     let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
         redis::cmd("XINFO")
             .arg("STREAM")
-            .arg(STREAM)
+            .arg(stream)
             .query_async(conn)
             .await;
     let info = match info {
@@ -659,17 +920,20 @@ async fn reaches_the_stream(conn: &mut Conn) -> redis::RedisResult<()> {
 const PIPELINE: usize = 256;
 
 /// Appends what the node publishes, in order, as many entries as are
-/// waiting in one round trip (a pipeline of `XADD`s); keeps a batch that
-/// failed and sends it first once reconnected.
+/// waiting in one round trip (one [`PUBLISH`] script call, whatever streams
+/// they go to); keeps a batch that failed and sends it first once
+/// reconnected.
 async fn write(
     servers: Servers,
-    outbox: async_channel::Receiver<Bytes>,
+    outbox: async_channel::Receiver<Out>,
     up: Arc<AtomicBool>,
     latency: Histogram,
     keep: Duration,
+    inbox: String,
 ) {
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: Vec<Out> = Vec::new();
     let mut attempt = 0;
+    let ttl = ttl_ms(&inbox, keep);
     loop {
         let mut conn = connect(&servers, "writing").await;
         if let Err(e) = reaches_the_stream(&mut conn).await {
@@ -691,21 +955,26 @@ async fn write(
             {
                 batch.push(m);
             }
-            let mut pipe = redis::pipe();
-            let since = keep_since(keep);
-            for message in &batch {
-                pipe.cmd("XADD")
-                    .arg(STREAM)
-                    .arg("MINID")
-                    .arg("~")
-                    .arg(&since)
-                    .arg("*")
-                    .arg("d")
-                    .arg(message.as_ref())
-                    .ignore();
+            let mut call = PUBLISH.prepare_invoke();
+            let mut keys: Vec<String> = vec![STREAM.to_owned()];
+            call.key(STREAM).arg(keep_since(keep)).arg(&ttl);
+            for out in &batch {
+                let (stream, bytes) = match out {
+                    Out::Entry(e) => (key(&e.topic), e.bytes.as_ref()),
+                    Out::Wake => (inbox.clone(), &b""[..]),
+                };
+                let i = match keys.iter().position(|k| *k == stream) {
+                    Some(i) => i,
+                    None => {
+                        call.key(&stream);
+                        keys.push(stream);
+                        keys.len() - 1
+                    }
+                };
+                call.arg(i + 1).arg(bytes);
             }
             let began = std::time::Instant::now();
-            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            if let Err(e) = call.invoke_async::<()>(&mut conn).await {
                 up.store(false, Ordering::Release);
                 tracing::warn!("Redis bus: publishing failed: {e}; reconnecting");
                 break;
@@ -790,6 +1059,111 @@ mod tests {
             (now - 61_000..=now - 60_000).contains(&since),
             "{since} {now}"
         );
+    }
+
+    #[test]
+    fn every_key_of_the_bus_is_on_the_streams_slot() {
+        use super::{STREAM, key};
+        use protocol::bus::Topic;
+        let keys = [
+            key(&Topic::All),
+            key(&Topic::Node("n1".into())),
+            key(&Topic::Room {
+                nsp: "/".into(),
+                room: "chat:general".into(),
+            }),
+        ];
+        assert_eq!(keys[0], STREAM);
+        assert_eq!(keys[1], "{chatwire:bus}:node:n1");
+        assert_eq!(keys[2], "{chatwire:bus}:room:/#chat:general");
+        // Redis hashes a key with `{tag}` as it hashes `tag`.
+        for k in &keys[1..] {
+            assert!(k.starts_with(&format!("{{{STREAM}}}:")), "{k}");
+        }
+    }
+
+    fn reply(streams: &[(&str, &[&str])]) -> redis::streams::StreamReadReply {
+        use redis::streams::{StreamId, StreamKey};
+        redis::streams::StreamReadReply {
+            keys: streams
+                .iter()
+                .map(|(key, ids)| StreamKey {
+                    key: (*key).to_owned(),
+                    ids: ids
+                        .iter()
+                        .map(|id| StreamId {
+                            id: (*id).to_owned(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_read_of_several_streams_is_handed_on_in_the_order_of_its_ids() {
+        use super::{READ_COUNT, merged};
+        let got = |entries: Vec<(String, redis::streams::StreamId)>| -> Vec<String> {
+            entries
+                .into_iter()
+                .map(|(k, e)| format!("{k} {}", e.id))
+                .collect()
+        };
+        let (entries, full) = merged(Some(reply(&[
+            ("a", &["5-0", "9-0"]),
+            ("b", &["4-1", "5-1", "10-0"]),
+        ])));
+        assert!(full.is_empty());
+        assert_eq!(got(entries), ["b 4-1", "a 5-0", "b 5-1", "a 9-0", "b 10-0"]);
+        // A full batch of `b` may have more before `a`'s later entries:
+        // those wait for the next read.
+        let ids: Vec<String> = (0..READ_COUNT).map(|i| format!("{}-0", 100 + i)).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (entries, full) = merged(Some(reply(&[("a", &["150-1", "700-0"]), ("b", &ids)])));
+        assert_eq!(full, ["b"]);
+        let entries = got(entries);
+        assert_eq!(entries.len(), READ_COUNT + 1);
+        assert_eq!(entries[51], "a 150-1");
+        assert!(!entries.contains(&"a 700-0".to_owned()));
+        assert!(merged(None).0.is_empty());
+    }
+
+    #[test]
+    fn a_room_is_read_from_when_it_was_joined_and_not_twice_when_joined_again() {
+        use super::{Listen, STREAM, entry_id};
+        use protocol::bus::Topic;
+        use std::collections::{BTreeMap, HashMap};
+        let listen = Listen::default();
+        let now = crate::unix_ms() as u64;
+        listen.saw(now);
+        let room = Topic::Room {
+            nsp: "/".into(),
+            room: "r".into(),
+        };
+        let key = super::key(&room);
+        let mut reading = BTreeMap::from([(STREAM.to_owned(), "1-0".to_owned())]);
+        let mut left = HashMap::new();
+        assert!(listen.subscribe(&room));
+        assert!(!listen.subscribe(&room), "read already");
+        listen.update(&mut reading, &mut left);
+        // From half a second before now, by Redis's clock as read.
+        let (from, _) = entry_id(&reading[&key]).unwrap();
+        assert!((now - 500..=now - 400).contains(&from), "{from} {now}");
+        assert_eq!(listen.len(), 1);
+        // Read on to now; left; joined again: read on from there.
+        reading.insert(key.clone(), format!("{now}-3"));
+        listen.unsubscribe(&room);
+        listen.update(&mut reading, &mut left);
+        assert!(!reading.contains_key(&key));
+        assert_eq!(
+            reading[STREAM], "1-0",
+            "the stream every instance reads stays"
+        );
+        assert!(listen.subscribe(&room));
+        listen.update(&mut reading, &mut left);
+        assert_eq!(reading[&key], format!("{now}-3"));
+        assert!(left.is_empty());
     }
 
     #[test]

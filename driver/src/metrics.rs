@@ -35,6 +35,8 @@ pub(crate) struct NodeSnapshot {
     pub(crate) slow_consumers: u64,
     /// In a cluster: entries waiting to be published on the bus.
     pub(crate) outbox: u64,
+    /// In a cluster: rooms' streams the bus's reader reads.
+    pub(crate) subscriptions: u64,
 }
 
 type L1 = [(&'static str, &'static str); 1];
@@ -89,6 +91,7 @@ pub struct Metrics {
     bus_unplaced: Counter,
     bus_held_places: Gauge,
     bus_outbox: Gauge,
+    bus_subscriptions: Gauge,
     bus_publish: Histogram,
     /// Resident memory, where `/proc/self/status` tells it.
     memory: Option<Gauge>,
@@ -140,6 +143,7 @@ impl Metrics {
             bus_unplaced: Counter::default(),
             bus_held_places: Gauge::default(),
             bus_outbox: Gauge::default(),
+            bus_subscriptions: Gauge::default(),
             bus_publish: Histogram::new(STORE_BUCKETS.iter().copied()),
             memory: resident_bytes().map(|_| Gauge::default()),
         };
@@ -281,8 +285,13 @@ impl Metrics {
             m.bus_outbox.clone(),
         );
         r.register(
+            "chatwire_bus_subscriptions",
+            "In a cluster with recovery off: chats (rooms) whose stream this instance reads, those its sockets are in",
+            m.bus_subscriptions.clone(),
+        );
+        r.register(
             "chatwire_bus_publish_duration_seconds",
-            "In a cluster: round trips that published waiting entries on the bus (one pipeline each)",
+            "In a cluster: round trips that published waiting entries on the bus (one script call each)",
             m.bus_publish.clone(),
         );
         if let Some(g) = &m.memory {
@@ -449,6 +458,7 @@ impl Metrics {
         set(&self.bus_unplaced, sum(&|n| n.core.bus_unplaced));
         gauge(&self.bus_held_places, sum(&|n| n.core.bus_held_places));
         gauge(&self.bus_outbox, sum(&|n| n.outbox));
+        gauge(&self.bus_subscriptions, sum(&|n| n.subscriptions));
     }
 }
 

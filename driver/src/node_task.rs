@@ -16,6 +16,7 @@ use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, R
 use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
+use crate::bus::{Listen, Out};
 use crate::metrics::{Metrics, NodeSnapshot};
 use crate::ws::{Deliver, Dropped, Flusher, Incoming, WsConn};
 use protocol::eio::CloseReason;
@@ -142,15 +143,17 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
 }
 
 /// [`spawn_node`] for a node of a cluster: what it publishes goes to
-/// `outbox` (what the bus's writer drains).
+/// `outbox` (what the bus's writer drains), and the rooms it subscribes to
+/// to `listen` (what the bus's reader reads).
 pub fn spawn_cluster_node<R: Runtime, U: Upper + Send + 'static>(
     rt: &R,
     node: Node<U>,
     store: Option<Arc<dyn Store>>,
     metrics: Option<Arc<Metrics>>,
-    outbox: async_channel::Sender<Bytes>,
+    outbox: async_channel::Sender<Out>,
+    listen: Arc<Listen>,
 ) -> NodeHandle {
-    spawn(rt, node, store, metrics, Some(outbox))
+    spawn(rt, node, store, metrics, Some((outbox, listen)))
 }
 
 fn spawn<R: Runtime, U: Upper + Send + 'static>(
@@ -158,8 +161,9 @@ fn spawn<R: Runtime, U: Upper + Send + 'static>(
     mut node: Node<U>,
     store: Option<Arc<dyn Store>>,
     metrics: Option<Arc<Metrics>>,
-    outbox: Option<async_channel::Sender<Bytes>>,
+    bus: Option<(async_channel::Sender<Out>, Arc<Listen>)>,
 ) -> NodeHandle {
+    let (outbox, listen) = bus.unzip();
     // The core tells what happens only to a host that logs it.
     node.set_notices(tracing::enabled!(tracing::Level::DEBUG));
     let (tx, rx) = async_channel::bounded(4096);
@@ -184,6 +188,7 @@ fn spawn<R: Runtime, U: Upper + Send + 'static>(
         slow_consumers: 0,
         drained: None,
         outbox,
+        listen,
     };
     rt.spawn(Box::pin(task.run()));
     handle
@@ -209,7 +214,9 @@ struct NodeTask<R, U> {
     /// Who waits for the node to be drained, once it shuts down.
     drained: Option<oneshot::Sender<()>>,
     /// In a cluster: the bus's writer.
-    outbox: Option<async_channel::Sender<Bytes>>,
+    outbox: Option<async_channel::Sender<Out>>,
+    /// In a cluster: the rooms' streams the bus's reader reads.
+    listen: Option<Arc<Listen>>,
 }
 
 impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
@@ -424,7 +431,21 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     }));
                 }
                 Output::Notice(n) => log_notice(n),
-                Output::Publish(message) => self.publish(message),
+                Output::Publish(entry) => self.publish(Out::Entry(entry)),
+                Output::Subscribe(topic) => {
+                    if let Some(listen) = &self.listen
+                        && listen.subscribe(&topic)
+                    {
+                        // Its reader, blocked on the streams it read until
+                        // now, reads this one too from its next read on.
+                        self.publish(Out::Wake);
+                    }
+                }
+                Output::Unsubscribe(topic) => {
+                    if let Some(listen) = &self.listen {
+                        listen.unsubscribe(&topic);
+                    }
+                }
                 other => tracing::warn!("unhandled output {other:?}"),
             }
         }
@@ -432,7 +453,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
 
     /// Hands a message to the bus's writer (in order; while Redis is away
     /// it waits there, as many as the outbox holds).
-    fn publish(&mut self, message: Bytes) {
+    fn publish(&mut self, message: Out) {
         let Some(outbox) = &self.outbox else {
             tracing::error!("a message to publish without a bus");
             return;
@@ -549,6 +570,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             queued_frames,
             slow_consumers: self.slow_consumers,
             outbox: self.outbox.as_ref().map_or(0, |o| o.len() as u64),
+            subscriptions: self.listen.as_ref().map_or(0, |l| l.len() as u64),
         }
     }
 }

@@ -280,7 +280,7 @@ fuzz_target!(|session: Session| {
                 }
                 for m in published {
                     sim.input(Input::Cluster {
-                        message: m,
+                        message: m.bytes,
                         at: None,
                     });
                 }

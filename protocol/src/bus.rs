@@ -67,26 +67,114 @@ pub fn open(entry: &[u8]) -> Option<Opened<'_>> {
     })
 }
 
-/// The newest number read from each node that numbers its entries: one
-/// read again (its host published it twice) is not fresh. One entry per
-/// node that ever published (a few per restart of an instance).
+/// Where an entry goes on the bus, and so which nodes read it: a node
+/// reads [`Topic::All`], its own [`Topic::Node`] (its inbox), and the
+/// rooms it subscribed to ([`crate::Output::Subscribe`]), so that its work
+/// grows with the chats its sockets are in, not with the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every node: that a node is alive and, with recovery on, everything
+    /// a session may be replayed from (every node keeps every session).
+    All,
+    /// The node so named alone: words of delivery, forwarded polling
+    /// requests and their answers, relayed frames, acks.
+    Node(String),
+    /// The nodes with members in a room of a namespace: its events and
+    /// the places of its messages.
+    Room {
+        /// The namespace.
+        nsp: String,
+        /// The room.
+        room: String,
+    },
+}
+
+/// An entry for the bus and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Which nodes read it.
+    pub topic: Topic,
+    /// The entry (sealed: see this module).
+    pub bytes: Bytes,
+}
+
+/// How far behind the newest number read from a node an entry may be and
+/// still be read for the first time: a node's entries to several topics
+/// are read in their order on each, not always in the node's own across
+/// them.
+const WINDOW: u64 = 4096;
+
+/// What was read from each node that numbers its entries: its newest
+/// number and which of the [`WINDOW`] before it were read, so that one read
+/// again (its host published it twice) is not fresh, whatever topics its
+/// entries were read from in between. One entry per node that ever
+/// published (a few per restart of an instance), [`WINDOW`] bits each.
 #[derive(Debug, Default)]
-pub(crate) struct Newest(HashMap<String, u64>);
+pub(crate) struct Newest(HashMap<String, Seen>);
+
+#[derive(Debug)]
+struct Seen {
+    newest: u64,
+    /// Bit `i` of word `i / 64`: whether `newest - i` was read.
+    bits: Box<[u64; (WINDOW / 64) as usize]>,
+}
+
+impl Seen {
+    fn new(n: u64) -> Self {
+        let mut bits = Box::new([0u64; (WINDOW / 64) as usize]);
+        bits[0] = 1;
+        Seen { newest: n, bits }
+    }
+
+    fn bit(back: u64) -> (usize, u64) {
+        ((back / 64) as usize, 1u64 << (back % 64))
+    }
+
+    /// Moves the window `by` numbers on.
+    fn shift(&mut self, by: u64) {
+        if by >= WINDOW {
+            self.bits.fill(0);
+            return;
+        }
+        let (words, bits) = ((by / 64) as usize, (by % 64) as u32);
+        let len = self.bits.len();
+        for i in (0..len).rev() {
+            let from = i.checked_sub(words);
+            let hi = from.map_or(0, |f| self.bits[f]);
+            let lo = from
+                .and_then(|f| f.checked_sub(1))
+                .map_or(0, |f| self.bits[f]);
+            self.bits[i] = if bits == 0 {
+                hi
+            } else {
+                (hi << bits) | (lo >> (64 - bits))
+            };
+        }
+    }
+}
 
 impl Newest {
-    /// Whether entry `n` of `node` is read for the first time.
+    /// Whether entry `n` of `node` is read for the first time (one more
+    /// than [`WINDOW`] behind the newest is taken as read).
     pub(crate) fn fresh(&mut self, node: &str, n: u64) -> bool {
-        match self.0.get_mut(node) {
-            Some(newest) if *newest >= n => false,
-            Some(newest) => {
-                *newest = n;
-                true
-            }
-            None => {
-                self.0.insert(node.to_owned(), n);
-                true
-            }
+        let Some(seen) = self.0.get_mut(node) else {
+            self.0.insert(node.to_owned(), Seen::new(n));
+            return true;
+        };
+        if n > seen.newest {
+            seen.shift(n - seen.newest);
+            seen.newest = n;
+            seen.bits[0] |= 1;
+            return true;
         }
+        let back = seen.newest - n;
+        if back >= WINDOW {
+            return false;
+        }
+        let (word, mask) = Seen::bit(back);
+        let first = seen.bits[word] & mask == 0;
+        seen.bits[word] |= mask;
+        first
     }
 }
 
@@ -127,6 +215,22 @@ mod tests {
         assert!(newest.fresh("b", 1));
         assert!(!newest.fresh("a", 1));
         assert!(newest.fresh("a", 3));
+        assert!(newest.fresh("a", 2), "read from another topic, later");
         assert!(!newest.fresh("a", 2));
+        assert!(!newest.fresh("a", 3));
+        for n in 4..200 {
+            assert!(newest.fresh("a", n));
+        }
+        for n in (100..200).rev() {
+            assert!(!newest.fresh("a", n), "{n}");
+        }
+        assert!(newest.fresh("a", 10_000));
+        assert!(newest.fresh("a", 10_000 - 70), "within the window");
+        assert!(!newest.fresh("a", 10_000 - 70));
+        assert!(!newest.fresh("a", 10_000 - WINDOW), "past the window");
+        assert!(newest.fresh("a", 10_000 + 65));
+        assert!(!newest.fresh("a", 10_000 - 70), "kept across a shift");
+        assert!(!newest.fresh("a", 10_000));
+        assert!(newest.fresh("a", 10_000 - 5));
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::bus::{Entry, Topic};
 use crate::deadlines::Deadlines;
 use crate::host::{ConnId, HttpResponse, Method, RequestId};
 
@@ -138,10 +139,25 @@ impl Forward {
         bytes.starts_with(br#"{"t":"f"#)
     }
 
-    /// Its JSON; the node seals it into an entry ([`crate::bus`]) as it
-    /// publishes it.
-    pub(crate) fn encode(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).expect("a forward message always serializes"))
+    /// Its JSON, for the inbox of the node it is for; the node seals it
+    /// into an entry ([`crate::bus`]) as it publishes it.
+    pub(crate) fn encode(&self) -> Entry {
+        let to = match self {
+            Forward::Request { to, .. }
+            | Forward::Response { to, .. }
+            | Forward::Aborted { to, .. }
+            | Forward::WsOpen { to, .. }
+            | Forward::WsIn { to, .. }
+            | Forward::WsGone { to, .. }
+            | Forward::WsOut { to, .. }
+            | Forward::WsClose { to, .. } => to,
+        };
+        Entry {
+            topic: Topic::Node(to.clone()),
+            bytes: Bytes::from(
+                serde_json::to_vec(self).expect("a forward message always serializes"),
+            ),
+        }
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
@@ -212,7 +228,7 @@ impl Forwarding {
         query: &str,
         authorization: Option<&str>,
         body: &str,
-    ) -> Bytes {
+    ) -> Entry {
         let until = now + FORWARD_WAIT;
         self.sent.insert(req, (until, to.to_owned()));
         self.deadlines.push(until, req);
@@ -230,7 +246,7 @@ impl Forwarding {
 
     /// The host's client of `req` went away: the message to publish, if
     /// `req` was sent elsewhere.
-    pub(crate) fn aborted(&mut self, req: RequestId) -> Option<Bytes> {
+    pub(crate) fn aborted(&mut self, req: RequestId) -> Option<Entry> {
         let (_, to) = self.sent.remove(&req)?;
         Some(
             Forward::Aborted {
@@ -272,7 +288,7 @@ impl Forwarding {
 
     /// The engine answered a request: if it ran for another node, the
     /// message that carries the answer back (and the request is done).
-    pub(crate) fn answered(&mut self, req: RequestId, response: &HttpResponse) -> Option<Bytes> {
+    pub(crate) fn answered(&mut self, req: RequestId, response: &HttpResponse) -> Option<Entry> {
         let (to, theirs) = self.running.remove(&req)?;
         Some(
             Forward::Response {
@@ -315,7 +331,7 @@ impl Forwarding {
         to: &str,
         query: &str,
         authorization: Option<&str>,
-    ) -> Bytes {
+    ) -> Entry {
         self.relays.insert(conn, to.to_owned());
         Forward::WsOpen {
             to: to.to_owned(),
@@ -329,7 +345,7 @@ impl Forwarding {
 
     /// A frame from the client of a relayed connection: the message that
     /// carries it to the holder.
-    pub(crate) fn relayed_in(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Bytes> {
+    pub(crate) fn relayed_in(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Entry> {
         let to = self.relays.get(&conn)?;
         Some(
             Forward::WsIn {
@@ -344,7 +360,7 @@ impl Forwarding {
 
     /// The client of a relayed connection went away: the message that
     /// tells the holder.
-    pub(crate) fn relay_gone(&mut self, conn: ConnId) -> Option<Bytes> {
+    pub(crate) fn relay_gone(&mut self, conn: ConnId) -> Option<Entry> {
         let to = self.relays.remove(&conn)?;
         Some(
             Forward::WsGone {
@@ -358,7 +374,7 @@ impl Forwarding {
 
     /// Every connection this node relays, let go (a draining node closes
     /// them): each with the message that tells its holder.
-    pub(crate) fn relays_gone(&mut self) -> Vec<(ConnId, Bytes)> {
+    pub(crate) fn relays_gone(&mut self) -> Vec<(ConnId, Entry)> {
         let conns: Vec<ConnId> = self.relays.keys().copied().collect();
         conns
             .into_iter()
@@ -397,7 +413,7 @@ impl Forwarding {
 
     /// A frame the engine writes to a connection: if it is relayed here,
     /// the message that carries it to the relaying node.
-    pub(crate) fn hosted_out(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Bytes> {
+    pub(crate) fn hosted_out(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Entry> {
         let (to, theirs) = self.hosted.get(&conn)?;
         Some(
             Forward::WsOut {
@@ -411,7 +427,7 @@ impl Forwarding {
 
     /// The engine closes a connection: if it is relayed here, the message
     /// that closes it at the relaying node (and it is forgotten here).
-    pub(crate) fn hosted_close(&mut self, conn: ConnId, code: u16) -> Option<Bytes> {
+    pub(crate) fn hosted_close(&mut self, conn: ConnId, code: u16) -> Option<Entry> {
         let (to, theirs) = self.hosted.remove(&conn)?;
         self.hosts.remove(&(to.clone(), theirs));
         Some(
@@ -475,9 +491,10 @@ mod tests {
             from: "b".into(),
             req: 3,
         };
-        let bytes = m.encode();
-        assert!(Forward::is_one(&bytes));
-        assert_eq!(Forward::decode(&bytes), Some(m));
+        let entry = m.encode();
+        assert_eq!(entry.topic, Topic::Node("a".into()));
+        assert!(Forward::is_one(&entry.bytes));
+        assert_eq!(Forward::decode(&entry.bytes), Some(m));
         assert!(!Forward::is_one(br#"{"t":"b","from":"x"}"#));
     }
 

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::bus::{Entry, Topic};
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::forward::{Forward, Forwarding};
@@ -160,9 +161,18 @@ pub enum Output {
         /// The command.
         command: StoreCommand,
     },
-    /// Publish a message on the cluster's bus, for every node (this one
-    /// too) to take back as [`Input::Cluster`]. Only in a cluster.
-    Publish(Bytes),
+    /// Publish an entry on the cluster's bus, for the nodes that read its
+    /// topic (this one too, if it does) to take back as
+    /// [`Input::Cluster`]. Only in a cluster.
+    Publish(Entry),
+    /// Read a topic of the bus from now on, as well as [`Topic::All`] and
+    /// this node's own [`Topic::Node`] (always read): a room got its first
+    /// member on this node. Only in a cluster, and only with recovery off
+    /// (with it on, everything a session may be replayed from goes to
+    /// [`Topic::All`]).
+    Subscribe(Topic),
+    /// Stop reading a topic: the room's last member here left.
+    Unsubscribe(Topic),
     /// Something happened that the host may log; only after
     /// [`Node::set_notices`].
     Notice(Notice),
@@ -250,8 +260,12 @@ pub enum Command {
         /// The command.
         command: StoreCommand,
     },
-    /// Publish a message (its JSON) on the cluster's bus; the node seals it.
-    Publish(Bytes),
+    /// Publish an entry (its JSON) on the cluster's bus; the node seals it.
+    Publish(Entry),
+    /// Read a topic of the bus ([`Output::Subscribe`]).
+    Subscribe(Topic),
+    /// Stop reading it ([`Output::Unsubscribe`]).
+    Unsubscribe(Topic),
 }
 
 /// What the node lends the layer above for one call: the time, the ids,
@@ -848,7 +862,7 @@ impl<U: Upper> Node<U> {
     /// and counted.
     fn next_output(&mut self) -> Option<Output> {
         let mut o = self.outputs.pop_front()?;
-        if let Output::Publish(json) = &mut o {
+        if let Output::Publish(Entry { bytes: json, .. }) = &mut o {
             let kind = BusKind::of(json) as usize;
             // Sealed once, here (the layers publish bare JSON).
             *json = match &self.forwarding {
@@ -1020,6 +1034,8 @@ impl<U: Upper> Node<U> {
                 self.outputs.push_back(Output::Store { op, command });
             }
             Command::Publish(message) => self.outputs.push_back(Output::Publish(message)),
+            Command::Subscribe(topic) => self.outputs.push_back(Output::Subscribe(topic)),
+            Command::Unsubscribe(topic) => self.outputs.push_back(Output::Unsubscribe(topic)),
         }
     }
 

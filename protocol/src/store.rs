@@ -8,7 +8,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::model::{Message, ObjectId, UserRecord};
-use bytes::Bytes;
 
 /// A boxed future a store returns; `'static` so that hosts can spawn it.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
@@ -307,10 +306,11 @@ pub struct TakeToken {
     /// The asking instance's wall clock, for a store with no clock of its
     /// own (Redis uses its own).
     pub at_ms: i64,
-    /// A bus entry that holds the send's place in its chat's order: put on
-    /// the cluster's bus in the same atomic step as the take, and only if a
-    /// token was taken (a retried take puts nothing more).
-    pub place: Option<Bytes>,
+    /// A bus entry (sealed, with its topic: its chat's) that holds the
+    /// send's place in its chat's order: put on the cluster's bus in the
+    /// same atomic step as the take, and only if a token was taken (a
+    /// retried take puts nothing more).
+    pub place: Option<crate::bus::Entry>,
 }
 
 /// What a [`TakeToken`] answered.

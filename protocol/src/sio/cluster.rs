@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::recovery::ALIVE_EVERY;
+use crate::bus::{Entry, Topic};
 use crate::deadlines::Deadlines;
 use crate::store::Place;
 
@@ -216,6 +217,37 @@ impl BusMessage {
         }
     }
 
+    /// Which nodes read it: with `spread` (recovery off), a room's words go
+    /// to the nodes with members in it and an emit to one socket to the
+    /// node holding it (the one publishing it); with recovery on, both go
+    /// to every node, which logs them for any session to be replayed from.
+    /// Words of delivery go to the node they are for; sessions' words and
+    /// that a node is alive, to every node.
+    pub(crate) fn topic(&self, spread: bool) -> Topic {
+        match self {
+            BusMessage::Broadcast {
+                to: Some(_), from, ..
+            } if spread => Topic::Node(from.clone()),
+            BusMessage::Broadcast {
+                to: None,
+                nsp,
+                room,
+                ..
+            }
+            | BusMessage::Place { nsp, room, .. }
+            | BusMessage::Abandon { nsp, room, .. }
+                if spread =>
+            {
+                Topic::Room {
+                    nsp: nsp.clone(),
+                    room: room.clone(),
+                }
+            }
+            BusMessage::Handed { to, .. } => Topic::Node(to.clone()),
+            _ => Topic::All,
+        }
+    }
+
     /// `None` for bytes that are no bus message (of another version, say):
     /// they are dropped.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
@@ -227,6 +259,10 @@ impl BusMessage {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) node: String,
+    /// Recovery is off: a room's words go to the nodes with members in it
+    /// alone ([`BusMessage::topic`]), and this node subscribes to the rooms
+    /// its sockets are in.
+    pub(crate) spread: bool,
     next_seq: u64,
     /// This node's tracked emits no node has reported handed yet.
     tracked: HashMap<u64, Instant>,
@@ -266,9 +302,10 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(config: ClusterConfig) -> Self {
+    pub(crate) fn new(config: ClusterConfig, spread: bool) -> Self {
         Cluster {
             node: config.node,
+            spread,
             next_seq: 0,
             tracked: HashMap::new(),
             deadlines: Deadlines::new(),
@@ -285,6 +322,21 @@ impl Cluster {
             unplaced: 0,
             heard: HashMap::new(),
         }
+    }
+
+    /// `message` as an entry for the bus, to the topic it goes to.
+    pub(crate) fn entry(&self, message: &BusMessage) -> Entry {
+        Entry {
+            topic: message.topic(self.spread),
+            bytes: message.encode(),
+        }
+    }
+
+    /// This node's members left `room`, and it no longer reads its
+    /// topic: the places it held there are forgotten (it would not hear
+    /// of them again; if it comes back to the room, it reads on from then).
+    pub(crate) fn forget_room(&mut self, nsp: &str, room: &str) {
+        self.held.remove(&(nsp.to_owned(), room.to_owned()));
     }
 
     /// An entry of node `node` was read, at `at` on the bus if known: the
@@ -610,7 +662,7 @@ mod tests {
     #[test]
     fn a_tracked_emit_is_reported_once_handed_or_once_expired() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
         let a = c.next(now, true);
         let b = c.next(now, true);
         let untracked = c.next(now, false);
@@ -671,7 +723,7 @@ mod tests {
     #[test]
     fn placed_broadcasts_go_in_their_places_order_passing_over_abandoned_ones() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
         four(&mut c, "x", now);
         assert!(
             c.arrive("c", placed("c", "C", Some(3000)), None, now)
@@ -708,7 +760,7 @@ mod tests {
     #[test]
     fn a_broadcast_whose_place_is_unknown_waits_behind_earlier_places() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
         four(&mut c, "x", now);
         // Its place was lost (Redis came back without it): it belongs at
         // 2500, after a and b, before c and d.
@@ -728,7 +780,7 @@ mod tests {
     #[test]
     fn after_a_gap_a_place_waits_a_little_for_what_the_instances_still_publish() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
         four(&mut c, "x", now);
         assert!(
             c.arrive("b", placed("b", "B", Some(2000)), None, now)
@@ -759,7 +811,7 @@ mod tests {
     #[test]
     fn a_place_given_up_before_it_is_read_is_not_held() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
         c.abandon("/", "r", "late");
         c.hold(room(), "late".into(), "x".into(), now + HOLD, None);
         assert_eq!((c.held(), c.poll_timeout()), (0, None));
@@ -771,7 +823,7 @@ mod tests {
     #[test]
     fn broadcasts_whose_places_were_lost_go_in_their_positions_order_once_settled() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
         c.heard_from(Some("x"), Some(Place { ms: 10_000, n: 0 }));
         // Their places went with the stream; they come in another order.
         for (t, ms) in [("q", 9_700), ("p", 9_600), ("r", 9_800)] {
@@ -794,7 +846,7 @@ mod tests {
     #[test]
     fn a_place_is_passed_over_once_its_node_is_silent_on_the_bus_or_held_too_long() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() });
+        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
         four(&mut c, "x", now);
         c.abandon("/", "r", "a");
         c.abandon("/", "r", "b");

@@ -16,6 +16,7 @@ use super::recovery::{
     ALIVE_EVERY, Live, Log, RecoveryConfig, Remote, Sessions, Target, republish_every,
 };
 use super::seen::Seen;
+use crate::bus::{Entry, Topic};
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
@@ -477,13 +478,15 @@ impl Ctx<'_> {
             return false;
         }
         s.rooms.insert(room.to_owned());
-        self.state
-            .rooms
-            .entry(s.nsp.clone())
-            .or_default()
-            .entry(room.to_owned())
-            .or_default()
-            .insert(socket);
+        let cluster = self.state.cluster.as_ref();
+        enter_room(
+            &mut self.sh,
+            &mut self.state.rooms,
+            cluster,
+            &s.nsp,
+            room,
+            socket,
+        );
         publish_session(&mut self.sh, self.state, socket);
         true
     }
@@ -496,7 +499,15 @@ impl Ctx<'_> {
         if !s.rooms.remove(room) {
             return false;
         }
-        leave_room(&mut self.state.rooms, &s.nsp, room, socket);
+        let cluster = self.state.cluster.as_mut();
+        leave_room(
+            &mut self.sh,
+            &mut self.state.rooms,
+            cluster,
+            &s.nsp,
+            room,
+            socket,
+        );
         publish_session(&mut self.sh, self.state, socket);
         true
     }
@@ -571,7 +582,7 @@ impl Ctx<'_> {
     /// `room`'s order under `ticket` (a [`crate::store::TakeToken::place`]),
     /// for the [`Ctx::broadcast_keyed`] with that place (or
     /// [`Ctx::abandon_place`]). `None` alone.
-    pub fn place_entry(&self, nsp: &str, room: &str, ticket: &str) -> Option<Bytes> {
+    pub fn place_entry(&self, nsp: &str, room: &str, ticket: &str) -> Option<Entry> {
         let cluster = self.state.cluster.as_ref()?;
         let place = BusMessage::Place {
             from: cluster.node.clone(),
@@ -581,21 +592,23 @@ impl Ctx<'_> {
         };
         // Appended by Redis with the take, not published by this node: an
         // entry of no node's numbering.
-        Some(crate::bus::seal(&place.encode()))
+        let mut entry = cluster.entry(&place);
+        entry.bytes = crate::bus::seal(&entry.bytes);
+        Some(entry)
     }
 
     /// The place `ticket` that the bus took will have no broadcast: the
     /// room's later ones need not wait for it.
     pub fn abandon_place(&mut self, nsp: &str, room: &str, ticket: &str) {
-        if self.state.cluster.is_none() {
+        let Some(cluster) = &self.state.cluster else {
             return;
-        }
+        };
         let word = BusMessage::Abandon {
             nsp: nsp.to_owned(),
             room: room.to_owned(),
             ticket: ticket.to_owned(),
         };
-        self.sh.push(Command::Publish(word.encode()));
+        self.sh.push(Command::Publish(cluster.entry(&word)));
     }
 
     fn emit_to_room<T: Serialize + ?Sized>(
@@ -633,7 +646,7 @@ impl Ctx<'_> {
                 key: keyed.key,
                 belongs: keyed.belongs,
             };
-            self.sh.push(Command::Publish(message.encode()));
+            self.sh.push(Command::Publish(cluster.entry(&message)));
             return seq;
         }
         self.state.next_ticket += 1;
@@ -791,7 +804,7 @@ fn publish_to_socket(
             .collect(),
     };
     cluster.last_to_socket = seq;
-    sh.push(Command::Publish(message.encode()));
+    sh.push(Command::Publish(cluster.entry(&message)));
 }
 
 /// A bus message's attachments, from base64; `None` if one is not base64
@@ -828,7 +841,7 @@ fn publish_session(sh: &mut Shared<'_>, state: &mut State, socket: SocketId) {
         rooms: s.rooms.iter().cloned().collect(),
         data: live.json.clone().unwrap_or(Value::Null),
     };
-    sh.push(Command::Publish(message.encode()));
+    sh.push(Command::Publish(cluster.entry(&message)));
 }
 
 /// What a recovered socket gets back: its sid, pid and rooms, and the
@@ -843,7 +856,56 @@ struct Restored {
 type Members = IndexSet<SocketId, std::hash::BuildHasherDefault<IntHasher>>;
 type Rooms = HashMap<String, HashMap<String, Members>>;
 
-fn leave_room(rooms: &mut Rooms, nsp: &str, room: &str, socket: SocketId) {
+/// Whether a room of a namespace has members on this node.
+fn has_room(rooms: &Rooms, nsp: &str, room: &str) -> bool {
+    rooms.get(nsp).is_some_and(|r| r.contains_key(room))
+}
+
+/// Puts a socket in a room; in a cluster with recovery off, the room's
+/// first member here has the node read its topic.
+fn enter_room(
+    sh: &mut Shared<'_>,
+    rooms: &mut Rooms,
+    cluster: Option<&Cluster>,
+    nsp: &str,
+    room: &str,
+    socket: SocketId,
+) {
+    let of_nsp = match rooms.get_mut(nsp) {
+        Some(r) => r,
+        None => rooms.entry(nsp.to_owned()).or_default(),
+    };
+    match of_nsp.get_mut(room) {
+        Some(members) => {
+            members.insert(socket);
+        }
+        None => {
+            of_nsp.entry(room.to_owned()).or_default().insert(socket);
+            if cluster.is_some_and(|c| c.spread) {
+                sh.push(Command::Subscribe(room_topic(nsp, room)));
+            }
+        }
+    }
+}
+
+/// A room's topic on the bus.
+fn room_topic(nsp: &str, room: &str) -> Topic {
+    Topic::Room {
+        nsp: nsp.to_owned(),
+        room: room.to_owned(),
+    }
+}
+
+/// Takes a socket out of a room; in a cluster with recovery off, the
+/// room's last member here leaving, the node stops reading its topic.
+fn leave_room(
+    sh: &mut Shared<'_>,
+    rooms: &mut Rooms,
+    cluster: Option<&mut Cluster>,
+    nsp: &str,
+    room: &str,
+    socket: SocketId,
+) {
     let Some(of_nsp) = rooms.get_mut(nsp) else {
         return;
     };
@@ -851,6 +913,10 @@ fn leave_room(rooms: &mut Rooms, nsp: &str, room: &str, socket: SocketId) {
         set.swap_remove(&socket);
         if set.is_empty() {
             of_nsp.remove(room);
+            if let Some(cluster) = cluster.filter(|c| c.spread) {
+                cluster.forget_room(nsp, room);
+                sh.push(Command::Unsubscribe(room_topic(nsp, room)));
+            }
         }
     }
     if of_nsp.is_empty() {
@@ -874,17 +940,18 @@ fn remove_socket(sh: &mut Shared<'_>, state: &mut State, socket: SocketId, kept:
     if state.by_sid.get(&s.sid) == Some(&socket) {
         state.by_sid.remove(&s.sid);
     }
-    if state.cluster.is_some()
+    if let Some(cluster) = &state.cluster
         && let Some(live) = state.sessions.as_ref().and_then(|x| x.live.get(&socket))
     {
         let gone = BusMessage::Gone {
             pid: live.pid.clone(),
             kept: kept.is_some(),
         };
-        sh.push(Command::Publish(gone.encode()));
+        sh.push(Command::Publish(cluster.entry(&gone)));
     }
     for room in &s.rooms {
-        leave_room(&mut state.rooms, &s.nsp, room, socket);
+        let cluster = state.cluster.as_mut();
+        leave_room(sh, &mut state.rooms, cluster, &s.nsp, room, socket);
     }
     if let Some(c) = state.clients.get_mut(&s.session) {
         c.sockets.retain(|(_, id)| *id != socket);
@@ -921,7 +988,10 @@ impl<A: Application> SocketIo<A> {
         let state = State {
             log: config.recovery.map(Log::new),
             sessions: config.recovery.map(Sessions::new),
-            cluster: config.cluster.clone().map(Cluster::new),
+            cluster: config
+                .cluster
+                .clone()
+                .map(|c| Cluster::new(c, config.recovery.is_none())),
             ..State::default()
         };
         SocketIo { config, app, state }
@@ -1195,9 +1265,9 @@ impl<A: Application> SocketIo<A> {
             .expect("a session's client lives until on_close");
         client.sockets.push((nsp.to_owned(), socket));
         client.connect_deadline = None;
-        let members = self.state.rooms.entry(nsp.to_owned()).or_default();
         for room in &rooms {
-            members.entry(room.clone()).or_default().insert(socket);
+            let cluster = self.state.cluster.as_ref();
+            enter_room(sh, &mut self.state.rooms, cluster, nsp, room, socket);
         }
         self.state.by_sid.insert(sid.clone(), socket);
         self.state.sockets.insert(
@@ -1329,7 +1399,7 @@ impl<A: Application> SocketIo<A> {
             by: cluster.node.clone(),
             pid: pid.to_owned(),
         };
-        sh.push(Command::Publish(word.encode()));
+        sh.push(Command::Publish(cluster.entry(&word)));
         self.state.sessions.as_mut()?.remote.remove(pid);
         Some(restored)
     }
@@ -1381,7 +1451,7 @@ impl<A: Application> SocketIo<A> {
         let word = BusMessage::Alive {
             node: cluster.node.clone(),
         };
-        sh.push(Command::Publish(word.encode()));
+        sh.push(Command::Publish(cluster.entry(&word)));
         let Some(sessions) = &mut self.state.sessions else {
             return;
         };
@@ -1440,6 +1510,12 @@ impl<A: Application> SocketIo<A> {
         // When it was published, on this node's clock.
         let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
         match message {
+            // With recovery off, a room this node has no member of is one
+            // its host read a little longer than asked (or before it
+            // asked): its places are not held here, so that they hold
+            // nothing should a member come back.
+            BusMessage::Place { nsp, room, .. } | BusMessage::Abandon { nsp, room, .. }
+                if cluster.spread && !has_room(&self.state.rooms, &nsp, &room) => {}
             BusMessage::Place {
                 from,
                 nsp,
@@ -1633,7 +1709,7 @@ impl<A: Application> SocketIo<A> {
             }
         } else {
             let word = BusMessage::Handed { to: from, seq };
-            sh.push(Command::Publish(word.encode()));
+            sh.push(Command::Publish(cluster.entry(&word)));
         }
     }
 

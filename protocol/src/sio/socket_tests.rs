@@ -813,11 +813,11 @@ fn a_binary_emit_in_a_cluster_reaches_its_socket_through_the_bus_and_is_replayed
             }
             for m in &bus {
                 n1.input(Input::Cluster {
-                    message: m.clone(),
+                    message: m.bytes.clone(),
                     at: None,
                 });
                 n2.input(Input::Cluster {
-                    message: m.clone(),
+                    message: m.bytes.clone(),
                     at: None,
                 });
             }

@@ -12,7 +12,6 @@
 //! copy): a send's latency does not step as the store grows.
 //! [`MemoryModel::new`] (the simulation's) keeps everything.
 
-use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Mutex, MutexGuard};
@@ -71,7 +70,7 @@ pub struct MemoryModel {
     shared_buckets: BTreeMap<ObjectId, (TokenBucket<UnixMs>, String, Taken)>,
     /// The newest place given, and the place entries not yet on the bus.
     last_place: Option<Place>,
-    placed: Vec<(Bytes, Place)>,
+    placed: Vec<(crate::bus::Entry, Place)>,
 }
 
 impl MemoryStore {
@@ -191,7 +190,7 @@ impl MemoryModel {
     /// The place entries of the takes since the last call, in their order,
     /// with their places (what a simulated bus appends, as Redis does in
     /// the take's step).
-    pub fn take_placed(&mut self) -> Vec<(Bytes, Place)> {
+    pub fn take_placed(&mut self) -> Vec<(crate::bus::Entry, Place)> {
         std::mem::take(&mut self.placed)
     }
 

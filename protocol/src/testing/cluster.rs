@@ -2,20 +2,23 @@
 //! shared store (the in-memory model, which also keeps the per-user
 //! buckets the nodes share, as Redis does), and a fake bus with the semantics
 //! chatwire's hosts get from a Redis stream: one log every node reads in
-//! the same order, each at its own pace, from where it stopped. The test
+//! the same order, each at its own pace, from where it stopped (each node
+//! only what its topics hold: [`Topic::All`], its own inbox, and the rooms
+//! it subscribed to, from the point it had read to when it did). The test
 //! picks who reads next (so deliveries interleave across nodes in any
 //! order), cuts a node off the bus and heals it (what it publishes waits,
 //! what it missed is read after), trims the log (what a cut-off node had
 //! not read is lost to it), or restarts a node (a new process that reads
 //! the bus's past first).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::chaos::SimRng;
 use super::harness::Sim;
+use crate::bus::{Entry, Topic};
 use crate::ids::SeededIds;
 use crate::node::Input;
 use crate::sio::{ClusterConfig, SocketIoConfig};
@@ -32,14 +35,21 @@ pub struct ClusterSim {
     /// Every message on the bus, in its one order; `trimmed` before the
     /// first kept.
     log: Vec<Bytes>,
+    /// Each entry's topic, as `log`.
+    topics: Vec<Topic>,
     trimmed: usize,
+    /// Each node's name on the bus (its inbox's topic).
+    names: Vec<String>,
+    /// The rooms' topics each node reads, each from the index it had read
+    /// to when it subscribed.
+    subs: Vec<HashMap<Topic, usize>>,
     /// The position Redis gave each entry (by index into the whole
     /// history): what the host tells a node with it.
     positions: BTreeMap<usize, Place>,
     /// Where each node reads next (an index into the whole history).
     cursors: Vec<usize>,
     /// Nodes cut off the bus, with what they published meanwhile.
-    cut: BTreeMap<usize, Vec<Bytes>>,
+    cut: BTreeMap<usize, Vec<Entry>>,
     /// Restarted nodes still reading the bus's past: where it ends, and
     /// how old it is.
     past: BTreeMap<usize, (usize, Duration)>,
@@ -68,7 +78,10 @@ impl ClusterSim {
             nodes,
             store: MemoryModel::new(),
             log: Vec::new(),
+            topics: Vec::new(),
             trimmed: 0,
+            names: (0..n).map(|i| format!("n{i}")).collect(),
+            subs: vec![HashMap::new(); n],
             positions: BTreeMap::new(),
             cursors: vec![0; n],
             cut: BTreeMap::new(),
@@ -91,6 +104,8 @@ impl ClusterSim {
         let name = format!("n{i}r{}", self.restarts);
         let seed = [(i + 16 * self.restarts) as u8 + 1; 32];
         self.nodes[i] = node(&name, seed, &self.sio);
+        self.names[i] = name;
+        self.subs[i].clear();
         self.cut.remove(&i);
         self.slow.remove(&i);
         self.cursors[i] = self.trimmed;
@@ -104,6 +119,17 @@ impl ClusterSim {
         loop {
             let mut moved = false;
             for i in 0..self.nodes.len() {
+                for (topic, on) in std::mem::take(&mut self.nodes[i].subscriptions) {
+                    match on {
+                        true => {
+                            let from = self.cursors[i].max(self.trimmed);
+                            self.subs[i].entry(topic).or_insert(from);
+                        }
+                        false => {
+                            self.subs[i].remove(&topic);
+                        }
+                    }
+                }
                 let published = std::mem::take(&mut self.nodes[i].published);
                 moved |= !published.is_empty();
                 match self.cut.get_mut(&i) {
@@ -135,7 +161,8 @@ impl ClusterSim {
                     // A take's place goes on the bus in the take's step.
                     for (entry, place) in self.store.take_placed() {
                         self.positions.insert(self.trimmed + self.log.len(), place);
-                        self.log.push(entry);
+                        self.log.push(entry.bytes);
+                        self.topics.push(entry.topic);
                     }
                     sim.reply(op, reply);
                     moved = true;
@@ -163,17 +190,34 @@ impl ClusterSim {
 
     /// Appends entries published at `ms` (by their node's clock), each at
     /// the bus's next position.
-    fn append(&mut self, entries: Vec<Bytes>, ms: i64) {
+    fn append(&mut self, entries: Vec<Entry>, ms: i64) {
         for entry in entries {
             let at = self.store.position(ms);
             self.positions.insert(self.trimmed + self.log.len(), at);
-            self.log.push(entry);
+            self.log.push(entry.bytes);
+            self.topics.push(entry.topic);
         }
+    }
+
+    /// Whether node `i` reads the entry at `at` (an index into the whole
+    /// history).
+    fn reads(&self, i: usize, at: usize) -> bool {
+        match &self.topics[at - self.trimmed] {
+            Topic::All => true,
+            Topic::Node(name) => *name == self.names[i],
+            room @ Topic::Room { .. } => self.subs[i].get(room).is_some_and(|&from| at >= from),
+        }
+    }
+
+    /// The index of the next entry node `i` reads, from `from` on.
+    fn next_for(&self, i: usize, from: usize) -> Option<usize> {
+        (from.max(self.trimmed)..self.trimmed + self.log.len()).find(|&at| self.reads(i, at))
     }
 
     /// Whether node `i` has something on the bus to read.
     fn can_read(&self, i: usize) -> bool {
-        !self.cut.contains_key(&i) && self.cursors[i] < self.trimmed + self.log.len()
+        !self.cut.contains_key(&i)
+            && (self.cursors[i] < self.trimmed || self.next_for(i, self.cursors[i]).is_some())
     }
 
     /// Node `i` reads its next message; false when it has none.
@@ -183,6 +227,7 @@ impl ClusterSim {
             return false;
         }
         if self.cursors[i] < self.trimmed && !self.past.contains_key(&i) {
+            // (Anything of its topics or not: the host cannot tell.)
             // What it had not read was trimmed: its host tells it so.
             self.cursors[i] = self.trimmed;
             self.nodes[i].input(Input::ClusterGap);
@@ -191,7 +236,10 @@ impl ClusterSim {
                 return true;
             }
         }
-        let at = self.cursors[i].max(self.trimmed);
+        let Some(at) = self.next_for(i, self.cursors[i]) else {
+            self.cursors[i] = self.trimmed + self.log.len();
+            return true;
+        };
         let message = self.log[at - self.trimmed].clone();
         let position = self.positions.get(&at).copied();
         self.cursors[i] = at + 1;
@@ -202,7 +250,7 @@ impl ClusterSim {
                     age,
                     at: position,
                 });
-                if at + 1 == end {
+                if self.next_for(i, at + 1).is_none_or(|next| next >= end) {
                     self.past.remove(&i);
                     self.nodes[i].input(Input::ClusterCaughtUp);
                 }
@@ -277,7 +325,14 @@ impl ClusterSim {
     pub fn publish_again(&mut self, k: usize) {
         self.collect();
         let from = self.log.len().saturating_sub(k);
-        let again: Vec<Bytes> = self.log[from..].to_vec();
+        let again: Vec<Entry> = self.log[from..]
+            .iter()
+            .zip(&self.topics[from..])
+            .map(|(bytes, topic)| Entry {
+                topic: topic.clone(),
+                bytes: bytes.clone(),
+            })
+            .collect();
         let ms = self.nodes[0].unix_ms();
         self.append(again, ms);
     }
@@ -287,6 +342,7 @@ impl ClusterSim {
         self.collect();
         let drop = self.log.len().saturating_sub(keep);
         self.log.drain(..drop);
+        self.topics.drain(..drop);
         self.trimmed += drop;
     }
 }

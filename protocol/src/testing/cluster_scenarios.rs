@@ -1038,3 +1038,93 @@ fn an_entry_published_twice_is_read_once() {
     let duplicates: u64 = c.nodes.iter().map(|n| n.node.stats().bus_duplicates).sum();
     assert!(duplicates >= 2, "{duplicates}");
 }
+
+/// How many entries node `i` read from the bus so far.
+fn read_by(c: &ClusterSim, i: usize) -> u64 {
+    c.nodes[i].node.stats().bus_in.iter().sum()
+}
+
+/// With recovery off, a node reads a room's entries only while its
+/// sockets are in it (its work grows with its members' chats, not with the
+/// cluster), and the words for it alone (acks, delivery) in its inbox.
+#[test]
+fn a_node_reads_only_the_rooms_its_sockets_are_in_and_what_is_for_it() {
+    let mut rng = SimRng::new(3);
+    let mut c = ClusterSim::new(3);
+    let ana = tab(&mut c.nodes[0], 1, "ana");
+    let bob = tab(&mut c.nodes[1], 2, "bob");
+    // Node 2's only socket is in `general` alone.
+    let cy = tab(&mut c.nodes[2], 3, "cy");
+    join(&mut c, 0, ana, 1, "side");
+    join(&mut c, 1, bob, 1, "side");
+    c.settle(&mut rng);
+    for n in [(0, ana), (1, bob), (2, cy)] {
+        c.nodes[n.0].take(n.1);
+    }
+    let idle = read_by(&c, 2);
+    for k in 0..5 {
+        let text = format!("s{k}");
+        send(
+            &mut c.nodes[0],
+            ana,
+            10 + k,
+            json!({"text": text, "chatId": "side"}),
+        );
+        c.settle(&mut rng);
+    }
+    assert_eq!(read_by(&c, 2), idle, "node 2 has no member in side");
+    assert_eq!(
+        texts(&all_events(&mut c, 1, bob)),
+        ["s0", "s1", "s2", "s3", "s4"]
+    );
+    let to_ana = all_events(&mut c, 0, ana);
+    let count = |events: &[Value], name: &str| events.iter().filter(|e| e[0] == name).count();
+    assert_eq!(count(&to_ana, "chat:ack"), 5);
+    assert_eq!(
+        count(&to_ana, "chat:delivered"),
+        5,
+        "told through its inbox"
+    );
+    assert!(texts(&all_events(&mut c, 2, cy)).is_empty());
+
+    // Bob leaves: node 1 stops reading side; what is said there reaches it
+    // no more. Ana's sends are still acked and stored.
+    super::harness::event(
+        &mut c.nodes[1],
+        bob,
+        2,
+        "chat:leave",
+        json!({"chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    c.nodes[1].take(bob);
+    let (on_1, on_2) = (read_by(&c, 1), read_by(&c, 2));
+    send(
+        &mut c.nodes[0],
+        ana,
+        20,
+        json!({"text": "after", "chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    assert_eq!((read_by(&c, 1), read_by(&c, 2)), (on_1, on_2));
+    assert!(all_events(&mut c, 1, bob).is_empty());
+    assert_eq!(count(&all_events(&mut c, 0, ana), "chat:ack"), 1);
+    assert_eq!(history(&c, "side").len(), 6);
+
+    // A message in general, where all three are, reaches all three nodes.
+    send(&mut c.nodes[2], cy, 30, json!({"text": "g"}));
+    c.settle(&mut rng);
+    assert_eq!(texts(&all_events(&mut c, 0, ana)), ["g"]);
+    assert_eq!(texts(&all_events(&mut c, 1, bob)), ["g"]);
+    // And bob back in side reads it again, from then on.
+    join(&mut c, 1, bob, 3, "side");
+    c.settle(&mut rng);
+    send(
+        &mut c.nodes[0],
+        ana,
+        40,
+        json!({"text": "back", "chatId": "side"}),
+    );
+    c.settle(&mut rng);
+    assert_eq!(texts(&all_events(&mut c, 1, bob)), ["back"]);
+}

@@ -66,7 +66,10 @@ pub struct Sim {
     pub notices: Vec<Notice>,
     /// What the node published on the cluster's bus and no bus took yet,
     /// oldest first.
-    pub published: Vec<Bytes>,
+    pub published: Vec<crate::bus::Entry>,
+    /// The topics the node asked to read (true) or stop reading (false)
+    /// and no bus heard yet, oldest first.
+    pub subscriptions: Vec<(crate::bus::Topic, bool)>,
     start: Instant,
     next_conn: u64,
 }
@@ -115,6 +118,7 @@ impl Sim {
             replied: Vec::new(),
             notices: Vec::new(),
             published: Vec::new(),
+            subscriptions: Vec::new(),
             start,
             next_conn: 0,
         };
@@ -165,6 +169,8 @@ impl Sim {
                 Output::Store { op, command } => self.in_flight.push((op, command)),
                 Output::Notice(n) => self.notices.push(n),
                 Output::Publish(message) => self.published.push(message),
+                Output::Subscribe(topic) => self.subscriptions.push((topic, true)),
+                Output::Unsubscribe(topic) => self.subscriptions.push((topic, false)),
             }
         }
     }

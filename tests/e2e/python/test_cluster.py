@@ -327,8 +327,9 @@ def test_one_chats_messages_arrive_in_history_order_on_every_instance(instances)
 def test_the_bus_is_counted_and_an_entry_it_cannot_read_is_passed_over(instances, redis):
     """`/metrics` counts what each instance reads from and publishes on the
     bus, by kind; an entry of another version (or not chatwire's at all)
-    on the stream is counted as undecodable on every instance, and the
-    chat goes on."""
+    on the stream every instance reads is counted as undecodable on every
+    instance, and the chat goes on. A chat's traffic reaches only the
+    instances with members in it."""
     from test_metrics import Scrape
 
     a, b, _ = instances
@@ -351,10 +352,17 @@ def test_the_bus_is_counted_and_an_entry_it_cannot_read_is_passed_over(instances
 
             assert grew("chatwire_bus_undecodable_total") == 2, i
             assert grew("chatwire_bus_entries_total", way="in", kind="other") == 2, i
-            # The send's place and its event came back to every instance.
+            # The send's place and its event came back to the instances with
+            # a member in the chat, and to no other.
             for kind in ("place", "broadcast"):
-                assert grew("chatwire_bus_entries_total", way="in", kind=kind) >= 1, (i, kind)
-                assert grew("chatwire_bus_bytes_total", way="in", kind=kind) > 0, (i, kind)
+                if i < 2:
+                    assert grew("chatwire_bus_entries_total", way="in", kind=kind) >= 1, (i, kind)
+                    assert grew("chatwire_bus_bytes_total", way="in", kind=kind) > 0, (i, kind)
+                else:
+                    assert grew("chatwire_bus_entries_total", way="in", kind=kind) == 0, (i, kind)
+            # Each reads the streams of the rooms its sockets are in: the
+            # chat and its user's own room; the third none.
+            assert now.get("chatwire_bus_subscriptions") == (2 if i < 2 else 0), i
         # The sender's instance published the event (its place went with the
         # token's take, in Redis) and timed the round trip.
         assert after[0].get("chatwire_bus_entries_total", way="out", kind="broadcast") > \
