@@ -54,31 +54,35 @@ pub fn key(topic: &Topic) -> String {
     }
 }
 
-/// What goes to the bus's writer.
+/// The rooms an instance reads, as its node's task subscribes and
+/// unsubscribes, for the bus's rooms reader; and Redis's clock as read.
 #[derive(Debug)]
-pub enum Out {
-    /// An entry to append.
-    Entry(Entry),
-    /// A word to this instance's own inbox that its reader passes over:
-    /// it returns from its blocking read and reads its new subscriptions.
-    Wake,
-}
-
-/// How every room stream's key starts.
-const ROOM_PREFIX: &str = "{chatwire:bus}:room:";
-
-/// The rooms' streams an instance reads, shared by its node's task (which
-/// subscribes and unsubscribes as the node says) and its bus's reader.
-#[derive(Debug, Default)]
-pub struct Listen(std::sync::Mutex<Listening>);
-
-#[derive(Debug, Default)]
-struct Listening {
-    /// Each room stream's key, with the id its reading starts after.
-    rooms: std::collections::HashMap<String, String>,
+pub struct Listen {
+    rooms: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Redis's clock, as the newest entry read tells it (its id's
     /// milliseconds), and when that was read here.
-    clock: Option<(u64, std::time::Instant)>,
+    clock: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+    changes: async_channel::Sender<Change>,
+    heard: async_channel::Receiver<Change>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let (changes, heard) = async_channel::unbounded();
+        Listen {
+            rooms: Default::default(),
+            clock: Default::default(),
+            changes,
+            heard,
+        }
+    }
+}
+
+/// A room's stream to read from just after an id on, or no longer.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Subscribe(String, String),
+    Unsubscribe(String),
 }
 
 /// How far before the moment a room is subscribed to, by Redis's clock as
@@ -91,33 +95,37 @@ impl Listen {
     /// Reads `topic`'s stream from about now on (a little before: see
     /// [`SUBSCRIBE_MARGIN`]); false if it was read already.
     pub fn subscribe(&self, topic: &Topic) -> bool {
-        let mut l = self.0.lock().expect("never poisoned");
-        let now_ms = match l.clock {
-            Some((ms, at)) => ms + at.elapsed().as_millis() as u64,
-            // Nothing read yet: this host's clock, which Redis's is close to.
-            None => u64::try_from(crate::unix_ms()).unwrap_or(0),
-        };
-        let from = now_ms.saturating_sub(SUBSCRIBE_MARGIN.as_millis() as u64);
         let key = key(topic);
-        if l.rooms.contains_key(&key) {
+        if !self
+            .rooms
+            .lock()
+            .expect("never poisoned")
+            .insert(key.clone())
+        {
             return false;
         }
-        l.rooms.insert(key, format!("{from}-0"));
+        let now_ms = self.redis_now().unwrap_or_else(|| {
+            // Nothing read yet: this host's clock, which Redis's is close to.
+            u64::try_from(crate::unix_ms()).unwrap_or(0)
+        });
+        let from = now_ms.saturating_sub(SUBSCRIBE_MARGIN.as_millis() as u64);
+        let _ = self
+            .changes
+            .try_send(Change::Subscribe(key, format!("{from}-0")));
         true
     }
 
     /// Stops reading `topic`'s stream.
     pub fn unsubscribe(&self, topic: &Topic) {
-        self.0
-            .lock()
-            .expect("never poisoned")
-            .rooms
-            .remove(&key(topic));
+        let key = key(topic);
+        if self.rooms.lock().expect("never poisoned").remove(&key) {
+            let _ = self.changes.try_send(Change::Unsubscribe(key));
+        }
     }
 
     /// How many rooms' streams are read.
     pub fn len(&self) -> usize {
-        self.0.lock().expect("never poisoned").rooms.len()
+        self.rooms.lock().expect("never poisoned").len()
     }
 
     /// Whether none is.
@@ -125,50 +133,16 @@ impl Listen {
         self.len() == 0
     }
 
-    /// An entry at `ms` by Redis's clock was read now.
-    fn saw(&self, ms: u64) {
-        let mut l = self.0.lock().expect("never poisoned");
-        let ahead = l
-            .clock
-            .is_none_or(|(then, at)| ms > then + at.elapsed().as_millis() as u64);
-        if ahead {
-            l.clock = Some((ms, std::time::Instant::now()));
-        }
+    /// Redis's clock now, as reckoned from what was read (a lower bound).
+    fn redis_now(&self) -> Option<u64> {
+        let clock = *self.clock.lock().expect("never poisoned");
+        clock.map(|(ms, at)| ms + at.elapsed().as_millis() as u64)
     }
 
-    /// The rooms' streams to read: those read already, as they are; new
-    /// ones from where they start, or from where this reader stopped
-    /// reading them if that is later (`left`: a room left and joined again
-    /// within moments is not read twice); those no longer subscribed to,
-    /// gone (into `left`).
-    fn update(
-        &self,
-        reading: &mut std::collections::BTreeMap<String, String>,
-        left: &mut std::collections::HashMap<String, String>,
-    ) {
-        let l = self.0.lock().expect("never poisoned");
-        reading.retain(|k, last| {
-            let keep = !k.starts_with(ROOM_PREFIX) || l.rooms.contains_key(k);
-            if !keep {
-                left.insert(k.clone(), last.clone());
-            }
-            keep
-        });
-        for (k, from) in &l.rooms {
-            if reading.contains_key(k) {
-                continue;
-            }
-            let last = left
-                .remove(k)
-                .filter(|last| entry_id(last) > entry_id(from));
-            reading.insert(k.clone(), last.unwrap_or_else(|| from.clone()));
-        }
-        // What was left before the margin no subscription starts before
-        // any more is of no use.
-        if let Some((ms, at)) = l.clock {
-            let oldest = (ms + at.elapsed().as_millis() as u64)
-                .saturating_sub(2 * SUBSCRIBE_MARGIN.as_millis() as u64);
-            left.retain(|_, last| entry_id(last).is_some_and(|(ms, _)| ms >= oldest));
+    /// An entry at `ms` by Redis's clock was read now.
+    fn saw(&self, ms: u64) {
+        if self.redis_now().is_none_or(|now| ms > now) {
+            *self.clock.lock().expect("never poisoned") = Some((ms, std::time::Instant::now()));
         }
     }
 }
@@ -208,6 +182,8 @@ pub struct Bus {
     keep: Duration,
     reading: Arc<AtomicBool>,
     writing: Arc<AtomicBool>,
+    /// The rooms' reader is subscribed and caught up.
+    rooms_up: Arc<AtomicBool>,
     servers: Servers,
     commands: Arc<tokio::sync::Mutex<Option<Conn>>>,
     handle: tokio::runtime::Handle,
@@ -347,6 +323,25 @@ impl Servers {
         Ok(Conn::Single(conn))
     }
 
+    /// A subscriber connection to the first of the servers that answers.
+    async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut failed = None;
+        for url in &self.urls {
+            let client = redis::Client::open(url.as_str())?;
+            let opened = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await;
+            match opened {
+                Ok(Ok(p)) => return Ok(p),
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => {
+                    failed = Some(redis::RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::TimedOut,
+                    )))
+                }
+            }
+        }
+        Err(failed.expect("at least one URL"))
+    }
+
     async fn cluster(&self) -> redis::RedisResult<Conn> {
         let client = redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
             .connection_timeout(CONNECT_TIMEOUT)
@@ -373,6 +368,7 @@ impl Bus {
             keep,
             reading: Arc::new(AtomicBool::new(false)),
             writing: Arc::new(AtomicBool::new(false)),
+            rooms_up: Arc::new(AtomicBool::new(false)),
             servers,
             commands: Arc::default(),
             handle: runtime.handle().clone(),
@@ -385,11 +381,10 @@ impl Bus {
     /// the stream holds from now on to `node`; with `replay`, what it holds
     /// of that long ago first (as the past), and the bus is up once that is
     /// fed.
-    #[allow(clippy::too_many_arguments)] // what the reader and the writer each need
     pub fn run(
         &self,
         name: &str,
-        outbox: async_channel::Receiver<Out>,
+        outbox: async_channel::Receiver<Entry>,
         node: NodeHandle,
         listen: Arc<Listen>,
         replay: Option<Duration>,
@@ -403,12 +398,14 @@ impl Bus {
         let inbox = key(&Topic::Node(name.to_owned()));
         self.handle.spawn(read(
             servers.clone(),
-            node,
+            node.clone(),
             reading,
             replay,
             inbox.clone(),
-            listen,
+            listen.clone(),
         ));
+        self.handle
+            .spawn(rooms(servers.clone(), node, self.rooms_up.clone(), listen));
         let keep = self.keep;
         self.handle.spawn(write(
             servers,
@@ -422,7 +419,9 @@ impl Bus {
 
     /// Whether the instance can both publish and read.
     pub fn is_up(&self) -> bool {
-        self.reading.load(Ordering::Acquire) && self.writing.load(Ordering::Acquire)
+        self.reading.load(Ordering::Acquire)
+            && self.writing.load(Ordering::Acquire)
+            && self.rooms_up.load(Ordering::Acquire)
     }
 
     /// Takes a token of a user's bucket, kept in Redis and shared by every
@@ -526,7 +525,9 @@ fn bucket_key(user: ObjectId) -> String {
 /// is one, and then the place entry `ARGV[4]` (if not empty) appended to
 /// the stream `KEYS[2]` in the same step; answers whether it took and the
 /// place's entry id (empty if none; the stream trimmed to ids from
-/// `ARGV[5]` on, and kept `ARGV[6]` ms if that is not 0). The same ticket again answers as
+/// `ARGV[5]` on; a room's stream, `ARGV[6]` not 0, is kept that many ms
+/// and the place published to its channel too, as [`PUBLISH`] does). The
+/// same ticket again answers as
 /// before and takes and appends nothing. The key expires once a full
 /// bucket would have refilled.
 static TAKE_TOKEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -544,7 +545,10 @@ if tokens >= 1 then
   tokens = tokens - 1; took = 1
   if entry ~= '' then
     place = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[5], '*', 'd', entry)
-    if ARGV[6] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+    if ARGV[6] ~= '0' then
+      redis.call('PEXPIRE', KEYS[2], ARGV[6])
+      redis.call('PUBLISH', KEYS[2], place .. ' ' .. entry)
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', math.max(now, at), 'ticket', ticket, 'took', took, 'place', place)
@@ -566,19 +570,21 @@ fn ttl_ms(stream: &str, keep: Duration) -> String {
 
 /// Appends a batch to the bus's streams, in order, in one step: `KEYS[1]`
 /// is [`STREAM`], `ARGV[1]` the oldest id the streams keep (`MINID ~`),
-/// `ARGV[2]` how long every other stream named lives on (ms); then pairs of
-/// a key's index and an entry (empty: a wake, field `w`, that readers pass
-/// over).
+/// `ARGV[2]` how long every other stream named lives on (ms), `ARGV[3]` a
+/// `1` for each key that is a room's (its entries are also published to
+/// the channel of the same name, as `<id> <entry>`, for the instances
+/// subscribed to it), `0` for the others; then pairs of a key's index and
+/// an entry.
 static PUBLISH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-local since, ttl = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 2 do
-  local k = KEYS[tonumber(ARGV[i])]
-  if ARGV[i + 1] == '' then
-    redis.call('XADD', k, 'MINID', '~', since, '*', 'w', '1')
-  else
-    redis.call('XADD', k, 'MINID', '~', since, '*', 'd', ARGV[i + 1])
+local since, ttl, rooms = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV, 2 do
+  local n = tonumber(ARGV[i])
+  local k = KEYS[n]
+  local id = redis.call('XADD', k, 'MINID', '~', since, '*', 'd', ARGV[i + 1])
+  if string.sub(rooms, n, n) == '1' then
+    redis.call('PUBLISH', k, id .. ' ' .. ARGV[i + 1])
   end
 end
 for k = 2, #KEYS do redis.call('PEXPIRE', KEYS[k], ttl) end
@@ -673,11 +679,11 @@ async fn start(conn: &mut Conn, replay: Option<Duration>) -> redis::RedisResult<
     })
 }
 
-/// Reads the bus from where this instance started (the end of
-/// [`STREAM`] then, or with `replay` that long before; its inbox from its
-/// start; each room's stream from when its node subscribed to it), on and
-/// on, across reconnections: one `XREAD` of every stream it reads, their
-/// entries handed to the node in the order of their ids.
+/// Reads [`STREAM`] and this instance's inbox from where this instance
+/// started (the end of [`STREAM`] then, or with `replay` that long before;
+/// its inbox from its start), on and on, across reconnections: one `XREAD`
+/// of both, their entries handed to the node in the order of their ids.
+/// The rooms' streams are read by [`rooms`].
 async fn read(
     servers: Servers,
     node: NodeHandle,
@@ -688,8 +694,6 @@ async fn read(
 ) {
     // Each stream read, and the id of what was read of it last.
     let mut reading: std::collections::BTreeMap<String, String> = Default::default();
-    // Rooms' streams no longer read, and what was read of them last.
-    let mut left = std::collections::HashMap::new();
     let mut past_until = None;
     let mut clock = (0, tokio::time::Instant::now());
     let mut attempt = 0;
@@ -725,7 +729,6 @@ async fn read(
             .block(BLOCK_MS)
             .count(READ_COUNT);
         loop {
-            listen.update(&mut reading, &mut left);
             let (keys, ids): (Vec<&String>, Vec<&String>) = reading.iter().unzip();
             let got: redis::RedisResult<Option<StreamReadReply>> =
                 conn.xread_options(&keys, &ids, &opts).await;
@@ -820,6 +823,189 @@ fn merged(
         .map(|(_, key, entry)| (key, entry))
         .collect();
     (entries, full)
+}
+
+/// How often the rooms' reader asks Redis whether its subscriber
+/// connection still answers (it hears nothing of idle rooms).
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads the rooms' streams the node subscribed to: live, on a subscriber
+/// connection (each room's channel, which [`PUBLISH`] and the take's script
+/// publish every entry of its stream to, with its id); and from the stream
+/// itself (`XRANGE`) for what the channel may have missed: since the
+/// subscription's start when it subscribes, since the last entry handed
+/// on after a reconnection. Each room's entries are handed to the node
+/// once, in the stream's order. Redis's pushes cost no command: reading a
+/// room costs one `SUBSCRIBE` and one `XRANGE` when joined, whatever its
+/// traffic, and a room this instance has no member in costs it nothing.
+///
+/// In a Redis Cluster, the subscriber connection is to any one node (a
+/// `PUBLISH` reaches the subscribers of every node).
+async fn rooms(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, listen: Arc<Listen>) {
+    // Each room read: the id of its last entry handed on.
+    let mut rooms: std::collections::HashMap<String, String> = Default::default();
+    // Rooms no longer read, and their last entry handed on: one left and
+    // joined again within moments is not read twice.
+    let mut left: std::collections::HashMap<String, String> = Default::default();
+    let mut attempt = 0;
+    loop {
+        let pubsub = match servers.pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(unlogged) = TROUBLE.allow(std::time::Instant::now()) {
+                    tracing::warn!(
+                        "Redis bus: cannot connect (rooms): {e}; retrying ({unlogged} more \
+                         failures not logged)"
+                    );
+                }
+                back_off(&mut attempt).await;
+                continue;
+            }
+        };
+        let mut conn = connect(&servers, "reading rooms").await;
+        let (mut sink, mut pushed) = pubsub.split();
+        // Every room again, then what its channel said meanwhile (all its
+        // stream holds if the stream went back behind what was read: Redis
+        // came back without it, or a replica took over).
+        let every: Vec<String> = rooms.keys().cloned().collect();
+        let mut ok = every.is_empty() || sink.subscribe(&every).await.is_ok();
+        for key in &every {
+            ok = ok
+                && rewind_if_lost(&mut conn, key, &mut rooms).await.is_ok()
+                && catch_up(&mut conn, &node, &listen, key, &mut rooms)
+                    .await
+                    .is_ok();
+        }
+        if !ok {
+            tracing::warn!("Redis bus: subscribing to the rooms failed; reconnecting");
+            back_off(&mut attempt).await;
+            continue;
+        }
+        attempt = 0;
+        up.store(true, Ordering::Release);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                change = listen.heard.recv() => {
+                    let Ok(change) = change else { return };
+                    let done = match change {
+                        Change::Subscribe(key, from) => {
+                            let from = left
+                                .remove(&key)
+                                .filter(|last| entry_id(last) > entry_id(&from))
+                                .unwrap_or(from);
+                            rooms.insert(key.clone(), from);
+                            sink.subscribe(&key).await.is_ok()
+                                && catch_up(&mut conn, &node, &listen, &key, &mut rooms)
+                                    .await
+                                    .is_ok()
+                        }
+                        Change::Unsubscribe(key) => {
+                            if let Some(last) = rooms.remove(&key) {
+                                left.insert(key.clone(), last);
+                            }
+                            forget_left(&listen, &mut left);
+                            sink.unsubscribe(&key).await.is_ok()
+                        }
+                    };
+                    if !done {
+                        break;
+                    }
+                }
+                message = futures_util::StreamExt::next(&mut pushed) => {
+                    let Some(message) = message else { break };
+                    let key = message.get_channel_name();
+                    let Some(last) = rooms.get_mut(key) else { continue };
+                    let payload = message.get_payload_bytes();
+                    let Some(space) = payload.iter().position(|&b| b == b' ') else { continue };
+                    let Some(id) = std::str::from_utf8(&payload[..space]).ok() else { continue };
+                    if entry_id(id) <= entry_id(last) {
+                        continue;
+                    }
+                    *last = id.to_owned();
+                    let data = Bytes::copy_from_slice(&payload[space + 1..]);
+                    hand_on(&node, &listen, id, data).await;
+                }
+                _ = ping.tick() => {
+                    let answered =
+                        tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        up.store(false, Ordering::Release);
+        tracing::warn!("Redis bus: the rooms' subscriber connection was lost; reconnecting");
+        back_off(&mut attempt).await;
+    }
+}
+
+/// Forgets the rooms left before the margin no subscription starts before
+/// any more.
+fn forget_left(listen: &Listen, left: &mut std::collections::HashMap<String, String>) {
+    if let Some(now) = listen.redis_now() {
+        let oldest = now.saturating_sub(2 * SUBSCRIBE_MARGIN.as_millis() as u64);
+        left.retain(|_, last| entry_id(last).is_some_and(|(ms, _)| ms >= oldest));
+    }
+}
+
+/// Hands a room's entry read (live or caught up) to the node.
+async fn hand_on(node: &NodeHandle, listen: &Listen, id: &str, data: Bytes) {
+    let at = entry_id(id).map(|(ms, n)| {
+        listen.saw(ms);
+        Place { ms, n }
+    });
+    node.send(Command::Cluster(data, at)).await;
+}
+
+/// Reads room `key`'s stream on from its newest entry (from its start, if
+/// it is gone) if it went back behind the last entry handed on: what it
+/// gets from then on was appended after.
+async fn rewind_if_lost(
+    conn: &mut Conn,
+    key: &str,
+    rooms: &mut std::collections::HashMap<String, String>,
+) -> redis::RedisResult<()> {
+    let Some(last) = rooms.get(key) else {
+        return Ok(());
+    };
+    if let Some(from) = lost_since(conn, key, last).await?
+        && entry_id(&from) < entry_id(last)
+    {
+        rooms.insert(key.to_owned(), from);
+    }
+    Ok(())
+}
+
+/// Hands on what room `key`'s stream holds after the last entry handed on
+/// (what its channel said while this reader was not subscribed).
+async fn catch_up(
+    conn: &mut Conn,
+    node: &NodeHandle,
+    listen: &Listen,
+    key: &str,
+    rooms: &mut std::collections::HashMap<String, String>,
+) -> redis::RedisResult<()> {
+    loop {
+        let Some(last) = rooms.get(key).cloned() else {
+            return Ok(());
+        };
+        let got: StreamRangeReply = conn
+            .xrange_count(key, format!("({last}"), "+", READ_COUNT)
+            .await?;
+        let n = got.ids.len();
+        for entry in got.ids {
+            if let Some(redis::Value::BulkString(data)) = entry.map.get("d") {
+                hand_on(node, listen, &entry.id, Bytes::copy_from_slice(data)).await;
+            }
+            rooms.insert(key.to_owned(), entry.id);
+        }
+        if n < READ_COUNT {
+            return Ok(());
+        }
+    }
 }
 
 /// The most entries one `XREAD` returns.
@@ -925,13 +1111,13 @@ const PIPELINE: usize = 256;
 /// reconnected.
 async fn write(
     servers: Servers,
-    outbox: async_channel::Receiver<Out>,
+    outbox: async_channel::Receiver<Entry>,
     up: Arc<AtomicBool>,
     latency: Histogram,
     keep: Duration,
     inbox: String,
 ) {
-    let mut batch: Vec<Out> = Vec::new();
+    let mut batch: Vec<Entry> = Vec::new();
     let mut attempt = 0;
     let ttl = ttl_ms(&inbox, keep);
     loop {
@@ -957,21 +1143,27 @@ async fn write(
             }
             let mut call = PUBLISH.prepare_invoke();
             let mut keys: Vec<String> = vec![STREAM.to_owned()];
-            call.key(STREAM).arg(keep_since(keep)).arg(&ttl);
-            for out in &batch {
-                let (stream, bytes) = match out {
-                    Out::Entry(e) => (key(&e.topic), e.bytes.as_ref()),
-                    Out::Wake => (inbox.clone(), &b""[..]),
-                };
+            let mut rooms = String::from("0");
+            let mut args: Vec<(usize, &[u8])> = Vec::with_capacity(batch.len());
+            for entry in &batch {
+                let stream = key(&entry.topic);
                 let i = match keys.iter().position(|k| *k == stream) {
                     Some(i) => i,
                     None => {
-                        call.key(&stream);
+                        let room = matches!(entry.topic, Topic::Room { .. });
+                        rooms.push(if room { '1' } else { '0' });
                         keys.push(stream);
                         keys.len() - 1
                     }
                 };
-                call.arg(i + 1).arg(bytes);
+                args.push((i + 1, entry.bytes.as_ref()));
+            }
+            for k in &keys {
+                call.key(k);
+            }
+            call.arg(keep_since(keep)).arg(&ttl).arg(&rooms);
+            for (i, bytes) in args {
+                call.arg(i).arg(bytes);
             }
             let began = std::time::Instant::now();
             if let Err(e) = call.invoke_async::<()>(&mut conn).await {
@@ -1130,10 +1322,9 @@ mod tests {
     }
 
     #[test]
-    fn a_room_is_read_from_when_it_was_joined_and_not_twice_when_joined_again() {
-        use super::{Listen, STREAM, entry_id};
+    fn a_room_is_read_from_about_when_it_was_joined() {
+        use super::{Change, Listen, entry_id};
         use protocol::bus::Topic;
-        use std::collections::{BTreeMap, HashMap};
         let listen = Listen::default();
         let now = crate::unix_ms() as u64;
         listen.saw(now);
@@ -1142,28 +1333,26 @@ mod tests {
             room: "r".into(),
         };
         let key = super::key(&room);
-        let mut reading = BTreeMap::from([(STREAM.to_owned(), "1-0".to_owned())]);
-        let mut left = HashMap::new();
         assert!(listen.subscribe(&room));
         assert!(!listen.subscribe(&room), "read already");
-        listen.update(&mut reading, &mut left);
-        // From half a second before now, by Redis's clock as read.
-        let (from, _) = entry_id(&reading[&key]).unwrap();
-        assert!((now - 500..=now - 400).contains(&from), "{from} {now}");
         assert_eq!(listen.len(), 1);
-        // Read on to now; left; joined again: read on from there.
-        reading.insert(key.clone(), format!("{now}-3"));
+        // From half a second before now, by Redis's clock as read.
+        let Ok(Change::Subscribe(k, from)) = listen.heard.try_recv() else {
+            panic!("no subscription");
+        };
+        assert_eq!(k, key);
+        let (from, _) = entry_id(&from).unwrap();
+        assert!((now - 500..=now - 400).contains(&from), "{from} {now}");
+        assert!(listen.heard.try_recv().is_err(), "once");
         listen.unsubscribe(&room);
-        listen.update(&mut reading, &mut left);
-        assert!(!reading.contains_key(&key));
-        assert_eq!(
-            reading[STREAM], "1-0",
-            "the stream every instance reads stays"
-        );
-        assert!(listen.subscribe(&room));
-        listen.update(&mut reading, &mut left);
-        assert_eq!(reading[&key], format!("{now}-3"));
-        assert!(left.is_empty());
+        listen.unsubscribe(&room);
+        assert_eq!(listen.heard.try_recv(), Ok(Change::Unsubscribe(key)));
+        assert!(listen.heard.try_recv().is_err(), "once");
+        assert!(listen.is_empty());
+        // An entry read later moves the reckoning on; an older one does not.
+        listen.saw(now + 60_000);
+        listen.saw(now);
+        assert!(listen.redis_now().unwrap() >= now + 60_000);
     }
 
     #[test]

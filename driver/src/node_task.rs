@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
+use protocol::bus::Entry;
 use protocol::ids::IntMap;
 use protocol::store::{Place, Store, StoreReply};
 use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId, Upper};
 use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
-use crate::bus::{Listen, Out};
+use crate::bus::Listen;
 use crate::metrics::{Metrics, NodeSnapshot};
 use crate::ws::{Deliver, Dropped, Flusher, Incoming, WsConn};
 use protocol::eio::CloseReason;
@@ -150,7 +151,7 @@ pub fn spawn_cluster_node<R: Runtime, U: Upper + Send + 'static>(
     node: Node<U>,
     store: Option<Arc<dyn Store>>,
     metrics: Option<Arc<Metrics>>,
-    outbox: async_channel::Sender<Out>,
+    outbox: async_channel::Sender<Entry>,
     listen: Arc<Listen>,
 ) -> NodeHandle {
     spawn(rt, node, store, metrics, Some((outbox, listen)))
@@ -161,7 +162,7 @@ fn spawn<R: Runtime, U: Upper + Send + 'static>(
     mut node: Node<U>,
     store: Option<Arc<dyn Store>>,
     metrics: Option<Arc<Metrics>>,
-    bus: Option<(async_channel::Sender<Out>, Arc<Listen>)>,
+    bus: Option<(async_channel::Sender<Entry>, Arc<Listen>)>,
 ) -> NodeHandle {
     let (outbox, listen) = bus.unzip();
     // The core tells what happens only to a host that logs it.
@@ -214,7 +215,7 @@ struct NodeTask<R, U> {
     /// Who waits for the node to be drained, once it shuts down.
     drained: Option<oneshot::Sender<()>>,
     /// In a cluster: the bus's writer.
-    outbox: Option<async_channel::Sender<Out>>,
+    outbox: Option<async_channel::Sender<Entry>>,
     /// In a cluster: the rooms' streams the bus's reader reads.
     listen: Option<Arc<Listen>>,
 }
@@ -431,14 +432,10 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                     }));
                 }
                 Output::Notice(n) => log_notice(n),
-                Output::Publish(entry) => self.publish(Out::Entry(entry)),
+                Output::Publish(entry) => self.publish(entry),
                 Output::Subscribe(topic) => {
-                    if let Some(listen) = &self.listen
-                        && listen.subscribe(&topic)
-                    {
-                        // Its reader, blocked on the streams it read until
-                        // now, reads this one too from its next read on.
-                        self.publish(Out::Wake);
+                    if let Some(listen) = &self.listen {
+                        listen.subscribe(&topic);
                     }
                 }
                 Output::Unsubscribe(topic) => {
@@ -453,7 +450,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
 
     /// Hands a message to the bus's writer (in order; while Redis is away
     /// it waits there, as many as the outbox holds).
-    fn publish(&mut self, message: Out) {
+    fn publish(&mut self, message: Entry) {
         let Some(outbox) = &self.outbox else {
             tracing::error!("a message to publish without a bus");
             return;

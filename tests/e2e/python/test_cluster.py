@@ -374,6 +374,31 @@ def test_the_bus_is_counted_and_an_entry_it_cannot_read_is_passed_over(instances
         cb.close()
 
 
+def test_each_instance_keeps_its_subscriber_connection(instances, redis):
+    """The connection on which an instance hears its chats' channels (on the
+    first node `REDIS_URL` names) outlives the pings that check it, every
+    5 s: it is not dropped and opened again (which would subscribe to and
+    read every chat of the instance again)."""
+    port = str(urllib.parse.urlparse(redis.url).port)
+
+    def subscribers() -> set[str]:
+        done = subprocess.run(["redis-cli", "-p", port, "CLIENT", "LIST", "TYPE", "pubsub"],
+                              capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        return {line.split()[0] for line in done.stdout.splitlines() if line.startswith("id=")}
+
+    # A socket on each, so that each listens to its rooms' channels.
+    clients = [ChatClient(s, "websocket").connect(register(s).token) for s in instances]
+    try:
+        before = subscribers()
+        assert len(before) == len(instances), before
+        time.sleep(6)
+        assert subscribers() == before
+    finally:
+        for c in clients:
+            c.close()
+
+
 def test_redis_url_may_list_seed_nodes(redis):
     """REDIS_URL as a comma-separated list of nodes (a cluster's seeds; one
     server's one URL) makes one chat as well."""
