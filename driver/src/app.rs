@@ -407,12 +407,12 @@ impl<R: Runtime> Served<R> {
             chat,
         );
         let metrics = Arc::new(Metrics::new());
-        let mut node = Node::new(engine, sio, SeededIds::new(random_seed()), now);
+        // In a cluster (given to the Socket.IO layer above), session ids name
+        // this instance, and polling requests for another's sessions go
+        // there over the bus.
+        let node = Node::new(engine, sio, SeededIds::new(random_seed()), now);
         let (node, store) = match (&config.redis_url, cluster) {
             (Some(url), Some(cluster)) => {
-                // Session ids name this instance; polling requests for
-                // another's sessions go there over the bus.
-                node.join_cluster(&cluster.node);
                 // The store the node and the REST routes use: `GET /ready`
                 // says 503 while Redis is away too, and the per-user
                 // buckets are the cluster's, in Redis.

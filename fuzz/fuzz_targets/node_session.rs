@@ -106,9 +106,6 @@ fuzz_target!(|session: Session| {
         ..SocketIoConfig::default()
     };
     let mut sim = Sim::with(SeededIds::new([7; 32]), sio);
-    if cluster {
-        sim.node.join_cluster("n0");
-    }
     let mut sids: Vec<String> = Vec::new();
     let mut pids: Vec<String> = Vec::new();
     let mut next_req = 0u64;

@@ -17,7 +17,7 @@
 //! (chatwire's host: a Redis stream), and feed it back as
 //! [`Input::Cluster`]: room events cross instances there
 //! ([`sio::cluster`]), polling requests and relayed WebSockets reach the
-//! node holding their session ([`forward`], [`Node::join_cluster`]), and
+//! node holding their session ([`forward`], [`Upper::cluster`]), and
 //! sessions recover on any node ([`sio::RecoveryConfig`]). The per-user
 //! rate limit is then the store's ([`store::Store::take_token`]). Wall time
 //! comes from the host with the inputs ([`Node::set_wall_clock`]).

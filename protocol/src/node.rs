@@ -218,6 +218,11 @@ pub trait Upper {
     /// The server is shutting down: refuse whatever would start new work
     /// from now on, and finish what is under way.
     fn drain(&mut self, _sh: &mut Shared<'_>) {}
+    /// This node's name in its cluster, if it is one of several (given
+    /// once, to the layer above: [`crate::sio::SocketIoConfig::cluster`]).
+    fn cluster(&self) -> Option<&str> {
+        None
+    }
     /// Whether work is under way (a store operation awaited): a draining
     /// node closes its sessions once there is none.
     fn busy(&self) -> bool {
@@ -424,9 +429,20 @@ impl<U: std::fmt::Debug> std::fmt::Debug for Node<U> {
 impl<U: Upper> Node<U> {
     /// A node with no sessions. `ids` supplies every random id; `now` is the
     /// host's monotonic time.
+    ///
+    /// If the layer above is one node of a cluster ([`Upper::cluster`]),
+    /// so is this one: its session ids start with its name, and a polling
+    /// request (or a WebSocket, relayed frame by frame) for another node's
+    /// session goes to that node over the bus ([`Output::Publish`]), the
+    /// answers coming back as [`Input::Cluster`].
     pub fn new(config: EngineConfig, upper: U, ids: impl IdGenerator, now: Instant) -> Self {
+        let mut engine = Engine::new(config);
+        let forwarding = upper.cluster().map(|node| {
+            engine.set_sid_prefix(format!("{node}{}", crate::forward::SEPARATOR));
+            Forwarding::new(node.to_owned())
+        });
         Node {
-            engine: Engine::new(config),
+            engine,
             upper,
             ids: Box::new(ids),
             stats: Stats::default(),
@@ -440,7 +456,7 @@ impl<U: Upper> Node<U> {
             bus_published: 0,
             bus_newest: crate::bus::Newest::default(),
             phase: Phase::Serving,
-            forwarding: None,
+            forwarding,
         }
     }
 
@@ -461,17 +477,6 @@ impl<U: Upper> Node<U> {
     /// with each batch of inputs.
     pub fn set_bus_backlog(&mut self, backlogged: bool) {
         self.bus_backlogged = backlogged;
-    }
-
-    /// Makes this node `node` of a cluster: its session ids start with its
-    /// name, and a polling request (or a WebSocket, relayed frame by frame)
-    /// for another node's session goes to that node over the bus
-    /// ([`Output::Publish`]), the answers coming back as [`Input::Cluster`]
-    /// (the layer above is told its cluster apart).
-    pub fn join_cluster(&mut self, node: &str) {
-        self.engine
-            .set_sid_prefix(format!("{node}{}", crate::forward::SEPARATOR));
-        self.forwarding = Some(Forwarding::new(node.to_owned()));
     }
 
     /// The layer above Engine.IO.

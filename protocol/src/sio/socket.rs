@@ -1941,6 +1941,10 @@ impl<A: Application> Upper for SocketIo<A> {
         self.flush_handed(sh);
     }
 
+    fn cluster(&self) -> Option<&str> {
+        self.config.cluster.as_ref().map(|c| c.node.as_str())
+    }
+
     fn busy(&self) -> bool {
         let on_the_bus = self
             .state

@@ -355,7 +355,5 @@ fn node(name: &str, seed: [u8; 32], sio: &SocketIoConfig) -> Sim {
         }),
         ..sio.clone()
     };
-    let mut sim = Sim::with(SeededIds::new(seed), sio);
-    sim.node.join_cluster(name);
-    sim
+    Sim::with(SeededIds::new(seed), sio)
 }
