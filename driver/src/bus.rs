@@ -323,23 +323,63 @@ impl Servers {
         Ok(Conn::Single(conn))
     }
 
-    /// A subscriber connection to the first of the servers that answers.
-    async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut failed = None;
-        for url in &self.urls {
-            let client = redis::Client::open(url.as_str())?;
-            let opened = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await;
-            match opened {
-                Ok(Ok(p)) => return Ok(p),
-                Ok(Err(e)) => failed = Some(e),
-                Err(_) => {
-                    failed = Some(redis::RedisError::from(std::io::Error::from(
-                        std::io::ErrorKind::TimedOut,
-                    )))
-                }
-            }
+    /// Where the bus's scripts run, and so where a subscriber hears their
+    /// `PUBLISH`es without the cluster's own links (on which a Redis
+    /// Cluster forwards a `PUBLISH` to its other nodes, best-effort: one
+    /// lost there would be lost to the subscriber with nothing to tell
+    /// it). The one server; in a Redis Cluster, the primary that holds
+    /// the bus's slot now (asked through `conn`), named as the first URL
+    /// names its server (same scheme, password and options).
+    async fn publisher(&self, conn: &mut Conn) -> redis::RedisResult<String> {
+        if matches!(conn, Conn::Single(_)) {
+            return Ok(self.urls[0].clone());
         }
-        Err(failed.expect("at least one URL"))
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(STREAM)
+            .query_async(conn)
+            .await?;
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+        let owner = slots.iter().find_map(|range| {
+            let redis::Value::Array(range) = range else {
+                return None;
+            };
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(i) => Some(*i),
+                _ => None,
+            };
+            let (first, last) = (int(range.first()?)?, int(range.get(1)?)?);
+            if !(first..=last).contains(&i64::from(slot)) {
+                return None;
+            }
+            let redis::Value::Array(primary) = range.get(2)? else {
+                return None;
+            };
+            let host = match primary.first()? {
+                redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+                redis::Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            Some((host, int(primary.get(1)?)?))
+        });
+        let Some((host, port)) = owner else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no node holds the bus's slot",
+            )));
+        };
+        Ok(with_address(&self.urls[0], &host, port))
+    }
+
+    /// A subscriber connection to `url`.
+    async fn pubsub(url: &str) -> redis::RedisResult<redis::aio::PubSub> {
+        let client = redis::Client::open(url)?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+            Ok(opened) => opened,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            ))),
+        }
     }
 
     async fn cluster(&self) -> redis::RedisResult<Conn> {
@@ -396,16 +436,26 @@ impl Bus {
             self.writing.clone(),
         );
         let inbox = key(&Topic::Node(name.to_owned()));
+        // Told when the rooms' reader lost its connection to the server that
+        // holds the bus: the other reader then reconnects and checks for a
+        // gap at once, instead of waiting out a read on a connection that
+        // may be dead (or that a cluster client retries after a restart).
+        let suspect = Arc::new(tokio::sync::Notify::new());
         self.handle.spawn(read(
             servers.clone(),
             node.clone(),
             reading,
             replay,
             inbox.clone(),
-            listen.clone(),
+            (listen.clone(), suspect.clone()),
         ));
-        self.handle
-            .spawn(rooms(servers.clone(), node, self.rooms_up.clone(), listen));
+        self.handle.spawn(rooms(
+            servers.clone(),
+            node,
+            self.rooms_up.clone(),
+            listen,
+            suspect,
+        ));
         let keep = self.keep;
         self.handle.spawn(write(
             servers,
@@ -690,7 +740,7 @@ async fn read(
     up: Arc<AtomicBool>,
     replay: Option<Duration>,
     inbox: String,
-    listen: Arc<Listen>,
+    (listen, suspect): (Arc<Listen>, Arc<tokio::sync::Notify>),
 ) {
     // Each stream read, and the id of what was read of it last.
     let mut reading: std::collections::BTreeMap<String, String> = Default::default();
@@ -730,8 +780,14 @@ async fn read(
             .count(READ_COUNT);
         loop {
             let (keys, ids): (Vec<&String>, Vec<&String>) = reading.iter().unzip();
-            let got: redis::RedisResult<Option<StreamReadReply>> =
-                conn.xread_options(&keys, &ids, &opts).await;
+            let got: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+                got = conn.xread_options(&keys, &ids, &opts) => got,
+                () = suspect.notified() => {
+                    up.store(false, Ordering::Release);
+                    tracing::warn!("Redis bus: the server holding the bus went away; reconnecting");
+                    break;
+                }
+            };
             let reply = match got {
                 Ok(reply) => reply,
                 Err(e) => {
@@ -825,8 +881,26 @@ fn merged(
     (entries, full)
 }
 
+/// `url` (`scheme://[user:password@]host:port[/db][?options]`) with
+/// another host and port.
+fn with_address(url: &str, host: &str, port: i64) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (format!("{auth}@"), rest),
+        None => (String::new(), rest),
+    };
+    let tail = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    format!("{scheme}://{auth}{host}:{port}{tail}")
+}
+
 /// How often the rooms' reader asks Redis whether its subscriber
-/// connection still answers (it hears nothing of idle rooms).
+/// connection still answers (it hears nothing of idle rooms) and, in a
+/// Redis Cluster, whether its node still holds the bus's slot.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Reads the rooms' streams the node subscribed to: live, on a subscriber
@@ -839,9 +913,16 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// room costs one `SUBSCRIBE` and one `XRANGE` when joined, whatever its
 /// traffic, and a room this instance has no member in costs it nothing.
 ///
-/// In a Redis Cluster, the subscriber connection is to any one node (a
-/// `PUBLISH` reaches the subscribers of every node).
-async fn rooms(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, listen: Arc<Listen>) {
+/// In a Redis Cluster, the subscriber connection is to the primary that
+/// holds the bus's slot, where the scripts that publish run
+/// ([`Servers::publisher`]).
+async fn rooms(
+    servers: Servers,
+    node: NodeHandle,
+    up: Arc<AtomicBool>,
+    listen: Arc<Listen>,
+    suspect: Arc<tokio::sync::Notify>,
+) {
     // Each room read: the id of its last entry handed on.
     let mut rooms: std::collections::HashMap<String, String> = Default::default();
     // Rooms no longer read, and their last entry handed on: one left and
@@ -849,7 +930,12 @@ async fn rooms(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, listen: 
     let mut left: std::collections::HashMap<String, String> = Default::default();
     let mut attempt = 0;
     loop {
-        let pubsub = match servers.pubsub().await {
+        let mut conn = connect(&servers, "reading rooms").await;
+        let opened = match servers.publisher(&mut conn).await {
+            Ok(url) => Servers::pubsub(&url).await.map(|p| (url, p)),
+            Err(e) => Err(e),
+        };
+        let (publisher, pubsub) = match opened {
             Ok(p) => p,
             Err(e) => {
                 if let Some(unlogged) = TROUBLE.allow(std::time::Instant::now()) {
@@ -862,7 +948,6 @@ async fn rooms(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, listen: 
                 continue;
             }
         };
-        let mut conn = connect(&servers, "reading rooms").await;
         let (mut sink, mut pushed) = pubsub.split();
         // Every room again, then what its channel said meanwhile (all its
         // stream holds if the stream went back behind what was read: Redis
@@ -933,10 +1018,16 @@ async fn rooms(servers: Servers, node: NodeHandle, up: Arc<AtomicBool>, listen: 
                     if !matches!(answered, Ok(Ok(_))) {
                         break;
                     }
+                    // The slot moved (a failover, resharding): subscribed
+                    // again where the scripts run now, and caught up.
+                    if servers.publisher(&mut conn).await.is_ok_and(|url| url != publisher) {
+                        break;
+                    }
                 }
             }
         }
         up.store(false, Ordering::Release);
+        suspect.notify_one();
         tracing::warn!("Redis bus: the rooms' subscriber connection was lost; reconnecting");
         back_off(&mut attempt).await;
     }
@@ -1353,6 +1444,20 @@ mod tests {
         listen.saw(now + 60_000);
         listen.saw(now);
         assert!(listen.redis_now().unwrap() >= now + 60_000);
+    }
+
+    #[test]
+    fn the_publisher_is_named_as_the_first_url_names_its_server() {
+        use super::with_address;
+        assert_eq!(
+            with_address("redis://127.0.0.1:7000", "10.0.0.2", 7001),
+            "redis://10.0.0.2:7001"
+        );
+        assert_eq!(
+            with_address("rediss://u:p@w@h1:1/2?protocol=resp3", "h2", 6379),
+            "rediss://u:p@w@h2:6379/2?protocol=resp3"
+        );
+        assert_eq!(with_address("redis://h1:1", "::1", 7), "redis://[::1]:7");
     }
 
     #[test]
