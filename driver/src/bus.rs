@@ -772,6 +772,9 @@ async fn read(
                 continue;
             }
         }
+        // A word that the server went away, given before this connection
+        // (and its gap check), is of no more use.
+        let _ = futures_util::FutureExt::now_or_never(suspect.notified());
         if past_until.is_none() {
             up.store(true, Ordering::Release);
         }
@@ -980,6 +983,7 @@ async fn rooms(
                                 .remove(&key)
                                 .filter(|last| entry_id(last) > entry_id(&from))
                                 .unwrap_or(from);
+                            tracing::debug!("Redis bus: reading room {key} from {from}");
                             rooms.insert(key.clone(), from);
                             sink.subscribe(&key).await.is_ok()
                                 && catch_up(&mut conn, &node, &listen, &key, &mut rooms)
@@ -987,6 +991,7 @@ async fn rooms(
                                     .is_ok()
                         }
                         Change::Unsubscribe(key) => {
+                            tracing::debug!("Redis bus: no longer reading room {key}");
                             if let Some(last) = rooms.remove(&key) {
                                 left.insert(key.clone(), last);
                             }
@@ -1087,6 +1092,7 @@ async fn catch_up(
             .xrange_count(key, format!("({last}"), "+", READ_COUNT)
             .await?;
         let n = got.ids.len();
+        tracing::debug!("Redis bus: room {key}: {n} entries after {last}");
         for entry in got.ids {
             if let Some(redis::Value::BulkString(data)) = entry.map.get("d") {
                 hand_on(node, listen, &entry.id, Bytes::copy_from_slice(data)).await;
