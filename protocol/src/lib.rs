@@ -13,9 +13,11 @@
 //! [`Node`].
 //!
 //! Several nodes make one cluster when their hosts carry what each
-//! publishes ([`Output::Publish`]) to the others, in one order for all
-//! (chatwire's host: a Redis stream), and feed it back as
-//! [`Input::Cluster`]: room events cross instances there
+//! publishes ([`Output::Publish`]) to the nodes that read its topic
+//! ([`bus::Topic`]: every node, one node's inbox, or the nodes subscribed
+//! to a room, [`Output::Subscribe`]), each topic in one order for all
+//! (chatwire's host: Redis streams, and channels for the rooms), and feed
+//! it back as [`Input::Cluster`]: room events cross instances there
 //! ([`sio::cluster`]), polling requests and relayed WebSockets reach the
 //! node holding their session ([`forward`], [`Upper::cluster`]), and
 //! sessions recover on any node ([`sio::RecoveryConfig`]). The per-user

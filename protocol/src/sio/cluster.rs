@@ -1,12 +1,16 @@
-//! What crosses instances in a cluster, without IO: the messages every
-//! node publishes on one shared bus and takes back from it (the host
-//! carries the bytes; on Redis, one stream every instance reads).
+//! What crosses instances in a cluster, without IO: the messages each
+//! node publishes on the bus and takes back from it (the host carries the
+//! bytes to the nodes that read each message's topic,
+//! `BusMessage::topic`; on Redis, streams and the rooms' channels).
 //!
-//! A room emit is not delivered where it was made: it is published, and
-//! every node (the one that made it too) hands it to its own members of
-//! the room as it comes back from the bus. The bus gives every subscriber
-//! its messages in one order, so every socket of a chat, on whatever node,
-//! sees that chat's events in the same order.
+//! A room emit is not delivered where it was made: it is published to the
+//! room's topic, and every node with members in the room (the one that
+//! made it too, if it has any) hands it to them as it comes back. With
+//! recovery off a node reads a room only while it has members there
+//! (`Command::Subscribe`); with recovery on every room's messages go to
+//! every node, which logs them for any session to come back to. A topic
+//! gives its readers its messages in one order, so every socket of a chat,
+//! on whatever node, sees that chat's events in the same order.
 //!
 //! Whether anyone got an emit (what `chat:delivered` needs) is learnt from
 //! the nodes that handed it to a socket: each tells the emitting node once,
@@ -50,7 +54,7 @@ pub const SILENT_FOR: Duration = Duration::from_secs(10);
 pub const HOLD: Duration = Duration::from_secs(30);
 
 /// How far past its position the bus's clock must be before a broadcast
-/// whose place was unknown here goes (see [`Cluster::arrive`]).
+/// whose place was unknown here goes (the bus's clock: the newest position read).
 pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// How long (by the bus's age, from the first entry read after it) the
