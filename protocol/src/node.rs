@@ -218,6 +218,10 @@ pub trait Upper {
     /// The server is shutting down: refuse whatever would start new work
     /// from now on, and finish what is under way.
     fn drain(&mut self, _sh: &mut Shared<'_>) {}
+    /// Everything the host fed was handled and its outputs drained: what
+    /// was gathered over those inputs goes out now (the node asks before it
+    /// answers [`Output::Timeout`]).
+    fn flush(&mut self, _sh: &mut Shared<'_>) {}
     /// This node's name in its cluster, if it is one of several (given
     /// once, to the layer above: [`crate::sio::SocketIoConfig::cluster`]).
     fn cluster(&self) -> Option<&str> {
@@ -848,6 +852,12 @@ impl<U: Upper> Node<U> {
         }
         self.engine.flush(self.now);
         self.route();
+        if let Some(o) = self.next_output() {
+            return o;
+        }
+        // The host drained everything its last inputs made: what the layer
+        // above gathered over them goes now.
+        self.with_upper(|u, sh| u.flush(sh));
         if let Some(o) = self.next_output() {
             return o;
         }

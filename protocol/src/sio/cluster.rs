@@ -65,6 +65,9 @@ pub const AFTER_GAP: Duration = Duration::from_secs(5);
 /// after it.
 const AFTER_GAP_PENDING: u64 = u64::MAX;
 
+/// The most emits one word of delivery names.
+const OWED_PER_WORD: usize = 512;
+
 /// How many tickets given up before their places came are remembered.
 const ABANDONED_KEPT: usize = 4096;
 
@@ -184,9 +187,16 @@ pub(crate) enum BusMessage {
     /// Node `node` is alive.
     #[serde(rename = "l")]
     Alive { node: String },
-    /// Node `by` handed `to`'s emit `seq` to at least one socket.
+    /// A node handed `to`'s emit `seq` (and those in `more`) to at least
+    /// one socket: one word for all it handed on in one batch of its
+    /// inputs.
     #[serde(rename = "h")]
-    Handed { to: String, seq: u64 },
+    Handed {
+        to: String,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<u64>,
+    },
 }
 
 impl BusMessage {
@@ -303,6 +313,9 @@ pub(crate) struct Cluster {
     pub(crate) unplaced: u64,
     /// When (by the bus's clock) each node was last heard from.
     heard: HashMap<String, u64>,
+    /// The emits of other nodes handed on since the last
+    /// [`Cluster::owed_words`], by node.
+    owed: HashMap<String, Vec<u64>>,
 }
 
 impl Cluster {
@@ -325,7 +338,32 @@ impl Cluster {
             passed: 0,
             unplaced: 0,
             heard: HashMap::new(),
+            owed: HashMap::new(),
         }
+    }
+
+    /// Node `to`'s emit `seq` was handed on here: it is told with the
+    /// others of this batch ([`Cluster::owed_words`]).
+    pub(crate) fn owe_handed(&mut self, to: String, seq: u64) {
+        self.owed.entry(to).or_default().push(seq);
+    }
+
+    /// The words of delivery owed: one per node (for up to [`OWED_PER_WORD`]
+    /// emits), to its inbox.
+    pub(crate) fn owed_words(&mut self) -> Vec<Entry> {
+        let owed = std::mem::take(&mut self.owed);
+        let mut words = Vec::with_capacity(owed.len());
+        for (to, seqs) in owed {
+            for chunk in seqs.chunks(OWED_PER_WORD) {
+                let word = BusMessage::Handed {
+                    to: to.clone(),
+                    seq: chunk[0],
+                    more: chunk[1..].to_vec(),
+                };
+                words.push(self.entry(&word));
+            }
+        }
+        words
     }
 
     /// `message` as an entry for the bus, to the topic it goes to.

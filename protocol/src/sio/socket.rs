@@ -1556,10 +1556,14 @@ impl<A: Application> SocketIo<A> {
                 }
             }
             BusMessage::Handed { .. } if past.is_some() => {}
-            BusMessage::Handed { to, seq } => {
+            BusMessage::Handed { to, seq, more } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
-                if to == cluster.node && cluster.handed(seq) {
-                    self.state.handed.push((seq, true));
+                if to == cluster.node {
+                    for seq in std::iter::once(seq).chain(more) {
+                        if cluster.handed(seq) {
+                            self.state.handed.push((seq, true));
+                        }
+                    }
                 }
             }
             BusMessage::Session {
@@ -1708,8 +1712,9 @@ impl<A: Application> SocketIo<A> {
                 self.state.handed.push((seq, true));
             }
         } else {
-            let word = BusMessage::Handed { to: from, seq };
-            sh.push(Command::Publish(cluster.entry(&word)));
+            // Told with the others of this batch, when the host has drained
+            // what it fed ([`Upper::flush`]).
+            cluster.owe_handed(from, seq);
         }
     }
 
@@ -1898,6 +1903,15 @@ impl<A: Application> Upper for SocketIo<A> {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    fn flush(&mut self, sh: &mut Shared<'_>) {
+        let Some(cluster) = &mut self.state.cluster else {
+            return;
+        };
+        for word in cluster.owed_words() {
+            sh.push(Command::Publish(word));
+        }
     }
 
     fn handle_timeout(&mut self, sh: &mut Shared<'_>) {

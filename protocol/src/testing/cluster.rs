@@ -273,6 +273,35 @@ impl ClusterSim {
         true
     }
 
+    /// Node `i` reads its next `k` entries (fewer if it has fewer) as one
+    /// batch of inputs, as a host feeds what one read of the bus returned
+    /// before it drains the node's outputs; returns how many it read. For
+    /// a node neither cut off nor reading its past.
+    pub fn read_batch(&mut self, i: usize, k: usize) -> usize {
+        self.collect();
+        let mut n = 0;
+        while n < k && !self.cut.contains_key(&i) && !self.past.contains_key(&i) {
+            let Some(at) = self.next_for(i, self.cursors[i]) else {
+                break;
+            };
+            let message = self.log[at - self.trimmed].clone();
+            let position = self.positions.get(&at).copied();
+            self.cursors[i] = at + 1;
+            let sim = &mut self.nodes[i];
+            let input = Input::Cluster {
+                message,
+                at: position,
+            };
+            sim.node
+                .handle_input(sim.now, input)
+                .expect("the simulation's clock never goes back");
+            n += 1;
+        }
+        self.nodes[i].drain();
+        self.collect();
+        n
+    }
+
     /// Every node reads until the bus is quiet; who reads next is drawn
     /// from `rng`.
     pub fn settle(&mut self, rng: &mut SimRng) {

@@ -1128,3 +1128,48 @@ fn a_node_reads_only_the_rooms_its_sockets_are_in_and_what_is_for_it() {
     c.settle(&mut rng);
     assert_eq!(texts(&all_events(&mut c, 1, bob)), ["back"]);
 }
+
+/// A node that hands several of another node's messages on in one batch
+/// of what it read tells that node so in one word of delivery, and every
+/// message is marked delivered once.
+#[test]
+fn the_words_of_delivery_of_one_batch_go_in_one_entry() {
+    let mut rng = SimRng::new(5);
+    let mut c = ClusterSim::new(2);
+    let ana = tab(&mut c.nodes[0], 1, "ana");
+    let bob = tab(&mut c.nodes[1], 2, "bob");
+    c.settle(&mut rng);
+    c.nodes[0].take(ana);
+    c.nodes[1].take(bob);
+    let handed_words = |c: &ClusterSim| {
+        c.bus()
+            .iter()
+            .filter(|m| crate::bus::open(m).is_some_and(|o| o.json.starts_with(br#"{"t":"h""#)))
+            .count()
+    };
+    let before = handed_words(&c);
+    // Node 0 reads its own entries as they come; node 1 nothing yet.
+    for k in 0..5 {
+        send(
+            &mut c.nodes[0],
+            ana,
+            10 + k,
+            json!({"text": format!("m{k}")}),
+        );
+        while c.read(0) {}
+    }
+    // Node 1 reads the five places and events in one batch.
+    assert_eq!(c.read_batch(1, 100), 10);
+    assert_eq!(
+        texts(&all_events(&mut c, 1, bob)),
+        ["m0", "m1", "m2", "m3", "m4"]
+    );
+    assert_eq!(handed_words(&c) - before, 1, "one word for the five");
+    c.settle(&mut rng);
+    let to_ana = all_events(&mut c, 0, ana);
+    let delivered: Vec<&Value> = to_ana.iter().filter(|e| e[0] == "chat:delivered").collect();
+    assert_eq!(delivered.len(), 5);
+    for m in c.store.messages() {
+        assert_eq!(m.status, crate::model::Status::Delivered);
+    }
+}
