@@ -110,27 +110,7 @@ impl Socket for TokioSocket {
     }
 
     fn try_read(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        // A read that filled less than the room it had drained the socket:
-        // tokio is told so (the closure's `WouldBlock` clears the readiness
-        // it read under, unless an event came since), so the connection's
-        // task sleeps without one more `recv` that would find nothing, as
-        // tokio's own `AsyncRead` for `TcpStream` does. One syscall fewer
-        // per message read.
-        let room = buf.capacity() - buf.len();
-        let mut got = None;
-        let r = self.0.try_io(Interest::READABLE, || {
-            let n = self.0.try_read_buf(buf)?;
-            got = Some(n);
-            if n > 0 && n < room {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
-        match got {
-            Some(n) => Ok(n),
-            None => r,
-        }
+        read_now(&self.0, buf)
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -143,5 +123,77 @@ impl Socket for TokioSocket {
 
     fn shutdown_write(&self) {
         let _ = socket2::SockRef::from(&self.0).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Reads what `stream` has now into `buf`'s spare capacity. A read that
+/// filled less than the room it had drained the socket: tokio is told so
+/// (the closure's `WouldBlock` clears the readiness it read under, unless
+/// an event came since), so the connection's task sleeps without one more
+/// `recv` that would find nothing, as tokio's own `AsyncRead` for
+/// `TcpStream` does. One syscall fewer per message read.
+fn read_now(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let mut got = None;
+    let r = stream.try_io(Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        got = Some(n);
+        if n > 0 && n < room {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match got {
+        Some(n) => Ok(n),
+        None => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn readable_now(stream: &TcpStream) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        stream.poll_read_ready(&mut cx).is_ready()
+    }
+
+    #[tokio::test]
+    async fn a_short_read_leaves_the_socket_waiting_for_more() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::with_capacity(4096);
+
+        client.write_all(b"hello").await.unwrap();
+        server.readable().await.unwrap();
+        assert_eq!(read_now(&server, &mut buf).unwrap(), 5);
+        // Drained: no second read is needed to find that out.
+        assert!(!readable_now(&server));
+
+        // What comes next wakes it again, and a read that fills its room
+        // leaves it readable (there may be more).
+        client.write_all(&[7; 100]).await.unwrap();
+        server.readable().await.unwrap();
+        let mut small = BytesMut::with_capacity(10);
+        let n = read_now(&server, &mut small).unwrap();
+        assert_eq!(n, small.capacity());
+        assert!(readable_now(&server));
+        let mut rest = BytesMut::with_capacity(4096);
+        assert_eq!(read_now(&server, &mut rest).unwrap(), 100 - n);
+        assert!(!readable_now(&server));
+
+        // Nothing there: WouldBlock.
+        let e = read_now(&server, &mut rest).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+
+        // The end of the stream reads as 0.
+        drop(client);
+        server.readable().await.unwrap();
+        assert_eq!(read_now(&server, &mut rest).unwrap(), 0);
     }
 }
