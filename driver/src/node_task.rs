@@ -42,6 +42,11 @@ struct WsLink {
 /// node task itself; more go to the flusher.
 const WRITE_HERE: usize = 4;
 
+/// Up to this many connections that got a frame of their own (an ack, a
+/// reply: not a broadcast) in one turn are written by the node task at
+/// once, before the flusher's sweep of the turn's broadcasts.
+const URGENT_HERE: usize = 16;
+
 /// The most inputs taken in one turn before outputs are drained.
 const BATCH: usize = 256;
 
@@ -183,6 +188,7 @@ fn spawn<R: Runtime, U: Upper + Send + 'static>(
         http: IntMap::default(),
         conns: IntMap::default(),
         dirty: Vec::new(),
+        urgent: Vec::new(),
         to_flush: Vec::new(),
         flusher: Flusher::spawn(rt),
         metrics,
@@ -206,6 +212,8 @@ struct NodeTask<R, U> {
     conns: IntMap<ConnId, WsLink>,
     /// Connections with frames in their batch.
     dirty: Vec<ConnId>,
+    /// Connections given a frame of their own this turn (see [`URGENT_HERE`]).
+    urgent: Vec<ConnId>,
     /// Connections whose queue this drain made non-empty.
     to_flush: Vec<Arc<WsConn>>,
     flusher: Flusher,
@@ -388,6 +396,9 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 Output::WsFrame { conn, frame } => {
                     if self.conns.contains_key(&conn) {
                         self.queue(conn, encode(frame));
+                        if self.urgent.len() < URGENT_HERE && self.urgent.last() != Some(&conn) {
+                            self.urgent.push(conn);
+                        }
                     }
                 }
                 Output::Broadcast(b) => {
@@ -522,6 +533,15 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             }
         }
         self.dirty = dirty;
+        // A sender's ack (or any frame meant for one connection) goes out
+        // now, not after a sweep of the turn's broadcasts to the room: its
+        // queue holds all it has, in order, so this writes what it had
+        // before too, and the flusher finds it written.
+        for conn in self.urgent.drain(..) {
+            if let Some(link) = self.conns.get(&conn) {
+                link.ws.flush();
+            }
+        }
         if self.to_flush.len() <= WRITE_HERE {
             // A few connections (an ack, a reply): write them now rather
             // than one task hop later.
