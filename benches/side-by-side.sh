@@ -126,7 +126,9 @@ for s in "${scenarios[@]}"; do
     if [ "$s" = durable ]; then
       # No peer to compare with: chatwire's own numbers (and smol's
       # against tokio).
-      compare "$(printf '%-11s round %s, chatwire / chatwire' "$s" "$r")" "$cw" "$cw"
+      printf '%-11s round %s, chatwire alone:' "$s" "$r"
+      metrics "$(sed -n 1p <<<"$cw")" "$(sed -n 2p <<<"$cw")" | grep -v '^deliveries_per_s' | tr '\n' ' ' | sed 's/ \([a-z]\)/  \1/g'
+      echo
       [ -z "$smol" ] || compare "$(printf '%-11s round %s, smol / tokio' "$s" "$r")" "$sm" "$cw"
       continue
     fi
