@@ -248,6 +248,10 @@ section "summary"
 for s in "${PASSED[@]}"; do echo "ok      $s"; done
 for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "FAILED  $s"; done
 for i in "${!FAILED_LOGS[@]}"; do
+  # What failed, first: node's `not ok` blocks and pytest's failure lines,
+  # which the tail below may have scrolled past.
+  section "what failed in: ${FAILED[$i]}"
+  grep -n -E -A30 '^[[:space:]]*not ok|^FAILED |^E  ' "${FAILED_LOGS[$i]}" | head -n 150 || true
   section "the end of the failed step: ${FAILED[$i]} (all of it: ${FAILED_LOGS[$i]})"
   tail -n 60 "${FAILED_LOGS[$i]}"
 done

@@ -38,7 +38,7 @@ use protocol::store::{
 use redis::AsyncCommands;
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 
-use crate::node_task::{Command, NodeHandle};
+use crate::node_task::{Command, NodeHandle, Subscriptions};
 use crate::quiet::Quiet;
 
 /// The key of the stream every instance reads ([`Topic::All`]).
@@ -75,6 +75,21 @@ impl Default for Listen {
             changes,
             heard,
         }
+    }
+}
+
+/// The node's side of the reader: what it subscribes to goes through here.
+impl Subscriptions for Listen {
+    fn subscribe(&self, topic: &Topic) {
+        Listen::subscribe(self, topic);
+    }
+
+    fn unsubscribe(&self, topic: &Topic) {
+        Listen::unsubscribe(self, topic);
+    }
+
+    fn count(&self) -> usize {
+        self.len()
     }
 }
 

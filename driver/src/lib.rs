@@ -33,7 +33,7 @@ pub use docs::ApiDocs;
 pub use edge::{ConnSlot, Edge, EdgeConfig, default_max_connections};
 pub use host::{announce, listener, serve};
 pub use metrics::Metrics;
-pub use node_task::{NodeHandle, spawn_cluster_node, spawn_node};
+pub use node_task::{NodeHandle, Subscriptions, spawn_cluster_node, spawn_node};
 pub use service::{Routes, serve_connection, unix_ms};
 pub use web::WebApp;
 

@@ -10,14 +10,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use protocol::bus::Entry;
+use protocol::bus::{Entry, Topic};
 use protocol::ids::IntMap;
 use protocol::store::{Place, Store, StoreReply};
 use protocol::{ConnId, Frame, HttpResponse, Input, Method, Node, OpId, Output, RequestId, Upper};
 use tungstenite::Utf8Bytes;
 
 use crate::Runtime;
-use crate::bus::Listen;
 use crate::metrics::{Metrics, NodeSnapshot};
 use crate::ws::{Deliver, Dropped, Flusher, Incoming, WsConn};
 use protocol::eio::CloseReason;
@@ -148,6 +147,18 @@ pub fn spawn_node<R: Runtime, U: Upper + Send + 'static>(
     spawn(rt, node, store, metrics, None)
 }
 
+/// What a node of a cluster needs of the bus's reader: to read a topic's
+/// entries from now on, or no longer. The Redis bus's reader hands what
+/// it reads to the node's [`NodeHandle`]; this is the other way round.
+pub trait Subscriptions: Send + Sync {
+    /// Reads `topic` from about now on.
+    fn subscribe(&self, topic: &Topic);
+    /// Stops reading `topic`.
+    fn unsubscribe(&self, topic: &Topic);
+    /// How many topics are read.
+    fn count(&self) -> usize;
+}
+
 /// [`spawn_node`] for a node of a cluster: what it publishes goes to
 /// `outbox` (what the bus's writer drains), and the rooms it subscribes to
 /// to `listen` (what the bus's reader reads).
@@ -157,7 +168,7 @@ pub fn spawn_cluster_node<R: Runtime, U: Upper + Send + 'static>(
     store: Option<Arc<dyn Store>>,
     metrics: Option<Arc<Metrics>>,
     outbox: async_channel::Sender<Entry>,
-    listen: Arc<Listen>,
+    listen: Arc<dyn Subscriptions>,
 ) -> NodeHandle {
     spawn(rt, node, store, metrics, Some((outbox, listen)))
 }
@@ -167,7 +178,7 @@ fn spawn<R: Runtime, U: Upper + Send + 'static>(
     mut node: Node<U>,
     store: Option<Arc<dyn Store>>,
     metrics: Option<Arc<Metrics>>,
-    bus: Option<(async_channel::Sender<Entry>, Arc<Listen>)>,
+    bus: Option<(async_channel::Sender<Entry>, Arc<dyn Subscriptions>)>,
 ) -> NodeHandle {
     let (outbox, listen) = bus.unzip();
     // The core tells what happens only to a host that logs it.
@@ -225,7 +236,7 @@ struct NodeTask<R, U> {
     /// In a cluster: the bus's writer.
     outbox: Option<async_channel::Sender<Entry>>,
     /// In a cluster: the rooms' streams the bus's reader reads.
-    listen: Option<Arc<Listen>>,
+    listen: Option<Arc<dyn Subscriptions>>,
 }
 
 impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
@@ -587,7 +598,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
             queued_frames,
             slow_consumers: self.slow_consumers,
             outbox: self.outbox.as_ref().map_or(0, |o| o.len() as u64),
-            subscriptions: self.listen.as_ref().map_or(0, |l| l.len() as u64),
+            subscriptions: self.listen.as_ref().map_or(0, |l| l.count() as u64),
         }
     }
 }

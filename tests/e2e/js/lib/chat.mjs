@@ -33,7 +33,8 @@ export function startChatwire(env = {}) {
       JWT_SECRET,
       JWT_ALGORITHM: "HS256",
       BCRYPT_COST: "4",
-      RUST_LOG: "warn",
+      // CHATWIRE_LOG (a RUST_LOG filter) makes the servers say more.
+      RUST_LOG: process.env.CHATWIRE_LOG ?? "warn",
       // The suites register many users from one address: no login throttles.
       AUTH_RATE_PER_MINUTE: "1000000",
       AUTH_BURST: "1000000",
