@@ -8,14 +8,17 @@
 //! keeps the client's connection and carries its frames to the holder over
 //! the bus, and the holder's frames (and close) back, so the session is
 //! upgraded as if the connection had reached the holder.
+//!
+//! What goes between the two nodes is words of the bus's vocabulary
+//! ([`Word::Request`] to [`Word::WsClose`]), each to the inbox of the node
+//! it is for ([`Word::topic`]), which runs it here ([`crate::Node`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use crate::bus::{Entry, Topic};
+use crate::bus::{Entry, WireFrame, Word};
 use crate::deadlines::Deadlines;
 use crate::host::{ConnId, HttpResponse, Method, RequestId};
 
@@ -38,131 +41,6 @@ pub fn elsewhere<'q>(node: &str, query: &'q str) -> Option<&'q str> {
     let q = crate::eio::parse_query(query).ok()?;
     let holder = owner(q.sid?)?;
     (holder != node).then_some(holder)
-}
-
-/// The node-level messages on the bus. Serialized with the tag first, so
-/// that a node tells them from the layer above's messages by their first
-/// bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t")]
-pub(crate) enum Forward {
-    /// A polling request for `to`'s session, from `from`'s request `req`.
-    #[serde(rename = "fq")]
-    Request {
-        to: String,
-        from: String,
-        req: u64,
-        get: bool,
-        query: String,
-        authorization: Option<String>,
-        body: String,
-    },
-    /// The answer to `to`'s request `req`.
-    #[serde(rename = "fr")]
-    Response {
-        to: String,
-        req: u64,
-        status: u16,
-        content_type: String,
-        body: String,
-    },
-    /// `from`'s client of request `req` went away.
-    #[serde(rename = "fa")]
-    Aborted { to: String, from: String, req: u64 },
-    /// A WebSocket for `to`'s session reached `from` (its connection `conn`).
-    #[serde(rename = "fo")]
-    WsOpen {
-        to: String,
-        from: String,
-        conn: u64,
-        query: String,
-        authorization: Option<String>,
-    },
-    /// A frame from the client of `from`'s connection `conn`, for `to`.
-    #[serde(rename = "fi")]
-    WsIn {
-        to: String,
-        from: String,
-        conn: u64,
-        frame: WireFrame,
-    },
-    /// The client of `from`'s connection `conn` went away.
-    #[serde(rename = "fe")]
-    WsGone { to: String, from: String, conn: u64 },
-    /// A frame the holder writes to `to`'s connection `conn`.
-    #[serde(rename = "ft")]
-    WsOut {
-        to: String,
-        conn: u64,
-        frame: WireFrame,
-    },
-    /// The holder closes `to`'s connection `conn` with `code`.
-    #[serde(rename = "fc")]
-    WsClose { to: String, conn: u64, code: u16 },
-}
-
-/// A WebSocket frame on the bus: text as it is, binary in base64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) enum WireFrame {
-    #[serde(rename = "t")]
-    Text(String),
-    #[serde(rename = "b")]
-    Binary(String),
-}
-
-impl WireFrame {
-    pub(crate) fn of(frame: &crate::host::Frame) -> Self {
-        use base64::Engine as _;
-        match frame {
-            crate::host::Frame::Text(b) => WireFrame::Text(String::from_utf8_lossy(b).into_owned()),
-            crate::host::Frame::Binary(b) => {
-                WireFrame::Binary(base64::engine::general_purpose::STANDARD.encode(b))
-            }
-        }
-    }
-
-    /// The frame, `None` for base64 that is not.
-    pub(crate) fn frame(self) -> Option<crate::host::Frame> {
-        use base64::Engine as _;
-        Some(match self {
-            WireFrame::Text(t) => crate::host::Frame::Text(Bytes::from(t)),
-            WireFrame::Binary(b) => crate::host::Frame::Binary(Bytes::from(
-                base64::engine::general_purpose::STANDARD.decode(b).ok()?,
-            )),
-        })
-    }
-}
-
-impl Forward {
-    /// Whether these bytes are one of these messages (the tag comes first).
-    pub(crate) fn is_one(bytes: &[u8]) -> bool {
-        bytes.starts_with(br#"{"t":"f"#)
-    }
-
-    /// Its JSON, for the inbox of the node it is for; the node seals it
-    /// into an entry ([`crate::bus`]) as it publishes it.
-    pub(crate) fn encode(&self) -> Entry {
-        let to = match self {
-            Forward::Request { to, .. }
-            | Forward::Response { to, .. }
-            | Forward::Aborted { to, .. }
-            | Forward::WsOpen { to, .. }
-            | Forward::WsIn { to, .. }
-            | Forward::WsGone { to, .. }
-            | Forward::WsOut { to, .. }
-            | Forward::WsClose { to, .. } => to,
-        };
-        Entry {
-            topic: Topic::Node(to.clone()),
-            bytes: Bytes::from(
-                serde_json::to_vec(self).expect("a forward message always serializes"),
-            ),
-        }
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
-    }
 }
 
 /// The content types the engine answers with, by name.
@@ -232,7 +110,7 @@ impl Forwarding {
         let until = now + FORWARD_WAIT;
         self.sent.insert(req, (until, to.to_owned()));
         self.deadlines.push(until, req);
-        Forward::Request {
+        Word::Request {
             to: to.to_owned(),
             from: self.node.clone(),
             req: req.0,
@@ -241,7 +119,7 @@ impl Forwarding {
             authorization: authorization.map(str::to_owned),
             body: body.to_owned(),
         }
-        .encode()
+        .entry(true)
     }
 
     /// The host's client of `req` went away: the message to publish, if
@@ -249,12 +127,12 @@ impl Forwarding {
     pub(crate) fn aborted(&mut self, req: RequestId) -> Option<Entry> {
         let (_, to) = self.sent.remove(&req)?;
         Some(
-            Forward::Aborted {
+            Word::Aborted {
                 to,
                 from: self.node.clone(),
                 req: req.0,
             }
-            .encode(),
+            .entry(true),
         )
     }
 
@@ -291,14 +169,14 @@ impl Forwarding {
     pub(crate) fn answered(&mut self, req: RequestId, response: &HttpResponse) -> Option<Entry> {
         let (to, theirs) = self.running.remove(&req)?;
         Some(
-            Forward::Response {
+            Word::Response {
                 to,
                 req: theirs,
                 status: response.status,
                 content_type: response.content_type.to_owned(),
                 body: String::from_utf8_lossy(&response.body).into_owned(),
             }
-            .encode(),
+            .entry(true),
         )
     }
 
@@ -333,14 +211,14 @@ impl Forwarding {
         authorization: Option<&str>,
     ) -> Entry {
         self.relays.insert(conn, to.to_owned());
-        Forward::WsOpen {
+        Word::WsOpen {
             to: to.to_owned(),
             from: self.node.clone(),
             conn: conn.0,
             query: query.to_owned(),
             authorization: authorization.map(str::to_owned),
         }
-        .encode()
+        .entry(true)
     }
 
     /// A frame from the client of a relayed connection: the message that
@@ -348,13 +226,13 @@ impl Forwarding {
     pub(crate) fn relayed_in(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Entry> {
         let to = self.relays.get(&conn)?;
         Some(
-            Forward::WsIn {
+            Word::WsIn {
                 to: to.clone(),
                 from: self.node.clone(),
                 conn: conn.0,
                 frame: WireFrame::of(frame),
             }
-            .encode(),
+            .entry(true),
         )
     }
 
@@ -363,12 +241,12 @@ impl Forwarding {
     pub(crate) fn relay_gone(&mut self, conn: ConnId) -> Option<Entry> {
         let to = self.relays.remove(&conn)?;
         Some(
-            Forward::WsGone {
+            Word::WsGone {
                 to,
                 from: self.node.clone(),
                 conn: conn.0,
             }
-            .encode(),
+            .entry(true),
         )
     }
 
@@ -416,12 +294,12 @@ impl Forwarding {
     pub(crate) fn hosted_out(&self, conn: ConnId, frame: &crate::host::Frame) -> Option<Entry> {
         let (to, theirs) = self.hosted.get(&conn)?;
         Some(
-            Forward::WsOut {
+            Word::WsOut {
                 to: to.clone(),
                 conn: *theirs,
                 frame: WireFrame::of(frame),
             }
-            .encode(),
+            .entry(true),
         )
     }
 
@@ -431,12 +309,12 @@ impl Forwarding {
         let (to, theirs) = self.hosted.remove(&conn)?;
         self.hosts.remove(&(to.clone(), theirs));
         Some(
-            Forward::WsClose {
+            Word::WsClose {
                 to,
                 conn: theirs,
                 code,
             }
-            .encode(),
+            .entry(true),
         )
     }
 
@@ -482,20 +360,6 @@ mod tests {
         assert_eq!(f.elsewhere("EIO=4&transport=polling&sid=me.abc"), None);
         assert_eq!(f.elsewhere("EIO=4&transport=polling"), None);
         assert_eq!(f.elsewhere("EIO=4&transport=polling&sid=plain"), None);
-    }
-
-    #[test]
-    fn messages_round_trip_and_are_told_apart_by_their_first_bytes() {
-        let m = Forward::Aborted {
-            to: "a".into(),
-            from: "b".into(),
-            req: 3,
-        };
-        let entry = m.encode();
-        assert_eq!(entry.topic, Topic::Node("a".into()));
-        assert!(Forward::is_one(&entry.bytes));
-        assert_eq!(Forward::decode(&entry.bytes), Some(m));
-        assert!(!Forward::is_one(br#"{"t":"b","from":"x"}"#));
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! ([`bus::Topic`]: every node, one node's inbox, or the nodes subscribed
 //! to a room, [`Output::Subscribe`]), each topic in one order for all
 //! (chatwire's host: Redis streams, and channels for the rooms), and feed
-//! it back as [`Input::Cluster`]: room events cross instances there
+//! it back as [`Input::Cluster`]. Every entry is a [`bus::Word`] of one
+//! versioned vocabulary, which the node decodes once and hands on typed
+//! ([`Upper::on_cluster`]): room events cross instances there
 //! ([`sio::cluster`]), polling requests and relayed WebSockets reach the
 //! node holding their session ([`forward`], [`Upper::cluster`]), and
 //! sessions recover on any node ([`sio::RecoveryConfig`]). The per-user

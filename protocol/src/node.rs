@@ -7,10 +7,11 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::bus::Word;
 use crate::bus::{Entry, Topic};
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
-use crate::forward::{Forward, Forwarding};
+use crate::forward::Forwarding;
 use crate::ids::{IdGenerator, IntMap};
 use crate::stats::{BusKind, EventName, Notice, Stats};
 use crate::store::{Place, StoreCommand, StoreReply};
@@ -196,13 +197,13 @@ pub trait Upper {
     /// A store command this layer issued finished.
     fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply);
     /// A message from the cluster's bus, at its position there if known.
-    fn on_cluster(&mut self, _sh: &mut Shared<'_>, _message: &[u8], _at: Option<Place>) {}
+    fn on_cluster(&mut self, _sh: &mut Shared<'_>, _message: Word, _at: Option<Place>) {}
     /// A message published on the bus `age` before this node joined it
     /// ([`Input::ClusterPast`]).
     fn on_cluster_past(
         &mut self,
         _sh: &mut Shared<'_>,
-        _message: &[u8],
+        _message: Word,
         _age: Duration,
         _at: Option<Place>,
     ) {
@@ -619,13 +620,13 @@ impl<U: Upper> Node<U> {
                 self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
             }
             Input::Cluster { message: entry, at } => {
-                let Some(message) = self.bus_in(&entry) else {
+                let Some(word) = self.bus_in(&entry) else {
                     return Ok(());
                 };
-                if self.forwarding.is_some() && Forward::is_one(message) {
-                    self.forwarded(message);
+                if word.is_forward() {
+                    self.forwarded(word);
                 } else {
-                    self.with_upper(|u, sh| u.on_cluster(sh, message, at));
+                    self.with_upper(|u, sh| u.on_cluster(sh, word, at));
                 }
             }
             Input::ClusterPast {
@@ -633,17 +634,15 @@ impl<U: Upper> Node<U> {
                 age,
                 at,
             } => {
-                let Some(message) = self.bus_in(&entry) else {
+                let Some(word) = self.bus_in(&entry) else {
                     return Ok(());
                 };
-                if Forward::is_one(message) {
+                if word.is_forward() {
                     // Addressed: only what is for this node is taken, and
                     // that is of its own time.
-                    if self.forwarding.is_some() {
-                        self.forwarded(message);
-                    }
+                    self.forwarded(word);
                 } else {
-                    self.with_upper(|u, sh| u.on_cluster_past(sh, message, age, at));
+                    self.with_upper(|u, sh| u.on_cluster_past(sh, word, age, at));
                 }
             }
             Input::ClusterCaughtUp => self.with_upper(|u, sh| u.on_cluster_caught_up(sh)),
@@ -740,16 +739,12 @@ impl<U: Upper> Node<U> {
 
     /// A node-level message from the bus: a request for a session held
     /// here, an answer to one of ours, or word that a client went away.
-    fn forwarded(&mut self, message: &[u8]) {
+    fn forwarded(&mut self, m: Word) {
         let Some(f) = self.forwarding.as_mut() else {
             return;
         };
-        let Some(m) = Forward::decode(message) else {
-            self.stats.bus_undecodable += 1;
-            return;
-        };
         match m {
-            Forward::Request {
+            Word::Request {
                 to,
                 from,
                 req,
@@ -768,7 +763,7 @@ impl<U: Upper> Node<U> {
                     body.as_bytes(),
                 );
             }
-            Forward::Response {
+            Word::Response {
                 to,
                 req,
                 status,
@@ -780,13 +775,13 @@ impl<U: Upper> Node<U> {
                         .push_back(Output::HttpResponse { req, response });
                 }
             }
-            Forward::Aborted { to, from, req } if to == f.node => {
+            Word::Aborted { to, from, req } if to == f.node => {
                 if let Some(ours) = f.running_as(&from, req) {
                     f.forget(ours);
                     self.engine.handle_http_aborted(ours);
                 }
             }
-            Forward::WsOpen {
+            Word::WsOpen {
                 to,
                 from,
                 conn,
@@ -799,7 +794,7 @@ impl<U: Upper> Node<U> {
                     .handle_ws_open(ours, &query, authorization.as_deref(), self.now, ids);
                 self.route();
             }
-            Forward::WsIn {
+            Word::WsIn {
                 to,
                 from,
                 conn,
@@ -818,7 +813,7 @@ impl<U: Upper> Node<U> {
                     Frame::Binary(b) => self.frame(ours, Data::Binary(b)),
                 }
             }
-            Forward::WsGone { to, from, conn } if to == f.node => {
+            Word::WsGone { to, from, conn } if to == f.node => {
                 if let Some(ours) = f.hosted_as(&from, conn) {
                     f.unhost(ours);
                     self.engine
@@ -826,7 +821,7 @@ impl<U: Upper> Node<U> {
                     self.route();
                 }
             }
-            Forward::WsOut { to, conn, frame } if to == f.node => {
+            Word::WsOut { to, conn, frame } if to == f.node => {
                 let conn = ConnId(conn);
                 if f.relays(conn)
                     && let Some(frame) = frame.frame()
@@ -834,7 +829,7 @@ impl<U: Upper> Node<U> {
                     self.outputs.push_back(Output::WsFrame { conn, frame });
                 }
             }
-            Forward::WsClose { to, conn, code } if to == f.node => {
+            Word::WsClose { to, conn, code } if to == f.node => {
                 let conn = ConnId(conn);
                 if f.relay_closed(conn) {
                     self.outputs.push_back(Output::WsClose { conn, code });
@@ -877,8 +872,11 @@ impl<U: Upper> Node<U> {
     /// and counted.
     fn next_output(&mut self) -> Option<Output> {
         let mut o = self.outputs.pop_front()?;
-        if let Output::Publish(Entry { bytes: json, .. }) = &mut o {
-            let kind = BusKind::of(json) as usize;
+        if let Output::Publish(Entry {
+            bytes: json, kind, ..
+        }) = &mut o
+        {
+            let kind = *kind as usize;
             // Sealed once, here (the layers publish bare JSON).
             *json = match &self.forwarding {
                 Some(f) => {
@@ -893,15 +891,17 @@ impl<U: Upper> Node<U> {
         Some(o)
     }
 
-    /// An entry read from the bus, counted: its JSON if it is of this
-    /// node's version (else it is counted as undecodable too) and read for
-    /// the first time (else it is counted as a duplicate).
-    fn bus_in<'e>(&mut self, entry: &'e [u8]) -> Option<&'e [u8]> {
+    /// An entry read from the bus, counted by kind: its word if it is one
+    /// of this node's version (else it is counted as undecodable) and read
+    /// for the first time (else it is counted as a duplicate). The one
+    /// place an entry is decoded: the layers get it typed.
+    fn bus_in(&mut self, entry: &[u8]) -> Option<Word> {
         let opened = crate::bus::open(entry);
-        let kind = BusKind::of(opened.map_or(&[][..], |o| o.json)) as usize;
+        let word = opened.and_then(|o| Word::decode(o.json));
+        let kind = word.as_ref().map_or(BusKind::Other, Word::kind) as usize;
         self.stats.bus_in[kind] += 1;
         self.stats.bus_in_bytes[kind] += entry.len() as u64;
-        let Some(opened) = opened else {
+        let (Some(opened), Some(word)) = (opened, word) else {
             self.stats.bus_undecodable += 1;
             return None;
         };
@@ -911,7 +911,7 @@ impl<U: Upper> Node<U> {
             self.stats.bus_duplicates += 1;
             return None;
         }
-        Some(opened.json)
+        Some(word)
     }
 
     /// A WebSocket frame: the engine reads it; a message in it goes up.
@@ -1097,5 +1097,73 @@ impl<U: Upper> Node<U> {
         if self.notices {
             self.outputs.push_back(Output::Notice(n));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer above that is one node of a cluster and keeps what the bus
+    /// hands it.
+    #[derive(Debug, Default)]
+    struct Words(Vec<Word>);
+
+    impl Upper for Words {
+        fn on_open(&mut self, _: &mut Shared<'_>, _: SessionKey, _: Handshake) {}
+        fn on_message(&mut self, _: &mut Shared<'_>, _: SessionKey, _: Data<'_>) {}
+        fn on_close(&mut self, _: &mut Shared<'_>, _: SessionKey, _: CloseReason) {}
+        fn on_store_reply(&mut self, _: &mut Shared<'_>, _: OpId, _: StoreReply) {}
+        fn on_cluster(&mut self, _: &mut Shared<'_>, word: Word, _: Option<Place>) {
+            self.0.push(word);
+        }
+        fn poll_timeout(&mut self) -> Option<Instant> {
+            None
+        }
+        fn handle_timeout(&mut self, _: &mut Shared<'_>) {}
+        fn cluster(&self) -> Option<&str> {
+            Some("me")
+        }
+    }
+
+    #[test]
+    fn an_entry_is_decoded_once_and_handed_on_typed_or_counted_as_unreadable() {
+        let now = Instant::now();
+        let mut node = Node::new(
+            EngineConfig::default(),
+            Words::default(),
+            crate::ids::CounterIds::default(),
+            now,
+        );
+        let alive = Word::Alive {
+            node: "other".into(),
+        };
+        // A word between two nodes, for this one: the node's own (an
+        // answer to a request it never sent is dropped), never the layer
+        // above's.
+        let answer = Word::Response {
+            to: "me".into(),
+            req: 1,
+            status: 200,
+            content_type: "text/plain".into(),
+            body: "ok".into(),
+        };
+        let entries = [
+            crate::bus::number(&alive.encode(), "other", 1),
+            crate::bus::number(&alive.encode(), "other", 1),
+            crate::bus::seal(&answer.encode()),
+            crate::bus::seal(br#"{"t":"zz"}"#),
+            Bytes::from_static(br#"2{"t":"l","node":"x"}"#),
+        ];
+        for message in entries {
+            node.handle_input(now, Input::Cluster { message, at: None })
+                .unwrap();
+        }
+        assert_eq!(node.upper().0, vec![alive], "once, typed");
+        let s = node.stats();
+        assert_eq!(s.bus_in[BusKind::Alive as usize], 2);
+        assert_eq!(s.bus_in[BusKind::Forward as usize], 1);
+        assert_eq!(s.bus_in[BusKind::Other as usize], 2);
+        assert_eq!((s.bus_undecodable, s.bus_duplicates), (2, 1));
     }
 }

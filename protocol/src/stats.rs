@@ -112,7 +112,7 @@ impl From<crate::auth::TokenError> for AuthFailure {
 }
 
 labels! {
-    /// What an entry of the cluster's bus is (the tag that begins it).
+    /// What an entry of the cluster's bus is ([`crate::bus::Word::kind`]).
     BusKind {
         /// A room emit, or an emit to one socket.
         Broadcast = "broadcast",
@@ -135,29 +135,6 @@ labels! {
         Forward = "forward",
         /// Anything else (another version's, or garbage).
         Other = "other",
-    }
-}
-
-impl BusKind {
-    /// The kind of an entry's JSON, from the tag it begins with
-    /// (`{"t":"b",...`): a look at its first bytes, no parse.
-    pub fn of(entry: &[u8]) -> BusKind {
-        let Some(rest) = entry.strip_prefix(br#"{"t":""#) else {
-            return BusKind::Other;
-        };
-        let tag = rest.split(|&b| b == b'"').next().unwrap_or_default();
-        match tag {
-            b"b" => BusKind::Broadcast,
-            b"p" => BusKind::Place,
-            b"x" => BusKind::Abandon,
-            b"h" => BusKind::Handed,
-            b"s" => BusKind::Session,
-            b"g" => BusKind::Gone,
-            b"o" => BusKind::TakenOver,
-            b"l" => BusKind::Alive,
-            [b'f', _] => BusKind::Forward,
-            _ => BusKind::Other,
-        }
     }
 }
 

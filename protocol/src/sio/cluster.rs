@@ -1,7 +1,7 @@
-//! What crosses instances in a cluster, without IO: the messages each
-//! node publishes on the bus and takes back from it (the host carries the
-//! bytes to the nodes that read each message's topic,
-//! `BusMessage::topic`; on Redis, streams and the rooms' channels).
+//! The Socket.IO layer's side of a cluster, without IO: the words of the
+//! bus's vocabulary ([`crate::bus::Word`]) it publishes and takes back
+//! typed from the node (the host carries the bytes to the nodes that read
+//! each word's topic; on Redis, streams and the rooms' channels).
 //!
 //! A room emit is not delivered where it was made: it is published to the
 //! room's topic, and every node with members in the room (the one that
@@ -20,12 +20,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
 use super::recovery::ALIVE_EVERY;
-use crate::bus::{Entry, Topic};
+use crate::bus::{Entry, Word};
 use crate::deadlines::Deadlines;
 use crate::store::Place;
 
@@ -95,186 +91,20 @@ struct Slot {
 /// for one of the bus's past), or word that none will.
 #[derive(Debug)]
 enum Came {
-    Broadcast(Box<BusMessage>, Option<Duration>),
+    Broadcast(Box<Word>, Option<Duration>),
     Abandoned,
 }
 
 /// Placed broadcasts that may reach their rooms now, in order, each with
 /// how old it was when read (for one of the bus's past).
-pub(crate) type Released = Vec<(BusMessage, Option<Duration>)>;
-
-/// One message on the bus.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t")]
-pub(crate) enum BusMessage {
-    /// A room emit, for every node's members of the room.
-    #[serde(rename = "b")]
-    Broadcast {
-        from: String,
-        seq: u64,
-        nsp: String,
-        room: String,
-        /// The sids of the sockets left out.
-        except: Vec<String>,
-        /// The encoded packet.
-        text: String,
-        /// Whether `from` wants to hear that someone got it.
-        #[serde(default)]
-        track: bool,
-        /// For the one socket with this sid instead of a room (with
-        /// recovery on, every recoverable emit travels so that every node
-        /// logs it).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        to: Option<String>,
-        /// For `to`: not logged, never replayed (an ack).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        volatile: bool,
-        /// The packet's binary attachments, base64 (standard, padded).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        attachments: Vec<String>,
-        /// The ticket of its [`BusMessage::Place`]: it reaches the room in
-        /// that place's order.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        placed: Option<String>,
-        /// Names what it carries (a message's id): a node that handed one
-        /// with this key to the room lately drops it (a retry of a send
-        /// publishes its message again when it cannot tell it went out).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<String>,
-        /// Where on the bus an earlier place of the same message is (a
-        /// retry's broadcast of what its first send stored): it fills that
-        /// place, if held, instead of its own.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        belongs: Option<Place>,
-    },
-    /// A send's place in its room's order, put on the bus in the same step
-    /// as its token's take ([`crate::store::TakeToken::place`]): the
-    /// room's later placed broadcasts wait for the one with this ticket
-    /// (or its [`BusMessage::Abandon`]) up to [`HOLD`].
-    #[serde(rename = "p")]
-    Place {
-        from: String,
-        nsp: String,
-        room: String,
-        ticket: String,
-    },
-    /// The send holding the place `ticket` publishes nothing (its store
-    /// write failed, or it stopped waiting for its take).
-    #[serde(rename = "x")]
-    Abandon {
-        nsp: String,
-        room: String,
-        ticket: String,
-    },
-    /// With recovery on: a socket's session as the node holding it has it
-    /// (it connected, came back, joined or left a room).
-    #[serde(rename = "s")]
-    Session {
-        node: String,
-        pid: String,
-        sid: String,
-        nsp: String,
-        rooms: Vec<String>,
-        data: Value,
-    },
-    /// A socket lost its transport (`kept`: it may come back) or left.
-    #[serde(rename = "g")]
-    Gone { pid: String, kept: bool },
-    /// Node `by` took the session of `pid` over (its client came back
-    /// there): whoever still holds it lets it go.
-    #[serde(rename = "o")]
-    TakenOver { by: String, pid: String },
-    /// Node `node` is alive.
-    #[serde(rename = "l")]
-    Alive { node: String },
-    /// A node handed `to`'s emit `seq` (and those in `more`) to at least
-    /// one socket: one word for all it handed on in one batch of its
-    /// inputs.
-    #[serde(rename = "h")]
-    Handed {
-        to: String,
-        seq: u64,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        more: Vec<u64>,
-    },
-}
-
-impl BusMessage {
-    /// Its JSON; the node seals it into an entry ([`crate::bus`]) as it
-    /// publishes it.
-    pub(crate) fn encode(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).expect("a bus message always serializes"))
-    }
-
-    /// Whether node `node` published it, or it is addressed to `node`.
-    pub(crate) fn concerns(&self, node: &str) -> bool {
-        match self {
-            BusMessage::Broadcast { from, .. } => from == node,
-            BusMessage::Handed { to, .. } => to == node,
-            BusMessage::Session { node: n, .. }
-            | BusMessage::Alive { node: n }
-            | BusMessage::Place { from: n, .. } => n == node,
-            BusMessage::TakenOver { by, .. } => by == node,
-            BusMessage::Gone { .. } | BusMessage::Abandon { .. } => false,
-        }
-    }
-
-    /// The node that published it (or whose word it is), if it names one.
-    pub(crate) fn node(&self) -> Option<&str> {
-        match self {
-            BusMessage::Broadcast { from, .. } | BusMessage::Place { from, .. } => Some(from),
-            BusMessage::Session { node, .. } | BusMessage::Alive { node } => Some(node),
-            BusMessage::TakenOver { by, .. } => Some(by),
-            BusMessage::Gone { .. } | BusMessage::Handed { .. } | BusMessage::Abandon { .. } => {
-                None
-            }
-        }
-    }
-
-    /// Which nodes read it: with `spread` (recovery off), a room's words go
-    /// to the nodes with members in it and an emit to one socket to the
-    /// node holding it (the one publishing it); with recovery on, both go
-    /// to every node, which logs them for any session to be replayed from.
-    /// Words of delivery go to the node they are for; sessions' words and
-    /// that a node is alive, to every node.
-    pub(crate) fn topic(&self, spread: bool) -> Topic {
-        match self {
-            BusMessage::Broadcast {
-                to: Some(_), from, ..
-            } if spread => Topic::Node(from.clone()),
-            BusMessage::Broadcast {
-                to: None,
-                nsp,
-                room,
-                ..
-            }
-            | BusMessage::Place { nsp, room, .. }
-            | BusMessage::Abandon { nsp, room, .. }
-                if spread =>
-            {
-                Topic::Room {
-                    nsp: nsp.clone(),
-                    room: room.clone(),
-                }
-            }
-            BusMessage::Handed { to, .. } => Topic::Node(to.clone()),
-            _ => Topic::All,
-        }
-    }
-
-    /// `None` for bytes that are no bus message (of another version, say):
-    /// they are dropped.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
-    }
-}
+pub(crate) type Released = Vec<(Word, Option<Duration>)>;
 
 /// A node's side of the bus.
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) node: String,
     /// Recovery is off: a room's words go to the nodes with members in it
-    /// alone ([`BusMessage::topic`]), and this node subscribes to the rooms
+    /// alone ([`Word::topic`]), and this node subscribes to the rooms
     /// its sockets are in.
     pub(crate) spread: bool,
     next_seq: u64,
@@ -355,7 +185,7 @@ impl Cluster {
         let mut words = Vec::with_capacity(owed.len());
         for (to, seqs) in owed {
             for chunk in seqs.chunks(OWED_PER_WORD) {
-                let word = BusMessage::Handed {
+                let word = Word::Handed {
                     to: to.clone(),
                     seq: chunk[0],
                     more: chunk[1..].to_vec(),
@@ -367,11 +197,8 @@ impl Cluster {
     }
 
     /// `message` as an entry for the bus, to the topic it goes to.
-    pub(crate) fn entry(&self, message: &BusMessage) -> Entry {
-        Entry {
-            topic: message.topic(self.spread),
-            bytes: message.encode(),
-        }
+    pub(crate) fn entry(&self, message: &Word) -> Entry {
+        message.entry(self.spread)
     }
 
     /// This node's members left `room`, and it no longer reads its
@@ -476,11 +303,11 @@ impl Cluster {
     pub(crate) fn arrive(
         &mut self,
         ticket: &str,
-        message: BusMessage,
+        message: Word,
         past: Option<Duration>,
         now: Instant,
-    ) -> Option<(BusMessage, Option<Duration>)> {
-        let BusMessage::Broadcast {
+    ) -> Option<(Word, Option<Duration>)> {
+        let Word::Broadcast {
             nsp,
             room,
             belongs,
@@ -680,7 +507,7 @@ mod tests {
 
     #[test]
     fn bus_messages_round_trip_and_garbage_is_no_message() {
-        let m = BusMessage::Broadcast {
+        let m = Word::Broadcast {
             from: "n1".into(),
             seq: 7,
             nsp: "/".into(),
@@ -695,9 +522,9 @@ mod tests {
             key: Some("m1".into()),
             belongs: Some(Place { ms: 5, n: 1 }),
         };
-        assert_eq!(BusMessage::decode(&m.encode()), Some(m));
+        assert_eq!(Word::decode(&m.encode()), Some(m));
         for garbage in [&b""[..], b"{}", b"[1]", br#"{"t":"b"}"#, b"\xff"] {
-            assert_eq!(BusMessage::decode(garbage), None);
+            assert_eq!(Word::decode(garbage), None);
         }
     }
 
@@ -721,8 +548,8 @@ mod tests {
         assert_eq!((c.tracked(), c.poll_timeout()), (0, None));
     }
 
-    fn placed(ticket: &str, text: &str, belongs: Option<u64>) -> BusMessage {
-        BusMessage::Broadcast {
+    fn placed(ticket: &str, text: &str, belongs: Option<u64>) -> Word {
+        Word::Broadcast {
             from: "n".into(),
             seq: 1,
             nsp: "/".into(),
@@ -743,7 +570,7 @@ mod tests {
         released
             .into_iter()
             .map(|(m, _)| match m {
-                BusMessage::Broadcast { text, .. } => text,
+                Word::Broadcast { text, .. } => text,
                 other => panic!("{other:?}"),
             })
             .collect()

@@ -10,12 +10,13 @@ use indexmap::IndexSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cluster::{BusMessage, Cluster, ClusterConfig, HOLD, Released};
+use super::cluster::{Cluster, ClusterConfig, HOLD, Released};
 use super::packet::{self, PacketData, PacketType, Partial};
 use super::recovery::{
     ALIVE_EVERY, Live, Log, RecoveryConfig, Remote, Sessions, Target, republish_every,
 };
 use super::seen::Seen;
+use crate::bus::Word;
 use crate::bus::{Entry, Topic};
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
@@ -584,7 +585,7 @@ impl Ctx<'_> {
     /// [`Ctx::abandon_place`]). `None` alone.
     pub fn place_entry(&self, nsp: &str, room: &str, ticket: &str) -> Option<Entry> {
         let cluster = self.state.cluster.as_ref()?;
-        let place = BusMessage::Place {
+        let place = Word::Place {
             from: cluster.node.clone(),
             nsp: nsp.to_owned(),
             room: room.to_owned(),
@@ -603,7 +604,7 @@ impl Ctx<'_> {
         let Some(cluster) = &self.state.cluster else {
             return;
         };
-        let word = BusMessage::Abandon {
+        let word = Word::Abandon {
             nsp: nsp.to_owned(),
             room: room.to_owned(),
             ticket: ticket.to_owned(),
@@ -631,7 +632,7 @@ impl Ctx<'_> {
             .collect();
         if let Some(cluster) = &mut self.state.cluster {
             let seq = cluster.next(self.sh.now, track);
-            let message = BusMessage::Broadcast {
+            let message = Word::Broadcast {
                 from: cluster.node.clone(),
                 seq,
                 nsp: nsp.to_owned(),
@@ -785,7 +786,7 @@ fn publish_to_socket(
 ) {
     use base64::Engine as _;
     let seq = cluster.next(sh.now, false);
-    let message = BusMessage::Broadcast {
+    let message = Word::Broadcast {
         from: cluster.node.clone(),
         seq,
         nsp: nsp.to_owned(),
@@ -833,7 +834,7 @@ fn publish_session(sh: &mut Shared<'_>, state: &mut State, socket: SocketId) {
         return;
     };
     live.published = Some(sh.now);
-    let message = BusMessage::Session {
+    let message = Word::Session {
         node: cluster.node.clone(),
         pid: live.pid.clone(),
         sid: s.sid.clone(),
@@ -943,7 +944,7 @@ fn remove_socket(sh: &mut Shared<'_>, state: &mut State, socket: SocketId, kept:
     if let Some(cluster) = &state.cluster
         && let Some(live) = state.sessions.as_ref().and_then(|x| x.live.get(&socket))
     {
-        let gone = BusMessage::Gone {
+        let gone = Word::Gone {
             pid: live.pid.clone(),
             kept: kept.is_some(),
         };
@@ -1395,7 +1396,7 @@ impl<A: Application> SocketIo<A> {
             rooms: r.rooms.clone(),
             missed,
         };
-        let word = BusMessage::TakenOver {
+        let word = Word::TakenOver {
             by: cluster.node.clone(),
             pid: pid.to_owned(),
         };
@@ -1448,7 +1449,7 @@ impl<A: Application> SocketIo<A> {
             return;
         }
         self.state.next_alive = Some(sh.now + ALIVE_EVERY);
-        let word = BusMessage::Alive {
+        let word = Word::Alive {
             node: cluster.node.clone(),
         };
         sh.push(Command::Publish(cluster.entry(&word)));
@@ -1491,15 +1492,11 @@ impl<A: Application> SocketIo<A> {
     fn bus(
         &mut self,
         sh: &mut Shared<'_>,
-        message: &[u8],
+        message: Word,
         past: Option<Duration>,
         position: Option<Place>,
     ) {
         let Some(cluster) = &mut self.state.cluster else {
-            return;
-        };
-        let Some(message) = BusMessage::decode(message) else {
-            sh.stats.bus_undecodable += 1;
             return;
         };
         cluster.heard_from(message.node(), position);
@@ -1514,9 +1511,9 @@ impl<A: Application> SocketIo<A> {
             // its host read a little longer than asked (or before it
             // asked): its places are not held here, so that they hold
             // nothing should a member come back.
-            BusMessage::Place { nsp, room, .. } | BusMessage::Abandon { nsp, room, .. }
+            Word::Place { nsp, room, .. } | Word::Abandon { nsp, room, .. }
                 if cluster.spread && !has_room(&self.state.rooms, &nsp, &room) => {}
-            BusMessage::Place {
+            Word::Place {
                 from,
                 nsp,
                 room,
@@ -1528,15 +1525,15 @@ impl<A: Application> SocketIo<A> {
                     cluster.hold((nsp, room), ticket, from, until, position);
                 }
             }
-            BusMessage::Abandon { nsp, room, ticket } => {
+            Word::Abandon { nsp, room, ticket } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 cluster.abandon(&nsp, &room, &ticket);
                 let released = cluster.release(&nsp, &room, sh.now);
                 self.apply_released(sh, released);
             }
-            message @ BusMessage::Broadcast { .. } => {
+            message @ Word::Broadcast { .. } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
-                let BusMessage::Broadcast {
+                let Word::Broadcast {
                     nsp, room, placed, ..
                 } = &message
                 else {
@@ -1555,8 +1552,8 @@ impl<A: Application> SocketIo<A> {
                     Some((message, past)) => self.broadcast_from_bus(sh, message, past),
                 }
             }
-            BusMessage::Handed { .. } if past.is_some() => {}
-            BusMessage::Handed { to, seq, more } => {
+            Word::Handed { .. } if past.is_some() => {}
+            Word::Handed { to, seq, more } => {
                 let cluster = self.state.cluster.as_mut().expect("checked above");
                 if to == cluster.node {
                     for seq in std::iter::once(seq).chain(more) {
@@ -1566,7 +1563,7 @@ impl<A: Application> SocketIo<A> {
                     }
                 }
             }
-            BusMessage::Session {
+            Word::Session {
                 node,
                 pid,
                 sid,
@@ -1591,12 +1588,12 @@ impl<A: Application> SocketIo<A> {
                     sessions.remote_state(pid, remote);
                 }
             }
-            BusMessage::Gone { pid, kept } => {
+            Word::Gone { pid, kept } => {
                 if let Some(sessions) = &mut self.state.sessions {
                     sessions.remote_gone(at, &pid, kept);
                 }
             }
-            BusMessage::TakenOver { by, pid } => {
+            Word::TakenOver { by, pid } => {
                 let Some(sessions) = &mut self.state.sessions else {
                     return;
                 };
@@ -1612,11 +1609,14 @@ impl<A: Application> SocketIo<A> {
                     sessions.take(sh.now, &pid);
                 }
             }
-            BusMessage::Alive { node } => {
+            Word::Alive { node } => {
                 if let Some(sessions) = &mut self.state.sessions {
                     sessions.heard(at, &node);
                 }
             }
+            // Words between two nodes about one session are the node's
+            // (it never hands them up).
+            _ => {}
         }
         // The bus's clock moved: places of nodes silent for too long go.
         if let Some(cluster) = &mut self.state.cluster
@@ -1638,13 +1638,8 @@ impl<A: Application> SocketIo<A> {
     /// in its place: logged, handed to this node's sockets, and its
     /// delivery told to its node when it asked. One of the bus's `past`
     /// (read before this node joined) is only logged.
-    fn broadcast_from_bus(
-        &mut self,
-        sh: &mut Shared<'_>,
-        message: BusMessage,
-        past: Option<Duration>,
-    ) {
-        let BusMessage::Broadcast {
+    fn broadcast_from_bus(&mut self, sh: &mut Shared<'_>, message: Word, past: Option<Duration>) {
+        let Word::Broadcast {
             from,
             seq,
             nsp,
@@ -1836,7 +1831,7 @@ impl<A: Application> Upper for SocketIo<A> {
         self.flush_handed(sh);
     }
 
-    fn on_cluster(&mut self, sh: &mut Shared<'_>, message: &[u8], at: Option<Place>) {
+    fn on_cluster(&mut self, sh: &mut Shared<'_>, message: Word, at: Option<Place>) {
         if self.state.next_alive.is_none() {
             self.alive(sh);
         }
@@ -1848,7 +1843,7 @@ impl<A: Application> Upper for SocketIo<A> {
     fn on_cluster_past(
         &mut self,
         sh: &mut Shared<'_>,
-        message: &[u8],
+        message: Word,
         age: Duration,
         at: Option<Place>,
     ) {

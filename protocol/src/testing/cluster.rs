@@ -359,6 +359,9 @@ impl ClusterSim {
             .zip(&self.topics[from..])
             .map(|(bytes, topic)| Entry {
                 topic: topic.clone(),
+                kind: crate::bus::open(bytes)
+                    .and_then(|o| crate::bus::Word::decode(o.json))
+                    .map_or(crate::stats::BusKind::Other, |w| w.kind()),
                 bytes: bytes.clone(),
             })
             .collect();

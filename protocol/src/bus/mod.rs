@@ -1,9 +1,8 @@
-//! The envelope of every entry on the cluster's bus: one version byte; then,
-//! for what a node publishes itself, its name and the entry's number
-//! (`<node>/<n> `); then the entry's JSON (a node-to-node forward of a
-//! polling request or a relayed frame, or a message of the Socket.IO
-//! layer's cluster), whose `t` tag comes first
-//! ([`crate::stats::BusKind::of`]).
+//! The cluster's bus: where each entry goes ([`Topic`]), what it says
+//! ([`Word`], the one vocabulary of every kind of entry), and the envelope
+//! of every entry: one version byte; then, for what a node publishes
+//! itself, its name and the entry's number (`<node>/<n> `); then the
+//! word's JSON, whose `t` tag comes first.
 //!
 //! A node reads only entries of its own version: another's (an instance of
 //! another release on the same Redis) is counted and passed over, never
@@ -13,6 +12,10 @@
 //! kind of entry is idempotent. Entries no node numbers (a send's place,
 //! which Redis appends with the token's take) are made idempotent where
 //! they are appended.
+
+mod word;
+
+pub use word::{WireFrame, Word};
 
 use std::collections::HashMap;
 
@@ -94,6 +97,8 @@ pub enum Topic {
 pub struct Entry {
     /// Which nodes read it.
     pub topic: Topic,
+    /// What it is ([`Word::kind`]), for the counters.
+    pub kind: crate::stats::BusKind,
     /// The entry (sealed: see this module).
     pub bytes: Bytes,
 }
