@@ -21,7 +21,7 @@
 //! versioned vocabulary, which the node decodes once and hands on typed
 //! ([`Upper::on_cluster`]): room events cross instances there
 //! ([`sio::cluster`]), polling requests and relayed WebSockets reach the
-//! node holding their session ([`forward`], [`Upper::cluster`]), and
+//! node holding their session ([`cluster`], [`Upper::cluster`]), and
 //! sessions recover on any node ([`sio::RecoveryConfig`]). The per-user
 //! rate limit is then the store's ([`store::Store::take_token`]). Wall time
 //! comes from the host with the inputs ([`Node::set_wall_clock`]).
@@ -68,9 +68,9 @@ mod labels;
 pub mod auth;
 pub mod bus;
 pub mod chat;
+pub mod cluster;
 pub mod deadlines;
 pub mod eio;
-pub mod forward;
 pub mod host;
 pub mod http;
 pub mod ids;

@@ -9,11 +9,11 @@ use bytes::Bytes;
 
 use crate::bus::Word;
 use crate::bus::{Entry, Topic};
+use crate::cluster::Endpoint;
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
-use crate::forward::Forwarding;
 use crate::ids::{IdGenerator, IntMap};
-use crate::stats::{BusKind, EventName, Notice, Stats};
+use crate::stats::{EventName, Notice, Stats};
 use crate::store::{Place, StoreCommand, StoreReply};
 
 pub use crate::host::{Broadcast, ConnId, Frame, HttpResponse, Method, OpId, RequestId, WallClock};
@@ -410,14 +410,10 @@ pub struct Node<U> {
     wall: Option<WallClock>,
     /// [`Node::set_bus_backlog`].
     bus_backlogged: bool,
-    /// In a cluster: how many entries this node published (each numbered),
-    /// and the newest number read from each node.
-    bus_published: u64,
-    bus_newest: crate::bus::Newest,
     phase: Phase,
-    /// In a cluster: polling requests sent to the nodes that hold their
-    /// sessions, and those run here for other nodes.
-    forwarding: Option<Forwarding>,
+    /// In a cluster: this node's end of the bus (what it publishes and
+    /// reads, polling requests and WebSockets forwarded either way).
+    bus: Option<Endpoint>,
 }
 
 impl<U: std::fmt::Debug> std::fmt::Debug for Node<U> {
@@ -442,9 +438,9 @@ impl<U: Upper> Node<U> {
     /// answers coming back as [`Input::Cluster`].
     pub fn new(config: EngineConfig, upper: U, ids: impl IdGenerator, now: Instant) -> Self {
         let mut engine = Engine::new(config);
-        let forwarding = upper.cluster().map(|node| {
-            engine.set_sid_prefix(format!("{node}{}", crate::forward::SEPARATOR));
-            Forwarding::new(node.to_owned())
+        let bus = upper.cluster().map(|node| {
+            engine.set_sid_prefix(format!("{node}{}", crate::cluster::forward::SEPARATOR));
+            Endpoint::new(node.to_owned())
         });
         Node {
             engine,
@@ -458,10 +454,8 @@ impl<U: Upper> Node<U> {
             now,
             wall: None,
             bus_backlogged: false,
-            bus_published: 0,
-            bus_newest: crate::bus::Newest::default(),
             phase: Phase::Serving,
-            forwarding,
+            bus,
         }
     }
 
@@ -512,7 +506,7 @@ impl<U: Upper> Node<U> {
         self.phase == Phase::Closed
             && self.engine.session_count() == 0
             && !self.upper.busy()
-            && self.forwarding.as_ref().is_none_or(|f| !f.relaying())
+            && self.bus.as_ref().is_none_or(|b| !b.forwarding.relaying())
     }
 
     /// Whether to emit [`Output::Notice`]s (off by default): a host turns
@@ -554,7 +548,7 @@ impl<U: Upper> Node<U> {
                 authorization,
                 body,
             } => {
-                let elsewhere = self.forwarding.as_mut().and_then(|f| {
+                let elsewhere = self.bus.as_mut().map(|b| &mut b.forwarding).and_then(|f| {
                     let to = f.elsewhere(query)?.to_owned();
                     let body = std::str::from_utf8(body).ok()?;
                     Some(f.send(now, &to, req, method, query, authorization, body))
@@ -565,7 +559,12 @@ impl<U: Upper> Node<U> {
                 }
             }
             Input::HttpAborted(req) => {
-                match self.forwarding.as_mut().and_then(|f| f.aborted(req)) {
+                match self
+                    .bus
+                    .as_mut()
+                    .map(|b| &mut b.forwarding)
+                    .and_then(|f| f.aborted(req))
+                {
                     Some(message) => self.outputs.push_back(Output::Publish(message)),
                     None => self.engine.handle_http_aborted(req),
                 }
@@ -579,7 +578,7 @@ impl<U: Upper> Node<U> {
                 // unless this node is going away (as the engine refuses an
                 // upgrade then, the client goes on polling).
                 let serving = self.phase == Phase::Serving;
-                let relayed = self.forwarding.as_mut().and_then(|f| {
+                let relayed = self.bus.as_mut().map(|b| &mut b.forwarding).and_then(|f| {
                     let to = f.elsewhere(query)?.to_owned();
                     Some(serving.then(|| f.relay(conn, &to, query, authorization)))
                 });
@@ -611,7 +610,12 @@ impl<U: Upper> Node<U> {
                     true => CloseReason::Backlog,
                     false => CloseReason::TransportClose,
                 };
-                match self.forwarding.as_mut().and_then(|f| f.relay_gone(conn)) {
+                match self
+                    .bus
+                    .as_mut()
+                    .map(|b| &mut b.forwarding)
+                    .and_then(|f| f.relay_gone(conn))
+                {
                     Some(message) => self.outputs.push_back(Output::Publish(message)),
                     None => self.engine.handle_ws_closed(conn, reason, now),
                 }
@@ -651,9 +655,9 @@ impl<U: Upper> Node<U> {
                 self.with_upper(|u, sh| u.on_cluster_gap(sh));
             }
             Input::Timeout => {
-                if let Some(f) = &mut self.forwarding {
+                if let Some(b) = &mut self.bus {
                     // The node that held these sessions is gone.
-                    for req in f.expire(now) {
+                    for req in b.expire(now) {
                         let e = crate::eio::RequestError::SessionIdUnknown;
                         self.outputs.push_back(Output::HttpResponse {
                             req,
@@ -683,9 +687,9 @@ impl<U: Upper> Node<U> {
             // close too (their clients reconnect elsewhere); the holders
             // are told, as when a client goes.
             for (conn, gone) in self
-                .forwarding
+                .bus
                 .as_mut()
-                .map(Forwarding::relays_gone)
+                .map(|b| b.forwarding.relays_gone())
                 .unwrap_or_default()
             {
                 self.outputs.push_back(Output::WsClose {
@@ -725,9 +729,9 @@ impl<U: Upper> Node<U> {
     /// holder of its session: carried there (true), else false.
     fn relay_in(&mut self, conn: ConnId, frame: &Frame) -> bool {
         match self
-            .forwarding
+            .bus
             .as_ref()
-            .and_then(|f| f.relayed_in(conn, frame))
+            .and_then(|b| b.forwarding.relayed_in(conn, frame))
         {
             Some(message) => {
                 self.outputs.push_back(Output::Publish(message));
@@ -740,7 +744,7 @@ impl<U: Upper> Node<U> {
     /// A node-level message from the bus: a request for a session held
     /// here, an answer to one of ours, or word that a client went away.
     fn forwarded(&mut self, m: Word) {
-        let Some(f) = self.forwarding.as_mut() else {
+        let Some(f) = self.bus.as_mut().map(|b| &mut b.forwarding) else {
             return;
         };
         match m {
@@ -856,62 +860,32 @@ impl<U: Upper> Node<U> {
         if let Some(o) = self.next_output() {
             return o;
         }
-        let forwarding = self.forwarding.as_mut().and_then(Forwarding::poll_timeout);
-        let t = [
-            self.engine.poll_timeout(),
-            self.upper.poll_timeout(),
-            forwarding,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let bus = self.bus.as_mut().and_then(Endpoint::poll_timeout);
+        let t = [self.engine.poll_timeout(), self.upper.poll_timeout(), bus]
+            .into_iter()
+            .flatten()
+            .min();
         Output::Timeout(t.unwrap_or(self.now + IDLE))
     }
 
-    /// The next output; an entry for the bus numbered (see [`crate::bus`])
-    /// and counted.
+    /// The next output; an entry for the bus sealed by this node's end of
+    /// it ([`Endpoint::seal`]).
     fn next_output(&mut self) -> Option<Output> {
         let mut o = self.outputs.pop_front()?;
-        if let Output::Publish(Entry {
-            bytes: json, kind, ..
-        }) = &mut o
-        {
-            let kind = *kind as usize;
-            // Sealed once, here (the layers publish bare JSON).
-            *json = match &self.forwarding {
-                Some(f) => {
-                    self.bus_published += 1;
-                    crate::bus::number(json, &f.node, self.bus_published)
-                }
-                None => crate::bus::seal(json),
-            };
-            self.stats.bus_out[kind] += 1;
-            self.stats.bus_out_bytes[kind] += json.len() as u64;
+        if let Output::Publish(entry) = &mut o {
+            match &mut self.bus {
+                Some(b) => b.seal(entry, &mut self.stats),
+                // Only a node of a cluster publishes.
+                None => entry.bytes = crate::bus::seal(&entry.bytes),
+            }
         }
         Some(o)
     }
 
-    /// An entry read from the bus, counted by kind: its word if it is one
-    /// of this node's version (else it is counted as undecodable) and read
-    /// for the first time (else it is counted as a duplicate). The one
-    /// place an entry is decoded: the layers get it typed.
+    /// An entry read from the bus, typed ([`Endpoint::read`]); nothing
+    /// for a node of no cluster.
     fn bus_in(&mut self, entry: &[u8]) -> Option<Word> {
-        let opened = crate::bus::open(entry);
-        let word = opened.and_then(|o| Word::decode(o.json));
-        let kind = word.as_ref().map_or(BusKind::Other, Word::kind) as usize;
-        self.stats.bus_in[kind] += 1;
-        self.stats.bus_in_bytes[kind] += entry.len() as u64;
-        let (Some(opened), Some(word)) = (opened, word) else {
-            self.stats.bus_undecodable += 1;
-            return None;
-        };
-        if let Some((node, n)) = opened.from
-            && !self.bus_newest.fresh(node, n)
-        {
-            self.stats.bus_duplicates += 1;
-            return None;
-        }
-        Some(word)
+        self.bus.as_mut()?.read(entry, &mut self.stats)
     }
 
     /// A WebSocket frame: the engine reads it; a message in it goes up.
@@ -974,9 +948,9 @@ impl<U: Upper> Node<U> {
             self.outputs.push_back(match t {
                 Transmit::Http { req, response } => {
                     match self
-                        .forwarding
+                        .bus
                         .as_mut()
-                        .and_then(|f| f.answered(req, &response))
+                        .and_then(|b| b.forwarding.answered(req, &response))
                     {
                         // It ran here for another node: the answer goes back.
                         Some(message) => Output::Publish(message),
@@ -985,9 +959,9 @@ impl<U: Upper> Node<U> {
                 }
                 Transmit::Frame { conn, frame } => {
                     match self
-                        .forwarding
+                        .bus
                         .as_ref()
-                        .and_then(|f| f.hosted_out(conn, &frame))
+                        .and_then(|b| b.forwarding.hosted_out(conn, &frame))
                     {
                         // Relayed here: it goes back to the node that has the client.
                         Some(message) => Output::Publish(message),
@@ -996,9 +970,9 @@ impl<U: Upper> Node<U> {
                 }
                 Transmit::Close { conn, code } => {
                     match self
-                        .forwarding
+                        .bus
                         .as_mut()
-                        .and_then(|f| f.hosted_close(conn, code))
+                        .and_then(|b| b.forwarding.hosted_close(conn, code))
                     {
                         Some(message) => Output::Publish(message),
                         None => Output::WsClose { conn, code },
@@ -1028,7 +1002,7 @@ impl<U: Upper> Node<U> {
                 // `route` moved what the engine wrote before this command
                 // to the outputs already, so the broadcast keeps its place.
                 let mut conns = conns;
-                if let Some(f) = &self.forwarding {
+                if let Some(f) = self.bus.as_ref().map(|b| &b.forwarding) {
                     // Connections relayed here get it through the bus.
                     conns.retain(|&c| match f.hosted_out(c, &broadcast.frame) {
                         Some(message) => {
@@ -1103,6 +1077,7 @@ impl<U: Upper> Node<U> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::BusKind;
 
     /// A layer above that is one node of a cluster and keeps what the bus
     /// hands it.

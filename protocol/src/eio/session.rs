@@ -246,7 +246,7 @@ pub struct Engine {
     /// The server is shutting down: no new session or upgrade.
     draining: bool,
     /// What every new session id starts with (in a cluster, the node's
-    /// name and [`crate::forward::SEPARATOR`]).
+    /// name and [`crate::cluster::forward::SEPARATOR`]).
     sid_prefix: String,
 }
 
