@@ -1627,9 +1627,14 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
-    /// Placed broadcasts let go, each handed on as it would have been read.
+    /// Placed broadcasts let go, each handed on as it would have been read;
+    /// but one of the bus's past let go once this node has caught up goes
+    /// to the sockets too: a socket may have come back here since, from a
+    /// log that did not have it yet (it waited for its place).
     fn apply_released(&mut self, sh: &mut Shared<'_>, released: Released) {
+        let catching_up = self.state.cluster.as_ref().is_some_and(|c| c.catching_up);
         for (message, past) in released {
+            let past = past.filter(|_| catching_up);
             self.broadcast_from_bus(sh, message, past);
         }
     }

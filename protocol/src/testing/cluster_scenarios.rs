@@ -500,7 +500,7 @@ fn a_request_for_a_node_that_is_gone_is_answered_as_an_unknown_session() {
     );
     c.settle(&mut rng);
     assert!(c.nodes[1].responses.is_empty());
-    c.nodes[1].advance(crate::forward::FORWARD_WAIT);
+    c.nodes[1].advance(crate::cluster::forward::FORWARD_WAIT);
     let (status, body) = answer(&mut c, &mut rng, 1, 1);
     assert_eq!(status, 400);
     assert!(body.contains("Session ID unknown"), "{body}");
@@ -713,6 +713,57 @@ fn after_every_node_restarted_sockets_come_back_with_what_they_missed() {
     );
     c.settle(&mut rng);
     assert_eq!(texts(&all_events(&mut c, 2, back)), ["m4"]);
+}
+
+/// A node that starts reads the bus's past, where a message may wait for
+/// the place of a send whose node died. A socket that comes back there
+/// once the node caught up gets what its log held then; the message that
+/// was waiting, let go later, reaches it live (it is of the past for the
+/// node, not for the socket).
+#[test]
+fn a_message_of_the_past_let_go_after_a_socket_came_back_reaches_it() {
+    use crate::sio::cluster::HOLD;
+    let mut rng = SimRng::new(12);
+    let mut c = recovering(3, Duration::from_secs(120));
+    let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
+    let (bob, _, _) = connect_with(&mut c, 1, 2, json!({}));
+    let (cid, _, _) = connect_with(&mut c, 2, 3, json!({}));
+    c.settle(&mut rng);
+    send(&mut c.nodes[1], bob, 1, json!({"text": "m1"}));
+    c.settle(&mut rng);
+    let offset = first_message_offset(&all_events(&mut c, 0, ana));
+    c.nodes[0].drop_client(ana);
+    c.settle(&mut rng);
+    // Cid's send takes its place in the chat's order; its store write
+    // never answers, and its node dies.
+    c.slow(2);
+    send(&mut c.nodes[2], cid, 1, json!({"text": "lost"}));
+    c.settle(&mut rng);
+    // Bob's next message waits for that place on every node.
+    send(&mut c.nodes[1], bob, 2, json!({"text": "after"}));
+    c.settle(&mut rng);
+    c.restart(2, Duration::from_secs(1));
+    c.settle(&mut rng);
+    // Ana comes back on the new node 2, which read the past: "after" still
+    // waits there, so nothing is replayed.
+    let (back, again, replayed) =
+        connect_with(&mut c, 2, 1, json!({"pid": first["pid"], "offset": offset}));
+    assert_eq!(again, first);
+    assert!(texts(&replayed).is_empty(), "{replayed:?}");
+    // The dead node's place is passed over: "after" reaches her.
+    let step = Duration::from_secs(5);
+    let mut waited = Duration::ZERO;
+    let mut got = Vec::new();
+    while got.is_empty() && waited < 2 * HOLD {
+        for node in &mut c.nodes {
+            node.advance(step);
+        }
+        waited += step;
+        c.settle(&mut rng);
+        got = texts(&all_events(&mut c, 2, back));
+    }
+    assert_eq!(got, ["after"]);
+    assert_eq!(c.nodes[2].node.upper().held_places(), 0);
 }
 
 #[test]
