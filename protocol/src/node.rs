@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::bus::Word;
 use crate::bus::{Entry, Topic};
 use crate::cluster::Endpoint;
+use crate::cluster::forward::Forwarded;
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::ids::{IdGenerator, IntMap};
@@ -741,105 +742,66 @@ impl<U: Upper> Node<U> {
         }
     }
 
-    /// A node-level message from the bus: a request for a session held
-    /// here, an answer to one of ours, or word that a client went away.
-    fn forwarded(&mut self, m: Word) {
-        let Some(f) = self.bus.as_mut().map(|b| &mut b.forwarding) else {
+    /// A word between two nodes, read from the bus: what this node's end
+    /// makes of it ([`crate::cluster::forward::Forwarding::take`]), done
+    /// here.
+    fn forwarded(&mut self, word: Word) {
+        let Some(run) = self.bus.as_mut().and_then(|b| b.forwarding.take(word)) else {
             return;
         };
-        match m {
-            Word::Request {
-                to,
-                from,
+        match run {
+            Forwarded::Http {
                 req,
-                get,
+                method,
                 query,
                 authorization,
                 body,
-            } if to == f.node => {
-                let ours = f.run(from, req);
-                let method = if get { Method::Get } else { Method::Post };
-                self.http(
-                    ours,
-                    method,
-                    &query,
-                    authorization.as_deref(),
-                    body.as_bytes(),
-                );
-            }
-            Word::Response {
-                to,
+            } => self.http(
                 req,
-                status,
-                content_type,
-                body,
-            } if to == f.node => {
-                if let Some((req, response)) = f.response(req, status, &content_type, body) {
-                    self.outputs
-                        .push_back(Output::HttpResponse { req, response });
-                }
+                method,
+                &query,
+                authorization.as_deref(),
+                body.as_bytes(),
+            ),
+            Forwarded::Answer { req, response } => {
+                self.outputs
+                    .push_back(Output::HttpResponse { req, response });
             }
-            Word::Aborted { to, from, req } if to == f.node => {
-                if let Some(ours) = f.running_as(&from, req) {
-                    f.forget(ours);
-                    self.engine.handle_http_aborted(ours);
-                }
-            }
-            Word::WsOpen {
-                to,
-                from,
+            Forwarded::Aborted(req) => self.engine.handle_http_aborted(req),
+            Forwarded::WsOpen {
                 conn,
                 query,
                 authorization,
-            } if to == f.node => {
-                let ours = f.host(from, conn);
+            } => {
                 let ids = &mut *self.ids;
                 self.engine
-                    .handle_ws_open(ours, &query, authorization.as_deref(), self.now, ids);
+                    .handle_ws_open(conn, &query, authorization.as_deref(), self.now, ids);
                 self.route();
             }
-            Word::WsIn {
-                to,
-                from,
+            // Text frames reached the relaying node as UTF-8.
+            Forwarded::Frame {
                 conn,
-                frame,
-            } if to == f.node => {
-                let (Some(ours), Some(frame)) = (f.hosted_as(&from, conn), frame.frame()) else {
-                    return;
-                };
-                match frame {
-                    // Text frames reached the relaying node as UTF-8.
-                    Frame::Text(t) => {
-                        if let Ok(text) = std::str::from_utf8(&t) {
-                            self.frame(ours, Data::Text(text));
-                        }
-                    }
-                    Frame::Binary(b) => self.frame(ours, Data::Binary(b)),
+                frame: Frame::Text(t),
+            } => {
+                if let Ok(text) = std::str::from_utf8(&t) {
+                    self.frame(conn, Data::Text(text));
                 }
             }
-            Word::WsGone { to, from, conn } if to == f.node => {
-                if let Some(ours) = f.hosted_as(&from, conn) {
-                    f.unhost(ours);
-                    self.engine
-                        .handle_ws_closed(ours, CloseReason::TransportClose, self.now);
-                    self.route();
-                }
+            Forwarded::Frame {
+                conn,
+                frame: Frame::Binary(b),
+            } => self.frame(conn, Data::Binary(b)),
+            Forwarded::WsClosed(conn) => {
+                self.engine
+                    .handle_ws_closed(conn, CloseReason::TransportClose, self.now);
+                self.route();
             }
-            Word::WsOut { to, conn, frame } if to == f.node => {
-                let conn = ConnId(conn);
-                if f.relays(conn)
-                    && let Some(frame) = frame.frame()
-                {
-                    self.outputs.push_back(Output::WsFrame { conn, frame });
-                }
+            Forwarded::WsFrame { conn, frame } => {
+                self.outputs.push_back(Output::WsFrame { conn, frame });
             }
-            Word::WsClose { to, conn, code } if to == f.node => {
-                let conn = ConnId(conn);
-                if f.relay_closed(conn) {
-                    self.outputs.push_back(Output::WsClose { conn, code });
-                }
+            Forwarded::WsClose { conn, code } => {
+                self.outputs.push_back(Output::WsClose { conn, code });
             }
-            _ => {}
         }
     }
 

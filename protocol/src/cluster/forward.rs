@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use crate::bus::{Entry, WireFrame, Word};
 use crate::deadlines::Deadlines;
-use crate::host::{ConnId, HttpResponse, Method, RequestId};
+use crate::host::{ConnId, Frame, HttpResponse, Method, RequestId};
 
 /// What separates a node's name from the rest of a session id.
 pub const SEPARATOR: char = '.';
@@ -41,6 +41,41 @@ pub fn elsewhere<'q>(node: &str, query: &'q str) -> Option<&'q str> {
     let q = crate::eio::parse_query(query).ok()?;
     let holder = owner(q.sid?)?;
     (holder != node).then_some(holder)
+}
+
+/// What a node does with a word between two nodes that is for it
+/// ([`Forwarding::take`]).
+#[derive(Debug)]
+pub(crate) enum Forwarded {
+    /// Run a polling request another node forwarded, under this number.
+    Http {
+        req: RequestId,
+        method: Method,
+        query: String,
+        authorization: Option<String>,
+        body: String,
+    },
+    /// The answer to one of this node's requests: for its host.
+    Answer {
+        req: RequestId,
+        response: HttpResponse,
+    },
+    /// A request run here for another node lost its client.
+    Aborted(RequestId),
+    /// A WebSocket of another node's, relayed here as this connection.
+    WsOpen {
+        conn: ConnId,
+        query: String,
+        authorization: Option<String>,
+    },
+    /// A frame from the client of a connection relayed here.
+    Frame { conn: ConnId, frame: Frame },
+    /// The client of a connection relayed here went away.
+    WsClosed(ConnId),
+    /// A frame the holder writes to a connection this node relays.
+    WsFrame { conn: ConnId, frame: Frame },
+    /// The holder closes a connection this node relays.
+    WsClose { conn: ConnId, code: u16 },
 }
 
 /// The content types the engine answers with, by name.
@@ -325,6 +360,88 @@ impl Forwarding {
         }
     }
 
+    /// A word between two nodes read from the bus: what this node is to do
+    /// with it, if it is for this node and still means something here (an
+    /// answer to a request no longer waiting, a frame for a connection
+    /// gone, a word for another node: nothing).
+    pub(crate) fn take(&mut self, word: Word) -> Option<Forwarded> {
+        if word.forward_to() != Some(self.node.as_str()) {
+            return None;
+        }
+        Some(match word {
+            Word::Request {
+                from,
+                req,
+                get,
+                query,
+                authorization,
+                body,
+                ..
+            } => Forwarded::Http {
+                req: self.run(from, req),
+                method: if get { Method::Get } else { Method::Post },
+                query,
+                authorization,
+                body,
+            },
+            Word::Response {
+                req,
+                status,
+                content_type,
+                body,
+                ..
+            } => {
+                let (req, response) = self.response(req, status, &content_type, body)?;
+                Forwarded::Answer { req, response }
+            }
+            Word::Aborted { from, req, .. } => {
+                let ours = self.running_as(&from, req)?;
+                self.forget(ours);
+                Forwarded::Aborted(ours)
+            }
+            Word::WsOpen {
+                from,
+                conn,
+                query,
+                authorization,
+                ..
+            } => Forwarded::WsOpen {
+                conn: self.host(from, conn),
+                query,
+                authorization,
+            },
+            Word::WsIn {
+                from, conn, frame, ..
+            } => Forwarded::Frame {
+                conn: self.hosted_as(&from, conn)?,
+                frame: frame.frame()?,
+            },
+            Word::WsGone { from, conn, .. } => {
+                let ours = self.hosted_as(&from, conn)?;
+                self.unhost(ours);
+                Forwarded::WsClosed(ours)
+            }
+            Word::WsOut { conn, frame, .. } => {
+                let conn = ConnId(conn);
+                if !self.relays(conn) {
+                    return None;
+                }
+                Forwarded::WsFrame {
+                    conn,
+                    frame: frame.frame()?,
+                }
+            }
+            Word::WsClose { conn, code, .. } => {
+                let conn = ConnId(conn);
+                if !self.relay_closed(conn) {
+                    return None;
+                }
+                Forwarded::WsClose { conn, code }
+            }
+            _ => return None,
+        })
+    }
+
     /// Requests sent elsewhere that no answer came back for in time.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<RequestId> {
         let mut out = Vec::new();
@@ -360,6 +477,58 @@ mod tests {
         assert_eq!(f.elsewhere("EIO=4&transport=polling&sid=me.abc"), None);
         assert_eq!(f.elsewhere("EIO=4&transport=polling"), None);
         assert_eq!(f.elsewhere("EIO=4&transport=polling&sid=plain"), None);
+    }
+
+    #[test]
+    fn a_word_between_two_nodes_is_taken_only_by_the_one_it_is_for_and_only_once() {
+        let mut f = Forwarding::new("me".into());
+        let request = |to: &str| Word::Request {
+            to: to.into(),
+            from: "you".into(),
+            req: 7,
+            get: true,
+            query: "q".into(),
+            authorization: None,
+            body: String::new(),
+        };
+        assert!(f.take(request("other")).is_none());
+        let Some(Forwarded::Http { req, method, .. }) = f.take(request("me")) else {
+            panic!("a request for this node runs here");
+        };
+        assert_eq!(method, Method::Get);
+        assert_eq!(f.running_as("you", 7), Some(req));
+        // Its client went away: forgotten, and only once.
+        let aborted = Word::Aborted {
+            to: "me".into(),
+            from: "you".into(),
+            req: 7,
+        };
+        assert!(matches!(f.take(aborted.clone()), Some(Forwarded::Aborted(r)) if r == req));
+        assert!(f.take(aborted).is_none());
+        // An answer to a request this node never sent, a frame for a
+        // connection it does not relay: nothing.
+        let answer = Word::Response {
+            to: "me".into(),
+            req: 1,
+            status: 200,
+            content_type: "text/plain".into(),
+            body: String::new(),
+        };
+        assert!(f.take(answer).is_none());
+        let out = Word::WsOut {
+            to: "me".into(),
+            conn: 3,
+            frame: WireFrame::Text("x".into()),
+        };
+        assert!(f.take(out.clone()).is_none());
+        f.relay(ConnId(3), "you", "q", None);
+        assert!(matches!(
+            f.take(out),
+            Some(Forwarded::WsFrame {
+                conn: ConnId(3),
+                ..
+            })
+        ));
     }
 
     #[test]
