@@ -663,6 +663,15 @@ def test_no_sticky_sessions_behind_a_round_robin_balancer(instances, proxy, mode
             # Each session's requests reached more than one instance.
             sids = [s for s in proxy.reached if len(proxy.reached[s]) > 1]
             assert len(sids) >= 2, proxy.reached
+    except BaseException as e:
+        # What each instance holds back, for whoever reads the failure.
+        from test_metrics import Scrape
+
+        state = []
+        for s in instances:
+            m = Scrape(s)
+            state.append({k: m.get(f"chatwire_bus_{k}") for k in ("held_places", "outbox", "subscriptions")})
+        raise AssertionError(f"{e!r}; the instances' bus: {state}") from e
     finally:
         ca.close()
         cb.close()
