@@ -192,39 +192,64 @@ function until(done, what) {
 
 const MODES = { polling: ["polling"], websocket: ["websocket"], upgrade: ["polling", "websocket"] };
 
+// What each instance's bus holds back (from /metrics), for a failure to say.
+async function busState() {
+  const wanted = ["chatwire_bus_held_places", "chatwire_bus_outbox", "chatwire_bus_subscriptions"];
+  return Promise.all(
+    instances.map(async (s) => {
+      try {
+        const text = await (await fetch(`${s.url}/metrics`)).text();
+        return text.split("\n").filter((l) => wanted.some((w) => l.startsWith(w + " "))).join(", ");
+      } catch (e) {
+        return `metrics: ${e.message}`;
+      }
+    }),
+  );
+}
+
 for (const [mode, transports] of Object.entries(MODES)) {
   describe(`a cluster behind a round-robin balancer, socket.io-client over ${mode}`, () => {
     it("is one chat, with no sticky sessions", async () => {
-      const [u, w] = await Promise.all([register(instances[0]), register(instances[1])]);
-      const a = new Chat(balancer, "polling", { auth: { token: u.token }, transports });
-      const b = new Chat(balancer, "polling", { auth: { token: w.token }, transports });
-      open.push(a, b);
-      await Promise.all([a.connected(), b.connected()]);
-      if (mode === "upgrade") {
-        // The upgrade reached any instance: relayed to the holder, it goes through.
-        for (const c of [a, b]) {
-          if (c.socket.io.engine.transport.name !== "websocket") {
-            await withTimeout(new Promise((resolve) => c.socket.io.engine.once("upgrade", resolve)), "upgrade");
-          }
-          assert.equal(c.socket.io.engine.transport.name, "websocket");
-        }
-      }
-      for (let k = 0; k < 5; k++) {
-        const ack = await a.call("chat:send", { text: `a${k}` });
-        assert.equal((await b.next("chat:new-message")).id, ack.id);
-        assert.deepEqual(await a.next("chat:delivered"), { messageId: ack.id });
-        const back = await b.call("chat:send", { text: `b${k}` });
-        assert.equal((await a.next("chat:new-message")).id, back.id);
-      }
-      const typing = await b.call("chat:typing", { isTyping: true });
-      assert.equal((await a.next("chat:typing")).userId, typing.userId);
-      if (mode === "polling") {
-        // Each client's session was served through more than one instance.
-        const spread = [a, b].map((c) => balancer.reached.get(c.socket.io.engine.id)?.size ?? 0);
-        assert.ok(spread.every((n) => n > 1), `instances reached: ${spread}`);
+      try {
+        await oneChat(mode, transports);
+      } catch (e) {
+        e.message += `; the instances' bus: ${JSON.stringify(await busState())}`;
+        throw e;
       }
     });
   });
+}
+
+// Two clients through the balancer, over `transports`, chat both ways.
+async function oneChat(mode, transports) {
+  const [u, w] = await Promise.all([register(instances[0]), register(instances[1])]);
+  const a = new Chat(balancer, "polling", { auth: { token: u.token }, transports });
+  const b = new Chat(balancer, "polling", { auth: { token: w.token }, transports });
+  open.push(a, b);
+  await Promise.all([a.connected(), b.connected()]);
+  if (mode === "upgrade") {
+    // The upgrade reached any instance: relayed to the holder, it goes through.
+    for (const c of [a, b]) {
+      if (c.socket.io.engine.transport.name !== "websocket") {
+        await withTimeout(new Promise((resolve) => c.socket.io.engine.once("upgrade", resolve)), "upgrade");
+      }
+      assert.equal(c.socket.io.engine.transport.name, "websocket");
+    }
+  }
+  for (let k = 0; k < 5; k++) {
+    const ack = await a.call("chat:send", { text: `a${k}` });
+    assert.equal((await b.next("chat:new-message")).id, ack.id);
+    assert.deepEqual(await a.next("chat:delivered"), { messageId: ack.id });
+    const back = await b.call("chat:send", { text: `b${k}` });
+    assert.equal((await a.next("chat:new-message")).id, back.id);
+  }
+  const typing = await b.call("chat:typing", { isTyping: true });
+  assert.equal((await a.next("chat:typing")).userId, typing.userId);
+  if (mode === "polling") {
+    // Each client's session was served through more than one instance.
+    const spread = [a, b].map((c) => balancer.reached.get(c.socket.io.engine.id)?.size ?? 0);
+    assert.ok(spread.every((n) => n > 1), `instances reached: ${spread}`);
+  }
 }
 
 // A recovering client `a` on instance `holder` (its `chat:new-message`
