@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::bus::Word;
 use crate::bus::{Entry, Topic};
 use crate::cluster::Endpoint;
-use crate::cluster::forward::Forwarded;
+use crate::cluster::forward::{Forwarded, Forwarding};
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::ids::{IdGenerator, IntMap};
@@ -549,7 +549,7 @@ impl<U: Upper> Node<U> {
                 authorization,
                 body,
             } => {
-                let elsewhere = self.bus.as_mut().map(|b| &mut b.forwarding).and_then(|f| {
+                let elsewhere = self.forwarding().and_then(|f| {
                     let to = f.elsewhere(query)?.to_owned();
                     let body = std::str::from_utf8(body).ok()?;
                     Some(f.send(now, &to, req, method, query, authorization, body))
@@ -559,17 +559,10 @@ impl<U: Upper> Node<U> {
                     None => self.http(req, method, query, authorization, body),
                 }
             }
-            Input::HttpAborted(req) => {
-                match self
-                    .bus
-                    .as_mut()
-                    .map(|b| &mut b.forwarding)
-                    .and_then(|f| f.aborted(req))
-                {
-                    Some(message) => self.outputs.push_back(Output::Publish(message)),
-                    None => self.engine.handle_http_aborted(req),
-                }
-            }
+            Input::HttpAborted(req) => match self.forwarding().and_then(|f| f.aborted(req)) {
+                Some(message) => self.outputs.push_back(Output::Publish(message)),
+                None => self.engine.handle_http_aborted(req),
+            },
             Input::WsOpen {
                 conn,
                 query,
@@ -579,7 +572,7 @@ impl<U: Upper> Node<U> {
                 // unless this node is going away (as the engine refuses an
                 // upgrade then, the client goes on polling).
                 let serving = self.phase == Phase::Serving;
-                let relayed = self.bus.as_mut().map(|b| &mut b.forwarding).and_then(|f| {
+                let relayed = self.forwarding().and_then(|f| {
                     let to = f.elsewhere(query)?.to_owned();
                     Some(serving.then(|| f.relay(conn, &to, query, authorization)))
                 });
@@ -611,12 +604,7 @@ impl<U: Upper> Node<U> {
                     true => CloseReason::Backlog,
                     false => CloseReason::TransportClose,
                 };
-                match self
-                    .bus
-                    .as_mut()
-                    .map(|b| &mut b.forwarding)
-                    .and_then(|f| f.relay_gone(conn))
-                {
+                match self.forwarding().and_then(|f| f.relay_gone(conn)) {
                     Some(message) => self.outputs.push_back(Output::Publish(message)),
                     None => self.engine.handle_ws_closed(conn, reason, now),
                 }
@@ -704,6 +692,11 @@ impl<U: Upper> Node<U> {
         Ok(())
     }
 
+    /// In a cluster: the forwarding state of this node's end of the bus.
+    fn forwarding(&mut self) -> Option<&mut Forwarding> {
+        self.bus.as_mut().map(|b| &mut b.forwarding)
+    }
+
     /// A polling request the engine runs here (the host's, or one another
     /// node forwarded).
     fn http(
@@ -746,7 +739,7 @@ impl<U: Upper> Node<U> {
     /// makes of it ([`crate::cluster::forward::Forwarding::take`]), done
     /// here.
     fn forwarded(&mut self, word: Word) {
-        let Some(run) = self.bus.as_mut().and_then(|b| b.forwarding.take(word)) else {
+        let Some(run) = self.forwarding().and_then(|f| f.take(word)) else {
             return;
         };
         match run {
