@@ -18,11 +18,14 @@
 //! to a room, [`Output::Subscribe`]), each topic in one order for all
 //! (chatwire's host: Redis streams, and channels for the rooms), and feed
 //! it back as [`Input::Cluster`]. Every entry is a [`bus::Word`] of one
-//! versioned vocabulary, which the node decodes once and hands on typed
-//! ([`Upper::on_cluster`]): room events cross instances there
-//! ([`sio::cluster`]), polling requests and relayed WebSockets reach the
-//! node holding their session ([`cluster`], [`Upper::cluster`]), and
-//! sessions recover on any node ([`sio::RecoveryConfig`]). The per-user
+//! versioned vocabulary, which the node's end of the bus ([`cluster`])
+//! decodes once: it runs the words between two nodes there (polling
+//! requests and relayed WebSockets reach the node holding their session),
+//! keeps each room's one order across the nodes and who got what, with
+//! its own timers, and hands the layer above typed what it is to apply
+//! ([`cluster::Heard`], [`Upper::on_cluster`]): room events in their
+//! order, and the words by which sessions recover on any node
+//! ([`sio::RecoveryConfig`]). The per-user
 //! rate limit is then the store's ([`store::Store::take_token`]). Wall time
 //! comes from the host with the inputs ([`Node::set_wall_clock`]).
 //!

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use crate::bus::Word;
 use crate::bus::{Entry, Topic};
 use crate::cluster::Endpoint;
+use crate::cluster::Heard;
 use crate::cluster::forward::{Forwarded, Forwarding};
+use crate::cluster::order::Order;
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::ids::{IdGenerator, IntMap};
@@ -197,20 +199,11 @@ pub trait Upper {
     fn on_close(&mut self, sh: &mut Shared<'_>, key: SessionKey, reason: CloseReason);
     /// A store command this layer issued finished.
     fn on_store_reply(&mut self, sh: &mut Shared<'_>, op: OpId, reply: StoreReply);
-    /// A message from the cluster's bus, at its position there if known.
-    fn on_cluster(&mut self, _sh: &mut Shared<'_>, _message: Word, _at: Option<Place>) {}
-    /// A message published on the bus `age` before this node joined it
-    /// ([`Input::ClusterPast`]).
-    fn on_cluster_past(
-        &mut self,
-        _sh: &mut Shared<'_>,
-        _message: Word,
-        _age: Duration,
-        _at: Option<Place>,
-    ) {
-    }
-    /// Every message of the bus's past was fed ([`Input::ClusterCaughtUp`]).
-    fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {}
+    /// What this node's end of the cluster's bus let through of what it
+    /// read ([`Input::Cluster`], [`Input::ClusterPast`]) or of what ran out
+    /// of time: a word to apply, in its room's order, or the outcome of a
+    /// tracked emit.
+    fn on_cluster(&mut self, _sh: &mut Shared<'_>, _heard: Heard) {}
     /// The bus lost entries this node had not read ([`Input::ClusterGap`]).
     fn on_cluster_gap(&mut self, _sh: &mut Shared<'_>) {}
     /// This layer's next deadline.
@@ -225,8 +218,11 @@ pub trait Upper {
     /// answers [`Output::Timeout`]).
     fn flush(&mut self, _sh: &mut Shared<'_>) {}
     /// This node's name in its cluster, if it is one of several (given
-    /// once, to the layer above: [`crate::sio::SocketIoConfig::cluster`]).
-    fn cluster(&self) -> Option<&str> {
+    /// once, to the layer above: [`crate::sio::SocketIoConfig::cluster`]),
+    /// and whether a room's words go only to the nodes with members in it
+    /// (they do with recovery off; with it on every node reads every word,
+    /// to keep every session).
+    fn cluster(&self) -> Option<(&str, bool)> {
         None
     }
     /// Whether work is under way (a store operation awaited): a draining
@@ -297,6 +293,9 @@ pub struct Shared<'a> {
     /// The most bytes a client's message may carry (the engine's
     /// `max_payload`).
     pub max_payload: usize,
+    /// In a cluster: the rooms' orders and tracked emits of this node's
+    /// end of the bus, to number and address what the layer publishes.
+    pub(crate) order: Option<&'a mut Order>,
     commands: &'a mut VecDeque<Command>,
     notices: Option<&'a mut VecDeque<Output>>,
 }
@@ -317,6 +316,7 @@ impl Shared<'_> {
             ids: &mut *self.ids,
             stats: &mut *self.stats,
             max_payload: self.max_payload,
+            order: self.order.as_deref_mut(),
             commands: &mut *self.commands,
             notices: self.notices.as_deref_mut(),
         }
@@ -331,6 +331,18 @@ impl Shared<'_> {
     pub fn notice(&mut self, n: Notice) {
         if let Some(out) = self.notices.as_mut() {
             out.push_back(Output::Notice(n));
+        }
+    }
+    /// In a cluster: this node's name on the bus.
+    pub(crate) fn node_name(&self) -> Option<&str> {
+        self.order.as_ref().map(|o| o.node.as_str())
+    }
+
+    /// In a cluster: publishes `word` on the bus, to the nodes that read
+    /// its topic ([`Word::topic`]); nothing for a node of no cluster.
+    pub(crate) fn publish(&mut self, word: &Word) {
+        if let Some(order) = &self.order {
+            self.commands.push_back(Command::Publish(order.entry(word)));
         }
     }
 }
@@ -439,9 +451,9 @@ impl<U: Upper> Node<U> {
     /// answers coming back as [`Input::Cluster`].
     pub fn new(config: EngineConfig, upper: U, ids: impl IdGenerator, now: Instant) -> Self {
         let mut engine = Engine::new(config);
-        let bus = upper.cluster().map(|node| {
+        let bus = upper.cluster().map(|(node, spread)| {
             engine.set_sid_prefix(format!("{node}{}", crate::cluster::forward::SEPARATOR));
-            Endpoint::new(node.to_owned())
+            Endpoint::new(node.to_owned(), spread)
         });
         Node {
             engine,
@@ -506,7 +518,7 @@ impl<U: Upper> Node<U> {
     pub fn is_drained(&self) -> bool {
         self.phase == Phase::Closed
             && self.engine.session_count() == 0
-            && !self.upper.busy()
+            && !self.busy()
             && self.bus.as_ref().is_none_or(|b| !b.forwarding.relaying())
     }
 
@@ -612,47 +624,36 @@ impl<U: Upper> Node<U> {
             Input::StoreReply { op, reply } => {
                 self.with_upper(|u, sh| u.on_store_reply(sh, op, reply));
             }
-            Input::Cluster { message: entry, at } => {
-                let Some(word) = self.bus_in(&entry) else {
-                    return Ok(());
-                };
-                if word.is_forward() {
-                    self.forwarded(word);
-                } else {
-                    self.with_upper(|u, sh| u.on_cluster(sh, word, at));
-                }
-            }
+            Input::Cluster { message: entry, at } => self.bus_entry(&entry, None, at),
             Input::ClusterPast {
                 message: entry,
                 age,
                 at,
-            } => {
-                let Some(word) = self.bus_in(&entry) else {
-                    return Ok(());
-                };
-                if word.is_forward() {
-                    // Addressed: only what is for this node is taken, and
-                    // that is of its own time.
-                    self.forwarded(word);
-                } else {
-                    self.with_upper(|u, sh| u.on_cluster_past(sh, word, age, at));
+            } => self.bus_entry(&entry, Some(age), at),
+            Input::ClusterCaughtUp => {
+                if let Some(b) = &mut self.bus {
+                    b.caught_up();
                 }
             }
-            Input::ClusterCaughtUp => self.with_upper(|u, sh| u.on_cluster_caught_up(sh)),
             Input::ClusterGap => {
                 self.stats.bus_gaps += 1;
+                if let Some(b) = &mut self.bus {
+                    b.lost();
+                }
                 self.with_upper(|u, sh| u.on_cluster_gap(sh));
             }
             Input::Timeout => {
                 if let Some(b) = &mut self.bus {
+                    let (requests, heard) = b.expire(now, &mut self.stats);
                     // The node that held these sessions is gone.
-                    for req in b.expire(now) {
+                    for req in requests {
                         let e = crate::eio::RequestError::SessionIdUnknown;
                         self.outputs.push_back(Output::HttpResponse {
                             req,
                             response: HttpResponse::json(400, Bytes::from(e.body())),
                         });
                     }
+                    self.hear(heard);
                 }
                 self.engine.handle_timeout(now);
                 self.route();
@@ -669,7 +670,7 @@ impl<U: Upper> Node<U> {
         self.route();
         // Draining, and nothing is under way any more: every answer is
         // queued, so the sessions close after it.
-        if self.phase == Phase::Draining && !self.upper.busy() {
+        if self.phase == Phase::Draining && !self.busy() {
             self.phase = Phase::Closed;
             self.engine.go_away(now);
             // The connections relayed from here to other nodes' sessions
@@ -690,6 +691,14 @@ impl<U: Upper> Node<U> {
             self.route();
         }
         Ok(())
+    }
+
+    /// Whether work is under way: a store operation the layer above
+    /// awaits, or (in a cluster) an emit to one socket this node published
+    /// that has not come back from the bus yet (a draining node keeps its
+    /// sessions open while they have something on its way).
+    fn busy(&self) -> bool {
+        self.upper.busy() || self.bus.as_ref().is_some_and(|b| b.order.on_its_way())
     }
 
     /// In a cluster: the forwarding state of this node's end of the bus.
@@ -812,6 +821,12 @@ impl<U: Upper> Node<U> {
         // The host drained everything its last inputs made: what the layer
         // above gathered over them goes now.
         self.with_upper(|u, sh| u.flush(sh));
+        // Word of what this node handed on of other nodes' emits, one per
+        // node for the batch.
+        if let Some(b) = &mut self.bus {
+            let owed = b.owed_words();
+            self.outputs.extend(owed.into_iter().map(Output::Publish));
+        }
         if let Some(o) = self.next_output() {
             return o;
         }
@@ -837,10 +852,38 @@ impl<U: Upper> Node<U> {
         Some(o)
     }
 
-    /// An entry read from the bus, typed ([`Endpoint::read`]); nothing
-    /// for a node of no cluster.
-    fn bus_in(&mut self, entry: &[u8]) -> Option<Word> {
-        self.bus.as_mut()?.read(entry, &mut self.stats)
+    /// An entry read from the bus (`past`: that long before this node
+    /// joined), decoded by this node's end of it ([`Endpoint::read`]): a
+    /// word between two nodes is run here; any other is taken by the end
+    /// ([`Endpoint::take`]), and what it lets through goes up.
+    fn bus_entry(&mut self, entry: &[u8], past: Option<Duration>, at: Option<Place>) {
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let Some(word) = bus.read(entry, &mut self.stats) else {
+            return;
+        };
+        if word.is_forward() {
+            // Addressed: only what is for this node is taken, and that is
+            // of its own time (even if read with the bus's past).
+            self.forwarded(word);
+        } else {
+            let heard = bus.take(word, past, at, self.now, &mut self.stats);
+            self.hear(heard);
+        }
+    }
+
+    /// What this node's end of the bus let through, to the layer above in
+    /// order.
+    fn hear(&mut self, heard: Vec<Heard>) {
+        if heard.is_empty() {
+            return;
+        }
+        self.with_upper(|u, sh| {
+            for h in heard {
+                u.on_cluster(sh, h);
+            }
+        });
     }
 
     /// A WebSocket frame: the engine reads it; a message in it goes up.
@@ -872,6 +915,7 @@ impl<U: Upper> Node<U> {
             ids: &mut *self.ids,
             stats: &mut self.stats,
             max_payload: self.engine.config().max_payload,
+            order: self.bus.as_mut().map(|b| &mut b.order),
             commands: &mut self.commands,
             notices: self.notices.then_some(&mut self.outputs),
         };
@@ -978,8 +1022,16 @@ impl<U: Upper> Node<U> {
                 self.outputs.push_back(Output::Store { op, command });
             }
             Command::Publish(message) => self.outputs.push_back(Output::Publish(message)),
-            Command::Subscribe(topic) => self.outputs.push_back(Output::Subscribe(topic)),
-            Command::Unsubscribe(topic) => self.outputs.push_back(Output::Unsubscribe(topic)),
+            Command::Subscribe(topic) => {
+                if self.bus.as_mut().is_some_and(|b| b.reading(&topic, true)) {
+                    self.outputs.push_back(Output::Subscribe(topic));
+                }
+            }
+            Command::Unsubscribe(topic) => {
+                if self.bus.as_mut().is_some_and(|b| b.reading(&topic, false)) {
+                    self.outputs.push_back(Output::Unsubscribe(topic));
+                }
+            }
         }
     }
 
@@ -1044,15 +1096,17 @@ mod tests {
         fn on_message(&mut self, _: &mut Shared<'_>, _: SessionKey, _: Data<'_>) {}
         fn on_close(&mut self, _: &mut Shared<'_>, _: SessionKey, _: CloseReason) {}
         fn on_store_reply(&mut self, _: &mut Shared<'_>, _: OpId, _: StoreReply) {}
-        fn on_cluster(&mut self, _: &mut Shared<'_>, word: Word, _: Option<Place>) {
-            self.0.push(word);
+        fn on_cluster(&mut self, _: &mut Shared<'_>, heard: Heard) {
+            if let Heard::Word { word, .. } = heard {
+                self.0.push(word);
+            }
         }
         fn poll_timeout(&mut self) -> Option<Instant> {
             None
         }
         fn handle_timeout(&mut self, _: &mut Shared<'_>) {}
-        fn cluster(&self) -> Option<&str> {
-            Some("me")
+        fn cluster(&self) -> Option<(&str, bool)> {
+            Some(("me", true))
         }
     }
 

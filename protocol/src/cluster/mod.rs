@@ -6,19 +6,72 @@
 //! requests forwarded to the node holding their session, WebSockets
 //! relayed there: [`forward`]).
 //!
+//! It also keeps each room's one order across the nodes and who got what
+//! ([`order`]): the words of that order (places, broadcasts, words that a
+//! send gives up, words of delivery) are taken here, and the layer above
+//! hears only what it applies ([`Heard`]): a broadcast once its place lets
+//! it go, an outcome of one of its tracked emits, and the words of the
+//! sessions it keeps for recovery. The timers of all of this are this
+//! end's ([`Endpoint::poll_timeout`], [`Endpoint::expire`]).
+//!
 //! What each word of the bus means is [`crate::bus::Word`]; which nodes read
-//! it, [`crate::bus::Topic`]. The Socket.IO layer's side (rooms' events,
-//! places in a chat's order, sessions for recovery) is
-//! [`crate::sio::cluster`], which gets its words typed from the node.
+//! it, [`crate::bus::Topic`].
 
 pub mod forward;
+pub mod order;
 
-use std::time::Instant;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
-use crate::bus::{Entry, Newest, Word};
+use crate::bus::{Entry, Newest, Topic, Word};
 use crate::host::RequestId;
 use crate::stats::{BusKind, Stats};
+use crate::store::Place;
 use forward::Forwarding;
+use order::{HOLD, Order, Released, RoomKey};
+
+/// Cluster settings: present when the node is one of several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's name on the bus, unique in the cluster (a random one
+    /// per process).
+    pub node: String,
+}
+
+/// How often a node of a cluster says it is alive on the bus: the others
+/// pass over the places it holds once it is silent for long
+/// ([`order::SILENT_FOR`]), and, with recovery on, take its sockets to
+/// have lost their transport when it was last heard.
+pub const ALIVE_EVERY: Duration = Duration::from_secs(5);
+
+/// What the layer above hears from the bus, once this end has taken its
+/// part ([`Endpoint::take`]).
+// Short-lived (handed up at once), and mostly words: boxing them would
+// cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq)]
+pub enum Heard {
+    /// A word to apply: a broadcast (placed ones in their room's order),
+    /// or a word of the sessions kept for recovery. `past`: it was
+    /// published that long before this node joined (read while it caught
+    /// up with the bus), so it is only remembered, never handed to a
+    /// socket.
+    Word {
+        /// The word.
+        word: Word,
+        /// How old it was when read, if it is of the bus's past.
+        past: Option<Duration>,
+    },
+    /// The outcome of this node's tracked emit `seq`: some node handed it
+    /// to a socket, or none said so within
+    /// [`HANDED_WITHIN`](order::HANDED_WITHIN).
+    Handed {
+        /// The emit's number.
+        seq: u64,
+        /// Whether it reached anyone.
+        handed: bool,
+    },
+}
 
 /// A node's end of the bus.
 #[derive(Debug)]
@@ -30,15 +83,24 @@ pub(crate) struct Endpoint {
     /// Polling requests sent to the nodes that hold their sessions, those
     /// run here for other nodes, and WebSockets relayed either way.
     pub(crate) forwarding: Forwarding,
+    /// Each room's order across the nodes, and this node's emits awaiting
+    /// word of their delivery.
+    pub(crate) order: Order,
+    /// With recovery off: the rooms this node reads (it has members there).
+    rooms: HashSet<RoomKey>,
 }
 
 impl Endpoint {
-    /// The end of the node named `node` (unique in the cluster).
-    pub(crate) fn new(node: String) -> Self {
+    /// The end of the node named `node` (unique in the cluster); with
+    /// `spread` (recovery off), a room's words go only to the nodes with
+    /// members in it ([`Word::topic`]).
+    pub(crate) fn new(node: String, spread: bool) -> Self {
         Endpoint {
             published: 0,
             newest: Newest::default(),
-            forwarding: Forwarding::new(node),
+            forwarding: Forwarding::new(node.clone()),
+            order: Order::new(node, spread),
+            rooms: HashSet::new(),
         }
     }
 
@@ -76,14 +138,331 @@ impl Endpoint {
         Some(word)
     }
 
+    /// A word read from the bus that is not between two nodes
+    /// ([`Word::is_forward`]), at `at` on the bus if known, `past` before
+    /// this node joined if it is of the bus's past: what the layer above
+    /// hears of it and of what it let go, in order.
+    ///
+    /// The bus's clock moves on and the word's node was alive then. A
+    /// place holds its room's order; a broadcast waits for its place (and
+    /// the earlier ones) to let it go; a send's word that it publishes
+    /// nothing lets its place go; a word of delivery for this node reports
+    /// its emits handed. Places of nodes silent for too long are passed
+    /// over.
+    pub(crate) fn take(
+        &mut self,
+        word: Word,
+        past: Option<Duration>,
+        position: Option<Place>,
+        now: Instant,
+        stats: &mut Stats,
+    ) -> Vec<Heard> {
+        let order = &mut self.order;
+        if past.is_some() {
+            order.catching_up = true;
+        }
+        order.heard_from(word.node(), position);
+        // What this node published, or what is for it, is of its own time
+        // even if it came before the end of the past its host read.
+        let past = past.filter(|_| !word.concerns(&order.node));
+        // When it was published, on this node's clock.
+        let at = past.map_or(now, |age| now.checked_sub(age).unwrap_or(now));
+        let mut heard = Vec::new();
+        match word {
+            // With recovery off, a room this node has no member of is one
+            // its host read a little longer than asked (or before it
+            // asked): its places are not held here, so that they hold
+            // nothing should a member come back.
+            Word::Place { nsp, room, .. } | Word::Abandon { nsp, room, .. }
+                if order.spread && !self.rooms.contains(&(nsp.clone(), room.clone())) => {}
+            Word::Place {
+                from,
+                nsp,
+                room,
+                ticket,
+            } => {
+                let until = at + HOLD;
+                if until > now {
+                    order.hold((nsp, room), ticket, from, until, position);
+                }
+            }
+            Word::Abandon { nsp, room, ticket } => {
+                order.abandon(&nsp, &room, &ticket);
+                let released = order.release(&nsp, &room, now);
+                self.released(released, &mut heard);
+            }
+            Word::Broadcast {
+                placed: Some(ref ticket),
+                ref nsp,
+                ref room,
+                ..
+            } => {
+                let (ticket, nsp, room) = (ticket.clone(), nsp.clone(), room.clone());
+                match order.arrive(&ticket, word, past, now) {
+                    // In its place: it goes with what it let go.
+                    None => {
+                        let released = order.release(&nsp, &room, now);
+                        self.released(released, &mut heard);
+                    }
+                    Some((word, past)) => heard.push(Heard::Word { word, past }),
+                }
+            }
+            Word::Handed { .. } if past.is_some() => {}
+            Word::Handed { to, seq, more } => {
+                if to == order.node {
+                    for seq in std::iter::once(seq).chain(more) {
+                        if order.handed(seq) {
+                            heard.push(Heard::Handed { seq, handed: true });
+                        }
+                    }
+                }
+            }
+            word => heard.push(Heard::Word { word, past }),
+        }
+        // The bus's clock moved: places of nodes silent for too long go.
+        if self.order.held() > 0 {
+            let released = self.order.release_due(now);
+            self.released(released, &mut heard);
+        }
+        self.count(stats);
+        heard
+    }
+
+    /// Placed broadcasts let go, each heard as it would have been read;
+    /// but one of the bus's past let go once this node has caught up goes
+    /// to the sockets too: a socket may have come back here since, from a
+    /// log that did not have it yet (it waited for its place).
+    fn released(&self, released: Released, heard: &mut Vec<Heard>) {
+        let catching_up = self.order.catching_up;
+        heard.extend(released.into_iter().map(|(word, past)| Heard::Word {
+            word,
+            past: past.filter(|_| catching_up),
+        }));
+    }
+
+    /// Every entry of the bus's past was read.
+    pub(crate) fn caught_up(&mut self) {
+        self.order.catching_up = false;
+    }
+
+    /// The bus lost entries this node had not read: what the held places
+    /// await may have been lost with them ([`Order::lost`]).
+    pub(crate) fn lost(&mut self) {
+        self.order.lost();
+    }
+
+    /// The layer above asks to read `topic` (`on`) or to stop: whether the
+    /// host is to be told. Only a room's topic, and only with recovery off
+    /// (with it on, every word goes to every node); a room no longer read
+    /// forgets the places held there (this node would not hear of them
+    /// again; if it comes back to the room, it reads on from then).
+    pub(crate) fn reading(&mut self, topic: &Topic, on: bool) -> bool {
+        let Topic::Room { nsp, room } = topic else {
+            return true;
+        };
+        if !self.order.spread {
+            return false;
+        }
+        let key = (nsp.clone(), room.clone());
+        if on {
+            self.rooms.insert(key);
+        } else {
+            self.rooms.remove(&key);
+            self.order.forget_room(nsp, room);
+        }
+        true
+    }
+
+    /// The words of delivery owed for what this node handed on since the
+    /// last call ([`Order::owed_words`]).
+    pub(crate) fn owed_words(&mut self) -> Vec<Entry> {
+        self.order.owed_words()
+    }
+
     /// This end's next deadline.
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
-        self.forwarding.poll_timeout()
+        [self.forwarding.poll_timeout(), self.order.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// What is due at `now`: the requests sent elsewhere that no answer
-    /// came back for (the node that held their sessions is gone).
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<RequestId> {
-        self.forwarding.expire(now)
+    /// came back for (the node that held their sessions is gone), and what
+    /// the layer above hears of places and tracked emits that ran out of
+    /// time.
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+    ) -> (Vec<RequestId>, Vec<Heard>) {
+        let requests = self.forwarding.expire(now);
+        let mut heard: Vec<Heard> = self
+            .order
+            .expire(now)
+            .into_iter()
+            .map(|seq| Heard::Handed { seq, handed: false })
+            .collect();
+        let released = self.order.release_due(now);
+        self.released(released, &mut heard);
+        self.count(stats);
+        (requests, heard)
+    }
+
+    /// The counters of the rooms' orders.
+    fn count(&self, stats: &mut Stats) {
+        stats.bus_held_places = self.order.held() as u64;
+        stats.bus_places_passed = self.order.passed;
+        stats.bus_unplaced = self.order.unplaced;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use order::HANDED_WITHIN;
+
+    fn place(ticket: &str, room: &str) -> Word {
+        Word::Place {
+            from: "x".into(),
+            nsp: "/".into(),
+            room: room.into(),
+            ticket: ticket.into(),
+        }
+    }
+
+    fn broadcast(ticket: &str, room: &str, text: &str) -> Word {
+        Word::Broadcast {
+            from: "x".into(),
+            seq: 1,
+            nsp: "/".into(),
+            room: room.into(),
+            except: Vec::new(),
+            text: text.into(),
+            track: false,
+            to: None,
+            volatile: false,
+            attachments: Vec::new(),
+            placed: Some(ticket.into()),
+            key: None,
+            belongs: None,
+        }
+    }
+
+    fn texts(heard: Vec<Heard>) -> Vec<String> {
+        heard
+            .into_iter()
+            .map(|h| match h {
+                Heard::Word {
+                    word: Word::Broadcast { text, .. },
+                    past: None,
+                } => text,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn at(ms: u64) -> Option<Place> {
+        Some(Place { ms, n: 0 })
+    }
+
+    #[test]
+    fn the_layer_above_hears_placed_broadcasts_in_their_places_order() {
+        let now = Instant::now();
+        let stats = &mut Stats::default();
+        let mut end = Endpoint::new("me".into(), true);
+        let room = Topic::Room {
+            nsp: "/".into(),
+            room: "r".into(),
+        };
+        assert!(end.reading(&room, true));
+        assert!(
+            end.take(place("a", "r"), None, at(1), now, stats)
+                .is_empty()
+        );
+        assert!(
+            end.take(place("b", "r"), None, at(2), now, stats)
+                .is_empty()
+        );
+        assert_eq!(stats.bus_held_places, 2);
+        // The second send's broadcast waits for the first's.
+        let b = end.take(broadcast("b", "r", "B"), None, at(3), now, stats);
+        assert!(b.is_empty());
+        let a = end.take(broadcast("a", "r", "A"), None, at(4), now, stats);
+        assert_eq!(texts(a), ["A", "B"]);
+        assert_eq!(stats.bus_held_places, 0);
+        // A room this node does not read holds nothing: its broadcast goes.
+        assert!(
+            end.take(place("c", "s"), None, at(5), now, stats)
+                .is_empty()
+        );
+        let c = end.take(broadcast("c", "s", "C"), None, at(6), now, stats);
+        assert_eq!(texts(c), ["C"]);
+        // Left, the room's places are forgotten.
+        end.take(place("d", "r"), None, at(7), now, stats);
+        assert!(end.reading(&room, false));
+        assert_eq!(end.order.held(), 0);
+    }
+
+    #[test]
+    fn a_tracked_emit_is_heard_of_once_handed_or_once_nobody_said_so() {
+        let now = Instant::now();
+        let stats = &mut Stats::default();
+        let mut end = Endpoint::new("me".into(), true);
+        let a = end.order.next(now, true);
+        let b = end.order.next(now, true);
+        let handed = |seq| Word::Handed {
+            to: "me".into(),
+            seq,
+            more: Vec::new(),
+        };
+        let heard = end.take(handed(a), None, None, now, stats);
+        assert_eq!(
+            heard,
+            [Heard::Handed {
+                seq: a,
+                handed: true
+            }]
+        );
+        // Told again, or told of the past, it is not heard again.
+        assert!(end.take(handed(a), None, None, now, stats).is_empty());
+        assert_eq!(end.poll_timeout(), Some(now + HANDED_WITHIN));
+        let (requests, heard) = end.expire(now + HANDED_WITHIN, stats);
+        assert!(requests.is_empty());
+        assert_eq!(
+            heard,
+            [Heard::Handed {
+                seq: b,
+                handed: false
+            }]
+        );
+        assert_eq!(end.poll_timeout(), None);
+    }
+
+    #[test]
+    fn with_recovery_on_every_word_goes_to_every_node_and_no_room_is_subscribed() {
+        let stats = &mut Stats::default();
+        let mut end = Endpoint::new("me".into(), false);
+        let room = Topic::Room {
+            nsp: "/".into(),
+            room: "r".into(),
+        };
+        assert!(!end.reading(&room, true));
+        assert!(end.reading(&Topic::Node("me".into()), true));
+        // Read while catching up with the bus's past: only remembered.
+        let now = Instant::now();
+        let past = Some(Duration::from_secs(2));
+        let heard = end.take(Word::Alive { node: "x".into() }, past, at(1), now, stats);
+        let alive = Heard::Word {
+            word: Word::Alive { node: "x".into() },
+            past,
+        };
+        assert_eq!(heard, [alive]);
+        // Placed, in a room it holds places of whatever its members.
+        assert!(
+            end.take(place("a", "r"), None, at(2), now, stats)
+                .is_empty()
+        );
+        assert_eq!(end.order.held(), 1);
     }
 }

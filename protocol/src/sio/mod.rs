@@ -1,14 +1,13 @@
 //! Socket.IO v5 over Engine.IO: packets, binary attachments, namespaces,
 //! rooms, acknowledgements, and the interface applications plug into.
 
-pub mod cluster;
 mod id;
 pub mod packet;
 mod recovery;
 mod seen;
 pub mod socket;
 
-pub use cluster::ClusterConfig;
+pub use crate::cluster::ClusterConfig;
 pub use recovery::RecoveryConfig;
 pub use socket::{
     Application, ConnectRequest, Ctx, DisconnectReason, Event, SocketId, SocketIo, SocketIoConfig,

@@ -10,14 +10,12 @@ use indexmap::IndexSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cluster::{Cluster, ClusterConfig, HOLD, Released};
 use super::packet::{self, PacketData, PacketType, Partial};
-use super::recovery::{
-    ALIVE_EVERY, Live, Log, RecoveryConfig, Remote, Sessions, Target, republish_every,
-};
+use super::recovery::{Live, Log, RecoveryConfig, Remote, Sessions, Target, republish_every};
 use super::seen::Seen;
 use crate::bus::Word;
 use crate::bus::{Entry, Topic};
+use crate::cluster::{ALIVE_EVERY, ClusterConfig, Heard};
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
@@ -212,8 +210,6 @@ pub struct State {
     /// the application knew of each (its `Socket`, erased here so that
     /// [`Ctx`] needs no type parameter).
     sessions: Option<Sessions<Box<dyn Any + Send>>>,
-    /// In a cluster: this node's side of the bus.
-    cluster: Option<Cluster>,
     /// Tracked emits' outcomes, for [`Application::on_handed`].
     handed: Vec<(u64, bool)>,
     /// Each socket by its sid.
@@ -281,7 +277,7 @@ impl Ctx<'_> {
 
     /// Whether this node is one of a cluster.
     pub fn in_cluster(&self) -> bool {
-        self.state.cluster.is_some()
+        self.sh.order.is_some()
     }
 
     /// The id generator.
@@ -324,14 +320,11 @@ impl Ctx<'_> {
         let name = matches!(kind, PacketType::Event | PacketType::BinaryEvent)
             .then(|| EventName::of(packet::event_name(&text).unwrap_or("")));
         let recoverable = recoverable && name.is_some() && id.is_none();
-        if recoverable
-            && self.state.log.is_some()
-            && let Some(cluster) = &mut self.state.cluster
-        {
+        if recoverable && self.state.log.is_some() && self.sh.order.is_some() {
             // Through the bus, so that every node logs it (the socket may
             // come back to another): it reaches the socket from there.
             let (sid, nsp) = (s.sid.clone(), s.nsp.clone());
-            publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, attachments, false);
+            publish_to_socket(&mut self.sh, &nsp, sid, text, attachments, false);
             return true;
         }
         if let Some(log) = &mut self.state.log
@@ -372,13 +365,13 @@ impl Ctx<'_> {
             false => PacketType::BinaryEvent,
         };
         let text = packet::encode(kind, nsp, attachments.len(), None, Some(data));
-        match &mut self.state.cluster {
+        match self.sh.order.is_some() {
             // Every node logs it: the socket may come back to any.
-            Some(cluster) => {
+            true => {
                 let (nsp, sid) = (nsp.to_owned(), sid.to_owned());
-                publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, attachments, false);
+                publish_to_socket(&mut self.sh, &nsp, sid, text, attachments, false);
             }
-            _ => {
+            false => {
                 log.push(
                     self.sh.now,
                     nsp,
@@ -459,13 +452,12 @@ impl Ctx<'_> {
         id: u64,
         args: &T,
     ) -> bool {
-        let (Some(s), Some(cluster)) = (self.state.sockets.get(&socket), &mut self.state.cluster)
-        else {
+        let (Some(s), true) = (self.state.sockets.get(&socket), self.sh.order.is_some()) else {
             return self.ack(socket, id, args, &[]);
         };
         let text = packet::encode(PacketType::Ack, &s.nsp, 0, Some(id), Some(args));
         let (sid, nsp) = (s.sid.clone(), s.nsp.clone());
-        publish_to_socket(&mut self.sh, cluster, &nsp, sid, text, &[], true);
+        publish_to_socket(&mut self.sh, &nsp, sid, text, &[], true);
         true
     }
 
@@ -479,15 +471,7 @@ impl Ctx<'_> {
             return false;
         }
         s.rooms.insert(room.to_owned());
-        let cluster = self.state.cluster.as_ref();
-        enter_room(
-            &mut self.sh,
-            &mut self.state.rooms,
-            cluster,
-            &s.nsp,
-            room,
-            socket,
-        );
+        enter_room(&mut self.sh, &mut self.state.rooms, &s.nsp, room, socket);
         publish_session(&mut self.sh, self.state, socket);
         true
     }
@@ -500,15 +484,7 @@ impl Ctx<'_> {
         if !s.rooms.remove(room) {
             return false;
         }
-        let cluster = self.state.cluster.as_mut();
-        leave_room(
-            &mut self.sh,
-            &mut self.state.rooms,
-            cluster,
-            &s.nsp,
-            room,
-            socket,
-        );
+        leave_room(&mut self.sh, &mut self.state.rooms, &s.nsp, room, socket);
         publish_session(&mut self.sh, self.state, socket);
         true
     }
@@ -584,16 +560,16 @@ impl Ctx<'_> {
     /// for the [`Ctx::broadcast_keyed`] with that place (or
     /// [`Ctx::abandon_place`]). `None` alone.
     pub fn place_entry(&self, nsp: &str, room: &str, ticket: &str) -> Option<Entry> {
-        let cluster = self.state.cluster.as_ref()?;
+        let order = self.sh.order.as_ref()?;
         let place = Word::Place {
-            from: cluster.node.clone(),
+            from: order.node.clone(),
             nsp: nsp.to_owned(),
             room: room.to_owned(),
             ticket: ticket.to_owned(),
         };
         // Appended by Redis with the take, not published by this node: an
         // entry of no node's numbering.
-        let mut entry = cluster.entry(&place);
+        let mut entry = order.entry(&place);
         entry.bytes = crate::bus::seal(&entry.bytes);
         Some(entry)
     }
@@ -601,15 +577,12 @@ impl Ctx<'_> {
     /// The place `ticket` that the bus took will have no broadcast: the
     /// room's later ones need not wait for it.
     pub fn abandon_place(&mut self, nsp: &str, room: &str, ticket: &str) {
-        let Some(cluster) = &self.state.cluster else {
-            return;
-        };
         let word = Word::Abandon {
             nsp: nsp.to_owned(),
             room: room.to_owned(),
             ticket: ticket.to_owned(),
         };
-        self.sh.push(Command::Publish(cluster.entry(&word)));
+        self.sh.publish(&word);
     }
 
     fn emit_to_room<T: Serialize + ?Sized>(
@@ -630,10 +603,10 @@ impl Ctx<'_> {
             })
             .into_iter()
             .collect();
-        if let Some(cluster) = &mut self.state.cluster {
-            let seq = cluster.next(self.sh.now, track);
+        if let Some(order) = self.sh.order.as_deref_mut() {
+            let seq = order.next(self.sh.now, track);
             let message = Word::Broadcast {
-                from: cluster.node.clone(),
+                from: order.node.clone(),
                 seq,
                 nsp: nsp.to_owned(),
                 room: room.to_owned(),
@@ -647,7 +620,7 @@ impl Ctx<'_> {
                 key: keyed.key,
                 belongs: keyed.belongs,
             };
-            self.sh.push(Command::Publish(cluster.entry(&message)));
+            self.sh.publish(&message);
             return seq;
         }
         self.state.next_ticket += 1;
@@ -777,7 +750,6 @@ fn deliver(
 /// it; the one holding the socket hands it on).
 fn publish_to_socket(
     sh: &mut Shared<'_>,
-    cluster: &mut Cluster,
     nsp: &str,
     sid: String,
     text: Bytes,
@@ -785,9 +757,13 @@ fn publish_to_socket(
     volatile: bool,
 ) {
     use base64::Engine as _;
-    let seq = cluster.next(sh.now, false);
+    let Some(order) = sh.order.as_deref_mut() else {
+        return;
+    };
+    let seq = order.next(sh.now, false);
+    order.last_to_socket = seq;
     let message = Word::Broadcast {
-        from: cluster.node.clone(),
+        from: order.node.clone(),
         seq,
         nsp: nsp.to_owned(),
         room: String::new(),
@@ -804,8 +780,7 @@ fn publish_to_socket(
             .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
             .collect(),
     };
-    cluster.last_to_socket = seq;
-    sh.push(Command::Publish(cluster.entry(&message)));
+    sh.publish(&message);
 }
 
 /// A bus message's attachments, from base64; `None` if one is not base64
@@ -827,22 +802,22 @@ fn decode_attachments(encoded: &[String]) -> Option<Vec<Bytes>> {
 /// as it is now, so that its client can come back to any of them, even if
 /// this node dies.
 fn publish_session(sh: &mut Shared<'_>, state: &mut State, socket: SocketId) {
-    let (Some(cluster), Some(sessions)) = (&state.cluster, &mut state.sessions) else {
+    let (Some(node), Some(sessions)) = (sh.node_name(), &mut state.sessions) else {
         return;
     };
     let (Some(s), Some(live)) = (state.sockets.get(&socket), sessions.live.get_mut(&socket)) else {
         return;
     };
-    live.published = Some(sh.now);
     let message = Word::Session {
-        node: cluster.node.clone(),
+        node: node.to_owned(),
         pid: live.pid.clone(),
         sid: s.sid.clone(),
         nsp: s.nsp.clone(),
         rooms: s.rooms.iter().cloned().collect(),
         data: live.json.clone().unwrap_or(Value::Null),
     };
-    sh.push(Command::Publish(cluster.entry(&message)));
+    live.published = Some(sh.now);
+    sh.publish(&message);
 }
 
 /// What a recovered socket gets back: its sid, pid and rooms, and the
@@ -857,21 +832,10 @@ struct Restored {
 type Members = IndexSet<SocketId, std::hash::BuildHasherDefault<IntHasher>>;
 type Rooms = HashMap<String, HashMap<String, Members>>;
 
-/// Whether a room of a namespace has members on this node.
-fn has_room(rooms: &Rooms, nsp: &str, room: &str) -> bool {
-    rooms.get(nsp).is_some_and(|r| r.contains_key(room))
-}
-
-/// Puts a socket in a room; in a cluster with recovery off, the room's
-/// first member here has the node read its topic.
-fn enter_room(
-    sh: &mut Shared<'_>,
-    rooms: &mut Rooms,
-    cluster: Option<&Cluster>,
-    nsp: &str,
-    room: &str,
-    socket: SocketId,
-) {
+/// Puts a socket in a room; in a cluster, the room's first member here
+/// asks the node to read its topic (with recovery off the node's end of
+/// the bus has its host read it: [`crate::cluster::Endpoint::reading`]).
+fn enter_room(sh: &mut Shared<'_>, rooms: &mut Rooms, nsp: &str, room: &str, socket: SocketId) {
     let of_nsp = match rooms.get_mut(nsp) {
         Some(r) => r,
         None => rooms.entry(nsp.to_owned()).or_default(),
@@ -882,7 +846,7 @@ fn enter_room(
         }
         None => {
             of_nsp.entry(room.to_owned()).or_default().insert(socket);
-            if cluster.is_some_and(|c| c.spread) {
+            if sh.order.is_some() {
                 sh.push(Command::Subscribe(room_topic(nsp, room)));
             }
         }
@@ -897,16 +861,9 @@ fn room_topic(nsp: &str, room: &str) -> Topic {
     }
 }
 
-/// Takes a socket out of a room; in a cluster with recovery off, the
-/// room's last member here leaving, the node stops reading its topic.
-fn leave_room(
-    sh: &mut Shared<'_>,
-    rooms: &mut Rooms,
-    cluster: Option<&mut Cluster>,
-    nsp: &str,
-    room: &str,
-    socket: SocketId,
-) {
+/// Takes a socket out of a room; in a cluster, the room's last member
+/// here leaving, the node may stop reading its topic.
+fn leave_room(sh: &mut Shared<'_>, rooms: &mut Rooms, nsp: &str, room: &str, socket: SocketId) {
     let Some(of_nsp) = rooms.get_mut(nsp) else {
         return;
     };
@@ -914,8 +871,7 @@ fn leave_room(
         set.swap_remove(&socket);
         if set.is_empty() {
             of_nsp.remove(room);
-            if let Some(cluster) = cluster.filter(|c| c.spread) {
-                cluster.forget_room(nsp, room);
+            if sh.order.is_some() {
                 sh.push(Command::Unsubscribe(room_topic(nsp, room)));
             }
         }
@@ -941,18 +897,15 @@ fn remove_socket(sh: &mut Shared<'_>, state: &mut State, socket: SocketId, kept:
     if state.by_sid.get(&s.sid) == Some(&socket) {
         state.by_sid.remove(&s.sid);
     }
-    if let Some(cluster) = &state.cluster
-        && let Some(live) = state.sessions.as_ref().and_then(|x| x.live.get(&socket))
-    {
+    if let Some(live) = state.sessions.as_ref().and_then(|x| x.live.get(&socket)) {
         let gone = Word::Gone {
             pid: live.pid.clone(),
             kept: kept.is_some(),
         };
-        sh.push(Command::Publish(cluster.entry(&gone)));
+        sh.publish(&gone);
     }
     for room in &s.rooms {
-        let cluster = state.cluster.as_mut();
-        leave_room(sh, &mut state.rooms, cluster, &s.nsp, room, socket);
+        leave_room(sh, &mut state.rooms, &s.nsp, room, socket);
     }
     if let Some(c) = state.clients.get_mut(&s.session) {
         c.sockets.retain(|(_, id)| *id != socket);
@@ -989,10 +942,6 @@ impl<A: Application> SocketIo<A> {
         let state = State {
             log: config.recovery.map(Log::new),
             sessions: config.recovery.map(Sessions::new),
-            cluster: config
-                .cluster
-                .clone()
-                .map(|c| Cluster::new(c, config.recovery.is_none())),
             ..State::default()
         };
         SocketIo { config, app, state }
@@ -1012,21 +961,6 @@ impl<A: Application> SocketIo<A> {
     /// connection state recovery.
     pub fn kept_sessions(&self) -> usize {
         self.state.sessions.as_ref().map_or(0, Sessions::kept)
-    }
-
-    /// In a cluster: how many places in rooms' orders are held, waiting
-    /// for their broadcasts.
-    pub fn held_places(&self) -> usize {
-        self.state.cluster.as_ref().map_or(0, Cluster::held)
-    }
-
-    /// Copies the held places' counts into the node's counters.
-    fn count_places(&self, sh: &mut Shared<'_>) {
-        if let Some(cluster) = &self.state.cluster {
-            sh.stats.bus_held_places = cluster.held() as u64;
-            sh.stats.bus_places_passed = cluster.passed;
-            sh.stats.bus_unplaced = cluster.unplaced;
-        }
     }
 
     fn ctx<'a>(sh: &'a mut Shared<'_>, state: &'a mut State) -> Ctx<'a> {
@@ -1267,8 +1201,7 @@ impl<A: Application> SocketIo<A> {
         client.sockets.push((nsp.to_owned(), socket));
         client.connect_deadline = None;
         for room in &rooms {
-            let cluster = self.state.cluster.as_ref();
-            enter_room(sh, &mut self.state.rooms, cluster, nsp, room, socket);
+            enter_room(sh, &mut self.state.rooms, nsp, room, socket);
         }
         self.state.by_sid.insert(sid.clone(), socket);
         self.state.sockets.insert(
@@ -1284,9 +1217,8 @@ impl<A: Application> SocketIo<A> {
         if let (Some(sessions), Some(log), Some(pid)) =
             (&mut self.state.sessions, &self.state.log, pid)
         {
-            let json = self
-                .state
-                .cluster
+            let json = sh
+                .order
                 .is_some()
                 .then(|| serde_json::to_value(&accepted).unwrap_or(Value::Null));
             let live = Live {
@@ -1372,14 +1304,15 @@ impl<A: Application> SocketIo<A> {
         offset: Option<&str>,
         accepted: &A::Socket,
     ) -> Option<Restored> {
-        let cluster = self.state.cluster.as_ref()?;
-        if cluster.catching_up {
+        let order = sh.order.as_ref()?;
+        if order.catching_up {
             return None;
         }
+        let me = order.node.clone();
         let sessions = self.state.sessions.as_ref()?;
         let log = self.state.log.as_ref()?;
         let r = sessions.remote_get(sh.now, pid)?;
-        if r.nsp != nsp || r.node == cluster.node {
+        if r.nsp != nsp || r.node == me {
             return None;
         }
         if serde_json::to_value(accepted).ok()? != r.data {
@@ -1397,10 +1330,10 @@ impl<A: Application> SocketIo<A> {
             missed,
         };
         let word = Word::TakenOver {
-            by: cluster.node.clone(),
+            by: me,
             pid: pid.to_owned(),
         };
-        sh.push(Command::Publish(cluster.entry(&word)));
+        sh.publish(&word);
         self.state.sessions.as_mut()?.remote.remove(pid);
         Some(restored)
     }
@@ -1442,7 +1375,7 @@ impl<A: Application> SocketIo<A> {
     /// their transport, should it die), and forgets the sessions of other
     /// nodes that ran out.
     fn alive(&mut self, sh: &mut Shared<'_>) {
-        let Some(cluster) = &self.state.cluster else {
+        let Some(node) = sh.node_name() else {
             return;
         };
         if self.state.next_alive.is_some_and(|t| sh.now < t) {
@@ -1450,9 +1383,9 @@ impl<A: Application> SocketIo<A> {
         }
         self.state.next_alive = Some(sh.now + ALIVE_EVERY);
         let word = Word::Alive {
-            node: cluster.node.clone(),
+            node: node.to_owned(),
         };
-        sh.push(Command::Publish(cluster.entry(&word)));
+        sh.publish(&word);
         let Some(sessions) = &mut self.state.sessions else {
             return;
         };
@@ -1481,88 +1414,22 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
-    /// A message from the bus: a room emit handed to this node's members
-    /// (or an emit to one of its sockets), word that one of this node's
-    /// emits was handed on, or (with recovery on) where other nodes'
-    /// sessions stand.
+    /// A word from the bus, once the node's end of it let it through
+    /// ([`crate::cluster::Endpoint::take`]): a room emit for this node's
+    /// members (or an emit to one of its sockets), or (with recovery on)
+    /// where other nodes' sessions stand.
     ///
     /// One published `past` ago, before this node joined, only tells what
     /// to remember: its emits are logged (for sessions to recover), never
-    /// handed to a socket; words of delivery were for the nodes of then.
-    fn bus(
-        &mut self,
-        sh: &mut Shared<'_>,
-        message: Word,
-        past: Option<Duration>,
-        position: Option<Place>,
-    ) {
-        let Some(cluster) = &mut self.state.cluster else {
+    /// handed to a socket.
+    fn on_word(&mut self, sh: &mut Shared<'_>, word: Word, past: Option<Duration>) {
+        let Some(me) = sh.node_name().map(str::to_owned) else {
             return;
         };
-        cluster.heard_from(message.node(), position);
-        let me = cluster.node.clone();
-        // What this node published, or what is for it, is of its own time
-        // even if it came before the end of the past its host read.
-        let past = past.filter(|_| !message.concerns(&me));
         // When it was published, on this node's clock.
         let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
-        match message {
-            // With recovery off, a room this node has no member of is one
-            // its host read a little longer than asked (or before it
-            // asked): its places are not held here, so that they hold
-            // nothing should a member come back.
-            Word::Place { nsp, room, .. } | Word::Abandon { nsp, room, .. }
-                if cluster.spread && !has_room(&self.state.rooms, &nsp, &room) => {}
-            Word::Place {
-                from,
-                nsp,
-                room,
-                ticket,
-            } => {
-                let until = at + HOLD;
-                if until > sh.now {
-                    let cluster = self.state.cluster.as_mut().expect("checked above");
-                    cluster.hold((nsp, room), ticket, from, until, position);
-                }
-            }
-            Word::Abandon { nsp, room, ticket } => {
-                let cluster = self.state.cluster.as_mut().expect("checked above");
-                cluster.abandon(&nsp, &room, &ticket);
-                let released = cluster.release(&nsp, &room, sh.now);
-                self.apply_released(sh, released);
-            }
-            message @ Word::Broadcast { .. } => {
-                let cluster = self.state.cluster.as_mut().expect("checked above");
-                let Word::Broadcast {
-                    nsp, room, placed, ..
-                } = &message
-                else {
-                    unreachable!("matched above");
-                };
-                let Some(ticket) = placed.clone() else {
-                    return self.broadcast_from_bus(sh, message, past);
-                };
-                let (nsp, room) = (nsp.clone(), room.clone());
-                match cluster.arrive(&ticket, message, past, sh.now) {
-                    // In its place: it goes with what it let go.
-                    None => {
-                        let released = cluster.release(&nsp, &room, sh.now);
-                        self.apply_released(sh, released);
-                    }
-                    Some((message, past)) => self.broadcast_from_bus(sh, message, past),
-                }
-            }
-            Word::Handed { .. } if past.is_some() => {}
-            Word::Handed { to, seq, more } => {
-                let cluster = self.state.cluster.as_mut().expect("checked above");
-                if to == cluster.node {
-                    for seq in std::iter::once(seq).chain(more) {
-                        if cluster.handed(seq) {
-                            self.state.handed.push((seq, true));
-                        }
-                    }
-                }
-            }
+        match word {
+            word @ Word::Broadcast { .. } => self.broadcast_from_bus(sh, word, past),
             Word::Session {
                 node,
                 pid,
@@ -1614,28 +1481,10 @@ impl<A: Application> SocketIo<A> {
                     sessions.heard(at, &node);
                 }
             }
-            // Words between two nodes about one session are the node's
-            // (it never hands them up).
+            // The rooms' orders and words of delivery are the node's end
+            // of the bus's, and so are words between two nodes about one
+            // session.
             _ => {}
-        }
-        // The bus's clock moved: places of nodes silent for too long go.
-        if let Some(cluster) = &mut self.state.cluster
-            && cluster.held() > 0
-        {
-            let released = cluster.release_due(sh.now);
-            self.apply_released(sh, released);
-        }
-    }
-
-    /// Placed broadcasts let go, each handed on as it would have been read;
-    /// but one of the bus's past let go once this node has caught up goes
-    /// to the sockets too: a socket may have come back here since, from a
-    /// log that did not have it yet (it waited for its place).
-    fn apply_released(&mut self, sh: &mut Shared<'_>, released: Released) {
-        let catching_up = self.state.cluster.as_ref().is_some_and(|c| c.catching_up);
-        for (message, past) in released {
-            let past = past.filter(|_| catching_up);
-            self.broadcast_from_bus(sh, message, past);
         }
     }
 
@@ -1672,9 +1521,11 @@ impl<A: Application> SocketIo<A> {
         {
             return;
         }
-        let cluster = self.state.cluster.as_mut().expect("in a cluster");
-        if from == cluster.node {
-            cluster.read_back = cluster.read_back.max(seq);
+        let Some(order) = sh.order.as_deref_mut() else {
+            return;
+        };
+        if from == order.node {
+            order.read_back = order.read_back.max(seq);
         }
         let global = Some((from.clone(), seq));
         if past.is_some() {
@@ -1706,15 +1557,17 @@ impl<A: Application> SocketIo<A> {
         if !track || n == 0 {
             return;
         }
-        let cluster = self.state.cluster.as_mut().expect("in a cluster");
-        if from == cluster.node {
-            if cluster.handed(seq) {
+        let Some(order) = sh.order.as_deref_mut() else {
+            return;
+        };
+        if from == order.node {
+            if order.handed(seq) {
                 self.state.handed.push((seq, true));
             }
         } else {
             // Told with the others of this batch, when the host has drained
-            // what it fed ([`Upper::flush`]).
-            cluster.owe_handed(from, seq);
+            // what it fed.
+            order.owe_handed(from, seq);
         }
     }
 
@@ -1836,27 +1689,15 @@ impl<A: Application> Upper for SocketIo<A> {
         self.flush_handed(sh);
     }
 
-    fn on_cluster(&mut self, sh: &mut Shared<'_>, message: Word, at: Option<Place>) {
+    fn on_cluster(&mut self, sh: &mut Shared<'_>, heard: Heard) {
         if self.state.next_alive.is_none() {
             self.alive(sh);
         }
-        self.bus(sh, message, None, at);
-        self.flush_handed(sh);
-        self.count_places(sh);
-    }
-
-    fn on_cluster_past(
-        &mut self,
-        sh: &mut Shared<'_>,
-        message: Word,
-        age: Duration,
-        at: Option<Place>,
-    ) {
-        if let Some(cluster) = &mut self.state.cluster {
-            cluster.catching_up = true;
+        match heard {
+            Heard::Word { word, past } => self.on_word(sh, word, past),
+            Heard::Handed { seq, handed } => self.state.handed.push((seq, handed)),
         }
-        self.bus(sh, message, Some(age), at);
-        self.count_places(sh);
+        self.flush_handed(sh);
     }
 
     /// What the log holds may have holes: no session recovers from before
@@ -1865,16 +1706,6 @@ impl<A: Application> Upper for SocketIo<A> {
     fn on_cluster_gap(&mut self, _sh: &mut Shared<'_>) {
         if let Some(log) = &mut self.state.log {
             log.lose_all();
-        }
-        // What the held places await may have been lost with the entries.
-        if let Some(cluster) = &mut self.state.cluster {
-            cluster.lost();
-        }
-    }
-
-    fn on_cluster_caught_up(&mut self, _sh: &mut Shared<'_>) {
-        if let Some(cluster) = &mut self.state.cluster {
-            cluster.catching_up = false;
         }
     }
 
@@ -1891,27 +1722,16 @@ impl<A: Application> Upper for SocketIo<A> {
             .sessions
             .as_ref()
             .and_then(Sessions::poll_timeout);
-        let cluster = self.state.cluster.as_mut().and_then(Cluster::poll_timeout);
         [
             mine,
             log,
             kept,
-            cluster,
             self.state.next_alive,
             self.app.poll_timeout(),
         ]
         .into_iter()
         .flatten()
         .min()
-    }
-
-    fn flush(&mut self, sh: &mut Shared<'_>) {
-        let Some(cluster) = &mut self.state.cluster else {
-            return;
-        };
-        for word in cluster.owed_words() {
-            sh.push(Command::Publish(word));
-        }
     }
 
     fn handle_timeout(&mut self, sh: &mut Shared<'_>) {
@@ -1935,15 +1755,6 @@ impl<A: Application> Upper for SocketIo<A> {
             sessions.expire(sh.now);
         }
         self.alive(sh);
-        if let Some(cluster) = &mut self.state.cluster {
-            let unheard = cluster.expire(sh.now);
-            self.state
-                .handed
-                .extend(unheard.into_iter().map(|seq| (seq, false)));
-            let released = cluster.release_due(sh.now);
-            self.apply_released(sh, released);
-            self.count_places(sh);
-        }
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);
         self.flush_handed(sh);
@@ -1955,16 +1766,15 @@ impl<A: Application> Upper for SocketIo<A> {
         self.flush_handed(sh);
     }
 
-    fn cluster(&self) -> Option<&str> {
-        self.config.cluster.as_ref().map(|c| c.node.as_str())
+    fn cluster(&self) -> Option<(&str, bool)> {
+        let spread = self.config.recovery.is_none();
+        self.config
+            .cluster
+            .as_ref()
+            .map(|c| (c.node.as_str(), spread))
     }
 
     fn busy(&self) -> bool {
-        let on_the_bus = self
-            .state
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.last_to_socket > c.read_back);
-        self.app.busy() || on_the_bus
+        self.app.busy()
     }
 }

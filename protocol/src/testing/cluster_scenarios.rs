@@ -10,7 +10,7 @@ use super::chaos::{SimRng, for_each_seed};
 use super::cluster::ClusterSim;
 use super::harness::{names, send, tab};
 use crate::chat::DEFAULT_TYPING_TIMEOUT;
-use crate::sio::cluster::HANDED_WITHIN;
+use crate::cluster::order::HANDED_WITHIN;
 
 /// The ids of the messages broadcast on the bus, in its order.
 fn bus_message_ids(c: &ClusterSim) -> Vec<String> {
@@ -722,7 +722,7 @@ fn after_every_node_restarted_sockets_come_back_with_what_they_missed() {
 /// node, not for the socket).
 #[test]
 fn a_message_of_the_past_let_go_after_a_socket_came_back_reaches_it() {
-    use crate::sio::cluster::HOLD;
+    use crate::cluster::order::HOLD;
     let mut rng = SimRng::new(12);
     let mut c = recovering(3, Duration::from_secs(120));
     let (ana, first, _) = connect_with(&mut c, 0, 1, json!({}));
@@ -763,7 +763,7 @@ fn a_message_of_the_past_let_go_after_a_socket_came_back_reaches_it() {
         got = texts(&all_events(&mut c, 2, back));
     }
     assert_eq!(got, ["after"]);
-    assert_eq!(c.nodes[2].node.upper().held_places(), 0);
+    assert_eq!(c.nodes[2].node.stats().bus_held_places, 0);
 }
 
 #[test]
@@ -948,7 +948,7 @@ fn a_chats_messages_reach_every_socket_in_history_order_whatever_the_store_and_c
 /// are alive every 5 s), well before [`HOLD`].
 #[test]
 fn a_place_whose_node_died_is_passed_over_once_the_bus_has_not_heard_it_for_a_while() {
-    use crate::sio::cluster::{HOLD, SILENT_FOR};
+    use crate::cluster::order::{HOLD, SILENT_FOR};
     let mut rng = SimRng::new(6);
     let mut c = ClusterSim::new(2);
     let ana = tab(&mut c.nodes[0], 1, "ana");
@@ -978,7 +978,7 @@ fn a_place_whose_node_died_is_passed_over_once_the_bus_has_not_heard_it_for_a_wh
         }
     }
     assert!(waited <= SILENT_FOR + step, "{waited:?}");
-    assert_eq!(c.nodes[1].node.upper().held_places(), 0);
+    assert_eq!(c.nodes[1].node.stats().bus_held_places, 0);
     assert_eq!(c.store.chat("general").len(), 1);
 }
 

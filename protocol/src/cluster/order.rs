@@ -1,7 +1,9 @@
-//! The Socket.IO layer's side of a cluster, without IO: the words of the
-//! bus's vocabulary ([`crate::bus::Word`]) it publishes and takes back
-//! typed from the node (the host carries the bytes to the nodes that read
-//! each word's topic; on Redis, streams and the rooms' channels).
+//! Each room's one order across the cluster, and word of who got what,
+//! without IO: the state a node keeps so that every socket of a chat, on
+//! whatever node, sees that chat's events in one order (the places sends
+//! hold in it, the broadcasts that wait for earlier places), and so that
+//! the node that emitted something learns whether any node handed it to a
+//! socket (what `chat:delivered` needs).
 //!
 //! A room emit is not delivered where it was made: it is published to the
 //! room's topic, and every node with members in the room (the one that
@@ -9,29 +11,27 @@
 //! recovery off a node reads a room only while it has members there
 //! (`Command::Subscribe`); with recovery on every room's messages go to
 //! every node, which logs them for any session to come back to. A topic
-//! gives its readers its messages in one order, so every socket of a chat,
-//! on whatever node, sees that chat's events in the same order.
+//! gives its readers its messages in one order; a send that takes a place
+//! before its store write (a chat message) publishes the place at once and
+//! its broadcast later, and the broadcasts of a room go in their places'
+//! order ([`Order::arrive`], [`Order::release`]).
 //!
-//! Whether anyone got an emit (what `chat:delivered` needs) is learnt from
-//! the nodes that handed it to a socket: each tells the emitting node once,
-//! and the emitting node reports the first answer, or that none came
-//! within [`HANDED_WITHIN`].
+//! Whether anyone got an emit is learnt from the nodes that handed it to a
+//! socket: each tells the emitting node once (in one word for a batch,
+//! [`Order::owed_words`]), and the emitting node reports the first answer,
+//! or that none came within [`HANDED_WITHIN`].
+//!
+//! It is part of the node's end of the bus ([`super::Endpoint`]); the
+//! Socket.IO layer reaches it through what the node lends it
+//! ([`crate::node::Shared`]) to number and address what it publishes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::recovery::ALIVE_EVERY;
+use super::ALIVE_EVERY;
 use crate::bus::{Entry, Word};
 use crate::deadlines::Deadlines;
 use crate::store::Place;
-
-/// Cluster settings: present when the node is one of several.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// This node's name on the bus, unique in the cluster (a random one
-    /// per process).
-    pub node: String,
-}
 
 /// How long a node waits to hear that another node handed its emit to a
 /// socket before it takes it that none did.
@@ -101,7 +101,7 @@ pub(crate) type Released = Vec<(Word, Option<Duration>)>;
 
 /// A node's side of the bus.
 #[derive(Debug)]
-pub(crate) struct Cluster {
+pub(crate) struct Order {
     pub(crate) node: String,
     /// Recovery is off: a room's words go to the nodes with members in it
     /// alone ([`Word::topic`]), and this node subscribes to the rooms
@@ -144,14 +144,14 @@ pub(crate) struct Cluster {
     /// When (by the bus's clock) each node was last heard from.
     heard: HashMap<String, u64>,
     /// The emits of other nodes handed on since the last
-    /// [`Cluster::owed_words`], by node.
+    /// [`Order::owed_words`], by node.
     owed: HashMap<String, Vec<u64>>,
 }
 
-impl Cluster {
-    pub(crate) fn new(config: ClusterConfig, spread: bool) -> Self {
-        Cluster {
-            node: config.node,
+impl Order {
+    pub(crate) fn new(node: String, spread: bool) -> Self {
+        Order {
+            node,
             spread,
             next_seq: 0,
             tracked: HashMap::new(),
@@ -173,7 +173,7 @@ impl Cluster {
     }
 
     /// Node `to`'s emit `seq` was handed on here: it is told with the
-    /// others of this batch ([`Cluster::owed_words`]).
+    /// others of this batch ([`Order::owed_words`]).
     pub(crate) fn owe_handed(&mut self, to: String, seq: u64) {
         self.owed.entry(to).or_default().push(seq);
     }
@@ -445,6 +445,12 @@ impl Cluster {
         self.gap_pending = true;
     }
 
+    /// Whether an emit or ack to one socket this node published has not
+    /// come back from the bus yet ([`Order::last_to_socket`]).
+    pub(crate) fn on_its_way(&self) -> bool {
+        self.last_to_socket > self.read_back
+    }
+
     /// How many places are held, in every room.
     pub(crate) fn held(&self) -> usize {
         self.held
@@ -453,7 +459,7 @@ impl Cluster {
             .sum()
     }
 
-    /// The next emit's number; tracked (awaiting [`Cluster::handed`]) when
+    /// The next emit's number; tracked (awaiting [`Order::handed`]) when
     /// `track`.
     pub(crate) fn next(&mut self, now: Instant, track: bool) -> u64 {
         self.next_seq += 1;
@@ -531,7 +537,7 @@ mod tests {
     #[test]
     fn a_tracked_emit_is_reported_once_handed_or_once_expired() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
+        let mut c = Order::new("n".into(), true);
         let a = c.next(now, true);
         let b = c.next(now, true);
         let untracked = c.next(now, false);
@@ -581,7 +587,7 @@ mod tests {
     }
 
     /// Places at 1000, 2000, 3000 and 4000 ms on the bus, held by `node`.
-    fn four(c: &mut Cluster, node: &str, now: Instant) {
+    fn four(c: &mut Order, node: &str, now: Instant) {
         for (t, ms) in [("a", 1000), ("b", 2000), ("c", 3000), ("d", 4000)] {
             let at = Some(Place { ms, n: 0 });
             c.heard_from(Some(node), at);
@@ -592,7 +598,7 @@ mod tests {
     #[test]
     fn placed_broadcasts_go_in_their_places_order_passing_over_abandoned_ones() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
+        let mut c = Order::new("n".into(), true);
         four(&mut c, "x", now);
         assert!(
             c.arrive("c", placed("c", "C", Some(3000)), None, now)
@@ -629,7 +635,7 @@ mod tests {
     #[test]
     fn a_broadcast_whose_place_is_unknown_waits_behind_earlier_places() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
+        let mut c = Order::new("n".into(), true);
         four(&mut c, "x", now);
         // Its place was lost (Redis came back without it): it belongs at
         // 2500, after a and b, before c and d.
@@ -649,7 +655,7 @@ mod tests {
     #[test]
     fn after_a_gap_a_place_waits_a_little_for_what_the_instances_still_publish() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
+        let mut c = Order::new("n".into(), true);
         four(&mut c, "x", now);
         assert!(
             c.arrive("b", placed("b", "B", Some(2000)), None, now)
@@ -680,7 +686,7 @@ mod tests {
     #[test]
     fn a_place_given_up_before_it_is_read_is_not_held() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
+        let mut c = Order::new("n".into(), true);
         c.abandon("/", "r", "late");
         c.hold(room(), "late".into(), "x".into(), now + HOLD, None);
         assert_eq!((c.held(), c.poll_timeout()), (0, None));
@@ -692,7 +698,7 @@ mod tests {
     #[test]
     fn broadcasts_whose_places_were_lost_go_in_their_positions_order_once_settled() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
+        let mut c = Order::new("n".into(), true);
         c.heard_from(Some("x"), Some(Place { ms: 10_000, n: 0 }));
         // Their places went with the stream; they come in another order.
         for (t, ms) in [("q", 9_700), ("p", 9_600), ("r", 9_800)] {
@@ -715,7 +721,7 @@ mod tests {
     #[test]
     fn a_place_is_passed_over_once_its_node_is_silent_on_the_bus_or_held_too_long() {
         let now = Instant::now();
-        let mut c = Cluster::new(ClusterConfig { node: "n".into() }, true);
+        let mut c = Order::new("n".into(), true);
         four(&mut c, "x", now);
         c.abandon("/", "r", "a");
         c.abandon("/", "r", "b");
