@@ -10,9 +10,10 @@ use bytes::Bytes;
 use crate::bus::Word;
 use crate::bus::{Entry, Topic};
 use crate::cluster::Endpoint;
-use crate::cluster::Heard;
 use crate::cluster::forward::{Forwarded, Forwarding};
 use crate::cluster::order::Order;
+use crate::cluster::sessions::Remotes;
+use crate::cluster::{Heard, Joined};
 use crate::eio::packet::{Data, Packet};
 use crate::eio::{CloseReason, Engine, EngineConfig, Event, Handshake, SessionKey, Transmit};
 use crate::ids::{IdGenerator, IntMap};
@@ -217,12 +218,13 @@ pub trait Upper {
     /// was gathered over those inputs goes out now (the node asks before it
     /// answers [`Output::Timeout`]).
     fn flush(&mut self, _sh: &mut Shared<'_>) {}
-    /// This node's name in its cluster, if it is one of several (given
-    /// once, to the layer above: [`crate::sio::SocketIoConfig::cluster`]),
-    /// and whether a room's words go only to the nodes with members in it
-    /// (they do with recovery off; with it on every node reads every word,
+    /// How this node is one of a cluster, if it is (given once, to the
+    /// layer above: [`crate::sio::SocketIoConfig::cluster`]): its name,
+    /// and with connection state recovery on, how long other nodes'
+    /// sessions are kept for (with it off a room's words go only to the
+    /// nodes with members in it; with it on every node reads every word,
     /// to keep every session).
-    fn cluster(&self) -> Option<(&str, bool)> {
+    fn cluster(&self) -> Option<Joined<'_>> {
         None
     }
     /// Whether work is under way (a store operation awaited): a draining
@@ -296,6 +298,9 @@ pub struct Shared<'a> {
     /// In a cluster: the rooms' orders and tracked emits of this node's
     /// end of the bus, to number and address what the layer publishes.
     pub(crate) order: Option<&'a mut Order>,
+    /// In a cluster with recovery on: the sessions other nodes hold or
+    /// held, to recover one here.
+    pub(crate) remotes: Option<&'a mut Remotes>,
     commands: &'a mut VecDeque<Command>,
     notices: Option<&'a mut VecDeque<Output>>,
 }
@@ -317,6 +322,7 @@ impl Shared<'_> {
             stats: &mut *self.stats,
             max_payload: self.max_payload,
             order: self.order.as_deref_mut(),
+            remotes: self.remotes.as_deref_mut(),
             commands: &mut *self.commands,
             notices: self.notices.as_deref_mut(),
         }
@@ -451,9 +457,10 @@ impl<U: Upper> Node<U> {
     /// answers coming back as [`Input::Cluster`].
     pub fn new(config: EngineConfig, upper: U, ids: impl IdGenerator, now: Instant) -> Self {
         let mut engine = Engine::new(config);
-        let bus = upper.cluster().map(|(node, spread)| {
+        let bus = upper.cluster().map(|joined| {
+            let node = joined.node;
             engine.set_sid_prefix(format!("{node}{}", crate::cluster::forward::SEPARATOR));
-            Endpoint::new(node.to_owned(), spread)
+            Endpoint::new(joined, now)
         });
         Node {
             engine,
@@ -644,16 +651,18 @@ impl<U: Upper> Node<U> {
             }
             Input::Timeout => {
                 if let Some(b) = &mut self.bus {
-                    let (requests, heard) = b.expire(now, &mut self.stats);
+                    let due = b.expire(now, &mut self.stats);
+                    self.outputs
+                        .extend(due.publish.into_iter().map(Output::Publish));
                     // The node that held these sessions is gone.
-                    for req in requests {
+                    for req in due.requests {
                         let e = crate::eio::RequestError::SessionIdUnknown;
                         self.outputs.push_back(Output::HttpResponse {
                             req,
                             response: HttpResponse::json(400, Bytes::from(e.body())),
                         });
                     }
-                    self.hear(heard);
+                    self.hear(due.heard);
                 }
                 self.engine.handle_timeout(now);
                 self.route();
@@ -908,6 +917,10 @@ impl<U: Upper> Node<U> {
     /// Calls the layer above with what the node lends it, then carries
     /// out what it asked.
     fn with_upper(&mut self, f: impl FnOnce(&mut U, &mut Shared<'_>)) {
+        let (order, remotes) = match &mut self.bus {
+            Some(b) => (Some(&mut b.order), b.remotes.as_mut()),
+            None => (None, None),
+        };
         let mut sh = Shared {
             now: self.now,
             unix_ms: self.wall.map(|w| w.unix_ms(self.now)),
@@ -915,7 +928,8 @@ impl<U: Upper> Node<U> {
             ids: &mut *self.ids,
             stats: &mut self.stats,
             max_payload: self.engine.config().max_payload,
-            order: self.bus.as_mut().map(|b| &mut b.order),
+            order,
+            remotes,
             commands: &mut self.commands,
             notices: self.notices.then_some(&mut self.outputs),
         };
@@ -1105,8 +1119,11 @@ mod tests {
             None
         }
         fn handle_timeout(&mut self, _: &mut Shared<'_>) {}
-        fn cluster(&self) -> Option<(&str, bool)> {
-            Some(("me", true))
+        fn cluster(&self) -> Option<Joined<'_>> {
+            Some(Joined {
+                node: "me",
+                recovery: None,
+            })
         }
     }
 
@@ -1119,8 +1136,22 @@ mod tests {
             crate::ids::CounterIds::default(),
             now,
         );
-        let alive = Word::Alive {
-            node: "other".into(),
+        // A room emit of another node, with no place to wait for: the
+        // layer above's, at once.
+        let emit = Word::Broadcast {
+            from: "other".into(),
+            seq: 1,
+            nsp: "/".into(),
+            room: "r".into(),
+            except: Vec::new(),
+            text: r#"42["e"]"#.into(),
+            track: false,
+            to: None,
+            volatile: false,
+            attachments: Vec::new(),
+            placed: None,
+            key: None,
+            belongs: None,
         };
         // A word between two nodes, for this one: the node's own (an
         // answer to a request it never sent is dropped), never the layer
@@ -1133,8 +1164,8 @@ mod tests {
             body: "ok".into(),
         };
         let entries = [
-            crate::bus::number(&alive.encode(), "other", 1),
-            crate::bus::number(&alive.encode(), "other", 1),
+            crate::bus::number(&emit.encode(), "other", 1),
+            crate::bus::number(&emit.encode(), "other", 1),
             crate::bus::seal(&answer.encode()),
             crate::bus::seal(br#"{"t":"zz"}"#),
             Bytes::from_static(br#"2{"t":"l","node":"x"}"#),
@@ -1143,9 +1174,9 @@ mod tests {
             node.handle_input(now, Input::Cluster { message, at: None })
                 .unwrap();
         }
-        assert_eq!(node.upper().0, vec![alive], "once, typed");
+        assert_eq!(node.upper().0, vec![emit], "once, typed");
         let s = node.stats();
-        assert_eq!(s.bus_in[BusKind::Alive as usize], 2);
+        assert_eq!(s.bus_in[BusKind::Broadcast as usize], 2);
         assert_eq!(s.bus_in[BusKind::Forward as usize], 1);
         assert_eq!(s.bus_in[BusKind::Other as usize], 2);
         assert_eq!((s.bus_undecodable, s.bus_duplicates), (2, 1));

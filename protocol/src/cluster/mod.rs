@@ -19,6 +19,7 @@
 
 pub mod forward;
 pub mod order;
+pub mod sessions;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use crate::stats::{BusKind, Stats};
 use crate::store::Place;
 use forward::Forwarding;
 use order::{HOLD, Order, Released, RoomKey};
+use sessions::Remotes;
 
 /// Cluster settings: present when the node is one of several.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,19 +90,51 @@ pub(crate) struct Endpoint {
     pub(crate) order: Order,
     /// With recovery off: the rooms this node reads (it has members there).
     rooms: HashSet<RoomKey>,
+    /// With recovery on: the sessions other nodes hold or held.
+    pub(crate) remotes: Option<Remotes>,
+    /// When this node next says it is alive.
+    next_alive: Instant,
+}
+
+/// How a node is one of a cluster, as the layer above says
+/// ([`crate::node::Upper::cluster`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Joined<'a> {
+    /// This node's name on the bus, unique in the cluster.
+    pub node: &'a str,
+    /// With connection state recovery on: how long a session stays
+    /// recoverable once its transport ended, and the most sessions of
+    /// other nodes known at once. With it off (`None`), a room's words go
+    /// only to the nodes with members in it.
+    pub recovery: Option<(Duration, usize)>,
+}
+
+/// What came due at an instant ([`Endpoint::expire`]).
+#[derive(Debug, Default)]
+pub(crate) struct Due {
+    /// Polling requests sent to other nodes that no answer came back for.
+    pub(crate) requests: Vec<RequestId>,
+    /// What the layer above hears: places passed over, tracked emits no
+    /// node reported.
+    pub(crate) heard: Vec<Heard>,
+    /// What this end publishes: that this node is alive.
+    pub(crate) publish: Vec<Entry>,
 }
 
 impl Endpoint {
-    /// The end of the node named `node` (unique in the cluster); with
-    /// `spread` (recovery off), a room's words go only to the nodes with
-    /// members in it ([`Word::topic`]).
-    pub(crate) fn new(node: String, spread: bool) -> Self {
+    /// The end of a node of a cluster, started at `now`: with recovery
+    /// off, a room's words go only to the nodes with members in it
+    /// ([`Word::topic`]).
+    pub(crate) fn new(joined: Joined<'_>, now: Instant) -> Self {
+        let node = joined.node.to_owned();
         Endpoint {
             published: 0,
             newest: Newest::default(),
             forwarding: Forwarding::new(node.clone()),
-            order: Order::new(node, spread),
+            order: Order::new(node, joined.recovery.is_none()),
             rooms: HashSet::new(),
+            remotes: joined.recovery.map(|(w, max)| Remotes::new(w, max)),
+            next_alive: now,
         }
     }
 
@@ -217,6 +251,39 @@ impl Endpoint {
                     }
                 }
             }
+            // The sessions of other nodes (with recovery on).
+            Word::Session { ref node, .. } if *node == order.node => {}
+            word @ Word::Session { .. } => {
+                if let (Some(remotes), Some(node)) = (&mut self.remotes, word.node()) {
+                    // It was alive then.
+                    remotes.heard(at, node);
+                    // Its state is kept by the layer above, which knows
+                    // where a replay for it would start.
+                    heard.push(Heard::Word { word, past });
+                }
+            }
+            Word::Gone { pid, kept } => {
+                if let Some(remotes) = &mut self.remotes {
+                    remotes.gone(at, &pid, kept);
+                }
+            }
+            Word::TakenOver { ref by, .. } if *by == order.node => {}
+            Word::TakenOver { by, pid } => {
+                if let Some(remotes) = &mut self.remotes {
+                    remotes.remove(&pid);
+                    // Its client is back on `by`: this node lets its own
+                    // hold of it go.
+                    heard.push(Heard::Word {
+                        word: Word::TakenOver { by, pid },
+                        past,
+                    });
+                }
+            }
+            Word::Alive { node } => {
+                if let Some(remotes) = &mut self.remotes {
+                    remotes.heard(at, &node);
+                }
+            }
             word => heard.push(Heard::Word { word, past }),
         }
         // The bus's clock moved: places of nodes silent for too long go.
@@ -281,32 +348,44 @@ impl Endpoint {
 
     /// This end's next deadline.
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
-        [self.forwarding.poll_timeout(), self.order.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.forwarding.poll_timeout(),
+            self.order.poll_timeout(),
+            Some(self.next_alive),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// What is due at `now`: the requests sent elsewhere that no answer
-    /// came back for (the node that held their sessions is gone), and what
+    /// came back for (the node that held their sessions is gone), what
     /// the layer above hears of places and tracked emits that ran out of
-    /// time.
-    pub(crate) fn expire(
-        &mut self,
-        now: Instant,
-        stats: &mut Stats,
-    ) -> (Vec<RequestId>, Vec<Heard>) {
-        let requests = self.forwarding.expire(now);
-        let mut heard: Vec<Heard> = self
-            .order
-            .expire(now)
-            .into_iter()
-            .map(|seq| Heard::Handed { seq, handed: false })
-            .collect();
+    /// time, and, every [`ALIVE_EVERY`], word that this node is alive
+    /// (and the sessions of nodes silent for too long end).
+    pub(crate) fn expire(&mut self, now: Instant, stats: &mut Stats) -> Due {
+        let mut due = Due {
+            requests: self.forwarding.expire(now),
+            ..Due::default()
+        };
+        due.heard.extend(
+            self.order
+                .expire(now)
+                .into_iter()
+                .map(|seq| Heard::Handed { seq, handed: false }),
+        );
         let released = self.order.release_due(now);
-        self.released(released, &mut heard);
+        self.released(released, &mut due.heard);
+        if self.next_alive <= now {
+            self.next_alive = now + ALIVE_EVERY;
+            let node = self.order.node.clone();
+            due.publish.push(self.order.entry(&Word::Alive { node }));
+            if let Some(remotes) = &mut self.remotes {
+                remotes.sweep(now);
+            }
+        }
         self.count(stats);
-        (requests, heard)
+        due
     }
 
     /// The counters of the rooms' orders.
@@ -362,6 +441,13 @@ mod tests {
             .collect()
     }
 
+    fn joined(recovery: Option<(Duration, usize)>) -> Joined<'static> {
+        Joined {
+            node: "me",
+            recovery,
+        }
+    }
+
     fn at(ms: u64) -> Option<Place> {
         Some(Place { ms, n: 0 })
     }
@@ -370,7 +456,7 @@ mod tests {
     fn the_layer_above_hears_placed_broadcasts_in_their_places_order() {
         let now = Instant::now();
         let stats = &mut Stats::default();
-        let mut end = Endpoint::new("me".into(), true);
+        let mut end = Endpoint::new(joined(None), Instant::now());
         let room = Topic::Room {
             nsp: "/".into(),
             room: "r".into(),
@@ -408,7 +494,12 @@ mod tests {
     fn a_tracked_emit_is_heard_of_once_handed_or_once_nobody_said_so() {
         let now = Instant::now();
         let stats = &mut Stats::default();
-        let mut end = Endpoint::new("me".into(), true);
+        let mut end = Endpoint::new(joined(None), now);
+        // It says at once that it is alive, and again every ALIVE_EVERY.
+        assert_eq!(end.poll_timeout(), Some(now));
+        let due = end.expire(now, stats);
+        assert_eq!(due.publish.len(), 1);
+        assert!(due.heard.is_empty() && due.requests.is_empty());
         let a = end.order.next(now, true);
         let b = end.order.next(now, true);
         let handed = |seq| Word::Handed {
@@ -426,23 +517,25 @@ mod tests {
         );
         // Told again, or told of the past, it is not heard again.
         assert!(end.take(handed(a), None, None, now, stats).is_empty());
+        assert_eq!(end.poll_timeout(), Some(now + ALIVE_EVERY));
+        end.expire(now + ALIVE_EVERY, stats);
         assert_eq!(end.poll_timeout(), Some(now + HANDED_WITHIN));
-        let (requests, heard) = end.expire(now + HANDED_WITHIN, stats);
-        assert!(requests.is_empty());
+        let due = end.expire(now + HANDED_WITHIN, stats);
+        assert!(due.requests.is_empty());
         assert_eq!(
-            heard,
+            due.heard,
             [Heard::Handed {
                 seq: b,
                 handed: false
             }]
         );
-        assert_eq!(end.poll_timeout(), None);
+        assert_eq!(end.poll_timeout(), Some(now + HANDED_WITHIN + ALIVE_EVERY));
     }
 
     #[test]
     fn with_recovery_on_every_word_goes_to_every_node_and_no_room_is_subscribed() {
         let stats = &mut Stats::default();
-        let mut end = Endpoint::new("me".into(), false);
+        let mut end = Endpoint::new(joined(Some((Duration::from_secs(60), 10))), Instant::now());
         let room = Topic::Room {
             nsp: "/".into(),
             room: "r".into(),
@@ -453,11 +546,7 @@ mod tests {
         let now = Instant::now();
         let past = Some(Duration::from_secs(2));
         let heard = end.take(Word::Alive { node: "x".into() }, past, at(1), now, stats);
-        let alive = Heard::Word {
-            word: Word::Alive { node: "x".into() },
-            past,
-        };
-        assert_eq!(heard, [alive]);
+        assert!(heard.is_empty(), "liveness is the end's own");
         // Placed, in a room it holds places of whatever its members.
         assert!(
             end.take(place("a", "r"), None, at(2), now, stats)

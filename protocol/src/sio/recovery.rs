@@ -16,7 +16,7 @@
 //! sessions by the window and by a count. What falls out of either makes a
 //! recovery fail (a fresh connection), never skip an event silently.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -297,37 +297,12 @@ pub(crate) struct Live<D> {
     pub(crate) published: Option<Instant>,
 }
 
-/// A socket's session as the node holding it published it on the bus.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Remote {
-    pub(crate) sid: String,
-    pub(crate) nsp: String,
-    pub(crate) rooms: HashSet<String>,
-    pub(crate) data: serde_json::Value,
-    pub(crate) node: String,
-    /// Until when it may come back, once its transport ended (or its node
-    /// fell silent); `None` while it is connected there.
-    pub(crate) until: Option<Instant>,
-    /// Where its replay starts when the client names no offset: this
-    /// node's next log offset when it first heard of the session (every
-    /// event for it came on the bus after that).
-    pub(crate) from: u64,
-}
-
-/// How long a node may stay silent on the bus (it says it is alive every
-/// [`ALIVE_EVERY`]) before its sockets are taken to have lost their
-/// transport when it was last heard.
-pub(crate) const SILENT: Duration = Duration::from_secs(15);
-
-/// How often a node of a cluster with recovery on says it is alive.
-pub(crate) const ALIVE_EVERY: Duration = Duration::from_secs(5);
-
 /// How often a live session's state goes on the bus again, for a recovery
 /// window of `window`: every half window, so that the last window and a
 /// half of the bus (what a starting node reads) holds every session that
 /// may still come back, however long ago it connected.
 pub(crate) fn republish_every(window: Duration) -> Duration {
-    (window / 2).max(ALIVE_EVERY)
+    (window / 2).max(crate::cluster::ALIVE_EVERY)
 }
 
 /// The sessions of sockets that may come back, and the pids of those
@@ -341,14 +316,6 @@ pub(crate) struct Sessions<D> {
     order: VecDeque<(Instant, String)>,
     pub(crate) live: HashMap<SocketId, Live<D>>,
     pub(crate) live_pids: HashMap<String, SocketId>,
-    /// In a cluster: the sessions other nodes hold or held, by pid, and
-    /// when each node was last heard.
-    pub(crate) remote: HashMap<String, Remote>,
-    /// The remote sessions that lost their transport, by when each runs
-    /// out (an entry whose session came back or changed since is stale
-    /// here): the ones a full table lets go first, found without a scan.
-    remote_ending: BTreeSet<(Instant, String)>,
-    heard: HashMap<String, Instant>,
     /// The pid of each kept session by the socket it was: an answer the
     /// application sends a socket after its transport ended (a `chat:ack`
     /// whose store write finished late) is logged for it to come back to.
@@ -364,9 +331,6 @@ impl<D> Sessions<D> {
             live: HashMap::new(),
             live_pids: HashMap::new(),
             gone: HashMap::new(),
-            remote: HashMap::new(),
-            remote_ending: BTreeSet::new(),
-            heard: HashMap::new(),
         }
     }
 
@@ -457,101 +421,6 @@ impl<D> Sessions<D> {
     /// When the oldest kept session runs out.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.order.front().map(|(until, _)| *until)
-    }
-
-    /// Another node published a session's state (it connected, joined or
-    /// left a room, or came back). A full table lets go of the session
-    /// that runs out first among those that lost their transport; with
-    /// every known session connected, the new one is not tracked (the
-    /// connected ones stay recoverable).
-    pub(crate) fn remote_state(&mut self, pid: String, remote: Remote) {
-        if self.remote.len() >= self.config.max_sessions
-            && !self.remote.contains_key(&pid)
-            && !self.evict_remote()
-        {
-            return;
-        }
-        let from = match self.remote.get(&pid) {
-            Some(known) if known.sid == remote.sid => known.from,
-            _ => remote.from,
-        };
-        if let Some(until) = remote.until {
-            self.remote_ending.insert((until, pid.clone()));
-        }
-        self.remote.insert(pid, Remote { from, ..remote });
-    }
-
-    /// Lets go of the remote session that runs out first; false if every
-    /// one is connected.
-    fn evict_remote(&mut self) -> bool {
-        while let Some((until, pid)) = self.remote_ending.pop_first() {
-            if self
-                .remote
-                .get(&pid)
-                .is_some_and(|r| r.until == Some(until))
-            {
-                self.remote.remove(&pid);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Another node's socket lost its transport (`kept`), or left for good.
-    pub(crate) fn remote_gone(&mut self, now: Instant, pid: &str, kept: bool) {
-        match self.remote.get_mut(pid) {
-            Some(r) if kept => {
-                let until = now + self.config.window;
-                r.until = Some(until);
-                self.remote_ending.insert((until, pid.to_owned()));
-            }
-            Some(_) => {
-                self.remote.remove(pid);
-            }
-            None => {}
-        }
-    }
-
-    /// Node `node` said it is alive.
-    pub(crate) fn heard(&mut self, at: Instant, node: &str) {
-        match self.heard.get_mut(node) {
-            Some(last) => *last = (*last).max(at),
-            None => {
-                self.heard.insert(node.to_owned(), at);
-            }
-        }
-    }
-
-    /// Sessions of nodes silent for [`SILENT`] lost their transport when
-    /// their node was last heard; sessions past their window go.
-    pub(crate) fn sweep_remote(&mut self, now: Instant) {
-        let window = self.config.window;
-        for (pid, r) in &mut self.remote {
-            if r.until.is_none()
-                && let Some(&last) = self.heard.get(&r.node)
-                && last + SILENT <= now
-            {
-                r.until = Some(last + window);
-                self.remote_ending.insert((last + window, pid.clone()));
-            }
-        }
-        self.remote.retain(|_, r| r.until.is_none_or(|u| now < u));
-        // What ran out is gone from the table; stale entries with it.
-        while self
-            .remote_ending
-            .first()
-            .is_some_and(|(until, _)| *until <= now)
-        {
-            self.remote_ending.pop_first();
-        }
-    }
-
-    /// The session of `pid` another node holds or held, if it may still
-    /// come back.
-    pub(crate) fn remote_get(&self, now: Instant, pid: &str) -> Option<&Remote> {
-        self.remote
-            .get(pid)
-            .filter(|r| r.until.is_none_or(|u| now < u))
     }
 
     /// How many sessions are kept.
@@ -694,53 +563,6 @@ mod tests {
         assert_eq!(s.kept(), 0);
         assert_eq!(s.gone(SocketId::new(9)), None);
         assert!(s.live.is_empty() && s.live_pids.is_empty() && s.gone.is_empty());
-    }
-
-    /// A full table of other nodes' sessions lets go of the one that runs
-    /// out first among those that lost their transport, never a connected
-    /// one; with every one connected, the newcomer is not tracked.
-    #[test]
-    fn a_full_remote_table_lets_go_of_what_runs_out_first_never_of_the_connected() {
-        let now = Instant::now();
-        let mut config = RecoveryConfig::new(Duration::from_secs(10));
-        config.max_sessions = 3;
-        let mut s: Sessions<()> = Sessions::new(config);
-        let remote = |sid: &str| Remote {
-            sid: sid.into(),
-            nsp: "/".into(),
-            rooms: rooms(&[]),
-            data: serde_json::Value::Null,
-            node: "n1".into(),
-            until: None,
-            from: 0,
-        };
-        for p in ["live", "late", "early"] {
-            s.remote_state(p.into(), remote(p));
-        }
-        s.remote_gone(now + Duration::from_secs(2), "late", true);
-        s.remote_gone(now, "early", true);
-        s.remote_state("new1".into(), remote("new1"));
-        assert!(
-            s.remote_get(now, "early").is_none(),
-            "the first to run out went"
-        );
-        for p in ["live", "late", "new1"] {
-            assert!(s.remote_get(now, p).is_some(), "{p}");
-        }
-        s.remote_state("new2".into(), remote("new2"));
-        assert!(s.remote_get(now, "late").is_none());
-        // Every one connected: the newcomer waits outside.
-        s.remote_state("new3".into(), remote("new3"));
-        assert!(s.remote_get(now, "new3").is_none());
-        for p in ["live", "new1", "new2"] {
-            assert!(s.remote_get(now, p).is_some(), "{p}");
-        }
-        // A session that came back is not let go by its old deadline.
-        s.remote_gone(now, "new1", true);
-        s.remote_state("new1".into(), remote("new1"));
-        s.remote_state("new4".into(), remote("new4"));
-        assert!(s.remote_get(now, "new1").is_some());
-        assert!(s.remote_get(now, "new4").is_none());
     }
 
     /// What a deadline names is gone once that deadline is handled: a

@@ -11,11 +11,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::packet::{self, PacketData, PacketType, Partial};
-use super::recovery::{Live, Log, RecoveryConfig, Remote, Sessions, Target, republish_every};
+use super::recovery::{Live, Log, RecoveryConfig, Sessions, Target, republish_every};
 use super::seen::Seen;
 use crate::bus::Word;
 use crate::bus::{Entry, Topic};
-use crate::cluster::{ALIVE_EVERY, ClusterConfig, Heard};
+use crate::cluster::sessions::Remote;
+use crate::cluster::{ALIVE_EVERY, ClusterConfig, Heard, Joined};
 use crate::deadlines::Deadlines;
 use crate::eio::{CloseReason, Data, Handshake, SessionKey, Violation};
 use crate::ids::{IdGenerator, IntHasher, IntMap, new_sid};
@@ -214,8 +215,9 @@ pub struct State {
     handed: Vec<(u64, bool)>,
     /// Each socket by its sid.
     by_sid: HashMap<String, SocketId>,
-    /// In a cluster with recovery on: when this node next says it is alive.
-    next_alive: Option<Instant>,
+    /// In a cluster with recovery on: when this node next looks for
+    /// sessions whose state is to go on the bus again.
+    next_republish: Option<Instant>,
     next_ticket: u64,
     /// The keys of the keyed room emits handed on lately.
     seen: Seen,
@@ -1309,9 +1311,8 @@ impl<A: Application> SocketIo<A> {
             return None;
         }
         let me = order.node.clone();
-        let sessions = self.state.sessions.as_ref()?;
         let log = self.state.log.as_ref()?;
-        let r = sessions.remote_get(sh.now, pid)?;
+        let r = sh.remotes.as_ref()?.get(sh.now, pid)?;
         if r.nsp != nsp || r.node == me {
             return None;
         }
@@ -1334,7 +1335,7 @@ impl<A: Application> SocketIo<A> {
             pid: pid.to_owned(),
         };
         sh.publish(&word);
-        self.state.sessions.as_mut()?.remote.remove(pid);
+        sh.remotes.as_deref_mut()?.remove(pid);
         Some(restored)
     }
 
@@ -1370,28 +1371,17 @@ impl<A: Application> SocketIo<A> {
         }
     }
 
-    /// In a cluster with recovery on, every [`ALIVE_EVERY`]: says this
-    /// node is alive (so that the others can tell when its sockets lost
-    /// their transport, should it die), and forgets the sessions of other
-    /// nodes that ran out.
-    fn alive(&mut self, sh: &mut Shared<'_>) {
-        let Some(node) = sh.node_name() else {
-            return;
-        };
-        if self.state.next_alive.is_some_and(|t| sh.now < t) {
+    /// In a cluster with recovery on, every [`ALIVE_EVERY`]: the state of
+    /// sessions that has not been on the bus for a while goes on it again
+    /// (a node that starts reads only the bus's recent past).
+    fn republish(&mut self, sh: &mut Shared<'_>) {
+        if sh.order.is_none() || self.state.next_republish.is_some_and(|t| sh.now < t) {
             return;
         }
-        self.state.next_alive = Some(sh.now + ALIVE_EVERY);
-        let word = Word::Alive {
-            node: node.to_owned(),
-        };
-        sh.publish(&word);
+        self.state.next_republish = Some(sh.now + ALIVE_EVERY);
         let Some(sessions) = &mut self.state.sessions else {
             return;
         };
-        sessions.sweep_remote(sh.now);
-        // Sessions whose state has not been on the bus for a while go on it
-        // again: a node that starts reads only the bus's recent past.
         let every = republish_every(sessions.config.window);
         let due: Vec<SocketId> = sessions
             .live
@@ -1423,13 +1413,9 @@ impl<A: Application> SocketIo<A> {
     /// to remember: its emits are logged (for sessions to recover), never
     /// handed to a socket.
     fn on_word(&mut self, sh: &mut Shared<'_>, word: Word, past: Option<Duration>) {
-        let Some(me) = sh.node_name().map(str::to_owned) else {
-            return;
-        };
-        // When it was published, on this node's clock.
-        let at = past.map_or(sh.now, |age| sh.now.checked_sub(age).unwrap_or(sh.now));
         match word {
             word @ Word::Broadcast { .. } => self.broadcast_from_bus(sh, word, past),
+            // Another node's session (the node's end keeps only those).
             Word::Session {
                 node,
                 pid,
@@ -1438,37 +1424,25 @@ impl<A: Application> SocketIo<A> {
                 rooms,
                 data,
             } => {
-                if let Some(sessions) = &mut self.state.sessions
-                    && node != me
-                {
-                    // It was alive then.
-                    sessions.heard(at, &node);
-                    let remote = Remote {
-                        sid,
-                        nsp,
-                        rooms: rooms.into_iter().collect(),
-                        data,
-                        node,
-                        until: None,
-                        from: self.state.log.as_ref().map_or(0, Log::next),
-                    };
-                    sessions.remote_state(pid, remote);
+                let remote = Remote {
+                    sid,
+                    nsp,
+                    rooms: rooms.into_iter().collect(),
+                    data,
+                    node,
+                    until: None,
+                    from: self.state.log.as_ref().map_or(0, Log::next),
+                };
+                if let Some(remotes) = sh.remotes.as_deref_mut() {
+                    remotes.state(pid, remote);
                 }
             }
-            Word::Gone { pid, kept } => {
-                if let Some(sessions) = &mut self.state.sessions {
-                    sessions.remote_gone(at, &pid, kept);
-                }
-            }
-            Word::TakenOver { by, pid } => {
+            // Another node took a session over: its client is back there,
+            // and this node lets it go for good.
+            Word::TakenOver { pid, .. } => {
                 let Some(sessions) = &mut self.state.sessions else {
                     return;
                 };
-                if by == me {
-                    return;
-                }
-                sessions.remote.remove(&pid);
-                // Its client is back on `by`: this node lets it go for good.
                 if let Some(&old) = sessions.live_pids.get(&pid) {
                     self.let_go(sh, old, None);
                 } else {
@@ -1476,14 +1450,9 @@ impl<A: Application> SocketIo<A> {
                     sessions.take(sh.now, &pid);
                 }
             }
-            Word::Alive { node } => {
-                if let Some(sessions) = &mut self.state.sessions {
-                    sessions.heard(at, &node);
-                }
-            }
-            // The rooms' orders and words of delivery are the node's end
-            // of the bus's, and so are words between two nodes about one
-            // session.
+            // The rooms' orders, words of delivery, the ends of other
+            // nodes' sessions and their liveness are the node's end of the
+            // bus's, and so are words between two nodes about one session.
             _ => {}
         }
     }
@@ -1637,9 +1606,6 @@ impl<A: Application> SocketIo<A> {
 
 impl<A: Application> Upper for SocketIo<A> {
     fn on_open(&mut self, sh: &mut Shared<'_>, key: SessionKey, handshake: Handshake) {
-        if self.state.next_alive.is_none() {
-            self.alive(sh);
-        }
         let deadline = sh.now + self.config.connect_timeout;
         self.state.clients.insert(
             key,
@@ -1690,9 +1656,6 @@ impl<A: Application> Upper for SocketIo<A> {
     }
 
     fn on_cluster(&mut self, sh: &mut Shared<'_>, heard: Heard) {
-        if self.state.next_alive.is_none() {
-            self.alive(sh);
-        }
         match heard {
             Heard::Word { word, past } => self.on_word(sh, word, past),
             Heard::Handed { seq, handed } => self.state.handed.push((seq, handed)),
@@ -1726,7 +1689,7 @@ impl<A: Application> Upper for SocketIo<A> {
             mine,
             log,
             kept,
-            self.state.next_alive,
+            self.state.next_republish,
             self.app.poll_timeout(),
         ]
         .into_iter()
@@ -1754,7 +1717,7 @@ impl<A: Application> Upper for SocketIo<A> {
         if let Some(sessions) = &mut self.state.sessions {
             sessions.expire(sh.now);
         }
-        self.alive(sh);
+        self.republish(sh);
         let mut ctx = Self::ctx(sh, &mut self.state);
         self.app.handle_timeout(&mut ctx);
         self.flush_handed(sh);
@@ -1766,12 +1729,10 @@ impl<A: Application> Upper for SocketIo<A> {
         self.flush_handed(sh);
     }
 
-    fn cluster(&self) -> Option<(&str, bool)> {
-        let spread = self.config.recovery.is_none();
-        self.config
-            .cluster
-            .as_ref()
-            .map(|c| (c.node.as_str(), spread))
+    fn cluster(&self) -> Option<Joined<'_>> {
+        let recovery = self.config.recovery.map(|r| (r.window, r.max_sessions));
+        let node = self.config.cluster.as_ref()?.node.as_str();
+        Some(Joined { node, recovery })
     }
 
     fn busy(&self) -> bool {
