@@ -207,13 +207,15 @@ UNTHROTTLED = {
 
 def chatwire_env(**overrides: str | None) -> dict[str, str | None]:
     """The environment of a test chatwire: its store (`chat_store_url`), fast
-    bcrypt, no login throttles."""
+    bcrypt, no login throttles, logs at `CHATWIRE_LOG` (default `warn`)."""
     env = {
         "DATABASE_URL": chat_store_url(),
         "JWT_SECRET": JWT_SECRET,
         "JWT_ALGORITHM": "HS256",
         "BCRYPT_COST": "4",
-        "RUST_LOG": "warn",
+        # CHATWIRE_LOG: a RUST_LOG filter for every chatwire a test starts
+        # (as the JS suites take it), e.g. warn,chatwire_driver::bus=debug.
+        "RUST_LOG": os.environ.get("CHATWIRE_LOG", "warn"),
         **UNTHROTTLED,
     }
     env.update(overrides)
