@@ -12,7 +12,7 @@
 //! hears only what it applies ([`Heard`]): a broadcast once its place lets
 //! it go, an outcome of one of its tracked emits, and the words of the
 //! sessions it keeps for recovery. The timers of all of this are this
-//! end's ([`Endpoint::poll_timeout`], [`Endpoint::expire`]).
+//! end's (`Endpoint::poll_timeout`, `Endpoint::expire`).
 //!
 //! What each word of the bus means is [`crate::bus::Word`]; which nodes read
 //! it, [`crate::bus::Topic`].
@@ -47,7 +47,7 @@ pub struct ClusterConfig {
 pub const ALIVE_EVERY: Duration = Duration::from_secs(5);
 
 /// What the layer above hears from the bus, once this end has taken its
-/// part ([`Endpoint::take`]).
+/// part (`Endpoint::take`).
 // Short-lived (handed up at once), and mostly words: boxing them would
 // cost an allocation each for nothing.
 #[allow(clippy::large_enum_variant)]

@@ -14,14 +14,14 @@
 //! gives its readers its messages in one order; a send that takes a place
 //! before its store write (a chat message) publishes the place at once and
 //! its broadcast later, and the broadcasts of a room go in their places'
-//! order ([`Order::arrive`], [`Order::release`]).
+//! order (`Order::arrive`, `Order::release`).
 //!
 //! Whether anyone got an emit is learnt from the nodes that handed it to a
 //! socket: each tells the emitting node once (in one word for a batch,
-//! [`Order::owed_words`]), and the emitting node reports the first answer,
+//! `Order::owed_words`), and the emitting node reports the first answer,
 //! or that none came within [`HANDED_WITHIN`].
 //!
-//! It is part of the node's end of the bus ([`super::Endpoint`]); the
+//! It is part of the node's end of the bus (`Endpoint`); the
 //! Socket.IO layer reaches it through what the node lends it
 //! ([`crate::node::Shared`]) to number and address what it publishes.
 
@@ -99,9 +99,11 @@ enum Came {
 /// how old it was when read (for one of the bus's past).
 pub(crate) type Released = Vec<(Word, Option<Duration>)>;
 
-/// A node's side of the bus.
+/// A node's rooms' orders, the numbers of its emits and word of their
+/// delivery.
 #[derive(Debug)]
 pub(crate) struct Order {
+    /// This node's name on the bus.
     pub(crate) node: String,
     /// Recovery is off: a room's words go to the nodes with members in it
     /// alone ([`Word::topic`]), and this node subscribes to the rooms

@@ -3,11 +3,11 @@
 //! session's state as its node publishes it (`Word::Session`: it connected,
 //! joined or left a room, or came back) and when it ended (`Word::Gone`),
 //! so that its client may come back to any node, even once the one that
-//! held it died. A node that falls silent on the bus for [`SILENT`] is
-//! taken to have died when it was last heard ([`Remotes::sweep`]); its
+//! held it died. A node that falls silent on the bus for `SILENT` (15 s) is
+//! taken to have died when it was last heard (`Remotes::sweep`); its
 //! sessions stay recoverable for the window from then.
 //!
-//! Part of the node's end of the bus ([`super::Endpoint`]), which takes
+//! Part of the node's end of the bus (`Endpoint`), which takes
 //! the words of ends and liveness itself; the Socket.IO layer records a
 //! session's state (it knows where its replay would start) and recovers
 //! one through what the node lends it ([`crate::node::Shared`]).
@@ -204,7 +204,7 @@ mod tests {
         assert!(s.get(now, "new4").is_none());
     }
 
-    /// A node silent for [`SILENT`] is taken to have died when it was last
+    /// A node silent for `SILENT` (15 s) is taken to have died when it was last
     /// heard: its connected sessions stay recoverable for the window from
     /// then, and go after it.
     #[test]

@@ -151,7 +151,7 @@ pub trait Application {
     /// Whether an emit made with [`Ctx::broadcast_tracked`] (the ticket it
     /// returned) reached at least one socket, on any node; told once per
     /// ticket, after the call that made it (in a cluster, once a node says
-    /// it handed it on, or [`HANDED_WITHIN`](super::cluster::HANDED_WITHIN)
+    /// it handed it on, or [`HANDED_WITHIN`](crate::cluster::order::HANDED_WITHIN)
     /// later with `false`).
     fn on_handed(&mut self, _ctx: &mut Ctx<'_>, _ticket: u64, _handed: bool) {}
     /// The socket left.
