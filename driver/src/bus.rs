@@ -1064,6 +1064,10 @@ fn forget_left(listen: &Listen, left: &mut std::collections::HashMap<String, Str
 
 /// Hands a room's entry read (live or caught up) to the node.
 async fn hand_on(node: &NodeHandle, listen: &Listen, id: &str, data: Bytes) {
+    tracing::trace!(
+        "Redis bus: room entry {id}: {}",
+        String::from_utf8_lossy(&data[..data.len().min(160)])
+    );
     let at = entry_id(id).map(|(ms, n)| {
         listen.saw(ms);
         Place { ms, n }

@@ -50,7 +50,9 @@ pub const SILENT_FOR: Duration = Duration::from_secs(10);
 pub const HOLD: Duration = Duration::from_secs(30);
 
 /// How far past its position the bus's clock must be before a broadcast
-/// whose place was unknown here goes (the bus's clock: the newest position read).
+/// whose place was unknown here goes (the bus's clock: the newest position
+/// read), or how long it waits by this node's clock if the bus is quiet
+/// before that.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// How long (by the bus's age, from the first entry read after it) the
@@ -78,7 +80,8 @@ struct Slot {
     from: String,
     /// Its position on the bus, if the host told it.
     at: Option<Place>,
-    /// When this node stops holding it, whatever the bus says ([`HOLD`]).
+    /// When this node stops holding it, whatever the bus says ([`HOLD`];
+    /// [`SETTLE`] for a broadcast whose place was unknown here).
     until: Instant,
     came: Option<Came>,
     /// The bus's time after which it goes whatever: for a broadcast whose
@@ -298,10 +301,16 @@ impl Order {
     /// with its ticket. One whose place is unknown here (passed over, lost
     /// with the stream, read before this node joined) takes a place of its
     /// own at its position among those held, and goes once the bus's clock
-    /// is [`SETTLE`] past it (others whose places were lost with it come
-    /// by then, in any order, and go in theirs; every node says it is alive
-    /// every 5 s, so the clock moves), or after [`HOLD`] by this node's
-    /// clock; one with no position goes at once (`Some`).
+    /// is [`SETTLE`] past it, or [`SETTLE`] after it came by this node's
+    /// clock, whichever is first (others whose places were lost with it
+    /// come by then, in any order, and go in theirs: they were read in the
+    /// same stretch of the bus). The room's later broadcasts wait behind
+    /// it, so it is not left to the bus's clock alone: on a quiet bus that
+    /// moves only with the nodes' words that they are alive, every 5 s,
+    /// in step when the nodes started together (a room that a member just
+    /// joined, its reading started a little before its first send's place,
+    /// held every later message up to 5 s). One with no position goes at
+    /// once (`Some`).
     pub(crate) fn arrive(
         &mut self,
         ticket: &str,
@@ -359,7 +368,7 @@ impl Order {
                 ticket: ticket.to_owned(),
                 from,
                 at: Some(at),
-                until: now + HOLD,
+                until: now + SETTLE,
                 came: Some(Came::Broadcast(Box::new(message), past)),
                 settles: Some(at.ms.saturating_add(SETTLE.as_millis() as u64)),
             },
@@ -715,9 +724,43 @@ mod tests {
         );
         c.heard_from(Some("x"), Some(Place { ms: 10_750, n: 0 }));
         assert_eq!(texts(c.release_due(now)), ["P", "Q"]);
-        // A bus that stands still: by this node's clock, after HOLD.
-        assert_eq!(c.poll_timeout(), Some(now + HOLD));
-        assert_eq!(texts(c.release_due(now + HOLD)), ["R"]);
+        // A bus that stands still: by this node's clock, after SETTLE.
+        assert_eq!(c.poll_timeout(), Some(now + SETTLE));
+        let early = now + SETTLE - Duration::from_millis(1);
+        assert!(texts(c.release_due(early)).is_empty());
+        assert_eq!(texts(c.release_due(now + SETTLE)), ["R"]);
+    }
+
+    /// A member joins a room on this node while its messages flow: the
+    /// node reads the room from a little before, so the first broadcast it
+    /// reads may be one whose place came before that. The room's later
+    /// messages, placed and filled, wait behind it; on a quiet bus (no
+    /// word read for seconds) they go SETTLE after it came, not when the
+    /// nodes next say they are alive.
+    #[test]
+    fn a_broadcast_placed_before_the_room_was_read_holds_the_room_for_settle_at_most() {
+        let now = Instant::now();
+        let mut c = Order::new("n".into(), true);
+        // Read from 1_000 on: a broadcast whose place was at 900.
+        c.heard_from(Some("x"), Some(Place { ms: 1_010, n: 0 }));
+        assert!(
+            c.arrive("a", placed("a", "A", Some(900)), None, now)
+                .is_none()
+        );
+        // The next send: its place and broadcast, read at once.
+        c.heard_from(Some("x"), Some(Place { ms: 1_020, n: 0 }));
+        c.hold(
+            room(),
+            "b".into(),
+            "x".into(),
+            now + HOLD,
+            Some(Place { ms: 1_020, n: 0 }),
+        );
+        assert!(c.arrive("b", placed("b", "B", None), None, now).is_none());
+        assert!(texts(c.release("/", "r", now)).is_empty(), "behind A");
+        // Nothing more on the bus: a second later by this node's clock.
+        assert_eq!(c.poll_timeout(), Some(now + SETTLE));
+        assert_eq!(texts(c.release_due(now + SETTLE)), ["A", "B"]);
     }
 
     #[test]

@@ -223,7 +223,13 @@ def chatwire_env(**overrides: str | None) -> dict[str, str | None]:
 
 
 def start_chatwire(env: dict[str, str] | None = None, **kwargs) -> Server:
-    """A chatwire process with `chatwire_env()` plus `env`."""
+    """A chatwire process with `chatwire_env()` plus `env`. With
+    `CHATWIRE_LOG_DIR` set, its log goes to a file of its own there (one
+    started by a fixture logs to a capture that no failure shows)."""
+    log_dir = os.environ.get("CHATWIRE_LOG_DIR")
+    if log_dir and kwargs.get("stderr_path") is None:
+        pathlib.Path(log_dir).mkdir(parents=True, exist_ok=True)
+        kwargs["stderr_path"] = pathlib.Path(log_dir) / f"chatwire-{uuid.uuid4().hex[:8]}.log"
     return Server(binary=chatwire_bin(), env=chatwire_env(**(env or {})), **kwargs)
 
 
