@@ -21,7 +21,7 @@ pub mod forward;
 pub mod order;
 pub mod sessions;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::bus::{Entry, Newest, Topic, Word};
@@ -29,7 +29,7 @@ use crate::host::RequestId;
 use crate::stats::{BusKind, Stats};
 use crate::store::Place;
 use forward::Forwarding;
-use order::{HOLD, Order, Released, RoomKey};
+use order::{HOLD, Order, Released};
 use sessions::Remotes;
 
 /// Cluster settings: present when the node is one of several.
@@ -88,8 +88,10 @@ pub(crate) struct Endpoint {
     /// Each room's order across the nodes, and this node's emits awaiting
     /// word of their delivery.
     pub(crate) order: Order,
-    /// With recovery off: the rooms this node reads (it has members there).
-    rooms: HashSet<RoomKey>,
+    /// With recovery off: the rooms this node reads (it has members there),
+    /// by namespace (looked up by `&str`, without allocating, for each
+    /// place read).
+    rooms: HashMap<String, HashSet<String>>,
     /// With recovery on: the sessions other nodes hold or held.
     pub(crate) remotes: Option<Remotes>,
     /// When this node next says it is alive.
@@ -132,7 +134,7 @@ impl Endpoint {
             newest: Newest::default(),
             forwarding: Forwarding::new(node.clone()),
             order: Order::new(node, joined.recovery.is_none()),
-            rooms: HashSet::new(),
+            rooms: HashMap::new(),
             remotes: joined.recovery.map(|(w, max)| Remotes::new(w, max)),
             next_alive: now,
         }
@@ -208,7 +210,11 @@ impl Endpoint {
             // asked): its places are not held here, so that they hold
             // nothing should a member come back.
             Word::Place { nsp, room, .. } | Word::Abandon { nsp, room, .. }
-                if order.spread && !self.rooms.contains(&(nsp.clone(), room.clone())) => {}
+                if order.spread
+                    && !self
+                        .rooms
+                        .get(nsp.as_str())
+                        .is_some_and(|r| r.contains(room.as_str())) => {}
             Word::Place {
                 from,
                 nsp,
@@ -330,11 +336,16 @@ impl Endpoint {
         if !self.order.spread {
             return false;
         }
-        let key = (nsp.clone(), room.clone());
         if on {
-            self.rooms.insert(key);
+            let of_nsp = self.rooms.entry(nsp.clone()).or_default();
+            of_nsp.insert(room.clone());
         } else {
-            self.rooms.remove(&key);
+            if let Some(of_nsp) = self.rooms.get_mut(nsp) {
+                of_nsp.remove(room);
+                if of_nsp.is_empty() {
+                    self.rooms.remove(nsp);
+                }
+            }
             self.order.forget_room(nsp, room);
         }
         true
@@ -411,21 +422,7 @@ mod tests {
     }
 
     fn broadcast(ticket: &str, room: &str, text: &str) -> Word {
-        Word::Broadcast {
-            from: "x".into(),
-            seq: 1,
-            nsp: "/".into(),
-            room: room.into(),
-            except: Vec::new(),
-            text: text.into(),
-            track: false,
-            to: None,
-            volatile: false,
-            attachments: Vec::new(),
-            placed: Some(ticket.into()),
-            key: None,
-            belongs: None,
-        }
+        order::tests::placed_in(room, ticket, text, None)
     }
 
     fn texts(heard: Vec<Heard>) -> Vec<String> {

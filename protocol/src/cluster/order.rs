@@ -519,7 +519,7 @@ impl Order {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -566,11 +566,22 @@ mod tests {
     }
 
     fn placed(ticket: &str, text: &str, belongs: Option<u64>) -> Word {
+        placed_in("r", ticket, text, belongs)
+    }
+
+    /// A placed broadcast of node `n` to `room` of `/`, its place at
+    /// `belongs` (ms) if given.
+    pub(in crate::cluster) fn placed_in(
+        room: &str,
+        ticket: &str,
+        text: &str,
+        belongs: Option<u64>,
+    ) -> Word {
         Word::Broadcast {
             from: "n".into(),
             seq: 1,
             nsp: "/".into(),
-            room: "r".into(),
+            room: room.into(),
             except: Vec::new(),
             text: text.into(),
             track: false,

@@ -162,14 +162,9 @@ impl Remotes {
 mod tests {
     use super::*;
 
-    /// A full table of other nodes' sessions lets go of the one that runs
-    /// out first among those that lost their transport, never a connected
-    /// one; with every one connected, the newcomer is not tracked.
-    #[test]
-    fn a_full_remote_table_lets_go_of_what_runs_out_first_never_of_the_connected() {
-        let now = Instant::now();
-        let mut s = Remotes::new(Duration::from_secs(10), 3);
-        let remote = |sid: &str| Remote {
+    /// A connected session of node `n1`.
+    fn remote(sid: &str) -> Remote {
+        Remote {
             sid: sid.into(),
             nsp: "/".into(),
             rooms: HashSet::new(),
@@ -177,7 +172,16 @@ mod tests {
             node: "n1".into(),
             until: None,
             from: 0,
-        };
+        }
+    }
+
+    /// A full table of other nodes' sessions lets go of the one that runs
+    /// out first among those that lost their transport, never a connected
+    /// one; with every one connected, the newcomer is not tracked.
+    #[test]
+    fn a_full_remote_table_lets_go_of_what_runs_out_first_never_of_the_connected() {
+        let now = Instant::now();
+        let mut s = Remotes::new(Duration::from_secs(10), 3);
         for p in ["live", "late", "early"] {
             s.state(p.into(), remote(p));
         }
@@ -213,16 +217,7 @@ mod tests {
         let window = Duration::from_secs(60);
         let mut s = Remotes::new(window, 10);
         s.heard(now, "n1");
-        let remote = Remote {
-            sid: "s".into(),
-            nsp: "/".into(),
-            rooms: HashSet::new(),
-            data: serde_json::Value::Null,
-            node: "n1".into(),
-            until: None,
-            from: 0,
-        };
-        s.state("p".into(), remote);
+        s.state("p".into(), remote("s"));
         s.sweep(now + SILENT - Duration::from_millis(1));
         assert_eq!(s.get(now, "p").and_then(|r| r.until), None);
         s.sweep(now + SILENT);
