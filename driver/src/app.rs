@@ -28,6 +28,11 @@ use crate::{
     random_seed, unix_ms,
 };
 
+/// The longest busy poll `BUSY_POLL_MICROS` may ask for (10 ms): a wake
+/// from sleep costs tens of microseconds, so polling longer saves nothing
+/// more and only spends the CPU.
+pub const MAX_BUSY_POLL_MICROS: u64 = 10_000;
+
 /// The server's settings: each an environment variable and a flag.
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -100,6 +105,12 @@ pub struct Config {
     /// node of a Redis Cluster, or a comma-separated list of its nodes.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// How long, in microseconds, the node keeps polling for more work
+    /// after each turn before it sleeps, up to 10,000; 0 (the default): it
+    /// sleeps at once. Shorter replies on a core given to the server; CPU
+    /// spent polling otherwise (see docs/CONFIGURATION.md).
+    #[arg(long, env = "BUSY_POLL_MICROS", default_value_t = 0)]
+    pub busy_poll_micros: u64,
     /// The most connections open at once (HTTP and WebSocket); past it a
     /// new one is answered 503 and closed. 0: the open-file limit less a
     /// tenth of it (at least 64).
@@ -187,6 +198,9 @@ pub enum ConfigError {
     /// A socket could not even be in `general`.
     #[error("MAX_CHATS_PER_SOCKET must be at least 1, not {0}")]
     MaxChats(usize),
+    /// A busy poll longer than any wait it could save.
+    #[error("BUSY_POLL_MICROS must be at most {MAX_BUSY_POLL_MICROS} (10 ms), not {0}")]
+    BusyPoll(u64),
     /// bcrypt's cost is out of its range.
     #[error("BCRYPT_COST must be from 4 to 31, not {0}")]
     BcryptCost(u32),
@@ -327,6 +341,9 @@ impl<R: Runtime> Served<R> {
         if config.max_chats_per_socket == 0 {
             return Err(ConfigError::MaxChats(config.max_chats_per_socket));
         }
+        if config.busy_poll_micros > MAX_BUSY_POLL_MICROS {
+            return Err(ConfigError::BusyPoll(config.busy_poll_micros));
+        }
         if events.burst < config.max_chats_per_socket as f64 {
             tracing::warn!(
                 "EVENT_RATE_LIMIT_BURST ({}) is below MAX_CHATS_PER_SOCKET ({}): a client reconnecting cannot rejoin all its chats at once",
@@ -454,6 +471,7 @@ impl<R: Runtime> Served<R> {
                 (node, store)
             }
         };
+        node.busy_poll(Duration::from_micros(config.busy_poll_micros));
         let (service, version) = ("chatwire", env!("CARGO_PKG_VERSION"));
         let rest = Rest::new(RestConfig {
             jwt,

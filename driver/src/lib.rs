@@ -68,6 +68,14 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>);
     /// Completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+    /// Completes once the runtime has run the other tasks that are ready
+    /// and looked for new IO events, without sleeping: the node task's busy
+    /// poll ([`NodeHandle::busy_poll`]). The default wakes the task at once
+    /// and returns `Pending` once, which is all a runtime that looks for IO
+    /// between two polls of a task needs.
+    fn yield_now(&self) -> BoxFuture<()> {
+        Box::pin(YieldOnce(false))
+    }
     /// Takes back the socket of a connection that hyper upgraded (as
     /// [`hyper::upgrade::Upgraded::downcast`] does: hyper served it as an
     /// [`Edge`] around the runtime's connection), with the bytes hyper had
@@ -77,6 +85,21 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
         &self,
         io: hyper::upgrade::Upgraded,
     ) -> Result<(Self::Socket, bytes::Bytes), hyper::upgrade::Upgraded>;
+}
+
+/// `Pending` once (waking its task at once), then `Ready`.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 /// What a runtime adds to [`Runtime`] to run a whole server process: a TCP

@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -91,9 +91,24 @@ pub struct NodeHandle {
     pub(crate) tx: async_channel::Sender<Command>,
     ids: Arc<AtomicU64>,
     store_ops: Arc<AtomicUsize>,
+    busy_poll: Arc<AtomicU64>,
 }
 
 impl NodeHandle {
+    /// How long the node's task keeps polling for more work after each
+    /// turn, instead of sleeping at once (0, the default: it sleeps at once).
+    /// A thread that sleeps waits for the kernel to wake it when the next
+    /// message comes, which on a virtual machine costs tens of
+    /// microseconds per message; a task that polls sees the message
+    /// without that, at the price of the CPU it polls with. Worth it on a
+    /// core given to the server, where a reply's latency counts; not under
+    /// a CPU quota, which the polling spends. Only the worker thread that
+    /// runs the node's task polls.
+    pub fn busy_poll(&self, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.busy_poll.store(micros, Ordering::Relaxed);
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -188,6 +203,7 @@ fn spawn<R: Runtime, U: Upper + Send + 'static>(
         tx,
         ids: Arc::new(AtomicU64::new(1)),
         store_ops: Arc::new(AtomicUsize::new(0)),
+        busy_poll: Arc::new(AtomicU64::new(0)),
     };
     let task = NodeTask {
         rt: rt.clone(),
@@ -196,6 +212,7 @@ fn spawn<R: Runtime, U: Upper + Send + 'static>(
         rx,
         feedback: handle.tx.clone(),
         store_ops: handle.store_ops.clone(),
+        busy_poll: handle.busy_poll.clone(),
         http: IntMap::default(),
         conns: IntMap::default(),
         dirty: Vec::new(),
@@ -219,6 +236,8 @@ struct NodeTask<R, U> {
     rx: async_channel::Receiver<Command>,
     feedback: async_channel::Sender<Command>,
     store_ops: Arc<AtomicUsize>,
+    /// [`NodeHandle::busy_poll`], in microseconds.
+    busy_poll: Arc<AtomicU64>,
     http: IntMap<RequestId, oneshot::Sender<HttpResponse>>,
     conns: IntMap<ConnId, WsLink>,
     /// Connections with frames in their batch.
@@ -246,12 +265,32 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
         loop {
             let next = {
                 let mut recv = pin!(self.rx.recv());
+                let busy = self.busy_poll.load(Ordering::Relaxed);
+                let mut poll_until =
+                    (busy > 0).then(|| Instant::now() + Duration::from_micros(busy));
+                let mut yielded: Option<crate::BoxFuture<()>> = None;
                 poll_fn(|cx| {
                     if let Poll::Ready(r) = recv.as_mut().poll(cx) {
                         return Poll::Ready(Some(r));
                     }
                     if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(None);
+                    }
+                    // Busy poll: yield to the runtime (which looks for IO)
+                    // and come back, until the time is up; then sleep.
+                    while let Some(until) = poll_until {
+                        let y = match &mut yielded {
+                            Some(y) => y,
+                            None if Instant::now() < until => yielded.insert(self.rt.yield_now()),
+                            None => {
+                                poll_until = None;
+                                break;
+                            }
+                        };
+                        if y.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        yielded = None;
                     }
                     Poll::Pending
                 })
@@ -692,5 +731,126 @@ fn encode(frame: Frame) -> Bytes {
     match frame {
         Frame::Text(b) => wsframe::encode(wsframe::TEXT, &b),
         Frame::Binary(b) => wsframe::encode(wsframe::BINARY, &b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use protocol::eio::EngineConfig;
+    use protocol::ids::SeededIds;
+
+    use super::*;
+    use crate::conformance::EngineEcho;
+
+    /// No socket: the tests below speak to the node over its channel only.
+    enum NoSocket {}
+
+    impl crate::Socket for NoSocket {
+        fn poll_readable(&self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            match *self {}
+        }
+        fn try_read(&self, _: &mut bytes::BytesMut) -> std::io::Result<usize> {
+            match *self {}
+        }
+        fn poll_writable(&self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            match *self {}
+        }
+        fn try_write(&self, _: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            match *self {}
+        }
+        fn shutdown_write(&self) {
+            match *self {}
+        }
+    }
+
+    /// tokio, counting the node task's yields.
+    #[derive(Clone)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Runtime for Counting {
+        type Socket = NoSocket;
+        fn spawn(&self, fut: crate::BoxFuture<()>) {
+            tokio::spawn(fut);
+        }
+        fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>) {
+            tokio::task::spawn_blocking(work);
+        }
+        fn sleep_until(&self, deadline: Instant) -> crate::BoxFuture<()> {
+            Box::pin(tokio::time::sleep_until(deadline.into()))
+        }
+        fn yield_now(&self) -> crate::BoxFuture<()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::pin(tokio::task::yield_now())
+        }
+        fn socket(
+            &self,
+            io: hyper::upgrade::Upgraded,
+        ) -> Result<(NoSocket, Bytes), hyper::upgrade::Upgraded> {
+            Err(io)
+        }
+    }
+
+    fn node(busy: Duration) -> (NodeHandle, Arc<AtomicUsize>) {
+        let yields = Arc::new(AtomicUsize::new(0));
+        let node = Node::new(
+            EngineConfig::default(),
+            EngineEcho,
+            SeededIds::new([7; 32]),
+            Instant::now(),
+        );
+        let handle = spawn_node(&Counting(yields.clone()), node, None, None);
+        handle.busy_poll(busy);
+        (handle, yields)
+    }
+
+    /// An Engine.IO handshake over polling: the node answers 200 with the
+    /// open packet.
+    async fn handshake(node: &NodeHandle) {
+        let (reply, answer) = oneshot::channel();
+        node.send(Command::Http {
+            req: RequestId(node.next_id()),
+            method: Method::Get,
+            query: "EIO=4&transport=polling".into(),
+            authorization: None,
+            body: Bytes::new(),
+            reply,
+        })
+        .await;
+        let response = answer.await.expect("the node answers");
+        assert_eq!(response.status, 200);
+        assert!(
+            response.body.starts_with(b"0{\"sid\""),
+            "{:?}",
+            response.body
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_poll_polls_for_its_time_after_a_turn_answers_what_comes_meanwhile_then_sleeps()
+    {
+        let (node, yields) = node(Duration::from_millis(30));
+        handshake(&node).await;
+        // Within the 30 ms that follow, the node keeps yielding, and answers
+        // what comes.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let polling = yields.load(Ordering::Relaxed);
+        assert!(polling >= 10, "{polling} yields in 10 ms of busy poll");
+        handshake(&node).await;
+        // Its time is up 30 ms after its last turn: it sleeps, and yields no more.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let done = yields.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(yields.load(Ordering::Relaxed), done, "still polling");
+    }
+
+    #[tokio::test]
+    async fn without_a_busy_poll_the_node_never_yields() {
+        let (node, yields) = node(Duration::ZERO);
+        handshake(&node).await;
+        handshake(&node).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(yields.load(Ordering::Relaxed), 0);
     }
 }

@@ -4,6 +4,8 @@ configuration (docs/API.md on durability and tokens; the README's configuration)
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import resource
 import signal
 import socket
@@ -86,6 +88,47 @@ def test_acked_messages_survive_sigkill(tmp_path):
         server.stop()
 
 
+# ---------------------------------------------------------------- busy poll
+
+
+def _cpu_s(pid: int) -> float:
+    """The process's CPU time so far (user + system), in seconds."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_busy_poll_serves_the_chat_and_sleeps_when_idle():
+    """BUSY_POLL_MICROS keeps the node polling after each turn: messages
+    back to back are acked and delivered in order, and once nothing comes the
+    server sleeps (it does not keep a core busy)."""
+    server = start_chatwire({"BUSY_POLL_MICROS": "10000"})
+    clients: list[ChatClient] = []
+    try:
+        alice, bob = register(server), register(server)
+        a, b = ChatClient(server).connect(alice.token), ChatClient(server).connect(bob.token)
+        clients = [a, b]
+        chat_id = unique("busy")
+        for c in clients:
+            assert "error" not in c.call("chat:join", {"chatId": chat_id})
+        sent = [a.call("chat:send", {"text": f"m{i}", "tempId": f"t{i}", "chatId": chat_id}) for i in range(30)]
+        assert all("error" not in ack for ack in sent), sent[:3]
+        got = [b.wait_where("chat:new-message", lambda m: m.get("chatId") == chat_id)["text"] for _ in sent]
+        assert got == [f"m{i}" for i in range(30)]
+        # history (oldest first) has them once each, in the order acked
+        assert [m["id"] for m in bob.messages(chatId=chat_id, limit=30)] == [ack["id"] for ack in sent]
+        # Quiet now (the clients' heartbeats are 25 s apart): the server
+        # polls 10 ms after its last turn, then sleeps.
+        time.sleep(0.5)
+        before = _cpu_s(server.proc.pid)
+        time.sleep(2)
+        spent = _cpu_s(server.proc.pid) - before
+        assert spent < 0.5, f"{spent:.2f} s of CPU in 2 s with nothing to do"
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+
+
 # ---------------------------------------------------------------- graceful shutdown
 
 
@@ -137,8 +180,11 @@ def test_healthcheck_flag_probes_ready():
         ({"DATABASE_URL": "ftp://x"}, ["DATABASE_URL"]),
         ({"RATE_LIMIT_BURST": "0"}, ["RATE_LIMIT_BURST"]),
         ({"RATE_LIMIT_PER_SECOND": "0"}, ["RATE_LIMIT_PER_SECOND"]),
+        ({"BUSY_POLL_MICROS": "10001"}, ["BUSY_POLL_MICROS"]),
+        ({"BUSY_POLL_MICROS": "-1"}, ["BUSY_POLL_MICROS"]),
     ],
-    ids=["short secret", "empty secret", "alg none", "alg RS256", "ftp database", "no burst", "no rate"],
+    ids=["short secret", "empty secret", "alg none", "alg RS256", "ftp database", "no burst", "no rate",
+         "busy poll too long", "busy poll negative"],
 )
 def test_bad_config_refused(env, words):
     done = run_chatwire_to_exit(chatwire_env(**env))
