@@ -44,6 +44,14 @@ fn executor() -> &'static Executor<'static> {
     &EXECUTOR
 }
 
+/// Runs `fut` as one of the executor's tasks, blocking this thread until it
+/// is done: a server's `main`, so that its accept loop runs on the thread
+/// that runs the connections it spawns (with no other thread to wake for
+/// each one).
+pub fn run<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
+    smol::block_on(executor().spawn(fut))
+}
+
 impl Runtime for Smol {
     type Socket = SmolSocket;
 

@@ -2,5 +2,5 @@
 //! same settings, defaults and behaviour as `chatwire`.
 
 fn main() -> std::process::ExitCode {
-    smol::block_on(driver::app::main(chatwire_smol::Smol))
+    chatwire_smol::run(driver::app::main(chatwire_smol::Smol))
 }

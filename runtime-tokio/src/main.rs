@@ -2,5 +2,10 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    driver::app::main(chatwire::Tokio).await
+    // On a worker thread, not the main thread's `block_on`: the accept loop
+    // and the connections it spawns run on the same thread, with no thread
+    // to wake for each connection accepted.
+    tokio::spawn(driver::app::main(chatwire::Tokio))
+        .await
+        .unwrap_or(std::process::ExitCode::FAILURE)
 }
