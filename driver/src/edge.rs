@@ -231,13 +231,63 @@ pub(crate) async fn refuse<I: hyper::rt::Write + Unpin>(mut io: I) {
 }
 
 /// An accepted connection as hyper gets it: the runtime's connection, its
-/// place under the cap, and a close that lingers. A runtime takes its
-/// socket back out of an upgraded one with [`Edge::into_parts`].
+/// place under the cap, a close that lingers, and a `101` that may wait for
+/// the first WebSocket frame ([`Held`]). A runtime takes its socket back
+/// out of an upgraded one with [`Edge::into_parts`].
 pub struct Edge<I, R> {
     io: I,
     slot: ConnSlot,
     rt: R,
     closing: Closing,
+    held: Held,
+}
+
+/// A connection's `101 Switching Protocols`, kept back to go out in one
+/// write with the first WebSocket frame: a new Engine.IO session over
+/// WebSocket gets its open packet at once, so the client gets both in one
+/// segment (one write and one read fewer per connection, and one wake-up
+/// of the client). Only when the route arms it ([`Held::arm`]) before
+/// answering `101`, and only while the write it holds is that answer; the
+/// route takes the bytes ([`Held::take`]) once the upgrade is done, and
+/// they go out first on the WebSocket.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Held(Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+
+impl Held {
+    fn cell(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next write on the connection, if it is a `101`, is kept.
+    pub(crate) fn arm(&self) {
+        *self.cell() = Some(Vec::new());
+    }
+
+    /// What was kept (nothing if nothing was), disarmed.
+    pub(crate) fn take(&self) -> Option<bytes::Bytes> {
+        self.cell()
+            .take()
+            .filter(|b| !b.is_empty())
+            .map(bytes::Bytes::from)
+    }
+
+    /// Keeps `bufs` if armed and they are (the rest of) a `101`; their
+    /// length if kept.
+    fn keep(&self, bufs: &[io::IoSlice<'_>]) -> Option<usize> {
+        let mut cell = self.cell();
+        let kept = cell.as_mut()?;
+        let first = bufs.iter().find(|b| !b.is_empty())?;
+        if kept.is_empty() && !first.starts_with(b"HTTP/1.1 101 ") {
+            // Not the answer it was armed for: written as it comes.
+            *cell = None;
+            return None;
+        }
+        let n = bufs.iter().map(|b| b.len()).sum();
+        for b in bufs {
+            kept.extend_from_slice(b);
+        }
+        Some(n)
+    }
 }
 
 enum Closing {
@@ -258,12 +308,13 @@ impl<I: std::fmt::Debug, R> std::fmt::Debug for Edge<I, R> {
 }
 
 impl<I, R> Edge<I, R> {
-    pub(crate) fn new(io: I, slot: ConnSlot, rt: R) -> Self {
+    pub(crate) fn new(io: I, slot: ConnSlot, rt: R, held: Held) -> Self {
         Edge {
             io,
             slot,
             rt,
             closing: Closing::Open,
+            held,
         }
     }
 
@@ -291,6 +342,9 @@ impl<I: hyper::rt::Read + hyper::rt::Write + Unpin, R: Runtime + Unpin> hyper::r
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(n) = self.held.keep(&[io::IoSlice::new(buf)]) {
+            return Poll::Ready(Ok(n));
+        }
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
@@ -299,6 +353,9 @@ impl<I: hyper::rt::Read + hyper::rt::Write + Unpin, R: Runtime + Unpin> hyper::r
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(n) = self.held.keep(bufs) {
+            return Poll::Ready(Ok(n));
+        }
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
@@ -381,6 +438,46 @@ impl<R: Runtime> hyper::rt::Timer for RtTimer<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keep(held: &Held, parts: &[&[u8]]) -> Option<usize> {
+        let bufs: Vec<_> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+        held.keep(&bufs)
+    }
+
+    #[test]
+    fn an_armed_hold_keeps_a_101_until_taken_and_nothing_else() {
+        let head: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n";
+        // Not armed: every write goes out.
+        let held = Held::default();
+        assert_eq!(keep(&held, &[head]), None);
+        assert_eq!(held.take(), None);
+
+        // Armed: the 101 is kept, in as many writes as it comes, then taken once.
+        held.arm();
+        assert_eq!(keep(&held, &[&head[..20], b""]), Some(20));
+        assert_eq!(
+            keep(&held, &[&head[20..], b"\r\n"]),
+            Some(head.len() - 20 + 2)
+        );
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(b"\r\n");
+        assert_eq!(held.take().as_deref(), Some(&whole[..]));
+        assert_eq!(held.take(), None, "taken once");
+        assert_eq!(keep(&held, &[head]), None, "disarmed by the take");
+
+        // Armed, but the answer is not a 101 (a refusal): it goes out, and
+        // the hold is off for what follows.
+        held.arm();
+        assert_eq!(keep(&held, &[b"HTTP/1.1 400 Bad Request\r\n"]), None);
+        assert_eq!(keep(&held, &[head]), None);
+        assert_eq!(held.take(), None);
+
+        // Armed, taken before anything was written (the upgrade failed):
+        // nothing to send, and nothing held afterwards.
+        held.arm();
+        assert_eq!(held.take(), None);
+        assert_eq!(keep(&held, &[head]), None);
+    }
 
     #[test]
     fn the_cap_counts_open_connections_and_frees_them_on_drop() {

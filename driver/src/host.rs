@@ -65,8 +65,9 @@ pub async fn serve<S: Server>(
                 backoff = Duration::ZERO;
                 match connections.try_open() {
                     Some(slot) => {
-                        let io = Edge::new(io, slot, rt.clone());
-                        let routes = routes.clone().for_peer(peer);
+                        let held = crate::edge::Held::default();
+                        let io = Edge::new(io, slot, rt.clone(), held.clone());
+                        let routes = routes.clone().for_conn(peer, held);
                         rt.spawn(Box::pin(serve_connection(io, routes)));
                     }
                     None => {

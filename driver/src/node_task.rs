@@ -64,6 +64,9 @@ pub(crate) enum Command {
         query: String,
         authorization: Option<String>,
         ws: Arc<WsConn>,
+        /// Bytes to send before anything the node sends: the `101` kept
+        /// back to go out with the first frame (`edge::Held`).
+        head: Option<Bytes>,
     },
     WsText(ConnId, Utf8Bytes),
     WsBinary(ConnId, Bytes),
@@ -374,6 +377,7 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                 query,
                 authorization,
                 ws,
+                head,
             } => {
                 self.conns.insert(
                     conn,
@@ -382,6 +386,12 @@ impl<R: Runtime, U: Upper + Send + 'static> NodeTask<R, U> {
                         batch: Vec::new(),
                     },
                 );
+                if let Some(head) = head {
+                    // First in the batch, so written at the end of this
+                    // turn whatever the node answers: with the open packet
+                    // it sends.
+                    self.queue(conn, head);
+                }
                 self.feed(
                     now,
                     Input::WsOpen {

@@ -19,7 +19,7 @@ use protocol::{ConnId, Method, RequestId};
 
 use crate::Runtime;
 use crate::docs::ApiDocs;
-use crate::edge::{Cidr, Connections, EdgeConfig};
+use crate::edge::{Cidr, Connections, EdgeConfig, Held};
 use crate::metrics::{self, Metrics};
 use crate::node_task::{Command, NodeHandle, NodeReader};
 use crate::web::WebApp;
@@ -37,6 +37,8 @@ pub struct Routes<R> {
     edge: EdgeConfig,
     /// The TCP peer of the connection these routes serve.
     peer: Option<SocketAddr>,
+    /// Where that connection's `101` may wait for the first WebSocket frame.
+    held: Held,
     trusted_proxies: Arc<Vec<Cidr>>,
     bcrypt_max: usize,
     echo: Option<Arc<str>>,
@@ -57,6 +59,7 @@ impl<R: Clone> Clone for Routes<R> {
             max_payload: self.max_payload,
             edge: self.edge,
             peer: self.peer,
+            held: self.held.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             bcrypt_max: self.bcrypt_max,
             echo: self.echo.clone(),
@@ -120,6 +123,7 @@ impl<R: Runtime> Routes<R> {
             max_payload,
             edge: EdgeConfig::default(),
             peer: None,
+            held: Held::default(),
             trusted_proxies: Arc::default(),
             bcrypt_max: default_bcrypt_max(),
             echo: None,
@@ -154,8 +158,9 @@ impl<R: Runtime> Routes<R> {
     }
 
     /// These routes for one connection, from `peer`.
-    pub(crate) fn for_peer(mut self, peer: SocketAddr) -> Self {
+    pub(crate) fn for_conn(mut self, peer: SocketAddr, held: Held) -> Self {
         self.peer = Some(peer);
+        self.held = held;
         self
     }
 
@@ -364,9 +369,10 @@ impl<R: Runtime> Routes<R> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if is_upgrade(&req) {
-            if let Err(e) = protocol::eio::parse_query(&query) {
-                return json(400, Bytes::from(e.body()));
-            }
+            let fresh = match protocol::eio::parse_query(&query) {
+                Ok(q) => q.sid.is_none(),
+                Err(e) => return json(400, Bytes::from(e.body())),
+            };
             let (switching, upgrade) = match accept_upgrade(&mut req) {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -374,10 +380,18 @@ impl<R: Runtime> Routes<R> {
                     return refuse_upgrade(e, Bytes::from(body));
                 }
             };
+            // A new session's open packet follows the 101 at once: both go
+            // out in one write. (An upgrade of a polling session waits for
+            // the client's probe, which waits for the 101.)
+            let held = fresh.then(|| self.held.clone());
+            if let Some(h) = &held {
+                h.arm();
+            }
             let rt = self.rt.clone();
             let max = self.max_payload;
             self.rt.spawn(Box::pin(async move {
                 let Ok(io) = upgrade.await else { return };
+                let head = held.and_then(|h| h.take());
                 let (socket, read) = match rt.socket(io) {
                     Ok(s) => s,
                     Err(_) => {
@@ -392,6 +406,7 @@ impl<R: Runtime> Routes<R> {
                     query,
                     authorization,
                     ws: ws.clone(),
+                    head,
                 })
                 .await;
                 let read = BytesMut::from(read);
