@@ -25,6 +25,9 @@
 # Needs, with the same CARGO_TARGET_DIR:
 #   cargo build --release -p chatwire -p chatwire-benches
 #   (cd benches/peer-socketioxide && cargo build --release)
+# The environment reaches the servers: BUSY_POLL_MICROS=100, for one, runs
+# chatwire (and chatwire-smol) with its busy poll on (the peer has none);
+# each raw label line records it.
 # DURATION (seconds of sending, default 6), ROUNDS (default 2), OUT (default
 # benches/results/<UTC date>-side-by-side.jsonl), CHATWIRE_BIN, SMOL_BIN
 # and PEER_BIN may be overridden (SMOL=1 needs
@@ -97,7 +100,7 @@ run_one() { # scenario server-binary label
     rm -rf "$db"
   fi
   line=$(CHATWIRE_BIN=$2 "$root/benches/load.sh" "$db" $(args "$1"))
-  { echo "{\"side_by_side\":\"$1\",\"server\":\"$3\",\"bin\":\"$(basename "$2")\",\"at\":\"$(date -u +%FT%TZ)\",\"machine_busy_s\":$(( $(busy) - t0 ))e-2}"; echo "$line"; } >>"$out"
+  { echo "{\"side_by_side\":\"$1\",\"server\":\"$3\",\"bin\":\"$(basename "$2")\",\"at\":\"$(date -u +%FT%TZ)\",\"busy_poll_micros\":${BUSY_POLL_MICROS:-0},\"machine_busy_s\":$(( $(busy) - t0 ))e-2}"; echo "$line"; } >>"$out"
   echo "$line"
 }
 
