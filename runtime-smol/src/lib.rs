@@ -54,20 +54,26 @@ thread_local! {
 }
 
 /// An executor thread's loop, under its `block_on`: runs the tasks that are
-/// ready and, every [`IO_EVERY`] of them or at once after a busy-poll
-/// yield, yields to the `block_on`, which then looks for IO without
-/// waiting; with no task ready, waits for one (the `block_on` waits on IO
-/// meanwhile). `Executor::run` does the same but looks for IO only every
-/// 200 tasks, which a busy poll (one task that yields and comes back)
-/// takes tens of microseconds to reach.
+/// ready and, every [`IO_EVERY`] of them, or when a busy poll is all there
+/// is to run (two busy-poll yields in a row), yields to the `block_on`,
+/// which then looks for IO without waiting; with no task ready, waits for
+/// one (the `block_on` waits on IO meanwhile). `Executor::run` does the
+/// same but looks for IO only every 200 tasks, which a busy poll (one task
+/// that yields and comes back) takes tens of microseconds to reach. While
+/// other tasks are ready, a busy poll does not make the thread look for IO
+/// more often than every [`IO_EVERY`] tasks (as tokio's yield waits for
+/// its worker to run out of tasks).
 async fn work(ex: &Executor<'_>) {
     loop {
         let mut ran = 0;
+        let mut polling = false;
         while ran < IO_EVERY && ex.try_tick() {
             ran += 1;
-            if LOOK_FOR_IO.take() {
+            let yielded = LOOK_FOR_IO.take();
+            if yielded && polling {
                 break;
             }
+            polling = yielded;
         }
         if ran == 0 {
             ex.tick().await;
