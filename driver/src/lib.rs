@@ -70,11 +70,13 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
     /// Completes once the runtime has run the other tasks that are ready
     /// and looked for new IO events, without sleeping: the node task's busy
-    /// poll ([`NodeHandle::busy_poll`]). The default wakes the task at once
-    /// and returns `Pending` once, which is all a runtime that looks for IO
-    /// between two polls of a task needs.
+    /// poll ([`NodeHandle::busy_poll`]). The default is tokio's
+    /// `yield_now`: on tokio it wakes the task only after the worker has
+    /// polled its IO driver; elsewhere it wakes the task at once and returns
+    /// `Pending` once, which is all a runtime that looks for IO between two
+    /// polls of a task needs.
     fn yield_now(&self) -> BoxFuture<()> {
-        Box::pin(YieldOnce(false))
+        Box::pin(tokio::task::yield_now())
     }
     /// Takes back the socket of a connection that hyper upgraded (as
     /// [`hyper::upgrade::Upgraded::downcast`] does: hyper served it as an
@@ -85,21 +87,6 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
         &self,
         io: hyper::upgrade::Upgraded,
     ) -> Result<(Self::Socket, bytes::Bytes), hyper::upgrade::Upgraded>;
-}
-
-/// `Pending` once (waking its task at once), then `Ready`.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 /// What a runtime adds to [`Runtime`] to run a whole server process: a TCP

@@ -32,12 +32,6 @@ impl Runtime for Tokio {
         tokio::task::spawn_blocking(work);
     }
 
-    fn yield_now(&self) -> BoxFuture<()> {
-        // tokio's own: the task is woken only after the worker has polled
-        // its IO driver (a plain self-wake may run again before it does).
-        Box::pin(tokio::task::yield_now())
-    }
-
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }

@@ -609,11 +609,17 @@ pub(super) mod tests {
     }
 
     /// Places at 1000, 2000, 3000 and 4000 ms on the bus, held by `node`.
+    /// `ticket`'s send from `node`, its place `at`, held in [`room`] until
+    /// `now + HOLD`.
+    fn hold(c: &mut Order, ticket: &str, node: &str, now: Instant, at: Option<Place>) {
+        c.hold(room(), ticket.into(), node.into(), now + HOLD, at);
+    }
+
     fn four(c: &mut Order, node: &str, now: Instant) {
         for (t, ms) in [("a", 1000), ("b", 2000), ("c", 3000), ("d", 4000)] {
             let at = Some(Place { ms, n: 0 });
             c.heard_from(Some(node), at);
-            c.hold(room(), t.into(), node.into(), now + HOLD, at);
+            hold(c, t, node, now, at);
         }
     }
 
@@ -636,7 +642,7 @@ pub(super) mod tests {
         // A retry's broadcast fills the first send's place (d's), and its
         // own place (e, later) is given up.
         let e = Some(Place { ms: 5000, n: 0 });
-        c.hold(room(), "e".into(), "y".into(), now + HOLD, e);
+        hold(&mut c, "e", "y", now, e);
         assert!(
             c.arrive("e", placed("e", "D again", Some(4000)), None, now)
                 .is_none()
@@ -710,10 +716,10 @@ pub(super) mod tests {
         let now = Instant::now();
         let mut c = Order::new("n".into(), true);
         c.abandon("/", "r", "late");
-        c.hold(room(), "late".into(), "x".into(), now + HOLD, None);
+        hold(&mut c, "late", "x", now, None);
         assert_eq!((c.held(), c.poll_timeout()), (0, None));
         // Remembered once: the same ticket again is held.
-        c.hold(room(), "late".into(), "x".into(), now + HOLD, None);
+        hold(&mut c, "late", "x", now, None);
         assert_eq!(c.held(), 1);
     }
 
@@ -760,13 +766,7 @@ pub(super) mod tests {
         );
         // The next send: its place and broadcast, read at once.
         c.heard_from(Some("x"), Some(Place { ms: 1_020, n: 0 }));
-        c.hold(
-            room(),
-            "b".into(),
-            "x".into(),
-            now + HOLD,
-            Some(Place { ms: 1_020, n: 0 }),
-        );
+        hold(&mut c, "b", "x", now, Some(Place { ms: 1_020, n: 0 }));
         assert!(c.arrive("b", placed("b", "B", None), None, now).is_none());
         assert!(texts(c.release("/", "r", now)).is_empty(), "behind A");
         // Nothing more on the bus: a second later by this node's clock.
@@ -788,13 +788,7 @@ pub(super) mod tests {
         // Another node speaks until x has been silent for SILENT_FOR of the
         // bus's age: x's place d goes (and what waited behind it with it).
         let silent = SILENT_FOR.as_millis() as u64;
-        c.hold(
-            room(),
-            "e".into(),
-            "y".into(),
-            now + HOLD,
-            Some(Place { ms: 4001, n: 0 }),
-        );
+        hold(&mut c, "e", "y", now, Some(Place { ms: 4001, n: 0 }));
         assert!(c.arrive("e", placed("e", "E", None), None, now).is_none());
         // A Redis paused for 8 s: the bus ages 5 s, no more.
         let y = |ms| Some(Place { ms, n: 0 });
@@ -807,7 +801,7 @@ pub(super) mod tests {
         c.heard_from(Some("y"), y(12_001 + silent - 5_000));
         assert_eq!(texts(c.release_due(now)), ["E"]);
         // By this node's clock: HOLD at most, whatever the bus says.
-        c.hold(room(), "f".into(), "y".into(), now + HOLD, None);
+        hold(&mut c, "f", "y", now, None);
         assert_eq!(c.poll_timeout(), Some(now + HOLD));
         assert!(texts(c.release_due(now + HOLD - Duration::from_millis(1))).is_empty());
         assert!(texts(c.release_due(now + HOLD)).is_empty());

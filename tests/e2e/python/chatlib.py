@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import queue
 import re
 import threading
@@ -34,6 +35,12 @@ CHAT_EVENTS = (
     "error",
 )
 TRANSPORTS = ["websocket", "polling"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system), in seconds, from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def unique(prefix: str = "u") -> str:

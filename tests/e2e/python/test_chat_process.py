@@ -4,8 +4,6 @@ configuration (docs/API.md on durability and tokens; the README's configuration)
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 import resource
 import signal
 import socket
@@ -18,7 +16,8 @@ import websocket
 import pytest
 import requests
 
-from chatlib import PASSWORD, TIMEOUT, ChatClient, User, assert_detail, get_messages, mint, register, unique
+from chatlib import (PASSWORD, TIMEOUT, ChatClient, User, assert_detail, cpu_seconds, get_messages, mint,
+                     register, unique)
 from conftest import (JWT_SECRET, Server, chatwire_bin, chatwire_env, merged_env, run_chatwire_to_exit,
                       start_chatwire)
 
@@ -91,12 +90,6 @@ def test_acked_messages_survive_sigkill(tmp_path):
 # ---------------------------------------------------------------- busy poll
 
 
-def _cpu_s(pid: int) -> float:
-    """The process's CPU time so far (user + system), in seconds."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_busy_poll_serves_the_chat_and_sleeps_when_idle():
     """BUSY_POLL_MICROS keeps the node polling after each turn: messages
     back to back are acked and delivered in order, and once nothing comes the
@@ -119,9 +112,9 @@ def test_a_busy_poll_serves_the_chat_and_sleeps_when_idle():
         # Quiet now (the clients' heartbeats are 25 s apart): the server
         # polls 10 ms after its last turn, then sleeps.
         time.sleep(0.5)
-        before = _cpu_s(server.proc.pid)
+        before = cpu_seconds(server.proc.pid)
         time.sleep(2)
-        spent = _cpu_s(server.proc.pid) - before
+        spent = cpu_seconds(server.proc.pid) - before
         assert spent < 0.5, f"{spent:.2f} s of CPU in 2 s with nothing to do"
     finally:
         for c in clients:

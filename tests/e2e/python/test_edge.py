@@ -13,6 +13,7 @@ import time
 
 import pytest
 import requests
+from chatlib import cpu_seconds
 from conftest import start_chatwire
 
 TIMEOUT = 5.0
@@ -192,11 +193,6 @@ def test_past_the_connection_cap_a_client_gets_503_at_once():
 
 def _few_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100
 
 
 def test_out_of_descriptors_the_server_backs_off_and_logs_once(tmp_path):
