@@ -1,8 +1,13 @@
 //! The keys of the room emits a node handed on lately (a message's id), so
 //! that one published again (a retried send that could not tell its first
 //! publish happened) reaches no socket twice.
+//!
+//! The set is a B-tree, not a hash set: a hash set that grows to
+//! [`SEEN_KEYS`] rehashes everything it holds each time it doubles, and a
+//! send that landed on one of those stalled for as long (10 ms at 57,344
+//! keys, BENCHMARKS.md 2026-12-07). A B-tree grows a node at a time.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// How many keys a node remembers: the newest this many keyed emits.
@@ -12,7 +17,7 @@ pub const SEEN_KEYS: usize = 65_536;
 /// allocation, shared by the set and the order).
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    keys: HashSet<Arc<str>>,
+    keys: BTreeSet<Arc<str>>,
     order: VecDeque<Arc<str>>,
 }
 
