@@ -10,8 +10,8 @@
 # profile (callgrind, perf) build with `--profile profiling` (release with
 # line tables) and set BUILD_PROFILE=profiling.
 # PORT (default 3917), JWT_SECRET, BUILD_PROFILE (default release: the
-# binaries in target/$BUILD_PROFILE) and CHATWIRE_BIN (the server binary) may
-# be overridden.
+# binaries in target/$BUILD_PROFILE), CHATWIRE_BIN (the server binary) and
+# LOADGEN_BIN (the generator) may be overridden.
 set -euo pipefail
 db=$1
 shift
@@ -27,7 +27,7 @@ for _ in $(seq 50); do
   (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
   sleep 0.1
 done
-taskset -c 1 "$bin/loadgen" --addr 127.0.0.1:$port --server-pid $pid "$@"
+taskset -c 1 "${LOADGEN_BIN:-$bin/loadgen}" --addr 127.0.0.1:$port --server-pid $pid "$@"
 # utime + stime (clock ticks) and the peak RSS over the server's life.
 read -r -a stat < <(sed 's/.*) //' /proc/$pid/stat)
 # utime is user space, stime the kernel (syscalls, and the loopback TCP

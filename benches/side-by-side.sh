@@ -73,7 +73,9 @@ args() {
 }
 
 # What a scenario's line shows, from loadgen's JSON ($1) and load.sh's
-# server line ($2), as "name value" pairs, ratios taken by name.
+# server line ($2), as "name value" pairs, ratios taken by name. gen_util
+# is the generator's share of its core while it sent (or connected): near
+# 1, the latencies are its own queue's as much as the server's.
 metrics() {
   jq -rn --argjson l "$1" --argjson s "$2" '
     [["delivered_pct", (if $l.expected_deliveries > 0 then 100 * $l.received / $l.expected_deliveries else null end)],
@@ -82,7 +84,10 @@ metrics() {
      ["ack_p99_ms", $l.ack_latency.p99_ms], ["ack_max_ms", $l.ack_latency.max_ms],
      ["deliveries_per_s", $l.deliveries_per_s],
      ["connects_per_s", $l.connects_per_s], ["kb_per_conn", $l.server.kb_per_conn?],
-     ["cpu_util", $l.usage.server.cpu_util?], ["vmhwm_mb", ($s.server_vmhwm_kb / 1024)]]
+     ["cpu_util", $l.usage.server.cpu_util?],
+     ["gen_util", (if $l.usage.sending.generator_cpu_util? then $l.usage.sending.generator_cpu_util
+                   elif $l.generator_connect_cpu_s? then $l.generator_connect_cpu_s / $l.connect_s else null end)],
+     ["vmhwm_mb", ($s.server_vmhwm_kb / 1024)]]
     | map(select(.[1] != null)) | .[] | "\(.[0]) \(.[1])"'
 }
 
@@ -115,7 +120,7 @@ compare() {
   while read -r k v; do a[$k]=$v; done < <(metrics "$(sed -n 1p <<<"$2")" "$(sed -n 2p <<<"$2")")
   while read -r k v; do b[$k]=$v; done < <(metrics "$(sed -n 1p <<<"$3")" "$(sed -n 2p <<<"$3")")
   printf '%s:' "$1"
-  for k in delivered_pct p50_ms p99_ms acks_per_s ack_p50_ms ack_p99_ms ack_max_ms deliveries_per_s connects_per_s kb_per_conn cpu_util vmhwm_mb; do
+  for k in delivered_pct p50_ms p99_ms acks_per_s ack_p50_ms ack_p99_ms ack_max_ms deliveries_per_s connects_per_s kb_per_conn cpu_util gen_util vmhwm_mb; do
     [ -n "${a[$k]:-}" ] && [ -n "${b[$k]:-}" ] || continue
     printf '  %s %s / %s (%s)' "$k" "$(printf '%.4g' "${a[$k]}")" "$(printf '%.4g' "${b[$k]}")" \
       "$(jq -rn --argjson x "${a[$k]}" --argjson y "${b[$k]}" 'if $y == 0 then "-" else "x\($x / $y * 100 | round / 100)" end')"

@@ -22,21 +22,23 @@
 //! the socketioxide peer of `benches/side-by-side.sh` is measured.
 //!
 //! One current-thread tokio runtime; each connection is a task that reads
-//! up to 32 KiB per read (many frames per syscall) and answers pings.
+//! up to 32 KiB per read (many frames per syscall) and answers pings. The
+//! WebSocket client is its own ([`Ws`]): the generator must read 200,000
+//! deliveries a second on one core and still have time to spare, or the
+//! latencies it reports are its own queue's.
 
+use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::{Buf, BytesMut};
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use protocol::auth::JwtConfig;
 use protocol::model::ObjectId;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for chatwire (raw Engine.IO / Socket.IO over WebSocket)")]
@@ -160,6 +162,21 @@ fn percentiles(v: &mut [u32]) -> serde_json::Value {
     json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999), "max_ms": at(1.0)})
 }
 
+/// The `n` slowest of `v` (acks in the order they came, one connection
+/// after the other) as `[position, ms]`: with one sender the position is the
+/// message's number, so a stall at every doubling of some collection shows
+/// as positions in a row of powers of two.
+fn slowest(v: &[u32], n: usize) -> serde_json::Value {
+    let mut at: Vec<(usize, u32)> = v.iter().copied().enumerate().collect();
+    at.sort_unstable_by_key(|&(_, us)| std::cmp::Reverse(us));
+    at.truncate(n);
+    json!(
+        at.iter()
+            .map(|&(i, us)| json!([i, us as f64 / 1000.0]))
+            .collect::<Vec<_>>()
+    )
+}
+
 /// CPU seconds (utime + stime) and VmRSS / VmHWM (KB) of a process.
 fn proc_usage(pid: &str) -> Option<(f64, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -186,6 +203,9 @@ struct Usage {
     before: Option<(f64, u64, u64)>,
     me: Option<(f64, u64, u64)>,
     at: Instant,
+    /// How busy each side was while the run sent (the drain after it is
+    /// mostly idle): seconds, generator's CPU share, server's CPU share.
+    sending: Option<(f64, Option<f64>, Option<f64>)>,
 }
 
 impl Usage {
@@ -196,7 +216,20 @@ impl Usage {
             server,
             me: proc_usage("self"),
             at: Instant::now(),
+            sending: None,
         }
+    }
+
+    /// Notes that the run stopped sending; returns the seconds it sent for.
+    fn sent(&mut self) -> f64 {
+        let wall = self.at.elapsed().as_secs_f64();
+        let share = |a: Option<(f64, u64, u64)>, b: Option<(f64, u64, u64)>| {
+            a.zip(b).map(|(a, b)| (b.0 - a.0) / wall)
+        };
+        let me = share(self.me, proc_usage("self"));
+        let server = share(self.before, self.server.as_deref().and_then(proc_usage));
+        self.sending = Some((wall, me, server));
+        wall
     }
 
     fn report(&self) -> serde_json::Value {
@@ -216,7 +249,10 @@ impl Usage {
             }),
             _ => json!(null),
         };
-        json!({"wall_s": wall, "generator_cpu_s": gen_cpu, "server": server})
+        let sending = self.sending.map(|(s, me, server)| {
+            json!({"wall_s": s, "generator_cpu_util": me, "server_cpu_util": server})
+        });
+        json!({"wall_s": wall, "generator_cpu_s": gen_cpu, "server": server, "sending": sending})
     }
 }
 
@@ -250,37 +286,204 @@ impl Users {
     }
 }
 
+/// A WebSocket client of just what `loadgen` needs, so that reading a
+/// delivery costs little more than the kernel's read: one `read` fills a
+/// buffer with as many frames as have arrived (no zero-filling, no copy per
+/// frame), frames are taken out of it in place, and text is matched as
+/// bytes. What it leaves out, since neither server under test sends it:
+/// fragmented messages and extensions (either is an error).
+struct Ws {
+    tcp: TcpStream,
+    read: BytesMut,
+    /// How much room each read gets.
+    room: usize,
+}
+
+/// A frame from the server.
+enum Frame {
+    Text(BytesMut),
+    Ping(BytesMut),
+    Close,
+    /// Binary, pong: nothing here uses them.
+    Other,
+}
+
+impl Ws {
+    /// Opens the TCP connection and upgrades it to an Engine.IO WebSocket;
+    /// what came after the 101 is kept for [`Ws::frame`].
+    async fn connect(addr: &str, room: usize) -> Result<Ws, String> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+        let mut ws = Ws {
+            tcp,
+            read: BytesMut::with_capacity(room),
+            room,
+        };
+        // Any key will do: the answer's accept key is not checked here.
+        let request = format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: bG9hZGdlbi1sb2FkZ2VuIQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        ws.tcp
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("send the upgrade: {e}"))?;
+        loop {
+            if let Some(end) = find(&ws.read, b"\r\n\r\n") {
+                let head = ws.read.split_to(end + 4);
+                if !head.starts_with(b"HTTP/1.1 101") {
+                    let line = head[..].split(|&b| b == b'\r').next().unwrap_or_default();
+                    return Err(format!(
+                        "upgrade refused: {}",
+                        String::from_utf8_lossy(line)
+                    ));
+                }
+                return Ok(ws);
+            }
+            if ws.read.len() > 16 * 1024 {
+                return Err("an upgrade answer over 16 KiB".into());
+            }
+            match ws.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Err("closed during the upgrade".into()),
+                Err(e) => return Err(format!("read the upgrade: {e}")),
+            }
+        }
+    }
+
+    /// Reads what has arrived (cancel-safe); `false` once the server closed.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.read.capacity() - self.read.len() < self.room / 4 {
+            self.read.reserve(self.room);
+        }
+        Ok(self.tcp.read_buf(&mut self.read).await? > 0)
+    }
+
+    /// Takes the next whole frame out of what was read, if there is one.
+    fn frame(&mut self) -> Result<Option<Frame>, String> {
+        let [b0, b1, ..] = self.read[..] else {
+            return Ok(None);
+        };
+        if b0 & 0x80 == 0 || b0 & 0x70 != 0 || b1 & 0x80 != 0 {
+            return Err(format!(
+                "a fragmented, extended or masked frame ({b0:#04x} {b1:#04x})"
+            ));
+        }
+        let (len, header) = match b1 {
+            126 => match self.read.get(2..4) {
+                Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                None => return Ok(None),
+            },
+            127 => match self.read.get(2..10) {
+                Some(b) => {
+                    let n = u64::from_be_bytes(b.try_into().expect("8 bytes"));
+                    (usize::try_from(n).map_err(|_| "a frame too large")?, 10)
+                }
+                None => return Ok(None),
+            },
+            n => (usize::from(n), 2),
+        };
+        if self.read.len() < header + len {
+            self.read.reserve(header + len - self.read.len());
+            return Ok(None);
+        }
+        let mut payload = self.read.split_to(header + len);
+        payload.advance(header);
+        Ok(Some(match b0 & 0x0F {
+            0x1 => Frame::Text(payload),
+            0x8 => Frame::Close,
+            0x9 => Frame::Ping(payload),
+            _ => Frame::Other,
+        }))
+    }
+
+    /// The next text frame, reading as needed, answering WebSocket pings.
+    async fn next_text(&mut self) -> Result<BytesMut, String> {
+        loop {
+            match self.frame()? {
+                Some(Frame::Text(t)) => return Ok(t),
+                Some(Frame::Ping(p)) => self.send(0xA, &p).await.map_err(|e| e.to_string())?,
+                Some(Frame::Close) => return Err("the server closed".into()),
+                Some(Frame::Other) => {}
+                None => match self.fill().await {
+                    Ok(true) => {}
+                    Ok(false) => return Err("the server closed".into()),
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Sends one final frame, masked with a zero key (a client must mask;
+    /// any key is allowed, and zero leaves the payload as it is).
+    async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut f = Vec::with_capacity(payload.len() + 14);
+        f.push(0x80 | opcode);
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(payload);
+        self.tcp.write_all(&f).await
+    }
+
+    async fn send_text(&mut self, text: &str) -> io::Result<()> {
+        self.send(0x1, text.as_bytes()).await
+    }
+
+    /// A close frame (1000), then the write side shut.
+    async fn close(mut self) {
+        let _ = self.send(0x8, &1000u16.to_be_bytes()).await;
+        let _ = self.tcp.shutdown().await;
+    }
+}
+
+/// Where `needle` starts in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Opens a WebSocket, reads Engine.IO OPEN, joins `/` with a token and waits
 /// for the CONNECT answer.
 async fn open(addr: &str, token: &str, small: bool) -> Result<Ws, String> {
-    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    // tungstenite zero-fills its whole read buffer before every read (128 KiB
-    // by default): keep it small enough for that not to dominate.
-    let config = if small {
-        WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0)
-    } else {
-        WebSocketConfig::default().read_buffer_size(32 * 1024)
-    };
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    match ws.next().await {
-        Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
-        other => return Err(format!("expected OPEN, got {other:?}")),
+    // Idle connections (`conns`) read little: keep their buffers small.
+    let room = if small { 4096 } else { 32 * 1024 };
+    let mut ws = Ws::connect(addr, room).await?;
+    let t = ws.next_text().await?;
+    if !t.starts_with(b"0") {
+        return Err(format!(
+            "expected OPEN, got {:?}",
+            String::from_utf8_lossy(&t)
+        ));
     }
-    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+    ws.send_text(&format!("40{{\"token\":\"{token}\"}}"))
         .await
         .map_err(|e| format!("send CONNECT: {e}"))?;
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.starts_with("40") => return Ok(ws),
-            Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
-                let _ = ws.send(Message::text("3")).await;
-            }
-            other => return Err(format!("expected CONNECT, got {other:?}")),
+        let t = ws.next_text().await?;
+        if t.starts_with(b"40") {
+            return Ok(ws);
         }
+        if &t[..] != b"2" {
+            return Err(format!(
+                "expected CONNECT, got {:?}",
+                String::from_utf8_lossy(&t)
+            ));
+        }
+        ws.send_text("3")
+            .await
+            .map_err(|e| format!("send pong: {e}"))?;
     }
 }
 
@@ -323,10 +526,10 @@ struct Role {
 }
 
 /// The number after `key` in `text`, e.g. the send time in `"text":"123"`.
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let i = text.find(key)? + key.len();
-    let digits = text[i..].split(|c: char| !c.is_ascii_digit()).next()?;
-    digits.parse().ok()
+fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    let i = find(text, key)? + key.len();
+    let digits = text[i..].split(|c| !c.is_ascii_digit()).next()?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn micros_since(base: Instant, sent_ns: u64) -> u32 {
@@ -349,61 +552,74 @@ async fn client(
     });
     let mut sending = true;
     let mut ack_id = 0u64;
-    loop {
-        let send = tokio::select! {
+    'conn: loop {
+        // How many messages to send now.
+        let sends = tokio::select! {
             biased;
             r = stop.changed() => {
                 if r.is_err() || *stop.borrow() == Phase::Stop { break }
                 sending = false;
-                false
+                0
             }
-            msg = ws.next() => {
-                let t = match msg {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(_)) => continue,
-                    _ => break,
-                };
-                let s = t.as_str();
-                let mut answered = false;
-                if s == "2" {
-                    if ws.send(Message::text("3")).await.is_err() { break }
-                } else if let Some(rest) = s.strip_prefix("42[\"chat:new-message\"") {
-                    st.received += 1;
-                    if let Some(ns) = number_after(rest, "\"text\":\"") {
-                        st.delivery_us.push(micros_since(base, ns));
-                    }
-                } else if let Some(rest) = s.strip_prefix("43").filter(|_| role.sio_ack) {
-                    // A refused event's ack is `{"error": {...}}`.
-                    if rest.contains("\"error\":") {
-                        st.errors += 1;
-                    } else {
+            r = ws.fill() => {
+                if !matches!(r, Ok(true)) { break }
+                let mut answered = 0;
+                loop {
+                    let t = match ws.frame() {
+                        Ok(Some(Frame::Text(t))) => t,
+                        Ok(Some(Frame::Ping(p))) => {
+                            if ws.send(0xA, &p).await.is_err() { break 'conn }
+                            continue;
+                        }
+                        Ok(Some(Frame::Other)) => continue,
+                        Ok(None) => break,
+                        Ok(Some(Frame::Close)) | Err(_) => break 'conn,
+                    };
+                    let s = &t[..];
+                    let mut acked = false;
+                    if s == b"2" {
+                        if ws.send_text("3").await.is_err() { break 'conn }
+                    } else if let Some(rest) = s.strip_prefix(b"42[\"chat:new-message\"") {
+                        st.received += 1;
+                        if let Some(ns) = number_after(rest, b"\"text\":\"") {
+                            st.delivery_us.push(micros_since(base, ns));
+                        }
+                    } else if let Some(rest) = s.strip_prefix(b"43").filter(|_| role.sio_ack) {
+                        // A refused event's ack is `{"error": {...}}`.
+                        if find(rest, b"\"error\":").is_some() {
+                            st.errors += 1;
+                        } else {
+                            st.acks += 1;
+                            if let Some(ns) = number_after(rest, b"\"tempId\":\"") {
+                                st.ack_us.push(micros_since(base, ns));
+                            }
+                        }
+                        acked = true;
+                    } else if let Some(rest) = s.strip_prefix(b"42[\"chat:ack\"").filter(|_| !role.sio_ack) {
                         st.acks += 1;
-                        if let Some(ns) = number_after(rest, "\"tempId\":\"") {
+                        if let Some(ns) = number_after(rest, b"\"tempId\":\"") {
                             st.ack_us.push(micros_since(base, ns));
                         }
+                        acked = true;
+                    } else if s.starts_with(b"42[\"error\"") && !role.sio_ack {
+                        st.errors += 1;
+                        acked = true;
                     }
-                    answered = true;
-                } else if let Some(rest) = s.strip_prefix("42[\"chat:ack\"").filter(|_| !role.sio_ack) {
-                    st.acks += 1;
-                    if let Some(ns) = number_after(rest, "\"tempId\":\"") {
-                        st.ack_us.push(micros_since(base, ns));
+                    if acked {
+                        answered += 1;
+                        if let Some((i, tx)) = &role.acked {
+                            let _ = tx.send(*i);
+                        }
                     }
-                    answered = true;
-                } else if s.starts_with("42[\"error\"") && !role.sio_ack {
-                    st.errors += 1;
-                    answered = true;
                 }
-                if answered && let Some((i, tx)) = &role.acked {
-                    let _ = tx.send(*i);
-                }
-                answered && role.own_pace && sending
+                if role.own_pace && sending { answered } else { 0 }
             }
-            _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && sending => true,
+            _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && sending => 1,
             c = async { role.commands.as_mut().unwrap().recv().await }, if role.commands.is_some() => {
-                if c.is_none() { role.commands = None; false } else { true }
+                if c.is_none() { role.commands = None; 0 } else { 1 }
             }
         };
-        if send {
+        for _ in 0..sends {
             let ns = base.elapsed().as_nanos() as u64;
             let id = if role.sio_ack {
                 ack_id += 1;
@@ -415,13 +631,13 @@ async fn client(
                 "42{id}[\"chat:send\",{{\"text\":\"{ns}\",\"tempId\":\"{ns}\",\"chatId\":\"{}\"}}]",
                 role.chat
             );
-            if ws.send(Message::text(m)).await.is_err() {
-                break;
+            if ws.send_text(&m).await.is_err() {
+                break 'conn;
             }
             st.sent += 1;
         }
     }
-    let _ = ws.close(None).await;
+    ws.close().await;
     st
 }
 
@@ -458,7 +674,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
         } => {
             let conns =
                 open_many(&cli.addr, &users, clients, cli.connect_concurrency, false).await?;
-            let usage = Usage::start(cli.server_pid);
+            let mut usage = Usage::start(cli.server_pid);
             let every = Duration::from_secs_f64(1.0 / rate);
             let mut tasks = Vec::new();
             for (i, ws) in conns.into_iter().enumerate() {
@@ -474,7 +690,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             }
             tokio::time::sleep(Duration::from_secs_f64(duration)).await;
             let _ = stop_tx.send(Phase::Drain);
-            let send_end = usage.at.elapsed().as_secs_f64();
+            let send_end = usage.sent();
             tokio::time::sleep(Duration::from_secs_f64(drain)).await;
             let _ = stop_tx.send(Phase::Stop);
             let report = usage.report();
@@ -625,7 +841,7 @@ async fn closed_loop(
     } = flow;
     let n = conns.len();
     let own_pace = window >= senders;
-    let usage = Usage::start(server_pid);
+    let mut usage = Usage::start(server_pid);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut cmds = Vec::new();
     let mut tasks = Vec::new();
@@ -675,7 +891,7 @@ async fn closed_loop(
         }
     }
     let _ = stop_tx.send(Phase::Drain);
-    let send_end = usage.at.elapsed().as_secs_f64();
+    let send_end = usage.sent();
     tokio::time::sleep(Duration::from_secs_f64(drain)).await;
     let _ = stop_tx.send(Phase::Stop);
     let report = usage.report();
@@ -687,6 +903,7 @@ async fn closed_loop(
         "duration_s": duration,
         "sent": st.sent, "acked": st.acks, "refused": st.errors,
         "acks_per_s": st.acks as f64 / send_end,
+        "slowest_acks": slowest(&st.ack_us, 8),
         "ack_latency": percentiles(&mut st.ack_us),
         "expected_deliveries": expected, "received": st.received,
         "lost": expected as i64 - st.received as i64,
