@@ -70,7 +70,9 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
     /// Completes once the runtime has run the other tasks that are ready
     /// and looked for new IO events, without sleeping: the node task's busy
-    /// poll ([`NodeHandle::busy_poll`]). The default is tokio's
+    /// poll ([`NodeHandle::busy_poll`]), and the pause between two parts of
+    /// a sweep of writes, so that what arrived meanwhile joins it. The
+    /// default is tokio's
     /// `yield_now`: on tokio it wakes the task only after the worker has
     /// polled its IO driver; elsewhere it wakes the task at once and returns
     /// `Pending` once, which is all a runtime that looks for IO between two

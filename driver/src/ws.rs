@@ -299,8 +299,8 @@ impl WsConn {
 /// whatever else is ready to run.
 ///
 /// It never waits on a clock. Woken by the node, it first yields to the
-/// runtime (tokio's `yield_now`: whatever is ready runs, and the IO driver
-/// is polled, before the sweep goes on), then writes each connection
+/// runtime ([`Runtime::yield_now`]: whatever is ready runs, and the runtime
+/// looks for new IO, before the sweep goes on), then writes each connection
 /// everything queued for it, yielding again after every [`SWEEP_CHUNK`]
 /// connections. So what arrives while a sweep runs is taken in by the node
 /// within a fraction of a millisecond: its frames join the queues of the
@@ -308,8 +308,7 @@ impl WsConn {
 /// and the connections already written are handed over again for the next
 /// sweep. Writes gather messages only while the core is behind, and as
 /// many as the backlog holds; on an idle server nothing else is ready and
-/// the writes start at once. (On another runtime the yield only puts the
-/// task at the back of the run queue.)
+/// the writes start at once.
 #[derive(Debug, Clone)]
 pub(crate) struct Flusher {
     pending: Arc<Mutex<Vec<Arc<WsConn>>>>,
@@ -322,18 +321,19 @@ impl Flusher {
         let (wake, woken) = async_channel::bounded(1);
         let pending: Arc<Mutex<Vec<Arc<WsConn>>>> = Arc::default();
         let list = pending.clone();
+        let runtime = rt.clone();
         rt.spawn(Box::pin(async move {
             let mut conns = Vec::new();
             while woken.recv().await.is_ok() {
                 // Behind whatever is ready or arrived: its frames join this
                 // sweep (BENCHMARKS.md, 2026-12-06: the runs against the
                 // earlier wait of half a sweep on a timer).
-                tokio::task::yield_now().await;
+                runtime.yield_now().await;
                 std::mem::swap(&mut conns, &mut *lock(&list));
                 for (i, ws) in conns.drain(..).enumerate() {
                     ws.flush();
                     if i % SWEEP_CHUNK == SWEEP_CHUNK - 1 {
-                        tokio::task::yield_now().await;
+                        runtime.yield_now().await;
                     }
                 }
             }

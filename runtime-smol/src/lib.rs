@@ -48,8 +48,8 @@ fn executor() -> &'static Executor<'static> {
 const IO_EVERY: usize = 64;
 
 thread_local! {
-    /// Set by [`Smol::yield_now`] (a busy poll) on an executor thread: look
-    /// for IO before the next task.
+    /// Set by [`Smol::yield_now`] (a busy poll, or a pause in a sweep of
+    /// writes) on an executor thread: look for IO before the next task.
     static LOOK_FOR_IO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
