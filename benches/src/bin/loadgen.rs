@@ -364,40 +364,7 @@ impl Ws {
 
     /// Takes the next whole frame out of what was read, if there is one.
     fn frame(&mut self) -> Result<Option<Frame>, String> {
-        let [b0, b1, ..] = self.read[..] else {
-            return Ok(None);
-        };
-        if b0 & 0x80 == 0 || b0 & 0x70 != 0 || b1 & 0x80 != 0 {
-            return Err(format!(
-                "a fragmented, extended or masked frame ({b0:#04x} {b1:#04x})"
-            ));
-        }
-        let (len, header) = match b1 {
-            126 => match self.read.get(2..4) {
-                Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
-                None => return Ok(None),
-            },
-            127 => match self.read.get(2..10) {
-                Some(b) => {
-                    let n = u64::from_be_bytes(b.try_into().expect("8 bytes"));
-                    (usize::try_from(n).map_err(|_| "a frame too large")?, 10)
-                }
-                None => return Ok(None),
-            },
-            n => (usize::from(n), 2),
-        };
-        if self.read.len() < header + len {
-            self.read.reserve(header + len - self.read.len());
-            return Ok(None);
-        }
-        let mut payload = self.read.split_to(header + len);
-        payload.advance(header);
-        Ok(Some(match b0 & 0x0F {
-            0x1 => Frame::Text(payload),
-            0x8 => Frame::Close,
-            0x9 => Frame::Ping(payload),
-            _ => Frame::Other,
-        }))
+        take_frame(&mut self.read)
     }
 
     /// The next text frame, reading as needed, answering WebSocket pings.
@@ -417,25 +384,9 @@ impl Ws {
         }
     }
 
-    /// Sends one final frame, masked with a zero key (a client must mask;
-    /// any key is allowed, and zero leaves the payload as it is).
+    /// Sends one final frame ([`client_frame`]).
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        let mut f = Vec::with_capacity(payload.len() + 14);
-        f.push(0x80 | opcode);
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n <= usize::from(u16::MAX) => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&[0; 4]);
-        f.extend_from_slice(payload);
-        self.tcp.write_all(&f).await
+        self.tcp.write_all(&client_frame(opcode, payload)).await
     }
 
     async fn send_text(&mut self, text: &str) -> io::Result<()> {
@@ -447,6 +398,66 @@ impl Ws {
         let _ = self.send(0x8, &1000u16.to_be_bytes()).await;
         let _ = self.tcp.shutdown().await;
     }
+}
+
+/// Takes the next whole server frame out of `read`, if it holds one (and
+/// makes room for the rest of one that has begun).
+fn take_frame(read: &mut BytesMut) -> Result<Option<Frame>, String> {
+    let [b0, b1, ..] = read[..] else {
+        return Ok(None);
+    };
+    if b0 & 0x80 == 0 || b0 & 0x70 != 0 || b1 & 0x80 != 0 {
+        return Err(format!(
+            "a fragmented, extended or masked frame ({b0:#04x} {b1:#04x})"
+        ));
+    }
+    let (len, header) = match b1 {
+        126 => match read.get(2..4) {
+            Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match read.get(2..10) {
+            Some(b) => {
+                let n = u64::from_be_bytes(b.try_into().expect("8 bytes"));
+                (usize::try_from(n).map_err(|_| "a frame too large")?, 10)
+            }
+            None => return Ok(None),
+        },
+        n => (usize::from(n), 2),
+    };
+    if read.len() < header + len {
+        read.reserve(header + len - read.len());
+        return Ok(None);
+    }
+    let mut payload = read.split_to(header + len);
+    payload.advance(header);
+    Ok(Some(match b0 & 0x0F {
+        0x1 => Frame::Text(payload),
+        0x8 => Frame::Close,
+        0x9 => Frame::Ping(payload),
+        _ => Frame::Other,
+    }))
+}
+
+/// One final client frame, masked with a zero key (a client must mask;
+/// any key is allowed, and zero leaves the payload as it is).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0; 4]);
+    f.extend_from_slice(payload);
+    f
 }
 
 /// Where `needle` starts in `hay`.
@@ -924,6 +935,70 @@ fn main() {
         Err(e) => {
             eprintln!("loadgen: {e}");
             std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::ws::{self as wsframe, Decoder, Received};
+
+    /// Payload sizes on each side of the header's three length forms.
+    const SIZES: [usize; 8] = [0, 5, 125, 126, 300, 65_535, 65_536, 70_000];
+
+    fn text(n: usize) -> Vec<u8> {
+        (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+    }
+
+    #[test]
+    fn the_servers_frames_come_out_whole_however_the_bytes_arrive() {
+        let mut wire = Vec::new();
+        for n in SIZES {
+            wire.extend_from_slice(&wsframe::encode(wsframe::TEXT, &text(n)));
+        }
+        wire.extend_from_slice(&wsframe::pong(b"p"));
+        wire.extend_from_slice(&wsframe::close(1000));
+        for chunk in [1, 7, 4096, wire.len()] {
+            let mut read = BytesMut::new();
+            let mut got = Vec::new();
+            for piece in wire.chunks(chunk) {
+                read.extend_from_slice(piece);
+                while let Some(f) = take_frame(&mut read).unwrap() {
+                    got.push(f);
+                }
+            }
+            assert!(read.is_empty(), "chunks of {chunk}: bytes left over");
+            assert_eq!(got.len(), SIZES.len() + 2, "chunks of {chunk}");
+            for (f, n) in got.iter().zip(SIZES) {
+                assert!(
+                    matches!(f, Frame::Text(t) if t[..] == text(n)[..]),
+                    "{n} bytes"
+                );
+            }
+            assert!(matches!(got[SIZES.len()], Frame::Other), "the pong");
+            assert!(matches!(got[SIZES.len() + 1], Frame::Close));
+        }
+    }
+
+    #[test]
+    fn a_masked_or_fragmented_frame_from_the_server_is_an_error() {
+        let mut masked = BytesMut::from(&client_frame(wsframe::TEXT, b"hi")[..]);
+        assert!(take_frame(&mut masked).is_err());
+        let mut first_part = BytesMut::from(&[0x01, 0x02, b'h', b'i'][..]);
+        assert!(take_frame(&mut first_part).is_err());
+    }
+
+    #[test]
+    fn the_server_reads_what_the_client_sends() {
+        let mut decoder = Decoder::new(1 << 20);
+        for n in SIZES {
+            let mut read = BytesMut::from(&client_frame(wsframe::TEXT, &text(n))[..]);
+            match decoder.decode(&mut read) {
+                Ok(Some(Received::Text(t))) => assert_eq!(t[..], text(n)[..], "{n} bytes"),
+                other => panic!("{n} bytes: {other:?}"),
+            }
+            assert!(read.is_empty());
         }
     }
 }
