@@ -72,11 +72,10 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     /// and looked for new IO events, without sleeping: the node task's busy
     /// poll ([`NodeHandle::busy_poll`]), and the pause between two parts of
     /// a sweep of writes, so that what arrived meanwhile joins it. The
-    /// default is tokio's
-    /// `yield_now`: on tokio it wakes the task only after the worker has
-    /// polled its IO driver; elsewhere it wakes the task at once and returns
-    /// `Pending` once, which is all a runtime that looks for IO between two
-    /// polls of a task needs.
+    /// default is tokio's `yield_now`: on tokio it wakes the task only after
+    /// the worker has polled its IO driver; elsewhere it wakes the task at
+    /// once and returns `Pending` once, which is all a runtime that looks
+    /// for IO between two polls of a task needs.
     fn yield_now(&self) -> BoxFuture<()> {
         Box::pin(tokio::task::yield_now())
     }

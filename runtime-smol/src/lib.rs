@@ -54,8 +54,9 @@ thread_local! {
 }
 
 /// An executor thread's loop, under its `block_on`: runs the tasks that are
-/// ready and, every [`IO_EVERY`] of them, or when a busy poll is all there
-/// is to run (two busy-poll yields in a row), yields to the `block_on`,
+/// ready and, every [`IO_EVERY`] of them, or when a yielding task (a busy
+/// poll, or a sweep of writes between two parts) is all there is to run
+/// (two [`Smol::yield_now`]s in a row), yields to the `block_on`,
 /// which then looks for IO without waiting; with no task ready, waits for
 /// one (the `block_on` waits on IO meanwhile). `Executor::run` does the
 /// same but looks for IO only every 200 tasks, which a busy poll (one task

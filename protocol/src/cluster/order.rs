@@ -608,13 +608,13 @@ pub(super) mod tests {
         ("/".into(), "r".into())
     }
 
-    /// Places at 1000, 2000, 3000 and 4000 ms on the bus, held by `node`.
     /// `ticket`'s send from `node`, its place `at`, held in [`room`] until
     /// `now + HOLD`.
     fn hold(c: &mut Order, ticket: &str, node: &str, now: Instant, at: Option<Place>) {
         c.hold(room(), ticket.into(), node.into(), now + HOLD, at);
     }
 
+    /// Places at 1000, 2000, 3000 and 4000 ms on the bus, held by `node`.
     fn four(c: &mut Order, node: &str, now: Instant) {
         for (t, ms) in [("a", 1000), ("b", 2000), ("c", 3000), ("d", 4000)] {
             let at = Some(Place { ms, n: 0 });
