@@ -11,6 +11,14 @@
 //! after the commit returns does it resolve the callers' futures, so an
 //! acknowledged append is on disk. Reads go to a separate connection on
 //! their own thread; WAL lets them run while the writer commits.
+//!
+//! A third thread, the checkpointer, copies the WAL's pages into the
+//! database file once the WAL holds [`CHECKPOINT_PAGES`], so that no commit
+//! waits for that copy (SQLite's own automatic checkpoint runs in the
+//! committing connection, after the commit and before the next batch: the
+//! writer, and every send behind it, would wait). Should the checkpointer
+//! fall behind, the writer does the copy itself at [`WAL_MAX_PAGES`], which
+//! bounds the WAL.
 
 use std::fmt;
 use std::io;
@@ -35,9 +43,37 @@ use rusqlite::{
 /// The most writes one transaction takes, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 1024;
 
-/// Retry keys older than this, relative to the newest append, are deleted;
-/// twice the window so that a clock a little behind still finds its key.
-const RETRY_KEY_RETENTION_MS: i64 = 2 * DEDUPE_WINDOW_MS;
+/// The newest message stored with a retry key (author, tempId), from the
+/// index `messages_retry_key`.
+const RETRY_KEY_LOOKUP: &str = "SELECT id, timestamp FROM messages
+     WHERE author_id = ?1 AND temp_id = ?2 ORDER BY timestamp DESC LIMIT 1";
+
+/// WAL pages (of 4 KiB: 12 MiB) at which the writer asks the checkpointer
+/// to copy the WAL into the database file. Three times SQLite's default for
+/// its automatic checkpoint: a page written again before the copy is copied
+/// once, and on the saturating benchmark this gave the most acks/s of
+/// 1,000 and 3,000 (BENCHMARKS.md).
+const CHECKPOINT_PAGES: i32 = 3000;
+
+/// WAL pages at which the writer copies the WAL itself, after its commit,
+/// as SQLite's automatic checkpoint would: only when the checkpointer has
+/// not kept up.
+const WAL_MAX_PAGES: i32 = 8 * CHECKPOINT_PAGES;
+
+thread_local! {
+    /// The WAL's length in pages after the writer's last commit, set by
+    /// [`wal_length`] on the writer's thread.
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// The writer connection's WAL hook (run by SQLite after each commit, on
+/// the committing thread): keeps the WAL's length for [`writer_loop`].
+/// Registering it turns off SQLite's automatic checkpoint, which used the
+/// same hook.
+fn wal_length(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -60,15 +96,14 @@ CREATE TABLE IF NOT EXISTS messages (
     temp_id TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_chat_order ON messages (chat_id, timestamp, id);
--- (author, tempId) -> the message it names, until 24 h after `timestamp`.
-CREATE TABLE IF NOT EXISTS retry_keys (
-    author_id BLOB NOT NULL,
-    temp_id TEXT NOT NULL,
-    message_id BLOB NOT NULL,
-    timestamp INTEGER NOT NULL,
-    PRIMARY KEY (author_id, temp_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS retry_keys_age ON retry_keys (timestamp);
+-- A retry key (author, tempId) names the newest message stored with it, for
+-- 24 h after that message's `timestamp`: one index entry per message that
+-- has a key, written with the message.
+CREATE INDEX IF NOT EXISTS messages_retry_key ON messages (author_id, temp_id, timestamp)
+    WHERE temp_id IS NOT NULL;
+-- Earlier builds kept the keys in a table of their own as well; the index
+-- above holds the same (on such a file it is built from the messages).
+DROP TABLE IF EXISTS retry_keys;
 CREATE TABLE IF NOT EXISTS read_receipts (
     message_id BLOB NOT NULL,
     reader_id BLOB NOT NULL,
@@ -182,6 +217,7 @@ pub struct EmbeddedStore {
     reader: Option<mpsc::Sender<ReadJob>>,
     threads: Vec<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    checkpoints: Arc<AtomicU64>,
     /// The directory's lock, held while the store is open (the threads
     /// are joined before it is released).
     _lock: std::fs::File,
@@ -192,6 +228,7 @@ impl fmt::Debug for EmbeddedStore {
         f.debug_struct("EmbeddedStore")
             .field("path", &self.path)
             .field("commits", &self.commits())
+            .field("checkpoints", &self.checkpoints())
             .finish_non_exhaustive()
     }
 }
@@ -224,27 +261,40 @@ impl EmbeddedStore {
         }
         write_conn.pragma_update(None, "synchronous", "FULL")?;
         write_conn.execute_batch(SCHEMA)?;
+        write_conn.wal_hook(Some(wal_length));
         let read_conn = connect(&path)?;
         read_conn.pragma_update(None, "query_only", true)?;
+        let checkpoint_conn = connect(&path)?;
+        checkpoint_conn.pragma_update(None, "synchronous", "FULL")?;
 
         let commits = Arc::new(AtomicU64::new(0));
+        let checkpoints = Arc::new(AtomicU64::new(0));
         let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        // One nudge waiting is enough: the checkpoint it starts copies
+        // every page committed before it.
+        let (checkpoint_tx, checkpoint_rx) = mpsc::sync_channel::<()>(1);
         let counter = Arc::clone(&commits);
         let writer = std::thread::Builder::new()
             .name("chatwire-store-writer".to_owned())
-            .spawn(move || writer_loop(write_conn, &write_rx, &counter))
+            .spawn(move || writer_loop(write_conn, &write_rx, &checkpoint_tx, &counter))
             .map_err(OpenError::Thread)?;
         let reader = std::thread::Builder::new()
             .name("chatwire-store-reader".to_owned())
             .spawn(move || reader_loop(read_conn, &read_rx))
             .map_err(OpenError::Thread)?;
+        let counter = Arc::clone(&checkpoints);
+        let checkpointer = std::thread::Builder::new()
+            .name("chatwire-store-checkpointer".to_owned())
+            .spawn(move || checkpointer_loop(&checkpoint_conn, &checkpoint_rx, &counter))
+            .map_err(OpenError::Thread)?;
         Ok(EmbeddedStore {
             path,
             writer: Some(write_tx),
             reader: Some(read_tx),
-            threads: vec![writer, reader],
+            threads: vec![writer, reader, checkpointer],
             commits,
+            checkpoints,
             _lock: lock,
         })
     }
@@ -258,6 +308,12 @@ impl EmbeddedStore {
     /// fewer than the writes when group commit batched them.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many checkpoints (copies of the WAL's pages into the database
+    /// file) the checkpointer thread has made since [`Self::open`].
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
     }
 
     /// Queues a write for the next batch. `op` may run twice (the second
@@ -413,7 +469,12 @@ fn run_batch(conn: &mut Connection, batch: &mut [WriteJob]) -> Result<(), StoreE
     txn.commit().map_err(sql_error)
 }
 
-fn writer_loop(mut conn: Connection, jobs: &mpsc::Receiver<WriteJob>, commits: &AtomicU64) {
+fn writer_loop(
+    mut conn: Connection,
+    jobs: &mpsc::Receiver<WriteJob>,
+    checkpointer: &mpsc::SyncSender<()>,
+    commits: &AtomicU64,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -428,6 +489,35 @@ fn writer_loop(mut conn: Connection, jobs: &mpsc::Receiver<WriteJob>, commits: &
         }
         for job in batch {
             job.finish(outcome.as_ref().err());
+        }
+        let wal = WAL_PAGES.take();
+        if wal >= WAL_MAX_PAGES {
+            // The checkpointer has not kept up: copy the WAL here, as
+            // SQLite's automatic checkpoint would, so that it stays bounded
+            // (with no other writer, this copies all of it, and with no
+            // reader on an older snapshot the next commit starts the WAL
+            // over). Should it fail (the checkpointer is copying), the next
+            // commit tries again.
+            let _ = checkpoint(&conn);
+        } else if wal >= CHECKPOINT_PAGES {
+            // Full: a nudge is already waiting, which will do.
+            let _ = checkpointer.try_send(());
+        }
+    }
+}
+
+/// Copies what it can of the WAL into the database file without waiting
+/// for the writer or the readers (SQLite's `PASSIVE` checkpoint).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+fn checkpointer_loop(conn: &Connection, nudges: &mpsc::Receiver<()>, checkpoints: &AtomicU64) {
+    while let Ok(()) = nudges.recv() {
+        // A checkpoint that fails (a busy file, a full disk) leaves the WAL
+        // as it was; the writer nudges again after its next commit.
+        if checkpoint(conn).is_ok() {
+            checkpoints.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -475,11 +565,13 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 fn append(conn: &Connection, new: &NewMessage) -> rusqlite::Result<Append> {
     let m = &new.message;
     if let Some(temp_id) = &new.temp_id {
-        let first = conn
-            .prepare_cached("SELECT message_id, timestamp FROM retry_keys WHERE author_id = ?1 AND temp_id = ?2")?
-            .query_row(params![&m.author_id.0[..], temp_id], |r| Ok((object_id(r, 0)?, r.get::<_, i64>(1)?)))
+        let newest = conn
+            .prepare_cached(RETRY_KEY_LOOKUP)?
+            .query_row(params![&m.author_id.0[..], temp_id], |r| {
+                Ok((object_id(r, 0)?, r.get::<_, i64>(1)?))
+            })
             .optional()?;
-        if let Some((id, timestamp)) = first
+        if let Some((id, timestamp)) = newest
             && m.timestamp.saturating_sub(timestamp) < DEDUPE_WINDOW_MS
         {
             return Ok(Append::Duplicate { id, timestamp });
@@ -500,16 +592,6 @@ fn append(conn: &Connection, new: &NewMessage) -> rusqlite::Result<Append> {
         m.kind,
         new.temp_id,
     ])?;
-    if let Some(temp_id) = &new.temp_id {
-        conn.prepare_cached(
-            "INSERT INTO retry_keys (author_id, temp_id, message_id, timestamp) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (author_id, temp_id)
-             DO UPDATE SET message_id = excluded.message_id, timestamp = excluded.timestamp",
-        )?
-        .execute(params![&m.author_id.0[..], temp_id, &m.id.0[..], m.timestamp])?;
-        conn.prepare_cached("DELETE FROM retry_keys WHERE timestamp < ?1")?
-            .execute(params![m.timestamp.saturating_sub(RETRY_KEY_RETENTION_MS)])?;
-    }
     Ok(Append::Stored)
 }
 
@@ -740,6 +822,121 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(ids, [7, 9]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A retry key is looked up in its index, not by a scan of the messages.
+    #[test]
+    fn a_retry_key_is_found_through_its_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {RETRY_KEY_LOOKUP}"))
+            .unwrap()
+            .query_map(params![&[0u8; 12][..], "t"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            ["SEARCH messages USING COVERING INDEX messages_retry_key (author_id=? AND temp_id=?)"]
+        );
+    }
+
+    /// A file written by a build that kept retry keys in a table of their
+    /// own: the table goes, and its keys still name their messages.
+    #[test]
+    fn a_file_with_the_old_retry_key_table_keeps_its_keys() {
+        use futures_executor::block_on;
+        use protocol::testing::store_suite::new_message;
+        let dir = std::env::temp_dir().join(format!("chatwire-retry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = new_message(1, "general", 7, 1_000, Some("t-1"));
+        {
+            let old = Connection::open(dir.join(EmbeddedStore::FILE_NAME)).unwrap();
+            old.execute_batch(
+                "CREATE TABLE messages (id BLOB PRIMARY KEY, chat_id TEXT NOT NULL,
+                     author TEXT NOT NULL, author_id BLOB NOT NULL, text TEXT NOT NULL,
+                     timestamp INTEGER NOT NULL, status INTEGER NOT NULL, type TEXT NOT NULL,
+                     temp_id TEXT) WITHOUT ROWID;
+                 CREATE TABLE retry_keys (author_id BLOB NOT NULL, temp_id TEXT NOT NULL,
+                     message_id BLOB NOT NULL, timestamp INTEGER NOT NULL,
+                     PRIMARY KEY (author_id, temp_id)) WITHOUT ROWID;
+                 CREATE INDEX retry_keys_age ON retry_keys (timestamp);",
+            )
+            .unwrap();
+            append(&old, &first).unwrap();
+            let m = &first.message;
+            old.execute(
+                "INSERT INTO retry_keys VALUES (?1, 't-1', ?2, ?3)",
+                params![&m.author_id.0[..], &m.id.0[..], m.timestamp],
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let retry = new_message(2, "general", 7, 2_000, Some("t-1"));
+        assert_eq!(
+            block_on(store.append_message(retry)).unwrap(),
+            Append::Duplicate {
+                id: first.message.id,
+                timestamp: 1_000
+            }
+        );
+        let tables = block_on(store.read(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'retry_keys%'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        }))
+        .unwrap();
+        assert_eq!(tables, 0);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Once the WAL holds [`CHECKPOINT_PAGES`], the checkpointer copies it
+    /// into the database file (SQLite's own automatic checkpoint is off),
+    /// long before the writer would at [`WAL_MAX_PAGES`].
+    #[test]
+    fn the_checkpointer_copies_the_wal_into_the_database() {
+        use futures_executor::block_on;
+        use protocol::testing::store_suite::new_message;
+        let dir = std::env::temp_dir().join(format!("chatwire-checkpoint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let db_pages = || std::fs::metadata(store.path()).unwrap().len() / 4096;
+        let before = db_pages();
+        // A page of text each, queued at once so that they commit in a few
+        // batches: the WAL passes CHECKPOINT_PAGES.
+        let n = u32::try_from(CHECKPOINT_PAGES).unwrap() + 200;
+        let appends: Vec<_> = (1..=n)
+            .map(|i| {
+                let mut m = new_message(i, "general", 1, i64::from(i), None);
+                m.message.text = "x".repeat(4096);
+                store.append_message(m)
+            })
+            .collect();
+        for a in appends {
+            assert_eq!(block_on(a).unwrap(), Append::Stored);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.checkpoints() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(store.checkpoints() >= 1, "no checkpoint");
+        // The first checkpoint copied at least the WAL that asked for it:
+        // CHECKPOINT_PAGES frames, nearly all of them new pages (each
+        // message a row and its text's overflow page). Without a
+        // checkpoint the file would not have grown at all.
+        let min = before + u64::try_from(CHECKPOINT_PAGES / 3).unwrap();
+        assert!(
+            db_pages() >= min,
+            "the database file has {} pages, from {before}",
+            db_pages()
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
