@@ -48,7 +48,7 @@ const MAX_BATCH: usize = 1024;
 const RETRY_KEY_LOOKUP: &str = "SELECT id, timestamp FROM messages
      WHERE author_id = ?1 AND temp_id = ?2 ORDER BY timestamp DESC LIMIT 1";
 
-/// WAL pages (of 4 KiB: 12 MiB) at which the writer asks the checkpointer
+/// WAL pages (of 4 KiB: about 12 MB) at which the writer asks the checkpointer
 /// to copy the WAL into the database file. Three times SQLite's default for
 /// its automatic checkpoint: a page written again before the copy is copied
 /// once, and on the saturating benchmark this gave the most acks/s of
