@@ -763,10 +763,17 @@ mod tests {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
     }
 
+    /// A store directory of this test's own (`name` and the process id),
+    /// emptied first.
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("chatwire-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     #[test]
     fn one_store_per_directory_until_it_is_dropped() {
-        let dir = std::env::temp_dir().join(format!("chatwire-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("lock");
         let first = EmbeddedStore::open(&dir).unwrap();
         let second = EmbeddedStore::open(&dir).unwrap_err();
         let message = second.to_string();
@@ -784,8 +791,7 @@ mod tests {
     fn a_failing_write_rolls_back_alone_and_the_rest_of_its_batch_commits() {
         use futures_executor::block_on;
         use std::sync::atomic::AtomicBool;
-        let dir = std::env::temp_dir().join(format!("chatwire-batch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("batch");
         let store = EmbeddedStore::open(&dir).unwrap();
         let insert = |id: i64| {
             move |conn: &Connection| {
@@ -850,8 +856,7 @@ mod tests {
     fn a_file_with_the_old_retry_key_table_keeps_its_keys() {
         use futures_executor::block_on;
         use protocol::testing::store_suite::new_message;
-        let dir = std::env::temp_dir().join(format!("chatwire-retry-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("retry");
         std::fs::create_dir_all(&dir).unwrap();
         let first = new_message(1, "general", 7, 1_000, Some("t-1"));
         {
@@ -904,8 +909,7 @@ mod tests {
     fn the_checkpointer_copies_the_wal_into_the_database() {
         use futures_executor::block_on;
         use protocol::testing::store_suite::new_message;
-        let dir = std::env::temp_dir().join(format!("chatwire-checkpoint-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("checkpoint");
         let store = EmbeddedStore::open(&dir).unwrap();
         let db_pages = || std::fs::metadata(store.path()).unwrap().len() / 4096;
         let before = db_pages();
