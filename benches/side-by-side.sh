@@ -28,6 +28,12 @@
 # The environment reaches the servers: BUSY_POLL_MICROS=100, for one, runs
 # chatwire (and chatwire-smol) with its busy poll on (the peer has none);
 # each raw label line records it.
+# The fanout rows up to 200k/s also run benches/floor/fanout_floor.c (built
+# with gcc into the target directory; FLOOR=0 skips it) in the same round:
+# a C server that only reads each message and writes it to every
+# connection, and a C client that only sends and reads. Its median is the
+# least any server's can be on these cores, and the line prints it next to
+# half the peer's.
 # DURATION (seconds of sending, default 6), ROUNDS (default 2), OUT (default
 # benches/results/<UTC date>-side-by-side.jsonl), CHATWIRE_BIN, SMOL_BIN
 # and PEER_BIN may be overridden (SMOL=1 needs
@@ -109,6 +115,25 @@ run_one() { # scenario server-binary label
   echo "$line"
 }
 
+floor=
+if [ "${FLOOR:-1}" = 1 ] && command -v gcc >/dev/null; then
+  floor=$target/fanout-floor
+  gcc -O2 -pthread -o "$floor" "$root/benches/floor/fanout_floor.c"
+fi
+# Messages a second of a fanout row the floor runs (1,000 connections).
+floor_rate() {
+  case $1 in fanout50k) echo 50 ;; fanout100k) echo 100 ;; fanout200k) echo 200 ;; esac
+}
+# The floor's line for scenario $1, against chatwire's ($2) and the
+# peer's ($3) loadgen lines.
+run_floor() {
+  local line
+  line=$(taskset -c 0,1 "$floor" 1000 "$(floor_rate "$1")" "$d" 10 || true)
+  { echo "{\"side_by_side\":\"$1\",\"server\":\"floor\",\"at\":\"$(date -u +%FT%TZ)\"}"; echo "$line"; } >>"$out"
+  jq -rn --argjson f "$line" --argjson c "$(sed -n 1p <<<"$2")" --argjson p "$(sed -n 1p <<<"$3")" \
+    '"p50_ms \($f.p50_ms) (chatwire x\($c.latency.p50_ms / $f.p50_ms * 100 | round / 100), half the peer'"'"'s \($p.latency.p50_ms / 2 * 1000 | round / 1000))  p99_ms \($f.p99_ms)  delivered \($f.received)/\($f.expected)"'
+}
+
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout50k fanout100k fanout200k fanout800k b2b acked conns durable)
 mkdir -p "$(dirname "$out")"
@@ -142,6 +167,9 @@ for s in "${scenarios[@]}"; do
     fi
     pr=$(run_one "$s" "$peer" socketioxide)
     compare "$(printf '%-11s round %s' "$s" "$r")" "$cw" "$pr"
+    if [ -n "$floor" ] && [ -n "$(floor_rate "$s")" ]; then
+      printf '%-11s round %s, floor:  %s\n' "$s" "$r" "$(run_floor "$s" "$cw" "$pr")"
+    fi
     if [ -n "$smol" ]; then
       compare "$(printf '%-11s round %s, smol / peer' "$s" "$r")" "$sm" "$pr"
       compare "$(printf '%-11s round %s, smol / tokio' "$s" "$r")" "$sm" "$cw"
