@@ -48,39 +48,45 @@ fn executor() -> &'static Executor<'static> {
 const IO_EVERY: usize = 64;
 
 thread_local! {
-    /// Set by [`Smol::yield_now`] (a busy poll, or a pause in a sweep of
-    /// writes) on an executor thread: look for IO before the next task.
-    static LOOK_FOR_IO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// On an executor thread (in [`work`]): the tasks that yielded through
+    /// [`Smol::yield_now`] since the thread last looked for IO, woken once
+    /// it has. `None` elsewhere, where a yield wakes its task at once.
+    static YIELDED: std::cell::RefCell<Option<Vec<std::task::Waker>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// An executor thread's loop, under its `block_on`: runs the tasks that are
-/// ready and, every [`IO_EVERY`] of them, or when a yielding task (a busy
-/// poll, or a sweep of writes between two parts) is all there is to run
-/// (two [`Smol::yield_now`]s in a row), yields to the `block_on`,
-/// which then looks for IO without waiting; with no task ready, waits for
-/// one (the `block_on` waits on IO meanwhile). `Executor::run` does the
-/// same but looks for IO only every 200 tasks, which a busy poll (one task
-/// that yields and comes back) takes tens of microseconds to reach. While
-/// other tasks are ready, a busy poll does not make the thread look for IO
-/// more often than every [`IO_EVERY`] tasks (as tokio's yield waits for
-/// its worker to run out of tasks).
+/// ready and, every [`IO_EVERY`] of them or as soon as a task yielded
+/// through [`Smol::yield_now`] (a busy poll, or a pause in a sweep of
+/// writes), yields to the `block_on`, which then looks for IO without
+/// waiting; then wakes the tasks that yielded, so that they come after
+/// what that IO woke (as tokio's yield does: it wakes the task after its
+/// worker has polled its IO driver). With no task ready, it waits for one
+/// (the `block_on` waits on IO meanwhile). A busy poll among other ready
+/// tasks makes the thread look for IO once per turn of the polling task:
+/// one `epoll_wait` that does not wait. `Executor::run` looks for IO only
+/// every 200 tasks and wakes a yielding task at once, and so did this loop
+/// until a yield had come twice in a row: a sweep of writes went on
+/// before the node had taken in what arrived meanwhile (BENCHMARKS.md,
+/// 2026-12-07, tenth session).
 async fn work(ex: &Executor<'_>) {
+    YIELDED.set(Some(Vec::new()));
     loop {
         let mut ran = 0;
-        let mut polling = false;
         while ran < IO_EVERY && ex.try_tick() {
             ran += 1;
-            let yielded = LOOK_FOR_IO.take();
-            if yielded && polling {
+            if YIELDED.with_borrow(|y| y.as_ref().is_some_and(|y| !y.is_empty())) {
                 break;
             }
-            polling = yielded;
         }
         if ran == 0 {
             ex.tick().await;
-            LOOK_FOR_IO.set(false);
         }
         smol::future::yield_now().await;
+        #[cfg(test)]
+        tests::IO_LOOKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let woken = YIELDED.with_borrow_mut(|y| y.as_mut().map(std::mem::take));
+        woken.into_iter().flatten().for_each(std::task::Waker::wake);
     }
 }
 
@@ -110,12 +116,26 @@ impl Runtime for Smol {
     }
 
     fn yield_now(&self) -> BoxFuture<()> {
-        Box::pin(async {
-            // The executor thread looks for IO before it runs the next task
-            // (`work`), and this task, woken by its own yield, comes after.
-            LOOK_FOR_IO.set(true);
-            smol::future::yield_now().await;
-        })
+        let mut yielded = false;
+        Box::pin(std::future::poll_fn(move |cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            // On an executor thread, `work` wakes this task once the thread
+            // has looked for IO; elsewhere, at once.
+            let waker = cx.waker().clone();
+            if let Some(waker) = YIELDED.with_borrow_mut(|y| match y {
+                Some(list) => {
+                    list.push(waker);
+                    None
+                }
+                None => Some(waker),
+            }) {
+                waker.wake();
+            }
+            Poll::Pending
+        }))
     }
 
     fn socket(&self, io: Upgraded) -> Result<(SmolSocket, Bytes), Upgraded> {
@@ -204,6 +224,35 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// How many times an executor thread has been back to its `block_on`
+    /// (and so looked for IO) in [`work`].
+    pub(super) static IO_LOOKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    #[test]
+    fn a_yield_resumes_only_after_the_thread_looked_for_io() {
+        // Another task stays ready throughout, so that a yield that woke
+        // its task at once would be run again before any look for IO.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning = stop.clone();
+        let spinner = executor().spawn(async move {
+            while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                smol::future::yield_now().await;
+            }
+        });
+        let looked = run(async move {
+            let mut looked = Vec::new();
+            for _ in 0..100 {
+                let before = IO_LOOKS.load(std::sync::atomic::Ordering::SeqCst);
+                Smol.yield_now().await;
+                looked.push(IO_LOOKS.load(std::sync::atomic::Ordering::SeqCst) > before);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            looked
+        });
+        smol::block_on(spinner);
+        assert!(looked.iter().all(|&l| l), "{looked:?}");
+    }
 
     #[test]
     fn a_task_that_busy_polls_sees_io_and_the_others_run() {
