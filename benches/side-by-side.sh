@@ -31,9 +31,9 @@
 # The fanout rows up to 200k/s also run benches/floor/fanout_floor.c (built
 # with gcc into the target directory; FLOOR=0 skips it) in the same round:
 # a C server that only reads each message and writes it to every
-# connection, and a C client that only sends and reads. Its median is the
-# least any server's can be on these cores, and the line prints it next to
-# half the peer's.
+# connection, and a C client that only sends and reads: what a server with
+# no work of its own gets on these cores. The line prints its median next
+# to half the peer's.
 # DURATION (seconds of sending, default 6), ROUNDS (default 2), OUT (default
 # benches/results/<UTC date>-side-by-side.jsonl), CHATWIRE_BIN, SMOL_BIN
 # and PEER_BIN may be overridden (SMOL=1 needs
