@@ -83,41 +83,54 @@ static int *partial_len;
 static char (*held)[FRAME];
 static int *held_len;
 
-// Reads whatever the senders sent, without waiting; true if any came.
-static int take_messages(int ep, int timeout_ms) {
+// An epoll set of the N descriptors in `fds`, made non-blocking, each
+// reported with its index.
+static int watch_all(const int *fds, int n) {
+  int ep = epoll_create1(0);
+  for (int i = 0; i < n; i++) {
+    fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &e);
+  }
+  return ep;
+}
+
+// Adds one byte read to the message `frame` holds `*len` bytes of; true
+// once it is whole (and `*len` is back to 0 for the next one). Messages
+// are written whole and read in order, so a read that ends inside one
+// leaves the rest for the next read.
+static int frame_byte(char *frame, int *len, char byte) {
+  frame[(*len)++] = byte;
+  if (*len < FRAME) return 0;
+  *len = 0;
+  return 1;
+}
+
+// Reads whatever the senders sent, waiting up to `timeout_ms` for some.
+static void take_messages(int ep, int timeout_ms) {
   struct epoll_event ev[64];
-  int n = epoll_wait(ep, ev, 64, timeout_ms), got = 0;
+  int n = epoll_wait(ep, ev, 64, timeout_ms);
   for (int e = 0; e < n; e++) {
     int s = ev[e].data.u32;
     char buf[FRAME * 64];
     ssize_t r;
     while ((r = read(accepted_send_fd[s], buf, sizeof buf)) > 0) {
       for (ssize_t i = 0; i < r; i++) {
-        partial[s][partial_len[s]++] = buf[i];
-        if (partial_len[s] == FRAME) {
-          if (message_count == message_cap) {
-            fprintf(stderr, "more messages than planned\n");
-            exit(1);
-          }
-          memcpy(messages[message_count++], partial[s], FRAME);
-          partial_len[s] = 0;
-          got = 1;
+        if (!frame_byte(partial[s], &partial_len[s], buf[i])) continue;
+        if (message_count == message_cap) {
+          fprintf(stderr, "more messages than planned\n");
+          exit(1);
         }
+        memcpy(messages[message_count++], partial[s], FRAME);
       }
     }
   }
-  return got;
 }
 
 static void *server(void *arg) {
   (void)arg;
   pin(0);
-  int ep = epoll_create1(0);
-  for (int s = 0; s < SENDERS; s++) {
-    fcntl(accepted_send_fd[s], F_SETFL, O_NONBLOCK);
-    struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)s};
-    epoll_ctl(ep, EPOLL_CTL_ADD, accepted_send_fd[s], &e);
-  }
+  int ep = watch_all(accepted_send_fd, SENDERS);
   double cpu0 = thread_cpu_us();
   struct iovec iov[MAX_GATHER];
   while (!stop_server) {
@@ -206,12 +219,7 @@ int main(int argc, char **argv) {
   pthread_t t;
   pthread_create(&t, 0, server, 0);
   pin(1);
-  int ep = epoll_create1(0);
-  for (int i = 0; i < N; i++) {
-    fcntl(client_fd[i], F_SETFL, O_NONBLOCK);
-    struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-    epoll_ctl(ep, EPOLL_CTL_ADD, client_fd[i], &e);
-  }
+  int ep = watch_all(client_fd, N);
   long expected = planned * N, received = 0;
   uint32_t *lat_us = malloc(expected * sizeof *lat_us);
   struct epoll_event ev[256];
@@ -243,18 +251,13 @@ int main(int argc, char **argv) {
     for (int e = 0; e < n; e++) {
       int i = ev[e].data.u32;
       ssize_t r;
-      // Messages are written whole and read here in order: a read that
-      // ends inside a message leaves the rest for the next read.
       while ((r = read(client_fd[i], buf, sizeof buf)) > 0) {
         uint64_t at = now_ns();
         for (ssize_t off = 0; off < r; off++) {
-          held[i][held_len[i]++] = buf[off];
-          if (held_len[i] == FRAME) {
-            uint64_t stamp;
-            memcpy(&stamp, held[i], sizeof stamp);
-            if (received < expected) lat_us[received++] = (uint32_t)((at - stamp) / 1000u);
-            held_len[i] = 0;
-          }
+          if (!frame_byte(held[i], &held_len[i], buf[off])) continue;
+          uint64_t stamp;
+          memcpy(&stamp, held[i], sizeof stamp);
+          if (received < expected) lat_us[received++] = (uint32_t)((at - stamp) / 1000u);
         }
       }
     }
